@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+#include <sys/syscall.h>
+
+namespace surfacelink {
+void RegisterMemfd(Napi::Env env, Napi::Object exports);
+}

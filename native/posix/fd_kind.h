@@ -1,0 +1,21 @@
+// What an fd really is, decided by the kernel's own answers (fstat / fstatfs / /proc), never
+// by what a peer claims. Implemented per OS.
+#pragma once
+
+#include <cstdint>
+
+namespace surfacelink {
+
+enum class FdKind { kMemfd, kDmabuf, kSyncFile, kSocket, kPipe, kFile, kOther };
+
+const char* FdKindName(FdKind kind);
+FdKind ClassifyFd(int fd);
+
+// Size of the object behind fd in bytes (fstat for files/memfd, lseek(SEEK_END) for dma-buf).
+// Returns -1 and sets errno on failure.
+int64_t FdObjectSize(int fd, FdKind kind);
+
+// memfd seals (F_GET_SEALS); -1 with errno when the fd does not support sealing.
+int GetSeals(int fd);
+
+}  // namespace surfacelink

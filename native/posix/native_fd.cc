@@ -1,0 +1,184 @@
+#include "native_fd.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "../common/addon.h"
+#include "../common/errors.h"
+#include "fd_kind.h"
+
+#ifndef F_SEAL_SHRINK
+#define F_SEAL_SHRINK 0x0002
+#endif
+
+namespace surfacelink {
+
+namespace {
+
+struct Mapping {
+  void* base;
+  size_t length;
+};
+
+// Runs when the ArrayBuffer's backing store dies: after collection, or after JS detaches
+// it (NativeFd users call `unmap(buffer)` which detaches). The only place that unmaps.
+void UnmapFinalizer(Napi::Env /*env*/, void* /*data*/, Mapping* mapping) {
+  ::munmap(mapping->base, mapping->length);
+  delete mapping;
+}
+
+// A JS number that must be a non-negative integer ≤ 2^53.
+uint64_t RequireSize(Napi::Env env, Napi::Value value, const char* name) {
+  if (!value.IsNumber()) Throw(env, "E_INVALID_ARGUMENT", std::string(name) + " must be a number");
+  double v = value.As<Napi::Number>().DoubleValue();
+  if (!(v >= 0) || v != std::floor(v) || v > 9007199254740991.0)
+    Throw(env, "E_INVALID_ARGUMENT", std::string(name) + " must be a non-negative integer");
+  return static_cast<uint64_t>(v);
+}
+
+}  // namespace
+
+Napi::Function NativeFd::Define(Napi::Env env) {
+  return DefineClass(env, "NativeFd",
+                     {
+                         InstanceMethod<&NativeFd::Close>("close"),
+                         InstanceMethod<&NativeFd::Dup>("dup"),
+                         InstanceMethod<&NativeFd::Stat>("stat"),
+                         InstanceMethod<&NativeFd::Seals>("seals"),
+                         InstanceMethod<&NativeFd::Map>("map"),
+                         InstanceAccessor<&NativeFd::IsClosed>("closed"),
+                         InstanceAccessor<&NativeFd::DebugNumber>("debugNumber"),
+                     });
+}
+
+NativeFd::NativeFd(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeFd>(info) {
+  // Constructed only from native code, with the fd passed as an External<int>.
+  if (info.Length() != 1 || !info[0].IsExternal())
+    Throw(info.Env(), "E_INVALID_ARGUMENT", "NativeFd cannot be constructed from JavaScript");
+  fd_.reset(*info[0].As<Napi::External<int>>().Data());
+}
+
+Napi::Object NativeFd::Wrap(Napi::Env env, UniqueFd fd) {
+  int raw = fd.get();
+  Napi::Object object = GetAddonData(env).native_fd_ctor.New({Napi::External<int>::New(env, &raw)});
+  fd.release();  // now owned by the object
+  return object;
+}
+
+int NativeFd::Borrow(Napi::Env env, Napi::Value value) {
+  if (!value.IsObject() ||
+      !value.As<Napi::Object>().InstanceOf(GetAddonData(env).native_fd_ctor.Value()))
+    Throw(env, "E_HANDLE_TYPE", "expected a NativeFd");
+  return Unwrap(value.As<Napi::Object>())->Require(env);
+}
+
+int NativeFd::Require(Napi::Env env) const {
+  if (!fd_.valid()) Throw(env, "E_CLOSED", "the handle is closed");
+  return fd_.get();
+}
+
+Napi::Value NativeFd::Close(const Napi::CallbackInfo& info) {
+  fd_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeFd::IsClosed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !fd_.valid());
+}
+
+Napi::Value NativeFd::DebugNumber(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), fd_.get());
+}
+
+Napi::Value NativeFd::Dup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  UniqueFd copy(::fcntl(Require(env), F_DUPFD_CLOEXEC, 3));
+  if (!copy) ThrowSyscall(env, "fcntl(F_DUPFD_CLOEXEC)");
+  return Wrap(env, std::move(copy));
+}
+
+Napi::Value NativeFd::Stat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Require(env);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) ThrowSyscall(env, "fstat");
+  FdKind kind = ClassifyFd(fd);
+  int64_t size = FdObjectSize(fd, kind);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("kind", FdKindName(kind));
+  result.Set("size", size >= 0 ? Napi::Number::New(env, static_cast<double>(size)) : env.Null());
+  result.Set("inode", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_ino)));
+  result.Set("device", Napi::BigInt::New(env, static_cast<uint64_t>(st.st_dev)));
+  result.Set("mode", Napi::Number::New(env, st.st_mode));
+  return result;
+}
+
+Napi::Value NativeFd::Seals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int seals = GetSeals(Require(env));
+  if (seals < 0) {
+    int err = errno;
+    throw MakeError(env, "E_HANDLE_TYPE", "the handle does not support seals", "fcntl(F_GET_SEALS)", err);
+  }
+  return Napi::Number::New(env, seals);
+}
+
+// map(offset, length, mode): mode "shared" maps read-write MAP_SHARED (the producer's view);
+// "private" maps MAP_PRIVATE read-write: the consumer sees the producer's writes on pages it
+// has not written itself, and a stray JS write cannot fault or reach the producer.
+// Refuses objects that could shrink under the mapping (SIGBUS) and ranges past their end.
+Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Require(env);
+  uint64_t offset = RequireSize(env, info[0], "offset");
+  uint64_t length = RequireSize(env, info[1], "length");
+  std::string mode = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  if (mode != "shared" && mode != "private")
+    Throw(env, "E_INVALID_ARGUMENT", "mode must be \"shared\" or \"private\"");
+  if (length == 0) Throw(env, "E_BAD_GEOMETRY", "cannot map zero bytes");
+
+  FdKind kind = ClassifyFd(fd);
+  if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf)
+    Throw(env, "E_HANDLE_TYPE", std::string("cannot map a handle of kind ") + FdKindName(kind));
+  if (kind == FdKind::kMemfd) {
+    int seals = GetSeals(fd);
+    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+      Throw(env, "E_UNSEALED", "memfd is not sealed against shrinking (F_SEAL_SHRINK); mapping it could SIGBUS");
+  }
+  if (kind == FdKind::kDmabuf && mode == "private")
+    Throw(env, "E_INVALID_ARGUMENT", "dma-buf mappings must be shared");
+  int64_t size = FdObjectSize(fd, kind);
+  if (size < 0) ThrowSyscall(env, "fstat");
+  if (offset > static_cast<uint64_t>(size) || length > static_cast<uint64_t>(size) - offset)
+    Throw(env, "E_OUT_OF_BOUNDS", "range " + std::to_string(offset) + "+" + std::to_string(length) +
+                                      " exceeds the object's " + std::to_string(size) + " bytes");
+
+  long page = ::sysconf(_SC_PAGESIZE);
+  uint64_t aligned = offset - offset % static_cast<uint64_t>(page);
+  size_t span = static_cast<size_t>(length + (offset - aligned));
+  void* base = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, mode == "shared" ? MAP_SHARED : MAP_PRIVATE, fd,
+                      static_cast<off_t>(aligned));
+  if (base == MAP_FAILED) ThrowSyscall(env, "mmap");
+  auto* mapping = new Mapping{base, span};
+  uint8_t* start = static_cast<uint8_t*>(base) + (offset - aligned);
+  napi_value buffer;
+  napi_status status = napi_create_external_arraybuffer(
+      env, start, static_cast<size_t>(length),
+      [](napi_env e, void* data, void* hint) { UnmapFinalizer(Napi::Env(e), data, static_cast<Mapping*>(hint)); },
+      mapping, &buffer);
+  if (status != napi_ok) {
+    ::munmap(base, span);
+    delete mapping;
+    Throw(env, "E_SYSTEM", "this runtime refuses external ArrayBuffers (napi_create_external_arraybuffer)");
+  }
+  return Napi::Value(env, buffer);
+}
+
+}  // namespace surfacelink

@@ -1,0 +1,35 @@
+// NativeFd: the JS-visible owner of one file descriptor. JS never sees the number except
+// through debugNumber (for diagnostics). close() is idempotent; the fd is also closed if
+// the object is garbage-collected while still open (a safety net, not the contract).
+#pragma once
+
+#include <napi.h>
+
+#include "../common/unique_fd.h"
+
+namespace surfacelink {
+
+class NativeFd : public Napi::ObjectWrap<NativeFd> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // Wraps `fd` in a new JS NativeFd that owns it.
+  static Napi::Object Wrap(Napi::Env env, UniqueFd fd);
+  // The fd inside a JS value that must be an open NativeFd (throws E_HANDLE_TYPE otherwise).
+  static int Borrow(Napi::Env env, Napi::Value value);
+
+  explicit NativeFd(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Dup(const Napi::CallbackInfo& info);
+  Napi::Value Stat(const Napi::CallbackInfo& info);
+  Napi::Value Seals(const Napi::CallbackInfo& info);
+  Napi::Value Map(const Napi::CallbackInfo& info);
+  Napi::Value IsClosed(const Napi::CallbackInfo& info);
+  Napi::Value DebugNumber(const Napi::CallbackInfo& info);
+  int Require(Napi::Env env) const;
+
+  UniqueFd fd_;
+};
+
+}  // namespace surfacelink
