@@ -11,6 +11,7 @@ const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& dat
   Napi::Function native_fd = NativeFd::Define(env);
   data.native_fd_ctor = Napi::Persistent(native_fd);
   exports.Set("NativeFd", native_fd);
+  exports.Set("unmap", Napi::Function::New(env, DetachMapping, "unmap"));
   RegisterChannel(env, exports);
   RegisterMemfd(env, exports);
   return "linux";

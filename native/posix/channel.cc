@@ -266,13 +266,20 @@ void Channel::Fail(const char* code, const char* message, int sys_errno) {
                {Napi::String::New(env, code), Napi::String::New(env, text), Napi::Number::New(env, sys_errno)});
 }
 
-// send(bytes, fds?) -> 0 written, 1 queued, -1 the peer is gone (dropped), -2 queue full (dropped)
+// send(bytes, fds?, length?) -> 0 written, 1 queued, -1 the peer is gone (dropped), -2 queue full (dropped)
 Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray()) Throw(env, "E_INVALID_ARGUMENT", "send(bytes: Uint8Array, fds?: NativeFd[])");
   Napi::Uint8Array bytes = info[0].As<Napi::Uint8Array>();
   const uint8_t* data = bytes.Data();
   size_t length = bytes.ByteLength();
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    // An explicit length lets callers reuse one encode buffer for every message.
+    if (!info[2].IsNumber()) Throw(env, "E_INVALID_ARGUMENT", "length must be a number");
+    int64_t n = info[2].As<Napi::Number>().Int64Value();
+    if (n < 0 || static_cast<size_t>(n) > length) Throw(env, "E_INVALID_ARGUMENT", "length exceeds the buffer");
+    length = static_cast<size_t>(n);
+  }
   size_t nfds = 0;
   int fds[kMaxHandlesHardLimit];
   if (info.Length() > 1 && !info[1].IsUndefined()) {

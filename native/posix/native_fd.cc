@@ -181,4 +181,16 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   return Napi::Value(env, buffer);
 }
 
+// unmap(arrayBuffer): detaches a mapping returned by map(); its backing store dies with
+// the last reference, which runs UnmapFinalizer. Views over it become zero-length.
+Napi::Value DetachMapping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) Throw(env, "E_INVALID_ARGUMENT", "unmap(arrayBuffer)");
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  bool detachable = false;
+  napi_is_detached_arraybuffer(env, buffer, &detachable);
+  if (!detachable && buffer.ByteLength() > 0) buffer.Detach();
+  return env.Undefined();
+}
+
 }  // namespace surfacelink

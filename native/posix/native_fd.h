@@ -32,4 +32,6 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
   UniqueFd fd_;
 };
 
+Napi::Value DetachMapping(const Napi::CallbackInfo& info);
+
 }  // namespace surfacelink

@@ -121,6 +121,7 @@ cp -- "$busybox" "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
 cp -- "$kdir"/modules/*.ko "$kdir/modules/load-order" "$ird/modules/"
 printf '%s' "$cwd" >"$ird/workdir.path"
+if [[ -n "${SURFACELINK_VM_VERBOSE:-}" ]]; then : >"$ird/verbose"; fi
 # /init: PID 1 in the guest (busybox sh). Kernel and init messages go to the console (ttyS0,
 # console.log on the host); only the command's output goes to the "out" port. Any failure powers
 # off without writing an exit code, which the host reports as 125 with the console tail.
@@ -129,13 +130,17 @@ cat >"$ird/init" <<'INIT'
 /bin/busybox --install -s /bin
 export PATH=/bin
 die() { echo "vm-init: $*"; poweroff -f; sleep 10; }
+# With SURFACELINK_VM_VERBOSE: stage timestamps (seconds since kernel start) on the console.
+stage() { [ -f /verbose ] && echo "vm-init: $(cut -d' ' -f1 /proc/uptime) s: $*"; true; }
 
 mount -t proc proc /proc
+stage "init started"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 while read -r m; do
     insmod "/modules/$m.ko" || die "insmod $m failed"
 done </modules/load-order
+stage "modules loaded"
 
 # Host / read-only. cache=loose makes node's many stat()s cheap; host changes made during the run
 # may not be seen, which is fine for binaries and libraries.
@@ -161,6 +166,7 @@ mkdir -p "$R$cwd"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=mmap cwd "$R$cwd" ||
     die "cannot mount the working dir"
 
+stage "shares mounted"
 ip link set lo up 2>/dev/null || true # tests may listen on 127.0.0.1
 hostname surfacelink-vm
 
@@ -175,11 +181,13 @@ for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     sleep 0.1
 done
 [ -n "$port" ] || die "no virtio-serial port named out"
+stage "starting the command"
 
 # env -i: the command gets only the environment cmd.sh sets, not the kernel's/init's.
 env -i /bin/chroot $R /bin/bash --noprofile --norc /run/surfacelink-vm/cmd.sh \
     <$R/dev/null >"$port" 2>&1
 rc=$?
+stage "command exited with $rc"
 sync # flush the working dir (mmap writes) before the host sees the exit code
 echo $rc >$R/run/surfacelink-vm/rc.tmp && mv $R/run/surfacelink-vm/rc.tmp $R/run/surfacelink-vm/rc
 sync
@@ -263,6 +271,11 @@ show_console() {
     fi
 }
 
+if [[ -n "${SURFACELINK_VM_VERBOSE:-}" ]]; then
+    log "--- VM console ---"
+    cat "$tmp/console.log" >&2 || true
+fi
+
 # The guest writes the command's exit code last, after syncing the working dir.
 if [[ -f "$ctl/rc" ]]; then
     rc="$(<"$ctl/rc")"
@@ -274,6 +287,12 @@ if ((qemu_rc == 124 || qemu_rc == 137)); then
     log "timed out after ${timeout_s} s"
     [[ -z "${SURFACELINK_VM_VERBOSE:-}" ]] || show_console
     exit 124
+fi
+# QEMU ends cleanly on SIGINT/SIGTERM/SIGHUP and says so; that is an interruption (e.g. Ctrl-C
+# while our own SIGINT is ignored, or someone killed QEMU), not a broken VM.
+if sig="$(sed -n 's/.*terminating on signal \([0-9]*\).*/\1/p' "$tmp/qemu.err" | head -n 1)" && [[ -n "$sig" ]]; then
+    log "QEMU was stopped by signal $sig"
+    exit $((128 + sig))
 fi
 log "the VM failed (qemu exit $qemu_rc, no exit code from the guest)"
 show_console

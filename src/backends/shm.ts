@@ -1,0 +1,83 @@
+/**
+ * shm.v1: one sealed memfd per buffer, all planes in it. Works on every Linux kernel and is
+ * the baseline every other mechanism falls back to. The consumer maps it MAP_PRIVATE: it
+ * sees the producer's writes directly (zero-copy) and can never fault on it (the memfd is
+ * sealed against shrinking, and that is checked before mapping).
+ */
+import { SurfaceLinkError } from '../errors.js';
+import { MODIFIER_LINEAR, linearLayout, type FormatInfo } from '../formats.js';
+import { loadNative, probeNative, type NativeFd } from '../native.js';
+import { Mechanism } from '../protocol/constants.js';
+import type { ScanoutBody } from '../protocol/codec.js';
+import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
+import type { Backend, ExportedBuffer, ImportedBuffer, ProbeResult } from './types.js';
+
+const detach = (memory: ArrayBuffer): void => loadNative().unmap(memory);
+
+export const shmBackend: Backend = {
+  name: Mechanism.SHM_V1,
+
+  probe(): ProbeResult {
+    if (process.platform !== 'linux') return { available: false, reason: `memfd is Linux-only (this is ${process.platform})` };
+    const { addon, error } = probeNative();
+    if (!addon) return { available: false, reason: error?.message.split('\n')[0] ?? 'native addon unavailable' };
+    try {
+      addon.createMemfd('surfacelink-probe', 4096).close();
+      return { available: true, reason: 'sealed memfd works' };
+    } catch (e) {
+      return { available: false, reason: `memfd_create failed: ${(e as Error).message}` };
+    }
+  },
+
+  allocate(format: FormatInfo, width: number, height: number, label: string): ExportedBuffer {
+    const { planes, totalSize } = linearLayout(format, width, height);
+    const fd = loadNative().createMemfd(label, totalSize);
+    let memory: ArrayBuffer;
+    try {
+      memory = fd.map(0, totalSize, 'shared');
+    } catch (error) {
+      fd.close();
+      throw SurfaceLinkError.fromNative(error);
+    }
+    const st = fd.stat();
+    return {
+      handles: [fd],
+      planes,
+      modifier: MODIFIER_LINEAR,
+      memory,
+      identity: { kind: 'memfd', inode: st.inode, device: st.device, size: totalSize },
+      close() {
+        detach(memory);
+        fd.close();
+      },
+    };
+  },
+
+  importBuffer(desc: ScanoutBody, _format: FormatInfo, handles: NativeFd[]): ImportedBuffer {
+    if (handles.length !== 1) throw new SurfaceLinkError('E_HANDLE_COUNT', `shm.v1 buffers carry exactly one memfd; got ${handles.length}`);
+    if (desc.modifier !== MODIFIER_LINEAR) throw new SurfaceLinkError('E_BAD_GEOMETRY', `shm.v1 buffers are linear; modifier 0x${desc.modifier.toString(16)} is not`);
+    const { planes } = validateDescriptor(desc);
+    const fd = handles[0];
+    const st = fd.stat();
+    if (st.kind !== 'memfd') throw new SurfaceLinkError('E_HANDLE_TYPE', `shm.v1 needs a memfd; the handle is a ${st.kind}`);
+    const seals = fd.seals();
+    if ((seals & loadNative().seals.SHRINK) === 0) throw new SurfaceLinkError('E_UNSEALED', 'the memfd is not sealed against shrinking (F_SEAL_SHRINK); mapping it could crash the reader');
+    const size = st.size ?? 0;
+    checkPlanesFit(planes, (i) => desc.planes[i].handleIndex, 0, size);
+    let memory: ArrayBuffer;
+    try {
+      memory = fd.map(0, size, 'private');
+    } catch (error) {
+      throw SurfaceLinkError.fromNative(error);
+    }
+    return {
+      memory,
+      planes,
+      identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
+      close() {
+        detach(memory);
+        fd.close();
+      },
+    };
+  },
+};

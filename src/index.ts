@@ -1,0 +1,14 @@
+/**
+ * surfacelink: share frames between processes — zero-copy where the peer can import the
+ * handle, shared memory where it cannot. See README.md and docs/.
+ */
+export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents } from './server.js';
+export { SurfaceClient, Frame, type ClientOptions, type Negotiation, type DisconnectInfo, type ClientEvents } from './client.js';
+export { SharedSurface, SurfaceBuffer, type SurfaceOptions, type PresentOptions } from './surface.js';
+export { SurfaceLinkError, ErrorCode, errorCodeName, type ErrorCodeName } from './errors.js';
+export { FORMATS, MODIFIER_INVALID, MODIFIER_LINEAR, formatByName, formatByFourcc, fourcc, fourccToString, linearLayout, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
+export { mechanismReports, type MechanismReport } from './backends/index.js';
+export type { BackingIdentity } from './backends/types.js';
+export type { Rect } from './protocol/codec.js';
+export { defaultSocketPath } from './transport/unix.js';
+export type { Logger, LogLevel } from './log.js';

@@ -1,0 +1,117 @@
+/**
+ * Loads the native addon and types it. Nothing else imports the .node file directly.
+ * On failure the error lists every path tried and why each failed, with what to do.
+ */
+import * as path from 'node:path';
+import { SurfaceLinkError } from './errors.js';
+
+/** Owner of one OS file descriptor. The number is never part of the public API. */
+export interface NativeFd {
+  readonly closed: boolean;
+  /** For diagnostics only (fd listings); never use it to address the fd. */
+  readonly debugNumber: number;
+  close(): void;
+  dup(): NativeFd;
+  stat(): { kind: FdKind; size: number | null; inode: bigint; device: bigint; mode: number };
+  seals(): number;
+  /** Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected. */
+  map(offset: number, length: number, mode: 'shared' | 'private'): ArrayBuffer;
+}
+
+export type FdKind = 'memfd' | 'dmabuf' | 'syncfile' | 'socket' | 'pipe' | 'file' | 'other';
+
+/** 0 written, 1 queued, -1 peer gone (dropped), -2 send queue full (dropped). */
+export type SendResult = 0 | 1 | -1 | -2;
+
+export interface ChannelLimits {
+  maxMessage?: number;
+  maxHandles?: number;
+  maxQueuedBytes?: number;
+}
+
+export interface NativeChannel {
+  readonly peer: { pid: number; uid: number; gid: number } | null;
+  readonly queuedBytes: number;
+  readonly closed: boolean;
+  start(
+    rx: Buffer,
+    onMessage: (offset: number, length: number, fds: NativeFd[] | undefined) => void,
+    onError: (code: string, message: string, errno: number) => void,
+    limits?: ChannelLimits,
+  ): void;
+  /** Sends bytes[0, length ?? bytes.length) with `fds` attached to its first byte; the caller keeps its fds. */
+  send(bytes: Uint8Array, fds?: NativeFd[], length?: number): SendResult;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+export interface NativeListener {
+  start(onConnection: (channel: NativeChannel | null, code?: string, message?: string) => void): void;
+  close(): void;
+}
+
+export interface NativeAddon {
+  readonly platform: string;
+  readonly abi: number;
+  listen(path: string, backlog?: number): NativeListener;
+  connect(path: string): NativeChannel;
+  socketpair(): [NativeChannel, NativeChannel];
+  createMemfd(name: string, size: number): NativeFd;
+  /** Detaches a mapping returned by NativeFd.map(); the memory is unmapped once nothing references it. */
+  unmap(memory: ArrayBuffer): void;
+  readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };
+  readonly NativeFd: abstract new (...args: never[]) => NativeFd;
+}
+
+let cached: NativeAddon | undefined;
+let cachedError: SurfaceLinkError | undefined;
+
+/** Where the addon may be, in order. SURFACELINK_ADDON names one explicitly. */
+export function addonCandidates(): string[] {
+  const root = path.resolve(__dirname, '..');
+  const list = [
+    path.join(root, 'build', 'Release', 'surfacelink.node'),
+    path.join(root, 'build', 'Debug', 'surfacelink.node'),
+    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'surfacelink.node'),
+  ];
+  const explicit = process.env.SURFACELINK_ADDON;
+  return explicit ? [explicit, ...list] : list;
+}
+
+/** The addon, loaded once. Throws E_NATIVE_UNAVAILABLE explaining every path tried. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  if (cachedError) throw cachedError;
+  const tried: string[] = [];
+  for (const candidate of addonCandidates()) {
+    try {
+      cached = require(candidate) as NativeAddon;
+      return cached;
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException;
+      tried.push(`  ${candidate}: ${e.code === 'MODULE_NOT_FOUND' ? 'not found' : e.message.split('\n')[0]}`);
+    }
+  }
+  cachedError = new SurfaceLinkError(
+    'E_NATIVE_UNAVAILABLE',
+    [
+      `surfacelink's native addon could not be loaded on ${process.platform}-${process.arch} (Node ${process.version}). Tried:`,
+      ...tried,
+      'Possible solutions:',
+      '  - build it: `npm install` (or `npm run build:native`) in the package directory; it needs cmake and a C++17 compiler;',
+      "  - check that Node's headers are installed (uv.h next to node's include/node);",
+      '  - point SURFACELINK_ADDON at a surfacelink.node built for this platform.',
+    ].join('\n'),
+  );
+  throw cachedError;
+}
+
+/** The addon, or undefined with the reason (for `surfacelink doctor`). */
+export function probeNative(): { addon?: NativeAddon; error?: SurfaceLinkError } {
+  try {
+    return { addon: loadNative() };
+  } catch (error) {
+    return { error: SurfaceLinkError.fromNative(error) };
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * Encode and decode every message. Encoding writes into one reusable buffer per peer, so
+ * the per-frame path allocates nothing; decoding reads straight out of the receive buffer
+ * and checks every length before it reads.
+ */
+import { SurfaceLinkError } from '../errors.js';
+import { BodySize, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_PLANES, MessageType } from './constants.js';
+
+export interface Rect {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+export interface PlaneDescriptor {
+  /** Index into the handles attached to the SCANOUT message. */
+  handleIndex: number;
+  stride: number;
+  offset: number;
+  size: number;
+}
+
+export interface ScanoutBody {
+  surfaceId: number;
+  bufferId: number;
+  generation: number;
+  width: number;
+  height: number;
+  /** DRM fourcc. */
+  format: number;
+  modifier: bigint;
+  orientation: number;
+  visible: Rect;
+  planes: PlaneDescriptor[];
+}
+
+export interface FrameBody {
+  surfaceId: number;
+  bufferId: number;
+  sequence: number;
+  presentTimeNs: number;
+  /** Empty: the whole surface changed. */
+  damage: Rect[];
+}
+
+export interface MechanismOffer {
+  name: string;
+  [parameter: string]: unknown;
+}
+
+export interface PeerInfo {
+  name: string;
+  pid: number;
+  platform: string;
+  host: { bootId: string | null; machineId: string | null };
+}
+
+export interface HelloInfo extends PeerInfo {
+  mechanisms: MechanismOffer[];
+}
+
+export interface WelcomeInfo {
+  server: PeerInfo;
+  clientId: number;
+  mechanism: string;
+  reason: string;
+  rejected: { name: string; reason: string }[];
+  limits: { maxMessage: number; maxHandles: number; releaseTimeoutMs: number; maxHeldFrames: number };
+}
+
+export class ProtocolError extends SurfaceLinkError {}
+
+const malformed = (what: string): ProtocolError => new ProtocolError('E_MALFORMED', what);
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+export class MessageWriter {
+  readonly bytes: Buffer;
+  private readonly view: DataView;
+  private pos = 0;
+  private start = 0;
+
+  constructor(capacity: number) {
+    this.bytes = Buffer.allocUnsafeSlow(capacity);
+    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+  }
+
+  begin(type: number, handles: number): this {
+    this.start = 0;
+    this.pos = HEADER_SIZE;
+    this.view.setUint16(4, type, true);
+    this.view.setUint8(6, handles);
+    this.view.setUint8(7, 0);
+    return this;
+  }
+
+  u8(v: number): this {
+    this.view.setUint8(this.pos, v);
+    this.pos += 1;
+    return this;
+  }
+  u16(v: number): this {
+    this.view.setUint16(this.pos, v, true);
+    this.pos += 2;
+    return this;
+  }
+  u32(v: number): this {
+    this.view.setUint32(this.pos, v >>> 0, true);
+    this.pos += 4;
+    return this;
+  }
+  /** A u64 from a JS number (exact below 2^53). */
+  u64n(v: number): this {
+    this.view.setUint32(this.pos, v % 0x100000000, true);
+    this.view.setUint32(this.pos + 4, Math.floor(v / 0x100000000), true);
+    this.pos += 8;
+    return this;
+  }
+  u64(v: bigint): this {
+    this.view.setBigUint64(this.pos, v, true);
+    this.pos += 8;
+    return this;
+  }
+  utf8(text: string): this {
+    const room = this.bytes.length - this.pos;
+    const written = this.bytes.write(text, this.pos, room, 'utf8');
+    if (Buffer.byteLength(text, 'utf8') > room) throw new SurfaceLinkError('E_TOO_LARGE', 'message text exceeds the message size limit');
+    this.pos += written;
+    return this;
+  }
+  /** Finishes the message: writes its length and returns it. */
+  end(): number {
+    const length = this.pos - this.start;
+    this.view.setUint32(0, length, true);
+    return length;
+  }
+}
+
+export function writeHello(w: MessageWriter, minVersion: number, maxVersion: number, info: HelloInfo): number {
+  return w.begin(MessageType.HELLO, 0).u32(MAGIC).u16(minVersion).u16(maxVersion).utf8(JSON.stringify(info)).end();
+}
+
+export function writeWelcome(w: MessageWriter, version: number, info: WelcomeInfo): number {
+  return w.begin(MessageType.WELCOME, 0).u32(MAGIC).u16(version).u16(0).utf8(JSON.stringify(info)).end();
+}
+
+export function writeError(w: MessageWriter, code: number, fatal: boolean, message: string): number {
+  // Messages are for people; cap them so an error can always be sent.
+  return w.begin(MessageType.ERROR, 0).u32(code).u32(fatal ? 1 : 0).utf8(message.slice(0, 1024)).end();
+}
+
+export function writeScanout(w: MessageWriter, s: ScanoutBody, handles: number): number {
+  w.begin(MessageType.SCANOUT, handles)
+    .u32(s.surfaceId).u32(s.bufferId).u32(s.generation).u32(s.width).u32(s.height).u32(s.format)
+    .u64(s.modifier).u8(s.planes.length).u8(s.orientation).u16(0).u32(0)
+    .u32(s.visible.x).u32(s.visible.y).u32(s.visible.width).u32(s.visible.height);
+  for (const p of s.planes) w.u32(p.handleIndex).u32(p.stride).u64n(p.offset).u64n(p.size);
+  return w.end();
+}
+
+/** FRAME with `count` rects taken from `damage` (count 0: whole surface). */
+export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, presentTimeNs: number, damage: readonly Rect[], count: number): number {
+  w.begin(MessageType.FRAME, 0).u32(surfaceId).u32(bufferId).u64n(sequence).u64n(presentTimeNs).u32(count).u32(0);
+  for (let i = 0; i < count; i++) {
+    const r = damage[i];
+    w.u32(r.x).u32(r.y).u32(r.width).u32(r.height);
+  }
+  return w.end();
+}
+
+export function writeRelease(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number): number {
+  return w.begin(MessageType.RELEASE, 0).u32(surfaceId).u32(bufferId).u64n(sequence).end();
+}
+
+export function writeRetire(w: MessageWriter, surfaceId: number, bufferId: number): number {
+  return w.begin(MessageType.RETIRE, 0).u32(surfaceId).u32(bufferId).end();
+}
+
+export function writeSurfaceGone(w: MessageWriter, surfaceId: number): number {
+  return w.begin(MessageType.SURFACE_GONE, 0).u32(surfaceId).u32(0).end();
+}
+
+export function writeImportFailed(w: MessageWriter, surfaceId: number, bufferId: number, code: number, reason: string): number {
+  return w.begin(MessageType.IMPORT_FAILED, 0).u32(surfaceId).u32(bufferId).u32(code).u32(0).utf8(reason.slice(0, 1024)).end();
+}
+
+export function writeMechanism(w: MessageWriter, mechanism: string, reason: string): number {
+  return w.begin(MessageType.MECHANISM, 0).utf8(JSON.stringify({ mechanism, reason })).end();
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading: every function takes (view, start, length) of one whole message, header included.
+
+export function messageType(view: DataView, start: number): number {
+  return view.getUint16(start + 4, true);
+}
+
+export function messageHandles(view: DataView, start: number): number {
+  return view.getUint8(start + 6);
+}
+
+/** Checks the header fields the transport does not: reserved flags, and the body's exact size. */
+export function expectBody(view: DataView, start: number, length: number, min: number, exact: boolean, name: string): void {
+  if (view.getUint8(start + 7) !== 0) throw malformed(`${name}: header flags must be 0`);
+  const body = length - HEADER_SIZE;
+  if (body < min || (exact && body !== min)) throw malformed(`${name}: body is ${body} bytes, expected ${exact ? '' : 'at least '}${min}`);
+}
+
+function u64n(view: DataView, at: number): number {
+  return view.getUint32(at, true) + view.getUint32(at + 4, true) * 0x100000000;
+}
+
+function utf8(view: DataView, from: number, to: number): string {
+  return Buffer.from(view.buffer, view.byteOffset + from, to - from).toString('utf8');
+}
+
+function json(view: DataView, from: number, to: number, name: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8(view, from, to));
+  } catch {
+    throw malformed(`${name}: body is not valid JSON`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw malformed(`${name}: body must be a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+
+function peerInfo(o: Record<string, unknown>, name: string): PeerInfo {
+  const host = o.host as Record<string, unknown> | undefined;
+  if (!isStr(o.name) || !isInt(o.pid) || !isStr(o.platform) || typeof host !== 'object' || host === null)
+    throw malformed(`${name}: name, pid, platform and host are required`);
+  const id = (v: unknown) => (isStr(v) ? v : null);
+  return { name: o.name.slice(0, 256), pid: o.pid, platform: o.platform.slice(0, 32), host: { bootId: id(host.bootId), machineId: id(host.machineId) } };
+}
+
+export function readHello(view: DataView, start: number, length: number): { minVersion: number; maxVersion: number; info: HelloInfo } {
+  expectBody(view, start, length, BodySize.HELLO_FIXED, false, 'HELLO');
+  if (view.getUint32(start + 8, true) !== MAGIC) throw malformed('HELLO: bad magic (not a surfacelink client)');
+  const minVersion = view.getUint16(start + 12, true);
+  const maxVersion = view.getUint16(start + 14, true);
+  const o = json(view, start + 16, start + length, 'HELLO');
+  const info = peerInfo(o, 'HELLO');
+  if (!Array.isArray(o.mechanisms) || o.mechanisms.length === 0 || o.mechanisms.length > 16)
+    throw malformed('HELLO: mechanisms must be a list of 1..16 offers');
+  const mechanisms: MechanismOffer[] = o.mechanisms.map((m: unknown) => {
+    if (typeof m !== 'object' || m === null || !isStr((m as MechanismOffer).name)) throw malformed('HELLO: each mechanism offer needs a name');
+    return m as MechanismOffer;
+  });
+  return { minVersion, maxVersion, info: { ...info, mechanisms } };
+}
+
+export function readWelcome(view: DataView, start: number, length: number): { version: number; info: WelcomeInfo } {
+  expectBody(view, start, length, BodySize.WELCOME_FIXED, false, 'WELCOME');
+  if (view.getUint32(start + 8, true) !== MAGIC) throw malformed('WELCOME: bad magic (not a surfacelink server)');
+  const version = view.getUint16(start + 12, true);
+  const o = json(view, start + 16, start + length, 'WELCOME');
+  const server = peerInfo((o.server ?? {}) as Record<string, unknown>, 'WELCOME.server');
+  const limits = o.limits as Record<string, unknown> | undefined;
+  if (!isInt(o.clientId) || !isStr(o.mechanism) || !isStr(o.reason) || typeof limits !== 'object' || limits === null)
+    throw malformed('WELCOME: clientId, mechanism, reason and limits are required');
+  const limit = (v: unknown, fallback: number) => (isInt(v) && v > 0 ? v : fallback);
+  return {
+    version,
+    info: {
+      server,
+      clientId: o.clientId,
+      mechanism: o.mechanism,
+      reason: o.reason,
+      rejected: Array.isArray(o.rejected) ? (o.rejected as { name: string; reason: string }[]).filter((r) => isStr(r?.name) && isStr(r?.reason)) : [],
+      limits: {
+        maxMessage: limit(limits.maxMessage, 65536),
+        maxHandles: limit(limits.maxHandles, 8),
+        releaseTimeoutMs: limit(limits.releaseTimeoutMs, 2000),
+        maxHeldFrames: limit(limits.maxHeldFrames, 1),
+      },
+    },
+  };
+}
+
+export function readError(view: DataView, start: number, length: number): { code: number; fatal: boolean; message: string } {
+  expectBody(view, start, length, BodySize.ERROR_FIXED, false, 'ERROR');
+  return {
+    code: view.getUint32(start + 8, true),
+    fatal: (view.getUint32(start + 12, true) & 1) !== 0,
+    message: utf8(view, start + 16, start + length),
+  };
+}
+
+export function readScanout(view: DataView, start: number, length: number, handles: number): ScanoutBody {
+  expectBody(view, start, length, BodySize.SCANOUT_FIXED, false, 'SCANOUT');
+  const b = start + HEADER_SIZE;
+  const planeCount = view.getUint8(b + 32);
+  if (planeCount < 1 || planeCount > MAX_PLANES) throw malformed(`SCANOUT: plane count ${planeCount} outside 1..${MAX_PLANES}`);
+  if (length - HEADER_SIZE !== BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE)
+    throw malformed(`SCANOUT: ${planeCount} planes need a body of ${BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE} bytes, got ${length - HEADER_SIZE}`);
+  const planes: PlaneDescriptor[] = [];
+  for (let i = 0; i < planeCount; i++) {
+    const p = b + BodySize.SCANOUT_FIXED + i * BodySize.SCANOUT_PLANE;
+    const plane = { handleIndex: view.getUint32(p, true), stride: view.getUint32(p + 4, true), offset: u64n(view, p + 8), size: u64n(view, p + 16) };
+    if (plane.handleIndex >= handles) throw new ProtocolError('E_HANDLE_COUNT', `SCANOUT: plane ${i} names handle ${plane.handleIndex} but ${handles} were attached`);
+    planes.push(plane);
+  }
+  return {
+    surfaceId: view.getUint32(b, true),
+    bufferId: view.getUint32(b + 4, true),
+    generation: view.getUint32(b + 8, true),
+    width: view.getUint32(b + 12, true),
+    height: view.getUint32(b + 16, true),
+    format: view.getUint32(b + 20, true),
+    modifier: view.getBigUint64(b + 24, true),
+    orientation: view.getUint8(b + 33),
+    visible: { x: view.getUint32(b + 40, true), y: view.getUint32(b + 44, true), width: view.getUint32(b + 48, true), height: view.getUint32(b + 52, true) },
+    planes,
+  };
+}
+
+export function readFrame(view: DataView, start: number, length: number): FrameBody {
+  expectBody(view, start, length, BodySize.FRAME_FIXED, false, 'FRAME');
+  const b = start + HEADER_SIZE;
+  const count = view.getUint32(b + 24, true);
+  if (count > MAX_DAMAGE_RECTS) throw malformed(`FRAME: ${count} damage rectangles; at most ${MAX_DAMAGE_RECTS}`);
+  if (length - HEADER_SIZE !== BodySize.FRAME_FIXED + count * BodySize.DAMAGE_RECT) throw malformed('FRAME: body size does not match its damage count');
+  const damage: Rect[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const r = b + BodySize.FRAME_FIXED + i * BodySize.DAMAGE_RECT;
+    damage[i] = { x: view.getUint32(r, true), y: view.getUint32(r + 4, true), width: view.getUint32(r + 8, true), height: view.getUint32(r + 12, true) };
+  }
+  return { surfaceId: view.getUint32(b, true), bufferId: view.getUint32(b + 4, true), sequence: u64n(view, b + 8), presentTimeNs: u64n(view, b + 16), damage };
+}
+
+/** RELEASE is read field by field by the server (no allocation); this checks its shape. */
+export function checkRelease(view: DataView, start: number, length: number): void {
+  expectBody(view, start, length, BodySize.RELEASE, true, 'RELEASE');
+}
+export const releaseSurfaceId = (view: DataView, start: number): number => view.getUint32(start + 8, true);
+export const releaseBufferId = (view: DataView, start: number): number => view.getUint32(start + 12, true);
+export const releaseSequence = (view: DataView, start: number): number => u64n(view, start + 16);
+
+export function readRetire(view: DataView, start: number, length: number): { surfaceId: number; bufferId: number } {
+  expectBody(view, start, length, BodySize.RETIRE, true, 'RETIRE');
+  return { surfaceId: view.getUint32(start + 8, true), bufferId: view.getUint32(start + 12, true) };
+}
+
+export function readSurfaceGone(view: DataView, start: number, length: number): { surfaceId: number } {
+  expectBody(view, start, length, BodySize.SURFACE_GONE, true, 'SURFACE_GONE');
+  return { surfaceId: view.getUint32(start + 8, true) };
+}
+
+export function readImportFailed(view: DataView, start: number, length: number): { surfaceId: number; bufferId: number; code: number; reason: string } {
+  expectBody(view, start, length, BodySize.IMPORT_FAILED_FIXED, false, 'IMPORT_FAILED');
+  return {
+    surfaceId: view.getUint32(start + 8, true),
+    bufferId: view.getUint32(start + 12, true),
+    code: view.getUint32(start + 16, true),
+    reason: utf8(view, start + 24, start + length),
+  };
+}
+
+export function readMechanism(view: DataView, start: number, length: number): { mechanism: string; reason: string } {
+  expectBody(view, start, length, 2, false, 'MECHANISM');
+  const o = json(view, start + HEADER_SIZE, start + length, 'MECHANISM');
+  if (!isStr(o.mechanism) || !isStr(o.reason)) throw malformed('MECHANISM: mechanism and reason are required');
+  return { mechanism: o.mechanism, reason: o.reason };
+}

@@ -1,0 +1,267 @@
+/**
+ * SharedSurface and its buffer pool (the producer side).
+ *
+ * Vocabulary (as in wlroots): the producer *acquires* a free buffer, writes it and
+ * *presents* it; each client that receives it *holds* it until it *releases* it. A buffer
+ * is free when the producer does not have it, it is not the newest presented (front)
+ * buffer, and no client holds it. The pool grows on demand up to `maxBuffers`, so
+ * acquire() never blocks; past that the client holding the oldest frame is dropped.
+ */
+import type { Backend, ExportedBuffer } from './backends/types.js';
+import { SurfaceLinkError, invalidArgument } from './errors.js';
+import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
+import type { Rect } from './protocol/codec.js';
+import { MAX_DAMAGE_RECTS } from './protocol/constants.js';
+import { validateDamage } from './protocol/validate.js';
+
+export interface SurfaceOptions {
+  width: number;
+  height: number;
+  /** DRM format name; default XRGB8888. */
+  format?: FormatName;
+  /** Buffers allocated up front (≥ 2; default 3). */
+  buffers?: number;
+  /** The pool never grows past this (default 8). */
+  maxBuffers?: number;
+  /** A label for the buffers (visible in /proc/<pid>/fd as memfd:<label>). */
+  label?: string;
+}
+
+export interface PresentOptions {
+  /** Changed rectangles since the previous present; omitted or empty: the whole surface. */
+  damage?: readonly Rect[];
+}
+
+/** What the server does for a surface; the surface never touches clients itself. */
+export interface SurfaceHost {
+  presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void;
+  retireBuffer(surface: SharedSurface, buffer: SurfaceBuffer): void;
+  surfaceClosed(surface: SharedSurface): void;
+  /** Frees a buffer of `surface` by dropping the client holding the oldest frame; false if none. */
+  reclaimBuffer(surface: SharedSurface): boolean;
+}
+
+/** One buffer of a surface's pool. Pixels are shared memory: what you write, clients see. */
+export class SurfaceBuffer {
+  /** True while the producer has it (between acquire() and present()). */
+  acquired = false;
+  /** Clients currently holding it. */
+  holders = 0;
+  /** Clients that already received its handles (SCANOUT). Keyed by client session. */
+  readonly knownBy = new Set<object>();
+  retired = false;
+  private closed = false;
+  private readonly views: Uint8Array[];
+
+  constructor(
+    readonly surface: SharedSurface,
+    readonly id: number,
+    readonly generation: number,
+    readonly width: number,
+    readonly height: number,
+    readonly format: FormatInfo,
+    /** @internal */ readonly exported: ExportedBuffer,
+  ) {
+    this.views = exported.planes.map((p) => new Uint8Array(exported.memory, p.offset, p.size));
+  }
+
+  get planes(): readonly PlaneLayout[] {
+    return this.exported.planes;
+  }
+
+  /** Bytes per row of plane 0. */
+  get stride(): number {
+    return this.exported.planes[0].stride;
+  }
+
+  /** The plane's bytes (rows of `planes[plane].stride` bytes). Valid until the buffer is retired. */
+  pixels(plane = 0): Uint8Array {
+    const view = this.views[plane];
+    if (!view) throw invalidArgument('plane', `0..${this.views.length - 1}`, plane);
+    return view;
+  }
+
+  /** @internal Frees the memory; called once nobody uses the buffer any more. */
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exported.close();
+  }
+
+  get destroyed(): boolean {
+    return this.closed;
+  }
+}
+
+let nextSurfaceId = 1;
+
+export class SharedSurface {
+  readonly id: number;
+  readonly format: FormatInfo;
+  readonly label: string;
+  private widthValue: number;
+  private heightValue: number;
+  private generationValue = 1;
+  private readonly pool: SurfaceBuffer[] = [];
+  private nextBufferId = 1;
+  private readonly maxBuffers: number;
+  private closedValue = false;
+  /** The newest presented buffer. */
+  front: SurfaceBuffer | null = null;
+  /** Sequence number of the newest present (1 for the first). */
+  sequence = 0;
+  /** When the newest present happened (monotonic ns). */
+  lastPresentNs = 0;
+  private readonly fullDamage: Rect[] = [];
+
+  constructor(
+    private readonly host: SurfaceHost,
+    private readonly backend: Backend,
+    options: SurfaceOptions,
+  ) {
+    checkSize(options.width, options.height);
+    const initial = options.buffers ?? 3;
+    this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
+    if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
+    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
+      throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
+    this.format = formatByName(options.format ?? 'XRGB8888');
+    this.id = nextSurfaceId++;
+    this.label = options.label ?? `surfacelink-${this.id}`;
+    this.widthValue = options.width;
+    this.heightValue = options.height;
+    for (let i = 0; i < initial; i++) this.pool.push(this.allocate());
+  }
+
+  get width(): number {
+    return this.widthValue;
+  }
+  get height(): number {
+    return this.heightValue;
+  }
+  get generation(): number {
+    return this.generationValue;
+  }
+  get closed(): boolean {
+    return this.closedValue;
+  }
+  /** Buffers currently in the pool. */
+  get bufferCount(): number {
+    return this.pool.length;
+  }
+  get mechanism(): string {
+    return this.backend.name;
+  }
+
+  private allocate(): SurfaceBuffer {
+    const exported = this.backend.allocate(this.format, this.widthValue, this.heightValue, this.label);
+    return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, exported);
+  }
+
+  private isFree(b: SurfaceBuffer): boolean {
+    return !b.acquired && b.holders === 0 && b !== this.front;
+  }
+
+  /**
+   * A free buffer for the producer to write. Never blocks: grows the pool when every
+   * buffer is busy, and past `maxBuffers` drops the client holding the oldest frame.
+   */
+  acquire(): SurfaceBuffer {
+    this.assertOpen();
+    for (;;) {
+      for (const b of this.pool) {
+        if (this.isFree(b)) {
+          b.acquired = true;
+          return b;
+        }
+      }
+      if (this.pool.length < this.maxBuffers) {
+        const b = this.allocate();
+        this.pool.push(b);
+        b.acquired = true;
+        return b;
+      }
+      if (!this.host.reclaimBuffer(this))
+        throw new SurfaceLinkError('E_POOL_EXHAUSTED', `all ${this.pool.length} buffers are acquired by the producer; present or discard some`);
+    }
+  }
+
+  /** Gives an acquired buffer back without presenting it. */
+  discard(buffer: SurfaceBuffer): void {
+    this.assertOwnAcquired(buffer);
+    buffer.acquired = false;
+    if (buffer.retired) this.collect(buffer);
+  }
+
+  /** Publishes `buffer` as the newest frame. Damage outside the surface is an error. */
+  present(buffer: SurfaceBuffer, options?: PresentOptions): void {
+    this.assertOwnAcquired(buffer);
+    if (buffer.retired) {
+      buffer.acquired = false;
+      this.collect(buffer);
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`);
+    }
+    const damage = options?.damage ?? this.fullDamage;
+    if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
+    buffer.acquired = false;
+    this.front = buffer;
+    this.sequence++;
+    // More rectangles than a FRAME can carry: send the whole surface instead.
+    this.host.presentFrame(this, buffer, damage, damage.length > MAX_DAMAGE_RECTS ? 0 : damage.length);
+  }
+
+  /** Changes the size: a new generation; old buffers are retired once nobody holds them. */
+  resize(width: number, height: number): void {
+    this.assertOpen();
+    checkSize(width, height);
+    this.generationValue++;
+    this.widthValue = width;
+    this.heightValue = height;
+    this.front = null;
+    const old = this.pool.splice(0);
+    for (const b of old) {
+      b.retired = true;
+      this.host.retireBuffer(this, b);
+      this.collect(b);
+    }
+    for (let i = 0; i < Math.min(old.length, 3); i++) this.pool.push(this.allocate());
+  }
+
+  /** @internal Destroys a retired buffer once neither producer nor clients use it. */
+  collect(buffer: SurfaceBuffer): void {
+    if (buffer.retired && !buffer.acquired && buffer.holders === 0) buffer.destroy();
+  }
+
+  /** @internal All buffers, for the server's bookkeeping. */
+  buffers(): readonly SurfaceBuffer[] {
+    return this.pool;
+  }
+
+  close(): void {
+    if (this.closedValue) return;
+    this.closedValue = true;
+    this.host.surfaceClosed(this);
+    for (const b of this.pool) b.destroy();
+    this.pool.length = 0;
+    this.front = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closedValue) throw new SurfaceLinkError('E_CLOSED', `surface ${this.id} is closed`);
+  }
+
+  private assertOwnAcquired(buffer: SurfaceBuffer): void {
+    this.assertOpen();
+    if (!(buffer instanceof SurfaceBuffer) || buffer.surface !== this) throw invalidArgument('buffer', `a buffer of surface ${this.id}`, buffer);
+    if (!buffer.acquired) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} was not acquired (present each acquired buffer once)`);
+  }
+}
+
+function checkSize(width: number, height: number): void {
+  if (!Number.isInteger(width) || width < 1 || width > MAX_DIMENSION) throw invalidArgument('width', `an integer in 1..${MAX_DIMENSION}`, width);
+  if (!Number.isInteger(height) || height < 1 || height > MAX_DIMENSION) throw invalidArgument('height', `an integer in 1..${MAX_DIMENSION}`, height);
+}
