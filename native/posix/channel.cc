@@ -156,7 +156,10 @@ void Channel::OnPoll(uv_poll_t* handle, int status, int events) {
   Napi::Env env = self->Env();
   Napi::HandleScope scope(env);
   if (status < 0) {
-    self->Fail("E_SYSTEM", "poll on the channel failed", -status);
+    // libuv reports POLLERR (e.g. the peer died with data unread) as a bare error and stops
+    // the handle; reading the socket tells what really happened (EOF, ECONNRESET, ...).
+    if (self->reading_ && !self->closed_) self->HandleReadable();
+    self->Fail("E_PEER_CLOSED", "the connection failed", 0);
     return;
   }
   if ((events & UV_WRITABLE) != 0) self->HandleWritable();

@@ -21,6 +21,9 @@ WANTED_MODULES=(virtio_pci virtio_console netfs 9pnet 9pnet_virtio 9p drm drm_km
 # Options the tests rely on; checked so that a wrong kernel fails here, not deep inside a test.
 REQUIRED_CONFIG=(CONFIG_UDMABUF=y CONFIG_DMABUF_HEAPS_SYSTEM=y CONFIG_SYNC_FILE=y)
 
+# Bump when the cache dir layout changes, so older caches are rebuilt instead of half-used.
+CACHE_LAYOUT=2
+
 log() { printf 'vm-setup: %s\n' "$*" >&2; }
 die() { printf 'vm-setup: error: %s\n' "$*" >&2; exit 1; }
 
@@ -109,11 +112,13 @@ resolve_kernel_pkg_cached() {
     printf '%s\n' "$pkg"
 }
 
+is_complete() { [[ -f "$1/.complete" && "$(<"$1/.complete")" == "$CACHE_LAYOUT" ]]; }
+
 # Newest fully unpacked kernel in the cache (used when apt cannot resolve or fetch: offline runs).
 newest_cached() {
     local d
     for d in "$CACHE_ROOT"/*/; do
-        if [[ -f "$d.complete" ]]; then printf '%s\n' "${d%/}"; fi
+        if is_complete "$d"; then printf '%s\n' "${d%/}"; fi
     done | sort -V | tail -n 1 # sort -V: 6.12.10 is newer than 6.12.9
 }
 
@@ -153,6 +158,27 @@ add_module() {
     order+=("$m")
 }
 
+# Extract the uncompressed ELF kernel from a bzImage. QEMU boots it through its PVH entry point,
+# which skips the in-guest decompressor: about 0.8 s less per VM under TCG. The boot protocol
+# header says where the compressed payload is; kbuild appends the 4-byte decompressed size to it.
+extract_vmlinux() { # bzImage out
+    local img="$1" dst="$2" sects off len magic
+    sects=$(od -An -tu1 -j 497 -N 1 "$img" | tr -d ' ')
+    ((sects)) || sects=4 # boot protocol: 0 means 4
+    off=$(((sects + 1) * 512 + $(od -An -tu4 -j $((0x248)) -N 4 "$img" | tr -d ' ')))
+    len=$(($(od -An -tu4 -j $((0x24c)) -N 4 "$img" | tr -d ' ') - 4))
+    ((len > 0)) || return 1
+    magic=$(od -An -tx1 -j "$off" -N 4 "$img" | tr -d ' ')
+    payload() { dd if="$img" bs=64K iflag=skip_bytes,count_bytes skip="$off" count="$len" status=none; }
+    case "$magic" in
+    28b52ffd) payload | zstd -qdc >"$dst" ;;
+    fd377a58) payload | xz -dc >"$dst" ;;
+    1f8b*) payload | gzip -dc >"$dst" ;;
+    *) return 1 ;;
+    esac || return 1
+    [[ "$(od -An -tx1 -N 4 "$dst" | tr -d ' ')" == 7f454c46 ]] # ELF
+}
+
 # Unpack <deb> into <final dir>. Works in a sibling temp dir and renames at the end, so a crash
 # never leaves a half-filled dir that looks complete.
 unpack_kernel() {
@@ -174,6 +200,13 @@ unpack_kernel() {
     [[ -f "$bootdir/config-$kver" ]] || die "no boot/config-$kver in the kernel package"
     cp -- "$bootdir/vmlinuz-$kver" "$out/vmlinuz"
     cp -- "$bootdir/config-$kver" "$out/config"
+    # Optional speed-up; run.sh falls back to vmlinuz when vmlinux is absent.
+    if grep -qx 'CONFIG_PVH=y' "$out/config" && extract_vmlinux "$out/vmlinuz" "$out/vmlinux"; then
+        log "extracted vmlinux for PVH boot"
+    else
+        log "warning: could not extract vmlinux; VMs will boot the compressed kernel (slower)"
+        rm -f -- "$out/vmlinux"
+    fi
 
     local opt
     for opt in "${REQUIRED_CONFIG[@]}"; do
@@ -213,7 +246,7 @@ unpack_kernel() {
     log "modules (load order): ${order[*]}"
 
     printf '%s\n' "$kver" >"$out/kernel-version"
-    : >"$out/.complete"
+    echo "$CACHE_LAYOUT" >"$out/.complete"
     rm -rf -- "$final"
     mv -- "$out" "$final"
     rm -rf -- "$work"
@@ -248,7 +281,7 @@ main() {
 
     local kver="${pkg#linux-image-}"
     local final="$CACHE_ROOT/$kver"
-    if [[ -f "$final/.complete" ]]; then
+    if is_complete "$final"; then
         printf '%s\n' "$final"
         return 0
     fi

@@ -1,0 +1,119 @@
+/** Shared test plumbing: spawning peer processes, fd/RSS counting, temp socket paths. */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..');
+
+/** A fresh 0700 directory for sockets; removed by the returned cleanup. */
+export function tempDir(prefix = 'sl-test-'): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function openFdCount(pid: number | 'self' = 'self'): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** A child process running a TypeScript fixture, driven by request/response over IPC. */
+export class Peer {
+  readonly child: ChildProcess;
+  readonly events: Record<string, unknown>[] = [];
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private readonly eventWaiters: { match: (e: any) => boolean; resolve: (e: any) => void }[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr = '';
+
+  constructor(fixture: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) {
+    this.child = fork(path.join(ROOT, 'test', 'fixtures', fixture), args, {
+      execArgv: ['--import', 'tsx', '--expose-gc'],
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+      env: { ...process.env, ...env },
+    });
+    this.child.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.on('message', (m: any) => {
+      if (m && typeof m.id === 'number' && this.waiting.has(m.id)) {
+        const w = this.waiting.get(m.id)!;
+        this.waiting.delete(m.id);
+        if (m.error) w.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
+        else w.resolve(m.result);
+      } else if (m && m.event) {
+        this.events.push(m);
+        for (let i = this.eventWaiters.length - 1; i >= 0; i--) {
+          if (this.eventWaiters[i].match(m)) {
+            this.eventWaiters[i].resolve(m);
+            this.eventWaiters.splice(i, 1);
+          }
+        }
+      }
+    });
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => {
+      for (const w of this.waiting.values()) w.reject(new Error(`peer exited (${code ?? signal}) before answering; stderr:\n${this.stderr}`));
+      this.waiting.clear();
+      resolve({ code, signal });
+    }));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  call<T = any>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.child.send({ id, cmd, ...args });
+    });
+  }
+
+  /** Resolves with the first event (already seen or future) that matches. */
+  waitEvent(event: string, match: (e: any) => boolean = () => true, timeoutMs = 10000): Promise<any> {
+    const seen = this.events.find((e) => e.event === event && match(e));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${event} event within ${timeoutMs} ms; events: ${JSON.stringify(this.events.slice(-5))}; stderr: ${this.stderr}`)), timeoutMs);
+      this.eventWaiters.push({ match: (e) => e.event === event && match(e), resolve: (e) => (clearTimeout(timer), resolve(e)) });
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    await this.exited;
+  }
+}
+
+/** Runs a command to completion and returns its output. */
+export function run(cmd: string, args: string[], timeoutMs = 20000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} timed out; stdout: ${stdout}; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `probe` until it returns true or the deadline passes. */
+export async function eventually(probe: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await probe()) return;
+    await sleep(20);
+  }
+  throw new Error(`${what} did not become true within ${timeoutMs} ms`);
+}
