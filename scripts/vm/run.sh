@@ -10,6 +10,11 @@
 # 124 on timeout; 125 when the VM failed (the console log tail goes to stderr); 2 on bad usage.
 # See scripts/vm/README.md for the design and the environment variables.
 set -euo pipefail
+# wait -n -p (used to notice a closed stdout) needs bash 5.1; Debian 12 has 5.2.
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
+    echo "vm-run: error: needs bash >= 5.1" >&2
+    exit 125
+fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -254,7 +259,16 @@ timeout --foreground --kill-after=10 "$timeout_s" \
     qemu-system-x86_64 "${qemu_args[@]}" </dev/null {fifo_hold}>&- 2>"$tmp/qemu.err" &
 qemu_pid=$!
 qemu_rc=0
-wait "$qemu_pid" || qemu_rc=$?
+# Normally QEMU ends first. cat ends first only when our stdout is gone (e.g. `run.sh ... | head`);
+# then nobody drains the FIFO, QEMU would block on it until the timeout, so stop the VM now.
+ended=""
+wait -n -p ended "$qemu_pid" "$cat_pid" || qemu_rc=$?
+if [[ "$ended" == "$cat_pid" ]]; then
+    cat_pid=""
+    log "output closed by the reader; stopping the VM"
+    cleanup
+    exit 141 # as if killed by SIGPIPE, like a command writing to a closed pipe
+fi
 qemu_pid=""
 exec {fifo_hold}>&- # QEMU is gone: let cat reach EOF once it has copied everything
 wait "$cat_pid" || true

@@ -270,6 +270,7 @@ main() {
     if [[ -z "$pkg" ]]; then
         if [[ -n "$cached" ]]; then
             # Offline or lists cleaned: a previously unpacked kernel is good enough.
+            log "note: apt cannot resolve $META_PKG; using cached $(basename "$cached")"
             printf '%s\n' "$cached"
             return 0
         fi

@@ -1,0 +1,163 @@
+/**
+ * The producer half of the demo, also what `surfacelink serve` runs: a SurfaceServer with
+ * one XRGB8888 surface showing the test pattern, presented on a timer with damage.
+ * Presenting never waits on clients (the pool grows, slow clients skip frames), so a tick
+ * costs the repaint of two boxes and the counter.
+ */
+import { SurfaceServer, type Logger, type PresentOptions, type SharedSurface, type SurfaceBuffer } from '../index.js';
+import { damageRects, drawPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
+import type { StopMessage } from './consumer.js';
+
+export interface ProducerOptions {
+  /** Socket path; default the library's default path. */
+  path?: string;
+  width: number;
+  height: number;
+  fps: number;
+  name?: string;
+  logger?: Logger;
+  /** Called if presenting fails; the producer has stopped presenting by then. */
+  onError?: (error: Error) => void;
+}
+
+const FULL: PresentOptions = {};
+
+export class PatternProducer {
+  /** Frames presented so far. */
+  presented = 0;
+  private readonly layout: PatternLayout;
+  /** Which frame each pooled buffer shows, so a reused buffer is repainted only where it differs. */
+  private readonly shows = new Map<SurfaceBuffer, number>();
+  private readonly damage: PresentOptions;
+  private readonly rects;
+  private readonly periodMs: number;
+  private dueMs = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  private constructor(
+    readonly server: SurfaceServer,
+    readonly surface: SharedSurface,
+    private readonly onError: ((error: Error) => void) | undefined,
+    fps: number,
+  ) {
+    this.layout = patternLayout(surface.width, surface.height);
+    this.rects = damageRects(this.layout);
+    this.damage = { damage: this.rects };
+    this.periodMs = 1000 / fps;
+  }
+
+  static async start(options: ProducerOptions): Promise<PatternProducer> {
+    if (!(options.fps > 0)) throw new RangeError(`fps must be positive; got ${options.fps}`);
+    const server = await SurfaceServer.listen({ path: options.path, name: options.name ?? 'surfacelink-pattern', logger: options.logger });
+    try {
+      const surface = server.createSurface({ width: options.width, height: options.height, format: 'XRGB8888', label: 'surfacelink-pattern' });
+      const producer = new PatternProducer(server, surface, options.onError, options.fps);
+      producer.run();
+      return producer;
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+  }
+
+  get path(): string {
+    return this.server.path;
+  }
+
+  get running(): boolean {
+    return this.timer !== null;
+  }
+
+  private run(): void {
+    this.tick(); // a first frame at once, so a client connecting now sees the pattern
+    /*
+     * Node fires intervals slightly early on average, and a whole-millisecond period, so
+     * the timer ticks a little faster than the frame rate and each tick presents only when
+     * a frame is due: the rate holds without drifting, and a late tick never bursts.
+     */
+    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.periodMs)));
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    if (this.presented > 0 && now < this.dueMs) return;
+    this.dueMs = now - this.dueMs > this.periodMs ? now + this.periodMs : this.dueMs + this.periodMs;
+    try {
+      const frame = this.surface.sequence + 1;
+      const buffer = this.surface.acquire();
+      drawPattern(this.layout, buffer.pixels(), buffer.stride, frame, this.shows.get(buffer));
+      this.shows.set(buffer, frame);
+      this.surface.present(buffer, patternDamage(this.layout, frame, this.rects) === 0 ? FULL : this.damage);
+      this.presented++;
+    } catch (error) {
+      this.stopTimer();
+      if (this.onError) this.onError(error as Error);
+      else throw error;
+    }
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Stops presenting, tells clients the server is shutting down, frees the surface. Idempotent. */
+  stop(): void {
+    this.stopTimer();
+    this.server.close();
+  }
+}
+
+// ---- the demo's producer process --------------------------------------------------------
+
+/** Messages the producer process sends its parent. */
+export type ProducerMessage =
+  | { type: 'ready'; path: string; mechanism: string }
+  | { type: 'stats'; presented: number; clients: number }
+  | { type: 'final'; presented: number }
+  | { type: 'error'; message: string };
+
+function send(message: ProducerMessage, then?: () => void): void {
+  if (process.send && process.connected) process.send(message, undefined, {}, () => then?.());
+  else then?.();
+}
+
+/**
+ * Runs as `surfacelink demo-producer --path P ...`, forked by `surfacelink demo`: listens,
+ * says {type:'ready'} once the socket accepts, and on {type:'stop'} closes the server and
+ * exits 0. If presenting fails or the parent vanishes it exits 1.
+ */
+export async function producerMain(options: { path: string; width: number; height: number; fps: number }): Promise<void> {
+  let producer: PatternProducer | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let finished = false;
+  const finish = (code: number, message?: ProducerMessage): void => {
+    if (finished) return;
+    finished = true;
+    if (timer) clearInterval(timer);
+    producer?.stop();
+    const exit = (): void => process.exit(code);
+    if (message) send(message, exit);
+    else exit();
+  };
+
+  process.on('SIGINT', () => {}); // Ctrl-C reaches the whole process group; the parent decides
+  process.on('SIGTERM', () => finish(143));
+  process.on('disconnect', () => finish(1));
+  process.on('message', (m: StopMessage) => {
+    if (m?.type === 'stop') finish(0, { type: 'final', presented: producer?.presented ?? 0 });
+  });
+
+  try {
+    producer = await PatternProducer.start({
+      ...options,
+      name: 'surfacelink-demo',
+      onError: (e) => finish(1, { type: 'error', message: `presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}` }),
+    });
+  } catch (error) {
+    const e = error as { code?: string; message?: string };
+    return finish(1, { type: 'error', message: `cannot serve on ${options.path}: ${e.code ?? 'error'}: ${e.message ?? String(error)}` });
+  }
+  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism });
+  timer = setInterval(() => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }), 1000);
+}
