@@ -76,8 +76,9 @@ cleanup() {
             kill -0 "$qemu_pid" 2>/dev/null || break
             sleep 0.2
         done
-        kill -KILL "$qemu_pid" 2>/dev/null || true
+        # Children first: once `timeout` is gone, QEMU is no longer findable as its child.
         pkill -KILL -P "$qemu_pid" 2>/dev/null || true
+        kill -KILL "$qemu_pid" 2>/dev/null || true
         wait "$qemu_pid" 2>/dev/null || true
     fi
     if [[ -n "$cat_pid" ]]; then
@@ -104,7 +105,8 @@ mkdir -p "$ctl"
     # The guest kernel's config (a host file, visible through the read-only root share).
     printf 'export SURFACELINK_VM_KERNEL_CONFIG=%q\n' "$kdir/config"
     if [[ -n "${CI+set}" ]]; then printf 'export CI=%q\n' "$CI"; fi
-    for name in ${SURFACELINK_VM_ENV:-}; do
+    read -r -a pass_names <<<"${SURFACELINK_VM_ENV:-}" # split on spaces, no globbing
+    for name in ${pass_names[@]+"${pass_names[@]}"}; do
         [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || fail "SURFACELINK_VM_ENV: bad variable name '$name'"
         if [[ -n "${!name+set}" ]]; then printf 'export %s=%q\n' "$name" "${!name}"; fi
     done

@@ -55,20 +55,27 @@ quiet() {
 
 apt_updated=0
 work=""
+# apt-get update; returns non-zero (after showing apt's output) when it fails.
 apt_update() {
     ((apt_updated)) && return 0
     log "apt-get update"
-    # The lists lock is not covered by DPkg::Lock::Timeout; retry a few times if another apt holds it.
-    local try
-    for try in 1 2 3 4 5 6; do
-        if quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" -q update; then
+    local out try
+    out="$(mktemp)"
+    # DPkg::Lock::Timeout does not cover the lists lock, so wait for another apt-get update here
+    # (up to 5 min); other failures (offline, broken sources) are reported at once.
+    for try in $(seq 60); do
+        if as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" -q update >"$out" 2>&1; then
             apt_updated=1
+            rm -f -- "$out"
             return 0
         fi
-        log "apt-get update failed (attempt $try), retrying in 10 s"
-        sleep 10
+        grep -q 'Could not get lock' "$out" || break
+        ((try % 6 == 1)) && log "apt lists are locked by another apt; waiting"
+        sleep 5
     done
-    die "apt-get update failed (no network or apt busy?)"
+    tail -n 20 "$out" >&2
+    rm -f -- "$out"
+    return 1
 }
 
 is_installed() {
@@ -82,7 +89,7 @@ ensure_host_packages() {
     done
     ((${#missing[@]})) || return 0
     command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and no apt-get to install them"
-    apt_update
+    apt_update || die "apt-get update failed; cannot install ${missing[*]}"
     log "installing ${missing[*]}"
     quiet as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" -q -y \
         --no-install-recommends install "${missing[@]}" ||
@@ -257,10 +264,14 @@ main() {
     # One setup at a time per cache: parallel test jobs must not download/unpack twice or see
     # half-written files. The lock is released when this process exits.
     exec {lock_fd}>"$CACHE_ROOT/.lock"
-    if ! flock -n "$lock_fd"; then
+    # Cached runs hold it for ~0.1 s, so only say something when the wait is a real one.
+    if ! flock -w 3 "$lock_fd"; then
         log "waiting for another setup to finish (lock $CACHE_ROOT/.lock)"
         flock "$lock_fd"
     fi
+
+    # Under the lock no other build runs, so any .build.* dir is debris from a killed setup.
+    rm -rf -- "$CACHE_ROOT"/.build.*
 
     ensure_host_packages
 
@@ -275,7 +286,7 @@ main() {
             return 0
         fi
         command -v apt-get >/dev/null || die "no apt-get and no cached kernel in $CACHE_ROOT"
-        apt_update
+        apt_update || die "apt-get update failed and no kernel is cached in $CACHE_ROOT"
         pkg="$(resolve_kernel_pkg_cached)"
         [[ -n "$pkg" ]] || die "apt does not know $META_PKG (is bookworm-security in the apt sources?)"
     fi
@@ -295,12 +306,11 @@ main() {
     # The sandbox user (_apt) cannot write into root's cache dir; download as the caller.
     if ! (cd "$work" && quiet apt-get -o APT::Sandbox::User="$(id -un)" -q download "$pkg"); then
         # Lists may be stale (the exact version was superseded); refresh once and retry.
-        apt_update
-        pkg="$(resolve_kernel_pkg_cached)"
-        kver="${pkg#linux-image-}"
-        final="$CACHE_ROOT/$kver"
-        if [[ -n "$pkg" ]] && (cd "$work" && quiet apt-get -o APT::Sandbox::User="$(id -un)" -q download "$pkg"); then
-            :
+        # Offline, fall back to a kernel unpacked earlier.
+        if apt_update && pkg="$(resolve_kernel_pkg_cached)" && [[ -n "$pkg" ]] &&
+            (cd "$work" && quiet apt-get -o APT::Sandbox::User="$(id -un)" -q download "$pkg"); then
+            kver="${pkg#linux-image-}"
+            final="$CACHE_ROOT/$kver"
         elif [[ -n "$cached" ]]; then
             log "warning: could not download $pkg; using cached $(basename "$cached")"
             printf '%s\n' "$cached"
@@ -318,4 +328,7 @@ main() {
     printf '%s\n' "$final"
 }
 
+# Turn signals into a normal exit so the EXIT trap removes a partial download.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 main "$@"

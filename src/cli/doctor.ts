@@ -56,14 +56,16 @@ export function doctorReport(version: string): DoctorReport {
 
 export function formatDoctor(r: DoctorReport): string {
   const lines: string[] = [];
-  const row = (label: string, value: string): number => lines.push(`${label.padEnd(10)} ${value}`);
+  const row = (label: string, value: string): void => {
+    lines.push(`${label.padEnd(11)} ${value}`);
+  };
   row('surfacelink', r.version);
   row('platform', `${r.platform.os} ${r.platform.arch} (kernel ${r.platform.release})`);
   row('node', `${r.node.version} (N-API ${r.node.napi ?? '?'}, ABI ${r.node.abi})`);
   if (r.addon.loaded) row('addon', `loaded from ${r.addon.path ?? '(unknown path)'} (platform ${r.addon.platform}, abi ${r.addon.abi})`);
   else {
     row('addon', 'NOT loaded');
-    for (const line of (r.addon.error ?? 'unknown error').split('\n')) lines.push(`           ${line}`);
+    for (const line of (r.addon.error ?? 'unknown error').split('\n')) lines.push(`            ${line}`);
   }
   row('boot id', r.host.bootId ?? '(unknown: /proc/sys/kernel/random/boot_id unreadable)');
   row('machine id', r.host.machineId ?? '(unknown: /etc/machine-id unreadable)');

@@ -153,11 +153,11 @@ const us = (v: number | null): string => (v === null ? '-' : `${v}`);
 /** One status line: the last window's rate and latency, the running drop and counter tallies. */
 export function formatStatus(s: StatsSnapshot): string {
   const w = s.window;
+  // Short enough for an 80-column terminal, where it is rewritten in place and must not wrap.
   return [
-    s.mechanism ?? 'connecting',
-    s.width ? `${s.width}x${s.height}` : '-x-',
+    `${s.mechanism ?? 'connecting'} ${s.width ? `${s.width}x${s.height}` : '-'}`,
     `${w.fps.toFixed(1)} fps`,
-    `latency p50 ${us(w.p50Us)} µs p99 ${us(w.p99Us)} µs`,
+    `latency p50 ${us(w.p50Us)} p99 ${us(w.p99Us)} µs`,
     `dropped ${s.dropped}`,
     counterText(s),
   ].join('  ');
@@ -229,7 +229,7 @@ export async function consumerMain(options: { path: string }): Promise<void> {
 
   // Ctrl-C reaches the whole process group; the parent decides when we stop.
   process.on('SIGINT', () => {});
-  process.on('SIGTERM', () => finish(143));
+  process.on('SIGTERM', () => finish(143, { type: 'final', stats: stats.snapshot() }));
   process.on('disconnect', () => {
     if (!stopping) finish(1);
   });

@@ -4,6 +4,8 @@
  * Presenting never waits on clients (the pool grows, slow clients skip frames), so a tick
  * costs the repaint of two boxes and the counter.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { SurfaceServer, type Logger, type PresentOptions, type SharedSurface, type SurfaceBuffer } from '../index.js';
 import { damageRects, drawPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
 import type { StopMessage } from './consumer.js';
@@ -21,6 +23,8 @@ export interface ProducerOptions {
 }
 
 const FULL: PresentOptions = {};
+/** Frames a late timer may still make up, at one per tick, before the schedule starts afresh. */
+const CATCH_UP_FRAMES = 4;
 
 export class PatternProducer {
   /** Frames presented so far. */
@@ -71,9 +75,9 @@ export class PatternProducer {
   private run(): void {
     this.tick(); // a first frame at once, so a client connecting now sees the pattern
     /*
-     * Node fires intervals slightly early on average, and a whole-millisecond period, so
-     * the timer ticks a little faster than the frame rate and each tick presents only when
-     * a frame is due: the rate holds without drifting, and a late tick never bursts.
+     * A whole-millisecond interval ticks a little faster than the frame rate, and each tick
+     * presents only when a frame is due: the rate holds without drifting, and a late tick
+     * never causes a burst (one frame per tick at most).
      */
     this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(this.periodMs)));
   }
@@ -81,7 +85,8 @@ export class PatternProducer {
   private tick(): void {
     const now = performance.now();
     if (this.presented > 0 && now < this.dueMs) return;
-    this.dueMs = now - this.dueMs > this.periodMs ? now + this.periodMs : this.dueMs + this.periodMs;
+    // A late tick is made up over the next (early) ones; only a long stall resets the clock.
+    this.dueMs = now - this.dueMs > CATCH_UP_FRAMES * this.periodMs ? now + this.periodMs : this.dueMs + this.periodMs;
     try {
       const frame = this.surface.sequence + 1;
       const buffer = this.surface.acquire();
@@ -136,13 +141,21 @@ export async function producerMain(options: { path: string; width: number; heigh
     finished = true;
     if (timer) clearInterval(timer);
     producer?.stop();
+    // Without a parent nobody else will remove the demo's private dir; rmdir only takes it if empty.
+    if (!process.connected) {
+      try {
+        fs.rmdirSync(path.dirname(options.path));
+      } catch {
+        /* not empty, or already gone */
+      }
+    }
     const exit = (): void => process.exit(code);
     if (message) send(message, exit);
     else exit();
   };
 
   process.on('SIGINT', () => {}); // Ctrl-C reaches the whole process group; the parent decides
-  process.on('SIGTERM', () => finish(143));
+  process.on('SIGTERM', () => finish(143, { type: 'final', presented: producer?.presented ?? 0 }));
   process.on('disconnect', () => finish(1));
   process.on('message', (m: StopMessage) => {
     if (m?.type === 'stop') finish(0, { type: 'final', presented: producer?.presented ?? 0 });

@@ -1,0 +1,108 @@
+/**
+ * `surfacelink view`: connect to a server, say what was negotiated and why, then print the
+ * consumer statistics once a second until Ctrl-C or the server goes away. Also home of the
+ * status line the demo shares.
+ */
+import { SurfaceClient, defaultSocketPath } from '../index.js';
+import { FrameStats, consumeFrames, formatStatus, formatSummary } from '../demo/consumer.js';
+
+/**
+ * One status line. On a terminal it is rewritten in place (so it must never wrap); into a
+ * pipe or file every update is its own line, which is what a log wants.
+ */
+export class StatusLine {
+  private current = '';
+  private readonly tty: boolean;
+
+  constructor(private readonly out: NodeJS.WriteStream = process.stdout) {
+    this.tty = out.isTTY === true;
+  }
+
+  update(text: string): void {
+    if (!this.tty) {
+      this.out.write(`${text}\n`);
+      return;
+    }
+    const columns = this.out.columns || 80;
+    this.current = text.length >= columns ? `${text.slice(0, columns - 2)}…` : text;
+    this.out.write(`\r\x1b[2K${this.current}`);
+  }
+
+  /** A message of its own: above the status line on a terminal, which is then redrawn. */
+  log(text: string, stream: NodeJS.WriteStream = process.stdout): void {
+    if (this.tty && this.current) this.out.write('\r\x1b[2K');
+    stream.write(`${text}\n`);
+    if (this.tty && this.current) this.out.write(this.current);
+  }
+
+  /** Replaces the status line with a final line and leaves the cursor below it. */
+  finish(text: string, stream: NodeJS.WriteStream = process.stdout): void {
+    if (this.tty && this.current) this.out.write('\r\x1b[2K');
+    this.current = '';
+    stream.write(`${text}\n`);
+  }
+}
+
+export const SIGNAL_EXIT: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * Resolves with the exit status: 0 when the server shut down cleanly, 1 when the connection
+ * failed or ended with an error, 130/143 when stopped by SIGINT/SIGTERM.
+ */
+export function runView(options: { path?: string }): Promise<number> {
+  const socketPath = options.path ?? defaultSocketPath();
+  const status = new StatusLine();
+  const stats = new FrameStats();
+  return new Promise<number>((resolve) => {
+    let client: SurfaceClient | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    let done = false;
+    const end = (code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void => {
+      if (done) return;
+      done = true;
+      if (timer) clearInterval(timer);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+      client?.close();
+      status.finish(line, stream);
+      resolve(code);
+    };
+    const summary = (): string => {
+      const s = stats.snapshot();
+      return s.total.frames > 0 ? `; ${formatSummary(s)}` : '';
+    };
+    const onSigint = (): void => end(SIGNAL_EXIT.SIGINT, `stopped${summary()}`);
+    const onSigterm = (): void => end(SIGNAL_EXIT.SIGTERM, `stopped${summary()}`);
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigterm);
+
+    SurfaceClient.connect({ path: socketPath, name: `surfacelink-view-${process.pid}` }).then(
+      (c) => {
+        if (done) return c.close();
+        client = c;
+        const n = c.negotiation;
+        if (n) {
+          status.log(`connected to ${socketPath}: server "${n.server.name}" (pid ${n.server.pid}), client id ${n.clientId}`);
+          status.log(`mechanism ${n.mechanism}: ${n.reason}`);
+          for (const r of n.rejected) status.log(`  not ${r.name}: ${r.reason}`);
+        }
+        consumeFrames(c, stats);
+        let first = true;
+        c.on('negotiated', (m) => {
+          // The first event repeats what connect() already told us.
+          if (first && m.mechanism === n?.mechanism && m.reason === n?.reason) return void (first = false);
+          first = false;
+          status.log(`mechanism now ${m.mechanism}: ${m.reason}`);
+        });
+        c.on('importFailed', (e) => status.log(`import failed: ${e.code}: ${e.message}`, process.stderr));
+        c.on('warning', (e) => status.log(`server warning: ${e.code}: ${e.message}`, process.stderr));
+        c.on('disconnect', (info) => {
+          if (info.code === 'E_SHUTDOWN') end(0, `the server shut down${summary()}`);
+          else end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
+        });
+        timer = setInterval(() => status.update(formatStatus(stats.snapshot())), 1000);
+      },
+      (error: { code?: string; message?: string }) => end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr),
+    );
+  });
+}
