@@ -60,6 +60,8 @@ export interface ServerEvents {
   clientGone: [ClientInfo, { code: ErrorCodeName; message: string }];
   /** A client's mechanism changed after an import failure. */
   clientMechanism: [ClientInfo];
+  /** A client released a frame (presentation feedback). Positional numbers: no allocation per frame. */
+  release: [surfaceId: number, bufferId: number, sequence: number, clientId: number];
 }
 
 interface SurfaceState {
@@ -465,6 +467,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     st.held = null;
     held.holders--;
     surface.collect(held);
+    this.emit('release', surfaceId, bufferId, sequence, session.id);
     if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);
   }
 

@@ -35,7 +35,7 @@ is_vgem() { # /sys/class/drm/cardN
 }
 vgem_card=""
 for card in /sys/class/drm/card[0-9]*; do
-    [[ -e "$card" ]] && is_vgem "$card" || continue
+    if [[ ! -e "$card" ]] || ! is_vgem "$card"; then continue; fi
     if usable_chardev "/dev/dri/${card##*/}"; then
         vgem_card="/dev/dri/${card##*/}"
         break

@@ -71,8 +71,8 @@ cleanup() {
         # $qemu_pid is `timeout`, which passes the signal on to QEMU.
         kill -TERM "$qemu_pid" 2>/dev/null || true
         # QEMU normally exits at once on SIGTERM; do not hang if it does not.
-        local i
-        for i in 1 2 3 4 5 6 7 8 9 10; do
+        local _
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
             kill -0 "$qemu_pid" 2>/dev/null || break
             sleep 0.2
         done
@@ -110,6 +110,7 @@ mkdir -p "$ctl"
         [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || fail "SURFACELINK_VM_ENV: bad variable name '$name'"
         if [[ -n "${!name+set}" ]]; then printf 'export %s=%q\n' "$name" "${!name}"; fi
     done
+    # shellcheck disable=SC2016 # expanded by the guest's bash, on purpose
     echo 'mkdir -p "$HOME"'
     printf 'cd -- %q || exit 125\n' "$cwd"
     printf 'exec'
@@ -182,7 +183,7 @@ hostname surfacelink-vm
 
 # Find the virtio-serial port named "out" (the host's FIFO). Probing may lag behind /init a bit.
 port=""
-for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do # up to 2 s
     for n in /sys/class/virtio-ports/*/name; do
         [ -f "$n" ] && [ "$(cat "$n")" = out ] && port=/dev/$(basename "$(dirname "$n")")
     done
@@ -239,6 +240,7 @@ cat_pid=$!
 
 append="console=ttyS0 quiet panic=-1 tsc=reliable udmabuf.size_limit_mb=256"
 append+=" ${SURFACELINK_VM_APPEND:-}"
+# shellcheck disable=SC2054 # the commas are QEMU option syntax
 qemu_args=(
     "${accel_args[@]}" -m "$mem_mb" -smp "$smp"
     -nodefaults -no-user-config -display none -no-reboot
