@@ -160,6 +160,8 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   private readonly channel: MessageChannel;
   private readonly offered: Backend[];
   private readonly imports = new Map<number, Map<number, ImportedSurfaceBuffer>>();
+  /** Buffers we told the server we could not import; their FRAMEs (already in flight) are released unseen. */
+  private readonly failedImports = new Map<number, Set<number>>();
   private negotiationValue: Negotiation | null = null;
   private backend: Backend | null = null;
   private state: 'hello' | 'active' | 'closed' = 'hello';
@@ -258,6 +260,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
         case MessageType.SURFACE_GONE: {
           const { surfaceId } = readSurfaceGone(view, start, length);
           this.dropSurface(surfaceId);
+          this.failedImports.delete(surfaceId);
           this.emit('surfaceGone', { surfaceId });
           return;
         }
@@ -268,6 +271,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
           this.backend = backend;
           if (this.negotiationValue) this.negotiationValue = { ...this.negotiationValue, mechanism: m.mechanism, reason: m.reason };
           for (const surfaceId of [...this.imports.keys()]) this.dropSurface(surfaceId);
+          this.failedImports.clear();
           if (this.negotiationValue) this.emit('negotiated', this.negotiationValue);
           return;
         }
@@ -318,6 +322,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
       if (e.code !== 'E_SYSTEM') throw e; // the descriptor or handles were invalid: a protocol violation
       // We could not map a valid buffer (memory, limits): tell the server, which may fall back.
       for (const fd of fds) fd.close();
+      let failed = this.failedImports.get(desc.surfaceId);
+      if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
+      failed.add(desc.bufferId);
       this.channel.send(writeImportFailed(this.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode.E_IMPORT_FAILED, e.message));
       this.emit('importFailed', e);
       return;
@@ -331,7 +338,14 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   private onFrame(view: DataView, start: number, length: number): void {
     const f = readFrame(view, start, length);
     const buffer = this.imports.get(f.surfaceId)?.get(f.bufferId);
-    if (!buffer) throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `FRAME names buffer ${f.bufferId} of surface ${f.surfaceId}, which was never announced`);
+    if (!buffer) {
+      if (this.failedImports.get(f.surfaceId)?.has(f.bufferId)) {
+        // Sent before the server read our IMPORT_FAILED: hand it straight back.
+        this.channel.send(writeRelease(this.channel.writer, f.surfaceId, f.bufferId, f.sequence));
+        return;
+      }
+      throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `FRAME names buffer ${f.bufferId} of surface ${f.surfaceId}, which was never announced`);
+    }
     if (buffer.held) throw new SurfaceLinkError('E_UNEXPECTED', `FRAME for buffer ${f.bufferId}, which we still hold`);
     validateDamage(f.damage, buffer.width, buffer.height);
     buffer.held = true;

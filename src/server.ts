@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'eventemitter3';
 import { availableBackends, backendByName, unavailableReason } from './backends/index.js';
 import type { Backend } from './backends/types.js';
@@ -167,8 +168,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     this.logger = options.logger ?? stderrLogger;
     const ownUid = typeof process.getuid === 'function' ? process.getuid() : -1;
     this.allowUids = new Set([ownUid, ...(options.allowUids ?? [])]);
-    this.releaseTimeoutMs = positive(options.releaseTimeoutMs ?? 2000, 'releaseTimeoutMs');
-    this.helloTimeoutMs = positive(options.helloTimeoutMs ?? 5000, 'helloTimeoutMs');
+    this.releaseTimeoutMs = Math.ceil(positive(options.releaseTimeoutMs ?? 2000, 'releaseTimeoutMs'));
+    this.helloTimeoutMs = Math.ceil(positive(options.helloTimeoutMs ?? 5000, 'helloTimeoutMs'));
     this.maxClients = positive(options.maxClients ?? 32, 'maxClients');
     const available = availableBackends();
     this.mechanisms = options.mechanisms
@@ -250,8 +251,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   retireBuffer(surface: SharedSurface, buffer: SurfaceBuffer): void {
     for (const session of this.sessions) {
       if (!buffer.knownBy.has(session)) continue;
-      const w = session.channel.writer;
-      session.channel.send(writeRetire(w, surface.id, buffer.id));
+      if (!this.sendOrDrop(session, session.channel.send(writeRetire(session.channel.writer, surface.id, buffer.id)))) continue;
       const st = session.surfaces.get(surface.id);
       if (st) {
         st.needsFull = true;
@@ -270,23 +270,33 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         if (st.held) st.held.holders--;
         session.surfaces.delete(surface.id);
       }
-      if (session.state === 'active') session.channel.send(writeSurfaceGone(session.channel.writer, surface.id));
+      if (session.state === 'active') this.sendOrDrop(session, session.channel.send(writeSurfaceGone(session.channel.writer, surface.id)));
     }
   }
 
-  /** @internal */
+  /**
+   * @internal Frees one buffer of `surface` by dropping every client that holds it. Only a
+   * buffer that this would actually free (not the front, not the producer's) is chosen:
+   * the one whose oldest hold is oldest.
+   */
   reclaimBuffer(surface: SharedSurface): boolean {
-    let worst: ClientSession | null = null;
+    let victim: SurfaceBuffer | null = null;
     let oldest = Infinity;
     for (const session of this.sessions) {
       const st = session.surfaces.get(surface.id);
-      if (st?.held && st.heldSinceMs < oldest) {
+      const held = st?.held;
+      if (!held || held === surface.front || held.acquired) continue;
+      if (st.heldSinceMs < oldest) {
         oldest = st.heldSinceMs;
-        worst = session;
+        victim = held;
       }
     }
-    if (!worst) return false;
-    this.disconnect(worst, 'E_POOL_EXHAUSTED', `surface ${surface.id}'s pool is exhausted; dropping the client holding the oldest frame (${Math.round(Date.now() - oldest)} ms)`, true);
+    if (!victim) return false;
+    const age = Math.round(performance.now() - oldest);
+    for (const session of [...this.sessions]) {
+      if (session.surfaces.get(surface.id)?.held === victim)
+        this.disconnect(session, 'E_POOL_EXHAUSTED', `surface ${surface.id}'s pool is exhausted; dropping the clients holding its oldest frame (${age} ms)`, true);
+    }
     return true;
   }
 
@@ -359,7 +369,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     session.helloTimer = null;
     session.state = 'active';
     const w = session.channel.writer;
-    session.channel.send(
+    const sent = session.channel.send(
       writeWelcome(w, version, {
         server: peerInfo(this.name),
         clientId: session.id,
@@ -369,6 +379,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         limits: { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES, releaseTimeoutMs: this.releaseTimeoutMs, maxHeldFrames: 1 },
       }),
     );
+    if (!this.sendOrDrop(session, sent)) return;
     this.logger('info', `client ${session.id} "${session.name}" (pid ${session.pid}): ${session.mechanism} — ${session.reason}`);
     this.emit('client', session.info());
     for (const surface of this.surfaces.values()) {
@@ -393,6 +404,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   private importFailed(session: ClientSession, report: ReturnType<typeof readImportFailed>): void {
     const code = errorCodeName(report.code);
     this.logger('warn', `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism} (${code}): ${report.reason}`);
+    // HELLO offers have unique names, so this is the one in use; fall back to a later one.
     const current = session.offers.findIndex((o) => o.name === session.mechanism);
     const rejected: { name: string; reason: string }[] = [];
     const next = this.choose(session.offers, current + 1, rejected);
@@ -405,7 +417,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     session.mechanism = next.backend.name;
     session.reason = `fell back after ${code}: ${report.reason}`;
     for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
-    session.channel.send(writeMechanism(session.channel.writer, session.mechanism, session.reason));
+    for (const st of session.surfaces.values()) st.needsFull = true;
+    if (!this.sendOrDrop(session, session.channel.send(writeMechanism(session.channel.writer, session.mechanism, session.reason)))) return;
     this.emit('clientMechanism', session.info());
   }
 
@@ -440,7 +453,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     if (!this.sendOrDrop(session, result)) return;
     st.held = buffer;
     st.heldSequence = surface.sequence;
-    st.heldSinceMs = Date.now();
+    st.heldSinceMs = performance.now();
     buffer.holders++;
     session.framesDelivered++;
   }
@@ -494,11 +507,11 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   }
 
   private sweepDeadlines(): void {
-    const now = Date.now();
+    const now = performance.now();
     for (const session of this.sessions) {
       for (const [surfaceId, st] of session.surfaces) {
         if (st.held && now - st.heldSinceMs > this.releaseTimeoutMs) {
-          this.disconnect(session, 'E_RELEASE_TIMEOUT', `held frame ${st.heldSequence} of surface ${surfaceId} for ${now - st.heldSinceMs} ms (limit ${this.releaseTimeoutMs} ms)`, true);
+          this.disconnect(session, 'E_RELEASE_TIMEOUT', `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms (limit ${this.releaseTimeoutMs} ms)`, true);
           break;
         }
       }

@@ -103,6 +103,8 @@ export class SharedSurface {
   private heightValue: number;
   private generationValue = 1;
   private readonly pool: SurfaceBuffer[] = [];
+  /** Retired by a resize but still held by a client: destroyed on release, or on close(). */
+  private readonly retiredHeld = new Set<SurfaceBuffer>();
   private nextBufferId = 1;
   private readonly maxBuffers: number;
   private closedValue = false;
@@ -182,7 +184,7 @@ export class SharedSurface {
         return b;
       }
       if (!this.host.reclaimBuffer(this))
-        throw new SurfaceLinkError('E_POOL_EXHAUSTED', `all ${this.pool.length} buffers are acquired by the producer; present or discard some`);
+        throw new SurfaceLinkError('E_POOL_EXHAUSTED', `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or discard some`);
     }
   }
 
@@ -222,6 +224,7 @@ export class SharedSurface {
     for (const b of old) {
       b.retired = true;
       this.host.retireBuffer(this, b);
+      this.retiredHeld.add(b);
       this.collect(b);
     }
     for (let i = 0; i < Math.min(old.length, 3); i++) this.pool.push(this.allocate());
@@ -229,7 +232,10 @@ export class SharedSurface {
 
   /** @internal Destroys a retired buffer once neither producer nor clients use it. */
   collect(buffer: SurfaceBuffer): void {
-    if (buffer.retired && !buffer.acquired && buffer.holders === 0) buffer.destroy();
+    if (buffer.retired && !buffer.acquired && buffer.holders === 0) {
+      buffer.destroy();
+      this.retiredHeld.delete(buffer);
+    }
   }
 
   /** @internal All buffers, for the server's bookkeeping. */
@@ -242,7 +248,9 @@ export class SharedSurface {
     this.closedValue = true;
     this.host.surfaceClosed(this);
     for (const b of this.pool) b.destroy();
+    for (const b of this.retiredHeld) b.destroy();
     this.pool.length = 0;
+    this.retiredHeld.clear();
     this.front = null;
   }
 

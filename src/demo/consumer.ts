@@ -50,7 +50,8 @@ export interface StatsSnapshot {
   total: { seconds: number; frames: number; fps: number; p50Us: number | null; p99Us: number | null };
   /** Sequence numbers never seen between two that were (the server skipped them for us). */
   dropped: number;
-  counter: { verified: number; wrong: number; unreadable: number; lastWrong: { seen: number; expected: number } | null };
+  /** `skipped`: frames too small to carry a counter (the pattern leaves it out). */
+  counter: { verified: number; wrong: number; unreadable: number; skipped: number; lastWrong: { seen: number; expected: number } | null };
 }
 
 export class FrameStats {
@@ -67,6 +68,7 @@ export class FrameStats {
   private verified = 0;
   private wrong = 0;
   private unreadable = 0;
+  private skipped = 0;
   private lastWrong: { seen: number; expected: number } | null = null;
   private readonly windowLatency = new LatencyHistogram();
   private readonly totalLatency = new LatencyHistogram();
@@ -75,14 +77,19 @@ export class FrameStats {
   record(frame: Frame): void {
     this.windowFrames++;
     this.frames++;
-    this.windowLatency.record((frame.receiveTimeNs - frame.presentTimeNs) / 1000);
-    this.totalLatency.record((frame.receiveTimeNs - frame.presentTimeNs) / 1000);
+    const latencyUs = (frame.receiveTimeNs - frame.presentTimeNs) / 1000;
+    this.windowLatency.record(latencyUs);
+    this.totalLatency.record(latencyUs);
     if (this.lastSequence >= 0 && frame.sequence > this.lastSequence + 1) this.dropped += frame.sequence - this.lastSequence - 1;
     this.lastSequence = frame.sequence;
     if (frame.width !== this.width || frame.height !== this.height || !this.layout) {
       this.width = frame.width;
       this.height = frame.height;
       this.layout = patternLayout(frame.width, frame.height);
+    }
+    if (!this.layout.counter) {
+      this.skipped++;
+      return;
     }
     const seen = readCounter(this.layout, frame.pixels(), frame.stride);
     const expected = counterValue(frame.sequence);
@@ -122,7 +129,7 @@ export class FrameStats {
         p99Us: orNull(this.totalLatency.percentile(0.99)),
       },
       dropped: this.dropped,
-      counter: { verified: this.verified, wrong: this.wrong, unreadable: this.unreadable, lastWrong: this.lastWrong && { ...this.lastWrong } },
+      counter: { verified: this.verified, wrong: this.wrong, unreadable: this.unreadable, skipped: this.skipped, lastWrong: this.lastWrong && { ...this.lastWrong } },
     };
     this.windowStartNs = now;
     this.windowFrames = 0;
@@ -131,19 +138,28 @@ export class FrameStats {
   }
 }
 
-/** 'OK' when every frame's counter matched, 'n/a' when none could be read (not the pattern). */
-export function counterVerdict(s: StatsSnapshot): 'OK' | 'n/a' | 'BAD' | 'waiting' {
+/**
+ * OK: every counter read matched its frame. BAD: some did not. unreadable: none could be
+ * read (the server does not draw the test pattern). too-small: the frames are too small
+ * to carry a counter. waiting: no frame yet.
+ */
+export type CounterVerdict = 'OK' | 'BAD' | 'unreadable' | 'too-small' | 'waiting';
+
+export function counterVerdict(s: StatsSnapshot): CounterVerdict {
   const c = s.counter;
-  if (c.verified + c.wrong + c.unreadable === 0) return 'waiting';
+  if (c.verified + c.wrong + c.unreadable === 0) return c.skipped > 0 ? 'too-small' : 'waiting';
   if (c.wrong === 0 && c.unreadable === 0) return 'OK';
-  if (c.verified === 0 && c.wrong === 0) return 'n/a';
+  if (c.verified === 0 && c.wrong === 0) return 'unreadable';
   return 'BAD';
 }
 
 function counterText(s: StatsSnapshot): string {
   const c = s.counter;
   const verdict = counterVerdict(s);
-  if (verdict !== 'BAD') return `counter ${verdict}`;
+  if (verdict === 'OK') return 'counter OK';
+  if (verdict === 'waiting') return 'counter -';
+  if (verdict === 'unreadable') return 'counter n/a (not the test pattern)';
+  if (verdict === 'too-small') return 'counter n/a (surface too small)';
   const last = c.lastWrong ? `, last saw ${c.lastWrong.seen} in frame ${c.lastWrong.expected}` : '';
   return `counter BAD (${c.wrong} wrong, ${c.unreadable} unreadable of ${c.verified + c.wrong + c.unreadable}${last})`;
 }
@@ -245,6 +261,7 @@ export async function consumerMain(options: { path: string }): Promise<void> {
     const e = error as { code?: string; message?: string };
     return finish(1, { type: 'error', message: `cannot connect: ${e.code ?? 'error'}: ${e.message ?? String(error)}` });
   }
+  if (finished) return void client.close(); // told to stop while connecting
   // The client announces its negotiation once more as an event; report each outcome once.
   let reported = '';
   const report = (n: { mechanism: string; reason: string } | null): void => {

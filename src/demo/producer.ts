@@ -171,6 +171,7 @@ export async function producerMain(options: { path: string; width: number; heigh
     const e = error as { code?: string; message?: string };
     return finish(1, { type: 'error', message: `cannot serve on ${options.path}: ${e.code ?? 'error'}: ${e.message ?? String(error)}` });
   }
+  if (finished) return void producer.stop(); // stopped, or failed on the very first frame
   send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism });
   timer = setInterval(() => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }), 1000);
 }

@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_PLANES, MessageType } from './constants.js';
+import { BodySize, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -247,8 +247,13 @@ export function readHello(view: DataView, start: number, length: number): { minV
   const info = peerInfo(o, 'HELLO');
   if (!Array.isArray(o.mechanisms) || o.mechanisms.length === 0 || o.mechanisms.length > 16)
     throw malformed('HELLO: mechanisms must be a list of 1..16 offers');
+  const seen = new Set<string>();
   const mechanisms: MechanismOffer[] = o.mechanisms.map((m: unknown) => {
-    if (typeof m !== 'object' || m === null || !isStr((m as MechanismOffer).name)) throw malformed('HELLO: each mechanism offer needs a name');
+    const name = (m as MechanismOffer | null)?.name;
+    if (typeof m !== 'object' || m === null || !isStr(name) || name.length === 0 || name.length > MAX_MECHANISM_NAME)
+      throw malformed(`HELLO: each mechanism offer needs a name of 1..${MAX_MECHANISM_NAME} characters`);
+    if (seen.has(name)) throw malformed(`HELLO: mechanism ${name} is offered twice`);
+    seen.add(name);
     return m as MechanismOffer;
   });
   return { minVersion, maxVersion, info: { ...info, mechanisms } };

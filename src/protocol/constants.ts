@@ -12,6 +12,8 @@ export const DEFAULT_MAX_MESSAGE = 65536;
 export const MAX_HANDLES = 8;
 export const MAX_PLANES = 4;
 export const MAX_DAMAGE_RECTS = 64;
+/** Longest mechanism name accepted in HELLO. */
+export const MAX_MECHANISM_NAME = 64;
 
 export const MessageType = {
   HELLO: 0x01,

@@ -34,7 +34,8 @@ export function validateDescriptor(desc: ScanoutBody): { format: FormatInfo; pla
     if (p.size < needed) throw geometry(`plane ${i}: size ${p.size} is less than stride ${p.stride} × ${rows} rows = ${needed}`);
     if (p.offset > MAX_OFFSET || p.size > MAX_OFFSET)
       throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `plane ${i}: offset ${p.offset} or size ${p.size} is beyond 2^48`);
-    return { offset: p.offset, stride: p.stride, size: needed, width: Math.ceil(width / format.planes[i].xDiv), height: rows };
+    // The declared size (≥ stride × rows) is what must fit in the handle's object.
+    return { offset: p.offset, stride: p.stride, size: p.size, width: Math.ceil(width / format.planes[i].xDiv), height: rows };
   });
   return { format, planes };
 }

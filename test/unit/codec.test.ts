@@ -41,6 +41,14 @@ describe('protocol codec (unit)', () => {
     expect(readWelcome(view(w), 0, n)).to.deep.equal({ version: 1, info: welcome });
   });
 
+  it('refuses HELLO offers that repeat a mechanism or have absurd names', () => {
+    const base = { name: 'v', pid: 1, platform: 'linux', host: { bootId: null, machineId: null } };
+    let n = writeHello(w, 1, 1, { ...base, mechanisms: [{ name: 'shm.v1' }, { name: 'shm.v1' }] });
+    expect(() => readHello(view(w), 0, n)).to.throw(/offered twice/).with.property('code', 'E_MALFORMED');
+    n = writeHello(w, 1, 1, { ...base, mechanisms: [{ name: 'x'.repeat(65) }] });
+    expect(() => readHello(view(w), 0, n)).to.throw().with.property('code', 'E_MALFORMED');
+  });
+
   it('round-trips SCANOUT with a 64-bit modifier and two planes', () => {
     const desc = {
       surfaceId: 1, bufferId: 2, generation: 3, width: 64, height: 32, format: FORMATS.NV12.fourcc, modifier: MODIFIER_INVALID,
