@@ -302,6 +302,7 @@ function runDemo(o: DemoOptions): Promise<number> {
         new Promise<void>((done) =>
           // 'close' rather than 'exit': it comes after the last IPC message (the totals) was read.
           child.once('close', (code, signal) => {
+            if (process.env.SLDBG) process.stderr.write(`[${role} closed code=${code} signal=${signal} state=${state}]\n`);
             done();
             if (state === 'stopping') return;
             /*
