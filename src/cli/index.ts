@@ -302,7 +302,6 @@ function runDemo(o: DemoOptions): Promise<number> {
         new Promise<void>((done) =>
           // 'close' rather than 'exit': it comes after the last IPC message (the totals) was read.
           child.once('close', (code, signal) => {
-            if (process.env.SLDBG) process.stderr.write(`[${role} closed code=${code} signal=${signal} state=${state}]\n`);
             done();
             if (state === 'stopping') return;
             /*
@@ -328,7 +327,6 @@ function runDemo(o: DemoOptions): Promise<number> {
     };
 
     const onProducer = (m: ProducerMessage): void => {
-      if (process.env.SLDBG) process.stderr.write(`[producer msg ${JSON.stringify(m)} state=${state}]\n`);
       switch (m.type) {
         case 'ready':
           if (state !== 'starting' || children.has('consumer')) return;
@@ -388,14 +386,20 @@ function runDemo(o: DemoOptions): Promise<number> {
     };
 
     let stopping: Promise<void> | null = null;
+    let stopStartedMs = 0;
     const stop = (reason: StopReason): Promise<void> => {
       if (stopping) {
-        // A second Ctrl-C while stopping: stop waiting for anyone.
-        if (reason === 'SIGINT' || reason === 'SIGTERM') killAll();
+        /*
+         * Another Ctrl-C while stopping means stop waiting for anyone. But timeout(1) and
+         * `kill -INT -pgid` signal us twice at once (directly and via the process group),
+         * so only a signal that comes a while after the first counts.
+         */
+        if ((reason === 'SIGINT' || reason === 'SIGTERM') && Date.now() - stopStartedMs > 500) killAll();
         return stopping;
       }
       state = 'stopping';
       stopReason = reason;
+      stopStartedMs = Date.now();
       stopping = (async () => {
         clearTimeout(startTimer);
         if (durationTimer) clearTimeout(durationTimer);
