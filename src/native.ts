@@ -51,6 +51,44 @@ export interface NativeListener {
   close(): void;
 }
 
+export type CpuAccess = 'read' | 'write' | 'rw';
+
+/** Linux dma-buf ioctls (native/linux/dmabuf.cc). */
+export interface NativeDmabuf {
+  /** A dma-buf over [offset, offset+size) of a memfd sealed with F_SEAL_SHRINK (/dev/udmabuf). */
+  createUdmabuf(memfd: NativeFd, offset: number, size: number): NativeFd;
+  /** A dma-buf from /dev/dma_heap/<heapName>. */
+  heapAlloc(heapName: string, size: number): NativeFd;
+  /** DMA_BUF_IOCTL_SYNC: bracket every CPU read/write of a mapping. */
+  sync(fd: NativeFd, phase: 'start' | 'end', access: CpuAccess): void;
+  /** The fences currently attached to the buffer, as a sync_file (DMA_BUF_IOCTL_EXPORT_SYNC_FILE). */
+  exportSyncFile(fd: NativeFd, access: CpuAccess): NativeFd;
+  /** Attaches a sync_file's fence to the buffer (DMA_BUF_IOCTL_IMPORT_SYNC_FILE). */
+  importSyncFile(fd: NativeFd, fence: NativeFd, access: CpuAccess): void;
+  setName(fd: NativeFd, name: string): void;
+  info(fd: NativeFd): { exporter: string; size: number; name: string | null; inode: bigint };
+}
+
+/** DRM nodes and vgem (native/linux/drm.cc). */
+export interface NativeDrm {
+  listNodes(): { path: string; kind: 'card' | 'render' }[];
+  open(path: string): NativeFd;
+  version(card: NativeFd): { name: string; major: number; minor: number; patch: number };
+  createDumb(card: NativeFd, width: number, height: number, bpp: number): { handle: number; pitch: number; size: number };
+  primeExport(card: NativeFd, handle: number): NativeFd;
+  closeHandle(card: NativeFd, handle: number): void;
+  vgemFenceAttach(card: NativeFd, handle: number, write: boolean): number;
+  vgemFenceSignal(card: NativeFd, fenceId: number): void;
+}
+
+/** sync_file fences (native/linux/fence.cc). */
+export interface NativeFence {
+  info(syncFile: NativeFd): { status: number; name: string; fences: { driver: string; timeline: string; status: number }[] };
+  merge(a: NativeFd, b: NativeFd, name: string): NativeFd;
+  /** Calls back once, from the event loop, when the fence signals (null), is cancelled ('E_CANCELLED'), or fails. */
+  wait(syncFile: NativeFd, callback: (errorCode: string | null) => void, options?: { ref?: boolean }): { cancel(): void };
+}
+
 export interface NativeAddon {
   readonly platform: string;
   readonly abi: number;
@@ -62,9 +100,14 @@ export interface NativeAddon {
   unmap(memory: ArrayBuffer): void;
   readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };
   readonly NativeFd: abstract new (...args: never[]) => NativeFd;
+  /** Linux only, and only in builds with the dma-buf module. */
+  readonly dmabuf?: NativeDmabuf;
+  readonly drm?: NativeDrm;
+  readonly fence?: NativeFence;
 }
 
 let cached: NativeAddon | undefined;
+let cachedPath: string | undefined;
 let cachedError: SurfaceLinkError | undefined;
 
 /** Where the addon may be, in order. SURFACELINK_ADDON names one explicitly. */
@@ -87,6 +130,7 @@ export function loadNative(): NativeAddon {
   for (const candidate of addonCandidates()) {
     try {
       cached = require(candidate) as NativeAddon;
+      cachedPath = candidate;
       return cached;
     } catch (error) {
       const e = error as NodeJS.ErrnoException;
@@ -107,10 +151,11 @@ export function loadNative(): NativeAddon {
   throw cachedError;
 }
 
-/** The addon, or undefined with the reason (for `surfacelink doctor`). */
-export function probeNative(): { addon?: NativeAddon; error?: SurfaceLinkError } {
+/** The addon and where it was loaded from, or the reason it could not be (for `surfacelink doctor`). */
+export function probeNative(): { addon?: NativeAddon; path?: string; error?: SurfaceLinkError } {
   try {
-    return { addon: loadNative() };
+    const addon = loadNative();
+    return { addon, path: cachedPath };
   } catch (error) {
     return { error: SurfaceLinkError.fromNative(error) };
   }

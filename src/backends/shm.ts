@@ -20,7 +20,7 @@ export const shmBackend: Backend = {
   probe(): ProbeResult {
     if (process.platform !== 'linux') return { available: false, reason: `memfd is Linux-only (this is ${process.platform})` };
     const { addon, error } = probeNative();
-    if (!addon) return { available: false, reason: error?.message.split('\n')[0] ?? 'native addon unavailable' };
+    if (!addon) return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; \`surfacelink doctor\` shows every path tried)` };
     try {
       addon.createMemfd('surfacelink-probe', 4096).close();
       return { available: true, reason: 'sealed memfd works' };

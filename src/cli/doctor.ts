@@ -6,7 +6,7 @@
 import * as os from 'node:os';
 import { mechanismReports, defaultSocketPath, type MechanismReport } from '../index.js';
 import { hostIdentity } from '../host.js';
-import { addonCandidates, probeNative } from '../native.js';
+import { probeNative } from '../native.js';
 
 export interface DoctorReport {
   version: string;
@@ -20,21 +20,8 @@ export interface DoctorReport {
   ok: boolean;
 }
 
-/** Which candidate file is the loaded addon: the one in require's cache. */
-function loadedAddonPath(): string | null {
-  for (const candidate of addonCandidates()) {
-    try {
-      const resolved = require.resolve(candidate);
-      if (require.cache[resolved]) return resolved;
-    } catch {
-      /* not there */
-    }
-  }
-  return null;
-}
-
 export function doctorReport(version: string): DoctorReport {
-  const { addon, error } = probeNative();
+  const { addon, path: addonPath, error } = probeNative();
   const mechanisms = mechanismReports();
   return {
     version,
@@ -42,7 +29,7 @@ export function doctorReport(version: string): DoctorReport {
     node: { version: process.version, napi: process.versions.napi ?? null, abi: process.versions.modules },
     addon: {
       loaded: addon !== undefined,
-      path: addon ? loadedAddonPath() : null,
+      path: addonPath ?? null,
       platform: addon?.platform ?? null,
       abi: addon?.abi ?? null,
       error: error ? `${error.code}: ${error.message}` : null,
