@@ -14,7 +14,9 @@ import {
   messageType, readError, readFrame, readMechanism, readRetire, readScanout, readSurfaceGone, readWelcome,
   writeError, writeHello, writeImportFailed, writeRelease, type Rect, type WelcomeInfo,
 } from './protocol/codec.js';
-import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
+import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
+import { assertSyncFile, waitFence } from './backends/fences.js';
+import { ImportRefused } from './backends/types.js';
 import { validateDamage } from './protocol/validate.js';
 import { MessageChannel, connectUnix, defaultSocketPath, type MessageHandler } from './transport/unix.js';
 
@@ -61,7 +63,8 @@ export interface ClientEvents {
 class ImportedSurfaceBuffer {
   held = false;
   retired = false;
-  readonly views: Uint8Array[];
+  /** Cancels the wait for this buffer's acquire fence, while one is pending. */
+  cancelWait: (() => void) | null = null;
 
   constructor(
     readonly surfaceId: number,
@@ -71,11 +74,15 @@ class ImportedSurfaceBuffer {
     readonly height: number,
     readonly format: FormatInfo,
     readonly imported: ImportedBuffer,
-  ) {
-    this.views = imported.planes.map((p) => new Uint8Array(imported.memory, p.offset, p.size));
+  ) {}
+
+  get views(): Uint8Array[] {
+    return this.imported.views;
   }
 
   close(): void {
+    this.cancelWait?.();
+    this.cancelWait = null;
     this.imported.close();
   }
 }
@@ -83,6 +90,8 @@ class ImportedSurfaceBuffer {
 /** One received frame. Read its pixels, then release() it (once). */
 export class Frame {
   private releasedValue = false;
+  /** @internal A CPU read bracket is open on the buffer (closed by release). */
+  cpuAccess = false;
 
   constructor(
     private readonly client: SurfaceClient,
@@ -144,11 +153,17 @@ export class Frame {
     return view;
   }
 
-  /** Gives the buffer back to the producer. Idempotent. */
-  release(): void {
+  /**
+   * Gives the buffer back to the producer. Idempotent. `fence`: a sync_file that signals
+   * when your GPU has finished reading (dmabuf.v1 only); we send a duplicate, you keep yours.
+   */
+  release(options?: { fence?: NativeFd }): void {
     if (this.releasedValue) return;
+    const fence = options?.fence;
+    if (fence && !MECHANISMS_WITH_FENCES.has(this.mechanism)) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `${this.mechanism} has no release fences`);
+    if (fence) assertSyncFile(fence, 'a release fence');
     this.releasedValue = true;
-    this.client.releaseFrame(this);
+    this.client.releaseFrame(this, fence);
   }
 
   [Symbol.dispose](): void {
@@ -196,7 +211,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.channel.send(
       writeHello(w, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
         ...peerInfo(options.name ?? `node-${process.pid}`),
-        mechanisms: this.offered.map((b) => ({ name: b.name })),
+        mechanisms: this.offered.map((b) => ({ ...(b.offer?.() ?? {}), name: b.name })),
       }),
     );
   }
@@ -232,10 +247,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
       const type = messageType(view, start);
       if (this.state === 'hello' && type !== MessageType.WELCOME && type !== MessageType.ERROR)
         throw new SurfaceLinkError('E_UNEXPECTED', `the server's first message must be WELCOME, not type 0x${type.toString(16)}`);
-      if (fds && type !== MessageType.SCANOUT) throw new SurfaceLinkError('E_HANDLE_COUNT', `message type 0x${type.toString(16)} carries no handles; got ${fds.length}`);
+      if (fds && type !== MessageType.SCANOUT && type !== MessageType.FRAME)
+        throw new SurfaceLinkError('E_HANDLE_COUNT', `message type 0x${type.toString(16)} carries no handles; got ${fds.length}`);
       switch (type) {
         case MessageType.FRAME:
-          return this.onFrame(view, start, length);
+          return this.onFrame(view, start, length, fds?.[0]);
         case MessageType.SCANOUT:
           return this.onScanout(view, start, length, fds ?? []);
         case MessageType.WELCOME:
@@ -319,8 +335,10 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
       imported = (this.backend as Backend).importBuffer(desc, format, fds);
     } catch (error) {
       const e = SurfaceLinkError.fromNative(error);
-      if (e.code !== 'E_SYSTEM') throw e; // the descriptor or handles were invalid: a protocol violation
-      // We could not map a valid buffer (memory, limits): tell the server, which may fall back.
+      // An invalid descriptor or handle is a protocol violation. A valid buffer we cannot
+      // take (a modifier we did not declare, a mapping the system refused) is reported to
+      // the server, which falls back to another mechanism.
+      if (e.code !== 'E_SYSTEM' && !(e instanceof ImportRefused)) throw e;
       for (const fd of fds) fd.close();
       let failed = this.failedImports.get(desc.surfaceId);
       if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
@@ -335,8 +353,17 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     perSurface.set(desc.bufferId, new ImportedSurfaceBuffer(desc.surfaceId, desc.bufferId, desc.generation, desc.width, desc.height, format, imported));
   }
 
-  private onFrame(view: DataView, start: number, length: number): void {
+  private onFrame(view: DataView, start: number, length: number, fence: NativeFd | undefined): void {
+    try {
+      this.receiveFrame(view, start, length, fence);
+    } finally {
+      fence?.close(); // a pending wait holds its own duplicate
+    }
+  }
+
+  private receiveFrame(view: DataView, start: number, length: number, fence: NativeFd | undefined): void {
     const f = readFrame(view, start, length);
+    if (fence) assertSyncFile(fence, 'an acquire fence');
     const buffer = this.imports.get(f.surfaceId)?.get(f.bufferId);
     if (!buffer) {
       if (this.failedImports.get(f.surfaceId)?.has(f.bufferId)) {
@@ -350,16 +377,33 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     validateDamage(f.damage, buffer.width, buffer.height);
     buffer.held = true;
     const frame = new Frame(this, buffer, f.sequence, f.damage, (this.backend as Backend).name, f.presentTimeNs, monotonicNs());
+    if (!fence) return this.deliverFrame(frame);
+    // The producer's GPU may still be writing: wait for the fence on the event loop.
+    buffer.cancelWait = waitFence(fence, (error) => {
+      buffer.cancelWait = null;
+      if (error === 'E_CANCELLED' || this.state !== 'active') return;
+      if (error) return this.fail('E_SYSTEM', `waiting for the acquire fence of frame ${f.sequence} failed: ${error}`, true);
+      this.deliverFrame(frame);
+    });
+  }
+
+  private deliverFrame(frame: Frame): void {
     // Nobody is looking: give it straight back so the server never has to time us out.
     if (this.listenerCount('frame') === 0) return frame.release();
+    frame.buffer.imported.beginCpuAccess('read');
+    frame.cpuAccess = true;
     this.emit('frame', frame);
   }
 
   /** @internal Called by Frame.release(). */
-  releaseFrame(frame: Frame): void {
+  releaseFrame(frame: Frame, fence?: NativeFd): void {
     const buffer = frame.buffer;
     buffer.held = false;
-    if (this.state === 'active') this.channel.send(writeRelease(this.channel.writer, buffer.surfaceId, buffer.bufferId, frame.sequence));
+    buffer.cancelWait?.();
+    buffer.cancelWait = null;
+    if (frame.cpuAccess) buffer.imported.endCpuAccess('read');
+    const w = this.channel.writer;
+    if (this.state === 'active') this.channel.send(writeRelease(w, buffer.surfaceId, buffer.bufferId, frame.sequence, fence !== undefined), fence ? [fence] : undefined);
     if (buffer.retired || this.state === 'closed') buffer.close();
   }
 

@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'eventemitter3';
 import { availableBackends, backendByName, unavailableReason } from './backends/index.js';
-import type { Backend } from './backends/types.js';
+import type { Backend, BufferExport } from './backends/types.js';
+import { assertSyncFile, waitFence } from './backends/fences.js';
+import { FormatSet, modifierName } from './format-set.js';
 import { ErrorCode, SurfaceLinkError, errorCodeName, invalidArgument, type ErrorCodeName } from './errors.js';
 import { monotonicNs, peerInfo } from './host.js';
 import { stderrLogger, type Logger } from './log.js';
@@ -18,7 +20,7 @@ import {
   writeError, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, writeWelcome,
   type MechanismOffer, type Rect,
 } from './protocol/codec.js';
-import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MessageType, Orientation, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
+import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, Orientation, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { SharedSurface, SurfaceBuffer, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
@@ -86,6 +88,8 @@ class ClientSession implements MessageHandler, ClientInfo {
   backend: Backend | null = null;
   reason = '';
   offers: MechanismOffer[] = [];
+  /** dmabuf.v1: the formats × modifiers this client declared it can import. */
+  formats: FormatSet | null = null;
   framesDelivered = 0;
   framesSkipped = 0;
   state: 'hello' | 'active' | 'closed' = 'hello';
@@ -108,9 +112,10 @@ class ClientSession implements MessageHandler, ClientInfo {
   onMessage(view: DataView, start: number, length: number, fds: NativeFd[] | undefined): void {
     if (this.state === 'closed') return closeAll(fds);
     try {
-      // Clients never send handles in protocol v1; refuse (and close) any.
-      if (fds) throw new SurfaceLinkError('E_HANDLE_COUNT', `clients send no handles; ${fds.length} came with a message of type 0x${messageType(view, start).toString(16)}`);
-      this.server.dispatch(this, view, start, length);
+      // The only handle a client may send is a release fence, with RELEASE, on a mechanism with fences.
+      if (fds && (messageType(view, start) !== MessageType.RELEASE || fds.length !== 1 || !MECHANISMS_WITH_FENCES.has(this.mechanism ?? '')))
+        throw new SurfaceLinkError('E_HANDLE_COUNT', `${fds.length} handle(s) came with a message of type 0x${messageType(view, start).toString(16)}; clients send handles only as one release fence with RELEASE (${[...MECHANISMS_WITH_FENCES].join(', ')})`);
+      this.server.dispatch(this, view, start, length, fds?.[0]);
     } catch (error) {
       const e = SurfaceLinkError.fromNative(error);
       this.server.disconnect(this, e.code, e.message, true);
@@ -233,6 +238,16 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
     const now = monotonicNs();
     surface.lastPresentNs = now;
+    if (buffer.fence) {
+      // Clients that cannot wait on a fence get this frame once it has signalled.
+      buffer.fenceReady = false;
+      const fenced = buffer.fence;
+      waitFence(fenced, () => {
+        if (buffer.fence !== fenced) return;
+        buffer.fenceReady = true;
+        if (surface.front === buffer) this.flushFenceGated(surface, buffer);
+      });
+    } else buffer.fenceReady = true;
     for (const session of this.sessions) {
       if (session.state !== 'active') continue;
       const st = session.surfaceState(surface);
@@ -244,6 +259,13 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         st.pending = true;
         accumulate(st, damage, count);
       }
+    }
+  }
+
+  private flushFenceGated(surface: SharedSurface, buffer: SurfaceBuffer): void {
+    for (const session of this.sessions) {
+      const st = session.surfaces.get(surface.id);
+      if (session.state === 'active' && st && st.pending && st.held === null) this.deliver(session, st, surface, buffer, st.accum, st.accum.length);
     }
   }
 
@@ -319,14 +341,15 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   }
 
   /** @internal Handles one message from a client. Throws SurfaceLinkError for protocol violations. */
-  dispatch(session: ClientSession, view: DataView, start: number, length: number): void {
+  dispatch(session: ClientSession, view: DataView, start: number, length: number, fence?: NativeFd): void {
     const type = messageType(view, start);
     if (session.state === 'hello' && type !== MessageType.HELLO)
       throw new SurfaceLinkError('E_UNEXPECTED', `the first message must be HELLO, not type 0x${type.toString(16)}`);
     switch (type) {
       case MessageType.RELEASE:
         checkRelease(view, start, length);
-        return this.release(session, releaseSurfaceId(view, start), releaseBufferId(view, start), releaseSequence(view, start));
+        if (fence) assertSyncFile(fence, 'a release fence');
+        return this.release(session, releaseSurfaceId(view, start), releaseBufferId(view, start), releaseSequence(view, start), fence);
       case MessageType.HELLO:
         if (session.state !== 'hello') throw new SurfaceLinkError('E_UNEXPECTED', 'HELLO may be sent only once');
         return this.welcome(session, readHello(view, start, length));
@@ -364,6 +387,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     if (!choice) throw new SurfaceLinkError('E_NO_MECHANISM', `no common mechanism: ${rejected.map((r) => `${r.name}: ${r.reason}`).join('; ')}`);
     session.backend = choice.backend;
     session.mechanism = choice.backend.name;
+    session.formats = choice.formats;
     session.reason = choice.reason;
     if (session.helloTimer) clearTimeout(session.helloTimer);
     session.helloTimer = null;
@@ -388,15 +412,28 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   }
 
   /** The first offer from `from` on that this server can serve, with the reason; rejections noted. */
-  private choose(offers: MechanismOffer[], from: number, rejected: { name: string; reason: string }[]): { backend: Backend; index: number; reason: string } | null {
+  private choose(offers: MechanismOffer[], from: number, rejected: { name: string; reason: string }[]): { backend: Backend; index: number; reason: string; formats: FormatSet | null } | null {
     for (let i = from; i < offers.length; i++) {
-      const name = offers[i].name;
-      const backend = this.mechanisms.find((b) => b.name === name);
-      if (backend) {
-        const skipped = rejected.length ? ` (skipped ${rejected.map((r) => r.name).join(', ')})` : '';
-        return { backend, index: i, reason: `${name} is the client's ${ordinal(i + 1)} choice and the server supports it${skipped}` };
+      const offer = offers[i];
+      const backend = this.mechanisms.find((b) => b.name === offer.name);
+      if (!backend) {
+        rejected.push({ name: offer.name, reason: unavailableReason(offer.name) ?? 'this server was configured without it' });
+        continue;
       }
-      rejected.push({ name, reason: unavailableReason(name) ?? 'this server was configured without it' });
+      let formats: FormatSet | null = null;
+      let detail = '';
+      if (backend.formats) {
+        // The client declares what it can import; the server keeps what it can also allocate.
+        const declared = FormatSet.fromJSON(offer.formats ?? []);
+        formats = declared.intersect(backend.formats());
+        if (formats.size === 0) {
+          rejected.push({ name: offer.name, reason: `no common format × modifier (client: ${declared.toString() || 'none'}; server: ${backend.formats().toString()})` });
+          continue;
+        }
+        detail = `; common formats: ${formats.toString()}`;
+      }
+      const skipped = rejected.length ? ` (skipped ${rejected.map((r) => r.name).join(', ')})` : '';
+      return { backend, index: i, formats, reason: `${offer.name} is the client's ${ordinal(i + 1)} choice and the server supports it${skipped}${detail}` };
     }
     return null;
   }
@@ -404,40 +441,77 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   private importFailed(session: ClientSession, report: ReturnType<typeof readImportFailed>): void {
     const code = errorCodeName(report.code);
     this.logger('warn', `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism} (${code}): ${report.reason}`);
-    // HELLO offers have unique names, so this is the one in use; fall back to a later one.
+    this.fallBack(session, code, report.reason);
+  }
+
+  /**
+   * Moves a client to the next mechanism in its offers (after the current one) that this
+   * server can serve every surface with; tells it why (MECHANISM). With nothing left, the
+   * session ends with E_NO_MECHANISM. Returns true if the session goes on.
+   */
+  private fallBack(session: ClientSession, code: ErrorCodeName, reason: string): boolean {
     const current = session.offers.findIndex((o) => o.name === session.mechanism);
     const rejected: { name: string; reason: string }[] = [];
     const next = this.choose(session.offers, current + 1, rejected);
-    // Only mechanisms whose surfaces this server can export to the client count; today every
-    // surface is allocated by the server's first mechanism, so a fallback must be that one.
-    if (!next || next.backend !== this.mechanisms[0]) {
-      throw new SurfaceLinkError('E_NO_MECHANISM', `client cannot import ${session.mechanism} buffers (${code}: ${report.reason}) and there is nothing to fall back to`);
+    if (!next) {
+      this.disconnect(session, 'E_NO_MECHANISM', `client cannot use ${session.mechanism} (${code}: ${reason}) and there is nothing to fall back to`, true);
+      return false;
     }
     session.backend = next.backend;
     session.mechanism = next.backend.name;
-    session.reason = `fell back after ${code}: ${report.reason}`;
+    session.formats = next.formats;
+    session.reason = `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`;
     for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
     for (const st of session.surfaces.values()) st.needsFull = true;
-    if (!this.sendOrDrop(session, session.channel.send(writeMechanism(session.channel.writer, session.mechanism, session.reason)))) return;
+    this.logger('info', `client ${session.id}: ${session.mechanism} — ${session.reason}`);
+    if (!this.sendOrDrop(session, session.channel.send(writeMechanism(session.channel.writer, session.mechanism, session.reason)))) return false;
     this.emit('clientMechanism', session.info());
+    return true;
+  }
+
+  /**
+   * How `buffer` is described to this client: its own mechanism's handles when the client
+   * imports them, else the shm.v1 form (same memory, or a shadow copy). null: the client's
+   * mechanism cannot carry this buffer (e.g. a format × modifier it did not declare).
+   */
+  private exportFor(session: ClientSession, surface: SharedSurface, buffer: SurfaceBuffer): BufferExport | string {
+    const primary = buffer.exported.primary;
+    if (session.mechanism === Mechanism.SHM_V1) return primary.mechanism === Mechanism.SHM_V1 ? primary : buffer.shmExport();
+    if (session.mechanism !== primary.mechanism) return `surface ${surface.id} is ${primary.mechanism}, not ${session.mechanism}`;
+    if (session.formats && !session.formats.has(surface.format.fourcc, primary.modifier))
+      return `surface ${surface.id} is ${surface.format.name} with modifier ${modifierName(primary.modifier)}, which the client did not declare`;
+    return primary;
   }
 
   private deliver(session: ClientSession, st: SurfaceState, surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
+    const withFence = buffer.fence !== null && MECHANISMS_WITH_FENCES.has(session.mechanism ?? '');
+    if (buffer.fence !== null && !buffer.fenceReady && !withFence) {
+      // This client cannot wait on the fence: hold the frame back until it signals.
+      st.pending = true;
+      if (damage !== st.accum) accumulate(st, damage, count);
+      return;
+    }
     const ch = session.channel;
     if (!buffer.knownBy.has(session)) {
-      const e = buffer.exported;
+      const exp = this.exportFor(session, surface, buffer);
+      if (typeof exp === 'string') {
+        if (this.fallBack(session, 'E_UNSUPPORTED_FORMAT', exp)) this.deliver(session, st, surface, buffer, damage, count);
+        return;
+      }
       const length = writeScanout(
         ch.writer,
         {
           surfaceId: surface.id, bufferId: buffer.id, generation: buffer.generation,
-          width: buffer.width, height: buffer.height, format: surface.format.fourcc, modifier: e.modifier,
+          width: buffer.width, height: buffer.height, format: surface.format.fourcc, modifier: exp.modifier,
           orientation: Orientation.TOP_DOWN, visible: { x: 0, y: 0, width: buffer.width, height: buffer.height },
-          planes: e.planes.map((p) => ({ handleIndex: 0, stride: p.stride, offset: p.offset, size: p.size })),
+          planes: exp.planes.map((p) => ({ handleIndex: p.handleIndex, stride: p.layout.stride, offset: p.layout.offset, size: p.layout.size })),
         },
-        e.handles.length,
+        exp.handles.length,
       );
-      if (!this.sendOrDrop(session, ch.send(length, e.handles))) return;
+      if (!this.sendOrDrop(session, ch.send(length, exp.handles))) return;
       buffer.knownBy.add(session);
+    } else if (session.mechanism === Mechanism.SHM_V1 && buffer.exported.primary.mechanism !== Mechanism.SHM_V1) {
+      buffer.shmExport(); // bring the shadow copy up to date (a no-op where the memory is shared)
     }
     // Damage is relative to the last frame this client saw: everything it skipped is included.
     if (st.needsFull || st.accumFull) count = 0;
@@ -445,7 +519,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       damage = st.accum;
       count = damage.length;
     }
-    const result = ch.send(writeFrame(ch.writer, surface.id, buffer.id, surface.sequence, surface.lastPresentNs, damage, count));
+    const length = writeFrame(ch.writer, surface.id, buffer.id, surface.sequence, surface.lastPresentNs, damage, count, withFence);
+    const result = withFence ? ch.send(length, [buffer.fence as NativeFd]) : ch.send(length);
     if (st.accum.length > 0) st.accum = [];
     st.accumFull = false;
     st.needsFull = false;
@@ -466,7 +541,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     return false;
   }
 
-  private release(session: ClientSession, surfaceId: number, bufferId: number, sequence: number): void {
+  private release(session: ClientSession, surfaceId: number, bufferId: number, sequence: number, fence?: NativeFd): void {
     const surface = this.surfaces.get(surfaceId);
     const st = session.surfaces.get(surfaceId);
     if (!surface || !st) {
@@ -479,6 +554,14 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       throw new SurfaceLinkError('E_UNEXPECTED', `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`);
     st.held = null;
     held.holders--;
+    if (fence) {
+      // The client's reads finish when this fence signals; until then the buffer stays busy.
+      held.pendingFences++;
+      waitFence(fence, () => {
+        held.pendingFences--;
+        surface.collect(held);
+      });
+    }
     surface.collect(held);
     this.emit('release', surfaceId, bufferId, sequence, session.id);
     if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);

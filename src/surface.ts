@@ -7,7 +7,10 @@
  * buffer, and no client holds it. The pool grows on demand up to `maxBuffers`, so
  * acquire() never blocks; past that the client holding the oldest frame is dropped.
  */
-import type { Backend, ExportedBuffer } from './backends/types.js';
+import { allocateMemfd, shmExport, unmap } from './backends/shm.js';
+import type { Backend, BufferExport, ExportedBuffer } from './backends/types.js';
+import type { NativeFd } from './native.js';
+import { exportImplicitFence } from './backends/fences.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
 import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
 import type { Rect } from './protocol/codec.js';
@@ -30,6 +33,12 @@ export interface SurfaceOptions {
 export interface PresentOptions {
   /** Changed rectangles since the previous present; omitted or empty: the whole surface. */
   damage?: readonly Rect[];
+  /**
+   * GPU work still writing the buffer: a sync_file (the server keeps its own duplicate; you
+   * keep yours), or 'implicit' to take the fences already attached to the dma-buf. Clients
+   * that can wait on fences get it with the frame; for the others the server waits first.
+   */
+  fence?: NativeFd | 'implicit';
 }
 
 /** What the server does for a surface; the surface never touches clients itself. */
@@ -47,11 +56,19 @@ export class SurfaceBuffer {
   acquired = false;
   /** Clients currently holding it. */
   holders = 0;
+  /** Release fences from clients that have not signalled yet; the buffer is not free until they have. */
+  pendingFences = 0;
   /** Clients that already received its handles (SCANOUT). Keyed by client session. */
   readonly knownBy = new Set<object>();
   retired = false;
+  /** Bumped on every present of this buffer: what a shadow copy is compared against. */
+  contentVersion = 0;
+  /** The acquire fence given with the newest present of this buffer, until it is presented again. */
+  fence: NativeFd | null = null;
+  /** The fence has signalled (or there is none): clients that cannot wait on fences may have it. */
+  fenceReady = true;
   private closed = false;
-  private readonly views: Uint8Array[];
+  private shadow: { fd: NativeFd; memory: ArrayBuffer; views: Uint8Array[]; export: BufferExport; version: number } | null = null;
 
   constructor(
     readonly surface: SharedSurface,
@@ -61,9 +78,7 @@ export class SurfaceBuffer {
     readonly height: number,
     readonly format: FormatInfo,
     /** @internal */ readonly exported: ExportedBuffer,
-  ) {
-    this.views = exported.planes.map((p) => new Uint8Array(exported.memory, p.offset, p.size));
-  }
+  ) {}
 
   get planes(): readonly PlaneLayout[] {
     return this.exported.planes;
@@ -76,15 +91,45 @@ export class SurfaceBuffer {
 
   /** The plane's bytes (rows of `planes[plane].stride` bytes). Valid until the buffer is retired. */
   pixels(plane = 0): Uint8Array {
-    const view = this.views[plane];
-    if (!view) throw invalidArgument('plane', `0..${this.views.length - 1}`, plane);
+    const view = this.exported.views[plane];
+    if (!view) throw invalidArgument('plane', `0..${this.exported.views.length - 1}`, plane);
     return view;
+  }
+
+  /**
+   * @internal The shm.v1 description of this buffer for a client that cannot import its
+   * own mechanism: the same memory when the backend has a memfd (zero-copy), otherwise a
+   * shadow memfd brought up to date by a copy (once per present, shared by every such client).
+   */
+  shmExport(): BufferExport {
+    if (this.exported.shm) return this.exported.shm;
+    if (!this.shadow) {
+      const m = allocateMemfd(this.format, this.width, this.height, `${this.surface.label}-shadow`);
+      this.shadow = { fd: m.fd, memory: m.memory, views: m.planes.map((p) => new Uint8Array(m.memory, p.offset, p.size)), export: shmExport(m.fd, m.planes), version: -1 };
+    }
+    if (this.shadow.version !== this.contentVersion) {
+      this.exported.beginCpuAccess('read');
+      try {
+        for (let i = 0; i < this.shadow.views.length; i++) this.shadow.views[i].set(this.exported.views[i].subarray(0, this.shadow.views[i].length));
+      } finally {
+        this.exported.endCpuAccess('read');
+      }
+      this.shadow.version = this.contentVersion;
+    }
+    return this.shadow.export;
   }
 
   /** @internal Frees the memory; called once nobody uses the buffer any more. */
   destroy(): void {
     if (this.closed) return;
     this.closed = true;
+    this.fence?.close();
+    this.fence = null;
+    if (this.shadow) {
+      unmap(this.shadow.memory);
+      this.shadow.fd.close();
+      this.shadow = null;
+    }
     this.exported.close();
   }
 
@@ -161,7 +206,15 @@ export class SharedSurface {
   }
 
   private isFree(b: SurfaceBuffer): boolean {
-    return !b.acquired && b.holders === 0 && b !== this.front;
+    // A buffer that still has GPU work or a client's release fence pending is busy: taking
+    // it would make the producer's CPU access wait, and acquire() never waits.
+    return !b.acquired && b.holders === 0 && b !== this.front && b.pendingFences === 0 && !(b.exported.busy?.() ?? false);
+  }
+
+  private take(b: SurfaceBuffer): SurfaceBuffer {
+    b.acquired = true;
+    b.exported.beginCpuAccess('rw');
+    return b;
   }
 
   /**
@@ -171,17 +224,11 @@ export class SharedSurface {
   acquire(): SurfaceBuffer {
     this.assertOpen();
     for (;;) {
-      for (const b of this.pool) {
-        if (this.isFree(b)) {
-          b.acquired = true;
-          return b;
-        }
-      }
+      for (const b of this.pool) if (this.isFree(b)) return this.take(b);
       if (this.pool.length < this.maxBuffers) {
         const b = this.allocate();
         this.pool.push(b);
-        b.acquired = true;
-        return b;
+        return this.take(b);
       }
       if (!this.host.reclaimBuffer(this))
         throw new SurfaceLinkError('E_POOL_EXHAUSTED', `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or discard some`);
@@ -191,6 +238,7 @@ export class SharedSurface {
   /** Gives an acquired buffer back without presenting it. */
   discard(buffer: SurfaceBuffer): void {
     this.assertOwnAcquired(buffer);
+    buffer.exported.endCpuAccess('rw');
     buffer.acquired = false;
     if (buffer.retired) this.collect(buffer);
   }
@@ -199,17 +247,32 @@ export class SharedSurface {
   present(buffer: SurfaceBuffer, options?: PresentOptions): void {
     this.assertOwnAcquired(buffer);
     if (buffer.retired) {
+      buffer.exported.endCpuAccess('rw');
       buffer.acquired = false;
       this.collect(buffer);
       throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`);
     }
     const damage = options?.damage ?? this.fullDamage;
     if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
+    const fence = options?.fence === undefined ? null : this.takeFence(buffer, options.fence);
+    buffer.exported.endCpuAccess('rw');
     buffer.acquired = false;
+    buffer.contentVersion++;
+    buffer.fence?.close();
+    buffer.fence = fence;
     this.front = buffer;
     this.sequence++;
     // More rectangles than a FRAME can carry: send the whole surface instead.
     this.host.presentFrame(this, buffer, damage, damage.length > MAX_DAMAGE_RECTS ? 0 : damage.length);
+  }
+
+  private takeFence(buffer: SurfaceBuffer, fence: NativeFd | 'implicit'): NativeFd {
+    if (fence === 'implicit') {
+      if (!buffer.exported.dmabuf) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `fence 'implicit' needs a dma-buf backed surface; this one is ${this.backend.name}`);
+      return exportImplicitFence(buffer.exported.dmabuf);
+    }
+    if (fence.stat().kind !== 'syncfile') throw new SurfaceLinkError('E_HANDLE_TYPE', `a fence must be a sync_file; got a ${fence.stat().kind}`);
+    return fence.dup();
   }
 
   /** Changes the size: a new generation; old buffers are retired once nobody holds them. */

@@ -14,6 +14,9 @@ const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& dat
   exports.Set("unmap", Napi::Function::New(env, DetachMapping, "unmap"));
   RegisterChannel(env, exports);
   RegisterMemfd(env, exports);
+  RegisterDmabuf(env, exports);
+  RegisterDrm(env, exports);
+  RegisterFence(env, exports);
   return "linux";
 }
 

@@ -5,14 +5,35 @@
  * sealed against shrinking, and that is checked before mapping).
  */
 import { SurfaceLinkError } from '../errors.js';
-import { MODIFIER_LINEAR, linearLayout, type FormatInfo } from '../formats.js';
+import { MODIFIER_LINEAR, linearLayout, type FormatInfo, type PlaneLayout } from '../formats.js';
 import { loadNative, probeNative, type NativeFd } from '../native.js';
 import { Mechanism } from '../protocol/constants.js';
 import type { ScanoutBody } from '../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
-import type { Backend, ExportedBuffer, ImportedBuffer, ProbeResult } from './types.js';
+import { noCpuAccess, type Backend, type BufferExport, type ExportedBuffer, type ImportedBuffer, type ProbeResult } from './types.js';
 
-const detach = (memory: ArrayBuffer): void => loadNative().unmap(memory);
+export const unmap = (memory: ArrayBuffer): void => loadNative().unmap(memory);
+
+export function planeViews(memory: ArrayBuffer, planes: readonly PlaneLayout[]): Uint8Array[] {
+  return planes.map((p) => new Uint8Array(memory, p.offset, p.size));
+}
+
+/** The shm.v1 description of one memfd holding every plane. */
+export function shmExport(memfd: NativeFd, planes: readonly PlaneLayout[]): BufferExport {
+  return { mechanism: Mechanism.SHM_V1, handles: [memfd], planes: planes.map((layout) => ({ handleIndex: 0, layout })), modifier: MODIFIER_LINEAR };
+}
+
+/** A sealed memfd sized for `format` at width×height, mapped read-write. */
+export function allocateMemfd(format: FormatInfo, width: number, height: number, label: string): { fd: NativeFd; memory: ArrayBuffer; planes: PlaneLayout[]; size: number } {
+  const { planes, totalSize } = linearLayout(format, width, height);
+  const fd = loadNative().createMemfd(label, totalSize);
+  try {
+    return { fd, memory: fd.map(0, totalSize, 'shared'), planes, size: totalSize };
+  } catch (error) {
+    fd.close();
+    throw SurfaceLinkError.fromNative(error);
+  }
+}
 
 export const shmBackend: Backend = {
   name: Mechanism.SHM_V1,
@@ -30,24 +51,18 @@ export const shmBackend: Backend = {
   },
 
   allocate(format: FormatInfo, width: number, height: number, label: string): ExportedBuffer {
-    const { planes, totalSize } = linearLayout(format, width, height);
-    const fd = loadNative().createMemfd(label, totalSize);
-    let memory: ArrayBuffer;
-    try {
-      memory = fd.map(0, totalSize, 'shared');
-    } catch (error) {
-      fd.close();
-      throw SurfaceLinkError.fromNative(error);
-    }
+    const { fd, memory, planes, size } = allocateMemfd(format, width, height, label);
     const st = fd.stat();
     return {
-      handles: [fd],
+      ...noCpuAccess,
+      primary: shmExport(fd, planes),
+      shm: shmExport(fd, planes),
+      dmabuf: null,
       planes,
-      modifier: MODIFIER_LINEAR,
-      memory,
-      identity: { kind: 'memfd', inode: st.inode, device: st.device, size: totalSize },
+      views: planeViews(memory, planes),
+      identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
       close() {
-        detach(memory);
+        unmap(memory);
         fd.close();
       },
     };
@@ -71,11 +86,12 @@ export const shmBackend: Backend = {
       throw SurfaceLinkError.fromNative(error);
     }
     return {
-      memory,
+      ...noCpuAccess,
       planes,
+      views: planeViews(memory, planes),
       identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
       close() {
-        detach(memory);
+        unmap(memory);
         fd.close();
       },
     };

@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType } from './constants.js';
+import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -40,6 +40,8 @@ export interface FrameBody {
   bufferId: number;
   sequence: number;
   presentTimeNs: number;
+  /** An acquire fence (sync_file) is attached: wait for it before reading. */
+  fenced: boolean;
   /** Empty: the whole surface changed. */
   damage: Rect[];
 }
@@ -160,9 +162,9 @@ export function writeScanout(w: MessageWriter, s: ScanoutBody, handles: number):
   return w.end();
 }
 
-/** FRAME with `count` rects taken from `damage` (count 0: whole surface). */
-export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, presentTimeNs: number, damage: readonly Rect[], count: number): number {
-  w.begin(MessageType.FRAME, 0).u32(surfaceId).u32(bufferId).u64n(sequence).u64n(presentTimeNs).u32(count).u32(0);
+/** FRAME with `count` rects taken from `damage` (count 0: whole surface); `fenced`: one sync_file attached. */
+export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, presentTimeNs: number, damage: readonly Rect[], count: number, fenced = false): number {
+  w.begin(MessageType.FRAME, fenced ? 1 : 0).u32(surfaceId).u32(bufferId).u64n(sequence).u64n(presentTimeNs).u32(count).u32(fenced ? FRAME_FLAG_FENCE : 0);
   for (let i = 0; i < count; i++) {
     const r = damage[i];
     w.u32(r.x).u32(r.y).u32(r.width).u32(r.height);
@@ -170,8 +172,9 @@ export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number
   return w.end();
 }
 
-export function writeRelease(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number): number {
-  return w.begin(MessageType.RELEASE, 0).u32(surfaceId).u32(bufferId).u64n(sequence).end();
+/** RELEASE; `fenced`: a release fence (sync_file) is attached, signalled when the client's reads are done. */
+export function writeRelease(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, fenced = false): number {
+  return w.begin(MessageType.RELEASE, fenced ? 1 : 0).u32(surfaceId).u32(bufferId).u64n(sequence).end();
 }
 
 export function writeRetire(w: MessageWriter, surfaceId: number, bufferId: number): number {
@@ -328,6 +331,11 @@ export function readFrame(view: DataView, start: number, length: number): FrameB
   expectBody(view, start, length, BodySize.FRAME_FIXED, false, 'FRAME');
   const b = start + HEADER_SIZE;
   const count = view.getUint32(b + 24, true);
+  const flags = view.getUint32(b + 28, true);
+  if ((flags & ~FRAME_FLAG_FENCE) !== 0) throw malformed(`FRAME: unknown flags 0x${flags.toString(16)}`);
+  const fenced = (flags & FRAME_FLAG_FENCE) !== 0;
+  if (fenced !== (messageHandles(view, start) === 1) || messageHandles(view, start) > 1)
+    throw new ProtocolError('E_HANDLE_COUNT', `FRAME: the fence flag says ${fenced ? 1 : 0} handle(s); ${messageHandles(view, start)} attached`);
   if (count > MAX_DAMAGE_RECTS) throw malformed(`FRAME: ${count} damage rectangles; at most ${MAX_DAMAGE_RECTS}`);
   if (length - HEADER_SIZE !== BodySize.FRAME_FIXED + count * BodySize.DAMAGE_RECT) throw malformed('FRAME: body size does not match its damage count');
   const damage: Rect[] = new Array(count);
@@ -335,7 +343,7 @@ export function readFrame(view: DataView, start: number, length: number): FrameB
     const r = b + BodySize.FRAME_FIXED + i * BodySize.DAMAGE_RECT;
     damage[i] = { x: view.getUint32(r, true), y: view.getUint32(r + 4, true), width: view.getUint32(r + 8, true), height: view.getUint32(r + 12, true) };
   }
-  return { surfaceId: view.getUint32(b, true), bufferId: view.getUint32(b + 4, true), sequence: u64n(view, b + 8), presentTimeNs: u64n(view, b + 16), damage };
+  return { surfaceId: view.getUint32(b, true), bufferId: view.getUint32(b + 4, true), sequence: u64n(view, b + 8), presentTimeNs: u64n(view, b + 16), fenced, damage };
 }
 
 /** RELEASE is read field by field by the server (no allocation); this checks its shape. */

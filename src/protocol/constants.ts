@@ -30,6 +30,8 @@ export const MessageType = {
 export type MessageTypeName = keyof typeof MessageType;
 
 export const ERROR_FLAG_FATAL = 1;
+/** FRAME flags: bit 0, an acquire fence (sync_file) is the message's one handle. */
+export const FRAME_FLAG_FENCE = 1;
 
 export const Orientation = { TOP_DOWN: 0, BOTTOM_UP: 1 } as const;
 
@@ -53,3 +55,6 @@ export const Mechanism = {
   SHM_V1: 'shm.v1',
   DMABUF_V1: 'dmabuf.v1',
 } as const;
+
+/** Mechanisms whose FRAME may carry an acquire fence and whose RELEASE may carry a release fence. */
+export const MECHANISMS_WITH_FENCES: ReadonlySet<string> = new Set([Mechanism.DMABUF_V1]);

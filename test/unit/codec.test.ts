@@ -63,7 +63,7 @@ describe('protocol codec (unit)', () => {
   it('round-trips FRAME with damage and large timestamps', () => {
     const damage = [{ x: 1, y: 2, width: 3, height: 4 }];
     const n = writeFrame(w, 1, 2, 2 ** 40 + 1, 2 ** 52 + 3, damage, 1);
-    expect(readFrame(view(w), 0, n)).to.deep.equal({ surfaceId: 1, bufferId: 2, sequence: 2 ** 40 + 1, presentTimeNs: 2 ** 52 + 3, damage });
+    expect(readFrame(view(w), 0, n)).to.deep.equal({ surfaceId: 1, bufferId: 2, sequence: 2 ** 40 + 1, presentTimeNs: 2 ** 52 + 3, fenced: false, damage });
   });
 
   it('refuses bodies of the wrong size and nonzero flags with E_MALFORMED', () => {
