@@ -4,7 +4,10 @@
  */
 export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents } from './server.js';
 export { SurfaceClient, Frame, type ClientOptions, type Negotiation, type DisconnectInfo, type ClientEvents } from './client.js';
-export { SharedSurface, SurfaceBuffer, type SurfaceOptions, type PresentOptions } from './surface.js';
+export { SharedSurface, SurfaceBuffer, type SurfaceOptions, type PresentOptions, type DmabufSurfaceOptions } from './surface.js';
+export { allocatorReports, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
+export { FormatSet, modifierName } from './format-set.js';
+export type { NativeFd } from './native.js';
 export { SurfaceLinkError, ErrorCode, errorCodeName, type ErrorCodeName } from './errors.js';
 export { FORMATS, MODIFIER_INVALID, MODIFIER_LINEAR, formatByName, formatByFourcc, fourcc, fourccToString, linearLayout, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
 export { mechanismReports, type MechanismReport } from './backends/index.js';

@@ -21,7 +21,9 @@ import {
   type MechanismOffer, type Rect,
 } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, Orientation, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
-import { SharedSurface, SurfaceBuffer, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
+import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
+import { dmabufBackend } from './backends/dmabuf.js';
+import { MODIFIER_LINEAR } from './formats.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
 export interface ServerOptions {
@@ -221,7 +223,25 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   /** A new surface, backed by the server's preferred mechanism. */
   createSurface(options: SurfaceOptions): SharedSurface {
     this.assertOpen();
-    const surface = new SharedSurface(this, this.mechanisms[0], options);
+    let backend = this.mechanisms[0];
+    if (options.mechanism !== undefined) {
+      const b = this.mechanisms.find((m) => m.name === options.mechanism);
+      if (!b) throw new SurfaceLinkError('E_NO_MECHANISM', `this server does not serve ${options.mechanism} (${unavailableReason(options.mechanism) ?? 'not configured'})`);
+      backend = b;
+    } else if (options.allocator !== undefined) {
+      backend = dmabufBackend;
+    }
+    return this.adopt(new SharedSurface(this, backend, options));
+  }
+
+  /** A surface of dma-bufs made by someone else; see SharedSurface.fromDmabuf. */
+  createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface {
+    this.assertOpen();
+    const { buffers, modifier, ...rest } = options;
+    return this.adopt(new SharedSurface(this, dmabufBackend, { ...rest, buffers: Math.max(2, buffers.length) }, { modifier: modifier ?? MODIFIER_LINEAR, buffers }));
+  }
+
+  private adopt(surface: SharedSurface): SharedSurface {
     this.surfaces.set(surface.id, surface);
     this.highestSurfaceId = Math.max(this.highestSurfaceId, surface.id);
     return surface;

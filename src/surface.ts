@@ -11,6 +11,7 @@ import { allocateMemfd, shmExport, unmap } from './backends/shm.js';
 import type { Backend, BufferExport, ExportedBuffer } from './backends/types.js';
 import type { NativeFd } from './native.js';
 import { exportImplicitFence } from './backends/fences.js';
+import { adoptDmabufs, dmabufBackend, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
 import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
 import type { Rect } from './protocol/codec.js';
@@ -27,6 +28,22 @@ export interface SurfaceOptions {
   /** The pool never grows past this (default 8). */
   maxBuffers?: number;
   /** A label for the buffers (visible in /proc/<pid>/fd as memfd:<label>). */
+  label?: string;
+  /** Back the surface with this mechanism instead of the server's first (e.g. 'shm.v1'). */
+  mechanism?: string;
+  /** dmabuf.v1: force one allocator ('gbm' | 'dma-heap' | 'udmabuf' | 'vgem') instead of the first that works. */
+  allocator?: AllocatorName;
+}
+
+/** Dma-bufs made by someone else, adopted as a surface's buffers (see SharedSurface.fromDmabuf). */
+export interface DmabufSurfaceOptions {
+  width: number;
+  height: number;
+  format?: FormatName;
+  /** DRM modifier of every buffer (default LINEAR). */
+  modifier?: bigint;
+  /** One entry per buffer; each is validated (real dma-bufs, sizes cover every plane) and duplicated. */
+  buffers: ExternalDmabuf[];
   label?: string;
 }
 
@@ -161,23 +178,51 @@ export class SharedSurface {
   lastPresentNs = 0;
   private readonly fullDamage: Rect[] = [];
 
+  private readonly allocator: AllocatorName | undefined;
+  /** The pool is the producer's own dma-bufs: it can neither grow nor be resized. */
+  readonly external: boolean;
+
+  /** @internal Use server.createSurface() or SharedSurface.fromDmabuf(). */
   constructor(
     private readonly host: SurfaceHost,
     private readonly backend: Backend,
     options: SurfaceOptions,
+    adopted?: { modifier: bigint; buffers: ExternalDmabuf[] },
   ) {
     checkSize(options.width, options.height);
-    const initial = options.buffers ?? 3;
-    this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
-    if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
-    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
-      throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
     this.format = formatByName(options.format ?? 'XRGB8888');
     this.id = nextSurfaceId++;
     this.label = options.label ?? `surfacelink-${this.id}`;
     this.widthValue = options.width;
     this.heightValue = options.height;
+    this.allocator = options.allocator;
+    this.external = adopted !== undefined;
+    if (adopted) {
+      if (adopted.buffers.length < 1 || adopted.buffers.length > 64) throw invalidArgument('buffers', '1..64 dma-buf sets', adopted.buffers.length);
+      this.maxBuffers = adopted.buffers.length;
+      try {
+        for (const b of adopted.buffers) this.pool.push(this.wrap(adoptDmabufs(this.format, this.widthValue, this.heightValue, adopted.modifier, b)));
+      } catch (error) {
+        for (const b of this.pool) b.destroy();
+        throw error;
+      }
+      return;
+    }
+    const initial = options.buffers ?? 3;
+    this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
+    if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
+    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
+      throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
     for (let i = 0; i < initial; i++) this.pool.push(this.allocate());
+  }
+
+  /**
+   * A surface whose buffers are dma-bufs made by someone else (a GPU driver, QEMU, a vfio
+   * vGPU), served to every client like any other: dmabuf.v1 clients get the fds, shm.v1
+   * clients a copy. The pool is exactly these buffers.
+   */
+  static fromDmabuf(server: { createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface }, options: DmabufSurfaceOptions): SharedSurface {
+    return server.createDmabufSurface(options);
   }
 
   get width(): number {
@@ -201,7 +246,14 @@ export class SharedSurface {
   }
 
   private allocate(): SurfaceBuffer {
-    const exported = this.backend.allocate(this.format, this.widthValue, this.heightValue, this.label);
+    const exported =
+      this.backend === dmabufBackend
+        ? dmabufBackend.allocateWith(this.format, this.widthValue, this.heightValue, this.label, { allocator: this.allocator })
+        : this.backend.allocate(this.format, this.widthValue, this.heightValue, this.label);
+    return this.wrap(exported);
+  }
+
+  private wrap(exported: ExportedBuffer): SurfaceBuffer {
     return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, exported);
   }
 
@@ -225,6 +277,13 @@ export class SharedSurface {
     this.assertOpen();
     for (;;) {
       for (const b of this.pool) if (this.isFree(b)) return this.take(b);
+      // Adopted buffers cannot be multiplied: the producer may rewrite the front buffer
+      // (as a VM display does) once no client holds it.
+      if (this.external && this.front && this.front.holders === 0 && !this.front.acquired && this.front.pendingFences === 0) {
+        const b = this.front;
+        this.front = null;
+        return this.take(b);
+      }
       if (this.pool.length < this.maxBuffers) {
         const b = this.allocate();
         this.pool.push(b);
@@ -278,6 +337,7 @@ export class SharedSurface {
   /** Changes the size: a new generation; old buffers are retired once nobody holds them. */
   resize(width: number, height: number): void {
     this.assertOpen();
+    if (this.external) throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'a surface of adopted dma-bufs cannot be resized; create a new one');
     checkSize(width, height);
     this.generationValue++;
     this.widthValue = width;

@@ -2,16 +2,15 @@
  * The mechanisms this build knows, in preference order, and their probes. Each probe says
  * why a mechanism is unavailable; `surfacelink doctor` prints exactly this.
  */
-import { Mechanism } from '../protocol/constants.js';
+import { dmabufBackend } from './dmabuf.js';
 import { shmBackend } from './shm.js';
 import type { Backend, ProbeResult } from './types.js';
 
 /** Implemented backends, most preferred first. */
-export const BACKENDS: readonly Backend[] = [shmBackend];
+export const BACKENDS: readonly Backend[] = [dmabufBackend, shmBackend];
 
 /** Mechanisms that exist in the protocol but are not implemented in this build yet. */
 const PLANNED: Record<string, string> = {
-  [Mechanism.DMABUF_V1]: 'not implemented in this version of surfacelink (planned: GBM, dma-heap, udmabuf allocation)',
   'iosurface.v1': 'IOSurface sharing is macOS/iOS only and not implemented in this version',
   'dxgi.v1': 'DXGI shared handles are Windows only and not implemented in this version',
   'stream.v1': 'encoded streaming for remote viewers is not implemented in this version',
