@@ -17,6 +17,7 @@ import {
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
 import { ImportRefused } from './backends/types.js';
+import type { FormatSet } from './format-set.js';
 import { validateDamage } from './protocol/validate.js';
 import { MessageChannel, connectUnix, defaultSocketPath, type MessageHandler } from './transport/unix.js';
 
@@ -31,6 +32,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Server uids to trust besides our own and root's. */
   allowServerUids?: number[];
+  /** dmabuf.v1: the formats × modifiers to declare (default: every known format, LINEAR — what the CPU can read). */
+  dmabufFormats?: FormatSet;
 }
 
 export interface Negotiation {
@@ -184,6 +187,8 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   private readonly ready: Promise<SurfaceClient>;
   private settle: { resolve: (c: SurfaceClient) => void; reject: (e: SurfaceLinkError) => void } | null = null;
   private readonly timer: NodeJS.Timeout;
+  /** What we declared we can import (dmabuf.v1); a buffer outside it is refused. */
+  private readonly declared: FormatSet | undefined;
 
   private constructor(options: ClientOptions) {
     super();
@@ -196,6 +201,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
         })
       : availableBackends();
     if (this.offered.length === 0) throw new SurfaceLinkError('E_NO_MECHANISM', 'no sharing mechanism is available on this machine (run `surfacelink doctor`)');
+    this.declared = options.dmabufFormats;
     const native = connectUnix(socketPath);
     const trusted = new Set([0, typeof process.getuid === 'function' ? process.getuid() : -1, ...(options.allowServerUids ?? [])]);
     const serverUid = native.peer?.uid ?? -1;
@@ -211,7 +217,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.channel.send(
       writeHello(w, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
         ...peerInfo(options.name ?? `node-${process.pid}`),
-        mechanisms: this.offered.map((b) => ({ ...(b.offer?.() ?? {}), name: b.name })),
+        mechanisms: this.offered.map((b) => ({ ...(b.offer?.() ?? {}), ...(b.formats && options.dmabufFormats ? { formats: options.dmabufFormats.toJSON() } : {}), name: b.name })),
       }),
     );
   }
@@ -332,7 +338,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (!format) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `unknown DRM format 0x${desc.format.toString(16)}`);
     let imported: ImportedBuffer;
     try {
-      imported = (this.backend as Backend).importBuffer(desc, format, fds);
+      imported = (this.backend as Backend).importBuffer(desc, format, fds, { accepts: this.declared });
     } catch (error) {
       const e = SurfaceLinkError.fromNative(error);
       // An invalid descriptor or handle is a protocol violation. A valid buffer we cannot
@@ -343,7 +349,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
       let failed = this.failedImports.get(desc.surfaceId);
       if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
       failed.add(desc.bufferId);
-      this.channel.send(writeImportFailed(this.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode.E_IMPORT_FAILED, e.message));
+      this.channel.send(writeImportFailed(this.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode[e.code], e.message));
       this.emit('importFailed', e);
       return;
     }

@@ -32,6 +32,8 @@ export const ErrorCode = {
   E_ADDRESS_IN_USE: 27,
   E_CONNECT: 28,
   E_NATIVE_UNAVAILABLE: 29,
+  E_UNSUPPORTED: 30,
+  E_CANCELLED: 31,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -313,7 +313,12 @@ export class SharedSurface {
     }
     const damage = options?.damage ?? this.fullDamage;
     if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
-    const fence = options?.fence === undefined ? null : this.takeFence(buffer, options.fence);
+    // With no fence given, GPU work still attached to a dma-buf becomes the fence: nobody may
+    // start CPU access on it before it signals (that would block the JS thread).
+    const fence =
+      options?.fence !== undefined ? this.takeFence(buffer, options.fence)
+      : buffer.exported.busy?.() ? exportImplicitFence(buffer.exported.dmabuf as NativeFd)
+      : null;
     buffer.exported.endCpuAccess('rw');
     buffer.acquired = false;
     buffer.contentVersion++;
