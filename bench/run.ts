@@ -9,7 +9,7 @@ import { execFileSync, fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SurfaceServer } from '../src/index.js';
+import { SurfaceServer, allocatorReports } from '../src/index.js';
 import { loadNative } from '../src/native.js';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -43,8 +43,8 @@ function cBaseline(): Result {
   return { name: 'c-fd-roundtrip', iterations: out.iterations, p50_us: out.p50_ns / 1000, p99_us: out.p99_ns / 1000, mean_us: Math.round(out.mean_ns / 10) / 100 };
 }
 
-function spawnPeer(script: string, socketPath: string) {
-  const child = fork(path.join(__dirname, script), [socketPath], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function spawnPeer(script: string, socketPath: string, ...args: string[]) {
+  const child = fork(path.join(__dirname, script), [socketPath, ...args], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const ready = new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
@@ -100,11 +100,11 @@ interface SurfaceCase {
   round(count: number, record: boolean): Promise<void>;
 }
 
-async function surfaceCase(dir: string, width: number, height: number): Promise<SurfaceCase> {
-  const socketPath = path.join(dir, `s-${width}x${height}.sock`);
+async function surfaceCase(dir: string, width: number, height: number, mechanism: string): Promise<SurfaceCase> {
+  const socketPath = path.join(dir, `s-${mechanism}-${width}x${height}.sock`);
   const server = await SurfaceServer.listen({ path: socketPath, logger: () => {} });
-  const surface = server.createSurface({ width, height, format: 'XRGB8888' });
-  const peer = spawnPeer('client.ts', socketPath);
+  const surface = server.createSurface({ width, height, format: 'XRGB8888', mechanism });
+  const peer = spawnPeer('client.ts', socketPath, mechanism);
   await peer.ready;
   const samples: number[] = [];
   let t0 = 0n;
@@ -123,7 +123,7 @@ async function surfaceCase(dir: string, width: number, height: number): Promise<
     else finish();
   });
   return {
-    name: `surfacelink ${width}x${height}`,
+    name: `${mechanism} ${width}x${height}`,
     server,
     peer,
     samples,
@@ -145,8 +145,11 @@ async function main(): Promise<void> {
     const c = cBaseline();
     const raw = await addonBaseline(dir);
     const sizes: [number, number][] = [[64, 64], [1920, 1080], [3840, 2160]];
+    // dma-buf cases where an allocator works (inside the test VM: npm run bench:vm).
+    const dmabuf = allocatorReports().some((r) => r.available && r.name !== 'vgem');
+    const mechanisms = dmabuf ? ['shm.v1', 'dmabuf.v1'] : ['shm.v1'];
     const cases: SurfaceCase[] = [];
-    for (const [w, h] of sizes) cases.push(await surfaceCase(dir, w, h));
+    for (const m of mechanisms) for (const [w, h] of sizes) cases.push(await surfaceCase(dir, w, h, m));
     for (const k of cases) await k.round(WARMUP, false);
     // Interleave the sizes in rounds so that machine noise lands on all of them alike.
     const ROUNDS = 10;
@@ -162,19 +165,22 @@ async function main(): Promise<void> {
       vs_addon_p50: Math.round((r.p50_us / raw.p50_us) * 100) / 100,
     }));
     const sizeSpread = Math.round((surfaces[2].p50_us / surfaces[0].p50_us - 1) * 1000) / 10;
+    const inVm = process.env.SURFACELINK_IN_VM === '1';
     console.log('\n| case | p50 µs | p99 µs | mean µs | p50 ÷ C fd round trip | p50 ÷ addon channel |');
     console.log('|---|---:|---:|---:|---:|---:|');
     for (const r of rows) console.log(`| ${r.name} | ${r.p50_us} | ${r.p99_us} | ${r.mean_us} | ${r.vs_c_p50} | ${r.vs_addon_p50} |`);
     console.log(`\n4K p50 vs 64x64 p50: ${sizeSpread >= 0 ? '+' : ''}${sizeSpread}% (target: within 10%)`);
-    console.log(`surfacelink 1080p p50 ÷ C fd round trip: ${rows[3].vs_c_p50}x (target: within 3x)`);
+    console.log(`shm.v1 1080p p50 ÷ C fd round trip: ${rows[3].vs_c_p50}x (target: within 3x)`);
+    if (dmabuf) console.log(`dmabuf.v1 1080p p50 ÷ shm.v1 1080p p50: ${Math.round((surfaces[4].p50_us / surfaces[1].p50_us) * 100) / 100}x`);
+    if (inVm) console.log('(inside the test VM: TCG emulation, so absolute times are slow; compare ratios)');
     const record = {
       date: new Date().toISOString(),
-      host: { cpus: os.cpus().length, model: os.cpus()[0]?.model, kernel: os.release(), node: process.version },
+      host: { cpus: os.cpus().length, model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, vm: inVm },
       iterations: ITERATIONS,
       results: rows,
       sizeSpreadPercent: sizeSpread,
     };
-    const out = path.join(ROOT, 'bench', 'results', `${record.date.replace(/[:.]/g, '-')}.json`);
+    const out = path.join(ROOT, 'bench', 'results', `${record.date.replace(/[:.]/g, '-')}${inVm ? '-vm' : ''}.json`);
     fs.mkdirSync(path.dirname(out), { recursive: true });
     fs.writeFileSync(out, JSON.stringify(record, null, 2) + '\n');
     console.log(`\nrecorded ${path.relative(ROOT, out)}`);

@@ -66,6 +66,8 @@ export interface NativeDmabuf {
   /** Attaches a sync_file's fence to the buffer (DMA_BUF_IOCTL_IMPORT_SYNC_FILE). */
   importSyncFile(fd: NativeFd, fence: NativeFd, access: CpuAccess): void;
   setName(fd: NativeFd, name: string): void;
+  /** No fence pending that `access` would wait for (poll on the dma-buf, no waiting). */
+  idle(fd: NativeFd, access: CpuAccess): boolean;
   info(fd: NativeFd): { exporter: string; size: number; name: string | null; inode: bigint };
 }
 

@@ -3,6 +3,7 @@
 #include "dmabuf.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-heap.h>
 #include <linux/udmabuf.h>
@@ -61,8 +62,8 @@ namespace surfacelink {
 // Shared helpers (declared in dmabuf.h)
 
 static int BorrowKind(Napi::Env env, Napi::Value value, FdKind want, const char* what) {
-  int fd = NativeFd::Borrow(env, value);
-  FdKind kind = ClassifyFd(fd);
+  FdKind kind;
+  int fd = NativeFd::BorrowClassified(env, value, &kind);
   if (kind != want)
     Throw(env, "E_HANDLE_TYPE",
           std::string(what) + " must be a " + FdKindName(want) + ", got a " + FdKindName(kind));
@@ -234,6 +235,26 @@ static Napi::Value Sync(const Napi::CallbackInfo& info) {
 }
 
 // exportSyncFile(fd, access) -> sync_file
+// idle(fd, access) -> boolean, without waiting: poll() on a dma-buf reports POLLIN once no
+// writer's fence is pending (safe to read) and POLLOUT once no fence at all is (safe to
+// write). One syscall, so it can run every frame.
+static Napi::Value Idle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = BorrowDmabuf(env, info[0], "fd");
+  std::string access = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  if (access != "read" && access != "write" && access != "rw")
+    Throw(env, "E_INVALID_ARGUMENT", "access must be \"read\", \"write\" or \"rw\"");
+  struct pollfd p {};
+  p.fd = fd;
+  p.events = access == "read" ? POLLIN : POLLOUT;
+  int n;
+  do {
+    n = ::poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowSyscall(env, "poll");
+  return Napi::Boolean::New(env, n > 0 && (p.revents & p.events) != 0);
+}
+
 static Napi::Value ExportSyncFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = BorrowDmabuf(env, info[0], "fd");
@@ -337,6 +358,7 @@ void RegisterDmabuf(Napi::Env env, Napi::Object exports) {
   dmabuf.Set("importSyncFile", Napi::Function::New(env, ImportSyncFile, "importSyncFile"));
   dmabuf.Set("setName", Napi::Function::New(env, SetName, "setName"));
   dmabuf.Set("info", Napi::Function::New(env, Info, "info"));
+  dmabuf.Set("idle", Napi::Function::New(env, Idle, "idle"));
   exports.Set("dmabuf", dmabuf);
 }
 

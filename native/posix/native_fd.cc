@@ -79,6 +79,17 @@ int NativeFd::Borrow(Napi::Env env, Napi::Value value) {
   return Unwrap(value.As<Napi::Object>())->Require(env);
 }
 
+int NativeFd::BorrowClassified(Napi::Env env, Napi::Value value, FdKind* kind) {
+  int fd = Borrow(env, value);
+  NativeFd* self = Unwrap(value.As<Napi::Object>());
+  if (!self->kind_known_) {
+    self->kind_ = ClassifyFd(fd);
+    self->kind_known_ = true;
+  }
+  *kind = self->kind_;
+  return fd;
+}
+
 int NativeFd::Require(Napi::Env env) const {
   if (!fd_.valid()) Throw(env, "E_CLOSED", "the handle is closed");
   return fd_.get();
@@ -86,6 +97,7 @@ int NativeFd::Require(Napi::Env env) const {
 
 Napi::Value NativeFd::Close(const Napi::CallbackInfo& info) {
   fd_.reset();
+  kind_known_ = false;
   return info.Env().Undefined();
 }
 
@@ -109,7 +121,11 @@ Napi::Value NativeFd::Stat(const Napi::CallbackInfo& info) {
   int fd = Require(env);
   struct stat st {};
   if (::fstat(fd, &st) != 0) ThrowSyscall(env, "fstat");
-  FdKind kind = ClassifyFd(fd);
+  if (!kind_known_) {
+    kind_ = ClassifyFd(fd);
+    kind_known_ = true;
+  }
+  FdKind kind = kind_;
   int64_t size = FdObjectSize(fd, kind);
   Napi::Object result = Napi::Object::New(env);
   result.Set("kind", FdKindName(kind));
@@ -144,7 +160,11 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
     Throw(env, "E_INVALID_ARGUMENT", "mode must be \"shared\" or \"private\"");
   if (length == 0) Throw(env, "E_BAD_GEOMETRY", "cannot map zero bytes");
 
-  FdKind kind = ClassifyFd(fd);
+  if (!kind_known_) {
+    kind_ = ClassifyFd(fd);
+    kind_known_ = true;
+  }
+  FdKind kind = kind_;
   if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf)
     Throw(env, "E_HANDLE_TYPE", std::string("cannot map a handle of kind ") + FdKindName(kind));
   if (kind == FdKind::kMemfd) {

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include "../common/unique_fd.h"
+#include "fd_kind.h"
 
 namespace surfacelink {
 
@@ -16,6 +17,9 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
   static Napi::Object Wrap(Napi::Env env, UniqueFd fd);
   // The fd inside a JS value that must be an open NativeFd (throws E_HANDLE_TYPE otherwise).
   static int Borrow(Napi::Env env, Napi::Value value);
+  // Borrow() plus what the fd is, classified once per NativeFd: an open fd's kind never
+  // changes, and classifying costs several syscalls (a per-frame cost otherwise).
+  static int BorrowClassified(Napi::Env env, Napi::Value value, FdKind* kind);
 
   explicit NativeFd(const Napi::CallbackInfo& info);
 
@@ -30,6 +34,8 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
   int Require(Napi::Env env) const;
 
   UniqueFd fd_;
+  bool kind_known_ = false;
+  FdKind kind_ = FdKind::kOther;
 };
 
 Napi::Value DetachMapping(const Napi::CallbackInfo& info);

@@ -205,7 +205,6 @@ function exportDmabufs(fds: NativeFd[], planes: { handleIndex: number; layout: P
   const primary: BufferExport = { mechanism: Mechanism.DMABUF_V1, handles: fds, planes, modifier };
   const layouts = planes.map((p) => p.layout);
   const d = dmabufModule();
-  const fence = loadNative().fence;
   return {
     primary,
     shm: extra.memfd ? shmExport(extra.memfd, layouts) : null,
@@ -215,18 +214,7 @@ function exportDmabufs(fds: NativeFd[], planes: { handleIndex: number; layout: P
     identity: { kind: extra.kind, inode: st.inode, device: st.device, size: sizes[0] },
     beginCpuAccess: (access) => syncAll(fds, 'start', access),
     endCpuAccess: (access) => syncAll(fds, 'end', access),
-    busy() {
-      if (!fence) return false;
-      for (const fd of fds) {
-        const f = d.exportSyncFile(fd, 'write');
-        try {
-          if (fence.info(f).status === 0) return true;
-        } finally {
-          f.close();
-        }
-      }
-      return false;
-    },
+    busy: () => fds.some((fd) => !d.idle(fd, 'rw')),
     close() {
       for (const m of memories) unmap(m);
       if (extra.memfdMemory) unmap(extra.memfdMemory);
