@@ -4,7 +4,6 @@
  */
 import { expect } from 'chai';
 import * as path from 'node:path';
-import { FORMATS } from '../../src/formats.js';
 import { ErrorCode } from '../../src/errors.js';
 import { Peer, ROOT, eventually, run, tempDir } from '../helpers.js';
 
@@ -162,6 +161,4 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
       expect(JSON.parse(r.stdout.trim()), r.stderr).to.deep.equal({ memfd: 'E_HANDLE_TYPE', beyond: 'E_OUT_OF_BOUNDS', notDmabufFence: 'E_HANDLE_TYPE' });
     });
   });
-
-  it('knows the NV12 fourcc', () => expect(FORMATS.NV12.planes).to.have.length(2));
 });
