@@ -17,6 +17,7 @@ import {
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
 import { ImportRefused } from './backends/types.js';
+import { emitSafely } from './events.js';
 import type { FormatSet } from './format-set.js';
 import { validateDamage } from './protocol/validate.js';
 import { MessageChannel, connectUnix, defaultSocketPath, type MessageHandler } from './transport/unix.js';
@@ -398,7 +399,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (this.listenerCount('frame') === 0) return frame.release();
     frame.buffer.imported.beginCpuAccess('read');
     frame.cpuAccess = true;
-    this.emit('frame', frame);
+    emitSafely(() => this.emit('frame', frame));
   }
 
   /** @internal Called by Frame.release(). */
@@ -419,7 +420,8 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.imports.delete(surfaceId);
     for (const b of perSurface.values()) {
       b.retired = true;
-      if (!b.held) b.close();
+      // A frame still waiting for its fence never reached the application: nobody will release it.
+      if (!b.held || b.cancelWait) b.close();
     }
   }
 

@@ -24,6 +24,7 @@ import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FEN
 import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
 import { dmabufBackend } from './backends/dmabuf.js';
 import { MODIFIER_LINEAR } from './formats.js';
+import { emitSafely } from './events.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
 export interface ServerOptions {
@@ -114,9 +115,10 @@ class ClientSession implements MessageHandler, ClientInfo {
   onMessage(view: DataView, start: number, length: number, fds: NativeFd[] | undefined): void {
     if (this.state === 'closed') return closeAll(fds);
     try {
-      // The only handle a client may send is a release fence, with RELEASE, on a mechanism with fences.
-      if (fds && (messageType(view, start) !== MessageType.RELEASE || fds.length !== 1 || !MECHANISMS_WITH_FENCES.has(this.mechanism ?? '')))
-        throw new SurfaceLinkError('E_HANDLE_COUNT', `${fds.length} handle(s) came with a message of type 0x${messageType(view, start).toString(16)}; clients send handles only as one release fence with RELEASE (${[...MECHANISMS_WITH_FENCES].join(', ')})`);
+      // The only handle a client may send is one release fence, with RELEASE. (It is accepted
+      // whatever the session's mechanism now is: the frame may predate a MECHANISM switch.)
+      if (fds && (messageType(view, start) !== MessageType.RELEASE || fds.length !== 1))
+        throw new SurfaceLinkError('E_HANDLE_COUNT', `${fds.length} handle(s) came with a message of type 0x${messageType(view, start).toString(16)}; clients send handles only as one release fence with RELEASE`);
       this.server.dispatch(this, view, start, length, fds?.[0]);
     } catch (error) {
       const e = SurfaceLinkError.fromNative(error);
@@ -496,7 +498,11 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
    */
   private exportFor(session: ClientSession, surface: SharedSurface, buffer: SurfaceBuffer): BufferExport | string {
     const primary = buffer.exported.primary;
-    if (session.mechanism === Mechanism.SHM_V1) return primary.mechanism === Mechanism.SHM_V1 ? primary : buffer.shmExport();
+    if (session.mechanism === Mechanism.SHM_V1) {
+      if (primary.mechanism === Mechanism.SHM_V1) return primary;
+      if (primary.modifier !== MODIFIER_LINEAR) return `surface ${surface.id}'s buffers are tiled (modifier ${modifierName(primary.modifier)}); a shm.v1 copy would be unreadable`;
+      return buffer.shmExport();
+    }
     if (session.mechanism !== primary.mechanism) return `surface ${surface.id} is ${primary.mechanism}, not ${session.mechanism}`;
     if (session.formats && !session.formats.has(surface.format.fourcc, primary.modifier))
       return `surface ${surface.id} is ${surface.format.name} with modifier ${modifierName(primary.modifier)}, which the client did not declare`;
@@ -534,6 +540,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       buffer.shmExport(); // bring the shadow copy up to date (a no-op where the memory is shared)
     }
     // Damage is relative to the last frame this client saw: everything it skipped is included.
+    if (st.pending && damage !== st.accum) accumulate(st, damage, count);
     if (st.needsFull || st.accumFull) count = 0;
     else if (st.pending) {
       damage = st.accum;
@@ -583,7 +590,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       });
     }
     surface.collect(held);
-    this.emit('release', surfaceId, bufferId, sequence, session.id);
+    emitSafely(() => this.emit('release', surfaceId, bufferId, sequence, session.id));
     if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);
   }
 

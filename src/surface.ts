@@ -10,10 +10,10 @@
 import { allocateMemfd, shmExport, unmap } from './backends/shm.js';
 import type { Backend, BufferExport, ExportedBuffer } from './backends/types.js';
 import type { NativeFd } from './native.js';
-import { exportImplicitFence } from './backends/fences.js';
+import { exportImplicitFence, tryExportImplicitFence } from './backends/fences.js';
 import { adoptDmabufs, dmabufBackend, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
-import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
+import { MAX_DIMENSION, formatByName, planeMinStride, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
 import type { Rect } from './protocol/codec.js';
 import { MAX_DAMAGE_RECTS } from './protocol/constants.js';
 import { validateDamage } from './protocol/validate.js';
@@ -125,9 +125,14 @@ export class SurfaceBuffer {
       this.shadow = { fd: m.fd, memory: m.memory, views: m.planes.map((p) => new Uint8Array(m.memory, p.offset, p.size)), export: shmExport(m.fd, m.planes), version: -1 };
     }
     if (this.shadow.version !== this.contentVersion) {
+      const shadowPlanes = this.shadow.export.planes;
       this.exported.beginCpuAccess('read');
       try {
-        for (let i = 0; i < this.shadow.views.length; i++) this.shadow.views[i].set(this.exported.views[i].subarray(0, this.shadow.views[i].length));
+        for (let i = 0; i < this.shadow.views.length; i++) {
+          const src = this.exported.planes[i];
+          const dst = shadowPlanes[i].layout;
+          copyPlane(this.exported.views[i], src.stride, this.shadow.views[i], dst.stride, planeMinStride(this.format, i, this.width), dst.height);
+        }
       } finally {
         this.exported.endCpuAccess('read');
       }
@@ -153,6 +158,15 @@ export class SurfaceBuffer {
   get destroyed(): boolean {
     return this.closed;
   }
+}
+
+/** Copies `rows` rows of `rowBytes` between two layouts (one set() when the strides agree). */
+function copyPlane(src: Uint8Array, srcStride: number, dst: Uint8Array, dstStride: number, rowBytes: number, rows: number): void {
+  if (srcStride === dstStride) {
+    dst.set(src.subarray(0, Math.min(src.length, dst.length)));
+    return;
+  }
+  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * srcStride, r * srcStride + rowBytes), r * dstStride);
 }
 
 let nextSurfaceId = 1;
@@ -279,7 +293,7 @@ export class SharedSurface {
       for (const b of this.pool) if (this.isFree(b)) return this.take(b);
       // Adopted buffers cannot be multiplied: the producer may rewrite the front buffer
       // (as a VM display does) once no client holds it.
-      if (this.external && this.front && this.front.holders === 0 && !this.front.acquired && this.front.pendingFences === 0) {
+      if (this.external && this.front && this.front.holders === 0 && !this.front.acquired && this.front.pendingFences === 0 && !(this.front.exported.busy?.() ?? false)) {
         const b = this.front;
         this.front = null;
         return this.take(b);
@@ -317,7 +331,7 @@ export class SharedSurface {
     // start CPU access on it before it signals (that would block the JS thread).
     const fence =
       options?.fence !== undefined ? this.takeFence(buffer, options.fence)
-      : buffer.exported.busy?.() ? exportImplicitFence(buffer.exported.dmabuf as NativeFd)
+      : buffer.exported.busy?.() ? tryExportImplicitFence(buffer.exported.dmabuf as NativeFd)
       : null;
     buffer.exported.endCpuAccess('rw');
     buffer.acquired = false;

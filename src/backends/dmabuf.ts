@@ -256,7 +256,14 @@ export const dmabufBackend: Backend & { allocateWith(format: FormatInfo, width: 
     } catch {
       /* naming is for debugging (fdinfo); older kernels lack it */
     }
-    return exportDmabufs([a.fd], a.planes.map((layout) => ({ handleIndex: 0, layout })), a.modifier, [a.size], { memfd: a.memfd, memfdMemory: a.memfdMemory, kind: `dmabuf:${a.allocator}` });
+    try {
+      return exportDmabufs([a.fd], a.planes.map((layout) => ({ handleIndex: 0, layout })), a.modifier, [a.size], { memfd: a.memfd, memfdMemory: a.memfdMemory, kind: `dmabuf:${a.allocator}` });
+    } catch (error) {
+      a.fd.close();
+      if (a.memfdMemory) unmap(a.memfdMemory);
+      a.memfd?.close();
+      throw error;
+    }
   },
 
   offer() {

@@ -22,6 +22,19 @@ export function exportImplicitFence(dmabuf: NativeFd): NativeFd {
   }
 }
 
+/**
+ * Like exportImplicitFence, but null where the kernel cannot export fences (before Linux
+ * 6.0): readers then fall back to implicit sync in the kernel.
+ */
+export function tryExportImplicitFence(dmabuf: NativeFd): NativeFd | null {
+  try {
+    return exportImplicitFence(dmabuf);
+  } catch (error) {
+    if ((error as SurfaceLinkError).code === 'E_UNSUPPORTED') return null;
+    throw error;
+  }
+}
+
 /** True once the fence has signalled (or failed: there is nothing left to wait for). */
 export function fenceSignalled(fence: NativeFd): boolean {
   return fenceModule().info(fence).status !== 0;

@@ -62,7 +62,7 @@ describe('bad input', function () {
       ['fd-undeclared', 'E_HANDLE_COUNT', 'an fd no message declares'],
       ['fd-missing', 'E_HANDLE_COUNT', 'a message declaring 2 fds with none attached'],
       ['fd-too-many', 'E_HANDLE_COUNT', '12 fds on one message (MSG_CTRUNC)'],
-      ['fd-wrong-type', 'E_HANDLE_COUNT', 'a pipe fd attached to RELEASE'],
+      ['fd-wrong-type', 'E_HANDLE_TYPE', 'a pipe attached to RELEASE as its release fence'],
     ];
 
     for (const [scenario, code, what] of cases) {

@@ -89,6 +89,32 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
     expect(shmFrame.planes).to.deep.equal([0x77]);
   });
 
+  it('copies an adopted buffer with its own stride to shm.v1 clients row by row (65 px wide, vgem pitch)', async () => {
+    const { stride } = await server.call('vgemSurface', { width: 65, height: 20 });
+    const shmOnly = await client({ mechanisms: ['shm.v1'] });
+    const zeroCopy = await client();
+    await server.call('presentRows');
+    const viaCopy = await shmOnly.waitEvent('frame');
+    const direct = await zeroCopy.waitEvent('frame');
+    expect(viaCopy.stride, 'the shadow copy has its own layout').to.not.equal(stride);
+    expect([viaCopy.rowsMatch, direct.rowsMatch, direct.stride]).to.deep.equal([true, true, stride]);
+  });
+
+  it('keeps the damage of a fence-held frame when a newer unfenced one overtakes it (shm.v1 client)', async () => {
+    await server.call('surface', { width: 64, height: 48, allocator: 'udmabuf' });
+    const shmOnly = await client({ mechanisms: ['shm.v1'] });
+    await server.call('present', { fill: 1 });
+    await shmOnly.waitEvent('frame', (f) => f.sequence === 1);
+    const a = { x: 1, y: 1, width: 2, height: 2 };
+    const b = { x: 10, y: 10, width: 3, height: 3 };
+    const { fenceId } = await server.call('presentWithForeignFence', { fill: 2, damage: [a] });
+    await server.call('present', { fill: 3, damage: [b] });
+    const frame = await shmOnly.waitEvent('frame', (f) => f.sequence === 3);
+    expect(frame.damage).to.deep.equal([a, b]);
+    expect(frame.planes).to.deep.equal([3]);
+    await server.call('signal', { fenceId });
+  });
+
   it('falls back to shm.v1 for a client that did not declare the surface\'s format, and says why', async () => {
     await server.call('surface', { width: 64, height: 48, format: 'NV12', allocator: 'udmabuf' });
     const c = await client({ dmabufFormats: [{ format: 'XR24', modifiers: ['0x0'] }] });

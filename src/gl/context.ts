@@ -1,0 +1,290 @@
+/**
+ * GpuContext: an EGL display without a window system (surfaceless), an OpenGL ES 3 context
+ * made current on it with no surface, and what it can do — decided only from extension strings.
+ *
+ * The display is chosen by a `GpuDisplaySpec` (default: Mesa's EGL_PLATFORM_SURFACELESS_MESA),
+ * so the ANGLE loader can pass `angleSurfacelessDisplay()` with its own `libraries`.
+ */
+import { SurfaceLinkError } from '../errors.js';
+import { EGL, ExtensionList, GL, SYSTEM_GL_LIBRARIES, eglErrorName, glErrorName, loadGlLibraries, type GlApi, type GlLibraries, type Ptr } from './egl.js';
+
+/** How to get the EGLDisplay: eglGetPlatformDisplayEXT(platform, NULL, attributes). */
+export interface GpuDisplaySpec {
+  /** For messages, e.g. 'Mesa surfaceless'. */
+  name: string;
+  platform: number;
+  /** Attribute pairs, without the closing EGL_NONE. */
+  attributes?: readonly number[];
+  /** The client extension that must be advertised for `platform` (checked before the call). */
+  clientExtension: string;
+}
+
+/** Mesa's surfaceless platform: no window system, no DRM device needed (llvmpipe on a machine without a GPU). */
+export const SURFACELESS_MESA_DISPLAY: GpuDisplaySpec = Object.freeze({
+  name: 'Mesa surfaceless',
+  platform: EGL.PLATFORM_SURFACELESS_MESA,
+  clientExtension: 'EGL_MESA_platform_surfaceless',
+});
+
+/** ANGLE on Vulkan, optionally SwiftShader, with the surfaceless native platform (for the ANGLE loader). */
+export function angleSurfacelessDisplay(options: { swiftshader?: boolean } = {}): GpuDisplaySpec {
+  return {
+    name: options.swiftshader === false ? 'ANGLE Vulkan' : 'ANGLE Vulkan/SwiftShader',
+    platform: EGL.PLATFORM_ANGLE_ANGLE,
+    attributes: [
+      EGL.PLATFORM_ANGLE_TYPE_ANGLE, EGL.PLATFORM_ANGLE_TYPE_VULKAN_ANGLE,
+      ...(options.swiftshader === false ? [] : [EGL.PLATFORM_ANGLE_DEVICE_TYPE_ANGLE, EGL.PLATFORM_ANGLE_DEVICE_TYPE_SWIFTSHADER_ANGLE]),
+      EGL.PLATFORM_ANGLE_NATIVE_PLATFORM_TYPE_ANGLE, EGL.PLATFORM_SURFACELESS_MESA,
+    ],
+    clientExtension: 'EGL_ANGLE_platform_angle',
+  };
+}
+
+export interface GpuContextOptions {
+  /** Library pairs to try in order (default: the system's libEGL.so.1 / libGLESv2.so.2). */
+  libraries?: GlLibraries | readonly GlLibraries[];
+  /** Default SURFACELESS_MESA_DISPLAY. */
+  display?: GpuDisplaySpec;
+  /** OpenGL ES version to ask for; default 3.0 (a driver may return a higher compatible one). */
+  glesVersion?: { major: number; minor: number };
+}
+
+/**
+ * Each capability is exactly "this extension is in that list". Import/export paths check
+ * every extension they use themselves; the table is what `capabilities` reports.
+ */
+export const CAPABILITY_EXTENSIONS = Object.freeze({
+  /** eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT): import dma-bufs. */
+  dmabufImport: { list: 'display', extension: 'EGL_EXT_image_dma_buf_import' },
+  /** Explicit format modifiers, a 4th plane, eglQueryDmaBufFormats/ModifiersEXT. */
+  dmabufImportModifiers: { list: 'display', extension: 'EGL_EXT_image_dma_buf_import_modifiers' },
+  /** eglExportDMABUFImageMESA: EGLImage → dma-buf. */
+  dmabufExport: { list: 'display', extension: 'EGL_MESA_image_dma_buf_export' },
+  /** eglCreateImageKHR / eglDestroyImageKHR. */
+  imageBase: { list: 'display', extension: 'EGL_KHR_image_base' },
+  /** An EGLImage from a GL texture (EGL_GL_TEXTURE_2D_KHR). */
+  textureImage: { list: 'display', extension: 'EGL_KHR_gl_texture_2D_image' },
+  fenceSync: { list: 'display', extension: 'EGL_KHR_fence_sync' },
+  /** EGL syncs ↔ sync_file fds (EGL_SYNC_NATIVE_FENCE_ANDROID). */
+  nativeFenceSync: { list: 'display', extension: 'EGL_ANDROID_native_fence_sync' },
+  /** glEGLImageTargetTexture2DOES: an EGLImage as a GL_TEXTURE_2D. */
+  eglImage: { list: 'gl', extension: 'GL_OES_EGL_image' },
+  /** EGLImages as GL_TEXTURE_EXTERNAL_OES (YUV, and formats only sampleable that way). */
+  eglImageExternal: { list: 'gl', extension: 'GL_OES_EGL_image_external' },
+  /** glEGLImageTargetTexStorageEXT: immutable textures from EGLImages. */
+  eglImageStorage: { list: 'gl', extension: 'GL_EXT_EGL_image_storage' },
+  memoryObject: { list: 'gl', extension: 'GL_EXT_memory_object' },
+  /** glImportMemoryFdEXT (Vulkan-style opaque fds; not dma-bufs). */
+  memoryObjectFd: { list: 'gl', extension: 'GL_EXT_memory_object_fd' },
+  semaphore: { list: 'gl', extension: 'GL_EXT_semaphore' },
+  semaphoreFd: { list: 'gl', extension: 'GL_EXT_semaphore_fd' },
+} as const);
+
+export type GpuCapabilityName = keyof typeof CAPABILITY_EXTENSIONS;
+export type GpuCapabilities = Readonly<Record<GpuCapabilityName, boolean>>;
+
+export interface GpuExtensions {
+  /** eglQueryString(EGL_NO_DISPLAY, EGL_EXTENSIONS). */
+  readonly client: readonly string[];
+  /** eglQueryString(display, EGL_EXTENSIONS). */
+  readonly display: readonly string[];
+  /** glGetString(GL_EXTENSIONS). */
+  readonly gl: readonly string[];
+}
+
+/** A resource that GpuContext.close() destroys if its owner has not. */
+export interface GpuResource {
+  destroy(): void;
+}
+
+/** EGL displays are per process and not reference counted by EGL: eglTerminate ends every user's. */
+const displayUsers = new Map<bigint, number>();
+
+export class GpuContext implements Disposable {
+  /** The loaded libraries and their functions. */
+  readonly api: GlApi;
+  /** EGLDisplay. */
+  readonly display: bigint;
+  /** EGLContext. */
+  readonly handle: bigint;
+  readonly displaySpec: GpuDisplaySpec;
+  readonly eglVersion: string;
+  readonly eglVendor: string;
+  /** GL_VENDOR, GL_RENDERER, GL_VERSION. */
+  readonly vendor: string;
+  readonly renderer: string;
+  readonly version: string;
+  readonly shadingLanguageVersion: string;
+  readonly maxTextureSize: number;
+  readonly extensions: GpuExtensions;
+  readonly capabilities: GpuCapabilities;
+  /** The same lists, for `GlApi.extensionProc()`. */
+  readonly advertised: { readonly client: ExtensionList; readonly display: ExtensionList; readonly gl: ExtensionList };
+  private readonly resources = new Set<GpuResource>();
+  private isClosed = false;
+
+  private constructor(init: {
+    api: GlApi;
+    display: bigint;
+    handle: bigint;
+    displaySpec: GpuDisplaySpec;
+    eglVersion: string;
+    eglVendor: string;
+    client: ExtensionList;
+    displayExtensions: ExtensionList;
+  }) {
+    this.api = init.api;
+    this.display = init.display;
+    this.handle = init.handle;
+    this.displaySpec = init.displaySpec;
+    this.eglVersion = init.eglVersion;
+    this.eglVendor = init.eglVendor;
+    const gl = init.api.gl;
+    this.vendor = gl.glGetString(GL.VENDOR) ?? '';
+    this.renderer = gl.glGetString(GL.RENDERER) ?? '';
+    this.version = gl.glGetString(GL.VERSION) ?? '';
+    this.shadingLanguageVersion = gl.glGetString(GL.SHADING_LANGUAGE_VERSION) ?? '';
+    const max = new Int32Array(1);
+    gl.glGetIntegerv(GL.MAX_TEXTURE_SIZE, max);
+    this.maxTextureSize = max[0];
+    const glExtensions = new ExtensionList('gl', gl.glGetString(GL.EXTENSIONS));
+    this.advertised = Object.freeze({ client: init.client, display: init.displayExtensions, gl: glExtensions });
+    this.extensions = Object.freeze({ client: init.client.names, display: init.displayExtensions.names, gl: glExtensions.names });
+    const caps = {} as Record<GpuCapabilityName, boolean>;
+    for (const [name, { list, extension }] of Object.entries(CAPABILITY_EXTENSIONS)) caps[name as GpuCapabilityName] = this.advertised[list].has(extension);
+    this.capabilities = Object.freeze(caps);
+    this.drainGlErrors();
+  }
+
+  /**
+   * Loads the libraries (first use), opens the display, initializes it, creates an OpenGL ES
+   * context without a config and makes it current without a surface.
+   */
+  static open(options: GpuContextOptions = {}): GpuContext {
+    const api = loadGlLibraries(options.libraries ?? SYSTEM_GL_LIBRARIES);
+    const spec = options.display ?? SURFACELESS_MESA_DISPLAY;
+    const version = options.glesVersion ?? { major: 3, minor: 0 };
+    const egl = api.egl;
+    const where = `${spec.name} via ${api.libraries.egl} [${api.libraries.source}]`;
+
+    // Client extensions (EGL_EXT_client_extensions): NULL where unsupported, with EGL_BAD_DISPLAY.
+    const client = new ExtensionList('client', egl.eglQueryString(null, EGL.EXTENSIONS));
+    egl.eglGetError();
+    if (!client.has(spec.clientExtension)) {
+      throw new SurfaceLinkError('E_UNSUPPORTED', `${spec.clientExtension} is not advertised by ${api.libraries.egl} [${api.libraries.source}] (client extensions: ${client.names.join(' ') || 'none'}), so the ${spec.name} display cannot be opened`);
+    }
+    const getPlatformDisplay = api.extensionProc('eglGetPlatformDisplayEXT', client, `${api.libraries.egl} [${api.libraries.source}]`);
+    const display = getPlatformDisplay(spec.platform, null, new Int32Array([...(spec.attributes ?? []), EGL.NONE]));
+    if (display === null || display === 0n) throw eglFailure(api, 'E_UNSUPPORTED', `eglGetPlatformDisplayEXT(0x${spec.platform.toString(16)}) found no ${spec.name} display`);
+
+    const users = displayUsers.get(display) ?? 0;
+    if (users === 0) {
+      const major = new Int32Array(1);
+      const minor = new Int32Array(1);
+      if (egl.eglInitialize(display, major, minor) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', `eglInitialize failed on ${where}`);
+    }
+    displayUsers.set(display, users + 1);
+
+    let context: Ptr = null;
+    try {
+      const displayExtensions = new ExtensionList('display', egl.eglQueryString(display, EGL.EXTENSIONS));
+      const eglVersion = egl.eglQueryString(display, EGL.VERSION) ?? '';
+      const eglVendor = egl.eglQueryString(display, EGL.VENDOR) ?? '';
+      const apis = egl.eglQueryString(display, EGL.CLIENT_APIS) ?? '';
+      for (const needed of ['EGL_KHR_no_config_context', 'EGL_KHR_surfaceless_context']) {
+        if (!displayExtensions.has(needed)) throw new SurfaceLinkError('E_UNSUPPORTED', `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and surface needs it`);
+      }
+      if (!apis.split(/\s+/).includes('OpenGL_ES')) throw new SurfaceLinkError('E_UNSUPPORTED', `${where} offers no OpenGL ES (client APIs: ${apis || 'none'})`);
+      if (egl.eglBindAPI(EGL.OPENGL_ES_API) !== EGL.TRUE) throw eglFailure(api, 'E_UNSUPPORTED', `eglBindAPI(EGL_OPENGL_ES_API) failed on ${where}`);
+      const attribs = new Int32Array([EGL.CONTEXT_MAJOR_VERSION, version.major, EGL.CONTEXT_MINOR_VERSION, version.minor, EGL.NONE]);
+      context = egl.eglCreateContext(display, null, null, attribs);
+      if (context === null || context === 0n) {
+        context = null;
+        throw eglFailure(api, 'E_UNSUPPORTED', `eglCreateContext(OpenGL ES ${version.major}.${version.minor}, no config) failed on ${where}`);
+      }
+      if (egl.eglMakeCurrent(display, null, null, context) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', `eglMakeCurrent(surfaceless) failed on ${where}`);
+      return new GpuContext({ api, display, handle: context, displaySpec: spec, eglVersion, eglVendor, client, displayExtensions });
+    } catch (error) {
+      if (context !== null) {
+        egl.eglMakeCurrent(display, null, null, null);
+        egl.eglDestroyContext(display, context);
+      }
+      releaseDisplay(api, display);
+      throw error;
+    }
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Makes this context current on the calling thread if it is not. Throws E_CLOSED after close(). */
+  makeCurrent(): void {
+    if (this.isClosed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');
+    const egl = this.api.egl;
+    if (egl.eglGetCurrentContext() === this.handle) return;
+    if (egl.eglMakeCurrent(this.display, null, null, this.handle) !== EGL.TRUE) throw eglFailure(this.api, 'E_SYSTEM', 'eglMakeCurrent failed');
+  }
+
+  /** Throws E_SYSTEM naming every pending GL error (glGetError until GL_NO_ERROR), if any. */
+  checkGlError(what: string): void {
+    const errors = this.drainGlErrors();
+    if (errors.length > 0) throw new SurfaceLinkError('E_SYSTEM', `${what}: ${errors.map(glErrorName).join(', ')} (${this.renderer})`);
+  }
+
+  /** @internal Reads and clears pending GL errors. */
+  drainGlErrors(): number[] {
+    const errors: number[] = [];
+    for (let i = 0; i < 16; i++) {
+      const e = this.api.gl.glGetError();
+      if (e === GL.NO_ERROR) break;
+      errors.push(e);
+    }
+    return errors;
+  }
+
+  /** @internal Destroyed by close() unless destroyed first; the returned function forgets it. */
+  track(resource: GpuResource): () => void {
+    if (this.isClosed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');
+    this.resources.add(resource);
+    return () => this.resources.delete(resource);
+  }
+
+  /** Destroys what is still tracked, the context, and (last user) terminates the display. Idempotent. */
+  close(): void {
+    if (this.isClosed) return;
+    for (const resource of [...this.resources]) {
+      try {
+        resource.destroy();
+      } catch {
+        /* closing regardless */
+      }
+    }
+    this.resources.clear();
+    this.isClosed = true;
+    const egl = this.api.egl;
+    if (egl.eglGetCurrentContext() === this.handle) egl.eglMakeCurrent(this.display, null, null, null);
+    egl.eglDestroyContext(this.display, this.handle);
+    releaseDisplay(this.api, this.display);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function releaseDisplay(api: GlApi, display: bigint): void {
+  const users = (displayUsers.get(display) ?? 1) - 1;
+  if (users > 0) {
+    displayUsers.set(display, users);
+    return;
+  }
+  displayUsers.delete(display);
+  api.egl.eglTerminate(display);
+}
+
+/** A SurfaceLinkError carrying eglGetError()'s name. */
+export function eglFailure(api: GlApi, code: 'E_SYSTEM' | 'E_UNSUPPORTED' | 'E_IMPORT_FAILED', message: string): SurfaceLinkError {
+  const error = api.egl.eglGetError();
+  return new SurfaceLinkError(code, `${message}: ${eglErrorName(error)} (0x${error.toString(16)})`);
+}

@@ -1,0 +1,19 @@
+/**
+ * surfacelink/gl: EGL + OpenGL ES through koffi — a surfaceless GpuContext, its capabilities
+ * (decided from extension strings only), and dma-buf → GL texture import where EGL offers it.
+ */
+export {
+  GpuContext,
+  SURFACELESS_MESA_DISPLAY,
+  CAPABILITY_EXTENSIONS,
+  angleSurfacelessDisplay,
+  type GpuContextOptions,
+  type GpuDisplaySpec,
+  type GpuCapabilities,
+  type GpuCapabilityName,
+  type GpuExtensions,
+  type GpuResource,
+} from './context.js';
+export { importDmabufTexture, queryDmabufFormats, dmabufImageAttributes, type DmabufImportDescriptor, type DmabufPlane, type DmabufTexture, type DmabufFormat } from './dmabuf-import.js';
+export { createTexture, deleteTexture, readTexture, textureFromEglImage, eglImageFromTexture, destroyImage, type ImageTexture, type TextureTarget } from './texture.js';
+export { EGL, GL, SYSTEM_GL_LIBRARIES, loadGlLibraries, eglErrorName, glErrorName, ExtensionList, GlApi, type GlLibraries, type Ptr } from './egl.js';
