@@ -20,6 +20,7 @@ interface InnerResult {
 describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function () {
   this.timeout(20 * 60 * 1000);
   const suite = this;
+  let collected = { results: 0, exit: null as number | null, tail: '' };
 
   before(async function () {
     const available = spawnSync('bash', [path.join(ROOT, 'scripts', 'vm', 'available.sh')], { encoding: 'utf8' });
@@ -49,6 +50,7 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
     const smoke = /# (\d+) passed, (\d+) failed/.exec(output.text);
     const inner: InnerResult[] = fs.existsSync(resultsFile) ? JSON.parse(fs.readFileSync(resultsFile, 'utf8')) : [];
     fs.rmSync(resultsFile, { force: true });
+    collected = { results: inner.length, exit: output.code, tail: output.text.slice(-6000) };
     suite.addTest(
       new Test(`native dma-buf/DRM/sync_file checks (test/vm/native-dmabuf.smoke.js): ${smoke ? `${smoke[1]} passed, ${smoke[2]} failed` : 'no result'}`, () => {
         expect(smoke, output.text.slice(-4000)).to.not.equal(null);
@@ -68,5 +70,8 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
     }
   });
 
-  it('boots the VM and collects its results', () => {});
+  it('boots the VM, runs the suite there and collects a result for every test', () => {
+    expect(collected.results, `no results from the VM (exit ${collected.exit}):\n${collected.tail}`).to.be.greaterThan(0);
+    expect(collected.exit, collected.tail).to.equal(0);
+  });
 });
