@@ -12,7 +12,7 @@ import { monotonicNs, peerInfo } from './host.js';
 import type { NativeFd } from './native.js';
 import {
   messageType, readError, readFrame, readMechanism, readRetire, readScanout, readSurfaceGone, readWelcome,
-  writeError, writeHello, writeImportFailed, writeRelease, type Rect, type WelcomeInfo,
+  writeError, writeHello, writeImportFailed, writeRelease, wrongMessage, type Rect, type WelcomeInfo,
 } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
@@ -298,12 +298,8 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
           if (this.negotiationValue) this.emit('negotiated', this.negotiationValue);
           return;
         }
-        case MessageType.HELLO:
-        case MessageType.RELEASE:
-        case MessageType.IMPORT_FAILED:
-          throw new SurfaceLinkError('E_UNEXPECTED', `message type 0x${type.toString(16)} is sent by clients, not servers`);
         default:
-          throw new SurfaceLinkError('E_UNKNOWN_TYPE', `unknown message type 0x${type.toString(16)}`);
+          throw wrongMessage(type, 'client');
       }
     } catch (error) {
       if (fds) for (const fd of fds) fd.close();

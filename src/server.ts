@@ -25,6 +25,7 @@ import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOp
 import { dmabufBackend } from './backends/dmabuf.js';
 import { MODIFIER_LINEAR } from './formats.js';
 import { emitSafely } from './events.js';
+import { wrongMessage } from './protocol/codec.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
 export interface ServerOptions {
@@ -386,15 +387,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         }
         return;
       }
-      case MessageType.WELCOME:
-      case MessageType.SCANOUT:
-      case MessageType.FRAME:
-      case MessageType.RETIRE:
-      case MessageType.SURFACE_GONE:
-      case MessageType.MECHANISM:
-        throw new SurfaceLinkError('E_UNEXPECTED', `message type 0x${type.toString(16)} is sent by servers, not clients`);
       default:
-        throw new SurfaceLinkError('E_UNKNOWN_TYPE', `unknown message type 0x${type.toString(16)}`);
+        throw wrongMessage(type, 'server');
     }
   }
 

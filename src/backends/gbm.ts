@@ -11,8 +11,9 @@
  *
  * Two things worth knowing before reading on:
  *  - Mesa's gbm_create_device() falls back to the software rasterizer when the node has no
- *    Mesa driver: it "succeeds" even on /dev/null. Only allocating (and exporting) a buffer
- *    proves GBM works, so the probe does a trial allocation.
+ *    Mesa driver: it "succeeds" even on /dev/null (vgem's render node: device created, every
+ *    bo refused with EACCES). Only allocating, exporting and mapping a buffer proves GBM
+ *    works for us, so the probe does exactly that once.
  *  - gbm_bo_get_fd*() return raw fd numbers that we own. The addon can only wrap fds it
  *    made itself, so turning them into NativeFd owners needs a new addon function,
  *    adoptFd(fd: number): NativeFd (see adoptRawFd below). Until the addon has it,
@@ -219,6 +220,7 @@ function firstLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split('\n')[0];
 }
 
+const ERRNO = osConstants.errno;
 const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 function errnoText(errno: number): string {
   return `errno ${errno} (${ERRNO_NAMES.get(errno) ?? 'unknown'})`;
@@ -289,21 +291,41 @@ function tryNode(g: GbmBindings, node: string): DeviceResult {
   if (!g.fn.gbm_device_is_format_supported(dev, xr24, LINEAR_USAGE))
     return fail(`GBM backend "${backend}" on ${node}: XRGB8888 with GBM_BO_USE_RENDERING | GBM_BO_USE_LINEAR is not supported`);
   // Mesa falls back to its software rasterizer when the node has no Mesa driver, so the
-  // device and the format check above prove nothing: allocate and export one buffer.
+  // device and the format check above prove nothing: allocate and export one buffer, and
+  // map it read-write as exportDmabufs() will (kms_swrast exports its dumb buffers
+  // read-only, for one, so they cannot be written through a mapping).
+  const at = `GBM backend "${backend}" on ${node}`;
   const bo = g.fn.gbm_bo_create(dev, 64, 64, xr24, LINEAR_USAGE);
-  if (bo === null) return fail(`GBM backend "${backend}" on ${node}: gbm_bo_create(64x64 XRGB8888, RENDERING | LINEAR) failed: ${errnoText(g.errno())}`);
+  if (bo === null) return fail(`${at}: gbm_bo_create(64x64 XRGB8888, RENDERING | LINEAR) failed: ${errnoText(g.errno())}`);
   const raw = g.fn.gbm_bo_get_fd(bo);
   const exportErrno = g.errno();
   g.fn.gbm_bo_destroy(bo);
-  if (raw < 0) return fail(`GBM backend "${backend}" on ${node}: gbm_bo_get_fd failed: ${errnoText(exportErrno)}`);
-  g.closeRaw(raw);
-  const device: GbmDevice = { node, fd, dev, backend };
-  if (!addonAdoptFd()) {
+  if (raw < 0) return fail(`${at}: gbm_bo_get_fd failed: ${errnoText(exportErrno)}`);
+  const adopt = addonAdoptFd();
+  if (!adopt) {
     // GBM works, but we could not hand the fds out: say so, and keep nothing open.
-    gbmReleaseDevice(device);
-    return { ok: false, reason: `GBM backend "${backend}" allocates on ${node}, but ${noAdoptFd().message}` };
+    g.closeRaw(raw);
+    return fail(`${at} allocates, but ${noAdoptFd().message}`);
   }
-  return { ok: true, device, reason: `GBM backend "${backend}" on ${node} allocates and exports XRGB8888 (rendering, linear)` };
+  let trial: NativeFd;
+  try {
+    trial = adopt(raw);
+  } catch (e) {
+    g.closeRaw(raw);
+    return fail(`${at}: adoptFd refused the fd gbm_bo_get_fd returned: ${firstLine(e)}`);
+  }
+  try {
+    const st = trial.stat();
+    if (st.kind !== 'dmabuf') return fail(`${at}: gbm_bo_get_fd returned a ${st.kind}, not a dma-buf`);
+    try {
+      loadNative().unmap(trial.map(0, st.size ?? 0, 'shared'));
+    } catch (e) {
+      return fail(`${at} allocates, but its dma-bufs cannot be mapped read-write: ${firstLine(e)}`);
+    }
+  } finally {
+    trial.close();
+  }
+  return { ok: true, device: { node, fd, dev, backend }, reason: `${at} allocates, exports and maps XRGB8888 (rendering, linear)` };
 }
 
 function gbmReleaseDevice(device: GbmDevice): void {
@@ -357,9 +379,10 @@ function checkDimension(name: string, v: number): void {
 }
 
 /**
- * Allocates a `width`×`height` buffer of `format` with one of `modifiers` (GBM picks; an
- * empty list means "implicit": the driver's choice, reported as gbm_bo_get_modifier says),
- * and exports every plane as a dma-buf. The bo is destroyed before returning; the dma-bufs
+ * Allocates a `width`×`height` buffer of `format` with one of `modifiers` (GBM picks;
+ * MODIFIER_INVALID entries are ignored; an empty list means "implicit": the driver's
+ * choice, reported as gbm_bo_get_modifier says, possibly MODIFIER_INVALID), and exports
+ * every plane as a dma-buf. The bo is destroyed before returning; the dma-bufs
  * keep the memory.
  *
  * Order of attempts: gbm_bo_create_with_modifiers2(…, RENDERING), or, where libgbm lacks
@@ -368,7 +391,8 @@ function checkDimension(name: string, v: number): void {
  *
  * Errors: E_NO_MECHANISM (no working GBM device, with the probe's reason), E_UNSUPPORTED
  * (the addon cannot adopt raw fds yet), E_INVALID_ARGUMENT, E_UNSUPPORTED_FORMAT (GBM
- * refused the format/modifiers), E_SYSTEM (a GBM call failed; errno attached), E_HANDLE_TYPE
+ * refused the format/modifiers: unsupported format, EINVAL, or ENOSYS from a driver
+ * without explicit-modifier allocation and LINEAR not acceptable), E_SYSTEM (a GBM call failed; errno attached), E_HANDLE_TYPE
  * (GBM returned something that is not a dma-buf).
  */
 export function gbmAllocate(format: FormatInfo, width: number, height: number, modifiers: bigint[]): GbmAllocation {
@@ -386,6 +410,12 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
 
   // 1. Create the bo.
   const attempts: string[] = [];
+  const errnos: number[] = [];
+  const failed = (call: string): void => {
+    const errno = g.errno();
+    errnos.push(errno);
+    attempts.push(`${call}: ${errnoText(errno)}`);
+  };
   let bo: Ptr | null = null;
   let linearFallback = false;
   if (asked.length > 0) {
@@ -394,27 +424,33 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
     const create1 = g.fn.gbm_bo_create_with_modifiers;
     if (create2) {
       bo = create2(dev, width, height, format.fourcc, list, list.length, GBM_BO_USE_RENDERING);
-      if (bo === null) attempts.push(`gbm_bo_create_with_modifiers2: ${errnoText(g.errno())}`);
+      if (bo === null) failed('gbm_bo_create_with_modifiers2');
     } else if (create1) {
       bo = create1(dev, width, height, format.fourcc, list, list.length);
-      if (bo === null) attempts.push(`gbm_bo_create_with_modifiers: ${errnoText(g.errno())}`);
-    } else attempts.push(`${LIBGBM} has no gbm_bo_create_with_modifiers[2]`);
+      if (bo === null) failed('gbm_bo_create_with_modifiers');
+    } else {
+      errnos.push(ERRNO.ENOSYS);
+      attempts.push(`${LIBGBM} has no gbm_bo_create_with_modifiers[2]`);
+    }
     if (bo === null && asked.includes(MODIFIER_LINEAR)) {
       bo = g.fn.gbm_bo_create(dev, width, height, format.fourcc, LINEAR_USAGE);
-      if (bo === null) attempts.push(`gbm_bo_create(RENDERING | LINEAR): ${errnoText(g.errno())}`);
+      if (bo === null) failed('gbm_bo_create(RENDERING | LINEAR)');
       else linearFallback = true;
     }
   } else {
     bo = g.fn.gbm_bo_create(dev, width, height, format.fourcc, GBM_BO_USE_RENDERING);
-    if (bo === null) attempts.push(`gbm_bo_create(RENDERING): ${errnoText(g.errno())}`);
+    if (bo === null) failed('gbm_bo_create(RENDERING)');
   }
   if (bo === null) {
     const mods = asked.length ? asked.map((m) => `0x${m.toString(16)}`).join(', ') : 'implicit';
     const supported = g.fn.gbm_device_is_format_supported(dev, format.fourcc, GBM_BO_USE_RENDERING) !== 0;
+    // ENOSYS: the driver cannot allocate with explicit modifiers; EINVAL: it refused the
+    // format or modifiers (the dimensions were checked above). Both are "not this format".
+    const refused = !supported || errnos.every((e) => e === ERRNO.ENOSYS || e === ERRNO.EINVAL);
     throw new SurfaceLinkError(
-      supported ? 'E_SYSTEM' : 'E_UNSUPPORTED_FORMAT',
+      refused ? 'E_UNSUPPORTED_FORMAT' : 'E_SYSTEM',
       `GBM (${d.device.backend} on ${d.device.node}) could not allocate ${what} with modifiers [${mods}]${supported ? '' : ' (it does not support the format for rendering)'}: ${attempts.join('; ')}`,
-      { syscall: 'gbm_bo_create' },
+      { syscall: 'gbm_bo_create', errno: errnos[errnos.length - 1] },
     );
   }
 

@@ -35,6 +35,21 @@ export function allocateMemfd(format: FormatInfo, width: number, height: number,
   }
 }
 
+/** A buffer over one memfd and its mapping; closing unmaps and closes. */
+function memfdBuffer(fd: NativeFd, memory: ArrayBuffer, planes: PlaneLayout[], size: number) {
+  const st = fd.stat();
+  return {
+    ...noCpuAccess,
+    planes,
+    views: planeViews(memory, planes),
+    identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
+    close() {
+      unmap(memory);
+      fd.close();
+    },
+  };
+}
+
 export const shmBackend: Backend = {
   name: Mechanism.SHM_V1,
 
@@ -52,20 +67,8 @@ export const shmBackend: Backend = {
 
   allocate(format: FormatInfo, width: number, height: number, label: string): ExportedBuffer {
     const { fd, memory, planes, size } = allocateMemfd(format, width, height, label);
-    const st = fd.stat();
-    return {
-      ...noCpuAccess,
-      primary: shmExport(fd, planes),
-      shm: shmExport(fd, planes),
-      dmabuf: null,
-      planes,
-      views: planeViews(memory, planes),
-      identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
-      close() {
-        unmap(memory);
-        fd.close();
-      },
-    };
+    const exported = shmExport(fd, planes);
+    return { ...memfdBuffer(fd, memory, planes, size), primary: exported, shm: exported, dmabuf: null };
   },
 
   importBuffer(desc: ScanoutBody, _format: FormatInfo, handles: NativeFd[]): ImportedBuffer {
@@ -85,15 +88,6 @@ export const shmBackend: Backend = {
     } catch (error) {
       throw SurfaceLinkError.fromNative(error);
     }
-    return {
-      ...noCpuAccess,
-      planes,
-      views: planeViews(memory, planes),
-      identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
-      close() {
-        unmap(memory);
-        fd.close();
-      },
-    };
+    return memfdBuffer(fd, memory, planes, size);
   },
 };

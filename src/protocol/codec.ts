@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType } from './constants.js';
+import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType, messageSender } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -72,6 +72,14 @@ export interface WelcomeInfo {
 }
 
 export class ProtocolError extends SurfaceLinkError {}
+
+/** The error for a message type a `receiver` does not handle: E_UNKNOWN_TYPE, or E_UNEXPECTED from the wrong side. */
+export function wrongMessage(type: number, receiver: 'client' | 'server'): ProtocolError {
+  const hex = `0x${type.toString(16)}`;
+  const sender = messageSender(type);
+  if (sender === undefined) return new ProtocolError('E_UNKNOWN_TYPE', `unknown message type ${hex}`);
+  return new ProtocolError('E_UNEXPECTED', `message type ${hex} is sent by ${sender}s, not ${receiver === 'client' ? 'servers' : 'clients'}`);
+}
 
 const malformed = (what: string): ProtocolError => new ProtocolError('E_MALFORMED', what);
 

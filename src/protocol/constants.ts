@@ -29,6 +29,24 @@ export const MessageType = {
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
+/** Who may send each message type. A known type from the wrong side is E_UNEXPECTED; an unknown one E_UNKNOWN_TYPE. */
+const SENDER: ReadonlyMap<number, 'client' | 'server' | 'both'> = new Map([
+  [MessageType.HELLO, 'client'],
+  [MessageType.RELEASE, 'client'],
+  [MessageType.IMPORT_FAILED, 'client'],
+  [MessageType.WELCOME, 'server'],
+  [MessageType.SCANOUT, 'server'],
+  [MessageType.FRAME, 'server'],
+  [MessageType.RETIRE, 'server'],
+  [MessageType.SURFACE_GONE, 'server'],
+  [MessageType.MECHANISM, 'server'],
+  [MessageType.ERROR, 'both'],
+]);
+
+export function messageSender(type: number): 'client' | 'server' | 'both' | undefined {
+  return SENDER.get(type);
+}
+
 export const ERROR_FLAG_FATAL = 1;
 /** FRAME flags: bit 0, an acquire fence (sync_file) is the message's one handle. */
 export const FRAME_FLAG_FENCE = 1;
