@@ -98,6 +98,8 @@ export interface NativeAddon {
   connect(path: string): NativeChannel;
   socketpair(): [NativeChannel, NativeChannel];
   createMemfd(name: string, size: number): NativeFd;
+  /** Takes ownership of an open fd from C code (e.g. libgbm); left open on failure. */
+  adoptFd(fd: number): NativeFd;
   /** Detaches a mapping returned by NativeFd.map(); the memory is unmapped once nothing references it. */
   unmap(memory: ArrayBuffer): void;
   readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };

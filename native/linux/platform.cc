@@ -12,6 +12,7 @@ const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& dat
   data.native_fd_ctor = Napi::Persistent(native_fd);
   exports.Set("NativeFd", native_fd);
   exports.Set("unmap", Napi::Function::New(env, DetachMapping, "unmap"));
+  exports.Set("adoptFd", Napi::Function::New(env, AdoptFd, "adoptFd"));
   RegisterChannel(env, exports);
   RegisterMemfd(env, exports);
   RegisterDmabuf(env, exports);

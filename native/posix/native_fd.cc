@@ -201,6 +201,24 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   return Napi::Value(env, buffer);
 }
 
+// adoptFd(n): takes ownership of an open fd this process got from C code (libgbm, an EGL
+// export). It must be open (E_HANDLE_TYPE otherwise); it is made close-on-exec. On failure the
+// fd is left open: the caller still owns it.
+Napi::Value AdoptFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) Throw(env, "E_INVALID_ARGUMENT", "adoptFd(fd: number)");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != std::floor(d) || d > 2147483647.0) Throw(env, "E_INVALID_ARGUMENT", "fd must be a non-negative integer");
+  int fd = static_cast<int>(d);
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags < 0) {
+    int err = errno;
+    throw MakeError(env, "E_HANDLE_TYPE", "not an open file descriptor", "fcntl(F_GETFD)", err);
+  }
+  if ((flags & FD_CLOEXEC) == 0 && ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) ThrowSyscall(env, "fcntl(F_SETFD)");
+  return NativeFd::Wrap(env, UniqueFd(fd));
+}
+
 // unmap(arrayBuffer): detaches a mapping returned by map(); its backing store dies with
 // the last reference, which runs UnmapFinalizer. Views over it become zero-length.
 Napi::Value DetachMapping(const Napi::CallbackInfo& info) {

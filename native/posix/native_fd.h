@@ -39,5 +39,6 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
 };
 
 Napi::Value DetachMapping(const Napi::CallbackInfo& info);
+Napi::Value AdoptFd(const Napi::CallbackInfo& info);
 
 }  // namespace surfacelink

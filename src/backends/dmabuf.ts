@@ -15,6 +15,7 @@ import { Mechanism } from '../protocol/constants.js';
 import type { ScanoutBody } from '../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
 import { allocateMemfd, shmExport, unmap } from './shm.js';
+import { gbmAllocate, gbmProbe } from './gbm.js';
 import { ImportRefused, type Backend, type BufferExport, type ExportedBuffer, type ImportOptions, type ImportedBuffer, type ProbeResult } from './types.js';
 
 export type AllocatorName = 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem';
@@ -23,15 +24,21 @@ export type AllocatorName = 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem';
 export const ALLOCATOR_ORDER: readonly AllocatorName[] = ['gbm', 'dma-heap', 'udmabuf'];
 
 interface Allocation {
-  /** The dma-buf holding every plane. */
-  fd: NativeFd;
-  /** The memfd behind it, when there is one (udmabuf): shm clients get it directly. */
+  /** The dma-bufs (usually one holding every plane). */
+  fds: NativeFd[];
+  /** Bytes in each of `fds`. */
+  sizes: number[];
+  /** The memfd behind them, when there is one (udmabuf): shm clients get it directly. */
   memfd: NativeFd | null;
   memfdMemory: ArrayBuffer | null;
-  planes: PlaneLayout[];
-  size: number;
+  planes: { handleIndex: number; layout: PlaneLayout }[];
   modifier: bigint;
   allocator: AllocatorName;
+}
+
+/** A single dma-buf holding every plane in our linear layout. */
+function single(fd: NativeFd, planes: PlaneLayout[], size: number, allocator: AllocatorName, memfd: NativeFd | null = null, memfdMemory: ArrayBuffer | null = null): Allocation {
+  return { fds: [fd], sizes: [size], memfd, memfdMemory, planes: planes.map((layout) => ({ handleIndex: 0, layout })), modifier: MODIFIER_LINEAR, allocator };
 }
 
 interface Allocator {
@@ -51,12 +58,19 @@ const why = (e: unknown): string => (e as Error).message.split('\n')[0];
 const gbmAllocator: Allocator = {
   name: 'gbm',
   probe() {
-    const nodes = loadNative().drm?.listNodes().filter((n) => n.kind === 'render') ?? [];
-    if (nodes.length === 0) return { available: false, reason: 'no render node in /dev/dri (no GPU)' };
-    return { available: false, reason: `GBM allocation is not implemented yet (render nodes: ${nodes.map((n) => n.path).join(', ')})` };
+    const r = gbmProbe();
+    return { available: r.available, reason: r.reason };
   },
-  allocate() {
-    throw new SurfaceLinkError('E_NO_MECHANISM', 'GBM allocation is not implemented yet');
+  allocate(format, width, height) {
+    // LINEAR: what every importer here (CPU, shm shadow copies) can read. Tiled modifiers
+    // need an importer that declares them, which only a GPU client does (issue 4).
+    const g = gbmAllocate(format, width, height, [MODIFIER_LINEAR]);
+    const planes = g.planes.map((p, i) => {
+      const rows = Math.ceil(height / (format.planes[i]?.yDiv ?? 1));
+      const layout: PlaneLayout = { offset: p.offset, stride: p.stride, size: p.stride * rows, width: Math.ceil(width / (format.planes[i]?.xDiv ?? 1)), height: rows };
+      return { handleIndex: p.handleIndex, layout };
+    });
+    return { fds: g.fds, sizes: g.sizes, memfd: null, memfdMemory: null, planes, modifier: g.modifier, allocator: 'gbm' };
   },
 };
 
@@ -73,8 +87,7 @@ const heapAllocator: Allocator = {
   },
   allocate(format, width, height) {
     const { planes, totalSize } = linearLayout(format, width, height);
-    const fd = dmabufModule().heapAlloc('system', totalSize);
-    return { fd, memfd: null, memfdMemory: null, planes, size: totalSize, modifier: MODIFIER_LINEAR, allocator: 'dma-heap' };
+    return single(dmabufModule().heapAlloc('system', totalSize), planes, totalSize, 'dma-heap');
   },
 };
 
@@ -97,8 +110,7 @@ const udmabufAllocator: Allocator = {
   allocate(format, width, height, label) {
     const m = allocateMemfd(format, width, height, label);
     try {
-      const fd = dmabufModule().createUdmabuf(m.fd, 0, m.size);
-      return { fd, memfd: m.fd, memfdMemory: m.memory, planes: m.planes, size: m.size, modifier: MODIFIER_LINEAR, allocator: 'udmabuf' };
+      return single(dmabufModule().createUdmabuf(m.fd, 0, m.size), m.planes, m.size, 'udmabuf', m.fd, m.memory);
     } catch (error) {
       unmap(m.memory);
       m.fd.close();
@@ -139,8 +151,7 @@ const vgemAllocator: Allocator = {
     // A dumb buffer is bytes to us: 4096-byte rows, as many as the layout needs.
     const dumb = drm.createDumb(card, 1024, Math.ceil(totalSize / 4096), 32);
     try {
-      const fd = drm.primeExport(card, dumb.handle);
-      return { fd, memfd: null, memfdMemory: null, planes, size: totalSize, modifier: MODIFIER_LINEAR, allocator: 'vgem' };
+      return single(drm.primeExport(card, dumb.handle), planes, totalSize, 'vgem');
     } finally {
       drm.closeHandle(card, dumb.handle); // the dma-buf keeps the object alive
     }
@@ -251,15 +262,17 @@ export const dmabufBackend: Backend & { allocateWith(format: FormatInfo, width: 
 
   allocateWith(format, width, height, label, options) {
     const a = pickAllocator(options.allocator).allocate(format, width, height, label);
-    try {
-      dmabufModule().setName(a.fd, label.slice(0, 31));
-    } catch {
-      /* naming is for debugging (fdinfo); older kernels lack it */
+    for (const fd of a.fds) {
+      try {
+        dmabufModule().setName(fd, label.slice(0, 31));
+      } catch {
+        /* naming is for debugging (fdinfo); older kernels lack it */
+      }
     }
     try {
-      return exportDmabufs([a.fd], a.planes.map((layout) => ({ handleIndex: 0, layout })), a.modifier, [a.size], { memfd: a.memfd, memfdMemory: a.memfdMemory, kind: `dmabuf:${a.allocator}` });
+      return exportDmabufs(a.fds, a.planes, a.modifier, a.sizes, { memfd: a.memfd, memfdMemory: a.memfdMemory, kind: `dmabuf:${a.allocator}` });
     } catch (error) {
-      a.fd.close();
+      for (const fd of a.fds) fd.close();
       if (a.memfdMemory) unmap(a.memfdMemory);
       a.memfd?.close();
       throw error;

@@ -171,31 +171,10 @@ export function gbmBindings(): GbmBindings {
 
 // ─── Raw fds → NativeFd ─────────────────────────────────────────────────────────────────
 
-/**
- * LOCAL SHIM, pending an addon function that does not exist yet:
- *
- *   adoptFd(fd: number): NativeFd
- *     Takes ownership of an open fd this process got from C code (here: libgbm). It should
- *     check the number is open (fcntl F_GETFD, else E_HANDLE_TYPE / EBADF), set FD_CLOEXEC,
- *     and wrap it exactly like the fds the addon makes (NativeFd::Wrap). On failure it must
- *     not close the fd (the caller still owns it).
- *
- * This picks the function up as soon as the addon exports it; until then it throws
- * E_UNSUPPORTED. The caller closes the raw fd when this throws.
- */
+/** Takes ownership of a raw fd libgbm returned; on failure the caller still owns (and closes) it. */
 function adoptRawFd(fd: number): NativeFd {
-  const adopt = addonAdoptFd();
-  if (!adopt) throw noAdoptFd();
-  return adopt(fd);
+  return loadNative().adoptFd(fd);
 }
-
-function addonAdoptFd(): ((fd: number) => NativeFd) | undefined {
-  const addon = loadNative() as NativeAddon & { adoptFd?: (fd: number) => NativeFd };
-  return typeof addon.adoptFd === 'function' ? addon.adoptFd.bind(addon) : undefined;
-}
-
-const noAdoptFd = (): SurfaceLinkError =>
-  new SurfaceLinkError('E_UNSUPPORTED', "GBM buffers cannot be exported yet: the native addon has no adoptFd(fd) to take ownership of the dma-buf fds libgbm returns");
 
 // ─── The device ─────────────────────────────────────────────────────────────────────────
 
@@ -301,15 +280,9 @@ function tryNode(g: GbmBindings, node: string): DeviceResult {
   const exportErrno = g.errno();
   g.fn.gbm_bo_destroy(bo);
   if (raw < 0) return fail(`${at}: gbm_bo_get_fd failed: ${errnoText(exportErrno)}`);
-  const adopt = addonAdoptFd();
-  if (!adopt) {
-    // GBM works, but we could not hand the fds out: say so, and keep nothing open.
-    g.closeRaw(raw);
-    return fail(`${at} allocates, but ${noAdoptFd().message}`);
-  }
   let trial: NativeFd;
   try {
-    trial = adopt(raw);
+    trial = adoptRawFd(raw);
   } catch (e) {
     g.closeRaw(raw);
     return fail(`${at}: adoptFd refused the fd gbm_bo_get_fd returned: ${firstLine(e)}`);
@@ -403,7 +376,6 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
   const asked = modifiers.filter((m) => m !== MODIFIER_INVALID);
   const d = openDevice();
   if (!d.ok) throw new SurfaceLinkError('E_NO_MECHANISM', `GBM is unavailable: ${d.reason}`);
-  if (!addonAdoptFd()) throw noAdoptFd();
   const g = gbmBindings();
   const { dev } = d.device;
   const what = `${width}x${height} ${format.name} (${fourccToString(format.fourcc)})`;
