@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../common/errors.h"
+#include "../common/js_call.h"
 #include "../common/unique_fd.h"
 #include "../posix/native_fd.h"
 #include "dmabuf.h"
@@ -137,18 +138,14 @@ class FenceWaiter : public std::enable_shared_from_this<FenceWaiter> {
   void Deliver(const char* code, const std::string& message) {
     Napi::FunctionReference callback = std::move(callback_);
     std::unique_ptr<Napi::AsyncContext> context = std::move(context_);
-    if (callback.IsEmpty()) return;
+    if (callback.IsEmpty() || !CanCallIntoJs(env_)) return;  // a terminating worker: nobody to tell
     Napi::Env env(env_);
     Napi::HandleScope scope(env);
-    try {
-      if (code == nullptr)
-        callback.MakeCallback(env.Global(), {env.Null()}, context ? static_cast<napi_async_context>(*context) : nullptr);
-      else
-        callback.MakeCallback(env.Global(), {Napi::String::New(env, code), Napi::String::New(env, message)},
-                              context ? static_cast<napi_async_context>(*context) : nullptr);
-    } catch (const Napi::Error& error) {
-      napi_fatal_exception(env, error.Value());
-    }
+    napi_async_context ctx = context ? static_cast<napi_async_context>(*context) : nullptr;
+    if (code == nullptr)
+      CallFromLoop(env, callback.Value(), ctx, {env.Null()});
+    else
+      CallFromLoop(env, callback.Value(), ctx, {Napi::String::New(env, code), Napi::String::New(env, message)});
   }
 
   napi_env env_;

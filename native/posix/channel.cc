@@ -12,6 +12,7 @@
 
 #include "../common/addon.h"
 #include "../common/errors.h"
+#include "../common/js_call.h"
 #include "native_fd.h"
 
 namespace surfacelink {
@@ -25,15 +26,11 @@ uint32_t ReadU32(const uint8_t* p) {
 
 bool IsWouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
-// Calls a JS callback from a libuv callback; a throw becomes an uncaught exception in JS,
-// exactly as if it had been thrown from a timer.
+// Calls a JS callback from a libuv callback (see js_call.h).
 void CallFromLoop(Napi::Env env, Napi::FunctionReference& fn, Napi::AsyncContext* context,
                   const std::initializer_list<napi_value>& args) {
-  try {
-    fn.MakeCallback(env.Global(), args, context ? static_cast<napi_async_context>(*context) : nullptr);
-  } catch (const Napi::Error& error) {
-    napi_fatal_exception(env, error.Value());
-  }
+  if (fn.IsEmpty()) return;
+  surfacelink::CallFromLoop(env, fn.Value(), context ? static_cast<napi_async_context>(*context) : nullptr, args);
 }
 
 uv_loop_t* LoopOf(Napi::Env env) {
@@ -154,6 +151,10 @@ void Channel::UpdatePoll() {
 void Channel::OnPoll(uv_poll_t* handle, int status, int events) {
   auto* self = static_cast<Channel*>(handle->data);
   Napi::Env env = self->Env();
+  if (!CanCallIntoJs(env)) {
+    uv_poll_stop(handle);  // the environment is going away; its cleanup closes us
+    return;
+  }
   Napi::HandleScope scope(env);
   if (status < 0) {
     // libuv reports POLLERR (e.g. the peer died with data unread) as a bare error and stops
@@ -464,6 +465,10 @@ Napi::Value Listener::Start(const Napi::CallbackInfo& info) {
 void Listener::OnPoll(uv_poll_t* handle, int status, int /*events*/) {
   auto* self = static_cast<Listener*>(handle->data);
   Napi::Env env = self->Env();
+  if (!CanCallIntoJs(env)) {
+    uv_poll_stop(handle);
+    return;
+  }
   Napi::HandleScope scope(env);
   if (status < 0) return;
   for (int i = 0; i < 16 && self->fd_; i++) {

@@ -17,3 +17,24 @@ export {
 export { importDmabufTexture, queryDmabufFormats, dmabufImageAttributes, type DmabufImportDescriptor, type DmabufPlane, type DmabufTexture, type DmabufFormat } from './dmabuf-import.js';
 export { createTexture, deleteTexture, readTexture, textureFromEglImage, eglImageFromTexture, destroyImage, type ImageTexture, type TextureTarget } from './texture.js';
 export { EGL, GL, SYSTEM_GL_LIBRARIES, loadGlLibraries, eglErrorName, glErrorName, ExtensionList, GlApi, type GlLibraries, type Ptr } from './egl.js';
+export {
+  ANGLE_PACKAGE,
+  ANGLE_PACKAGE_VERSION,
+  ANGLE_ARCHIVE,
+  ANGLE_ARCHIVE_SHA256,
+  ANGLE_BUILD,
+  ANGLE_FILES,
+  angleCacheDir,
+  angleLibraries,
+  extractAngle,
+  findAnglePackage,
+  locateGl,
+  openGpuContext,
+  type AngleFileName,
+  type AngleExtraction,
+  type AngleExtractOptions,
+  type GlCandidate,
+  type LocateGlOptions,
+  type LocatedGl,
+  type OpenGpuContextOptions,
+} from './angle.js';

@@ -1,0 +1,504 @@
+/**
+ * Getting ANGLE (OpenGL ES on Vulkan, here on SwiftShader: a CPU Vulkan) without downloading
+ * anything at run time, and choosing between it and the system's EGL (Mesa).
+ *
+ * Where ANGLE comes from: the npm package `@sparticuz/chromium`, pinned at exactly 147.0.0 (a
+ * dependency; newer versions need Node ≥ 22.17 and would bring a different, untested build).
+ * Its `bin/swiftshader.tar.br` (brotli over a ustar) holds exactly the five files ANGLE needs:
+ * libEGL.so, libGLESv2.so, libvulkan.so.1, libvk_swiftshader.so and vk_swiftshader_icd.json.
+ * On first use they are extracted — locally, from the installed package — into a versioned
+ * cache folder, each checked against the SHA-256 recorded below, and then loaded with koffi by
+ * absolute path (no LD_LIBRARY_PATH, no VK_ICD_FILENAMES: libEGL finds libGLESv2 next to
+ * itself, libGLESv2 the bundled libvulkan, ANGLE points the loader at the bundled json).
+ *
+ * Extraction is safe when processes race: each file is written to a unique temporary name in
+ * the cache folder, fsynced and renamed over the final name (atomic), and the final files are
+ * hashed afterwards. A corrupted cache is found by its hash and re-extracted. The verified state
+ * is remembered per process (re-checked with a stat only), so later calls cost microseconds.
+ *
+ * Discovery order (locateGl / openGpuContext):
+ *   1. an explicit `angleDir` option, else SURFACELINK_ANGLE_DIR — a folder with libEGL and
+ *      libGLESv2 (how macOS apps, Electron or Windows builds point at their own ANGLE). It is
+ *      strict: if it is unusable the call fails, naming it, instead of silently using another GL;
+ *   2. the bundled build (linux-x64 only), extracted into the cache;
+ *   3. the system EGL (glvnd → Mesa; llvmpipe without a GPU).
+ * `prefer: 'system'` puts 3 before 2. Failures list every path tried and why each failed.
+ *
+ * Cache folder: `${SURFACELINK_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/surfacelink}/angle/147.0.0/`.
+ * Set SURFACELINK_VERBOSE=1 to have extraction say what it does on stderr.
+ *
+ * Licences: ANGLE (BSD-3-Clause), SwiftShader, the Vulkan loader (Apache-2.0) and LLVM libc++
+ * (Apache-2.0 WITH LLVM-exception) — see docs/third-party/ANGLE-NOTICES.md. surfacelink does not
+ * redistribute these binaries; they come from the user's own install of the npm package.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+import { SurfaceLinkError } from '../errors.js';
+import { GpuContext, SURFACELESS_MESA_DISPLAY, angleSurfacelessDisplay, type GpuDisplaySpec } from './context.js';
+import { SYSTEM_GL_LIBRARIES, type GlLibraries } from './egl.js';
+
+/** The npm package ANGLE is taken from, and the only version whose files are known here. */
+export const ANGLE_PACKAGE = '@sparticuz/chromium';
+export const ANGLE_PACKAGE_VERSION = '147.0.0';
+/** The archive inside the package, and its SHA-256 in 147.0.0. */
+export const ANGLE_ARCHIVE = 'bin/swiftshader.tar.br';
+export const ANGLE_ARCHIVE_SHA256 = 'f957ea867313f9815b71dc2ed30cce301e01db4f3973fbdb31ffa5391b0ec45a';
+/** The build inside (for messages and docs). */
+export const ANGLE_BUILD = 'ANGLE 2.1.27278 (git 0d61b30acc76), Vulkan backend on SwiftShader 5.0.0';
+
+/**
+ * The five files, their sizes and SHA-256s, computed from @sparticuz/chromium 147.0.0's
+ * bin/swiftshader.tar.br (they match the shared facts' table).
+ */
+export const ANGLE_FILES: Readonly<Record<AngleFileName, { readonly size: number; readonly sha256: string; readonly mode: number }>> = Object.freeze({
+  'libEGL.so': { size: 360_208, sha256: 'b6dc0e4607294eacb39d83206156e0efeed77c11e6cb3e721d01f3fead5c8f72', mode: 0o755 },
+  'libGLESv2.so': { size: 7_743_216, sha256: '29a18749631bd8919062e4464250248cf450d4d74e255d1e6e8b052eda06486e', mode: 0o755 },
+  'libvk_swiftshader.so': { size: 6_026_040, sha256: '5b9e8591c7c2d1c9618c3ad485d0cdffb81f5f1ffd6a982fdb6578c2d8d3213e', mode: 0o755 },
+  'libvulkan.so.1': { size: 787_592, sha256: 'fe17a77c1f2df38d3b6a935140f746fd80aac564bb44eb3e4f6b75a504295a41', mode: 0o755 },
+  'vk_swiftshader_icd.json': { size: 107, sha256: 'c9eef28b6b984fec220ef0abfecc40b502d46946706e47bfe97707027cb818bd', mode: 0o644 },
+});
+export type AngleFileName = 'libEGL.so' | 'libGLESv2.so' | 'libvk_swiftshader.so' | 'libvulkan.so.1' | 'vk_swiftshader_icd.json';
+const FILE_NAMES = Object.keys(ANGLE_FILES) as AngleFileName[];
+
+const verbose = (message: string): void => {
+  if (process.env.SURFACELINK_VERBOSE) process.stderr.write(`surfacelink: ${message}\n`);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Cache folder and package
+// ---------------------------------------------------------------------------------------------
+
+/** `${SURFACELINK_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/surfacelink}/angle/<package version>`. */
+export function angleCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const root = env.SURFACELINK_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'surfacelink');
+  return path.resolve(root, 'angle', ANGLE_PACKAGE_VERSION);
+}
+
+/**
+ * The installed @sparticuz/chromium folder (found without loading its code: its `exports` hide
+ * package.json, so the module search path is walked), or an error listing where it looked.
+ */
+export function findAnglePackage(): { dir: string; version: string; archive: string } {
+  const tried: string[] = [];
+  const searchPaths = require.resolve.paths(ANGLE_PACKAGE) ?? [];
+  for (const base of searchPaths) {
+    const dir = path.join(base, ...ANGLE_PACKAGE.split('/'));
+    const manifest = path.join(dir, 'package.json');
+    let version: string;
+    try {
+      version = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { version?: string }).version ?? '?';
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException;
+      tried.push(`${dir}: ${e.code === 'ENOENT' ? 'not installed there' : firstLine(e)}`);
+      continue;
+    }
+    if (version !== ANGLE_PACKAGE_VERSION) {
+      tried.push(`${dir}: version ${version}, but only ${ANGLE_PACKAGE_VERSION} is known (its file hashes are recorded in surfacelink)`);
+      continue;
+    }
+    const archive = path.join(dir, ANGLE_ARCHIVE);
+    if (!fs.existsSync(archive)) {
+      tried.push(`${archive}: missing (was the package installed completely?)`);
+      continue;
+    }
+    return { dir, version, archive };
+  }
+  throw new AngleLookupError(`${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} is not installed where Node looks for it`, tried.length > 0 ? tried : ['(no node_modules folder on the search path)']);
+}
+
+/** An internal failure with the paths it looked at. */
+class AngleLookupError extends Error {
+  constructor(
+    message: string,
+    readonly details: string[],
+  ) {
+    super(`${message}:\n${details.map((d) => `      ${d}`).join('\n')}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extraction
+// ---------------------------------------------------------------------------------------------
+
+export interface AngleExtraction {
+  /** The cache folder holding the five files. */
+  dir: string;
+  /** Files written by this call (empty when the cache was already good). */
+  extracted: AngleFileName[];
+  /** Why each rewritten file was rewritten ('missing', 'size 12, expected 360208', 'sha256 …'). */
+  reasons: Partial<Record<AngleFileName, string>>;
+  /** Milliseconds this call took. */
+  ms: number;
+  /** True when answered from this process's memory of an earlier verification (stat only). */
+  memoized: boolean;
+}
+
+export interface AngleExtractOptions {
+  /** Default angleCacheDir(). */
+  cacheDir?: string;
+  /** The installed package folder; default: found with findAnglePackage(). */
+  packageDir?: string;
+  /** Hash the files even if this process verified them before (tests, `doctor`). */
+  recheck?: boolean;
+}
+
+/** Per process: folder → identity of each verified file (dev, inode, size, mtime). */
+const verified = new Map<string, string[]>();
+
+const identity = (st: fs.Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+
+function sha256File(file: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/** Why `file` is not the expected one, or null if it is. */
+function checkFile(dir: string, name: AngleFileName): string | null {
+  const file = path.join(dir, name);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : firstLine(error);
+  }
+  const expected = ANGLE_FILES[name];
+  if (!st.isFile()) return 'not a regular file';
+  if (st.size !== expected.size) return `size ${st.size}, expected ${expected.size}`;
+  const actual = sha256File(file);
+  return actual === expected.sha256 ? null : `sha256 ${actual}, expected ${expected.sha256}`;
+}
+
+/** The cache folder must not be writable by others: what is in it gets loaded into this process. */
+function checkCacheDirOwnership(dir: string): void {
+  const st = fs.statSync(dir);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new Error(`${dir} is owned by uid ${st.uid}, not by this user (uid ${uid}); refusing to load libraries from it`);
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new Error(`${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); refusing to load libraries from it`);
+  }
+}
+
+/** The five file bodies from the archive (a ustar/GNU tar of regular files), hash-checked. */
+function readArchive(archive: string): Map<AngleFileName, Buffer> {
+  const compressed = fs.readFileSync(archive);
+  const archiveHash = crypto.createHash('sha256').update(compressed).digest('hex');
+  if (archiveHash !== ANGLE_ARCHIVE_SHA256) throw new Error(`${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`);
+  const tar = zlib.brotliDecompressSync(compressed);
+  const wanted = new Set<string>(FILE_NAMES);
+  const out = new Map<AngleFileName, Buffer>();
+  const field = (h: Buffer, from: number, to: number): string => h.subarray(from, to).toString('latin1').replace(/\0.*$/s, '');
+  for (let offset = 0; offset + 512 <= tar.length; ) {
+    const header = tar.subarray(offset, offset + 512);
+    if (header.every((b) => b === 0)) break;
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i];
+    const recorded = parseInt(field(header, 148, 156).trim(), 8);
+    if (recorded !== sum) throw new Error(`${archive}: bad tar header checksum at offset ${offset}`);
+    const magic = field(header, 257, 263);
+    const prefix = magic === 'ustar' ? field(header, 345, 500) : '';
+    const name = path.posix.normalize(prefix ? `${prefix}/${field(header, 0, 100)}` : field(header, 0, 100)).replace(/^\.\//, '');
+    const size = parseInt(field(header, 124, 136).trim() || '0', 8);
+    const type = header[156];
+    const body = offset + 512;
+    if (!Number.isSafeInteger(size) || size < 0 || body + size > tar.length) throw new Error(`${archive}: bad tar entry size for ${JSON.stringify(name)}`);
+    // Only the five known names are taken (so nothing can be written outside the folder).
+    if ((type === 0x30 || type === 0) && wanted.has(name)) out.set(name as AngleFileName, tar.subarray(body, body + size));
+    offset = body + Math.ceil(size / 512) * 512;
+  }
+  for (const name of FILE_NAMES) {
+    const data = out.get(name);
+    if (!data) throw new Error(`${archive}: has no ${name}`);
+    const hash = crypto.createHash('sha256').update(data).digest('hex');
+    if (hash !== ANGLE_FILES[name].sha256) throw new Error(`${archive}: ${name} has sha256 ${hash}, expected ${ANGLE_FILES[name].sha256}`);
+  }
+  return out;
+}
+
+/** Writes `data` to `dir/name` atomically: unique temp file, fsync, rename. */
+function writeAtomically(dir: string, name: AngleFileName, data: Buffer): void {
+  const temp = path.join(dir, `.${name}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+  const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, ANGLE_FILES[name].mode);
+  try {
+    try {
+      for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done);
+      fs.fchmodSync(fd, ANGLE_FILES[name].mode);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // rename() replaces the final name atomically; a process that already loaded the old file
+    // keeps its mapping of the old inode.
+    fs.renameSync(temp, path.join(dir, name));
+  } catch (error) {
+    fs.rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    /* best effort: not every filesystem allows fsync on a directory */
+  }
+}
+
+/**
+ * Makes sure the five files are in the cache folder with the recorded hashes, extracting the
+ * missing or wrong ones from the installed package. Second call in a process: a stat per file.
+ * Throws E_NATIVE_UNAVAILABLE (package missing or different, cache not writable, hash mismatch).
+ */
+export function extractAngle(options: AngleExtractOptions = {}): AngleExtraction {
+  const started = performance.now();
+  const dir = path.resolve(options.cacheDir ?? angleCacheDir());
+  try {
+    return extractAngleOrThrow(dir, options, started);
+  } catch (error) {
+    throw new SurfaceLinkError('E_NATIVE_UNAVAILABLE', `the bundled ANGLE could not be prepared in ${dir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started: number): AngleExtraction {
+  const remembered = verified.get(dir);
+  if (remembered && !options.recheck) {
+    const now = FILE_NAMES.map((name) => {
+      try {
+        return identity(fs.statSync(path.join(dir, name)));
+      } catch {
+        return '';
+      }
+    });
+    if (now.every((id, i) => id === remembered[i])) return { dir, extracted: [], reasons: {}, ms: performance.now() - started, memoized: true };
+    verified.delete(dir);
+  }
+
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  checkCacheDirOwnership(dir);
+  const reasons: Partial<Record<AngleFileName, string>> = {};
+  for (const name of FILE_NAMES) {
+    const why = checkFile(dir, name);
+    if (why !== null) reasons[name] = why;
+  }
+  const extracted = Object.keys(reasons) as AngleFileName[];
+  if (extracted.length > 0) {
+    const pkg = options.packageDir
+      ? { dir: options.packageDir, archive: path.join(options.packageDir, ANGLE_ARCHIVE) }
+      : findAnglePackage();
+    verbose(`extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${pkg.archive} into ${dir}`);
+    const files = readArchive(pkg.archive);
+    for (const name of extracted) writeAtomically(dir, name, files.get(name)!);
+    fsyncDir(dir);
+    // Check what is there now (another process may have renamed its copy over ours: same bytes).
+    for (const name of FILE_NAMES) {
+      const why = checkFile(dir, name);
+      if (why !== null) throw new Error(`${path.join(dir, name)} is still wrong after extraction: ${why}`);
+    }
+    verbose(`ANGLE ready in ${dir} (${(performance.now() - started).toFixed(0)} ms)`);
+  }
+  verified.set(dir, FILE_NAMES.map((name) => identity(fs.statSync(path.join(dir, name)))));
+  return { dir, extracted, reasons, ms: performance.now() - started, memoized: false };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery
+// ---------------------------------------------------------------------------------------------
+
+/** File names of an ANGLE build on each platform. */
+function angleFileNames(platform: NodeJS.Platform = process.platform): { egl: string; gles: string } {
+  if (platform === 'darwin') return { egl: 'libEGL.dylib', gles: 'libGLESv2.dylib' };
+  if (platform === 'win32') return { egl: 'libEGL.dll', gles: 'libGLESv2.dll' };
+  return { egl: 'libEGL.so', gles: 'libGLESv2.so' };
+}
+
+/** The library pair of an ANGLE folder. */
+export function angleLibraries(dir: string, source = `angle (${dir})`): GlLibraries {
+  const names = angleFileNames();
+  return { egl: path.join(dir, names.egl), gles: path.join(dir, names.gles), source };
+}
+
+export interface LocateGlOptions {
+  /** A folder with ANGLE's libEGL and libGLESv2 (overrides SURFACELINK_ANGLE_DIR). Strict: no fallback if unusable. */
+  angleDir?: string;
+  /** Which to try first when no ANGLE folder is named: the bundled ANGLE (default) or the system EGL. */
+  prefer?: 'angle' | 'system';
+  /** Cache folder for the bundled ANGLE; default angleCacheDir(). */
+  cacheDir?: string;
+}
+
+export interface GlCandidate {
+  libraries: GlLibraries;
+  display: 'angle' | 'system';
+  /** The EGL display to open on these libraries. */
+  displaySpec: GpuDisplaySpec;
+}
+
+export interface LocatedGl extends GlCandidate {
+  /** Every candidate looked at, in order, with what happened ('ok …' for the one returned). */
+  tried: string[];
+}
+
+const BUNDLED_SOURCE = `angle (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION})`;
+
+/** The explicit folder, if usable; otherwise throws with why. */
+function explicitCandidate(dir: string, origin: string): GlCandidate {
+  const abs = path.resolve(dir);
+  const libraries = angleLibraries(abs, `angle (${origin}=${abs})`);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(abs);
+  } catch (error) {
+    throw new Error(`${origin} ${abs}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : firstLine(error)}`);
+  }
+  if (!st.isDirectory()) throw new Error(`${origin} ${abs}: not a folder`);
+  const missing = [libraries.egl, libraries.gles].filter((f) => !fs.existsSync(f)).map((f) => path.basename(f));
+  if (missing.length > 0) throw new Error(`${origin} ${abs}: no ${missing.join(' and no ')} in it`);
+  // SwiftShader when its ICD is alongside (as in the bundled build); else ANGLE's default device.
+  // On Linux ANGLE uses Vulkan; other platforms' ANGLE (Metal, D3D11) is not verified here.
+  const swiftshader = fs.existsSync(path.join(abs, 'vk_swiftshader_icd.json'));
+  return { libraries, display: 'angle', displaySpec: angleSurfacelessDisplay({ swiftshader }) };
+}
+
+function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidate; note: string } {
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    throw new Error(`bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, this is ${process.platform}-${process.arch}`);
+  }
+  let result: AngleExtraction;
+  try {
+    result = extractAngle({ cacheDir });
+  } catch (error) {
+    throw new Error(`bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`);
+  }
+  const note = result.memoized ? 'verified earlier in this process' : result.extracted.length > 0 ? `extracted ${result.extracted.length} file(s) in ${result.ms.toFixed(0)} ms` : `hashes verified in ${result.ms.toFixed(0)} ms`;
+  return {
+    candidate: { libraries: angleLibraries(result.dir, BUNDLED_SOURCE), display: 'angle', displaySpec: angleSurfacelessDisplay({ swiftshader: true }) },
+    note: `${result.dir} (${note})`,
+  };
+}
+
+const SYSTEM_CANDIDATE: GlCandidate = Object.freeze({ libraries: SYSTEM_GL_LIBRARIES, display: 'system', displaySpec: SURFACELESS_MESA_DISPLAY });
+
+/** A candidate, prepared on demand (the bundled one is extracted only when it is reached). */
+type Preparer = () => { candidate: GlCandidate; note: string };
+
+/**
+ * The candidates in discovery order. An explicit folder is the only candidate, and if it is
+ * unusable this throws (an explicit choice is never replaced silently).
+ */
+function candidates(options: LocateGlOptions, tried: string[]): Preparer[] {
+  const explicit = options.angleDir ?? process.env.SURFACELINK_ANGLE_DIR;
+  if (explicit !== undefined && explicit !== '') {
+    const origin = options.angleDir !== undefined ? 'angleDir' : 'SURFACELINK_ANGLE_DIR';
+    try {
+      const candidate = explicitCandidate(explicit, origin);
+      return [() => ({ candidate, note: `${origin} ${path.dirname(candidate.libraries.egl)}` })];
+    } catch (error) {
+      tried.push(firstLine(error));
+      throw locateError(tried, `${origin} names an ANGLE folder that cannot be used, and an explicit choice is not replaced silently`, [
+        `  - point ${origin} at the folder holding ${Object.values(angleFileNames()).join(' and ')} (with their Vulkan loader/ICD next to them on Linux);`,
+        `  - or ${origin === 'angleDir' ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
+      ]);
+    }
+  }
+  const bundled: Preparer = () => {
+    const { candidate, note } = bundledCandidate(options.cacheDir);
+    return { candidate, note: `bundled ANGLE: ${note}` };
+  };
+  const system: Preparer = () => ({ candidate: SYSTEM_CANDIDATE, note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}` });
+  return options.prefer === 'system' ? [system, bundled] : [bundled, system];
+}
+
+function locateError(tried: string[], summary: string, solutions: string[]): SurfaceLinkError {
+  const error = new SurfaceLinkError(
+    'E_NATIVE_UNAVAILABLE',
+    [`No usable EGL/OpenGL ES on ${process.platform}-${process.arch}: ${summary}. Tried:`, ...tried.map((t) => `  ${t}`), 'Possible solutions:', ...solutions].join('\n'),
+  );
+  Object.defineProperty(error, 'tried', { value: [...tried], enumerable: true });
+  return error;
+}
+
+const GENERAL_SOLUTIONS = [
+  `  - reinstall the pinned dependency: \`npm install --save-exact ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION}\` (do not omit it; its bin/ folder is needed);`,
+  '  - make the cache folder writable by this user, or point SURFACELINK_CACHE_DIR at one that is;',
+  '  - point SURFACELINK_ANGLE_DIR (or the angleDir option) at a folder holding an ANGLE libEGL + libGLESv2;',
+  '  - install the system EGL: `apt-get install -y libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri` (Debian/Ubuntu).',
+];
+
+/**
+ * Which EGL/GLES libraries to use, by the discovery order above. Prepares (extracts and
+ * verifies) the bundled ANGLE when it is reached, but loads nothing: the system EGL is
+ * returned without being loaded (GpuContext.open() reports if it is absent).
+ */
+export function locateGl(options: LocateGlOptions = {}): LocatedGl {
+  const tried: string[] = [];
+  for (const prepare of candidates(options, tried)) {
+    try {
+      const { candidate, note } = prepare();
+      tried.push(`${note} (chosen)`);
+      return { ...candidate, tried };
+    } catch (error) {
+      tried.push(error instanceof Error ? error.message : String(error));
+    }
+  }
+  throw locateError(tried, 'no candidate could be prepared', GENERAL_SOLUTIONS);
+}
+
+export interface OpenGpuContextOptions extends LocateGlOptions {
+  /** OpenGL ES version to ask for (default 3.0). */
+  glesVersion?: { major: number; minor: number };
+}
+
+/**
+ * A GpuContext on the first candidate that opens: ANGLE on Vulkan/SwiftShader (surfaceless),
+ * else the system EGL (Mesa surfaceless), or the other way round with `prefer: 'system'`.
+ * Throws E_NATIVE_UNAVAILABLE listing every candidate and why each failed; the error carries
+ * the list as `tried`.
+ */
+export function openGpuContext(options: OpenGpuContextOptions = {}): GpuContext {
+  const tried: string[] = [];
+  for (const prepare of candidates(options, tried)) {
+    let prepared: { candidate: GlCandidate; note: string };
+    try {
+      prepared = prepare();
+    } catch (error) {
+      tried.push(error instanceof Error ? error.message : String(error));
+      continue;
+    }
+    const { candidate, note } = prepared;
+    const started = performance.now();
+    try {
+      const ctx = GpuContext.open({ libraries: candidate.libraries, display: candidate.displaySpec, ...(options.glesVersion ? { glesVersion: options.glesVersion } : {}) });
+      verbose(`GL context on ${candidate.displaySpec.name} [${candidate.libraries.source}]: ${ctx.renderer} (${(performance.now() - started).toFixed(0)} ms)`);
+      return ctx;
+    } catch (error) {
+      // The inner error's own "Possible solutions" are replaced by the combined ones below.
+      const message = (error instanceof Error ? error.message : String(error)).split('\nPossible solutions:')[0];
+      tried.push(`${note}: ${candidate.displaySpec.name} failed: ${message.split('\n').join('\n    ')}`);
+    }
+  }
+  const explicit = options.angleDir ?? process.env.SURFACELINK_ANGLE_DIR;
+  const solutions = explicit
+    ? [
+        `  - check that ${explicit} holds a complete ANGLE build for ${process.platform}-${process.arch} (libEGL, libGLESv2 and, on Linux, libvulkan.so.1 + an ICD such as SwiftShader's);`,
+        `  - or ${options.angleDir !== undefined ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
+      ]
+    : GENERAL_SOLUTIONS;
+  throw locateError(tried, 'every candidate failed', solutions);
+}
+
+/** @internal For tests: forget what this process verified. */
+export function forgetVerifiedAngle(): void {
+  verified.clear();
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0];
+}
