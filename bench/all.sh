@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines), then the same
+# program inside the test VM, where dma-bufs exist, for dmabuf.v1 beside shm.v1.
+# SURFACELINK_BENCH_VM=0 skips the VM part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node --import tsx bench/run.ts
+if [ "${SURFACELINK_BENCH_VM:-1}" = 0 ]; then
+  echo "dma-buf benchmark skipped (SURFACELINK_BENCH_VM=0)"
+elif why=$(bash scripts/vm/available.sh); then
+  echo
+  echo "== inside the test VM (dmabuf.v1 beside shm.v1; emulated CPU: compare ratios, not times)"
+  SURFACELINK_VM_ENV=BENCH_ITERATIONS BENCH_ITERATIONS="${BENCH_ITERATIONS_VM:-1000}" \
+    bash scripts/vm/run.sh --timeout 900 -- node --import tsx bench/run.ts
+else
+  echo "dma-buf benchmark skipped: $why"
+fi
