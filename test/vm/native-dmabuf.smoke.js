@@ -429,6 +429,12 @@ s.recv(1)
   await (async () => {
     const count = () => fs.readdirSync('/proc/self/fd').length;
     const sf = dmabuf.exportSyncFile(boBuf, 'rw'); // signalled
+    // Earlier checks left unclosed NativeFds for the collector; collect them now, or their
+    // finalizers close fds in the middle of this count (seen: 24 -> 23).
+    if (global.gc) {
+      global.gc();
+      await sleep(10);
+    }
     const before = count();
     let done = 0;
     const handles = [];

@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 status=0
 echo "== native dma-buf / sync_file smoke checks"
-node test/vm/native-dmabuf.smoke.js || status=1
+node --expose-gc test/vm/native-dmabuf.smoke.js || status=1
 echo "== dmabuf.v1 suite"
 node node_modules/mocha/bin/mocha.js --config test/vm/.mocharc.json || status=1
 exit $status
