@@ -17,7 +17,7 @@ import {
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
 import { ImportRefused } from './backends/types.js';
-import { emitSafely } from './events.js';
+import { rethrowLater } from './events.js';
 import type { FormatSet } from './format-set.js';
 import { validateDamage } from './protocol/validate.js';
 import { MessageChannel, connectUnix, defaultSocketPath, type MessageHandler } from './transport/unix.js';
@@ -395,7 +395,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (this.listenerCount('frame') === 0) return frame.release();
     frame.buffer.imported.beginCpuAccess('read');
     frame.cpuAccess = true;
-    emitSafely(() => this.emit('frame', frame));
+    try {
+      this.emit('frame', frame);
+    } catch (error) {
+      rethrowLater(error);
+    }
   }
 
   /** @internal Called by Frame.release(). */

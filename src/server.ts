@@ -24,7 +24,7 @@ import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FEN
 import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
 import { dmabufBackend } from './backends/dmabuf.js';
 import { MODIFIER_LINEAR } from './formats.js';
-import { emitSafely } from './events.js';
+import { rethrowLater } from './events.js';
 import { wrongMessage } from './protocol/codec.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
@@ -584,7 +584,11 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       });
     }
     surface.collect(held);
-    emitSafely(() => this.emit('release', surfaceId, bufferId, sequence, session.id));
+    try {
+      this.emit('release', surfaceId, bufferId, sequence, session.id);
+    } catch (error) {
+      rethrowLater(error);
+    }
     if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);
   }
 

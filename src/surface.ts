@@ -333,7 +333,12 @@ export class SharedSurface {
       options?.fence !== undefined ? this.takeFence(buffer, options.fence)
       : buffer.exported.busy?.() ? tryExportImplicitFence(buffer.exported.dmabuf as NativeFd)
       : null;
-    buffer.exported.endCpuAccess('rw');
+    try {
+      buffer.exported.endCpuAccess('rw');
+    } catch (error) {
+      fence?.close();
+      throw error;
+    }
     buffer.acquired = false;
     buffer.contentVersion++;
     buffer.fence?.close();

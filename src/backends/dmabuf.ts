@@ -225,7 +225,10 @@ function exportDmabufs(fds: NativeFd[], planes: { handleIndex: number; layout: P
     identity: { kind: extra.kind, inode: st.inode, device: st.device, size: sizes[0] },
     beginCpuAccess: (access) => syncAll(fds, 'start', access),
     endCpuAccess: (access) => syncAll(fds, 'end', access),
-    busy: () => fds.some((fd) => !d.idle(fd, 'rw')),
+    busy() {
+      for (let i = 0; i < fds.length; i++) if (!d.idle(fds[i], 'rw')) return true;
+      return false;
+    },
     close() {
       for (const m of memories) unmap(m);
       if (extra.memfdMemory) unmap(extra.memfdMemory);
