@@ -85,6 +85,42 @@ export class Peer {
   }
 }
 
+/**
+ * A temp socket directory and every fixture process a test starts, stopped and removed
+ * together by cleanup().
+ */
+export class PeerGroup {
+  readonly tmp = tempDir();
+  readonly socketPath = path.join(this.tmp.dir, 'server.sock');
+  private readonly peers: Peer[] = [];
+
+  /** Starts a fixture process that cleanup() will stop. */
+  spawn(fixture: string): Peer {
+    const peer = new Peer(fixture);
+    this.peers.push(peer);
+    return peer;
+  }
+
+  /** A server fixture listening on socketPath with these SurfaceServer options. */
+  async server(options: Record<string, unknown> = {}): Promise<Peer> {
+    const peer = this.spawn('server.ts');
+    await peer.call('listen', { path: this.socketPath, options });
+    return peer;
+  }
+
+  /** A client fixture connected to socketPath (options go to its `connect` command). */
+  async client(options: Record<string, unknown> = {}): Promise<Peer> {
+    const peer = this.spawn('client.ts');
+    await peer.call('connect', { path: this.socketPath, ...options });
+    return peer;
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.peers.splice(0).map((p) => p.stop()));
+    this.tmp.cleanup();
+  }
+}
+
 /** Runs a command to completion and returns its output. */
 export function run(cmd: string, args: string[], timeoutMs = 20000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

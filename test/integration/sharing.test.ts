@@ -3,36 +3,21 @@
  * both, writes visible with no message, damage exact, latest-wins, deadlines, crashes.
  */
 import { expect } from 'chai';
-import * as path from 'node:path';
-import { Peer, eventually, tempDir } from '../helpers.js';
+import { Peer, PeerGroup, eventually } from '../helpers.js';
 
 describe('sharing between processes (shm.v1)', function () {
   this.timeout(60000);
-  let tmp: ReturnType<typeof tempDir>;
-  let socketPath: string;
+  let group: PeerGroup;
   let server: Peer;
-  const peers: Peer[] = [];
-
-  async function client(options: Record<string, unknown> = {}): Promise<Peer> {
-    const peer = new Peer('client.ts');
-    peers.push(peer);
-    await peer.call('connect', { path: socketPath, ...options });
-    return peer;
-  }
+  const client = (options: Record<string, unknown> = {}): Promise<Peer> => group.client(options);
 
   beforeEach(async () => {
-    tmp = tempDir();
-    socketPath = path.join(tmp.dir, 'server.sock');
-    server = new Peer('server.ts');
-    peers.push(server);
-    await server.call('listen', { path: socketPath, options: { releaseTimeoutMs: 1500 } });
+    group = new PeerGroup();
+    server = await group.server({ releaseTimeoutMs: 1500 });
     await server.call('surface', { width: 64, height: 48 });
   });
 
-  afterEach(async () => {
-    await Promise.all(peers.splice(0).map((p) => p.stop()));
-    tmp.cleanup();
-  });
+  afterEach(() => group.cleanup());
 
   it('negotiates shm.v1 and says why, on both sides', async () => {
     const c = await client();
@@ -181,9 +166,7 @@ describe('sharing between processes (shm.v1)', function () {
   it('grows the pool instead of blocking, and drops the oldest holder when it must', async () => {
     await server.call('close');
     await server.stop();
-    server = new Peer('server.ts');
-    peers.push(server);
-    await server.call('listen', { path: socketPath, options: { releaseTimeoutMs: 60000 } });
+    server = await group.server({ releaseTimeoutMs: 60000 });
     await server.call('surface', { width: 16, height: 16, buffers: 2, maxBuffers: 3 });
     const a = await client({ releaseMode: 'never' });
     await server.call('present', { fill: 1 });

@@ -5,37 +5,25 @@
 import { expect } from 'chai';
 import * as path from 'node:path';
 import { ErrorCode } from '../../src/errors.js';
-import { Peer, ROOT, eventually, run, tempDir } from '../helpers.js';
+import { Peer, PeerGroup, ROOT, eventually, run } from '../helpers.js';
 
 const inVm = process.env.SURFACELINK_IN_VM === '1';
 const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
 
 (inVm ? describe : describe.skip)('dmabuf.v1 in a real kernel (VM)', function () {
   this.timeout(120000);
-  let tmp: ReturnType<typeof tempDir>;
+  let group: PeerGroup;
   let socketPath: string;
   let server: Peer;
-  const peers: Peer[] = [];
-
-  async function client(options: Record<string, unknown> = {}): Promise<Peer> {
-    const peer = new Peer('client.ts');
-    peers.push(peer);
-    await peer.call('connect', { path: socketPath, mechanisms: ['dmabuf.v1', 'shm.v1'], ...options });
-    return peer;
-  }
+  const client = (options: Record<string, unknown> = {}): Promise<Peer> => group.client({ mechanisms: ['dmabuf.v1', 'shm.v1'], ...options });
 
   beforeEach(async () => {
-    tmp = tempDir();
-    socketPath = path.join(tmp.dir, 'server.sock');
-    server = new Peer('server.ts');
-    peers.push(server);
-    await server.call('listen', { path: socketPath, options: { releaseTimeoutMs: 20000 } });
+    group = new PeerGroup();
+    socketPath = group.socketPath;
+    server = await group.server({ releaseTimeoutMs: 20000 });
   });
 
-  afterEach(async () => {
-    await Promise.all(peers.splice(0).map((p) => p.stop()));
-    tmp.cleanup();
-  });
+  afterEach(() => group.cleanup());
 
   for (const allocator of ['udmabuf', 'dma-heap', 'vgem']) {
     it(`shares ${allocator} dma-bufs: the same object in both processes, read back exactly under SYNC`, async () => {
@@ -151,8 +139,7 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
     for (const [scenario, code, what] of rogueCases) {
       it(`${what} → ${code}`, async () => {
         const rogue = run('python3', [RAW_PEER, 'rogue', socketPath + '.rogue', scenario], 120000);
-        const c = new Peer('client.ts');
-        peers.push(c);
+        const c = group.spawn('client.ts');
         await eventually(() => require('node:fs').existsSync(socketPath + '.rogue'), 90000, 'rogue server');
         await c.call('connect', { path: socketPath + '.rogue', mechanisms: ['dmabuf.v1', 'shm.v1'] });
         expect((await c.waitEvent('disconnect')).code).to.equal(code);
@@ -163,8 +150,7 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
 
     it('a modifier the client did not offer → IMPORT_FAILED with E_UNSUPPORTED_FORMAT, and the session goes on', async () => {
       const rogue = run('python3', [RAW_PEER, 'rogue', socketPath + '.rogue', 'dmabuf-modifier'], 120000);
-      const c = new Peer('client.ts');
-      peers.push(c);
+      const c = group.spawn('client.ts');
       await eventually(() => require('node:fs').existsSync(socketPath + '.rogue'), 90000, 'rogue server');
       await c.call('connect', { path: socketPath + '.rogue', mechanisms: ['dmabuf.v1', 'shm.v1'] });
       expect((await c.waitEvent('importFailed')).code).to.equal('E_UNSUPPORTED_FORMAT');
