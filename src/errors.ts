@@ -34,6 +34,10 @@ export const ErrorCode = {
   E_NATIVE_UNAVAILABLE: 29,
   E_UNSUPPORTED: 30,
   E_CANCELLED: 31,
+  /** Remote stream: missing or wrong token, or a refused Origin. */
+  E_AUTH: 32,
+  /** Remote stream: the video encoder/decoder pipeline failed or is unavailable. */
+  E_ENCODER: 33,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -2,7 +2,7 @@
  * surfacelink: share frames between processes — zero-copy where the peer can import the
  * handle, shared memory where it cannot. See README.md and docs/.
  */
-export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents } from './server.js';
+export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents, type FrameTap } from './server.js';
 export { SurfaceClient, Frame, type ClientOptions, type Negotiation, type DisconnectInfo, type ClientEvents } from './client.js';
 export { SharedSurface, SurfaceBuffer, type SurfaceOptions, type PresentOptions, type DmabufSurfaceOptions } from './surface.js';
 export { allocatorReports, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';

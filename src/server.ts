@@ -48,6 +48,19 @@ export interface ServerOptions {
   logger?: Logger;
 }
 
+/**
+ * An in-process consumer of every presented frame (the remote stream encoders use it): called
+ * synchronously once a frame's pixels are readable (its acquire fence, if any, has
+ * signalled), inside a CPU read bracket. Copy what you need before returning: the buffer may
+ * be reused by the producer afterwards. Must not throw; an exception is reported on the
+ * next tick and the tap stays installed.
+ */
+export interface FrameTap {
+  frame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number, presentTimeNs: number): void;
+  /** The surface was closed (no more frames from it). */
+  surfaceClosed?(surface: SharedSurface): void;
+}
+
 /** What the server knows about a connected client; also what 'client' events carry. */
 export interface ClientInfo {
   readonly id: number;
@@ -160,6 +173,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   private readonly logger: Logger;
   private readonly listener;
   private readonly sessions = new Set<ClientSession>();
+  private readonly taps: FrameTap[] = [];
   private readonly surfaces = new Map<number, SharedSurface>();
   private readonly allowUids: Set<number>;
   private readonly releaseTimeoutMs: number;
@@ -268,9 +282,15 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
       waitFence(fenced, () => {
         if (buffer.fence !== fenced) return;
         buffer.fenceReady = true;
-        if (surface.front === buffer) this.flushFenceGated(surface, buffer);
+        if (surface.front === buffer) {
+          this.flushFenceGated(surface, buffer);
+          if (this.taps.length > 0) this.runTaps(surface, buffer, [], 0, now);
+        }
       });
-    } else buffer.fenceReady = true;
+    } else {
+      buffer.fenceReady = true;
+      if (this.taps.length > 0) this.runTaps(surface, buffer, damage, count, now);
+    }
     for (const session of this.sessions) {
       if (session.state !== 'active') continue;
       const st = session.surfaceState(surface);
@@ -282,6 +302,47 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         st.pending = true;
         accumulate(st, damage, count);
       }
+    }
+  }
+
+  /**
+   * Installs a frame tap (see FrameTap); returns the function that removes it. A tap added
+   * while a surface already shows a frame is given that frame at once, with full damage.
+   */
+  addTap(tap: FrameTap): () => void {
+    this.assertOpen();
+    this.taps.push(tap);
+    for (const surface of this.surfaces.values()) {
+      const front = surface.front;
+      if (front && front.fenceReady) this.runTapsOn([tap], surface, front, [], 0, surface.lastPresentNs);
+    }
+    return () => {
+      const i = this.taps.indexOf(tap);
+      if (i >= 0) this.taps.splice(i, 1);
+    };
+  }
+
+  /** The surfaces this server serves (for taps that pick one). */
+  get surfaceList(): SharedSurface[] {
+    return [...this.surfaces.values()];
+  }
+
+  private runTaps(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number, now: number): void {
+    this.runTapsOn(this.taps, surface, buffer, damage, count, now);
+  }
+
+  private runTapsOn(taps: readonly FrameTap[], surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number, now: number): void {
+    buffer.exported.beginCpuAccess('read');
+    try {
+      for (let i = 0; i < taps.length; i++) {
+        try {
+          taps[i].frame(surface, buffer, damage, count, now);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      }
+    } finally {
+      buffer.exported.endCpuAccess('read');
     }
   }
 
@@ -309,6 +370,13 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   /** @internal */
   surfaceClosed(surface: SharedSurface): void {
     this.surfaces.delete(surface.id);
+    for (const tap of [...this.taps]) {
+      try {
+        tap.surfaceClosed?.(surface);
+      } catch (error) {
+        rethrowLater(error);
+      }
+    }
     for (const session of this.sessions) {
       const st = session.surfaces.get(surface.id);
       if (st) {
