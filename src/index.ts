@@ -15,3 +15,6 @@ export type { BackingIdentity } from './backends/types.js';
 export type { Rect } from './protocol/codec.js';
 export { defaultSocketPath } from './transport/unix.js';
 export type { Logger, LogLevel } from './log.js';
+export { StreamServer, type StreamServerOptions, type StreamClientInfo, type StreamServerEvents, type ViewerStats } from './stream/server.js';
+export { RemoteStreamClient, type RemoteClientOptions, type RemoteWelcome, type RemoteFrame, type RemoteClientEvents } from './stream/client.js';
+export type { Codec as StreamCodec } from './stream/protocol.js';

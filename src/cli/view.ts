@@ -1,9 +1,9 @@
 /**
  * `surfacelink view`: connect to a server, say what was negotiated and why, then print the
- * consumer statistics once a second until Ctrl-C or the server goes away. Also home of the
- * status line the demo shares.
+ * consumer statistics once a second until Ctrl-C or the server goes away; with --remote, the
+ * same for a stream (docs/remote.md). Also home of the status line the demo shares.
  */
-import { SurfaceClient, defaultSocketPath } from '../index.js';
+import { RemoteStreamClient, SurfaceClient, defaultSocketPath, type StreamCodec } from '../index.js';
 import { FrameStats, consumeFrames, formatStatus, formatSummary } from '../demo/consumer.js';
 
 /**
@@ -105,4 +105,68 @@ export function runView(options: { path?: string }): Promise<number> {
       (error: { code?: string; message?: string }) => end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr),
     );
   });
+}
+
+/**
+ * `surfacelink view --remote <url>`: a RemoteStreamClient; prints the codec and why, then a
+ * stats line once a second (fps, latency p50/p99 present → decoded, bitrate). Resolves with
+ * the exit status as runView() does.
+ */
+export function runRemoteView(options: { url: string; token?: string; codecs?: StreamCodec[]; maxFps?: number }): Promise<number> {
+  const status = new StatusLine();
+  return new Promise<number>((resolve) => {
+    let client: RemoteStreamClient | null = null;
+    let timer: NodeJS.Timeout | null = null;
+    let done = false;
+    const end = (code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void => {
+      if (done) return;
+      done = true;
+      if (timer) clearInterval(timer);
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigterm);
+      client?.close();
+      status.finish(line, stream);
+      resolve(code);
+    };
+    const summary = (): string => (client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '');
+    const onSigint = (): void => end(SIGNAL_EXIT.SIGINT, `stopped${summary()}`);
+    const onSigterm = (): void => end(SIGNAL_EXIT.SIGTERM, `stopped${summary()}`);
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigterm);
+
+    RemoteStreamClient.connect(options.url, { token: options.token, codecs: options.codecs, maxFps: options.maxFps, name: `surfacelink-view-${process.pid}` }).then(
+      (c) => {
+        if (done) return c.close();
+        client = c;
+        const w = c.welcome!;
+        status.log(`connected to ${c.wsUrl}: server "${w.server}", surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`);
+        status.log(`codec ${w.codec}${w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : ''}: ${w.reason}`);
+        c.on('resize', (r) => status.log(`surface resized to ${r.width}x${r.height}`));
+        c.on('encoder', (e) => status.log(`server encoder ${e.state}: ${e.reason}`, process.stderr));
+        c.on('error', (e) => status.log(`${e.code}: ${e.message}`, process.stderr));
+        c.on('gone', (g) => end(0, `the surface is gone (${g.reason})${summary()}`));
+        c.on('close', ({ code, reason }) =>
+          code === 1000 || code === 1001 ? end(0, `the server closed the stream${summary()}`) : end(1, `surfacelink view: the stream closed (${code}${reason ? `: ${reason}` : ''})${summary()}`, process.stderr),
+        );
+        timer = setInterval(() => {
+          const s = c.stats.snapshot();
+          status.update(`${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} | ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`);
+          c.sendStats();
+        }, 1000);
+      },
+      (error: { code?: string; message?: string }) => end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr),
+    );
+  });
+}
+
+function fmtMs(ms: number): string {
+  return Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '–';
+}
+
+function fmtKbps(kbps: number): string {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(2)} Mbit/s` : `${kbps.toFixed(0)} kbit/s`;
+}
+
+function formatBytes(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 }

@@ -1,0 +1,398 @@
+/**
+ * RemoteStreamClient: a Node viewer of a StreamServer (docs/remote.md). Tiles are applied to
+ * a full-surface image it keeps; H.264 is decoded through GStreamer (H264Decoder). Each frame
+ * is acked once the 'frame' listeners have run, which is what paces the server (§5).
+ *
+ * Times: the server's clock is estimated from ping/pong (the sample with the shortest round
+ * trip wins), so latencyMs — present on the server → decoded here — holds across hosts.
+ */
+import { EventEmitter } from 'eventemitter3';
+import WebSocket from 'ws';
+import { SurfaceLinkError, isErrorCodeName, type ErrorCodeName } from '../errors.js';
+import { H264Decoder, type H264DecodedFrame } from './h264.js';
+import { CODECS, FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, STREAM_PATH, SUBPROTOCOL, clockMs, readFrameHeader, type Codec, type FrameHeader } from './protocol.js';
+import { applyTiles } from './tiles.js';
+
+export interface RemoteClientOptions {
+  /** The server's token; default the `#token=` of the URL. */
+  token?: string;
+  /** Codecs in preference order; default ['h264', 'tiles']. */
+  codecs?: Codec[];
+  name?: string;
+  /** A cap below the server's. */
+  maxFps?: number;
+  maxBitrateKbps?: number;
+  /** Surface id; default the server's first. */
+  surface?: number;
+  /** connect() gives up after this long; default 10000 ms. */
+  timeoutMs?: number;
+}
+
+export interface RemoteWelcome {
+  server: string;
+  codec: Codec;
+  reason: string;
+  surface: { id: number; width: number; height: number; format: string };
+  encoder: string | null;
+  maxFps: number;
+  bitrateKbps: number | null;
+  window: number;
+}
+
+/** One decoded frame. `pixels` is valid during the 'frame' listeners only: copy what you keep. */
+export interface RemoteFrame {
+  /** Tiles: the surface's memory order (XRGB8888: B, G, R, X). H.264: BGRx. */
+  pixels: Uint8Array;
+  width: number;
+  height: number;
+  stride: number;
+  sequence: number;
+  /** Server clock: when the producer presented it. */
+  presentMs: number;
+  /** Server clock (estimated): when it arrived here. */
+  receivedMs: number;
+  /** Present on the server → decoded here, in ms. */
+  latencyMs: number;
+  keyframe: boolean;
+  codec: Codec;
+  /** Bytes of the binary message, header included. */
+  bytes: number;
+}
+
+export interface RemoteClientEvents {
+  welcome: [RemoteWelcome];
+  frame: [RemoteFrame];
+  resize: [{ width: number; height: number; format: string }];
+  /** The server's encoder restarted (a keyframe follows). */
+  encoder: [{ state: string; reason: string }];
+  /** The surface was closed on the server. */
+  gone: [{ reason: string }];
+  /** An error the server sent, or one found here (a bad frame: a keyframe is requested). */
+  error: [SurfaceLinkError];
+  close: [{ code: number; reason: string }];
+}
+
+/** Where to connect and with which token, from a ws:// stream URL or an http:// viewer URL. */
+export function parseStreamUrl(url: string): { wsUrl: string; token: string | null } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new SurfaceLinkError('E_INVALID_ARGUMENT', `not a URL: ${JSON.stringify(url)}`);
+  }
+  const token = new URLSearchParams(u.hash.replace(/^#/, '')).get('token');
+  if (u.protocol === 'http:' || u.protocol === 'https:') {
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.pathname = STREAM_PATH;
+  } else if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
+    throw new SurfaceLinkError('E_INVALID_ARGUMENT', `a stream URL is ws://, wss://, http:// or https://; got ${u.protocol}`);
+  } else if (u.pathname === '/' || u.pathname === '') u.pathname = STREAM_PATH;
+  u.hash = '';
+  u.search = '';
+  return { wsUrl: u.toString(), token };
+}
+
+/** Latency and rate figures over the last second (fps, bitrate) and the last 512 frames. */
+export class StreamStats {
+  frames = 0;
+  bytes = 0;
+  errors = 0;
+  private readonly latencies = new Float64Array(512);
+  private latencyCount = 0;
+  private readonly times = new Float64Array(512);
+  private readonly sizes = new Float64Array(512);
+  private timeCount = 0;
+
+  record(latencyMs: number, bytes: number, nowMs: number): void {
+    this.frames++;
+    this.bytes += bytes;
+    this.latencies[this.latencyCount++ % this.latencies.length] = latencyMs;
+    const i = this.timeCount++ % this.times.length;
+    this.times[i] = nowMs;
+    this.sizes[i] = bytes;
+  }
+
+  /** fps and kbit/s over the last second, latency percentiles over the last 512 frames. */
+  snapshot(nowMs = clockMs()): { fps: number; kbps: number; latencyP50Ms: number; latencyP99Ms: number; frames: number; bytes: number; errors: number } {
+    let fps = 0;
+    let bits = 0;
+    const n = Math.min(this.timeCount, this.times.length);
+    for (let i = 0; i < n; i++) {
+      if (nowMs - this.times[i] <= 1000) {
+        fps++;
+        bits += this.sizes[i] * 8;
+      }
+    }
+    const m = Math.min(this.latencyCount, this.latencies.length);
+    const sorted = Array.from(this.latencies.subarray(0, m)).sort((a, b) => a - b);
+    const pct = (p: number): number => (m === 0 ? NaN : sorted[Math.min(m - 1, Math.floor(p * m))]);
+    return { fps, kbps: bits / 1000, latencyP50Ms: pct(0.5), latencyP99Ms: pct(0.99), frames: this.frames, bytes: this.bytes, errors: this.errors };
+  }
+}
+
+const PING_INTERVAL_MS = 2000;
+
+export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
+  readonly wsUrl: string;
+  welcome: RemoteWelcome | null = null;
+  readonly stats = new StreamStats();
+  private readonly ws: WebSocket;
+  private width = 0;
+  private height = 0;
+  private image: Uint8Array = new Uint8Array(0);
+  private decoder: H264Decoder | null = null;
+  private decoderReady: Promise<void> = Promise.resolve();
+  private chain: Promise<void> = Promise.resolve();
+  /** Server clock − our clock, from the ping with the shortest round trip so far. */
+  private offsetMs = 0;
+  private bestRttMs = Infinity;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private closedValue = false;
+  private keyframeAsked = false;
+  private readonly header = {} as FrameHeader;
+  /** Arrival times and sizes of H.264 frames in the decoder, by sequence. */
+  private readonly pendingH264 = new Map<number, { receivedMs: number; bytes: number; keyframe: boolean }>();
+
+  private constructor(wsUrl: string) {
+    super();
+    this.wsUrl = wsUrl;
+    this.ws = new WebSocket(wsUrl, SUBPROTOCOL, { perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 });
+  }
+
+  /**
+   * Connects to `url` (ws://host:port/stream, or the viewer URL http://host:port/#token=…) and
+   * resolves once the server said welcome (also in `.welcome`). Rejects with the server's
+   * error (E_AUTH, E_NO_MECHANISM, …) or E_CONNECT.
+   */
+  static connect(url: string, options: RemoteClientOptions = {}): Promise<RemoteStreamClient> {
+    const { wsUrl, token } = parseStreamUrl(url);
+    const secret = options.token ?? token;
+    if (!secret) return Promise.reject(new SurfaceLinkError('E_AUTH', 'no token: pass options.token or a URL with #token=…'));
+    const codecs = options.codecs ?? [...CODECS];
+    const client = new RemoteStreamClient(wsUrl);
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (error: SurfaceLinkError | null): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (error) {
+          client.close();
+          reject(error);
+        } else resolve(client);
+      };
+      const timer = setTimeout(() => settle(new SurfaceLinkError('E_TIMEOUT', `no welcome from ${wsUrl} within ${options.timeoutMs ?? 10000} ms`)), options.timeoutMs ?? 10000);
+      client.once('welcome', () => settle(null));
+      client.on('error', (e) => settle(e));
+      client.once('close', ({ code, reason }) => settle(new SurfaceLinkError('E_CONNECT', `${wsUrl} closed the connection (${code}${reason ? `: ${reason}` : ''})`)));
+      client.ws.on('unexpected-response', (_req, res) => {
+        settle(new SurfaceLinkError(res.statusCode === 403 ? 'E_AUTH' : 'E_CONNECT', `${wsUrl} refused the upgrade: HTTP ${res.statusCode}`));
+        res.resume();
+      });
+      client.ws.on('open', () => {
+        client.send({ type: 'hello', token: secret, name: options.name ?? `surfacelink-node-${process.pid}`, codecs, surface: options.surface, maxFps: options.maxFps, maxBitrateKbps: options.maxBitrateKbps });
+        client.ping();
+        client.pingTimer = setInterval(() => client.ping(), PING_INTERVAL_MS);
+        client.pingTimer.unref();
+      });
+      client.ws.on('error', (error) => settle(new SurfaceLinkError('E_CONNECT', `cannot connect to ${wsUrl}: ${error.message}`, { cause: error })));
+      client.ws.on('message', (data: Buffer, isBinary: boolean) => (isBinary ? client.onFrame(data) : client.onText(data)));
+      client.ws.on('close', (code, reason) => client.onClose(code, reason.toString()));
+    });
+  }
+
+  get closed(): boolean {
+    return this.closedValue;
+  }
+
+  /** Server clock (estimated) now. */
+  serverNowMs(): number {
+    return clockMs() + this.offsetMs;
+  }
+
+  /** Asks for a keyframe (H.264) or a full refresh (tiles). */
+  requestKeyframe(): void {
+    this.send({ type: 'keyframe' });
+  }
+
+  /** Tells the server what this viewer measured (shown in StreamServer.clients). */
+  sendStats(): void {
+    const s = this.stats.snapshot();
+    this.send({ type: 'stats', fps: s.fps, latencyP50Ms: finite(s.latencyP50Ms), latencyP99Ms: finite(s.latencyP99Ms), decoded: s.frames, errors: s.errors });
+  }
+
+  /** Sends a raw message (tests use it for bad input). */
+  send(message: object | string | Buffer): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(typeof message === 'string' || Buffer.isBuffer(message) ? message : JSON.stringify(message));
+  }
+
+  /** The socket's close code and reason, once closed. */
+  close(): void {
+    if (this.closedValue) return;
+    this.closedValue = true;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.decoder?.close();
+    this.decoder = null;
+    if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+    else this.ws.close(1000);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ---- incoming ----
+
+  private ping(): void {
+    this.send({ type: 'ping', t: clockMs() });
+  }
+
+  private onText(data: Buffer): void {
+    let m: Record<string, any>;
+    try {
+      m = JSON.parse(data.toString('utf8'));
+    } catch {
+      return void this.emit('error', new SurfaceLinkError('E_MALFORMED', 'the server sent a message that is not JSON'));
+    }
+    switch (m.type) {
+      case 'welcome':
+        this.welcome = { server: m.server, codec: m.codec, reason: m.reason, surface: m.surface, encoder: m.encoder, maxFps: m.maxFps, bitrateKbps: m.bitrateKbps, window: m.window };
+        this.setSize(m.surface.width, m.surface.height);
+        if (m.codec === 'h264') this.decoderReady = this.startDecoder();
+        this.emit('welcome', this.welcome);
+        return;
+      case 'pong': {
+        const now = clockMs();
+        const rtt = now - m.t;
+        // The shortest round trip bounds the error best; let old samples age out slowly.
+        if (rtt <= this.bestRttMs * 1.25 || this.bestRttMs === Infinity) {
+          this.bestRttMs = Math.min(this.bestRttMs, rtt);
+          this.offsetMs = m.serverMs - (m.t + now) / 2;
+        }
+        this.bestRttMs *= 1.01;
+        return;
+      }
+      case 'resize':
+        this.setSize(m.width, m.height);
+        this.emit('resize', { width: m.width, height: m.height, format: m.format });
+        return;
+      case 'encoder':
+        this.emit('encoder', { state: m.state, reason: m.reason });
+        return;
+      case 'gone':
+        this.emit('gone', { reason: m.reason });
+        return;
+      case 'error': {
+        const code: ErrorCodeName = isErrorCodeName(m.code) ? m.code : 'E_UNEXPECTED';
+        this.emit('error', new SurfaceLinkError(code, String(m.message ?? code)));
+        return;
+      }
+      default:
+        return; // a newer server's message: ignore
+    }
+  }
+
+  private setSize(width: number, height: number): void {
+    if (width === this.width && height === this.height) return;
+    this.width = width;
+    this.height = height;
+    if (this.welcome?.codec !== 'h264') this.image = new Uint8Array(width * height * 4);
+  }
+
+  private async startDecoder(): Promise<void> {
+    try {
+      const d = await H264Decoder.start();
+      if (this.closedValue) return void d.close();
+      this.decoder = d;
+      d.on('frame', (f) => this.onDecoded(f));
+      d.on('drop', (info) => {
+        this.pendingH264.delete(info.sequence);
+        this.stats.errors++;
+        this.askKeyframe();
+        this.ack(info.sequence);
+      });
+      d.on('restart', () => this.askKeyframe());
+      d.on('error', (e) => this.emit('error', e));
+    } catch (error) {
+      this.emit('error', SurfaceLinkError.fromNative(error));
+    }
+  }
+
+  private askKeyframe(): void {
+    if (this.keyframeAsked) return;
+    this.keyframeAsked = true;
+    this.requestKeyframe();
+  }
+
+  private onFrame(data: Buffer): void {
+    const receivedMs = this.serverNowMs();
+    let h: FrameHeader;
+    try {
+      h = readFrameHeader(data, this.header);
+    } catch (error) {
+      return void this.emit('error', SurfaceLinkError.fromNative(error));
+    }
+    const { kind, sequence, presentMs, width, height } = h;
+    const keyframe = (h.flags & FLAG_KEYFRAME) !== 0;
+    if (keyframe) this.keyframeAsked = false;
+    if (kind === FrameKind.H264) {
+      this.pendingH264.set(sequence, { receivedMs, bytes: data.length, keyframe });
+      this.chain = this.chain.then(() => this.decoderReady).then(() => {
+        if (!this.decoder || !this.decoder.decode(data.subarray(FRAME_HEADER_SIZE), sequence, presentMs)) {
+          this.pendingH264.delete(sequence);
+          this.askKeyframe();
+          this.ack(sequence);
+        }
+      });
+      return;
+    }
+    this.chain = this.chain.then(async () => {
+      if (width !== this.width || height !== this.height) this.setSize(width, height);
+      try {
+        await applyTiles(data.subarray(FRAME_HEADER_SIZE), this.image, width * 4, width, height);
+      } catch (error) {
+        this.stats.errors++;
+        this.emit('error', SurfaceLinkError.fromNative(error));
+        this.askKeyframe();
+        return this.ack(sequence);
+      }
+      this.deliver(this.image, width, height, width * 4, sequence, presentMs, receivedMs, keyframe, 'tiles', data.length);
+    });
+  }
+
+  private onDecoded(f: H264DecodedFrame): void {
+    const p = this.pendingH264.get(f.sequence);
+    this.pendingH264.delete(f.sequence);
+    this.deliver(f.pixels, f.width, f.height, f.width * 4, f.sequence, f.presentMs, p?.receivedMs ?? this.serverNowMs(), p?.keyframe ?? false, 'h264', p?.bytes ?? 0);
+  }
+
+  private deliver(pixels: Uint8Array, width: number, height: number, stride: number, sequence: number, presentMs: number, receivedMs: number, keyframe: boolean, codec: Codec, bytes: number): void {
+    if (this.closedValue) return;
+    const now = this.serverNowMs();
+    const latencyMs = now - presentMs;
+    this.stats.record(latencyMs, bytes, clockMs());
+    try {
+      this.emit('frame', { pixels, width, height, stride, sequence, presentMs, receivedMs, latencyMs, keyframe, codec, bytes });
+    } finally {
+      this.ack(sequence, now);
+    }
+  }
+
+  private ack(sequence: number, decodedMs?: number): void {
+    this.send(decodedMs === undefined ? { type: 'ack', seq: sequence } : { type: 'ack', seq: sequence, decodedMs });
+  }
+
+  private onClose(code: number, reason: string): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+    this.decoder?.close();
+    this.decoder = null;
+    this.closedValue = true;
+    this.emit('close', { code, reason });
+  }
+}
+
+function finite(n: number): number | undefined {
+  return Number.isFinite(n) ? n : undefined;
+}

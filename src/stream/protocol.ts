@@ -1,0 +1,194 @@
+/**
+ * The stream protocol's constants and its binary frame header (docs/remote.md §3–§4), shared
+ * by the server, the Node client and the tile codec. JSON messages are plain objects; what a
+ * client sends is validated here before the server looks at it.
+ */
+import { SurfaceLinkError, type ErrorCodeName } from '../errors.js';
+
+/** The WebSocket subprotocol; an upgrade that does not offer it is refused. */
+export const SUBPROTOCOL = 'surfacelink.stream.v1';
+export const STREAM_VERSION = 1;
+export const STREAM_PATH = '/stream';
+
+/** Bytes of the header in front of every binary frame. */
+export const FRAME_HEADER_SIZE = 32;
+export const FrameKind = { H264: 1, TILES: 2 } as const;
+/** Header flag: an H.264 IDR access unit, or a tile frame that covers the whole surface. */
+export const FLAG_KEYFRAME = 1;
+
+/** Largest text message a client may send. */
+export const MAX_CLIENT_MESSAGE = 64 * 1024;
+/** Over this many bytes queued on a socket, frames are not sent to that client. */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+export const HELLO_TIMEOUT_MS = 5000;
+/** A client with frames in flight that has not acked for this long is disconnected. */
+export const ACK_TIMEOUT_MS = 10_000;
+
+export type Codec = 'h264' | 'tiles';
+export const CODECS: readonly Codec[] = ['h264', 'tiles'];
+
+/** WebSocket close codes (4000–4999 are the application's). */
+export const CloseCode = {
+  NORMAL: 1000,
+  MALFORMED: 4400,
+  AUTH: 4401,
+  NO_SURFACE: 4404,
+  NO_CODEC: 4406,
+  ACK_TIMEOUT: 4408,
+  ENCODER: 4500,
+} as const;
+
+/** The close code that goes with an error code sent in an `error` message. */
+export function closeCodeFor(code: ErrorCodeName): number {
+  switch (code) {
+    case 'E_AUTH':
+      return CloseCode.AUTH;
+    case 'E_NO_MECHANISM':
+      return CloseCode.NO_CODEC;
+    case 'E_RELEASE_TIMEOUT':
+    case 'E_TIMEOUT':
+      return CloseCode.ACK_TIMEOUT;
+    case 'E_SHUTDOWN':
+      return 1001;
+    case 'E_ENCODER':
+      return CloseCode.ENCODER;
+    default:
+      return CloseCode.MALFORMED;
+  }
+}
+
+/** Milliseconds on the server's clock (CLOCK_MONOTONIC; the clock FRAME timestamps use). */
+export function clockMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+// ---- binary frame header ----------------------------------------------------------------
+
+export interface FrameHeader {
+  kind: number;
+  flags: number;
+  sequence: number;
+  presentMs: number;
+  sendMs: number;
+  width: number;
+  height: number;
+}
+
+export function writeFrameHeader(out: Buffer, kind: number, flags: number, sequence: number, presentMs: number, width: number, height: number): void {
+  out[0] = kind;
+  out[1] = flags;
+  out.writeUInt16LE(0, 2);
+  out.writeUInt32LE(sequence >>> 0, 4);
+  out.writeDoubleLE(presentMs, 8);
+  out.writeDoubleLE(0, 16);
+  out.writeUInt32LE(width, 24);
+  out.writeUInt32LE(height, 28);
+}
+
+/** Stamps the header's sendMs: the moment the frame is handed to the socket. */
+export function stampSendMs(out: Buffer, sendMs: number): void {
+  out.writeDoubleLE(sendMs, 16);
+}
+
+/** Reads a frame header into `into` (reused by the caller); throws E_MALFORMED on a bad one. */
+export function readFrameHeader(data: Uint8Array, into: FrameHeader): FrameHeader {
+  if (data.byteLength < FRAME_HEADER_SIZE) throw new SurfaceLinkError('E_TRUNCATED', `a frame is at least ${FRAME_HEADER_SIZE} bytes; got ${data.byteLength}`);
+  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  into.kind = v.getUint8(0);
+  into.flags = v.getUint8(1);
+  into.sequence = v.getUint32(4, true);
+  into.presentMs = v.getFloat64(8, true);
+  into.sendMs = v.getFloat64(16, true);
+  into.width = v.getUint32(24, true);
+  into.height = v.getUint32(28, true);
+  if (into.kind !== FrameKind.H264 && into.kind !== FrameKind.TILES) throw new SurfaceLinkError('E_MALFORMED', `unknown frame kind ${into.kind}`);
+  return into;
+}
+
+// ---- client → server messages -----------------------------------------------------------
+
+export interface HelloMessage {
+  type: 'hello';
+  token: string;
+  name: string;
+  codecs: string[];
+  surface?: number;
+  maxFps?: number;
+  maxBitrateKbps?: number;
+}
+
+export type ClientMessage =
+  | HelloMessage
+  | { type: 'ack'; seq: number; decodedMs?: number }
+  | { type: 'keyframe' }
+  | { type: 'ping'; t: number }
+  | { type: 'stats'; fps?: number; latencyP50Ms?: number; latencyP99Ms?: number; decoded?: number; errors?: number };
+
+const malformed = (message: string): SurfaceLinkError => new SurfaceLinkError('E_MALFORMED', message);
+
+function optionalPositive(o: Record<string, unknown>, key: string): number | undefined {
+  const v = o[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw malformed(`${key} must be a positive number`);
+  return v;
+}
+
+function optionalFinite(o: Record<string, unknown>, key: string): number | undefined {
+  const v = o[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw malformed(`${key} must be a finite number`);
+  return v;
+}
+
+/**
+ * Parses and validates one text message from a client. Throws E_TOO_LARGE, E_MALFORMED or
+ * E_UNKNOWN_TYPE; never returns something the server would have to check again.
+ */
+export function parseClientMessage(text: string | Buffer, byteLength: number): ClientMessage {
+  if (byteLength > MAX_CLIENT_MESSAGE) throw new SurfaceLinkError('E_TOO_LARGE', `a client message is at most ${MAX_CLIENT_MESSAGE} bytes; got ${byteLength}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof text === 'string' ? text : text.toString('utf8'));
+  } catch {
+    throw malformed('a message must be JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('a message must be a JSON object');
+  const o = value as Record<string, unknown>;
+  switch (o.type) {
+    case 'hello': {
+      if (typeof o.token !== 'string' || o.token.length > 1024) throw new SurfaceLinkError('E_AUTH', 'hello carries no token');
+      const name = o.name === undefined ? '' : o.name;
+      if (typeof name !== 'string' || name.length > 64) throw malformed('name must be a string of at most 64 characters');
+      if (!Array.isArray(o.codecs) || o.codecs.length === 0 || o.codecs.length > 16 || !o.codecs.every((c) => typeof c === 'string' && c.length <= 32))
+        throw malformed('codecs must be a non-empty array of codec names');
+      let surface: number | undefined;
+      if (o.surface !== undefined) {
+        if (typeof o.surface !== 'number' || !Number.isInteger(o.surface) || o.surface < 0) throw malformed('surface must be a surface id');
+        surface = o.surface;
+      }
+      return { type: 'hello', token: o.token, name, codecs: o.codecs as string[], surface, maxFps: optionalPositive(o, 'maxFps'), maxBitrateKbps: optionalPositive(o, 'maxBitrateKbps') };
+    }
+    case 'ack': {
+      if (typeof o.seq !== 'number' || !Number.isInteger(o.seq) || o.seq < 0 || o.seq > 0xffffffff) throw malformed('ack needs seq, a frame sequence');
+      return { type: 'ack', seq: o.seq, decodedMs: optionalFinite(o, 'decodedMs') };
+    }
+    case 'keyframe':
+      return { type: 'keyframe' };
+    case 'ping': {
+      const t = optionalFinite(o, 't');
+      if (t === undefined) throw malformed('ping needs t, a number');
+      return { type: 'ping', t };
+    }
+    case 'stats':
+      return {
+        type: 'stats',
+        fps: optionalFinite(o, 'fps'),
+        latencyP50Ms: optionalFinite(o, 'latencyP50Ms'),
+        latencyP99Ms: optionalFinite(o, 'latencyP99Ms'),
+        decoded: optionalFinite(o, 'decoded'),
+        errors: optionalFinite(o, 'errors'),
+      };
+    default:
+      throw new SurfaceLinkError('E_UNKNOWN_TYPE', `unknown message type ${JSON.stringify(String(o.type)).slice(0, 40)}`);
+  }
+}
