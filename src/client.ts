@@ -138,6 +138,13 @@ export class Frame {
   get backing(): BackingIdentity {
     return this.buffer.imported.identity;
   }
+  /**
+   * The fds behind the planes (a memfd, or the dma-bufs), owned by the buffer: what GL import
+   * uses. Borrowed: valid until the buffer is retired; dup() one to keep it longer.
+   */
+  get handles(): readonly NativeFd[] {
+    return this.buffer.imported.handles;
+  }
   get released(): boolean {
     return this.releasedValue;
   }

@@ -12,6 +12,11 @@ export interface NativeFd {
   readonly debugNumber: number;
   close(): void;
   dup(): NativeFd;
+  /**
+   * A close-on-exec duplicate as a bare fd number, owned by the caller: for C libraries that
+   * take ownership of the fd they are given (glImportMemoryFdEXT). Close it if it is not handed over.
+   */
+  dupRaw(): number;
   stat(): { kind: FdKind; size: number | null; inode: bigint; device: bigint; mode: number };
   seals(): number;
   /** Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected. */

@@ -8,7 +8,7 @@
  * acquire() never blocks; past that the client holding the oldest frame is dropped.
  */
 import { allocateMemfd, shmExport, unmap } from './backends/shm.js';
-import type { Backend, BufferExport, ExportedBuffer } from './backends/types.js';
+import type { Backend, BackingIdentity, BufferExport, ExportedBuffer } from './backends/types.js';
 import type { NativeFd } from './native.js';
 import { exportImplicitFence, tryExportImplicitFence } from './backends/fences.js';
 import { adoptDmabufs, dmabufBackend, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
@@ -104,6 +104,16 @@ export class SurfaceBuffer {
   /** Bytes per row of plane 0. */
   get stride(): number {
     return this.exported.planes[0].stride;
+  }
+
+  /** The fds behind the planes (a memfd, or the dma-bufs), owned by the buffer; for GL import. Borrowed. */
+  get handles(): readonly NativeFd[] {
+    return this.exported.handles;
+  }
+
+  /** The shared object behind the pixels (kind, inode, device, size). */
+  get backing(): BackingIdentity {
+    return this.exported.identity;
   }
 
   /** The plane's bytes (rows of `planes[plane].stride` bytes). Valid until the buffer is retired. */

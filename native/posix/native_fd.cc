@@ -50,6 +50,7 @@ Napi::Function NativeFd::Define(Napi::Env env) {
                      {
                          InstanceMethod<&NativeFd::Close>("close"),
                          InstanceMethod<&NativeFd::Dup>("dup"),
+                         InstanceMethod<&NativeFd::DupRaw>("dupRaw"),
                          InstanceMethod<&NativeFd::Stat>("stat"),
                          InstanceMethod<&NativeFd::Seals>("seals"),
                          InstanceMethod<&NativeFd::Map>("map"),
@@ -114,6 +115,15 @@ Napi::Value NativeFd::Dup(const Napi::CallbackInfo& info) {
   UniqueFd copy(::fcntl(Require(env), F_DUPFD_CLOEXEC, 3));
   if (!copy) ThrowSyscall(env, "fcntl(F_DUPFD_CLOEXEC)");
   return Wrap(env, std::move(copy));
+}
+
+// A duplicate as a bare number for a C library that takes ownership of the fd it is given
+// (glImportMemoryFdEXT). Close-on-exec; the caller must hand it over or close it.
+Napi::Value NativeFd::DupRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  UniqueFd copy(::fcntl(Require(env), F_DUPFD_CLOEXEC, 3));
+  if (!copy) ThrowSyscall(env, "fcntl(F_DUPFD_CLOEXEC)");
+  return Napi::Number::New(env, copy.release());
 }
 
 Napi::Value NativeFd::Stat(const Napi::CallbackInfo& info) {

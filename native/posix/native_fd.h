@@ -26,6 +26,7 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Dup(const Napi::CallbackInfo& info);
+  Napi::Value DupRaw(const Napi::CallbackInfo& info);
   Napi::Value Stat(const Napi::CallbackInfo& info);
   Napi::Value Seals(const Napi::CallbackInfo& info);
   Napi::Value Map(const Napi::CallbackInfo& info);

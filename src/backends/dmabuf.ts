@@ -223,6 +223,7 @@ function exportDmabufs(fds: NativeFd[], planes: { handleIndex: number; layout: P
     planes: layouts,
     views: viewsOf(memories, planes),
     identity: { kind: extra.kind, inode: st.inode, device: st.device, size: sizes[0] },
+    handles: fds,
     beginCpuAccess: (access) => syncAll(fds, 'start', access),
     endCpuAccess: (access) => syncAll(fds, 'end', access),
     busy() {
@@ -324,6 +325,7 @@ export function importDmabufs(desc: ScanoutBody, format: FormatInfo, handles: Na
     planes,
     views: viewsOf(memories, placed),
     identity: { kind: 'dmabuf', inode: st.inode, device: st.device, size: sizes[0] },
+    handles,
     beginCpuAccess: (access) => syncAll(handles, 'start', access),
     endCpuAccess: (access) => syncAll(handles, 'end', access),
     close() {

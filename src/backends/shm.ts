@@ -43,6 +43,7 @@ function memfdBuffer(fd: NativeFd, memory: ArrayBuffer, planes: PlaneLayout[], s
     planes,
     views: planeViews(memory, planes),
     identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
+    handles: [fd],
     close() {
       unmap(memory);
       fd.close();

@@ -37,6 +37,8 @@ export interface ExportedBuffer extends CpuAccessor {
   /** Writable CPU views, one per plane. */
   readonly views: Uint8Array[];
   readonly identity: BackingIdentity;
+  /** The fds holding the planes (a memfd, or 1–4 dma-bufs), owned by the buffer: for GL import. */
+  readonly handles: readonly NativeFd[];
   /** True while GPU work on the buffer (implicit fences) is unfinished; absent: never busy. */
   busy?(): boolean;
   close(): void;
@@ -48,6 +50,8 @@ export interface ImportedBuffer extends CpuAccessor {
   /** CPU views, one per plane (read-only by contract). */
   readonly views: Uint8Array[];
   readonly identity: BackingIdentity;
+  /** The fds holding the planes (a memfd, or 1–4 dma-bufs), owned by the buffer: for GL import. */
+  readonly handles: readonly NativeFd[];
   close(): void;
 }
 

@@ -7,6 +7,104 @@ import * as os from 'node:os';
 import { mechanismReports, defaultSocketPath, type MechanismReport } from '../index.js';
 import { hostIdentity } from '../host.js';
 import { probeNative } from '../native.js';
+import { memoryObjectUnavailable, openGpuContext, type GpuContext } from '../gl/index.js';
+
+/** One way frames reach GL or leave it, and whether this EGL offers it. */
+export interface GlPathReport {
+  name: string;
+  available: boolean;
+  reason: string;
+}
+
+/** One EGL candidate: what loaded, from where, and its import/render/export paths. */
+export interface GlReport {
+  /** Which discovery order was asked for: the bundled ANGLE first, or the system's EGL first. */
+  prefer: 'angle' | 'system';
+  loaded: boolean;
+  /** Who chose the libraries ('angle (@sparticuz/chromium 147.0.0)', 'system'), and their paths. */
+  source: string | null;
+  egl: string | null;
+  gles: string | null;
+  display: string | null;
+  eglVersion: string | null;
+  eglVendor: string | null;
+  renderer: string | null;
+  version: string | null;
+  maxTextureSize: number | null;
+  imports: GlPathReport[];
+  renders: GlPathReport[];
+  exports: GlPathReport[];
+  error: string | null;
+}
+
+function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'exports'> {
+  const display = ctx.advertised.display;
+  const memory = memoryObjectUnavailable(ctx);
+  const memoryReason = 'memfd buffers whose stride is align(width, 2) × 4 (rows a multiple of 64 bytes) are the texture (GL_EXT_memory_object_fd)';
+  const extension = (name: string, platform: NodeJS.Platform, what: string): GlPathReport => {
+    const advertised = display.has(name);
+    return {
+      name: what,
+      available: advertised && process.platform === platform,
+      reason: advertised ? (process.platform === platform ? `${name} is advertised` : `${name} is advertised, but it is for ${platform}`) : `${name} is not advertised${process.platform === platform ? '' : ` (a ${platform} path)`}`,
+    };
+  };
+  return {
+    imports: [
+      { name: 'memory-object', available: memory === null, reason: memory ?? `zero-copy: ${memoryReason}` },
+      {
+        name: 'dmabuf-egl-image',
+        available: ctx.capabilities.dmabufImport,
+        reason: ctx.capabilities.dmabufImport ? 'EGL_EXT_image_dma_buf_import is advertised (zero-copy dma-bufs)' : 'EGL_EXT_image_dma_buf_import is not advertised (needs a GPU driver)',
+      },
+      extension('EGL_ANGLE_iosurface_client_buffer', 'darwin', 'iosurface'),
+      extension('EGL_ANGLE_d3d_texture_client_buffer', 'win32', 'd3d11'),
+      { name: 'upload', available: true, reason: 'always: glTexSubImage2D of the damage rectangles' },
+    ],
+    renders: [
+      { name: 'memory-object', available: memory === null, reason: memory ?? `zero-copy: ${memoryReason}` },
+      { name: 'readback', available: true, reason: 'always: render to a texture, glReadPixels of the damage rectangles' },
+    ],
+    exports: [
+      {
+        name: 'dmabuf-export',
+        available: ctx.capabilities.dmabufExport,
+        reason: ctx.capabilities.dmabufExport ? 'EGL_MESA_image_dma_buf_export is advertised' : 'EGL_MESA_image_dma_buf_export is not advertised (surfacelink allocates dma-bufs itself)',
+      },
+    ],
+  };
+}
+
+/** Opens GL the way a producer or consumer would; never throws (a failure is reported). */
+export function glReport(prefer: 'angle' | 'system'): GlReport {
+  const empty: GlReport = {
+    prefer, loaded: false, source: null, egl: null, gles: null, display: null, eglVersion: null, eglVendor: null,
+    renderer: null, version: null, maxTextureSize: null, imports: [], renders: [], exports: [], error: null,
+  };
+  let ctx: GpuContext | undefined;
+  try {
+    ctx = openGpuContext({ prefer });
+    const libs = ctx.api.libraries;
+    return {
+      ...empty,
+      loaded: true,
+      source: libs.source,
+      egl: libs.egl,
+      gles: libs.gles,
+      display: ctx.displaySpec.name,
+      eglVersion: ctx.eglVersion,
+      eglVendor: ctx.eglVendor,
+      renderer: ctx.renderer,
+      version: ctx.version,
+      maxTextureSize: ctx.maxTextureSize,
+      ...glPaths(ctx),
+    };
+  } catch (error) {
+    return { ...empty, error: error instanceof Error ? error.message : String(error) };
+  } finally {
+    ctx?.close();
+  }
+}
 
 export interface DoctorReport {
   version: string;
@@ -16,11 +114,13 @@ export interface DoctorReport {
   host: { bootId: string | null; machineId: string | null };
   socketPath: string;
   mechanisms: MechanismReport[];
+  /** GL by both discovery orders: the bundled ANGLE first, and the system's EGL first. */
+  gl: GlReport[];
   /** At least one mechanism is available. */
   ok: boolean;
 }
 
-export function doctorReport(version: string): DoctorReport {
+export function doctorReport(version: string, options: { gl?: boolean } = {}): DoctorReport {
   const { addon, path: addonPath, error } = probeNative();
   const mechanisms = mechanismReports();
   return {
@@ -37,6 +137,7 @@ export function doctorReport(version: string): DoctorReport {
     host: { ...hostIdentity() },
     socketPath: defaultSocketPath(),
     mechanisms,
+    gl: options.gl === false ? [] : [glReport('angle'), glReport('system')],
     ok: mechanisms.some((m) => m.available),
   };
 }
@@ -60,6 +161,26 @@ export function formatDoctor(r: DoctorReport): string {
   lines.push('mechanisms');
   const width = Math.max(...r.mechanisms.map((m) => m.name.length));
   for (const m of r.mechanisms) lines.push(`  ${m.available ? '✔' : '✘'} ${m.name.padEnd(width)}  ${m.reason}`);
+  const seen = new Set<string>();
+  for (const g of r.gl) {
+    const key = g.loaded ? `${g.egl}\n${g.renderer}` : `error ${g.prefer}`;
+    if (seen.has(key)) {
+      lines.push(`gl (${g.prefer} first)  the same EGL as above`);
+      continue;
+    }
+    seen.add(key);
+    if (!g.loaded) {
+      lines.push(`gl (${g.prefer} first)  NOT available`);
+      for (const line of (g.error ?? 'unknown error').split('\n')) lines.push(`            ${line}`);
+      continue;
+    }
+    lines.push(`gl (${g.prefer} first)  ${g.renderer}`);
+    lines.push(`            ${g.version}; EGL ${g.eglVersion} (${g.eglVendor}), ${g.display}, max texture ${g.maxTextureSize}`);
+    lines.push(`            loaded ${g.egl} + ${g.gles} [${g.source}]`);
+    for (const [label, list] of [['import', g.imports], ['render', g.renders], ['export', g.exports]] as const) {
+      for (const p of list) lines.push(`    ${p.available ? '✔' : '✘'} ${label} ${p.name.padEnd(17)} ${p.reason}`);
+    }
+  }
   lines.push(r.ok ? `ready: ${r.mechanisms.filter((m) => m.available).map((m) => m.name).join(', ')}` : 'NOT ready: no sharing mechanism is available on this machine');
   return lines.join('\n');
 }

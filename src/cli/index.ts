@@ -14,7 +14,7 @@ import { producerMain, type ProducerMessage } from '../demo/producer.js';
 import { defaultSocketPath } from '../index.js';
 import { runDoctor } from './doctor.js';
 import { runServe } from './serve.js';
-import { SIGNAL_EXIT, StatusLine, runView } from './view.js';
+import { SIGNAL_EXIT, StatusLine, runRemoteView, runView } from './view.js';
 
 const VERSION = readVersion();
 
@@ -81,18 +81,23 @@ Options:
   --height H      surface height (default 720)
   --fps N         frames presented per second (default 60)
   --duration S    stop after S seconds of frames (default: run until Ctrl-C)
+  --gl G          angle (default): both processes use the bundled ANGLE, the producer to
+                  render the pattern, the consumer to import and draw each frame; system:
+                  the system's EGL (Mesa) first; cpu: no GL. Without a usable GL a process
+                  says why and falls back to the CPU.
 
 Exit status: 0 when the duration elapsed, frames arrived and every counter matched;
 1 when a process died, no frames arrived or a counter did not match; 130 after Ctrl-C
 and 143 after SIGTERM (both processes are stopped and the temp dir removed first).
 `,
-    options: { ...SIZE_OPTIONS, duration: { type: 'string' } },
+    options: { ...SIZE_OPTIONS, duration: { type: 'string' }, gl: { type: 'string' } },
     run: (v) =>
       runDemo({
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
         durationS: v.duration === undefined ? null : numberOption(v, 'duration', 0, 0.1, 1e9),
+        gl: glOption(v),
       }),
   },
   doctor: {
@@ -101,7 +106,9 @@ and 143 after SIGTERM (both processes are stopped and the temp dir removed first
 
 Prints the platform, Node version, whether the native addon loaded (and from where, or
 why not), this host's boot and machine id, the default socket path, and every sharing
-mechanism with why it is or is not available.
+mechanism with why it is or is not available; then GL: which EGL loaded (bundled ANGLE
+first, and system EGL first), from which path, its renderer and version, and each GL
+import/render/export path with why it is or is not available.
 
 Options:
   --json    print the same as JSON
@@ -113,42 +120,74 @@ Exit status: 0 when at least one mechanism is available, else 1.
   },
   serve: {
     summary: 'serve the test pattern',
-    help: `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N]
+    help: `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N] [--stream [--stream-host H] [--stream-port P]]
 
 Serves the demo's test pattern in the foreground and prints each client that connects
 or leaves, with its mechanism and the reason. Ctrl-C stops it (exit 130).
 
 Options:
-  --path P      socket path (default ${defaultSocketPath()})
-  --width W     surface width (default 1280)
-  --height H    surface height (default 720)
-  --fps N       frames presented per second (default 60)
+  --path P           socket path (default ${defaultSocketPath()})
+  --width W          surface width (default 1280)
+  --height H         surface height (default 720)
+  --fps N            frames presented per second (default 60)
+  --stream           also serve remote viewers over WebSocket (docs/remote.md) and print
+                     the viewer URL (http://host:port/#token=…); the token is random unless
+                     SURFACELINK_STREAM_TOKEN is set
+  --stream-host H    address the stream binds (default 127.0.0.1: this host only)
+  --stream-port P    its port (default: any free port)
 `,
-    options: { path: { type: 'string' }, ...SIZE_OPTIONS },
-    run: (v) =>
-      runServe({
+    options: { path: { type: 'string' }, ...SIZE_OPTIONS, stream: { type: 'boolean' }, 'stream-host': { type: 'string' }, 'stream-port': { type: 'string' } },
+    run: (v) => {
+      if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined)) throw new UsageError('--stream-host and --stream-port need --stream');
+      return runServe({
         path: stringOption(v, 'path'),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
-      }),
+        stream: v.stream === true ? { host: stringOption(v, 'stream-host'), port: intOption(v, 'stream-port', 0, 0, 65535) } : null,
+      });
+    },
   },
   view: {
     summary: 'connect and print stats',
     help: `Usage: surfacelink view [--path P]
+       surfacelink view --remote URL [--token T] [--codec h264|tiles] [--max-fps N]
 
 Connects to a server, prints the negotiated mechanism and why, then a stats line once a
 second (as the demo does; the counter check reads "n/a" unless the server draws the test
 pattern, as \`surfacelink serve\` does).
 
+With --remote, connects to a stream server instead (\`surfacelink serve --stream\` prints
+its URL), prints the codec and why, then once a second: fps, latency p50/p99 (present on
+the server → decoded here, across hosts via clock sync), bitrate and the codec.
+
 Options:
-  --path P      socket path (default ${defaultSocketPath()})
+  --path P        socket path (default ${defaultSocketPath()})
+  --remote URL    ws://host:port/stream, or the viewer URL http://host:port/#token=…
+  --token T       the stream's token (default: the URL's #token=, else $SURFACELINK_STREAM_TOKEN)
+  --codec C       ask for one codec only (default: h264, then tiles)
+  --max-fps N     ask for at most N frames per second
 
 Exit status: 0 when the server shut down cleanly; 1 when connecting failed or the
 connection ended with an error (its code is printed); 130 after Ctrl-C.
 `,
-    options: { path: { type: 'string' } },
-    run: (v) => runView({ path: stringOption(v, 'path') }),
+    options: { path: { type: 'string' }, remote: { type: 'string' }, token: { type: 'string' }, codec: { type: 'string' }, 'max-fps': { type: 'string' } },
+    run: (v) => {
+      const url = stringOption(v, 'remote');
+      if (url === undefined) {
+        if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined) throw new UsageError('--token, --codec and --max-fps need --remote');
+        return runView({ path: stringOption(v, 'path') });
+      }
+      if (v.path !== undefined) throw new UsageError('--path and --remote exclude each other');
+      const codec = stringOption(v, 'codec');
+      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got "${codec}"`);
+      return runRemoteView({
+        url,
+        token: stringOption(v, 'token') ?? (url.includes('#token=') ? undefined : process.env.SURFACELINK_STREAM_TOKEN),
+        codecs: codec === undefined ? undefined : [codec],
+        maxFps: v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000),
+      });
+    },
   },
   help: {
     summary: 'show help',
@@ -166,13 +205,14 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
     summary: 'internal: the demo producer process',
     help: 'Internal: forked by `surfacelink demo`.\n',
     hidden: true,
-    options: { path: { type: 'string' }, ...SIZE_OPTIONS },
+    options: { path: { type: 'string' }, ...SIZE_OPTIONS, gl: { type: 'string' } },
     run: async (v) => {
       await producerMain({
         path: requiredOption(v, 'path'),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
+        gl: glOption(v),
       });
       return -1; // it exits by itself when told to stop
     },
@@ -181,9 +221,9 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
     summary: 'internal: the demo consumer process',
     help: 'Internal: forked by `surfacelink demo`.\n',
     hidden: true,
-    options: { path: { type: 'string' } },
+    options: { path: { type: 'string' }, gl: { type: 'string' } },
     run: async (v) => {
-      await consumerMain({ path: requiredOption(v, 'path') });
+      await consumerMain({ path: requiredOption(v, 'path'), gl: glOption(v) });
       return -1;
     },
   },
@@ -258,11 +298,19 @@ async function main(argv: string[]): Promise<number> {
 
 // ---- demo: the parent process --------------------------------------------------------------
 
+/** --gl angle | system | cpu (default angle). */
+function glOption(v: Record<string, string | boolean | undefined>): 'angle' | 'system' | 'cpu' {
+  const value = v.gl ?? 'angle';
+  if (value !== 'angle' && value !== 'system' && value !== 'cpu') throw new UsageError(`--gl must be angle, system or cpu; got ${JSON.stringify(value)}`);
+  return value;
+}
+
 interface DemoOptions {
   width: number;
   height: number;
   fps: number;
   durationS: number | null;
+  gl: 'angle' | 'system' | 'cpu';
 }
 
 type Role = 'producer' | 'consumer';
@@ -283,6 +331,8 @@ function runDemo(o: DemoOptions): Promise<number> {
   let state: 'starting' | 'running' | 'stopping' = 'starting';
   let stats: StatsSnapshot | null = null;
   let presented = 0;
+  let producerGl = o.gl === 'cpu' ? 'producer drew on the CPU (--gl cpu)' : 'producer GL unknown';
+  let consumerGl = o.gl === 'cpu' ? 'consumer GL off (--gl cpu)' : 'consumer GL not reported';
   let durationTimer: NodeJS.Timeout | null = null;
   let stopReason: StopReason | null = null;
 
@@ -330,7 +380,9 @@ function runDemo(o: DemoOptions): Promise<number> {
       switch (m.type) {
         case 'ready':
           if (state !== 'starting' || children.has('consumer')) return;
-          spawn('consumer', []).on('message', onConsumer);
+          producerGl = m.rendering.path === 'cpu' ? 'producer drew on the CPU' : `producer rendered with GL (${m.rendering.path}) on ${m.rendering.renderer}`;
+          status.log(`${producerGl}: ${m.rendering.reason}`);
+          spawn('consumer', ['--gl', o.gl]).on('message', onConsumer);
           return;
         case 'stats':
         case 'final':
@@ -358,6 +410,10 @@ function runDemo(o: DemoOptions): Promise<number> {
           return;
         case 'final':
           stats = m.stats;
+          return;
+        case 'gl':
+          consumerGl = m.report.path === 'off' ? `consumer GL off (${m.report.reason.split(':')[0]})` : `consumer imported and drew with GL (${m.report.path}) on ${m.report.renderer}`;
+          status.log(`${consumerGl}: ${m.report.reason}`);
           return;
         case 'warning':
           status.log(`consumer: ${m.message}`, process.stderr);
@@ -417,7 +473,8 @@ function runDemo(o: DemoOptions): Promise<number> {
 
     const finish = (reason: StopReason): number => {
       const s: StatsSnapshot | null = stats;
-      const summary = s && s.total.frames > 0 ? `${formatSummary(s)}; producer presented ${presented}` : `no frames received (producer presented ${presented})`;
+      const gl = `; ${producerGl}; ${consumerGl}`;
+      const summary = s && s.total.frames > 0 ? `${formatSummary(s)}; producer presented ${presented}${gl}` : `no frames received (producer presented ${presented})${gl}`;
       status.finish(`surfacelink demo: ${summary}`);
       for (const f of failures) process.stderr.write(`surfacelink demo: ${f}\n`);
       if (failures.length > 0) return 1;
@@ -443,7 +500,7 @@ function runDemo(o: DemoOptions): Promise<number> {
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
     status.log(`surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, socket ${socketPath}`);
-    spawn('producer', ['--width', String(o.width), '--height', String(o.height), '--fps', String(o.fps)]).on('message', onProducer);
+    spawn('producer', ['--width', String(o.width), '--height', String(o.height), '--fps', String(o.fps), '--gl', o.gl]).on('message', onProducer);
   });
 }
 

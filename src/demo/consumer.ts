@@ -3,8 +3,14 @@
  * second, handoff latency (present on the server → receipt here, both CLOCK_MONOTONIC on
  * one host), sequence gaps, and whether the counter drawn in the pixels matches the
  * frame's sequence. Recording a frame allocates nothing; summaries are built once a second.
+ *
+ * The demo's consumer also draws every frame with GL (GlFrameView): it imports the frame into
+ * its own context (zero-copy on ANGLE/SwiftShader where the stride allows, else the damage is
+ * uploaded), draws it as a textured quad into an offscreen framebuffer and waits for GL before
+ * releasing the frame. The counter check stays on the CPU view of the same shared memory.
  */
 import { SurfaceClient, type Frame } from '../index.js';
+import { RenderTexture, SurfaceImporter, drawTexture, openGpuContext, type GpuContext } from '../gl/index.js';
 import { counterValue, patternLayout, readCounter, type PatternLayout } from './pattern.js';
 
 /** Latencies are kept in 1 µs bins up to this; slower handoffs land in the last bin. */
@@ -188,12 +194,76 @@ export function formatSummary(s: StatsSnapshot): string {
   );
 }
 
-/** Records every frame into `stats` and releases it at once, so the producer never waits on us. */
-export function consumeFrames(client: SurfaceClient, stats: FrameStats): void {
+/** What GlFrameView reports: the GL it drew with and how frames reached it. */
+export interface GlViewReport {
+  renderer: string;
+  /** 'memory-object', 'upload', … (see SurfaceImporter), or 'off' after a failure. */
+  path: string;
+  reason: string;
+}
+
+/**
+ * Draws each frame with GL: import (SurfaceImporter), a textured quad into an offscreen
+ * RenderTexture, glFinish. A GL failure turns it off for good (draw() returns false after);
+ * `onReport` hears the GL and path once, and again whenever the path changes.
+ */
+export class GlFrameView {
+  private readonly importer: SurfaceImporter;
+  private target: RenderTexture | null = null;
+  private reportedPath = '';
+  failed: string | null = null;
+  frames = 0;
+
+  constructor(
+    readonly ctx: GpuContext,
+    private readonly onReport: (report: GlViewReport) => void,
+  ) {
+    this.importer = new SurfaceImporter(ctx);
+  }
+
+  /** Draws the frame (call while it is held). */
+  draw(frame: Frame): boolean {
+    if (this.failed !== null) return false;
+    try {
+      const texture = this.importer.import(frame);
+      if (!this.target || this.target.width !== frame.width || this.target.height !== frame.height) {
+        this.target?.destroy();
+        this.target = new RenderTexture(this.ctx, frame.width, frame.height);
+      }
+      this.target.bind();
+      drawTexture(this.ctx, texture.texture, texture.width, texture.height);
+      // Zero-copy textures show the shared memory live: finish drawing before the frame goes back.
+      this.ctx.api.gl.glFinish();
+      this.frames++;
+      if (texture.path !== this.reportedPath) {
+        this.reportedPath = texture.path;
+        this.onReport({ renderer: this.ctx.shortName, path: texture.path, reason: texture.reason });
+      }
+      return true;
+    } catch (error) {
+      this.failed = error instanceof Error ? error.message : String(error);
+      this.onReport({ renderer: this.ctx.shortName, path: 'off', reason: `GL drawing failed and is off: ${this.failed}` });
+      return false;
+    }
+  }
+
+  close(): void {
+    this.target?.destroy();
+    this.importer.destroy();
+    this.ctx.close();
+  }
+}
+
+/**
+ * Records every frame into `stats` (and draws it with `view`, if given) and releases it at
+ * once, so the producer never waits on us.
+ */
+export function consumeFrames(client: SurfaceClient, stats: FrameStats, view?: GlFrameView): void {
   stats.mechanism = client.mechanism;
   client.on('negotiated', (n) => (stats.mechanism = n.mechanism));
   client.on('frame', (frame) => {
     try {
+      view?.draw(frame);
       stats.record(frame);
     } finally {
       frame.release();
@@ -208,6 +278,7 @@ export type ConsumerMessage =
   | { type: 'negotiated'; mechanism: string; reason: string }
   | { type: 'stats'; stats: StatsSnapshot }
   | { type: 'final'; stats: StatsSnapshot }
+  | { type: 'gl'; report: GlViewReport }
   | { type: 'warning'; message: string }
   | { type: 'error'; message: string };
 
@@ -226,10 +297,11 @@ function send(message: ConsumerMessage, then?: () => void): void {
  * reports once a second over IPC, and on {type:'stop'} sends its totals and exits 0. Any
  * other end (server gone, IPC gone) is an error: exit 1 with the reason sent first.
  */
-export async function consumerMain(options: { path: string }): Promise<void> {
+export async function consumerMain(options: { path: string; gl?: 'angle' | 'system' | 'cpu' }): Promise<void> {
   let stopping = false;
   let client: SurfaceClient | null = null;
   let timer: NodeJS.Timeout | null = null;
+  let view: GlFrameView | undefined;
   const stats = new FrameStats();
 
   let finished = false;
@@ -238,6 +310,7 @@ export async function consumerMain(options: { path: string }): Promise<void> {
     finished = true;
     if (timer) clearInterval(timer);
     client?.close();
+    view?.close();
     const exit = (): void => process.exit(code);
     if (message) send(message, exit);
     else exit();
@@ -270,7 +343,16 @@ export async function consumerMain(options: { path: string }): Promise<void> {
     send({ type: 'negotiated', mechanism: n.mechanism, reason: n.reason });
   };
   report(client.negotiation);
-  consumeFrames(client, stats);
+  if (options.gl && options.gl !== 'cpu') {
+    try {
+      view = new GlFrameView(openGpuContext({ prefer: options.gl }), (r) => send({ type: 'gl', report: r }));
+    } catch (error) {
+      const first = (error instanceof Error ? error.message : String(error)).split('\n')[0];
+      process.stderr.write(`surfacelink demo consumer: no usable GL, checking frames on the CPU only: ${first}\n`);
+      send({ type: 'gl', report: { renderer: 'none', path: 'off', reason: first } });
+    }
+  }
+  consumeFrames(client, stats, view);
   client.on('negotiated', report);
   client.on('importFailed', (e) => send({ type: 'warning', message: `import failed: ${e.code}: ${e.message}` }));
   client.on('warning', (e) => send({ type: 'warning', message: `server warning: ${e.code}: ${e.message}` }));

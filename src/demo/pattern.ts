@@ -282,3 +282,68 @@ function drawCounter(layout: PatternLayout, pixels: Uint8Array, stride: number, 
     }
   }
 }
+
+// ---- the same pattern drawn with GL ---------------------------------------------------------
+
+/** Something that fills rectangles with an RGB colour, exact to the byte (SurfaceRenderer.fillRect). */
+export interface RectPainter {
+  fillRect(x: number, y: number, width: number, height: number, r: number, g: number, b: number): void;
+}
+
+const fill = (p: RectPainter, x: number, y: number, w: number, h: number, c: readonly [number, number, number]): void => p.fillRect(x, y, w, h, c[2], c[1], c[0]);
+
+/**
+ * drawPattern() as rectangle fills (GL scissored clears): the same pixels, byte for byte.
+ * Returns how many of `repainted` it filled: the rectangles it painted (old box, new box,
+ * counter), or 0 when it drew everything — what a readback has to copy.
+ */
+export function paintPattern(layout: PatternLayout, painter: RectPainter, frame: number, previous: number | undefined, repainted: Rect[]): number {
+  const b = layout.box;
+  let count = 0;
+  if (previous === undefined || previous < 0) {
+    paintBackground(painter, 0, 0, layout.width, layout.height);
+  } else if (previous !== frame) {
+    paintBackground(painter, boxX(layout, previous), boxY(layout, previous), b, b);
+    setRect(repainted[count++], boxX(layout, previous), boxY(layout, previous), b, b);
+  }
+  const x0 = boxX(layout, frame);
+  const y0 = boxY(layout, frame);
+  const edge = Math.max(1, b >> 4);
+  painter.fillRect(x0, y0, b, b, 0xff, 0xff, 0xff);
+  if (b > 2 * edge) painter.fillRect(x0 + edge, y0 + edge, b - 2 * edge, b - 2 * edge, 0xff, 0x60 + ((frame * 2) & 0x7f), 0x20);
+  if (previous !== undefined && previous >= 0) setRect(repainted[count++], x0, y0, b, b);
+  const c = layout.counter;
+  if (!c) return count;
+  fill(painter, c.x, c.y, c.width, c.height, PANEL);
+  if (previous !== undefined && previous >= 0) setRect(repainted[count++], c.x, c.y, c.width, c.height);
+  const s = layout.scale;
+  let value = counterValue(frame);
+  for (let d = COUNTER_DIGITS - 1; d >= 0; d--) {
+    const glyph = GLYPHS[value % 10];
+    value = Math.floor(value / 10);
+    const gx = c.x + s + d * (GLYPH_W + 1) * s;
+    const gy = c.y + s;
+    for (let r = 0; r < GLYPH_H; r++) {
+      const bits = glyph[r];
+      // Runs of lit cells in a row are one fill.
+      for (let col = 0; col < GLYPH_W; ) {
+        if (((bits >> (GLYPH_W - 1 - col)) & 1) === 0) {
+          col++;
+          continue;
+        }
+        let end = col + 1;
+        while (end < GLYPH_W && ((bits >> (GLYPH_W - 1 - end)) & 1) === 1) end++;
+        fill(painter, gx + col * s, gy + r * s, (end - col) * s, s, INK);
+        col = end;
+      }
+    }
+  }
+  return count;
+}
+
+/** The background (with its grid lines) inside one rectangle. */
+function paintBackground(p: RectPainter, x0: number, y0: number, w: number, h: number): void {
+  fill(p, x0, y0, w, h, BG);
+  for (let x = Math.ceil(x0 / GRID) * GRID; x < x0 + w; x += GRID) fill(p, x, y0, 1, h, GRID_LINE);
+  for (let y = Math.ceil(y0 / GRID) * GRID; y < y0 + h; y += GRID) fill(p, x0, y, w, 1, GRID_LINE);
+}

@@ -3,11 +3,17 @@
  * one XRGB8888 surface showing the test pattern, presented on a timer with damage.
  * Presenting never waits on clients (the pool grows, slow clients skip frames), so a tick
  * costs the repaint of two boxes and the counter.
+ *
+ * The pattern is drawn with GL when asked (`gl: 'angle' | 'system'`; the demo asks for ANGLE):
+ * rectangle fills into a framebuffer over the shared buffer (SurfaceRenderer: zero-copy on
+ * ANGLE/SwiftShader when the stride allows, else rendered and the repainted rectangles read
+ * back). Without a usable GL it draws on the CPU, and says why once on stderr.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SurfaceServer, type Logger, type PresentOptions, type SharedSurface, type SurfaceBuffer } from '../index.js';
-import { damageRects, drawPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
+import { openGpuContext, SurfaceRenderer, type GpuContext } from '../gl/index.js';
+import { damageRects, drawPattern, paintPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
 import type { StopMessage } from './consumer.js';
 
 export interface ProducerOptions {
@@ -20,6 +26,17 @@ export interface ProducerOptions {
   logger?: Logger;
   /** Called if presenting fails; the producer has stopped presenting by then. */
   onError?: (error: Error) => void;
+  /** Draw with GL: the bundled ANGLE first, or the system's EGL first. Default: the CPU. */
+  gl?: 'angle' | 'system' | 'cpu';
+}
+
+/** How the producer draws, for the status line. */
+export interface ProducerRendering {
+  /** 'cpu', or the GL renderer string. */
+  renderer: string;
+  /** 'cpu', 'memory-object' or 'readback'. */
+  path: string;
+  reason: string;
 }
 
 const FULL: PresentOptions = {};
@@ -37,6 +54,11 @@ export class PatternProducer {
   private readonly periodMs: number;
   private dueMs = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Rectangles a GL frame repainted (read back on the readback path). */
+  private readonly repainted;
+  private gl: { ctx: GpuContext; renderer: SurfaceRenderer } | null = null;
+  /** How frames are drawn; `path` is known after the first frame. */
+  readonly rendering: ProducerRendering = { renderer: 'cpu', path: 'cpu', reason: 'drawn on the CPU' };
 
   private constructor(
     readonly server: SurfaceServer,
@@ -46,8 +68,22 @@ export class PatternProducer {
   ) {
     this.layout = patternLayout(surface.width, surface.height);
     this.rects = damageRects(this.layout);
+    this.repainted = damageRects(this.layout);
     this.damage = { damage: this.rects };
     this.periodMs = 1000 / fps;
+  }
+
+  /** Opens GL for drawing; on failure stays on the CPU and records why. */
+  private openGl(prefer: 'angle' | 'system'): void {
+    try {
+      const ctx = openGpuContext({ prefer });
+      this.gl = { ctx, renderer: new SurfaceRenderer(ctx) };
+      this.rendering.renderer = ctx.shortName;
+      this.rendering.reason = '';
+    } catch (error) {
+      const first = (error instanceof Error ? error.message : String(error)).split('\n')[0];
+      this.rendering.reason = `no usable GL, drawing on the CPU: ${first}`;
+    }
   }
 
   static async start(options: ProducerOptions): Promise<PatternProducer> {
@@ -56,6 +92,7 @@ export class PatternProducer {
     try {
       const surface = server.createSurface({ width: options.width, height: options.height, format: 'XRGB8888', label: 'surfacelink-pattern' });
       const producer = new PatternProducer(server, surface, options.onError, options.fps);
+      if (options.gl && options.gl !== 'cpu') producer.openGl(options.gl);
       producer.run();
       return producer;
     } catch (error) {
@@ -90,7 +127,8 @@ export class PatternProducer {
     try {
       const frame = this.surface.sequence + 1;
       const buffer = this.surface.acquire();
-      drawPattern(this.layout, buffer.pixels(), buffer.stride, frame, this.shows.get(buffer));
+      if (this.gl) this.paint(buffer, frame);
+      else drawPattern(this.layout, buffer.pixels(), buffer.stride, frame, this.shows.get(buffer));
       this.shows.set(buffer, frame);
       this.surface.present(buffer, patternDamage(this.layout, frame, this.rects) === 0 ? FULL : this.damage);
       this.presented++;
@@ -99,6 +137,18 @@ export class PatternProducer {
       if (this.onError) this.onError(error as Error);
       else throw error;
     }
+  }
+
+  private paint(buffer: SurfaceBuffer, frame: number): void {
+    const renderer = this.gl!.renderer;
+    const path = renderer.begin(buffer);
+    if (this.presented === 0) {
+      this.rendering.path = path;
+      this.rendering.reason = renderer.reason;
+    }
+    const count = paintPattern(this.layout, renderer, frame, this.shows.get(buffer), this.repainted);
+    // Zero-copy: end() waits for GL. Readback: only what was repainted is copied into the buffer.
+    renderer.end(this.repainted, count);
   }
 
   private stopTimer(): void {
@@ -110,6 +160,9 @@ export class PatternProducer {
   stop(): void {
     this.stopTimer();
     this.server.close();
+    this.gl?.renderer.destroy();
+    this.gl?.ctx.close();
+    this.gl = null;
   }
 }
 
@@ -117,7 +170,7 @@ export class PatternProducer {
 
 /** Messages the producer process sends its parent. */
 export type ProducerMessage =
-  | { type: 'ready'; path: string; mechanism: string }
+  | { type: 'ready'; path: string; mechanism: string; rendering: ProducerRendering }
   | { type: 'stats'; presented: number; clients: number }
   | { type: 'final'; presented: number }
   | { type: 'error'; message: string };
@@ -132,7 +185,7 @@ function send(message: ProducerMessage, then?: () => void): void {
  * says {type:'ready'} once the socket accepts, and on {type:'stop'} closes the server and
  * exits 0. If presenting fails or the parent vanishes it exits 1.
  */
-export async function producerMain(options: { path: string; width: number; height: number; fps: number }): Promise<void> {
+export async function producerMain(options: { path: string; width: number; height: number; fps: number; gl?: 'angle' | 'system' | 'cpu' }): Promise<void> {
   let producer: PatternProducer | null = null;
   let timer: NodeJS.Timeout | null = null;
   let finished = false;
@@ -172,6 +225,7 @@ export async function producerMain(options: { path: string; width: number; heigh
     return finish(1, { type: 'error', message: `cannot serve on ${options.path}: ${e.code ?? 'error'}: ${e.message ?? String(error)}` });
   }
   if (finished) return void producer.stop(); // stopped, or failed on the very first frame
-  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism });
+  if (options.gl !== 'cpu' && producer.rendering.path === 'cpu') process.stderr.write(`surfacelink demo producer: ${producer.rendering.reason}\n`);
+  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism, rendering: producer.rendering });
   timer = setInterval(() => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }), 1000);
 }

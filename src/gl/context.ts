@@ -218,6 +218,12 @@ export class GpuContext implements Disposable {
     return this.isClosed;
   }
 
+  /** A short name for messages: 'ANGLE on SwiftShader', 'llvmpipe (Mesa)', … */
+  get shortName(): string {
+    if (this.renderer.startsWith('ANGLE')) return this.renderer.includes('SwiftShader') ? 'ANGLE on SwiftShader' : `ANGLE (${this.renderer.replace(/^ANGLE \(/, '').split(',')[0]})`;
+    return `${this.renderer.split(' (')[0]} (${this.vendor || 'unknown vendor'})`;
+  }
+
   /** Makes this context current on the calling thread if it is not. Throws E_CLOSED after close(). */
   makeCurrent(): void {
     if (this.isClosed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');

@@ -88,6 +88,26 @@ export const EGL = Object.freeze({
   DMA_BUF_PLANE2_MODIFIER_HI_EXT: 0x3448,
   DMA_BUF_PLANE3_MODIFIER_LO_EXT: 0x3449,
   DMA_BUF_PLANE3_MODIFIER_HI_EXT: 0x344a,
+  // EGL 1.2 pbuffers bound as textures (client-buffer imports)
+  SURFACE_TYPE: 0x3033,
+  PBUFFER_BIT: 0x0001,
+  RENDERABLE_TYPE: 0x3040,
+  OPENGL_ES2_BIT: 0x0004,
+  BIND_TO_TEXTURE_RGBA: 0x303a,
+  TEXTURE_FORMAT: 0x3080,
+  TEXTURE_TARGET: 0x3081,
+  TEXTURE_RGBA: 0x305e,
+  TEXTURE_2D: 0x305f,
+  BACK_BUFFER: 0x3084,
+  // EGL_ANGLE_iosurface_client_buffer
+  IOSURFACE_ANGLE: 0x3454,
+  IOSURFACE_PLANE_ANGLE: 0x345a,
+  TEXTURE_RECTANGLE_ANGLE: 0x345b,
+  TEXTURE_TYPE_ANGLE: 0x345c,
+  TEXTURE_INTERNAL_FORMAT_ANGLE: 0x345d,
+  BIND_TO_TEXTURE_TARGET_ANGLE: 0x348d,
+  // EGL_ANGLE_d3d_texture_client_buffer
+  D3D_TEXTURE_ANGLE: 0x33a3,
 });
 
 /** EGL error codes (eglGetError), by value, for messages. */
@@ -136,6 +156,41 @@ export const GL = Object.freeze({
   FRAMEBUFFER_COMPLETE: 0x8cd5,
   FRAMEBUFFER_BINDING: 0x8ca6,
   TEXTURE_BINDING_2D: 0x8069,
+  BGRA_EXT: 0x80e1, // GL_EXT_texture_format_BGRA8888 / GL_EXT_read_format_bgra
+  // Pixel store (ES 3.0): sub-rectangles of a larger client image
+  UNPACK_ROW_LENGTH: 0x0cf2,
+  UNPACK_SKIP_ROWS: 0x0cf3,
+  UNPACK_SKIP_PIXELS: 0x0cf4,
+  PACK_ROW_LENGTH: 0x0d02,
+  PACK_SKIP_ROWS: 0x0d03,
+  PACK_SKIP_PIXELS: 0x0d04,
+  // ES 3.0 texture swizzle
+  TEXTURE_SWIZZLE_R: 0x8e42,
+  TEXTURE_SWIZZLE_G: 0x8e43,
+  TEXTURE_SWIZZLE_B: 0x8e44,
+  TEXTURE_SWIZZLE_A: 0x8e45,
+  RED: 0x1903,
+  GREEN: 0x1904,
+  BLUE: 0x1905,
+  ALPHA: 0x1906,
+  ONE: 1,
+  // Drawing
+  SCISSOR_TEST: 0x0c11,
+  BLEND: 0x0be2,
+  DEPTH_TEST: 0x0b71,
+  COLOR_BUFFER_BIT: 0x4000,
+  TRIANGLES: 0x0004,
+  TEXTURE0: 0x84c0,
+  VERTEX_SHADER: 0x8b31,
+  FRAGMENT_SHADER: 0x8b30,
+  COMPILE_STATUS: 0x8b81,
+  LINK_STATUS: 0x8b82,
+  // GL_EXT_memory_object / GL_EXT_memory_object_fd
+  TEXTURE_TILING_EXT: 0x9580,
+  DEDICATED_MEMORY_OBJECT_EXT: 0x9581,
+  OPTIMAL_TILING_EXT: 0x9584,
+  LINEAR_TILING_EXT: 0x9585,
+  HANDLE_TYPE_OPAQUE_FD_EXT: 0x9586,
 });
 
 /** GL error codes (glGetError), by value, for messages. */
@@ -167,6 +222,11 @@ export interface EglCore {
   eglDestroyContext(dpy: bigint, ctx: bigint): number;
   eglMakeCurrent(dpy: bigint, draw: Ptr, read: Ptr, ctx: Ptr): number;
   eglGetCurrentContext(): Ptr;
+  eglChooseConfig(dpy: bigint, attribs: Int32Array, configs: BigUint64Array, size: number, count: Int32Array): number;
+  eglCreatePbufferFromClientBuffer(dpy: bigint, bufferType: number, buffer: bigint, config: bigint, attribs: Int32Array): Ptr;
+  eglBindTexImage(dpy: bigint, surface: bigint, buffer: number): number;
+  eglReleaseTexImage(dpy: bigint, surface: bigint, buffer: number): number;
+  eglDestroySurface(dpy: bigint, surface: bigint): number;
 }
 
 /** Core OpenGL ES 2.0/3.0 entry points, exported by libGLESv2. Typed arrays are passed by pointer. */
@@ -187,6 +247,37 @@ export interface GlesCore {
   glCheckFramebufferStatus(target: number): number;
   glReadPixels(x: number, y: number, width: number, height: number, format: number, type: number, pixels: Uint8Array): void;
   glFinish(): void;
+  glFlush(): void;
+  glTexSubImage2D(target: number, level: number, x: number, y: number, width: number, height: number, format: number, type: number, pixels: Uint8Array): void;
+  glTexStorage2D(target: number, levels: number, internalFormat: number, width: number, height: number): void;
+  glEnable(cap: number): void;
+  glDisable(cap: number): void;
+  glScissor(x: number, y: number, width: number, height: number): void;
+  glViewport(x: number, y: number, width: number, height: number): void;
+  glClearColor(r: number, g: number, b: number, a: number): void;
+  glClear(mask: number): void;
+  glCreateShader(type: number): number;
+  glShaderSource(shader: number, count: number, sources: string[], lengths: null): void;
+  glCompileShader(shader: number): void;
+  glGetShaderiv(shader: number, pname: number, out: Int32Array): void;
+  glGetShaderInfoLog(shader: number, size: number, length: Int32Array, log: Uint8Array): void;
+  glDeleteShader(shader: number): void;
+  glCreateProgram(): number;
+  glAttachShader(program: number, shader: number): void;
+  glLinkProgram(program: number): void;
+  glGetProgramiv(program: number, pname: number, out: Int32Array): void;
+  glGetProgramInfoLog(program: number, size: number, length: Int32Array, log: Uint8Array): void;
+  glDeleteProgram(program: number): void;
+  glUseProgram(program: number): void;
+  glGetUniformLocation(program: number, name: string): number;
+  glUniform1i(location: number, value: number): void;
+  glUniform4f(location: number, x: number, y: number, z: number, w: number): void;
+  glUniform2i(location: number, x: number, y: number): void;
+  glActiveTexture(unit: number): void;
+  glDrawArrays(mode: number, first: number, count: number): void;
+  glGenVertexArrays(n: number, out: Uint32Array): void;
+  glBindVertexArray(array: number): void;
+  glDeleteVertexArrays(n: number, arrays: Uint32Array): void;
 }
 
 // Extension function types (fetched with eglGetProcAddress, only when advertised).
@@ -203,6 +294,11 @@ export type EglQueryDmaBufModifiersEXT = (
   numModifiers: Int32Array,
 ) => number;
 export type GlEGLImageTargetTexture2DOES = (target: number, image: bigint) => void;
+export type GlCreateMemoryObjectsEXT = (n: number, out: Uint32Array) => void;
+export type GlDeleteMemoryObjectsEXT = (n: number, objects: Uint32Array) => void;
+export type GlMemoryObjectParameterivEXT = (memory: number, pname: number, params: Int32Array) => void;
+export type GlTexStorageMem2DEXT = (target: number, levels: number, internalFormat: number, width: number, height: number, memory: number, offset: bigint) => void;
+export type GlImportMemoryFdEXT = (memory: number, size: bigint, handleType: number, fd: number) => void;
 
 const EGL_CORE: Record<keyof EglCore, string> = {
   eglGetProcAddress: 'void *eglGetProcAddress(const char *procname)',
@@ -215,6 +311,11 @@ const EGL_CORE: Record<keyof EglCore, string> = {
   eglDestroyContext: 'uint32_t eglDestroyContext(void *dpy, void *ctx)',
   eglMakeCurrent: 'uint32_t eglMakeCurrent(void *dpy, void *draw, void *read, void *ctx)',
   eglGetCurrentContext: 'void *eglGetCurrentContext(void)',
+  eglChooseConfig: 'uint32_t eglChooseConfig(void *dpy, const int *attrib_list, _Out_ void **configs, int config_size, _Out_ int *num_config)',
+  eglCreatePbufferFromClientBuffer: 'void *eglCreatePbufferFromClientBuffer(void *dpy, uint32_t buftype, void *buffer, void *config, const int *attrib_list)',
+  eglBindTexImage: 'uint32_t eglBindTexImage(void *dpy, void *surface, int buffer)',
+  eglReleaseTexImage: 'uint32_t eglReleaseTexImage(void *dpy, void *surface, int buffer)',
+  eglDestroySurface: 'uint32_t eglDestroySurface(void *dpy, void *surface)',
 };
 
 const GLES_CORE: Record<keyof GlesCore, string> = {
@@ -234,6 +335,37 @@ const GLES_CORE: Record<keyof GlesCore, string> = {
   glCheckFramebufferStatus: 'uint32_t glCheckFramebufferStatus(uint32_t target)',
   glReadPixels: 'void glReadPixels(int x, int y, int width, int height, uint32_t format, uint32_t type, void *pixels)',
   glFinish: 'void glFinish(void)',
+  glFlush: 'void glFlush(void)',
+  glTexSubImage2D: 'void glTexSubImage2D(uint32_t target, int level, int xoffset, int yoffset, int width, int height, uint32_t format, uint32_t type, const void *pixels)',
+  glTexStorage2D: 'void glTexStorage2D(uint32_t target, int levels, uint32_t internalformat, int width, int height)',
+  glEnable: 'void glEnable(uint32_t cap)',
+  glDisable: 'void glDisable(uint32_t cap)',
+  glScissor: 'void glScissor(int x, int y, int width, int height)',
+  glViewport: 'void glViewport(int x, int y, int width, int height)',
+  glClearColor: 'void glClearColor(float red, float green, float blue, float alpha)',
+  glClear: 'void glClear(uint32_t mask)',
+  glCreateShader: 'uint32_t glCreateShader(uint32_t type)',
+  glShaderSource: 'void glShaderSource(uint32_t shader, int count, const char **string, const int *length)',
+  glCompileShader: 'void glCompileShader(uint32_t shader)',
+  glGetShaderiv: 'void glGetShaderiv(uint32_t shader, uint32_t pname, _Out_ int *params)',
+  glGetShaderInfoLog: 'void glGetShaderInfoLog(uint32_t shader, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
+  glDeleteShader: 'void glDeleteShader(uint32_t shader)',
+  glCreateProgram: 'uint32_t glCreateProgram(void)',
+  glAttachShader: 'void glAttachShader(uint32_t program, uint32_t shader)',
+  glLinkProgram: 'void glLinkProgram(uint32_t program)',
+  glGetProgramiv: 'void glGetProgramiv(uint32_t program, uint32_t pname, _Out_ int *params)',
+  glGetProgramInfoLog: 'void glGetProgramInfoLog(uint32_t program, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
+  glDeleteProgram: 'void glDeleteProgram(uint32_t program)',
+  glUseProgram: 'void glUseProgram(uint32_t program)',
+  glGetUniformLocation: 'int glGetUniformLocation(uint32_t program, const char *name)',
+  glUniform1i: 'void glUniform1i(int location, int v0)',
+  glUniform4f: 'void glUniform4f(int location, float v0, float v1, float v2, float v3)',
+  glUniform2i: 'void glUniform2i(int location, int v0, int v1)',
+  glActiveTexture: 'void glActiveTexture(uint32_t texture)',
+  glDrawArrays: 'void glDrawArrays(uint32_t mode, int first, int count)',
+  glGenVertexArrays: 'void glGenVertexArrays(int n, _Out_ uint32_t *arrays)',
+  glBindVertexArray: 'void glBindVertexArray(uint32_t array)',
+  glDeleteVertexArrays: 'void glDeleteVertexArrays(int n, const uint32_t *arrays)',
 };
 
 /** Extension entry points: C prototype and the extension string that must advertise it. */
@@ -262,6 +394,26 @@ const EXTENSION_PROCS = {
     extension: 'GL_OES_EGL_image',
     proto: 'void PFN_glEGLImageTargetTexture2DOES(uint32_t target, void *image)',
   },
+  glCreateMemoryObjectsEXT: {
+    extension: 'GL_EXT_memory_object',
+    proto: 'void PFN_glCreateMemoryObjectsEXT(int n, _Out_ uint32_t *memoryObjects)',
+  },
+  glDeleteMemoryObjectsEXT: {
+    extension: 'GL_EXT_memory_object',
+    proto: 'void PFN_glDeleteMemoryObjectsEXT(int n, const uint32_t *memoryObjects)',
+  },
+  glMemoryObjectParameterivEXT: {
+    extension: 'GL_EXT_memory_object',
+    proto: 'void PFN_glMemoryObjectParameterivEXT(uint32_t memoryObject, uint32_t pname, const int *params)',
+  },
+  glTexStorageMem2DEXT: {
+    extension: 'GL_EXT_memory_object',
+    proto: 'void PFN_glTexStorageMem2DEXT(uint32_t target, int levels, uint32_t internalFormat, int width, int height, uint32_t memory, uint64_t offset)',
+  },
+  glImportMemoryFdEXT: {
+    extension: 'GL_EXT_memory_object_fd',
+    proto: 'void PFN_glImportMemoryFdEXT(uint32_t memory, uint64_t size, uint32_t handleType, int fd)',
+  },
 } as const;
 
 export type ExtensionProcName = keyof typeof EXTENSION_PROCS;
@@ -273,6 +425,11 @@ interface ExtensionProcTypes {
   eglQueryDmaBufFormatsEXT: EglQueryDmaBufFormatsEXT;
   eglQueryDmaBufModifiersEXT: EglQueryDmaBufModifiersEXT;
   glEGLImageTargetTexture2DOES: GlEGLImageTargetTexture2DOES;
+  glCreateMemoryObjectsEXT: GlCreateMemoryObjectsEXT;
+  glDeleteMemoryObjectsEXT: GlDeleteMemoryObjectsEXT;
+  glMemoryObjectParameterivEXT: GlMemoryObjectParameterivEXT;
+  glTexStorageMem2DEXT: GlTexStorageMem2DEXT;
+  glImportMemoryFdEXT: GlImportMemoryFdEXT;
 }
 
 /** An extension string, split: which list it is (for messages) and its names. */

@@ -38,3 +38,8 @@ export {
   type LocatedGl,
   type OpenGpuContextOptions,
 } from './angle.js';
+export { SurfaceImporter, type ImportPath, type ImportableFrame, type SurfaceTexture, type SurfaceImporterOptions } from './surface-texture.js';
+export { SurfaceRenderer, type RenderPath, type RenderableBuffer, type SurfaceRendererOptions } from './render-target.js';
+export { RenderTexture, drawTexture, swizzleFor } from './draw.js';
+export { importMemoryTexture, memoryObjectUnavailable, memoryObjectLayoutProblem, swiftShaderPitch, type BufferLayout, type MemoryTexture } from './memory-object.js';
+export { importIOSurfaceTexture, importD3D11Texture, type ClientBufferTexture } from './client-buffer.js';

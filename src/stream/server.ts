@@ -482,6 +482,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
   private removeTap: (() => void) | null = null;
   private closedValue = false;
   private readonly tap: FrameTap;
+  private readonly logger: Logger;
 
   private constructor(
     readonly surfaceServer: SurfaceServer,
@@ -527,7 +528,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     };
     this.sweepTimer = setInterval(() => this.sweep(), 1000);
     this.sweepTimer.unref();
-    void settings.logger;
+    this.logger = settings.logger;
   }
 
   /** Starts the HTTP + WebSocket server for `surfaceServer`'s surfaces. */
@@ -754,6 +755,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     if (session.state === 'closed') return;
     mirror.sessions.add(session);
     session.activate(mirror);
+    this.logger('info', `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} — ${session.reason}`);
     this.emit('client', session.info());
   }
 
@@ -859,7 +861,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         }
       }
     }
-    if (wasActive) this.emit('clientGone', session.info(), { code: session.goneCode, message: session.goneMessage });
+    if (wasActive) {
+      this.logger('info', `stream client ${session.id} "${session.name}" left (${session.goneCode}): ${session.goneMessage}`);
+      this.emit('clientGone', session.info(), { code: session.goneCode, message: session.goneMessage });
+    }
   }
 
   private sweep(): void {
