@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines), then the same
-# program inside the test VM, where dma-bufs exist, for dmabuf.v1 beside shm.v1.
-# SURFACELINK_BENCH_VM=0 skips the VM part.
+# npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines); GL import/draw
+# and readback (bench/gl.ts); remote streaming: H.264 encode vs the bare GStreamer pipeline,
+# tiles vs H.264 bandwidth, and browser end-to-end latency; then the handoff benchmark inside
+# the test VM, where dma-bufs exist, for dmabuf.v1 beside shm.v1. Every program records JSON
+# under bench/results/. SURFACELINK_BENCH_VM=0 skips the VM part; BENCH_QUICK=1 shortens the
+# GL and streaming runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 node --import tsx bench/run.ts
+for program in gl stream-encode stream-bandwidth stream-latency; do
+  [ -f "bench/$program.ts" ] || continue
+  echo
+  echo "== bench/$program.ts"
+  node --import tsx "bench/$program.ts"
+done
 if [ "${SURFACELINK_BENCH_VM:-1}" = 0 ]; then
   echo "dma-buf benchmark skipped (SURFACELINK_BENCH_VM=0)"
 elif why=$(bash scripts/vm/available.sh); then

@@ -67,7 +67,7 @@ const SIZE_OPTIONS = {
 const COMMANDS: Record<string, Command> = {
   demo: {
     summary: 'producer and consumer in two processes, with live stats',
-    help: `Usage: surfacelink demo [--width W] [--height H] [--fps N] [--duration S]
+    help: `Usage: surfacelink demo [--width W] [--height H] [--fps N] [--duration S] [--gl G] [--stream-port P | --no-stream]
 
 Starts a producer and a consumer as two separate processes sharing a socket in a fresh
 private temp dir, and shows one status line: mechanism, resolution, fps seen by the
@@ -85,14 +85,18 @@ Options:
                   render the pattern, the consumer to import and draw each frame; system:
                   the system's EGL (Mesa) first; cpu: no GL. Without a usable GL a process
                   says why and falls back to the CPU.
+  --stream-port P the producer also serves remote viewers (docs/remote.md) on 127.0.0.1:P
+                  (default: any free port) and the demo prints the browser viewer's URL
+  --no-stream     no remote viewers
 
 Exit status: 0 when the duration elapsed, frames arrived and every counter matched;
 1 when a process died, no frames arrived or a counter did not match; 130 after Ctrl-C
 and 143 after SIGTERM (both processes are stopped and the temp dir removed first).
 `,
-    options: { ...SIZE_OPTIONS, duration: { type: 'string' }, gl: { type: 'string' } },
+    options: { ...SIZE_OPTIONS, duration: { type: 'string' }, gl: { type: 'string' }, 'stream-port': { type: 'string' }, 'no-stream': { type: 'boolean' } },
     run: (v) =>
       runDemo({
+        streamPort: v['no-stream'] === true ? null : intOption(v, 'stream-port', 0, 0, 65535),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
@@ -205,10 +209,11 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
     summary: 'internal: the demo producer process',
     help: 'Internal: forked by `surfacelink demo`.\n',
     hidden: true,
-    options: { path: { type: 'string' }, ...SIZE_OPTIONS, gl: { type: 'string' } },
+    options: { path: { type: 'string' }, ...SIZE_OPTIONS, gl: { type: 'string' }, 'stream-port': { type: 'string' } },
     run: async (v) => {
       await producerMain({
         path: requiredOption(v, 'path'),
+        streamPort: v['stream-port'] === undefined ? null : intOption(v, 'stream-port', 0, 0, 65535),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
@@ -311,6 +316,8 @@ interface DemoOptions {
   fps: number;
   durationS: number | null;
   gl: 'angle' | 'system' | 'cpu';
+  /** Port for remote viewers (0: any), or null for none. */
+  streamPort: number | null;
 }
 
 type Role = 'producer' | 'consumer';
@@ -382,6 +389,8 @@ function runDemo(o: DemoOptions): Promise<number> {
           if (state !== 'starting' || children.has('consumer')) return;
           producerGl = m.rendering.path === 'cpu' ? 'producer drew on the CPU' : `producer rendered with GL (${m.rendering.path}) on ${m.rendering.renderer}`;
           status.log(`${producerGl}: ${m.rendering.reason}`);
+          if (m.viewer) status.log(`watch it in a browser: ${m.viewer.url} (codecs: ${m.viewer.codecs}; this host only)`);
+          else if (m.viewerError) status.log(`no browser viewer: ${m.viewerError}`);
           spawn('consumer', ['--gl', o.gl]).on('message', onConsumer);
           return;
         case 'stats':
@@ -500,7 +509,7 @@ function runDemo(o: DemoOptions): Promise<number> {
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
     status.log(`surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, socket ${socketPath}`);
-    spawn('producer', ['--width', String(o.width), '--height', String(o.height), '--fps', String(o.fps), '--gl', o.gl]).on('message', onProducer);
+    spawn('producer', ['--width', String(o.width), '--height', String(o.height), '--fps', String(o.fps), '--gl', o.gl, ...(o.streamPort === null ? [] : ['--stream-port', String(o.streamPort)])]).on('message', onProducer);
   });
 }
 

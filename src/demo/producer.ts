@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SurfaceServer, type Logger, type PresentOptions, type SharedSurface, type SurfaceBuffer } from '../index.js';
 import { openGpuContext, SurfaceRenderer, type GpuContext } from '../gl/index.js';
+import { StreamServer } from '../stream/server.js';
 import { damageRects, drawPattern, paintPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
 import type { StopMessage } from './consumer.js';
 
@@ -170,7 +171,7 @@ export class PatternProducer {
 
 /** Messages the producer process sends its parent. */
 export type ProducerMessage =
-  | { type: 'ready'; path: string; mechanism: string; rendering: ProducerRendering }
+  | { type: 'ready'; path: string; mechanism: string; rendering: ProducerRendering; viewer: { url: string; codecs: string } | null; viewerError: string | null }
   | { type: 'stats'; presented: number; clients: number }
   | { type: 'final'; presented: number }
   | { type: 'error'; message: string };
@@ -185,14 +186,16 @@ function send(message: ProducerMessage, then?: () => void): void {
  * says {type:'ready'} once the socket accepts, and on {type:'stop'} closes the server and
  * exits 0. If presenting fails or the parent vanishes it exits 1.
  */
-export async function producerMain(options: { path: string; width: number; height: number; fps: number; gl?: 'angle' | 'system' | 'cpu' }): Promise<void> {
+export async function producerMain(options: { path: string; width: number; height: number; fps: number; gl?: 'angle' | 'system' | 'cpu'; streamPort?: number | null }): Promise<void> {
   let producer: PatternProducer | null = null;
+  let stream: StreamServer | null = null;
   let timer: NodeJS.Timeout | null = null;
   let finished = false;
   const finish = (code: number, message?: ProducerMessage): void => {
     if (finished) return;
     finished = true;
     if (timer) clearInterval(timer);
+    stream?.close();
     producer?.stop();
     // Without a parent nobody else will remove the demo's private dir; rmdir only takes it if empty.
     if (!process.connected) {
@@ -226,6 +229,18 @@ export async function producerMain(options: { path: string; width: number; heigh
   }
   if (finished) return void producer.stop(); // stopped, or failed on the very first frame
   if (options.gl !== 'cpu' && producer.rendering.path === 'cpu') process.stderr.write(`surfacelink demo producer: ${producer.rendering.reason}\n`);
-  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism, rendering: producer.rendering });
+  // Remote viewers (a browser on this host) watch the same surface while the consumer maps it.
+  let viewerError: string | null = null;
+  if (options.streamPort !== undefined && options.streamPort !== null) {
+    try {
+      stream = await StreamServer.start(producer.server, { port: options.streamPort });
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      viewerError = `${e.code ?? 'error'}: ${e.message ?? String(error)}`;
+    }
+    if (finished) return;
+  }
+  const viewer = stream ? { url: stream.url, codecs: stream.availableCodecs.join(', ') } : null;
+  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism, rendering: producer.rendering, viewer, viewerError });
   timer = setInterval(() => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }), 1000);
 }

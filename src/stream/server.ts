@@ -597,6 +597,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return this.closedValue;
   }
 
+  /** The codecs this server can actually serve, each with why (h264 needs a GStreamer encoder). */
+  get availableCodecs(): string[] {
+    return this.codecs.map((c) => (c === 'h264' ? (this.h264Unavailable === '' ? `h264 (${this.h264Probe?.encoder ?? '?'})` : `h264 unavailable: ${this.h264Unavailable}`) : c));
+  }
+
   /** Connected clients past their hello. */
   get clients(): StreamClientInfo[] {
     return [...this.sessions].filter((s) => s.state === 'active').map((s) => s.info());
