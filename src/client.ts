@@ -12,9 +12,9 @@ import { monotonicNs, peerInfo } from './host.js';
 import type { NativeFd } from './native.js';
 import {
   messageType, readError, readFrame, readMechanism, readRetire, readScanout, readSurfaceGone, readWelcome,
-  writeError, writeHello, writeImportFailed, writeRelease, wrongMessage, type Rect, type WelcomeInfo,
+  writeError, writeHello, writeImportFailed, writeRelease, wrongMessage, type Rect, type StreamEndpoint, type WelcomeInfo,
 } from './protocol/codec.js';
-import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
+import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
 import { ImportRefused } from './backends/types.js';
 import { rethrowLater } from './events.js';
@@ -22,12 +22,21 @@ import type { FormatSet } from './format-set.js';
 import { validateDamage } from './protocol/validate.js';
 import { MessageChannel, connectUnix, defaultSocketPath, type MessageHandler } from './transport/unix.js';
 
+/** What the client offers for stream.v1: a name, no backend (frames come over WebSocket). */
+const STREAM_OFFER = { name: Mechanism.STREAM_V1 } as const;
+type Offer = Backend | typeof STREAM_OFFER;
+const isBackend = (offer: Offer): offer is Backend => offer !== STREAM_OFFER;
+
 export interface ClientOptions {
   /** Server socket; default the default server's path (see SurfaceServer.listen). */
   path?: string;
   /** Our name, shown in the server's logs. */
   name?: string;
-  /** Mechanisms to offer, most preferred first (default: every available one). */
+  /**
+   * Mechanisms to offer, most preferred first (default: every available handle mechanism).
+   * `stream.v1` asks for no handles: the negotiation then carries `stream`, the WebSocket
+   * endpoint and token to give RemoteStreamClient, and no frames arrive on this connection.
+   */
   mechanisms?: string[];
   /** Give up if negotiation has not finished by then (default 5000 ms). */
   timeoutMs?: number;
@@ -43,6 +52,8 @@ export interface Negotiation {
   rejected: { name: string; reason: string }[];
   server: WelcomeInfo['server'];
   clientId: number;
+  /** stream.v1: where the frames are (connect a RemoteStreamClient to `wsUrl` with `token`). */
+  stream?: StreamEndpoint;
 }
 
 export interface DisconnectInfo {
@@ -184,7 +195,7 @@ export class Frame {
 
 export class SurfaceClient extends EventEmitter<ClientEvents> implements MessageHandler {
   private readonly channel: MessageChannel;
-  private readonly offered: Backend[];
+  private readonly offered: Offer[];
   private readonly imports = new Map<number, Map<number, ImportedSurfaceBuffer>>();
   /** Buffers we told the server we could not import; their FRAMEs (already in flight) are released unseen. */
   private readonly failedImports = new Map<number, Set<number>>();
@@ -203,6 +214,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     const socketPath = options.path ?? defaultSocketPath();
     this.offered = options.mechanisms
       ? options.mechanisms.map((name) => {
+          if (name === Mechanism.STREAM_V1) return STREAM_OFFER;
           const b = backendByName(name);
           if (!b) throw new SurfaceLinkError('E_NO_MECHANISM', `unknown or unimplemented mechanism ${name}`);
           return b;
@@ -225,7 +237,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.channel.send(
       writeHello(w, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
         ...peerInfo(options.name ?? `node-${process.pid}`),
-        mechanisms: this.offered.map((b) => ({ ...(b.offer?.() ?? {}), ...(b.formats && options.dmabufFormats ? { formats: options.dmabufFormats.toJSON() } : {}), name: b.name })),
+        mechanisms: this.offered.map((b) =>
+          isBackend(b) ? { ...(b.offer?.() ?? {}), ...(b.formats && options.dmabufFormats ? { formats: options.dmabufFormats.toJSON() } : {}), name: b.name } : { name: b.name },
+        ),
       }),
     );
   }
@@ -297,6 +311,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
         case MessageType.MECHANISM: {
           const m = readMechanism(view, start, length);
           const backend = backendByName(m.mechanism);
+          // The server never falls back to stream.v1 (it needs the WELCOME's endpoint).
           if (!backend || !this.offered.includes(backend)) throw new SurfaceLinkError('E_UNEXPECTED', `server switched to ${m.mechanism}, which we did not offer`);
           this.backend = backend;
           if (this.negotiationValue) this.negotiationValue = { ...this.negotiationValue, mechanism: m.mechanism, reason: m.reason };
@@ -325,10 +340,17 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (version < PROTOCOL_VERSION_MIN || version > PROTOCOL_VERSION_MAX) throw new SurfaceLinkError('E_PROTOCOL_VERSION', `server chose version ${version}, which we do not speak`);
     const backend = this.offered.find((b) => b.name === info.mechanism);
     if (!backend) throw new SurfaceLinkError('E_UNEXPECTED', `server chose ${info.mechanism}, which we did not offer`);
-    this.backend = backend;
+    this.backend = isBackend(backend) ? backend : null;
     this.state = 'active';
     clearTimeout(this.timer);
-    this.negotiationValue = { mechanism: info.mechanism, reason: info.reason, rejected: info.rejected, server: info.server, clientId: info.clientId };
+    this.negotiationValue = {
+      mechanism: info.mechanism,
+      reason: info.reason,
+      rejected: info.rejected,
+      server: info.server,
+      clientId: info.clientId,
+      ...(info.stream ? { stream: info.stream } : {}),
+    };
     this.settle?.resolve(this);
     this.settle = null;
     // After the awaiting code has run (it attaches listeners in that same microtask turn).
@@ -337,6 +359,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   }
 
   private onScanout(view: DataView, start: number, length: number, fds: NativeFd[]): void {
+    if (this.backend === null) throw new SurfaceLinkError('E_UNEXPECTED', `SCANOUT on a ${this.mechanism} connection, which carries no handles`);
     const desc = readScanout(view, start, length, fds.length);
     const format = formatByFourcc(desc.format);
     if (!format) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `unknown DRM format 0x${desc.format.toString(16)}`);

@@ -12,13 +12,13 @@ import type { Backend, BufferExport } from './backends/types.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
 import { FormatSet, modifierName } from './format-set.js';
 import { ErrorCode, SurfaceLinkError, errorCodeName, invalidArgument, type ErrorCodeName } from './errors.js';
-import { monotonicNs, peerInfo } from './host.js';
+import { hostIdentity, monotonicNs, peerInfo } from './host.js';
 import { stderrLogger, type Logger } from './log.js';
 import type { NativeChannel, NativeFd } from './native.js';
 import {
   checkRelease, messageType, readError, readHello, readImportFailed, releaseBufferId, releaseSequence, releaseSurfaceId,
   writeError, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, writeWelcome,
-  type MechanismOffer, type Rect,
+  type MechanismOffer, type Rect, type StreamEndpoint,
 } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, Orientation, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
@@ -43,7 +43,10 @@ export interface ServerOptions {
   helloTimeoutMs?: number;
   /** Most clients at once (E_LIMIT beyond). Default 32. */
   maxClients?: number;
-  /** Mechanisms this server may use, in its own preference order (default: every available one). */
+  /**
+   * Handle mechanisms this server may use, in its own preference order (default: every
+   * available one). stream.v1 is offered as soon as a StreamServer is started for this server.
+   */
   mechanisms?: string[];
   logger?: Logger;
 }
@@ -109,6 +112,8 @@ class ClientSession implements MessageHandler, ClientInfo {
   formats: FormatSet | null = null;
   framesDelivered = 0;
   framesSkipped = 0;
+  /** Why handle mechanisms are refused (the client is on another host), or null. */
+  otherHost: string | null = null;
   state: 'hello' | 'active' | 'closed' = 'hello';
   readonly surfaces = new Map<number, SurfaceState>();
   readonly channel: MessageChannel;
@@ -174,6 +179,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   private readonly listener;
   private readonly sessions = new Set<ClientSession>();
   private readonly taps: FrameTap[] = [];
+  private streamEndpoint: StreamEndpoint | null = null;
   private readonly surfaces = new Map<number, SharedSurface>();
   private readonly allowUids: Set<number>;
   private readonly releaseTimeoutMs: number;
@@ -322,6 +328,14 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     };
   }
 
+  /**
+   * @internal Set by StreamServer.start (null again on its close): clients offering stream.v1
+   * are then pointed at it in their WELCOME.
+   */
+  setStreamEndpoint(endpoint: StreamEndpoint | null): void {
+    this.streamEndpoint = endpoint;
+  }
+
   /** The surfaces this server serves (for taps that pick one). */
   get surfaceList(): SharedSurface[] {
     return [...this.surfaces.values()];
@@ -467,10 +481,13 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     session.name = hello.info.name;
     session.offers = hello.info.mechanisms;
     const rejected: { name: string; reason: string }[] = [];
-    const choice = this.choose(session.offers, 0, rejected);
+    const ours = hostIdentity().bootId;
+    const theirs = hello.info.host.bootId;
+    session.otherHost = ours !== null && theirs !== null && ours !== theirs ? `the client runs on another host (boot id ${theirs}, ours ${ours}): handles cannot cross hosts` : null;
+    const choice = this.choose(session.offers, 0, rejected, session.otherHost);
     if (!choice) throw new SurfaceLinkError('E_NO_MECHANISM', `no common mechanism: ${rejected.map((r) => `${r.name}: ${r.reason}`).join('; ')}`);
     session.backend = choice.backend;
-    session.mechanism = choice.backend.name;
+    session.mechanism = choice.name;
     session.formats = choice.formats;
     session.reason = choice.reason;
     if (session.helloTimer) clearTimeout(session.helloTimer);
@@ -485,6 +502,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         reason: session.reason,
         rejected,
         limits: { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES, releaseTimeoutMs: this.releaseTimeoutMs, maxHeldFrames: 1 },
+        ...(choice.backend === null && this.streamEndpoint ? { stream: this.streamEndpoint } : {}),
       }),
     );
     if (!this.sendOrDrop(session, sent)) return;
@@ -496,9 +514,28 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   }
 
   /** The first offer from `from` on that this server can serve, with the reason; rejections noted. */
-  private choose(offers: MechanismOffer[], from: number, rejected: { name: string; reason: string }[]): { backend: Backend; index: number; reason: string; formats: FormatSet | null } | null {
+  private choose(
+    offers: MechanismOffer[],
+    from: number,
+    rejected: { name: string; reason: string }[],
+    otherHost: string | null,
+  ): { name: string; backend: Backend | null; index: number; reason: string; formats: FormatSet | null } | null {
     for (let i = from; i < offers.length; i++) {
       const offer = offers[i];
+      if (offer.name === Mechanism.STREAM_V1) {
+        // No handles: the client is pointed at the StreamServer. Only at HELLO, never as a fallback.
+        const why = !this.streamEndpoint ? 'this server has no stream endpoint (no StreamServer was started for it)' : from > 0 ? 'stream.v1 is chosen only at HELLO, not as a fallback' : null;
+        if (why) {
+          rejected.push({ name: offer.name, reason: why });
+          continue;
+        }
+        const skipped = rejected.length ? ` (skipped ${rejected.map((r) => `${r.name}: ${r.reason}`).join('; ')})` : '';
+        return { name: offer.name, backend: null, index: i, formats: null, reason: `stream.v1 is the client's ${ordinal(i + 1)} choice: frames come encoded over WebSocket${skipped}` };
+      }
+      if (otherHost !== null) {
+        rejected.push({ name: offer.name, reason: otherHost });
+        continue;
+      }
       const backend = this.mechanisms.find((b) => b.name === offer.name);
       if (!backend) {
         rejected.push({ name: offer.name, reason: unavailableReason(offer.name) ?? 'this server was configured without it' });
@@ -517,7 +554,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         detail = `; common formats: ${formats.toString()}`;
       }
       const skipped = rejected.length ? ` (skipped ${rejected.map((r) => r.name).join(', ')})` : '';
-      return { backend, index: i, formats, reason: `${offer.name} is the client's ${ordinal(i + 1)} choice and the server supports it${skipped}${detail}` };
+      return { name: backend.name, backend, index: i, formats, reason: `${offer.name} is the client's ${ordinal(i + 1)} choice and the server supports it${skipped}${detail}` };
     }
     return null;
   }
@@ -536,13 +573,13 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   private fallBack(session: ClientSession, code: ErrorCodeName, reason: string): boolean {
     const current = session.offers.findIndex((o) => o.name === session.mechanism);
     const rejected: { name: string; reason: string }[] = [];
-    const next = this.choose(session.offers, current + 1, rejected);
+    const next = this.choose(session.offers, current + 1, rejected, session.otherHost);
     if (!next) {
       this.disconnect(session, 'E_NO_MECHANISM', `client cannot use ${session.mechanism} (${code}: ${reason}) and there is nothing to fall back to`, true);
       return false;
     }
     session.backend = next.backend;
-    session.mechanism = next.backend.name;
+    session.mechanism = next.name;
     session.formats = next.formats;
     session.reason = `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`;
     for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
@@ -572,6 +609,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
   }
 
   private deliver(session: ClientSession, st: SurfaceState, surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
+    if (session.backend === null) return; // stream.v1: its frames go out over the WebSocket
     const withFence = buffer.fence !== null && MECHANISMS_WITH_FENCES.has(session.mechanism ?? '');
     if (buffer.fence !== null && !buffer.fenceReady && !withFence) {
       // This client cannot wait on the fence: hold the frame back until it signals.

@@ -13,7 +13,12 @@ export const BACKENDS: readonly Backend[] = [dmabufBackend, shmBackend];
 const PLANNED: Record<string, string> = {
   'iosurface.v1': 'IOSurface sharing is macOS/iOS only and not implemented in this version',
   'dxgi.v1': 'DXGI shared handles are Windows only and not implemented in this version',
-  'stream.v1': 'encoded streaming for remote viewers is not implemented in this version',
+};
+
+/** stream.v1 carries no handles, so it has no backend: a server offers it once a StreamServer runs for it. */
+const STREAM_REPORT: ProbeResult = {
+  available: true,
+  reason: 'no handles: frames encoded (lossless tiles; H.264 where GStreamer has an encoder) over WebSocket, offered once a StreamServer is started (docs/remote.md)',
 };
 
 export interface MechanismReport extends ProbeResult {
@@ -34,6 +39,7 @@ export function probeAll(): Map<string, ProbeResult> {
 export function mechanismReports(): MechanismReport[] {
   const results = probeAll();
   const reports: MechanismReport[] = [...results].map(([name, r]) => ({ name, ...r }));
+  reports.push({ name: 'stream.v1', ...STREAM_REPORT });
   for (const [name, reason] of Object.entries(PLANNED)) reports.push({ name, available: false, reason });
   return reports;
 }

@@ -14,7 +14,7 @@ import { producerMain, type ProducerMessage } from '../demo/producer.js';
 import { defaultSocketPath } from '../index.js';
 import { runDoctor } from './doctor.js';
 import { runServe } from './serve.js';
-import { SIGNAL_EXIT, StatusLine, runRemoteView, runView } from './view.js';
+import { SIGNAL_EXIT, StatusLine, runRemoteView, runStreamView, runView } from './view.js';
 
 const VERSION = readVersion();
 
@@ -156,6 +156,7 @@ Options:
     summary: 'connect and print stats',
     help: `Usage: surfacelink view [--path P]
        surfacelink view --remote URL [--token T] [--codec h264|tiles] [--max-fps N]
+       surfacelink view --stream [--path P] [--codec h264|tiles] [--max-fps N]
 
 Connects to a server, prints the negotiated mechanism and why, then a stats line once a
 second (as the demo does; the counter check reads "n/a" unless the server draws the test
@@ -165,26 +166,38 @@ With --remote, connects to a stream server instead (\`surfacelink serve --stream
 its URL), prints the codec and why, then once a second: fps, latency p50/p99 (present on
 the server → decoded here, across hosts via clock sync), bitrate and the codec.
 
+With --stream, negotiates stream.v1 on the local socket (no handles: what a sandboxed
+viewer does), then follows the WebSocket endpoint and token the server answers with.
+
 Options:
   --path P        socket path (default ${defaultSocketPath()})
   --remote URL    ws://host:port/stream, or the viewer URL http://host:port/#token=…
   --token T       the stream's token (default: the URL's #token=, else $SURFACELINK_STREAM_TOKEN)
+  --stream        negotiate stream.v1 on the socket, then watch as with --remote
   --codec C       ask for one codec only (default: h264, then tiles)
   --max-fps N     ask for at most N frames per second
 
 Exit status: 0 when the server shut down cleanly; 1 when connecting failed or the
 connection ended with an error (its code is printed); 130 after Ctrl-C.
 `,
-    options: { path: { type: 'string' }, remote: { type: 'string' }, token: { type: 'string' }, codec: { type: 'string' }, 'max-fps': { type: 'string' } },
+    options: { path: { type: 'string' }, remote: { type: 'string' }, stream: { type: 'boolean' }, token: { type: 'string' }, codec: { type: 'string' }, 'max-fps': { type: 'string' } },
     run: (v) => {
       const url = stringOption(v, 'remote');
+      const codec = stringOption(v, 'codec');
+      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got "${codec}"`);
+      if (v.stream === true) {
+        if (url !== undefined || v.token !== undefined) throw new UsageError('--stream takes its endpoint and token from the server; leave out --remote and --token');
+        return runStreamView({
+          path: stringOption(v, 'path'),
+          codecs: codec === undefined ? undefined : [codec],
+          maxFps: v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000),
+        });
+      }
       if (url === undefined) {
-        if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined) throw new UsageError('--token, --codec and --max-fps need --remote');
+        if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined) throw new UsageError('--token, --codec and --max-fps need --remote or --stream');
         return runView({ path: stringOption(v, 'path') });
       }
       if (v.path !== undefined) throw new UsageError('--path and --remote exclude each other');
-      const codec = stringOption(v, 'codec');
-      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got "${codec}"`);
       return runRemoteView({
         url,
         token: stringOption(v, 'token') ?? (url.includes('#token=') ? undefined : process.env.SURFACELINK_STREAM_TOKEN),

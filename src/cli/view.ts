@@ -159,6 +159,28 @@ export function runRemoteView(options: { url: string; token?: string; codecs?: S
   });
 }
 
+/**
+ * `view --stream`: negotiates stream.v1 over the local socket (no handles), prints why, then
+ * watches the WebSocket endpoint the WELCOME named, with its token, as runRemoteView does.
+ */
+export async function runStreamView(options: { path?: string; codecs?: StreamCodec[]; maxFps?: number }): Promise<number> {
+  const socketPath = options.path ?? defaultSocketPath();
+  let endpoint;
+  try {
+    const client = await SurfaceClient.connect({ path: socketPath, mechanisms: ['stream.v1'], name: `surfacelink-view-${process.pid}` });
+    const n = client.negotiation!;
+    endpoint = n.stream;
+    client.close();
+    process.stdout.write(`negotiated ${n.mechanism} on ${socketPath}: ${n.reason}\n`);
+    if (!endpoint) throw new Error('the server chose stream.v1 but named no endpoint');
+  } catch (error) {
+    const e = error as { code?: string; message?: string };
+    process.stderr.write(`surfacelink view: ${e.code ?? 'error'}: ${e.message ?? String(error)}\n`);
+    return 1;
+  }
+  return runRemoteView({ url: endpoint.wsUrl, token: endpoint.token, codecs: options.codecs, maxFps: options.maxFps });
+}
+
 function fmtMs(ms: number): string {
   return Number.isFinite(ms) ? `${ms.toFixed(1)} ms` : '–';
 }

@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, MessageType, messageSender } from './constants.js';
+import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, Mechanism, MessageType, messageSender } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -69,6 +69,16 @@ export interface WelcomeInfo {
   reason: string;
   rejected: { name: string; reason: string }[];
   limits: { maxMessage: number; maxHandles: number; releaseTimeoutMs: number; maxHeldFrames: number };
+  /** stream.v1 only: where the frames are (docs/protocol.md §4.4). */
+  stream?: StreamEndpoint;
+}
+
+/** A stream.v1 rendezvous: the WebSocket endpoint, the token its hello needs, the browser viewer's URL, the codecs offered. */
+export interface StreamEndpoint {
+  wsUrl: string;
+  token: string;
+  url: string;
+  codecs: string[];
 }
 
 export class ProtocolError extends SurfaceLinkError {}
@@ -280,6 +290,13 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
   if (!isInt(o.clientId) || !isStr(o.mechanism) || !isStr(o.reason) || typeof limits !== 'object' || limits === null)
     throw malformed('WELCOME: clientId, mechanism, reason and limits are required');
   const limit = (v: unknown, fallback: number) => (isInt(v) && v > 0 ? v : fallback);
+  let stream: StreamEndpoint | undefined;
+  if (o.mechanism === Mechanism.STREAM_V1) {
+    const s = o.stream as Record<string, unknown> | undefined;
+    if (typeof s !== 'object' || s === null || !isStr(s.wsUrl) || !isStr(s.token) || !isStr(s.url) || !Array.isArray(s.codecs) || !s.codecs.every(isStr))
+      throw malformed('WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
+    stream = { wsUrl: s.wsUrl, token: s.token, url: s.url, codecs: s.codecs as string[] };
+  }
   return {
     version,
     info: {
@@ -294,6 +311,7 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
         releaseTimeoutMs: limit(limits.releaseTimeoutMs, 2000),
         maxHeldFrames: limit(limits.maxHeldFrames, 1),
       },
+      ...(stream ? { stream } : {}),
     },
   };
 }

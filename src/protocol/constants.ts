@@ -72,6 +72,8 @@ export const BodySize = {
 export const Mechanism = {
   SHM_V1: 'shm.v1',
   DMABUF_V1: 'dmabuf.v1',
+  /** No handles: the WELCOME names a WebSocket endpoint serving the surfaces encoded (docs/remote.md). */
+  STREAM_V1: 'stream.v1',
 } as const;
 
 /** Mechanisms whose FRAME may carry an acquire fence and whose RELEASE may carry a release fence. */

@@ -529,6 +529,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     this.sweepTimer = setInterval(() => this.sweep(), 1000);
     this.sweepTimer.unref();
     this.logger = settings.logger;
+    // Local clients that offer stream.v1 on the unix socket are pointed here (docs/protocol.md §4.4).
+    surfaceServer.setStreamEndpoint({ wsUrl: this.wsUrl, token: this.token, url: this.url, codecs: this.codecs.filter((c) => c !== 'h264' || h264Unavailable === '') });
   }
 
   /** Starts the HTTP + WebSocket server for `surfaceServer`'s surfaces. */
@@ -889,6 +891,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     this.removeTap?.();
     this.removeTap = null;
     this.mirrors.clear();
+    this.surfaceServer.setStreamEndpoint(null);
     this.wss.close();
     this.http.close();
     this.http.closeAllConnections();

@@ -14,7 +14,10 @@ import { probeH264, type H264Probe } from '../../src/stream/h264.js';
 import { RemoteStreamClient, type RemoteFrame } from '../../src/stream/client.js';
 import { FLAG_KEYFRAME, SUBPROTOCOL } from '../../src/stream/protocol.js';
 import type { StreamClientInfo } from '../../src/stream/server.js';
-import { Peer, ROOT, eventually, sleep } from '../helpers.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { SurfaceClient } from '../../src/client.js';
+import { Peer, ROOT, eventually, run, sleep } from '../helpers.js';
 
 interface ProducerInfo {
   url: string;
@@ -180,6 +183,52 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(differingPixels(last.pixels, expected(320, 240, last.sequence), 320, 240, last.stride)).to.equal(0);
     expect((await producer.peer.call('localClients')).map((x: { name: string }) => x.name)).to.include('local');
     await local.stop();
+  });
+
+  it('stream.v1 on the local socket: the WELCOME names the endpoint and token, which serve pixel-exact frames', async () => {
+    const local = await SurfaceClient.connect({ path: producer.info.socketPath, mechanisms: ['stream.v1'], name: 'stream-v1' });
+    try {
+      const n = local.negotiation!;
+      expect(n.mechanism).to.equal('stream.v1');
+      expect(n.reason).to.match(/encoded over WebSocket/);
+      expect(n.stream).to.deep.include({ wsUrl: producer.info.wsUrl, token: producer.info.token, url: producer.info.url });
+      expect(n.stream!.codecs).to.include('tiles');
+      const c = await connect({ token: n.stream!.token, codecs: ['tiles'], name: 'via-stream-v1' }, n.stream!.wsUrl);
+      const [f] = await frames(c, 1);
+      expect(differingPixels(f.pixels, expected(320, 240, f.sequence), 320, 240, f.stride)).to.equal(0);
+    } finally {
+      local.close();
+    }
+  });
+
+  it('stream.v1 is chosen for a client on another host (boot id differs): handle mechanisms are refused, saying why', async () => {
+    const result = await run('python3', [path.join(ROOT, 'test', 'fixtures', 'raw_peer.py'), 'attack', producer.info.socketPath, 'other-host']);
+    expect(result.code, result.stderr).to.equal(0);
+    const { type, welcome } = JSON.parse(result.stdout);
+    expect(type).to.equal(0x02);
+    expect(welcome.mechanism).to.equal('stream.v1');
+    expect(welcome.rejected).to.deep.equal([{ name: 'shm.v1', reason: welcome.rejected[0].reason }]);
+    expect(welcome.rejected[0].reason).to.match(/another host .*handles cannot cross hosts/);
+    expect(welcome.stream).to.include({ wsUrl: producer.info.wsUrl, token: producer.info.token });
+  });
+
+  it('stream.v1 offered to a server without a StreamServer: E_NO_MECHANISM, saying why', async () => {
+    const plain = new Peer('server.ts');
+    peers.push(plain);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'surfacelink-nostream-'));
+    try {
+      const socketPath = path.join(dir, 's.sock');
+      await plain.call('listen', { path: socketPath });
+      const error = await SurfaceClient.connect({ path: socketPath, mechanisms: ['stream.v1'] }).then(
+        () => null,
+        (e: SurfaceLinkError) => e,
+      );
+      expect(error?.code).to.equal('E_NO_MECHANISM');
+      expect(error?.message).to.match(/stream\.v1: this server has no stream endpoint/);
+    } finally {
+      await plain.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('honours a keyframe request with a full refresh', async () => {
