@@ -5,6 +5,7 @@
  */
 import * as os from 'node:os';
 import { mechanismReports, defaultSocketPath, type MechanismReport } from '../index.js';
+import { probeH264, type H264Probe } from '../stream/h264.js';
 import { hostIdentity } from '../host.js';
 import { probeNative } from '../native.js';
 import { memoryObjectUnavailable, openGpuContext, type GpuContext } from '../gl/index.js';
@@ -116,6 +117,8 @@ export interface DoctorReport {
   mechanisms: MechanismReport[];
   /** GL by both discovery orders: the bundled ANGLE first, and the system's EGL first. */
   gl: GlReport[];
+  /** H.264 for remote viewers (stream.v1): the GStreamer encoders tried and the decoder; null when not probed. */
+  h264: H264Probe | null;
   /** At least one mechanism is available. */
   ok: boolean;
 }
@@ -138,6 +141,7 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
     socketPath: defaultSocketPath(),
     mechanisms,
     gl: options.gl === false ? [] : [glReport('angle'), glReport('system')],
+    h264: null,
     ok: mechanisms.some((m) => m.available),
   };
 }
@@ -181,13 +185,24 @@ export function formatDoctor(r: DoctorReport): string {
       for (const p of list) lines.push(`    ${p.available ? '✔' : '✘'} ${label} ${p.name.padEnd(17)} ${p.reason}`);
     }
   }
+  if (r.h264) {
+    const h = r.h264;
+    lines.push(`h264        ${h.encoder ? `${h.encoder} (${h.hardware ? 'hardware' : 'software'})` : 'NO encoder: remote viewers get lossless tiles only'}; decoder avdec_h264 ${h.decoder ? 'present' : 'missing'}; ${h.gstreamer ?? 'GStreamer not found'} via ${h.python ?? 'no usable python'}`);
+    lines.push(`            ${h.reason}`);
+    for (const c of h.candidates) lines.push(`    ${c.usable ? '✔' : '✘'} ${c.element.padEnd(13)} ${c.reason}`);
+  }
   lines.push(r.ok ? `ready: ${r.mechanisms.filter((m) => m.available).map((m) => m.name).join(', ')}` : 'NOT ready: no sharing mechanism is available on this machine');
   return lines.join('\n');
 }
 
 /** Prints the report; the exit status is 0 when at least one mechanism works, else 1. */
-export function runDoctor(options: { json: boolean; version: string }): number {
+export async function runDoctor(options: { json: boolean; version: string }): Promise<number> {
   const report = doctorReport(options.version);
+  try {
+    report.h264 = await probeH264();
+  } catch {
+    report.h264 = null; // probeH264 reports failures in its result; anything else leaves the line out
+  }
   process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatDoctor(report)}\n`);
   return report.ok ? 0 : 1;
 }

@@ -112,7 +112,8 @@ Prints the platform, Node version, whether the native addon loaded (and from whe
 why not), this host's boot and machine id, the default socket path, and every sharing
 mechanism with why it is or is not available; then GL: which EGL loaded (bundled ANGLE
 first, and system EGL first), from which path, its renderer and version, and each GL
-import/render/export path with why it is or is not available.
+import/render/export path with why it is or is not available; then the H.264
+encoders GStreamer offers remote viewers (hardware first), each with why.
 
 Options:
   --json    print the same as JSON
