@@ -1,0 +1,894 @@
+/**
+ * The surfacelink browser viewer: connects to the StreamServer that served this page
+ * (docs/remote.md), decodes H.264 with WebCodecs or the lossless tile codec with
+ * DecompressionStream, draws onto one canvas at the surface's resolution scaled to fit the
+ * window, and shows fps, latency, bitrate and codec in an overlay.
+ *
+ * Plain ES2020 module, no dependencies, nothing fetched at run time. The token comes in the
+ * URL fragment (#token=…) and is removed from the address bar at once.
+ *
+ * For tests and benchmarks, window.surfacelinkViewer exposes the state, counters, latency
+ * samples, an atomic snapshot of the canvas with the sequence it shows, and hooks that
+ * break the decoder on purpose.
+ */
+
+const SUBPROTOCOL = 'surfacelink.stream.v1';
+const HEADER_BYTES = 32;
+const KIND_H264 = 1;
+const KIND_TILES = 2;
+const FLAG_KEY = 1;
+const TILE_RECORD_BYTES = 16;
+const ENCODING_SOLID = 0;
+const ENCODING_RAW = 1;
+/** Latency samples kept (a ring): a little over two minutes at 60 fps. */
+const SAMPLE_RING = 8192;
+/** H.264 chunks submitted and not yet output that the viewer keeps track of. */
+const DECODE_RING = 64;
+const PING_BURST = 5;
+const PING_BURST_GAP_MS = 100;
+/** Clock samples kept; the offset comes from the one with the lowest round trip. */
+const CLOCK_SAMPLES = 8;
+/** While waiting for a keyframe, ask again after this long. */
+const KEYFRAME_RETRY_MS = 1000;
+/** Codec strings tried, in order, to decide whether H.264 can be offered at all. */
+const H264_PROBES = ['avc1.42E01F', 'avc1.42001F', 'avc1.640028'];
+
+const FORMATS = {
+  // Bytes in memory: B, G, R, X|A.
+  XRGB8888: { swap: true, alpha: false },
+  ARGB8888: { swap: true, alpha: true },
+  // Bytes in memory: R, G, B, X|A — already the canvas's order.
+  XBGR8888: { swap: false, alpha: false },
+  ABGR8888: { swap: false, alpha: true },
+};
+
+const ERROR_TEXT = {
+  E_AUTH: 'Not authorised: the token is wrong or missing. Open the exact URL the server printed (it ends in #token=…).',
+  E_NO_MECHANISM: 'The server and this browser share no codec.',
+  E_ENCODER: 'The server\'s encoder failed.',
+  E_RELEASE_TIMEOUT: 'The server gave up on this viewer: it stopped acknowledging frames.',
+};
+
+const CLOSE_TEXT = {
+  4400: 'The server rejected a message from this viewer.',
+  4401: ERROR_TEXT.E_AUTH,
+  4404: 'No such surface.',
+  4406: 'The server and this browser share no codec.',
+  4408: ERROR_TEXT.E_RELEASE_TIMEOUT,
+  4500: ERROR_TEXT.E_ENCODER,
+};
+
+const now = () => performance.now();
+
+/** The `p` quantile (0..1) of `sorted`, nearest rank; NaN when empty. */
+function quantile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
+}
+
+/** `a` is after `b` in u32 sequence space (wrapping). */
+function seqAfter(a, b) {
+  return ((a - b) >>> 0) !== 0 && ((a - b) >>> 0) < 0x80000000;
+}
+
+/** A fixed-size ring of float samples; reading copies them out oldest first. */
+class SampleRing {
+  constructor(size) {
+    this.values = new Float64Array(size);
+    this.next = 0;
+    this.count = 0;
+  }
+
+  push(v) {
+    this.values[this.next] = v;
+    this.next = (this.next + 1) % this.values.length;
+    if (this.count < this.values.length) this.count++;
+  }
+
+  clear() {
+    this.next = 0;
+    this.count = 0;
+  }
+
+  toArray() {
+    const n = this.count;
+    const out = new Array(n);
+    const start = (this.next - n + this.values.length) % this.values.length;
+    for (let i = 0; i < n; i++) out[i] = this.values[(start + i) % this.values.length];
+    return out;
+  }
+
+  /** The last `n` samples, sorted ascending (for percentiles). */
+  sortedTail(n) {
+    const k = Math.min(n, this.count);
+    const out = new Float64Array(k);
+    for (let i = 0; i < k; i++) out[i] = this.values[(this.next - k + i + this.values.length) % this.values.length];
+    return out.sort();
+  }
+}
+
+/**
+ * The codec string for the SPS in an Annex B access unit: avc1.PPCCLL from profile_idc,
+ * the constraint flags and level_idc, or null when the unit carries no SPS.
+ */
+function h264CodecFromAnnexB(bytes) {
+  for (let i = 0; i + 4 < bytes.length; i++) {
+    if (bytes[i] !== 0 || bytes[i + 1] !== 0 || bytes[i + 2] !== 1) continue;
+    const nal = i + 3;
+    if ((bytes[nal] & 0x1f) !== 7) continue;
+    // The three bytes after the NAL header; an emulation-prevention 0x03 after two zeros is skipped.
+    const out = [];
+    let zeros = 0;
+    for (let j = nal + 1; j < bytes.length && out.length < 3; j++) {
+      if (zeros >= 2 && bytes[j] === 3) {
+        zeros = 0;
+        continue;
+      }
+      zeros = bytes[j] === 0 ? zeros + 1 : 0;
+      out.push(bytes[j]);
+    }
+    if (out.length < 3) return null;
+    return 'avc1.' + out.map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase();
+  }
+  return null;
+}
+
+async function h264Supported() {
+  if (typeof VideoDecoder === 'undefined' || typeof EncodedVideoChunk === 'undefined') return false;
+  for (const codec of H264_PROBES) {
+    try {
+      const { supported } = await VideoDecoder.isConfigSupported({ codec, optimizeForLatency: true });
+      if (supported) return true;
+    } catch {
+      // An exception here means this config is not supported; try the next.
+    }
+  }
+  return false;
+}
+
+/** Inflates raw DEFLATE (RFC 1951) data. */
+async function inflateRaw(bytes) {
+  const stream = new DecompressionStream('deflate-raw');
+  const writer = stream.writable.getWriter();
+  // A corrupt input errors the readable side, which rejects below; these two would only repeat it.
+  writer.write(bytes).catch(() => {});
+  writer.close().catch(() => {});
+  return new Uint8Array(await new Response(stream.readable).arrayBuffer());
+}
+
+class Viewer {
+  constructor(dom, options) {
+    this.dom = dom;
+    this.token = options.token;
+    this.forcedCodec = options.forcedCodec;
+    /** The codecs sent in `hello`, in preference order. */
+    this.offered = [];
+    this.state = 'starting';
+    this.ws = null;
+    this.closedByError = false;
+    this.errorCode = null;
+
+    // What the server said in `welcome` / `resize`.
+    this.codec = null;
+    this.encoder = null;
+    this.reason = '';
+    this.surface = null;
+    this.format = FORMATS.XRGB8888;
+    this.width = 0;
+    this.height = 0;
+    this.window = 0;
+    this.bitrateKbps = null;
+
+    // Drawing.
+    this.canvas = dom.canvas;
+    this.ctx = null;
+    this.image = null;
+    this.image32 = null;
+
+    // Clock sync: serverMs ≈ performance.now() + clockOffset, NaN until the first pong.
+    this.clockOffset = NaN;
+    this.rttMs = NaN;
+    this.clockSamples = [];
+
+    // Counters.
+    this.framesReceived = 0;
+    this.framesDrawn = 0;
+    this.framesDropped = 0;
+    this.errors = 0;
+    this.lastError = null;
+    this.keyframeRequests = 0;
+    this.keyframesReceived = 0;
+    this.lastSeq = -1;
+    this.canvasSeq = -1;
+    this.bytesReceived = 0;
+    this.latency = new SampleRing(SAMPLE_RING);
+    this.serverDelay = new SampleRing(SAMPLE_RING);
+    this.fps = 0;
+    this.kbps = 0;
+    this.p50 = NaN;
+    this.p99 = NaN;
+    this.tickFrames = 0;
+    this.tickBytes = 0;
+    this.tickAt = now();
+    this.ticks = 0;
+    this.timer = 0;
+
+    // H.264.
+    this.decoder = null;
+    this.decoderCodec = null;
+    this.decoderWidth = 0;
+    this.decoderHeight = 0;
+    this.needKeyframe = true;
+    this.keyframeAskedAt = -Infinity;
+    this.corruptRemaining = 0;
+    this.failuresSinceOutput = 0;
+    // Submitted chunks in decode order: their sequences and presentMs, until output or reset.
+    this.decodeSeq = new Uint32Array(DECODE_RING);
+    this.decodePresent = new Float64Array(DECODE_RING);
+    this.decodeHead = 0;
+    this.decodeCount = 0;
+
+    // Tiles: frames wait here while an earlier one is being inflated, so they apply in order.
+    this.tileQueue = [];
+    this.tilePumping = false;
+
+    this.onResize = () => this.fit();
+  }
+
+  async start() {
+    const offerH264 = this.forcedCodec !== 'tiles' && (await h264Supported());
+    let codecs;
+    if (this.forcedCodec === 'tiles') codecs = ['tiles'];
+    else if (this.forcedCodec === 'h264') {
+      if (!offerH264) return this.fail('This browser cannot decode H.264 (no WebCodecs VideoDecoder for avc1, or the page is not a secure context), and ?codec=h264 asks for nothing else.');
+      codecs = ['h264'];
+    } else codecs = offerH264 ? ['h264', 'tiles'] : ['tiles'];
+    this.offered = codecs;
+
+    addEventListener('resize', this.onResize);
+    this.dom.overlay.addEventListener('click', () => this.dom.overlay.classList.toggle('collapsed'));
+    this.connect(codecs);
+  }
+
+  connect(codecs) {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    this.state = 'connecting';
+    let ws;
+    try {
+      ws = new WebSocket(`${scheme}://${location.host}/stream`, SUBPROTOCOL);
+    } catch (error) {
+      return this.fail(`Cannot open the stream: ${error.message}`);
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = () => {
+      this.state = 'authenticating';
+      this.send({ type: 'hello', token: this.token, name: 'browser viewer', codecs });
+    };
+    ws.onmessage = (event) => {
+      if (typeof event.data === 'string') this.onText(event.data);
+      else this.onBinary(event.data);
+    };
+    ws.onclose = (event) => this.onClose(event);
+    this.render();
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  // ---- control messages --------------------------------------------------------------
+
+  onText(text) {
+    let m;
+    try {
+      m = JSON.parse(text);
+    } catch {
+      this.noteError('the server sent malformed JSON');
+      return;
+    }
+    switch (m.type) {
+      case 'welcome':
+        return this.onWelcome(m);
+      case 'pong':
+        return this.onPong(m);
+      case 'resize':
+        this.setSurfaceSize(m.width, m.height, m.format);
+        this.resetDecoder();
+        return;
+      case 'encoder':
+        // A keyframe follows from the server; until then deltas cannot decode.
+        this.noteError(`encoder ${m.state}: ${m.reason}`, false);
+        this.needKeyframe = true;
+        return;
+      case 'gone':
+        this.showMessage(`The surface was closed${m.reason ? `: ${m.reason}` : ''}.`, false);
+        this.closedByError = true;
+        this.state = 'gone';
+        return;
+      case 'error':
+        this.closedByError = true;
+        this.fail(ERROR_TEXT[m.code] ?? (m.message || 'The server reported an error.'), m.code, m.message);
+        return;
+      default:
+        // Newer servers may add messages; ignoring them keeps this viewer working.
+        return;
+    }
+  }
+
+  onWelcome(m) {
+    this.codec = m.codec;
+    this.encoder = m.encoder ?? null;
+    this.reason = m.reason ?? '';
+    this.window = m.window ?? 0;
+    this.bitrateKbps = m.bitrateKbps ?? null;
+    this.surface = m.surface;
+    this.state = 'streaming';
+    this.hideMessage();
+    this.setSurfaceSize(m.surface.width, m.surface.height, m.surface.format);
+    for (let i = 0; i < PING_BURST; i++) setTimeout(() => this.ping(), i * PING_BURST_GAP_MS);
+    this.tickAt = now();
+    this.timer = setInterval(() => this.tick(), 1000);
+    this.render();
+  }
+
+  ping() {
+    this.send({ type: 'ping', t: now() });
+  }
+
+  onPong(m) {
+    const t1 = now();
+    const rtt = t1 - m.t;
+    if (!(rtt >= 0) || typeof m.serverMs !== 'number') return;
+    this.clockSamples.push({ rtt, offset: m.serverMs - (m.t + t1) / 2 });
+    if (this.clockSamples.length > CLOCK_SAMPLES) this.clockSamples.shift();
+    let best = this.clockSamples[0];
+    for (const s of this.clockSamples) if (s.rtt < best.rtt) best = s;
+    this.clockOffset = best.offset;
+    this.rttMs = best.rtt;
+  }
+
+  onClose(event) {
+    clearInterval(this.timer);
+    this.timer = 0;
+    this.closeDecoder();
+    if (this.closedByError) {
+      if (this.state !== 'gone') this.state = 'error';
+    } else if (CLOSE_TEXT[event.code]) {
+      this.fail(CLOSE_TEXT[event.code], event.code === 4401 ? 'E_AUTH' : `close ${event.code}`, event.reason);
+    } else if (this.state === 'connecting') {
+      this.fail('Cannot reach the stream server.', `close ${event.code}`);
+    } else {
+      this.state = 'closed';
+      this.showMessage(`Disconnected (WebSocket close ${event.code}${event.reason ? `: ${event.reason}` : ''}). Reload to reconnect.`, true);
+    }
+    this.render();
+  }
+
+  // ---- frames ------------------------------------------------------------------------
+
+  onBinary(buffer) {
+    if (buffer.byteLength < HEADER_BYTES) {
+      this.noteError('a frame shorter than its header');
+      return;
+    }
+    const view = new DataView(buffer);
+    const kind = view.getUint8(0);
+    const key = (view.getUint8(1) & FLAG_KEY) !== 0;
+    const seq = view.getUint32(4, true);
+    const presentMs = view.getFloat64(8, true);
+    const sendMs = view.getFloat64(16, true);
+    const width = view.getUint32(24, true);
+    const height = view.getUint32(28, true);
+    this.framesReceived++;
+    this.bytesReceived += buffer.byteLength;
+    this.tickBytes += buffer.byteLength;
+    this.lastSeq = seq;
+    if (key) this.keyframesReceived++;
+    this.serverDelay.push(sendMs - presentMs);
+    if (width !== this.width || height !== this.height) this.setSurfaceSize(width, height, null);
+    if (kind === KIND_H264) this.onH264(buffer, key, seq, presentMs);
+    else if (kind === KIND_TILES) this.onTiles(buffer, key, seq, presentMs);
+    else {
+      this.noteError(`a frame of unknown kind ${kind}`);
+      this.ack(seq, false);
+    }
+  }
+
+  /** Frees the frame's slot in the server's window; `drawn` adds when (server clock) it was drawn. */
+  ack(seq, drawn) {
+    if (drawn && Number.isFinite(this.clockOffset)) this.send({ type: 'ack', seq, decodedMs: now() + this.clockOffset });
+    else this.send({ type: 'ack', seq });
+  }
+
+  /** Bookkeeping once `seq`'s pixels are on the canvas. */
+  drawn(seq, presentMs) {
+    this.canvasSeq = seq;
+    this.framesDrawn++;
+    this.tickFrames++;
+    if (Number.isFinite(this.clockOffset)) this.latency.push(now() + this.clockOffset - presentMs);
+    this.ack(seq, true);
+  }
+
+  requestKeyframe() {
+    this.keyframeRequests++;
+    this.keyframeAskedAt = now();
+    this.send({ type: 'keyframe' });
+  }
+
+  // ---- H.264 -------------------------------------------------------------------------
+
+  onH264(buffer, key, seq, presentMs) {
+    const data = new Uint8Array(buffer, HEADER_BYTES);
+    if (key) {
+      const codec = h264CodecFromAnnexB(data);
+      if (!codec) {
+        this.noteError('a keyframe without an SPS');
+        this.dropH264(seq);
+        return;
+      }
+      if (!this.configure(codec)) {
+        this.dropH264(seq);
+        return;
+      }
+      this.needKeyframe = false;
+    } else if (this.needKeyframe || !this.decoder) {
+      this.dropH264(seq);
+      return;
+    }
+    let chunkData = data;
+    if (this.corruptRemaining > 0) {
+      this.corruptRemaining--;
+      chunkData = this.corrupt(data);
+    }
+    const slot = (this.decodeHead + this.decodeCount) % DECODE_RING;
+    if (this.decodeCount === DECODE_RING) {
+      // The decoder sits on more chunks than the server's window allows: it is wedged.
+      this.decoderFailed(new Error('the decoder holds too many chunks'));
+      this.dropH264(seq);
+      return;
+    }
+    this.decodeSeq[slot] = seq;
+    this.decodePresent[slot] = presentMs;
+    this.decodeCount++;
+    try {
+      this.decoder.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: seq, data: chunkData }));
+    } catch (error) {
+      this.decoderFailed(error);
+    }
+  }
+
+  /** A frame that cannot be decoded now: acked so the window stays open, and a keyframe asked for. */
+  dropH264(seq) {
+    this.framesDropped++;
+    this.ack(seq, false);
+    if (now() - this.keyframeAskedAt >= KEYFRAME_RETRY_MS) this.requestKeyframe();
+  }
+
+  /** (Re)configures the decoder for a keyframe's codec and size; false when that failed. */
+  configure(codec) {
+    if (this.decoder && this.decoder.state === 'configured' && codec === this.decoderCodec && this.decoderWidth === this.width && this.decoderHeight === this.height) return true;
+    try {
+      if (!this.decoder || this.decoder.state === 'closed') {
+        // Callbacks from a decoder already replaced (a late error or frame) must not touch its successor.
+        const decoder = new VideoDecoder({
+          output: (frame) => (this.decoder === decoder ? this.onVideoFrame(frame) : frame.close()),
+          error: (error) => this.decoder === decoder && this.decoderFailed(error),
+        });
+        this.decoder = decoder;
+      } else {
+        // Chunks still inside the old configuration will not come out: release their slots.
+        this.decoder.reset();
+        this.flushDecodeRing();
+      }
+      // No description: the chunks are Annex B, SPS and PPS in band.
+      this.decoder.configure({ codec, codedWidth: this.width, codedHeight: this.height, optimizeForLatency: true });
+      this.decoderCodec = codec;
+      this.decoderWidth = this.width;
+      this.decoderHeight = this.height;
+      return true;
+    } catch (error) {
+      this.decoderFailed(error);
+      return false;
+    }
+  }
+
+  onVideoFrame(frame) {
+    try {
+      const seq = frame.timestamp >>> 0;
+      // Output is in decode order (no B-frames): everything submitted before it is done too.
+      let presentMs = NaN;
+      while (this.decodeCount > 0) {
+        const s = this.decodeSeq[this.decodeHead];
+        if (seqAfter(s, seq)) break;
+        const p = this.decodePresent[this.decodeHead];
+        this.decodeHead = (this.decodeHead + 1) % DECODE_RING;
+        this.decodeCount--;
+        if (s === seq) {
+          presentMs = p;
+          break;
+        }
+        this.framesDropped++;
+        this.ack(s, false);
+      }
+      if (Number.isNaN(presentMs)) return; // from before a reset: its slot was already released
+      this.ctx.drawImage(frame, 0, 0, this.canvas.width, this.canvas.height);
+      this.failuresSinceOutput = 0;
+      this.drawn(seq, presentMs);
+    } finally {
+      frame.close();
+    }
+  }
+
+  /** The decoder errored (or was made to): start over from the next keyframe. */
+  decoderFailed(error) {
+    this.failuresSinceOutput++;
+    this.noteError(`decoder: ${error && error.message ? error.message : error}`);
+    this.closeDecoder();
+    this.needKeyframe = true;
+    if (this.failuresSinceOutput >= 5) {
+      this.showMessage(`The H.264 decoder keeps failing (${this.decoderCodec ?? 'no codec'}): ${this.lastError}`, true);
+    }
+    this.requestKeyframe();
+  }
+
+  closeDecoder() {
+    if (this.decoder && this.decoder.state !== 'closed') {
+      try {
+        this.decoder.close();
+      } catch {
+        // Already closed by the browser after an error.
+      }
+    }
+    this.decoder = null;
+    this.decoderCodec = null;
+    this.flushDecodeRing();
+  }
+
+  resetDecoder() {
+    this.closeDecoder();
+    this.needKeyframe = true;
+  }
+
+  /** Acks every submitted chunk that will now never come out of the decoder. */
+  flushDecodeRing() {
+    while (this.decodeCount > 0) {
+      this.framesDropped++;
+      this.ack(this.decodeSeq[this.decodeHead], false);
+      this.decodeHead = (this.decodeHead + 1) % DECODE_RING;
+      this.decodeCount--;
+    }
+  }
+
+  /** Test hook's damage: keeps the start codes and NAL headers, scrambles the slice data. */
+  corrupt(data) {
+    const out = data.slice();
+    let nal = -1;
+    for (let i = 0; i + 3 < out.length; i++) {
+      if (out[i] === 0 && out[i + 1] === 0 && out[i + 2] === 1) {
+        nal = i + 3;
+        i += 3;
+        continue;
+      }
+      const type = nal >= 0 ? out[nal] & 0x1f : 0;
+      if ((type === 1 || type === 5) && i > nal + 1) out[i] = (out[i] * 167 + 13 + i) & 0xff || 0xa5;
+    }
+    return out;
+  }
+
+  // ---- tiles -------------------------------------------------------------------------
+
+  onTiles(buffer, key, seq, presentMs) {
+    this.tileQueue.push({ buffer, key, seq, presentMs });
+    if (!this.tilePumping) this.pumpTiles();
+  }
+
+  async pumpTiles() {
+    this.tilePumping = true;
+    while (this.tileQueue.length > 0) {
+      const job = this.tileQueue.shift();
+      try {
+        await this.applyTiles(job);
+      } catch (error) {
+        this.noteError(`tiles: ${error && error.message ? error.message : error}`);
+        this.ack(job.seq, false);
+        this.framesDropped++;
+        // Pixels outside what was applied are now unknown: ask for a full refresh.
+        if (now() - this.keyframeAskedAt >= KEYFRAME_RETRY_MS / 4) this.requestKeyframe();
+      }
+    }
+    this.tilePumping = false;
+  }
+
+  async applyTiles({ buffer, seq, presentMs }) {
+    const view = new DataView(buffer, HEADER_BYTES);
+    if (view.byteLength < 8) throw new Error('tile frame shorter than its counts');
+    const count = view.getUint32(0, true);
+    const compressed = view.getUint32(4, true);
+    const recordsEnd = 8 + count * TILE_RECORD_BYTES;
+    if (recordsEnd + compressed !== view.byteLength) throw new Error(`tile frame of ${view.byteLength} bytes does not hold ${count} records and ${compressed} compressed bytes`);
+    let rawBytes = 0;
+    for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES) {
+      const x = view.getUint16(r, true);
+      const y = view.getUint16(r + 2, true);
+      const w = view.getUint16(r + 4, true);
+      const h = view.getUint16(r + 6, true);
+      if (x + w > this.width || y + h > this.height) throw new Error(`tile ${x},${y} ${w}x${h} outside the ${this.width}x${this.height} surface`);
+      const encoding = view.getUint8(r + 8);
+      if (encoding === ENCODING_RAW) rawBytes += w * h * 4;
+      else if (encoding !== ENCODING_SOLID) throw new Error(`unknown tile encoding ${encoding}`);
+    }
+    let raw = null;
+    if (compressed > 0) {
+      raw = await inflateRaw(new Uint8Array(buffer, HEADER_BYTES + recordsEnd, compressed));
+      if (raw.byteLength !== rawBytes) throw new Error(`tiles inflate to ${raw.byteLength} bytes, expected ${rawBytes}`);
+    } else if (rawBytes > 0) throw new Error('raw tiles but no compressed data');
+    // The surface may have been resized while this frame was inflating; such a frame is stale.
+    if (!this.image) throw new Error('no surface yet');
+    const src32 = raw && new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength >> 2);
+    const full = count > 0 && this.coversSurface(view, recordsEnd);
+    let offset = 0;
+    for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES) {
+      const x = view.getUint16(r, true);
+      const y = view.getUint16(r + 2, true);
+      const w = view.getUint16(r + 4, true);
+      const h = view.getUint16(r + 6, true);
+      if (view.getUint8(r + 8) === ENCODING_SOLID) this.fillTile(x, y, w, h, view.getUint32(r + 12, true));
+      else {
+        this.copyTile(x, y, w, h, src32, offset);
+        offset += w * h;
+      }
+      if (!full) this.ctx.putImageData(this.image, 0, 0, x, y, w, h);
+    }
+    if (full) this.ctx.putImageData(this.image, 0, 0);
+    this.drawn(seq, presentMs);
+  }
+
+  /** Whether the records cover the whole surface (a full refresh): then one blit beats hundreds. */
+  coversSurface(view, recordsEnd) {
+    let area = 0;
+    for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES) area += view.getUint16(r + 4, true) * view.getUint16(r + 6, true);
+    return area >= this.width * this.height;
+  }
+
+  /** A surface pixel (memory order, read as a little-endian u32) → canvas RGBA (as a little-endian u32). */
+  toRgba(v) {
+    if (this.format.swap) v = (v & 0xff00ff00) | ((v >>> 16) & 0xff) | ((v & 0xff) << 16);
+    return this.format.alpha ? v >>> 0 : (v | 0xff000000) >>> 0;
+  }
+
+  fillTile(x, y, w, h, value) {
+    const rgba = this.toRgba(value);
+    const stride = this.width;
+    for (let row = y; row < y + h; row++) this.image32.fill(rgba, row * stride + x, row * stride + x + w);
+  }
+
+  copyTile(x, y, w, h, src32, offset) {
+    const dst = this.image32;
+    const stride = this.width;
+    const { swap, alpha } = this.format;
+    for (let row = 0; row < h; row++) {
+      let d = (y + row) * stride + x;
+      let s = offset + row * w;
+      const end = s + w;
+      if (!swap && alpha) {
+        dst.set(src32.subarray(s, end), d);
+        continue;
+      }
+      for (; s < end; s++, d++) {
+        let v = src32[s];
+        if (swap) v = (v & 0xff00ff00) | ((v >>> 16) & 0xff) | ((v & 0xff) << 16);
+        dst[d] = alpha ? v : v | 0xff000000;
+      }
+    }
+  }
+
+  // ---- canvas and overlay ------------------------------------------------------------
+
+  /** A new size (and format, when known): the canvas is recreated, so its context's options can follow the format. */
+  setSurfaceSize(width, height, format) {
+    if (format && FORMATS[format]) this.format = FORMATS[format];
+    if (width === this.width && height === this.height && this.ctx && !format) return;
+    this.width = width;
+    this.height = height;
+    const canvas = document.createElement('canvas');
+    canvas.id = this.canvas.id;
+    canvas.setAttribute('aria-label', this.canvas.getAttribute('aria-label') || 'remote surface');
+    canvas.width = width;
+    canvas.height = height;
+    this.canvas.replaceWith(canvas);
+    this.canvas = canvas;
+    // Tiles read back exactly only from a CPU-backed canvas; H.264 frames draw faster on the GPU's.
+    this.ctx = canvas.getContext('2d', { alpha: this.format.alpha, willReadFrequently: this.codec === 'tiles' });
+    this.image = this.codec === 'tiles' ? new ImageData(width, height) : null;
+    this.image32 = this.image && new Uint32Array(this.image.data.buffer);
+    this.canvasSeq = -1;
+    // Pixels outside later damage are unknown until a full refresh.
+    this.needKeyframe = true;
+    this.fit();
+  }
+
+  /** Scales the canvas (CSS only) to the largest size that fits the window, aspect ratio kept. */
+  fit() {
+    if (!this.width || !this.height) return;
+    const scale = Math.min(innerWidth / this.width, innerHeight / this.height);
+    this.canvas.style.width = `${Math.max(1, Math.floor(this.width * scale))}px`;
+    this.canvas.style.height = `${Math.max(1, Math.floor(this.height * scale))}px`;
+  }
+
+  /** Once a second: rates, percentiles, the `stats` message, clock pings, the overlay. */
+  tick() {
+    const t = now();
+    const seconds = (t - this.tickAt) / 1000;
+    this.tickAt = t;
+    this.fps = seconds > 0 ? this.tickFrames / seconds : 0;
+    this.kbps = seconds > 0 ? (this.tickBytes * 8) / 1000 / seconds : 0;
+    this.tickFrames = 0;
+    this.tickBytes = 0;
+    const recent = this.latency.sortedTail(Math.max(60, Math.ceil(this.fps * 5)));
+    this.p50 = quantile(recent, 0.5);
+    this.p99 = quantile(recent, 0.99);
+    const stats = { type: 'stats', fps: round(this.fps, 2), decoded: this.framesDrawn, errors: this.errors };
+    if (Number.isFinite(this.p50)) {
+      stats.latencyP50Ms = round(this.p50, 3);
+      stats.latencyP99Ms = round(this.p99, 3);
+    }
+    this.send(stats);
+    if (++this.ticks % 2 === 0) this.ping();
+    this.render();
+  }
+
+  render() {
+    const o = this.dom.overlay;
+    if (this.state !== 'streaming') {
+      // Still on the way (starting, connecting, authenticating), or ended (error, closed, gone).
+      o.textContent = this.state.endsWith('ing') ? `${this.state}…` : this.state;
+      return;
+    }
+    const ms = (v) => (Number.isFinite(v) ? `${v.toFixed(1)} ms` : '–');
+    o.textContent = [
+      `${this.codec}${this.encoder ? ` · ${this.encoder}` : ''} · ${this.width}×${this.height}`,
+      `fps ${this.fps.toFixed(1)}   drawn ${this.framesDrawn}   dropped ${this.framesDropped}`,
+      `latency p50 ${ms(this.p50)}   p99 ${ms(this.p99)}`,
+      `bitrate ${Math.round(this.kbps).toLocaleString()} kb/s${this.bitrateKbps ? ` (target ${this.bitrateKbps})` : ''}`,
+      `clock rtt ${ms(this.rttMs)}${this.errors ? `   errors ${this.errors}` : ''}`,
+    ].join('\n');
+  }
+
+  noteError(text, count = true) {
+    if (count) this.errors++;
+    this.lastError = text;
+  }
+
+  fail(text, code, detail) {
+    this.state = 'error';
+    this.errorCode = code ?? null;
+    this.noteError(detail ? `${code}: ${detail}` : text);
+    this.showMessage(text, true, code, detail);
+    this.render();
+  }
+
+  showMessage(text, isError, code, detail) {
+    const m = this.dom.message;
+    m.replaceChildren(document.createTextNode(text));
+    if (code) {
+      const c = document.createElement('code');
+      c.textContent = detail && detail !== text ? `${code} — ${detail}` : code;
+      m.append(document.createElement('br'), c);
+    }
+    m.classList.toggle('error', isError);
+    m.hidden = false;
+  }
+
+  hideMessage() {
+    this.dom.message.hidden = true;
+  }
+
+  // ---- what tests and benchmarks see -------------------------------------------------
+
+  stats() {
+    return {
+      state: this.state,
+      codec: this.codec,
+      encoder: this.encoder,
+      reason: this.reason,
+      offered: this.offered,
+      width: this.width,
+      height: this.height,
+      format: this.surface ? this.surface.format : null,
+      framesReceived: this.framesReceived,
+      framesDrawn: this.framesDrawn,
+      framesDropped: this.framesDropped,
+      errors: this.errors,
+      lastError: this.lastError,
+      errorCode: this.errorCode,
+      keyframeRequests: this.keyframeRequests,
+      keyframesReceived: this.keyframesReceived,
+      lastSeq: this.lastSeq,
+      canvasSeq: this.canvasSeq,
+      bytesReceived: this.bytesReceived,
+      fps: this.fps,
+      kbps: this.kbps,
+      latencyP50Ms: this.p50,
+      latencyP99Ms: this.p99,
+      latencySamples: this.latency.count,
+      clockOffsetMs: this.clockOffset,
+      clockSynced: this.clockSamples.length > 0,
+      rttMs: this.rttMs,
+      message: this.dom.message.hidden ? null : this.dom.message.textContent,
+    };
+  }
+
+  /**
+   * The canvas's pixels (RGBA, base64) and the sequence they show, read in one go so no
+   * frame can land between the two. `rect` defaults to the whole surface.
+   */
+  snapshot(rect) {
+    const r = rect ?? { x: 0, y: 0, width: this.width, height: this.height };
+    const seq = this.canvasSeq;
+    const bytes = new Uint8Array(this.ctx.getImageData(r.x, r.y, r.width, r.height).data.buffer);
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return { seq, x: r.x, y: r.y, width: r.width, height: r.height, rgba: btoa(binary) };
+  }
+
+  /** The canvas's RGBA at each point, with the sequence shown, read together. */
+  sample(points) {
+    const seq = this.canvasSeq;
+    const colours = points.map(([x, y]) => Array.from(this.ctx.getImageData(x, y, 1, 1).data));
+    return { seq, colours };
+  }
+}
+
+function round(v, digits) {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+function boot() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get('token') ?? '';
+  // The token leaves the address bar (and history) before anything else happens.
+  if (location.hash) history.replaceState(history.state, '', location.pathname + location.search);
+  const forced = new URLSearchParams(location.search).get('codec');
+  const dom = {
+    canvas: document.getElementById('screen'),
+    overlay: document.getElementById('overlay'),
+    message: document.getElementById('message'),
+  };
+  const viewer = new Viewer(dom, { token, forcedCodec: forced === 'tiles' || forced === 'h264' ? forced : null });
+  window.surfacelinkViewer = {
+    get state() {
+      return viewer.state;
+    },
+    stats: () => viewer.stats(),
+    snapshot: (rect) => viewer.snapshot(rect),
+    sample: (points) => viewer.sample(points),
+    /** Latency samples (ms, producer present → drawn), oldest first; `clear` starts afresh. */
+    latencySamples: (clear = false) => {
+      const out = viewer.latency.toArray();
+      if (clear) viewer.latency.clear();
+      return out;
+    },
+    /** Server-side delay samples (present → queued for sending), oldest first. */
+    serverDelaySamples: (clear = false) => {
+      const out = viewer.serverDelay.toArray();
+      if (clear) viewer.serverDelay.clear();
+      return out;
+    },
+    /** Scrambles the slice data of the next `n` H.264 chunks (a decoder that errors on them recovers). */
+    corruptNext: (n = 1) => {
+      viewer.corruptRemaining = n;
+    },
+    /** Acts as if the decoder had errored: reset, drop until a keyframe, ask for one. */
+    failDecoder: () => viewer.decoderFailed(new Error('failed on request (test hook)')),
+    requestKeyframe: () => viewer.requestKeyframe(),
+  };
+  // A new token pasted into this tab's address bar is a same-document navigation: start over with it.
+  addEventListener('hashchange', () => {
+    if (new URLSearchParams(location.hash.slice(1)).has('token')) location.reload();
+  });
+  viewer.start().catch((error) => viewer.fail(`The viewer failed to start: ${error.message}`));
+}
+
+boot();
