@@ -46,40 +46,70 @@ export class StatusLine {
 export const SIGNAL_EXIT: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };
 
 /**
+ * What both view commands share: the status line, Ctrl-C/SIGTERM, a stats timer and one
+ * end() that stops everything once and resolves with the exit status.
+ */
+class ViewSession {
+  readonly status = new StatusLine();
+  /** Closes the connection; set once connected. */
+  close: (() => void) | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private done = false;
+  private readonly onSigint = (): void => this.end(SIGNAL_EXIT.SIGINT, `stopped${this.summary()}`);
+  private readonly onSigterm = (): void => this.end(SIGNAL_EXIT.SIGTERM, `stopped${this.summary()}`);
+
+  constructor(
+    private readonly resolve: (code: number) => void,
+    /** "; <totals>" for the final line, or ''. */
+    private readonly summary: () => string,
+  ) {
+    process.on('SIGINT', this.onSigint);
+    process.on('SIGTERM', this.onSigterm);
+  }
+
+  get ended(): boolean {
+    return this.done;
+  }
+
+  every(ms: number, tick: () => void): void {
+    this.timer = setInterval(tick, ms);
+  }
+
+  end(code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer) clearInterval(this.timer);
+    process.off('SIGINT', this.onSigint);
+    process.off('SIGTERM', this.onSigterm);
+    this.close?.();
+    this.status.finish(line, stream);
+    this.resolve(code);
+  }
+
+  /** end(1) for a connect() that failed. */
+  failed(error: { code?: string; message?: string }): void {
+    this.end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr);
+  }
+}
+
+/**
  * Resolves with the exit status: 0 when the server shut down cleanly, 1 when the connection
  * failed or ended with an error, 130/143 when stopped by SIGINT/SIGTERM.
  */
 export function runView(options: { path?: string }): Promise<number> {
   const socketPath = options.path ?? defaultSocketPath();
-  const status = new StatusLine();
   const stats = new FrameStats();
+  const summary = (): string => {
+    const s = stats.snapshot();
+    return s.total.frames > 0 ? `; ${formatSummary(s)}` : '';
+  };
   return new Promise<number>((resolve) => {
-    let client: SurfaceClient | null = null;
-    let timer: NodeJS.Timeout | null = null;
-    let done = false;
-    const end = (code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void => {
-      if (done) return;
-      done = true;
-      if (timer) clearInterval(timer);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-      client?.close();
-      status.finish(line, stream);
-      resolve(code);
-    };
-    const summary = (): string => {
-      const s = stats.snapshot();
-      return s.total.frames > 0 ? `; ${formatSummary(s)}` : '';
-    };
-    const onSigint = (): void => end(SIGNAL_EXIT.SIGINT, `stopped${summary()}`);
-    const onSigterm = (): void => end(SIGNAL_EXIT.SIGTERM, `stopped${summary()}`);
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigterm);
-
+    const view = new ViewSession(resolve, summary);
+    const { status } = view;
     SurfaceClient.connect({ path: socketPath, name: `surfacelink-view-${process.pid}` }).then(
       (c) => {
-        if (done) return c.close();
-        client = c;
+        if (view.ended) return c.close();
+        view.close = () => c.close();
         const n = c.negotiation;
         if (n) {
           status.log(`connected to ${socketPath}: server "${n.server.name}" (pid ${n.server.pid}), client id ${n.clientId}`);
@@ -97,12 +127,12 @@ export function runView(options: { path?: string }): Promise<number> {
         c.on('importFailed', (e) => status.log(`import failed: ${e.code}: ${e.message}`, process.stderr));
         c.on('warning', (e) => status.log(`server warning: ${e.code}: ${e.message}`, process.stderr));
         c.on('disconnect', (info) => {
-          if (info.code === 'E_SHUTDOWN') end(0, `the server shut down${summary()}`);
-          else end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
+          if (info.code === 'E_SHUTDOWN') view.end(0, `the server shut down${summary()}`);
+          else view.end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
         });
-        timer = setInterval(() => status.update(formatStatus(stats.snapshot())), 1000);
+        view.every(1000, () => status.update(formatStatus(stats.snapshot())));
       },
-      (error: { code?: string; message?: string }) => end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr),
+      (error) => view.failed(error),
     );
   });
 }
@@ -113,48 +143,33 @@ export function runView(options: { path?: string }): Promise<number> {
  * the exit status as runView() does.
  */
 export function runRemoteView(options: { url: string; token?: string; codecs?: StreamCodec[]; maxFps?: number }): Promise<number> {
-  const status = new StatusLine();
+  let client: RemoteStreamClient | null = null;
+  const summary = (): string => (client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '');
   return new Promise<number>((resolve) => {
-    let client: RemoteStreamClient | null = null;
-    let timer: NodeJS.Timeout | null = null;
-    let done = false;
-    const end = (code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void => {
-      if (done) return;
-      done = true;
-      if (timer) clearInterval(timer);
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigterm);
-      client?.close();
-      status.finish(line, stream);
-      resolve(code);
-    };
-    const summary = (): string => (client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '');
-    const onSigint = (): void => end(SIGNAL_EXIT.SIGINT, `stopped${summary()}`);
-    const onSigterm = (): void => end(SIGNAL_EXIT.SIGTERM, `stopped${summary()}`);
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigterm);
-
+    const view = new ViewSession(resolve, summary);
+    const { status } = view;
     RemoteStreamClient.connect(options.url, { token: options.token, codecs: options.codecs, maxFps: options.maxFps, name: `surfacelink-view-${process.pid}` }).then(
       (c) => {
-        if (done) return c.close();
+        if (view.ended) return c.close();
         client = c;
+        view.close = () => c.close();
         const w = c.welcome!;
         status.log(`connected to ${c.wsUrl}: server "${w.server}", surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`);
         status.log(`codec ${w.codec}${w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : ''}: ${w.reason}`);
         c.on('resize', (r) => status.log(`surface resized to ${r.width}x${r.height}`));
         c.on('encoder', (e) => status.log(`server encoder ${e.state}: ${e.reason}`, process.stderr));
         c.on('error', (e) => status.log(`${e.code}: ${e.message}`, process.stderr));
-        c.on('gone', (g) => end(0, `the surface is gone (${g.reason})${summary()}`));
+        c.on('gone', (g) => view.end(0, `the surface is gone (${g.reason})${summary()}`));
         c.on('close', ({ code, reason }) =>
-          code === 1000 || code === 1001 ? end(0, `the server closed the stream${summary()}`) : end(1, `surfacelink view: the stream closed (${code}${reason ? `: ${reason}` : ''})${summary()}`, process.stderr),
+          code === 1000 || code === 1001 ? view.end(0, `the server closed the stream${summary()}`) : view.end(1, `surfacelink view: the stream closed (${code}${reason ? `: ${reason}` : ''})${summary()}`, process.stderr),
         );
-        timer = setInterval(() => {
+        view.every(1000, () => {
           const s = c.stats.snapshot();
           status.update(`${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} | ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`);
           c.sendStats();
-        }, 1000);
+        });
       },
-      (error: { code?: string; message?: string }) => end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr),
+      (error) => view.failed(error),
     );
   });
 }
