@@ -90,14 +90,17 @@ export class PatternProducer {
   static async start(options: ProducerOptions): Promise<PatternProducer> {
     if (!(options.fps > 0)) throw new RangeError(`fps must be positive; got ${options.fps}`);
     const server = await SurfaceServer.listen({ path: options.path, name: options.name ?? 'surfacelink-pattern', logger: options.logger });
+    let producer: PatternProducer | undefined;
     try {
       const surface = server.createSurface({ width: options.width, height: options.height, format: 'XRGB8888', label: 'surfacelink-pattern' });
-      const producer = new PatternProducer(server, surface, options.onError, options.fps);
+      producer = new PatternProducer(server, surface, options.onError, options.fps);
       if (options.gl && options.gl !== 'cpu') producer.openGl(options.gl);
       producer.run();
       return producer;
     } catch (error) {
-      server.close();
+      // stop() closes the server and, once opened, the GL context too.
+      if (producer) producer.stop();
+      else server.close();
       throw error;
     }
   }

@@ -15,7 +15,8 @@
  *
  * The pbuffer needs an EGLConfig that can bind RGBA textures (EGL_BIND_TO_TEXTURE_RGBA); the
  * context itself was made without a config (EGL_KHR_no_config_context), which allows that.
- * Ownership: the caller keeps its IOSurfaceRef / texture alive while the ClientBufferTexture exists.
+ * Ownership: the caller keeps its IOSurfaceRef / texture alive while the ClientBufferTexture exists;
+ * destroy() (or GpuContext.close()) releases the pbuffer and the GL texture.
  */
 import { SurfaceLinkError } from '../errors.js';
 import { eglFailure, type GpuContext } from './context.js';
@@ -61,19 +62,24 @@ function bindPbuffer(ctx: GpuContext, bufferType: number, clientBuffer: bigint, 
   }
   gl.glBindTexture(target, 0);
   let destroyed = false;
-  return {
+  const result: ClientBufferTexture = {
     texture: ids[0],
     target,
     surface,
     destroy() {
-      if (destroyed || ctx.closed) return;
+      if (destroyed) return;
       destroyed = true;
+      untrack();
+      if (ctx.closed) return;
       ctx.makeCurrent();
       egl.eglReleaseTexImage(ctx.display, surface, EGL.BACK_BUFFER);
       gl.glDeleteTextures(1, ids);
       egl.eglDestroySurface(ctx.display, surface);
     },
   };
+  // Like every other GL resource here, GpuContext.close() destroys it if its owner has not.
+  const untrack = ctx.track(result);
+  return result;
 }
 
 /**

@@ -180,7 +180,13 @@ function copyProgram(ctx: GpuContext): CopyProgram {
   if (cached) return cached;
   const gl = ctx.api.gl;
   const vs = compile(ctx, GL.VERTEX_SHADER, VERTEX_SHADER);
-  const fs = compile(ctx, GL.FRAGMENT_SHADER, COPY_SHADER);
+  let fs: number;
+  try {
+    fs = compile(ctx, GL.FRAGMENT_SHADER, COPY_SHADER);
+  } catch (error) {
+    gl.glDeleteShader(vs);
+    throw error;
+  }
   const program = gl.glCreateProgram();
   gl.glAttachShader(program, vs);
   gl.glAttachShader(program, fs);

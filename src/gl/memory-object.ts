@@ -16,7 +16,7 @@ import { SurfaceLinkError } from '../errors.js';
 import type { FormatInfo, PlaneLayout } from '../formats.js';
 import type { BackingIdentity } from '../backends/types.js';
 import type { GpuContext } from './context.js';
-import { GL } from './egl.js';
+import { GL, glErrorName } from './egl.js';
 import { checkSize } from './texture.js';
 
 /** What a shared buffer looks like to the GL import and render paths (a Frame or a SurfaceBuffer's). */
@@ -85,27 +85,29 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
 
   const handle = buffer.handles[0];
   if (handle === undefined || handle.closed) throw new SurfaceLinkError('E_IMPORT_FAILED', `the buffer (memfd inode ${buffer.backing.inode}) has no open fd to import`);
+  // Before the dup: from here on nothing may throw until the try that closes the duplicate.
+  ctx.makeCurrent();
+  ctx.drainGlErrors();
   let fd: number;
   try {
     fd = handle.dupRaw();
   } catch (error) {
     throw new SurfaceLinkError('E_IMPORT_FAILED', `cannot duplicate the memfd (inode ${buffer.backing.inode}) for GL: ${(error as Error).message}`);
   }
-  ctx.makeCurrent();
-  ctx.drainGlErrors();
   const ids = new Uint32Array(1);
-  create(1, ids);
-  const memory = ids[0];
+  let memory = 0;
   let texture = 0;
   let fdGiven = false;
   try {
+    create(1, ids);
+    memory = ids[0];
     if (memory === 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glCreateMemoryObjectsEXT returned no object (${ctx.renderer})`);
     parameter(memory, GL.DEDICATED_MEMORY_OBJECT_EXT, new Int32Array([1]));
     importFd(memory, BigInt(buffer.backing.size), GL.HANDLE_TYPE_OPAQUE_FD_EXT, fd);
     // A successful import owns the fd; a failed one leaves it to us (GL_EXT_memory_object_fd).
     const errors = ctx.drainGlErrors();
     fdGiven = errors.length === 0;
-    if (errors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glImportMemoryFdEXT refused the memfd: ${errors.map((e) => `0x${e.toString(16)}`).join(', ')} (${ctx.renderer})`);
+    if (errors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glImportMemoryFdEXT refused the memfd: ${errors.map(glErrorName).join(', ')} (${ctx.renderer})`);
     gl.glGenTextures(1, ids);
     texture = ids[0];
     gl.glBindTexture(GL.TEXTURE_2D, texture);
@@ -113,7 +115,7 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
     storage(GL.TEXTURE_2D, 1, GL.RGBA8, buffer.width, buffer.height, memory, 0n);
     gl.glBindTexture(GL.TEXTURE_2D, 0);
     const storageErrors = ctx.drainGlErrors();
-    if (storageErrors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) failed: ${storageErrors.map((e) => `0x${e.toString(16)}`).join(', ')} (${ctx.renderer})`);
+    if (storageErrors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) failed: ${storageErrors.map(glErrorName).join(', ')} (${ctx.renderer})`);
   } catch (error) {
     if (texture !== 0) gl.glDeleteTextures(1, new Uint32Array([texture]));
     if (memory !== 0) remove(1, new Uint32Array([memory]));

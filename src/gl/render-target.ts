@@ -40,7 +40,6 @@ export interface RenderableBuffer extends BufferLayout {
 
 interface Target {
   readonly buffer: RenderableBuffer;
-  readonly texture: number;
   readonly framebuffer: number;
   readonly path: RenderPath;
   readonly reason: string;
@@ -181,7 +180,7 @@ export class SurfaceRenderer implements Disposable {
           const framebuffer = framebufferFor(this.ctx, memory.texture, 'the imported memfd');
           const reason = `GL renders into the memfd itself (GL_EXT_memory_object_fd on ${this.ctx.renderer}; stride ${buffer.stride} = SwiftShader's pitch)`;
           return {
-            buffer, texture: memory.texture, framebuffer, path: 'memory-object', reason, bgr,
+            buffer, framebuffer, path: 'memory-object', reason, bgr,
             destroy: () => {
               gl.glDeleteFramebuffers(1, new Uint32Array([framebuffer]));
               memory.destroy();
@@ -217,7 +216,7 @@ export class SurfaceRenderer implements Disposable {
       throw error;
     }
     return {
-      buffer, texture, framebuffer, path: 'readback', bgr,
+      buffer, framebuffer, path: 'readback', bgr,
       reason: `rendered into a texture of its own, damage read back into the buffer (memory-object: ${why})`,
       destroy: () => {
         gl.glDeleteFramebuffers(1, new Uint32Array([framebuffer]));

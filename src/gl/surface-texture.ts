@@ -20,6 +20,7 @@
  * (x, y) is used as is. On the zero-copy paths the texture shows the shared memory live: draw
  * from it while you hold the frame (before frame.release()).
  */
+import type { NativeFd } from '../native.js';
 import { SurfaceLinkError } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
 import type { BackingIdentity } from '../backends/types.js';
@@ -78,6 +79,8 @@ interface ZeroCopyEntry {
   result: MutableTexture;
   destroy: () => void;
   lastUse: number;
+  /** The frame's own fd: closed once the client has let go of a retired buffer. */
+  source: NativeFd | undefined;
 }
 
 interface UploadEntry {
@@ -148,7 +151,11 @@ export class SurfaceImporter implements Disposable {
     const backing = frame.backing;
     const why: string[] = [];
     const remember = (result: ZeroCopyEntry | null): ZeroCopyEntry | null => {
-      if (result === null) this.refused.set(backing.inode, why.join('; '));
+      if (result === null) {
+        this.refused.set(backing.inode, why.join('; '));
+        // Verdicts are cheap to remake: keep a bounded number, so those of retired buffers do not pile up.
+        if (this.refused.size > Math.max(64, 4 * this.maxCached)) this.forgetBuffer(this.refused.keys().next().value!);
+      }
       this.zeroCopy.set(backing.inode, result);
       if (result !== null) this.evict();
       return result;
@@ -200,13 +207,20 @@ export class SurfaceImporter implements Disposable {
       result: { texture, width: frame.width, height: frame.height, path, reason, uploadedBytes: 0 },
       destroy,
       lastUse: ++this.uses,
+      source: frame.handles[0],
     };
   }
 
-  /** Deletes the least recently used zero-copy textures beyond maxCached. */
+  /**
+   * Deletes the textures of buffers the client has let go of (retired: their fd is closed, and
+   * only GL's duplicate keeps the memory alive), then the least recently used beyond maxCached.
+   */
   private evict(): void {
     let live = 0;
-    for (const e of this.zeroCopy.values()) if (e) live++;
+    for (const [inode, e] of this.zeroCopy) {
+      if (e?.source?.closed) this.forgetBuffer(inode);
+      else if (e) live++;
+    }
     while (live > this.maxCached) {
       let oldest: bigint | null = null;
       let oldestUse = Infinity;
@@ -224,6 +238,8 @@ export class SurfaceImporter implements Disposable {
 
   private upload(frame: ImportableFrame, reason: string, full: boolean): SurfaceTexture {
     const gl = this.ctx.api.gl;
+    const stride = frame.stride;
+    if (stride % 4 !== 0 || stride < frame.width * 4) throw new SurfaceLinkError('E_BAD_GEOMETRY', `stride ${stride} is not a multiple of 4 bytes of at least ${frame.width * 4}`);
     const surfaceId = frame.surfaceId ?? 0;
     let entry = this.uploads.get(surfaceId);
     if (entry && (entry.result.width !== frame.width || entry.result.height !== frame.height || entry.format !== frame.format.name)) {
@@ -250,12 +266,19 @@ export class SurfaceImporter implements Disposable {
       this.uploads.set(surfaceId, entry);
     }
     const result = entry.result;
-    if (result.reason !== reason) result.reason = reason;
-    const stride = frame.stride;
-    if (stride % 4 !== 0 || stride < frame.width * 4) throw new SurfaceLinkError('E_BAD_GEOMETRY', `stride ${stride} is not a multiple of 4 bytes of at least ${frame.width * 4}`);
+    result.reason = reason;
     const pixels = frame.pixels();
     const damage = frame.damage;
     const everything = full || !entry.current || damage.length === 0;
+    // Checked before any GL state changes: a bad rectangle uploads nothing and leaves the unpack state alone.
+    if (!everything) {
+      for (let i = 0; i < damage.length; i++) {
+        const r = damage[i];
+        if (r.x < 0 || r.y < 0 || r.width < 0 || r.height < 0 || r.x + r.width > frame.width || r.y + r.height > frame.height) {
+          throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `damage rectangle ${i} lies outside the ${frame.width}x${frame.height} surface`);
+        }
+      }
+    }
     gl.glBindTexture(GL.TEXTURE_2D, result.texture);
     gl.glPixelStorei(GL.UNPACK_ALIGNMENT, 4);
     gl.glPixelStorei(GL.UNPACK_ROW_LENGTH, stride / 4);
@@ -268,10 +291,6 @@ export class SurfaceImporter implements Disposable {
     } else {
       for (let i = 0; i < damage.length; i++) {
         const r = damage[i];
-        if (r.x < 0 || r.y < 0 || r.width < 0 || r.height < 0 || r.x + r.width > frame.width || r.y + r.height > frame.height) {
-          gl.glBindTexture(GL.TEXTURE_2D, 0);
-          throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `damage rectangle ${i} lies outside the ${frame.width}x${frame.height} surface`);
-        }
         if (r.width === 0 || r.height === 0) continue;
         // The client's pointer stays the mapping's start; the skips select the rectangle in it.
         gl.glPixelStorei(GL.UNPACK_SKIP_PIXELS, r.x);

@@ -16,9 +16,9 @@
  */
 import { expect } from 'chai';
 import { SurfaceClient, type Frame } from '../../src/index.js';
-import { GpuContext, RenderTexture, SurfaceImporter, SurfaceRenderer, drawTexture, importD3D11Texture, importIOSurfaceTexture, openGpuContext, type ImportPath } from '../../src/gl/index.js';
+import { GpuContext, RenderTexture, SurfaceImporter, SurfaceRenderer, drawTexture, importD3D11Texture, importIOSurfaceTexture, importMemoryTexture, openGpuContext, type ImportPath } from '../../src/gl/index.js';
 import { composite, expectedRgba, firstDifference, patternRects, xrgbToRgba, type Box } from '../fixtures/gl-pattern.js';
-import { PeerGroup, type Peer } from '../helpers.js';
+import { PeerGroup, openFdCount, type Peer } from '../helpers.js';
 
 type Which = 'angle' | 'system';
 
@@ -65,6 +65,18 @@ function contextFor(which: Which): GpuContext {
   return ctx;
 }
 
+/** contextFor(), or the suite skipped with the reason (a failure under CI=true, which installs both). */
+function contextOrSkip(hook: Mocha.Context, which: Which): GpuContext {
+  try {
+    return contextFor(which);
+  } catch (error) {
+    const reason = (error as Error).message.split('\n')[0];
+    if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should have ${which === 'angle' ? 'the bundled ANGLE' : "Mesa's EGL"}, but: ${reason}`);
+    hook.test!.parent!.title += ` — skipped: ${reason}`;
+    return hook.skip();
+  }
+}
+
 for (const which of ['angle', 'system'] as const) {
   describe(`GL sharing across processes: ${which === 'angle' ? 'ANGLE/SwiftShader' : "the system's EGL (Mesa)"}`, function () {
     this.timeout(60000);
@@ -76,14 +88,7 @@ for (const which of ['angle', 'system'] as const) {
     let producerPeer: Peer | null = null;
 
     before(function () {
-      try {
-        ctx = contextFor(which);
-      } catch (error) {
-        const reason = (error as Error).message.split('\n')[0];
-        if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should have ${which === 'angle' ? 'the bundled ANGLE' : "Mesa's EGL"}, but: ${reason}`);
-        this.test!.parent!.title += ` — skipped: ${reason}`;
-        this.skip();
-      }
+      ctx = contextOrSkip(this, which);
     });
 
     after(() => ctx?.close());
@@ -203,6 +208,32 @@ for (const which of ['angle', 'system'] as const) {
       expect(frames.latest!.sequence, 'no frame was sent').to.equal(before);
     });
 
+    if (which === 'angle')
+      it('textures of retired buffers are deleted once the client lets go of them (a resize does not pin old memfds)', async () => {
+        const { producer, frames } = await start(64, 48);
+        const old = new Set<number>();
+        for (let seed = 1; seed <= 6; seed++) {
+          const made = await producer.call('render', { seed });
+          importAndRead(await frames.next(made.sequence), 64, 48);
+          old.add(made.bufferId);
+        }
+        expect(importer!.cachedBuffers).to.equal(old.size);
+        await producer.call('resize', { width: 80, height: 32 });
+        target!.destroy();
+        target = new RenderTexture(ctx, 80, 32);
+        const seen = new Set<number>();
+        for (let seed = 7; seed <= 12; seed++) {
+          const made = await producer.call('render', { seed });
+          const frame = await frames.next(made.sequence);
+          const { texture, rgba } = importAndRead(frame, 80, 32);
+          expect(texture.path).to.equal('memory-object');
+          equalOrExplain(rgba, expectedRgba(patternRects(seed, 80, 32), 80, 32), 80, `frame ${seed} after the resize`);
+          seen.add(frame.bufferId);
+        }
+        // Only the new generation's buffers hold textures (and so memfd duplicates) now.
+        expect(importer!.cachedBuffers).to.equal(seen.size);
+      });
+
     it('damage-only upload: pixels outside the damage keep the previous frame, inside get the new one', async () => {
       const [w, h] = [64, 48];
       const { producer, frames } = await start(w, h, { importPaths: ['upload'] });
@@ -247,8 +278,8 @@ for (const which of ['angle', 'system'] as const) {
 describe('GL import/render: guards, bad input and the demo pattern (one process)', function () {
   this.timeout(60000);
   let ctx: GpuContext;
-  before(() => {
-    ctx = contextFor('angle');
+  before(function () {
+    ctx = contextOrSkip(this, 'angle');
   });
   after(() => ctx?.close());
 
@@ -284,6 +315,32 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
       expect(ctx.drainGlErrors()).to.deep.equal([]);
     } finally {
       importer.destroy();
+      server.close();
+      await group.cleanup();
+    }
+  });
+
+  it('memory-object imports close every fd they take: on destroy(), and when an import fails', async () => {
+    const group = new PeerGroup();
+    const { SurfaceServer } = await import('../../src/index.js');
+    const server = await SurfaceServer.listen({ path: group.socketPath });
+    try {
+      const surface = server.createSurface({ width: 64, height: 48, format: 'XRGB8888', buffers: 3 });
+      const buffers = [surface.acquire(), surface.acquire(), surface.acquire()];
+      const frames = buffers.map((b) => ({ width: b.width, height: b.height, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() }));
+      const before = openFdCount();
+      const importer = new SurfaceImporter(ctx);
+      for (let round = 0; round < 3; round++) for (const f of frames) expect(importer.import(f).path, importer.reason).to.equal('memory-object');
+      expect(importer.cachedBuffers).to.equal(3);
+      importer.destroy();
+      ctx.api.gl.glFinish();
+      expect(openFdCount(), 'fds after destroy()').to.equal(before);
+      // A context closed under the import: refused before the memfd is duplicated.
+      const closed = contextFor('angle');
+      closed.close();
+      expectCode(() => importMemoryTexture(closed, buffers[0]), 'E_CLOSED');
+      expect(openFdCount(), 'fds after a failed import').to.equal(before);
+    } finally {
       server.close();
       await group.cleanup();
     }
