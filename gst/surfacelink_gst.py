@@ -120,6 +120,12 @@ def read_exact(stream, n):
     return data
 
 
+def describe_error(msg):
+    """'element: message (debug)' for a bus ERROR message."""
+    err, debug = msg.parse_error()
+    return f'{msg.src.get_name()}: {err.message}' + (f' ({debug})' if debug else '')
+
+
 def set_if_present(element, name, value):
     """Sets a property the element has (they differ between encoders and versions)."""
     if element.find_property(name) is None:
@@ -210,10 +216,7 @@ class Worker:
 
     def bus_error(self):
         msg = self.pipeline.get_bus().pop_filtered(self.Gst.MessageType.ERROR)
-        if msg is None:
-            return None
-        err, debug = msg.parse_error()
-        return f'{msg.src.get_name()}: {err.message}' + (f' ({debug})' if debug else '')
+        return None if msg is None else describe_error(msg)
 
     def fail(self, message):
         if self.failed.is_set():
@@ -226,6 +229,22 @@ class Worker:
 
     def new_buffer(self, size):
         return self.Gst.Buffer.new_allocate(None, size, None)
+
+    def read_record(self, stdin):
+        """(kind, payload, tag) of the next input record, or None at end of input."""
+        header = read_exact(stdin, HEADER.size)
+        if header is None:
+            return None
+        kind, _flags, _r, length, sequence, _w, _h, token, present_ms = HEADER.unpack(header)
+        self.check_length(kind, length)
+        payload = read_exact(stdin, length) if length else b''
+        if payload is None:
+            return None
+        return kind, payload, (sequence, token, present_ms)
+
+    def check_length(self, kind, length):
+        if length > MAX_PAYLOAD:
+            self.fail(f'record of {length} bytes is too large')
 
     def push(self, data, tag):
         Gst = self.Gst
@@ -264,8 +283,7 @@ class Worker:
                 continue
             msg = bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.EOS)
             if msg is not None and msg.type == Gst.MessageType.ERROR:
-                err, debug = msg.parse_error()
-                self.fail(f'{msg.src.get_name()}: {err.message}' + (f' ({debug})' if debug else ''))
+                self.fail(describe_error(msg))
             if self.sink.is_eos():
                 os._exit(0)
 
@@ -315,31 +333,26 @@ class Encoder(Worker):
             self.configure)
         self.out.json(KIND_READY, {'element': a.element, 'hardware': a.element in HARDWARE, 'gstreamer': self.Gst.version_string()})
         while True:
-            header = read_exact(stdin, HEADER.size)
-            if header is None:
+            record = self.read_record(stdin)
+            if record is None:
                 return
-            kind, _flags, _r, length, sequence, _w, _h, token, present_ms = HEADER.unpack(header)
+            kind, payload, tag = record
             if kind == KIND_FRAME:
-                if length != self.frame_bytes:
-                    self.fail(f'frame of {length} bytes; expected {self.frame_bytes}')
-                frame = read_exact(stdin, length)
-                if frame is None:
-                    return
-                self.push(frame, (sequence, token, present_ms))
-                continue
-            if length > MAX_PAYLOAD:
-                self.fail(f'record of {length} bytes is too large')
-            payload = read_exact(stdin, length) if length else b''
-            if payload is None:
-                return
-            if kind == KIND_KEYFRAME:
+                self.push(payload, tag)
+            elif kind == KIND_KEYFRAME:
                 self.keyframe_next = True
             elif kind == KIND_BITRATE:
-                set_if_present(self.enc, 'bitrate', max(1, sequence))
+                set_if_present(self.enc, 'bitrate', max(1, tag[0]))
             elif kind == KIND_QUIT:
                 return
             else:
                 self.fail(f'unexpected record kind {kind}')
+
+    def check_length(self, kind, length):
+        # A frame is checked before it is read: exactly one picture of the size given at start.
+        if kind == KIND_FRAME and length != self.frame_bytes:
+            self.fail(f'frame of {length} bytes; expected {self.frame_bytes}')
+        super().check_length(kind, length)
 
     def configure(self, pipeline):
         self.enc = pipeline.get_by_name('enc')
@@ -389,18 +402,13 @@ class Decoder(Worker):
             lambda pipeline: set_if_present(pipeline.get_by_name('dec'), 'max-errors', -1))
         self.out.json(KIND_READY, {'element': 'avdec_h264', 'gstreamer': self.Gst.version_string()})
         while True:
-            header = read_exact(stdin, HEADER.size)
-            if header is None:
+            record = self.read_record(stdin)
+            if record is None:
                 return
-            kind, _flags, _r, length, sequence, _w, _h, token, present_ms = HEADER.unpack(header)
-            if length > MAX_PAYLOAD:
-                self.fail(f'record of {length} bytes is too large')
-            payload = read_exact(stdin, length) if length else b''
-            if payload is None:
-                return
+            kind, payload, tag = record
             if kind == KIND_AU:
-                if length:
-                    self.push(payload, (sequence, token, present_ms))
+                if payload:
+                    self.push(payload, tag)
             elif kind == KIND_QUIT:
                 return
             else:

@@ -63,13 +63,13 @@ export async function runServe(options: { path?: string; width: number; height: 
   );
 
   return new Promise<number>((resolve) => {
-    const stop = (code: number, line: string, stream: NodeJS.WriteStream = process.stdout): void => {
+    const stop = (code: number, line: string, out: NodeJS.WriteStream = process.stdout): void => {
       process.off('SIGINT', onSigint);
       process.off('SIGTERM', onSigterm);
       fail = null;
       streamServer?.close();
       producer.stop();
-      stream.write(`${line}\n`);
+      out.write(`${line}\n`);
       resolve(code);
     };
     const onSigint = (): void => stop(SIGNAL_EXIT.SIGINT, `stopped after ${producer.presented} frames`);

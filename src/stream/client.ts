@@ -9,6 +9,7 @@
 import { EventEmitter } from 'eventemitter3';
 import WebSocket from 'ws';
 import { SurfaceLinkError, isErrorCodeName, type ErrorCodeName } from '../errors.js';
+import { rethrowLater } from '../events.js';
 import { H264Decoder, type H264DecodedFrame } from './h264.js';
 import { CODECS, FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, STREAM_PATH, SUBPROTOCOL, clockMs, readFrameHeader, type Codec, type FrameHeader } from './protocol.js';
 import { applyTiles } from './tiles.js';
@@ -295,9 +296,9 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
 
   private setSize(width: number, height: number): void {
     if (width === this.width && height === this.height) return;
+    if (this.welcome?.codec !== 'h264') this.image = new Uint8Array(width * height * 4);
     this.width = width;
     this.height = height;
-    if (this.welcome?.codec !== 'h264') this.image = new Uint8Array(width * height * 4);
   }
 
   private async startDecoder(): Promise<void> {
@@ -313,7 +314,11 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         this.ack(info.sequence);
       });
       d.on('restart', () => this.askKeyframe());
-      d.on('error', (e) => this.emit('error', e));
+      d.on('error', (e) => {
+        // It has closed itself: later units are dropped (and acked) instead of fed to it.
+        if (this.decoder === d) this.decoder = null;
+        this.emit('error', e);
+      });
     } catch (error) {
       this.emit('error', SurfaceLinkError.fromNative(error));
     }
@@ -339,7 +344,15 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     if (kind === FrameKind.H264) {
       this.pendingH264.set(sequence, { receivedMs, bytes: data.length, keyframe });
       this.chain = this.chain.then(() => this.decoderReady).then(() => {
-        if (!this.decoder || !this.decoder.decode(data.subarray(FRAME_HEADER_SIZE), sequence, presentMs)) {
+        let queued = false;
+        try {
+          queued = this.decoder !== null && this.decoder.decode(data.subarray(FRAME_HEADER_SIZE), sequence, presentMs);
+        } catch (error) {
+          // An empty access unit: a bad frame, like any other. (A throw here would stop the chain.)
+          this.stats.errors++;
+          this.emit('error', new SurfaceLinkError('E_MALFORMED', `H.264 frame ${sequence}: ${(error as Error).message}`, { cause: error }));
+        }
+        if (!queued) {
           this.pendingH264.delete(sequence);
           this.askKeyframe();
           this.ack(sequence);
@@ -348,8 +361,9 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
       return;
     }
     this.chain = this.chain.then(async () => {
-      if (width !== this.width || height !== this.height) this.setSize(width, height);
       try {
+        // Inside the try: a size from a bad header may not be allocatable.
+        if (width !== this.width || height !== this.height) this.setSize(width, height);
         await applyTiles(data.subarray(FRAME_HEADER_SIZE), this.image, width * 4, width, height);
       } catch (error) {
         this.stats.errors++;
@@ -374,9 +388,11 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     this.stats.record(latencyMs, bytes, clockMs());
     try {
       this.emit('frame', { pixels, width, height, stride, sequence, presentMs, receivedMs, latencyMs, keyframe, codec, bytes });
-    } finally {
-      this.ack(sequence, now);
+    } catch (error) {
+      // The application's bug: thrown on its own, not into the decode chain (which would stop).
+      rethrowLater(error);
     }
+    this.ack(sequence, now);
   }
 
   private ack(sequence: number, decodedMs?: number): void {

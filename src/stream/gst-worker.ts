@@ -6,6 +6,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as path from 'node:path';
 import { SurfaceLinkError } from '../errors.js';
+import { clockMs } from './protocol.js';
 
 export const RECORD_HEADER_BYTES = 32;
 
@@ -33,11 +34,6 @@ export const WORKER_SCRIPT = path.resolve(__dirname, '..', '..', 'gst', 'surface
 /** The Python that runs the worker: $SURFACELINK_PYTHON, else the system one (which has gi). */
 export function workerPython(): string {
   return process.env.SURFACELINK_PYTHON || (process.platform === 'win32' ? 'python' : '/usr/bin/python3');
-}
-
-/** Server clock in ms: CLOCK_MONOTONIC, the clock docs/remote.md names. */
-export function monotonicMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /** Writes a record header into `target` at `offset`. */
@@ -247,7 +243,7 @@ export class RestartPolicy {
   constructor(readonly maxDeaths = 3, readonly windowMs = 10000) {}
 
   /** Records a death; returns the backoff before restarting, or -1 when restarts are exhausted. */
-  death(now = monotonicMs()): number {
+  death(now = clockMs()): number {
     this.deaths.push(now);
     while (this.deaths.length > 0 && now - this.deaths[0] > this.windowMs) this.deaths.shift();
     if (this.deaths.length >= this.maxDeaths) return -1;

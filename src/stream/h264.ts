@@ -13,8 +13,9 @@ import { EventEmitter } from 'eventemitter3';
 import { SurfaceLinkError, invalidArgument } from '../errors.js';
 import {
   FLAG_KEYFRAME, GstWorkerProcess, RECORD_HEADER_BYTES, RecordKind, RestartPolicy, WORKER_SCRIPT,
-  monotonicMs, workerPython, writeHeader, type WorkerRecord,
+  workerPython, writeHeader, type WorkerRecord,
 } from './gst-worker.js';
+import { clockMs } from './protocol.js';
 
 /** Encoders in order of preference: hardware first, x264enc last. */
 export const H264_ENCODERS = ['vah264enc', 'vaapih264enc', 'nvh264enc', 'msdkh264enc', 'x264enc'] as const;
@@ -256,10 +257,8 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
 
   /** Kills the worker so that supervision replaces it (a stall, a malformed answer). */
   protected restart(reason: string): void {
-    const worker = this.worker;
-    if (!worker || this.isClosed) return;
+    if (!this.worker || this.isClosed) return;
     this.workerDied(reason);
-    worker.kill();
   }
 
   private workerDied(reason: string): void {
@@ -445,7 +444,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     slot.token = token;
     slot.pending = true;
     slot.writing = true;
-    if (this.pending.length === 0) this.lastProgressMs = monotonicMs();
+    if (this.pending.length === 0) this.lastProgressMs = clockMs();
     this.pending.push(slot);
     this.worker.write(slot.buf, slot.written);
     return true;
@@ -494,7 +493,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     if (record.kind !== RecordKind.AU) return;
     // Everything sent up to this frame has been read by the worker: those slots are free.
     while (this.pending.length > 0 && issuedBy(this.pending[0].token, record.token)) this.pending.shift()!.pending = false;
-    const now = monotonicMs();
+    const now = clockMs();
     this.lastProgressMs = now;
     this.emit('au', {
       data: record.payload.slice(),
@@ -518,7 +517,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
 
   private checkStall(): void {
     if (this.pending.length === 0 || !this.accepting) return;
-    const idle = monotonicMs() - this.lastProgressMs;
+    const idle = clockMs() - this.lastProgressMs;
     if (idle > this.stallMs) this.restart(`stalled: no access unit for ${Math.round(idle)} ms with ${this.pending.length} frames pending`);
   }
 }
@@ -599,7 +598,7 @@ export class H264Decoder extends SupervisedWorker<H264DecoderEvents> {
     f.height = record.height;
     f.sequence = record.sequence;
     f.presentMs = record.presentMs;
-    f.decodedMs = monotonicMs();
+    f.decodedMs = clockMs();
     this.emit('frame', f);
   }
 

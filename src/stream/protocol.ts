@@ -4,6 +4,7 @@
  * client sends is validated here before the server looks at it.
  */
 import { SurfaceLinkError, type ErrorCodeName } from '../errors.js';
+import { monotonicNs } from '../host.js';
 
 /** The WebSocket subprotocol; an upgrade that does not offer it is refused. */
 export const SUBPROTOCOL = 'surfacelink.stream.v1';
@@ -30,6 +31,7 @@ export const CODECS: readonly Codec[] = ['h264', 'tiles'];
 /** WebSocket close codes (4000–4999 are the application's). */
 export const CloseCode = {
   NORMAL: 1000,
+  GOING_AWAY: 1001,
   MALFORMED: 4400,
   AUTH: 4401,
   NO_SURFACE: 4404,
@@ -49,7 +51,7 @@ export function closeCodeFor(code: ErrorCodeName): number {
     case 'E_TIMEOUT':
       return CloseCode.ACK_TIMEOUT;
     case 'E_SHUTDOWN':
-      return 1001;
+      return CloseCode.GOING_AWAY;
     case 'E_ENCODER':
       return CloseCode.ENCODER;
     default:
@@ -59,7 +61,7 @@ export function closeCodeFor(code: ErrorCodeName): number {
 
 /** Milliseconds on the server's clock (CLOCK_MONOTONIC; the clock FRAME timestamps use). */
 export function clockMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
+  return monotonicNs() / 1e6;
 }
 
 // ---- binary frame header ----------------------------------------------------------------

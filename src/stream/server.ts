@@ -305,12 +305,14 @@ class StreamSession implements StreamClientInfo {
   /** Says welcome; frames follow as the surface presents. */
   activate(mirror: SurfaceMirror): void {
     this.state = 'active';
-    this.knownWidth = mirror.width;
-    this.knownHeight = mirror.height;
+    // H.264: the size its encoder was started at. A resize while it started is then announced,
+    // and the encoder replaced, by the first pump(), instead of fed frames of another size.
+    this.knownWidth = this.h264?.width ?? mirror.width;
+    this.knownHeight = this.h264?.height ?? mirror.height;
     const s = mirror.surface;
     this.sendJson({
       type: 'welcome', version: STREAM_VERSION, server: this.server.name, codec: this.codec, reason: this.reason,
-      surface: { id: s.id, width: mirror.width, height: mirror.height, format: s.format.name },
+      surface: { id: s.id, width: this.knownWidth, height: this.knownHeight, format: s.format.name },
       encoder: this.encoder, maxFps: this.maxFps, bitrateKbps: this.codec === 'h264' ? this.bitrateKbps : null, window: this.window, serverMs: clockMs(),
     });
     if (mirror.ready) this.pump();
@@ -355,10 +357,13 @@ class StreamSession implements StreamClientInfo {
     const mirror = this.mirror;
     if (this.state !== 'active' || !mirror || !mirror.ready || this.ws.readyState !== this.ws.OPEN) return;
     if (this.inFlightList.length >= this.window || this.ws.bufferedAmount > MAX_BUFFERED_BYTES) return; // an ack or the send callback resumes
+    // While a replacement encoder starts, a further resize waits for it (pump() runs when it is up):
+    // starting a second one at once would orphan the first.
+    if (this.h264Restarting) return;
     if (mirror.width !== this.knownWidth || mirror.height !== this.knownHeight) return this.resized(mirror);
     if (this.tiles) {
       if (!this.tiles.pending || this.tileEncoder!.busy) return;
-    } else if (!this.h264Dirty || !this.h264 || this.h264Restarting) return;
+    } else if (!this.h264Dirty || !this.h264) return;
     const now = clockMs();
     // Sends keep to a grid of 1/maxFps, with a quarter period of slack: a producer presenting at
     // exactly maxFps, with timer jitter, must not be held back a whole period each time.
@@ -547,6 +552,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const bitrateKbps = positive(options.bitrateKbps ?? 8000, 'bitrateKbps');
     const window = options.window ?? 2;
     if (!Number.isInteger(window) || window < 1 || window > 16) throw invalidArgument('window', 'an integer from 1 to 16', window);
+    const tileLevel = options.tileLevel ?? 1;
+    if (!Number.isInteger(tileLevel) || tileLevel < 1 || tileLevel > 9) throw invalidArgument('tileLevel', 'an integer from 1 to 9', tileLevel);
+    const maxClients = positive(options.maxClients ?? 16, 'maxClients');
+    const ackTimeoutMs = positive(options.ackTimeoutMs ?? ACK_TIMEOUT_MS, 'ackTimeoutMs');
+    const helloTimeoutMs = positive(options.helloTimeoutMs ?? HELLO_TIMEOUT_MS, 'helloTimeoutMs');
     const webRoot = options.webRoot === undefined ? path.join(__dirname, '..', '..', 'web') : options.webRoot;
     const files = webRoot === null ? new Map<string, string>() : listWebFiles(webRoot);
 
@@ -572,13 +582,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return new StreamServer(
       surfaceServer,
       httpServer,
-      {
-        maxFps, bitrateKbps, window,
-        maxClients: positive(options.maxClients ?? 16, 'maxClients'),
-        tileLevel: options.tileLevel ?? 1,
-        ackTimeoutMs: positive(options.ackTimeoutMs ?? ACK_TIMEOUT_MS, 'ackTimeoutMs'),
-        helloTimeoutMs: positive(options.helloTimeoutMs ?? HELLO_TIMEOUT_MS, 'helloTimeoutMs'),
-      },
+      { maxFps, bitrateKbps, window, maxClients, tileLevel, ackTimeoutMs, helloTimeoutMs },
       { token, host, port: address.port, name: options.name ?? surfaceServer.name, allowOrigins: options.allowOrigins ?? [], files, codecs, logger: options.logger ?? stderrLogger },
       probe,
       unavailable,
@@ -609,7 +613,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return [...this.sessions].filter((s) => s.state === 'active').map((s) => s.info());
   }
 
-  /** The H.264 encoder that h264 clients get, or null (and `h264Reason` says why). */
+  /** The H.264 encoder that h264 clients get, or null (and `availableCodecs` says why). */
   get h264Encoder(): string | null {
     return this.h264Probe?.encoder ?? null;
   }
@@ -850,7 +854,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
 
   private socketClosed(session: StreamSession, code: number): void {
     if (session.state === 'closed') return;
-    if (code !== 1000 && code !== 1001 && code !== 1005) session.goneMessage = `the connection closed (${code})`;
+    if (code !== CloseCode.NORMAL && code !== CloseCode.GOING_AWAY && code !== 1005) session.goneMessage = `the connection closed (${code})`;
     this.detach(session, session.state === 'active');
   }
 
@@ -887,7 +891,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     if (this.closedValue) return;
     this.closedValue = true;
     clearInterval(this.sweepTimer);
-    for (const s of [...this.sessions]) this.end(s, 1001, 'E_SHUTDOWN', 'the stream server is shutting down');
+    for (const s of [...this.sessions]) this.end(s, CloseCode.GOING_AWAY, 'E_SHUTDOWN', 'the stream server is shutting down');
     this.removeTap?.();
     this.removeTap = null;
     this.mirrors.clear();
@@ -938,7 +942,7 @@ function listWebFiles(root: string): Map<string, string> {
       if (e.name.startsWith('.')) continue;
       const full = path.join(dir, e.name);
       if (e.isFile()) files.set(`${prefix}/${encodeURIComponent(e.name).replace(/%2F/gi, '')}`, full);
-      else if (e.isDirectory() && depth < 2) walk(full, `${prefix}/${encodeURIComponent(e.name)}`, depth + 1);
+      else if (e.isDirectory() && depth === 0) walk(full, `${prefix}/${encodeURIComponent(e.name)}`, depth + 1);
     }
   };
   walk(root, '', 0);

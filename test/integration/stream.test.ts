@@ -13,11 +13,12 @@ import type { SurfaceLinkError } from '../../src/errors.js';
 import { probeH264, type H264Probe } from '../../src/stream/h264.js';
 import { RemoteStreamClient, type RemoteFrame } from '../../src/stream/client.js';
 import { FLAG_KEYFRAME, SUBPROTOCOL } from '../../src/stream/protocol.js';
-import type { StreamClientInfo } from '../../src/stream/server.js';
+import { StreamServer, type StreamClientInfo } from '../../src/stream/server.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { SurfaceClient } from '../../src/client.js';
-import { Peer, ROOT, eventually, run, sleep } from '../helpers.js';
+import { SurfaceServer } from '../../src/server.js';
+import { Peer, ROOT, eventually, run, sleep, tempDir } from '../helpers.js';
 
 interface ProducerInfo {
   url: string;
@@ -442,5 +443,23 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     await own.peer.call('closeSurface');
     expect((await gone).reason).to.match(/closed/);
     expect((await closed).code).to.equal(1000);
+  });
+
+  it('bad StreamServer options are E_INVALID_ARGUMENT, and nothing is left listening', async () => {
+    // In-process: this checks option validation, not sharing.
+    const { dir, cleanup } = tempDir();
+    const server = await SurfaceServer.listen({ path: path.join(dir, 's.sock') });
+    const listening = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
+    const before = listening();
+    try {
+      for (const bad of [{ tileLevel: 0 }, { tileLevel: 1.5 }, { maxClients: 0 }, { ackTimeoutMs: -1 }, { helloTimeoutMs: Number.NaN }, { window: 0 }]) {
+        const error = await StreamServer.start(server, { codecs: ['tiles'], webRoot: null, ...bad }).then(() => null, (e: SurfaceLinkError) => e);
+        expect(error?.code, JSON.stringify(bad)).to.equal('E_INVALID_ARGUMENT');
+      }
+      expect(listening()).to.equal(before);
+    } finally {
+      server.close();
+      cleanup();
+    }
   });
 });
