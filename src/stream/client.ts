@@ -256,6 +256,12 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     } catch {
       return void this.emit('error', new SurfaceLinkError('E_MALFORMED', 'the server sent a message that is not JSON'));
     }
+    const problem = malformedServerMessage(m);
+    if (problem !== null) {
+      // Acting on it would leave the image or the clock inconsistent: report, and end the session.
+      this.emit('error', new SurfaceLinkError('E_MALFORMED', `the server sent a malformed ${String(m?.type)}: ${problem}`));
+      return this.close();
+    }
     switch (m.type) {
       case 'welcome':
         this.welcome = { server: m.server, codec: m.codec, reason: m.reason, surface: m.surface, encoder: m.encoder, maxFps: m.maxFps, bitrateKbps: m.bitrateKbps, window: m.window };
@@ -411,4 +417,23 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
 
 function finite(n: number): number | undefined {
   return Number.isFinite(n) ? n : undefined;
+}
+
+const isDimension = (v: unknown): boolean => Number.isInteger(v) && (v as number) > 0 && (v as number) <= 65535;
+
+/** What is wrong with a server message this client acts on (docs/remote.md §3), or null. */
+function malformedServerMessage(m: Record<string, any> | null): string | null {
+  if (typeof m !== 'object' || m === null) return 'not an object';
+  switch (m.type) {
+    case 'welcome':
+      if (m.codec !== 'h264' && m.codec !== 'tiles') return `codec ${JSON.stringify(m.codec)}`;
+      if (typeof m.surface !== 'object' || m.surface === null || !isDimension(m.surface.width) || !isDimension(m.surface.height)) return 'no surface with a valid width and height';
+      return null;
+    case 'resize':
+      return isDimension(m.width) && isDimension(m.height) ? null : 'no valid width and height';
+    case 'pong':
+      return Number.isFinite(m.t) && Number.isFinite(m.serverMs) ? null : 't and serverMs must be numbers';
+    default:
+      return null;
+  }
 }

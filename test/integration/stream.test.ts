@@ -434,6 +434,40 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     }
   });
 
+  it('RemoteStreamClient: a malformed welcome, resize or pong from a server is E_MALFORMED, never a crash', async () => {
+    for (const [bad, afterWelcome] of [
+      [{ type: 'welcome', codec: 'tiles', server: 'x', reason: 'r' }, false],
+      [{ type: 'welcome', codec: 'tiles', surface: { id: 1, width: -5, height: 2 } }, false],
+      [{ type: 'welcome', codec: 'vp9', surface: { id: 1, width: 4, height: 4 } }, false],
+      [{ type: 'resize', width: 'wide', height: 4 }, true],
+      [{ type: 'pong', t: 'then' }, true],
+    ] as const) {
+      const fake = new WebSocket.Server({ host: '127.0.0.1', port: 0, handleProtocols: () => SUBPROTOCOL });
+      await new Promise<void>((resolve) => fake.once('listening', () => resolve()));
+      fake.on('connection', (ws) =>
+        ws.once('message', () => {
+          if (afterWelcome) ws.send(JSON.stringify({ type: 'welcome', codec: 'tiles', surface: { id: 1, width: 4, height: 4, format: 'XRGB8888' }, server: 'fake', reason: 'r', window: 2 }));
+          // After connect() has resolved and the test listens for the error.
+          setTimeout(() => ws.send(JSON.stringify(bad)), afterWelcome ? 200 : 0);
+        }),
+      );
+      const url = `ws://127.0.0.1:${(fake.address() as { port: number }).port}/stream`;
+      try {
+        if (!afterWelcome) {
+          const error = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] }).then(() => null, (e: SurfaceLinkError) => e);
+          expect(error?.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
+        } else {
+          const c = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] });
+          const error = await new Promise<SurfaceLinkError>((resolve) => c.once('error', resolve));
+          expect(error.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
+          await eventually(() => c.closed, 2000, 'the client closes');
+        }
+      } finally {
+        fake.close();
+      }
+    }
+  });
+
   it('the surface closing sends `gone` and closes 1000', async () => {
     const own = await startProducer(['--width', '64', '--height', '48']);
     const c = await connect({ codecs: ['tiles'] }, own.info.url);
