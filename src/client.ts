@@ -5,8 +5,8 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { availableBackends, backendByName } from './backends/index.js';
-import type { Backend, BackingIdentity, ImportedBuffer } from './backends/types.js';
-import { ErrorCode, SurfaceLinkError, errorCodeName, type ErrorCodeName } from './errors.js';
+import { ImportRefused, type Backend, type BackingIdentity, type ImportedBuffer } from './backends/types.js';
+import { ErrorCode, SurfaceLinkError, errorCodeName, invalidArgument, type ErrorCodeName } from './errors.js';
 import { formatByFourcc, type FormatInfo, type PlaneLayout } from './formats.js';
 import { monotonicNs, peerInfo } from './host.js';
 import type { NativeFd } from './native.js';
@@ -16,7 +16,6 @@ import {
 } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
 import { assertSyncFile, waitFence } from './backends/fences.js';
-import { ImportRefused } from './backends/types.js';
 import { rethrowLater } from './events.js';
 import type { FormatSet } from './format-set.js';
 import { validateDamage } from './protocol/validate.js';
@@ -171,7 +170,7 @@ export class Frame {
   pixels(plane = 0): Uint8Array {
     if (this.releasedValue) throw new SurfaceLinkError('E_CLOSED', `frame ${this.sequence} was released`);
     const view = this.buffer.views[plane];
-    if (!view) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `plane must be 0..${this.buffer.views.length - 1}; got ${plane}`);
+    if (!view) throw invalidArgument('plane', `0..${this.buffer.views.length - 1}`, plane);
     return view;
   }
 
@@ -233,15 +232,22 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     const timeoutMs = options.timeoutMs ?? 5000;
     this.timer = setTimeout(() => this.fail('E_TIMEOUT', `no WELCOME from ${socketPath} within ${timeoutMs} ms`, true), timeoutMs);
-    const w = this.channel.writer;
-    this.channel.send(
-      writeHello(w, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
-        ...peerInfo(options.name ?? `node-${process.pid}`),
-        mechanisms: this.offered.map((b) =>
-          isBackend(b) ? { ...(b.offer?.() ?? {}), ...(b.formats && options.dmabufFormats ? { formats: options.dmabufFormats.toJSON() } : {}), name: b.name } : { name: b.name },
-        ),
-      }),
-    );
+    try {
+      this.channel.send(
+        writeHello(this.channel.writer, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
+          ...peerInfo(options.name ?? `node-${process.pid}`),
+          mechanisms: this.offered.map((b) =>
+            isBackend(b) ? { ...(b.offer?.() ?? {}), ...(b.formats && options.dmabufFormats ? { formats: options.dmabufFormats.toJSON() } : {}), name: b.name } : { name: b.name },
+          ),
+        }),
+      );
+    } catch (error) {
+      // E.g. a name too long for HELLO: nobody will await `ready`, so nothing may settle it later.
+      this.settle = null;
+      clearTimeout(this.timer);
+      this.channel.close();
+      throw error;
+    }
   }
 
   /** Connects and negotiates. Resolves once frames can arrive; `negotiated` fires right after. */

@@ -17,7 +17,7 @@ import { stderrLogger, type Logger } from './log.js';
 import type { NativeChannel, NativeFd } from './native.js';
 import {
   checkRelease, messageType, readError, readHello, readImportFailed, releaseBufferId, releaseSequence, releaseSurfaceId,
-  writeError, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, writeWelcome,
+  writeError, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, writeWelcome, wrongMessage,
   type MechanismOffer, type Rect, type StreamEndpoint,
 } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_DAMAGE_RECTS, MAX_HANDLES, MECHANISMS_WITH_FENCES, Mechanism, MessageType, Orientation, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
@@ -25,7 +25,6 @@ import { SharedSurface, SurfaceBuffer, type DmabufSurfaceOptions, type PresentOp
 import { dmabufBackend } from './backends/dmabuf.js';
 import { MODIFIER_LINEAR } from './formats.js';
 import { rethrowLater } from './events.js';
-import { wrongMessage } from './protocol/codec.js';
 import { MessageChannel, defaultSocketPath, ensurePrivateDir, listenUnix, type MessageHandler } from './transport/unix.js';
 
 export interface ServerOptions {
@@ -582,7 +581,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     session.mechanism = next.name;
     session.formats = next.formats;
     session.reason = `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`;
-    for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
+    this.forgetBuffers(session);
     for (const st of session.surfaces.values()) st.needsFull = true;
     this.logger('info', `client ${session.id}: ${session.mechanism} — ${session.reason}`);
     if (!this.sendOrDrop(session, session.channel.send(writeMechanism(session.channel.writer, session.mechanism, session.reason)))) return false;
@@ -648,7 +647,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
     }
     const length = writeFrame(ch.writer, surface.id, buffer.id, surface.sequence, surface.lastPresentNs, damage, count, withFence);
     const result = withFence ? ch.send(length, [buffer.fence as NativeFd]) : ch.send(length);
-    if (st.accum.length > 0) st.accum = [];
+    st.accum.length = 0; // reused: no allocation per frame
     st.accumFull = false;
     st.needsFull = false;
     st.pending = false;
@@ -714,10 +713,15 @@ export class SurfaceServer extends EventEmitter<ServerEvents> implements Surface
         st.held = null;
       }
     }
-    for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
+    this.forgetBuffers(session);
     this.sessions.delete(session);
     if (code !== 'E_PEER_CLOSED' && code !== 'E_SHUTDOWN') this.logger('warn', `client ${session.id} (pid ${session.pid}) disconnected: ${code}: ${message}`);
     if (wasActive || code !== 'E_PEER_CLOSED') this.emit('clientGone', session.info(), { code, message });
+  }
+
+  /** The client no longer has any buffer's handles: each is announced (SCANOUT) again before use. */
+  private forgetBuffers(session: ClientSession): void {
+    for (const surface of this.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
   }
 
   private sweepDeadlines(): void {

@@ -7,10 +7,10 @@
  * buffer, and no client holds it. The pool grows on demand up to `maxBuffers`, so
  * acquire() never blocks; past that the client holding the oldest frame is dropped.
  */
-import { allocateMemfd, shmExport, unmap } from './backends/shm.js';
+import { allocateMemfd, planeViews, shmExport, unmap } from './backends/shm.js';
 import type { Backend, BackingIdentity, BufferExport, ExportedBuffer } from './backends/types.js';
 import type { NativeFd } from './native.js';
-import { exportImplicitFence, tryExportImplicitFence } from './backends/fences.js';
+import { assertSyncFile, exportImplicitFence, tryExportImplicitFence } from './backends/fences.js';
 import { adoptDmabufs, dmabufBackend, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
 import { MAX_DIMENSION, formatByName, planeMinStride, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
@@ -132,7 +132,7 @@ export class SurfaceBuffer {
     if (this.exported.shm) return this.exported.shm;
     if (!this.shadow) {
       const m = allocateMemfd(this.format, this.width, this.height, `${this.surface.label}-shadow`);
-      this.shadow = { fd: m.fd, memory: m.memory, views: m.planes.map((p) => new Uint8Array(m.memory, p.offset, p.size)), export: shmExport(m.fd, m.planes), version: -1 };
+      this.shadow = { fd: m.fd, memory: m.memory, views: planeViews(m.memory, m.planes), export: shmExport(m.fd, m.planes), version: -1 };
     }
     if (this.shadow.version !== this.contentVersion) {
       const shadowPlanes = this.shadow.export.planes;
@@ -224,12 +224,7 @@ export class SharedSurface {
     if (adopted) {
       if (adopted.buffers.length < 1 || adopted.buffers.length > 64) throw invalidArgument('buffers', '1..64 dma-buf sets', adopted.buffers.length);
       this.maxBuffers = adopted.buffers.length;
-      try {
-        for (const b of adopted.buffers) this.pool.push(this.wrap(adoptDmabufs(this.format, this.widthValue, this.heightValue, adopted.modifier, b)));
-      } catch (error) {
-        for (const b of this.pool) b.destroy();
-        throw error;
-      }
+      this.fillPool(adopted.buffers.length, (i) => this.wrap(adoptDmabufs(this.format, this.widthValue, this.heightValue, adopted.modifier, adopted.buffers[i])));
       return;
     }
     const initial = options.buffers ?? 3;
@@ -237,7 +232,7 @@ export class SharedSurface {
     if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
     if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
       throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
-    for (let i = 0; i < initial; i++) this.pool.push(this.allocate());
+    this.fillPool(initial);
   }
 
   /**
@@ -277,14 +272,30 @@ export class SharedSurface {
     return this.wrap(exported);
   }
 
+  /** Fills the empty pool with `count` buffers; on failure frees the ones made and rethrows. */
+  private fillPool(count: number, make: (i: number) => SurfaceBuffer = () => this.allocate()): void {
+    try {
+      for (let i = 0; i < count; i++) this.pool.push(make(i));
+    } catch (error) {
+      for (const b of this.pool) b.destroy();
+      this.pool.length = 0;
+      throw error;
+    }
+  }
+
   private wrap(exported: ExportedBuffer): SurfaceBuffer {
     return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, exported);
   }
 
-  private isFree(b: SurfaceBuffer): boolean {
+  /** Nobody uses it: not the producer, no client, no pending fence or GPU work. */
+  private unused(b: SurfaceBuffer): boolean {
     // A buffer that still has GPU work or a client's release fence pending is busy: taking
     // it would make the producer's CPU access wait, and acquire() never waits.
-    return !b.acquired && b.holders === 0 && b !== this.front && b.pendingFences === 0 && !(b.exported.busy?.() ?? false);
+    return !b.acquired && b.holders === 0 && b.pendingFences === 0 && !(b.exported.busy?.() ?? false);
+  }
+
+  private isFree(b: SurfaceBuffer): boolean {
+    return b !== this.front && this.unused(b);
   }
 
   private take(b: SurfaceBuffer): SurfaceBuffer {
@@ -303,7 +314,7 @@ export class SharedSurface {
       for (const b of this.pool) if (this.isFree(b)) return this.take(b);
       // Adopted buffers cannot be multiplied: the producer may rewrite the front buffer
       // (as a VM display does) once no client holds it.
-      if (this.external && this.front && this.front.holders === 0 && !this.front.acquired && this.front.pendingFences === 0 && !(this.front.exported.busy?.() ?? false)) {
+      if (this.external && this.front && this.unused(this.front)) {
         const b = this.front;
         this.front = null;
         return this.take(b);
@@ -364,7 +375,7 @@ export class SharedSurface {
       if (!buffer.exported.dmabuf) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `fence 'implicit' needs a dma-buf backed surface; this one is ${this.backend.name}`);
       return exportImplicitFence(buffer.exported.dmabuf);
     }
-    if (fence.stat().kind !== 'syncfile') throw new SurfaceLinkError('E_HANDLE_TYPE', `a fence must be a sync_file; got a ${fence.stat().kind}`);
+    assertSyncFile(fence, 'a fence');
     return fence.dup();
   }
 

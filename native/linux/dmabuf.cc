@@ -234,7 +234,6 @@ static Napi::Value Sync(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// exportSyncFile(fd, access) -> sync_file
 // idle(fd, access) -> boolean, without waiting: poll() on a dma-buf reports POLLIN once no
 // writer's fence is pending (safe to read) and POLLOUT once no fence at all is (safe to
 // write). One syscall, so it can run every frame.
@@ -255,6 +254,7 @@ static Napi::Value Idle(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, n > 0 && (p.revents & p.events) != 0);
 }
 
+// exportSyncFile(fd, access) -> sync_file
 static Napi::Value ExportSyncFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = BorrowDmabuf(env, info[0], "fd");

@@ -2,8 +2,8 @@
 // Implemented in dmabuf.cc (exports.dmabuf), drm.cc (exports.drm) and fence.cc (exports.fence);
 // the helpers below are shared by the three.
 //
-// Proposed TypeScript (matches the interfaces already sketched in src/native.ts; the only
-// additions are documented behaviour and the optional second argument of wait's callback):
+// The contracts, in TypeScript (src/native.ts declares the same interfaces, tersely; it also
+// has dmabuf.idle(fd, access): no fence pending that `access` would wait for, without waiting):
 //
 //   export type CpuAccess = 'read' | 'write' | 'rw';
 //
@@ -73,7 +73,6 @@
 // Error codes used: E_INVALID_ARGUMENT, E_HANDLE_TYPE (wrong kind of fd), E_CLOSED, E_UNSEALED,
 // E_OUT_OF_BOUNDS, E_SYSTEM (+ syscall, errno, errnoName), and E_UNSUPPORTED (+ syscall, errno) when the
 // kernel lacks the device or ioctl (ENOENT/ENODEV/ENXIO on the device node, ENOTTY from the ioctl).
-// E_UNSUPPORTED and E_CANCELLED are not (yet) in src/errors.ts's ErrorCode table.
 #pragma once
 
 #include <napi.h>

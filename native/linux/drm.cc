@@ -275,10 +275,8 @@ static Napi::Value VgemFenceAttach(const Napi::CallbackInfo& info) {
   arg.flags = info[2].As<Napi::Boolean>().Value() ? drm_abi::kVgemFenceWrite : 0;
   RequireVgem(env, fd);
   if (IoctlRetry(fd, drm_abi::kIoctlVgemFenceAttach, &arg) < 0) {
-    int err = errno;
-    errno = err;
     ThrowIoctl(env, "ioctl(DRM_IOCTL_VGEM_FENCE_ATTACH)",
-               err == EBUSY ? "the buffer already has a conflicting unsignalled fence" : "",
+               errno == EBUSY ? "the buffer already has a conflicting unsignalled fence" : "",
                /*einval_is_unsupported=*/true);
   }
   return Napi::Number::New(env, arg.out_fence);

@@ -82,13 +82,16 @@ int NativeFd::Borrow(Napi::Env env, Napi::Value value) {
 
 int NativeFd::BorrowClassified(Napi::Env env, Napi::Value value, FdKind* kind) {
   int fd = Borrow(env, value);
-  NativeFd* self = Unwrap(value.As<Napi::Object>());
-  if (!self->kind_known_) {
-    self->kind_ = ClassifyFd(fd);
-    self->kind_known_ = true;
-  }
-  *kind = self->kind_;
+  *kind = Unwrap(value.As<Napi::Object>())->Kind(fd);
   return fd;
+}
+
+FdKind NativeFd::Kind(int fd) {
+  if (!kind_known_) {
+    kind_ = ClassifyFd(fd);
+    kind_known_ = true;
+  }
+  return kind_;
 }
 
 int NativeFd::Require(Napi::Env env) const {
@@ -131,11 +134,7 @@ Napi::Value NativeFd::Stat(const Napi::CallbackInfo& info) {
   int fd = Require(env);
   struct stat st {};
   if (::fstat(fd, &st) != 0) ThrowSyscall(env, "fstat");
-  if (!kind_known_) {
-    kind_ = ClassifyFd(fd);
-    kind_known_ = true;
-  }
-  FdKind kind = kind_;
+  FdKind kind = Kind(fd);
   int64_t size = FdObjectSize(fd, kind);
   Napi::Object result = Napi::Object::New(env);
   result.Set("kind", FdKindName(kind));
@@ -170,11 +169,7 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
     Throw(env, "E_INVALID_ARGUMENT", "mode must be \"shared\" or \"private\"");
   if (length == 0) Throw(env, "E_BAD_GEOMETRY", "cannot map zero bytes");
 
-  if (!kind_known_) {
-    kind_ = ClassifyFd(fd);
-    kind_known_ = true;
-  }
-  FdKind kind = kind_;
+  FdKind kind = Kind(fd);
   if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf)
     Throw(env, "E_HANDLE_TYPE", std::string("cannot map a handle of kind ") + FdKindName(kind));
   if (kind == FdKind::kMemfd) {
@@ -235,9 +230,9 @@ Napi::Value DetachMapping(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer()) Throw(env, "E_INVALID_ARGUMENT", "unmap(arrayBuffer)");
   Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
-  bool detachable = false;
-  napi_is_detached_arraybuffer(env, buffer, &detachable);
-  if (!detachable && buffer.ByteLength() > 0) buffer.Detach();
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, buffer, &detached);
+  if (!detached && buffer.ByteLength() > 0) buffer.Detach();
   return env.Undefined();
 }
 

@@ -33,6 +33,8 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
   Napi::Value DebugNumber(const Napi::CallbackInfo& info);
   int Require(Napi::Env env) const;
+  // What `fd` (our own, open) is, classified on first use (see BorrowClassified).
+  FdKind Kind(int fd);
 
   UniqueFd fd_;
   bool kind_known_ = false;

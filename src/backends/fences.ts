@@ -35,11 +35,6 @@ export function tryExportImplicitFence(dmabuf: NativeFd): NativeFd | null {
   }
 }
 
-/** True once the fence has signalled (or failed: there is nothing left to wait for). */
-export function fenceSignalled(fence: NativeFd): boolean {
-  return fenceModule().info(fence).status !== 0;
-}
-
 /** Checks that a handle is a sync_file; E_HANDLE_TYPE otherwise. */
 export function assertSyncFile(fd: NativeFd, what: string): void {
   const kind = fd.stat().kind;

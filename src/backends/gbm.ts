@@ -14,10 +14,8 @@
  *    Mesa driver: it "succeeds" even on /dev/null (vgem's render node: device created, every
  *    bo refused with EACCES). Only allocating, exporting and mapping a buffer proves GBM
  *    works for us, so the probe does exactly that once.
- *  - gbm_bo_get_fd*() return raw fd numbers that we own. The addon can only wrap fds it
- *    made itself, so turning them into NativeFd owners needs a new addon function,
- *    adoptFd(fd: number): NativeFd (see adoptRawFd below). Until the addon has it,
- *    gbmAllocate() refuses with E_UNSUPPORTED and the probe says so.
+ *  - gbm_bo_get_fd*() return raw fd numbers that we own; the addon's adoptFd() turns each
+ *    into a NativeFd owner at once (see adoptRawFd below).
  */
 import { constants as osConstants } from 'node:os';
 import { SurfaceLinkError, invalidArgument } from '../errors.js';
@@ -363,7 +361,7 @@ function checkDimension(name: string, v: number): void {
  * acceptable, gbm_bo_create(…, RENDERING | LINEAR).
  *
  * Errors: E_NO_MECHANISM (no working GBM device, with the probe's reason), E_UNSUPPORTED
- * (the addon cannot adopt raw fds yet), E_INVALID_ARGUMENT, E_UNSUPPORTED_FORMAT (GBM
+ * (a multi-plane buffer and a libgbm without gbm_bo_get_fd_for_plane), E_INVALID_ARGUMENT, E_UNSUPPORTED_FORMAT (GBM
  * refused the format/modifiers: unsupported format, EINVAL, or ENOSYS from a driver
  * without explicit-modifier allocation and LINEAR not acceptable), E_SYSTEM (a GBM call failed; errno attached), E_HANDLE_TYPE
  * (GBM returned something that is not a dma-buf).

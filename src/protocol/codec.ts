@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_MECHANISM_NAME, MAX_PLANES, Mechanism, MessageType, messageSender } from './constants.js';
+import { BodySize, DEFAULT_MAX_MESSAGE, ERROR_FLAG_FATAL, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_HANDLES, MAX_MECHANISM_NAME, MAX_PLANES, Mechanism, MessageType, messageSender } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -100,7 +100,6 @@ export class MessageWriter {
   readonly bytes: Buffer;
   private readonly view: DataView;
   private pos = 0;
-  private start = 0;
 
   constructor(capacity: number) {
     this.bytes = Buffer.allocUnsafeSlow(capacity);
@@ -108,7 +107,6 @@ export class MessageWriter {
   }
 
   begin(type: number, handles: number): this {
-    this.start = 0;
     this.pos = HEADER_SIZE;
     this.view.setUint16(4, type, true);
     this.view.setUint8(6, handles);
@@ -152,9 +150,8 @@ export class MessageWriter {
   }
   /** Finishes the message: writes its length and returns it. */
   end(): number {
-    const length = this.pos - this.start;
-    this.view.setUint32(0, length, true);
-    return length;
+    this.view.setUint32(0, this.pos, true);
+    return this.pos;
   }
 }
 
@@ -168,7 +165,7 @@ export function writeWelcome(w: MessageWriter, version: number, info: WelcomeInf
 
 export function writeError(w: MessageWriter, code: number, fatal: boolean, message: string): number {
   // Messages are for people; cap them so an error can always be sent.
-  return w.begin(MessageType.ERROR, 0).u32(code).u32(fatal ? 1 : 0).utf8(message.slice(0, 1024)).end();
+  return w.begin(MessageType.ERROR, 0).u32(code).u32(fatal ? ERROR_FLAG_FATAL : 0).utf8(message.slice(0, 1024)).end();
 }
 
 export function writeScanout(w: MessageWriter, s: ScanoutBody, handles: number): number {
@@ -306,8 +303,8 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
       reason: o.reason,
       rejected: Array.isArray(o.rejected) ? (o.rejected as { name: string; reason: string }[]).filter((r) => isStr(r?.name) && isStr(r?.reason)) : [],
       limits: {
-        maxMessage: limit(limits.maxMessage, 65536),
-        maxHandles: limit(limits.maxHandles, 8),
+        maxMessage: limit(limits.maxMessage, DEFAULT_MAX_MESSAGE),
+        maxHandles: limit(limits.maxHandles, MAX_HANDLES),
         releaseTimeoutMs: limit(limits.releaseTimeoutMs, 2000),
         maxHeldFrames: limit(limits.maxHeldFrames, 1),
       },
@@ -320,7 +317,7 @@ export function readError(view: DataView, start: number, length: number): { code
   expectBody(view, start, length, BodySize.ERROR_FIXED, false, 'ERROR');
   return {
     code: view.getUint32(start + 8, true),
-    fatal: (view.getUint32(start + 12, true) & 1) !== 0,
+    fatal: (view.getUint32(start + 12, true) & ERROR_FLAG_FATAL) !== 0,
     message: utf8(view, start + 16, start + length),
   };
 }

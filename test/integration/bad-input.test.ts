@@ -5,8 +5,9 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { ErrorCode, type ErrorCodeName } from '../../src/errors.js';
-import { Peer, ROOT, run, tempDir } from '../helpers.js';
+import { SurfaceClient } from '../../src/client.js';
+import { ErrorCode, type ErrorCodeName, type SurfaceLinkError } from '../../src/errors.js';
+import { Peer, ROOT, openFdCount, run, sleep, tempDir } from '../helpers.js';
 
 const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
 
@@ -85,6 +86,26 @@ describe('bad input', function () {
       const result = await run('python3', [RAW_PEER, 'attack', socketPath, 'truncated']);
       expect(result.code, result.stderr).to.equal(0);
       expect((await gone).code).to.equal('E_TRUNCATED');
+      await goodClientStillServed();
+    });
+
+    it('a client whose HELLO cannot be encoded (a 70,000-character name) gets E_TOO_LARGE: no later crash, no fd left open', async () => {
+      const before = openFdCount();
+      const unhandled: unknown[] = [];
+      const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        const error = await SurfaceClient.connect({ path: socketPath, name: 'x'.repeat(70000), timeoutMs: 200 }).then(
+          () => null,
+          (e: SurfaceLinkError) => e,
+        );
+        expect(error?.code).to.equal('E_TOO_LARGE');
+        await sleep(500); // past the handshake timeout: nothing may fire any more
+        expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+        expect(openFdCount(), 'fds').to.equal(before);
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
       await goodClientStillServed();
     });
 
