@@ -93,7 +93,7 @@ export interface NativeFence {
   info(syncFile: NativeFd): { status: number; name: string; fences: { driver: string; timeline: string; status: number }[] };
   merge(a: NativeFd, b: NativeFd, name: string): NativeFd;
   /** Calls back once, from the event loop, when the fence signals (null), is cancelled ('E_CANCELLED'), or fails. */
-  wait(syncFile: NativeFd, callback: (errorCode: string | null) => void, options?: { ref?: boolean }): { cancel(): void };
+  wait(syncFile: NativeFd, callback: (errorCode: string | null, message?: string) => void, options?: { ref?: boolean }): { cancel(): void };
 }
 
 export interface NativeAddon {
