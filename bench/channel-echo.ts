@@ -1,5 +1,5 @@
 /** Baseline peer: the addon's raw channel, echoing a small message for each fd received. */
-import { loadNative } from '../src/native.js';
+import { linuxNative as loadNative } from '../src/native/index.js';
 
 const addon = loadNative();
 const channel = addon.connect(process.argv[2]);

@@ -51,7 +51,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 10 ** digits;
 
 function frameOf(buffer: SurfaceBuffer, damage: readonly Rect[]): ImportableFrame {
-  return { width: buffer.width, height: buffer.height, format: buffer.format, planes: buffer.planes, backing: buffer.exported.identity, handles: buffer.handles, stride: buffer.stride, damage, surfaceId: 1, pixels: () => buffer.pixels() };
+  return { width: buffer.width, height: buffer.height, format: buffer.format, planes: buffer.planes, backing: buffer.backing, handles: buffer.handles, bufferKey: buffer.bufferKey, stride: buffer.stride, damage, surfaceId: 1, pixels: () => buffer.pixels() };
 }
 
 function time(iterations: number, fn: (i: number) => void): number[] {

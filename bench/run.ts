@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SurfaceServer, allocatorReports } from '../src/index.js';
-import { loadNative } from '../src/native.js';
+import { linuxNative as loadNative } from '../src/native/index.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5000);

@@ -1,24 +1,42 @@
 /**
  * SharedSurface and its buffer pool (the producer side).
  *
- * Vocabulary (as in wlroots): the producer *acquires* a free buffer, writes it and
- * *presents* it; each client that receives it *holds* it until it *releases* it. A buffer
- * is free when the producer does not have it, it is not the newest presented (front)
- * buffer, and no client holds it. The pool grows on demand up to `maxBuffers`, so
- * acquire() never blocks; past that the client holding the oldest frame is dropped.
+ * Vocabulary (as in wlroots): the producer *acquires* a free buffer, writes it and *presents*
+ * it; each client that receives it *holds* it until it *releases* it. A buffer is free when the
+ * producer does not have it, it is not the newest presented (front) buffer, and no client holds
+ * it. The pool grows on demand up to `maxBuffers`, so acquire() never blocks; past that the
+ * client holding the oldest frame is dropped.
+ *
+ * A surface's buffers are made by one mechanism (allocated), or are someone else's buffers
+ * adopted as they are (dma-bufs, memfds: see SurfaceServer.adoptSurface); an adopted pool can
+ * neither grow nor be resized, only replaced (reconfigure with a new backing).
  */
-import { allocateMemfd, planeViews, shmExport, unmap } from './backends/shm.js';
-import type { Backend, BackingIdentity, BufferExport, ExportedBuffer } from './backends/types.js';
-import type { NativeFd } from './native.js';
-import { assertSyncFile, exportImplicitFence, tryExportImplicitFence } from './backends/fences.js';
-import { adoptDmabufs, dmabufBackend, type AllocatorName, type ExternalDmabuf } from './backends/dmabuf.js';
+import { SurfaceBuffer } from './buffer.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
-import { MAX_DIMENSION, formatByName, planeMinStride, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
+import { MAX_DIMENSION, MODIFIER_LINEAR, formatByName, type FormatInfo, type FormatName } from './formats.js';
+import { assertFence } from './core/fences.js';
+import { closeHandle, dupHandle, type OsHandle } from './handles.js';
+import { asOsHandle } from './mechanisms/external.js';
+import type { ExternalBacking, ExternalDmabuf, Mechanism, ProducerBacking } from './mechanisms/types.js';
+import type { NativeFd } from './native/index.js';
 import type { Rect } from './protocol/codec.js';
 import { MAX_DAMAGE_RECTS } from './protocol/constants.js';
 import { validateDamage } from './protocol/validate.js';
 
-export interface SurfaceOptions {
+export { SurfaceBuffer } from './buffer.js';
+
+/** Which way rows run in memory: 'top-down' (row 0 is the top; the default) or 'bottom-up' (GL's, QEMU's y0_top = false). */
+export type Orientation = 'top-down' | 'bottom-up';
+
+/** How the buffers are shown: orientation and the part of the buffer that is the picture. */
+export interface Viewport {
+  /** Default 'top-down'. */
+  orientation?: Orientation;
+  /** The visible rectangle inside the buffer (default: all of it); clients show only this. */
+  visible?: Rect;
+}
+
+export interface SurfaceOptions extends Viewport {
   width: number;
   height: number;
   /** DRM format name; default XRGB8888. */
@@ -31,12 +49,22 @@ export interface SurfaceOptions {
   label?: string;
   /** Back the surface with this mechanism instead of the server's first (e.g. 'shm.v1'). */
   mechanism?: string;
-  /** dmabuf.v1: force one allocator ('gbm' | 'dma-heap' | 'udmabuf' | 'vgem') instead of the first that works. */
-  allocator?: AllocatorName;
+  /** A mechanism's own allocator (dmabuf.v1: 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem') instead of the first that works. */
+  allocator?: string;
 }
 
-/** Dma-bufs made by someone else, adopted as a surface's buffers (see SharedSurface.fromDmabuf). */
-export interface DmabufSurfaceOptions {
+/** Buffers made by someone else, shared as they are (see SurfaceServer.adoptSurface). */
+export interface AdoptSurfaceOptions extends Viewport {
+  width: number;
+  height: number;
+  format?: FormatName;
+  /** The buffers: dma-bufs (each validated and duplicated) or memfds. One entry per buffer of the pool. */
+  backing: ExternalBacking;
+  label?: string;
+}
+
+/** Dma-bufs made by someone else (the older form of adoptSurface with `backing.kind = 'dmabuf'`). */
+export interface DmabufSurfaceOptions extends Viewport {
   width: number;
   height: number;
   format?: FormatName;
@@ -47,15 +75,24 @@ export interface DmabufSurfaceOptions {
   label?: string;
 }
 
+/** A new generation: size, viewport and (adopted surfaces) the new buffers. */
+export interface ReconfigureOptions extends Viewport {
+  width?: number;
+  height?: number;
+  /** Adopted surfaces: the buffers of the new generation (required when the size changes). */
+  backing?: ExternalBacking;
+}
+
 export interface PresentOptions {
   /** Changed rectangles since the previous present; omitted or empty: the whole surface. */
   damage?: readonly Rect[];
   /**
-   * GPU work still writing the buffer: a sync_file (the server keeps its own duplicate; you
-   * keep yours), or 'implicit' to take the fences already attached to the dma-buf. Clients
-   * that can wait on fences get it with the frame; for the others the server waits first.
+   * GPU work still writing the buffer: a fence (Linux: a sync_file; the server keeps its own
+   * duplicate, you keep yours), or 'implicit' to take the fences already attached to the
+   * buffer (dma-bufs). Clients that can wait on fences get it with the frame; for the others
+   * the server waits first.
    */
-  fence?: NativeFd | 'implicit';
+  fence?: NativeFd | OsHandle | 'implicit';
 }
 
 /** What the server does for a surface; the surface never touches clients itself. */
@@ -67,151 +104,46 @@ export interface SurfaceHost {
   reclaimBuffer(surface: SharedSurface): boolean;
 }
 
-/** One buffer of a surface's pool. Pixels are shared memory: what you write, clients see. */
-export class SurfaceBuffer {
-  /** True while the producer has it (between acquire() and present()). */
-  acquired = false;
-  /** Clients currently holding it. */
-  holders = 0;
-  /** Release fences from clients that have not signalled yet; the buffer is not free until they have. */
-  pendingFences = 0;
-  /** Clients that already received its handles (SCANOUT). Keyed by client session. */
-  readonly knownBy = new Set<object>();
-  retired = false;
-  /** Bumped on every present of this buffer: what a shadow copy is compared against. */
-  contentVersion = 0;
-  /** The acquire fence given with the newest present of this buffer, until it is presented again. */
-  fence: NativeFd | null = null;
-  /** The fence has signalled (or there is none): clients that cannot wait on fences may have it. */
-  fenceReady = true;
-  private closed = false;
-  private shadow: { fd: NativeFd; memory: ArrayBuffer; views: Uint8Array[]; export: BufferExport; version: number } | null = null;
-
-  constructor(
-    readonly surface: SharedSurface,
-    readonly id: number,
-    readonly generation: number,
-    readonly width: number,
-    readonly height: number,
-    readonly format: FormatInfo,
-    /** @internal */ readonly exported: ExportedBuffer,
-  ) {}
-
-  get planes(): readonly PlaneLayout[] {
-    return this.exported.planes;
-  }
-
-  /** Bytes per row of plane 0. */
-  get stride(): number {
-    return this.exported.planes[0].stride;
-  }
-
-  /** The fds behind the planes (a memfd, or the dma-bufs), owned by the buffer; for GL import. Borrowed. */
-  get handles(): readonly NativeFd[] {
-    return this.exported.handles;
-  }
-
-  /** The shared object behind the pixels (kind, inode, device, size). */
-  get backing(): BackingIdentity {
-    return this.exported.identity;
-  }
-
-  /** The plane's bytes (rows of `planes[plane].stride` bytes). Valid until the buffer is retired. */
-  pixels(plane = 0): Uint8Array {
-    const view = this.exported.views[plane];
-    if (!view) throw invalidArgument('plane', `0..${this.exported.views.length - 1}`, plane);
-    return view;
-  }
-
-  /**
-   * @internal The shm.v1 description of this buffer for a client that cannot import its
-   * own mechanism: the same memory when the backend has a memfd (zero-copy), otherwise a
-   * shadow memfd brought up to date by a copy (once per present, shared by every such client).
-   */
-  shmExport(): BufferExport {
-    if (this.exported.shm) return this.exported.shm;
-    if (!this.shadow) {
-      const m = allocateMemfd(this.format, this.width, this.height, `${this.surface.label}-shadow`);
-      this.shadow = { fd: m.fd, memory: m.memory, views: planeViews(m.memory, m.planes), export: shmExport(m.fd, m.planes), version: -1 };
-    }
-    if (this.shadow.version !== this.contentVersion) {
-      const shadowPlanes = this.shadow.export.planes;
-      this.exported.beginCpuAccess('read');
-      try {
-        for (let i = 0; i < this.shadow.views.length; i++) {
-          const src = this.exported.planes[i];
-          const dst = shadowPlanes[i].layout;
-          copyPlane(this.exported.views[i], src.stride, this.shadow.views[i], dst.stride, planeMinStride(this.format, i, this.width), dst.height);
-        }
-      } finally {
-        this.exported.endCpuAccess('read');
-      }
-      this.shadow.version = this.contentVersion;
-    }
-    return this.shadow.export;
-  }
-
-  /** @internal Frees the memory; called once nobody uses the buffer any more. */
-  destroy(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.fence?.close();
-    this.fence = null;
-    if (this.shadow) {
-      unmap(this.shadow.memory);
-      this.shadow.fd.close();
-      this.shadow = null;
-    }
-    this.exported.close();
-  }
-
-  get destroyed(): boolean {
-    return this.closed;
-  }
-}
-
-/** Copies `rows` rows of `rowBytes` between two layouts (one set() when the strides agree). */
-function copyPlane(src: Uint8Array, srcStride: number, dst: Uint8Array, dstStride: number, rowBytes: number, rows: number): void {
-  if (srcStride === dstStride) {
-    dst.set(src.subarray(0, Math.min(src.length, dst.length)));
-    return;
-  }
-  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * srcStride, r * srcStride + rowBytes), r * dstStride);
+/** How a surface gets its buffers: a mechanism allocating, or adopted buffers. */
+interface PoolSource {
+  mechanism: Mechanism;
+  allocator?: string;
+  /** Adopted: one entry per buffer. */
+  adopted?: ExternalBacking;
 }
 
 let nextSurfaceId = 1;
 
 export class SharedSurface {
+  /** Unique in this process; what clients see in SCANOUT/FRAME. */
   readonly id: number;
   readonly format: FormatInfo;
   readonly label: string;
   private widthValue: number;
   private heightValue: number;
   private generationValue = 1;
+  private orientationValue: Orientation;
+  private visibleValue: Rect;
   private readonly pool: SurfaceBuffer[] = [];
   /** Retired by a resize but still held by a client: destroyed on release, or on close(). */
   private readonly retiredHeld = new Set<SurfaceBuffer>();
   private nextBufferId = 1;
   private readonly maxBuffers: number;
   private closedValue = false;
-  /** The newest presented buffer. */
+  private source: PoolSource;
+  /** @internal The newest presented buffer. */
   front: SurfaceBuffer | null = null;
-  /** Sequence number of the newest present (1 for the first). */
+  /** Sequence number of the newest present (1 for the first); it continues across resizes. */
   sequence = 0;
-  /** When the newest present happened (monotonic ns). */
+  /** @internal When the newest present happened (monotonic ns). */
   lastPresentNs = 0;
   private readonly fullDamage: Rect[] = [];
 
-  private readonly allocator: AllocatorName | undefined;
-  /** The pool is the producer's own dma-bufs: it can neither grow nor be resized. */
-  readonly external: boolean;
-
-  /** @internal Use server.createSurface() or SharedSurface.fromDmabuf(). */
+  /** @internal Use server.createSurface() or server.adoptSurface(). */
   constructor(
     private readonly host: SurfaceHost,
-    private readonly backend: Backend,
-    options: SurfaceOptions,
-    adopted?: { modifier: bigint; buffers: ExternalDmabuf[] },
+    mechanism: Mechanism,
+    options: SurfaceOptions & { backing?: ExternalBacking },
   ) {
     checkSize(options.width, options.height);
     this.format = formatByName(options.format ?? 'XRGB8888');
@@ -219,26 +151,26 @@ export class SharedSurface {
     this.label = options.label ?? `surfacelink-${this.id}`;
     this.widthValue = options.width;
     this.heightValue = options.height;
-    this.allocator = options.allocator;
-    this.external = adopted !== undefined;
-    if (adopted) {
-      if (adopted.buffers.length < 1 || adopted.buffers.length > 64) throw invalidArgument('buffers', '1..64 dma-buf sets', adopted.buffers.length);
-      this.maxBuffers = adopted.buffers.length;
-      this.fillPool(adopted.buffers.length, (i) => this.wrap(adoptDmabufs(this.format, this.widthValue, this.heightValue, adopted.modifier, adopted.buffers[i])));
+    this.orientationValue = checkOrientation(options.orientation ?? 'top-down');
+    this.visibleValue = checkVisible(options.visible, options.width, options.height);
+    this.source = { mechanism, allocator: options.allocator, adopted: options.backing };
+    if (options.backing) {
+      const count = options.backing.buffers.length;
+      if (!Array.isArray(options.backing.buffers) || count < 1 || count > 64) throw invalidArgument('backing.buffers', '1..64 buffers', count);
+      this.maxBuffers = count;
+      this.fillPool(count);
       return;
     }
     const initial = options.buffers ?? 3;
     this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
     if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
-    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
-      throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
+    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64) throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
     this.fillPool(initial);
   }
 
   /**
-   * A surface whose buffers are dma-bufs made by someone else (a GPU driver, QEMU, a vfio
-   * vGPU), served to every client like any other: dmabuf.v1 clients get the fds, shm.v1
-   * clients a copy. The pool is exactly these buffers.
+   * A surface whose buffers are dma-bufs made by someone else (a GPU driver, QEMU, a vfio vGPU):
+   * `server.adoptSurface({ backing: { kind: 'dmabuf', buffers, modifier } })`.
    */
   static fromDmabuf(server: { createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface }, options: DmabufSurfaceOptions): SharedSurface {
     return server.createDmabufSurface(options);
@@ -250,8 +182,17 @@ export class SharedSurface {
   get height(): number {
     return this.heightValue;
   }
+  /** Bumped by every resize/reconfigure; buffers of older generations are retired. */
   get generation(): number {
     return this.generationValue;
+  }
+  /** Which way the rows run (carried to clients in SCANOUT). */
+  get orientation(): Orientation {
+    return this.orientationValue;
+  }
+  /** The visible rectangle (carried to clients in SCANOUT). */
+  get visible(): Readonly<Rect> {
+    return this.visibleValue;
   }
   get closed(): boolean {
     return this.closedValue;
@@ -260,22 +201,31 @@ export class SharedSurface {
   get bufferCount(): number {
     return this.pool.length;
   }
+  /** The mechanism whose buffers back the surface. */
   get mechanism(): string {
-    return this.backend.name;
+    return this.source.mechanism.name;
+  }
+  /** The pool is someone else's buffers (adoptSurface): it can neither grow nor be resized. */
+  get external(): boolean {
+    return this.source.adopted !== undefined;
   }
 
-  private allocate(): SurfaceBuffer {
-    const exported =
-      this.backend === dmabufBackend
-        ? dmabufBackend.allocateWith(this.format, this.widthValue, this.heightValue, this.label, { allocator: this.allocator })
-        : this.backend.allocate(this.format, this.widthValue, this.heightValue, this.label);
-    return this.wrap(exported);
+  private make(index: number): SurfaceBuffer {
+    const { mechanism, adopted } = this.source;
+    const request = { format: this.format, width: this.widthValue, height: this.heightValue, label: this.label };
+    let store: ProducerBacking;
+    if (adopted) {
+      store = mechanism.adopt!({ ...request, kind: adopted.kind, buffer: adopted.buffers[index], modifier: adopted.kind === 'dmabuf' ? (adopted.modifier ?? MODIFIER_LINEAR) : MODIFIER_LINEAR });
+    } else {
+      store = mechanism.allocate!({ ...request, ...(this.source.allocator !== undefined ? { allocator: this.source.allocator } : {}) });
+    }
+    return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, store);
   }
 
   /** Fills the empty pool with `count` buffers; on failure frees the ones made and rethrows. */
-  private fillPool(count: number, make: (i: number) => SurfaceBuffer = () => this.allocate()): void {
+  private fillPool(count: number): void {
     try {
-      for (let i = 0; i < count; i++) this.pool.push(make(i));
+      for (let i = 0; i < count; i++) this.pool.push(this.make(i));
     } catch (error) {
       for (const b of this.pool) b.destroy();
       this.pool.length = 0;
@@ -283,35 +233,27 @@ export class SharedSurface {
     }
   }
 
-  private wrap(exported: ExportedBuffer): SurfaceBuffer {
-    return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, exported);
-  }
-
   /** Nobody uses it: not the producer, no client, no pending fence or GPU work. */
   private unused(b: SurfaceBuffer): boolean {
     // A buffer that still has GPU work or a client's release fence pending is busy: taking
     // it would make the producer's CPU access wait, and acquire() never waits.
-    return !b.acquired && b.holders === 0 && b.pendingFences === 0 && !(b.exported.busy?.() ?? false);
-  }
-
-  private isFree(b: SurfaceBuffer): boolean {
-    return b !== this.front && this.unused(b);
+    return !b.acquired && b.holders === 0 && b.pendingFences === 0 && !(b.store.fences?.busy() ?? false);
   }
 
   private take(b: SurfaceBuffer): SurfaceBuffer {
     b.acquired = true;
-    b.exported.beginCpuAccess('rw');
+    b.store.beginCpuAccess('rw');
     return b;
   }
 
   /**
-   * A free buffer for the producer to write. Never blocks: grows the pool when every
-   * buffer is busy, and past `maxBuffers` drops the client holding the oldest frame.
+   * A free buffer for the producer to write. Never blocks: grows the pool when every buffer is
+   * busy, and past `maxBuffers` drops the client holding the oldest frame.
    */
   acquire(): SurfaceBuffer {
     this.assertOpen();
     for (;;) {
-      for (const b of this.pool) if (this.isFree(b)) return this.take(b);
+      for (const b of this.pool) if (b !== this.front && this.unused(b)) return this.take(b);
       // Adopted buffers cannot be multiplied: the producer may rewrite the front buffer
       // (as a VM display does) once no client holds it.
       if (this.external && this.front && this.unused(this.front)) {
@@ -319,8 +261,8 @@ export class SharedSurface {
         this.front = null;
         return this.take(b);
       }
-      if (this.pool.length < this.maxBuffers) {
-        const b = this.allocate();
+      if (!this.external && this.pool.length < this.maxBuffers) {
+        const b = this.make(this.pool.length);
         this.pool.push(b);
         return this.take(b);
       }
@@ -332,7 +274,7 @@ export class SharedSurface {
   /** Gives an acquired buffer back without presenting it. */
   discard(buffer: SurfaceBuffer): void {
     this.assertOwnAcquired(buffer);
-    buffer.exported.endCpuAccess('rw');
+    buffer.store.endCpuAccess('rw');
     buffer.acquired = false;
     if (buffer.retired) this.collect(buffer);
   }
@@ -341,28 +283,26 @@ export class SharedSurface {
   present(buffer: SurfaceBuffer, options?: PresentOptions): void {
     this.assertOwnAcquired(buffer);
     if (buffer.retired) {
-      buffer.exported.endCpuAccess('rw');
+      buffer.store.endCpuAccess('rw');
       buffer.acquired = false;
       this.collect(buffer);
       throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`);
     }
     const damage = options?.damage ?? this.fullDamage;
     if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
-    // With no fence given, GPU work still attached to a dma-buf becomes the fence: nobody may
+    // With no fence given, GPU work still attached to the buffer becomes the fence: nobody may
     // start CPU access on it before it signals (that would block the JS thread).
-    const fence =
-      options?.fence !== undefined ? this.takeFence(buffer, options.fence)
-      : buffer.exported.busy?.() ? tryExportImplicitFence(buffer.exported.dmabuf as NativeFd)
-      : null;
+    const fences = buffer.store.fences;
+    const fence = options?.fence !== undefined ? this.takeFence(buffer, options.fence) : fences?.busy() ? fences.tryExport() : null;
     try {
-      buffer.exported.endCpuAccess('rw');
+      buffer.store.endCpuAccess('rw');
     } catch (error) {
-      fence?.close();
+      if (fence) closeHandle(fence);
       throw error;
     }
     buffer.acquired = false;
     buffer.contentVersion++;
-    buffer.fence?.close();
+    if (buffer.fence) closeHandle(buffer.fence);
     buffer.fence = fence;
     this.front = buffer;
     this.sequence++;
@@ -370,32 +310,68 @@ export class SharedSurface {
     this.host.presentFrame(this, buffer, damage, damage.length > MAX_DAMAGE_RECTS ? 0 : damage.length);
   }
 
-  private takeFence(buffer: SurfaceBuffer, fence: NativeFd | 'implicit'): NativeFd {
+  private takeFence(buffer: SurfaceBuffer, fence: NativeFd | OsHandle | 'implicit'): OsHandle {
     if (fence === 'implicit') {
-      if (!buffer.exported.dmabuf) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `fence 'implicit' needs a dma-buf backed surface; this one is ${this.backend.name}`);
-      return exportImplicitFence(buffer.exported.dmabuf);
+      const fences = buffer.store.fences;
+      if (!fences) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `fence 'implicit' needs buffers that carry implicit fences (dmabuf.v1); this surface is ${this.mechanism}`);
+      return fences.export();
     }
-    assertSyncFile(fence, 'a fence');
-    return fence.dup();
+    const handle = asOsHandle(fence);
+    assertFence(handle, 'a fence');
+    return dupHandle(handle);
   }
 
   /** Changes the size: a new generation; old buffers are retired once nobody holds them. */
-  resize(width: number, height: number): void {
+  resize(width: number, height: number, viewport?: Viewport): void {
+    this.reconfigure({ ...viewport, width, height });
+  }
+
+  /**
+   * Starts a new generation: a new size, orientation or visible rectangle, and for adopted
+   * surfaces new buffers. Clients get RETIRE for every buffer they know, then the new buffers'
+   * SCANOUT before their first FRAME. `sequence` continues. Omitted viewport fields reset to
+   * their defaults (top-down, all of the buffer).
+   */
+  reconfigure(options: ReconfigureOptions): void {
     this.assertOpen();
-    if (this.external) throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'a surface of adopted dma-bufs cannot be resized; create a new one');
+    const width = options.width ?? this.widthValue;
+    const height = options.height ?? this.heightValue;
     checkSize(width, height);
+    if (this.external) {
+      if (!options.backing) throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'an adopted surface gets new buffers with each new generation: pass backing');
+      if (options.backing.kind !== this.source.adopted!.kind) throw invalidArgument('backing.kind', this.source.adopted!.kind, options.backing.kind);
+      if (options.backing.buffers.length !== this.maxBuffers) throw invalidArgument('backing.buffers', `${this.maxBuffers} buffers (the pool's size)`, options.backing.buffers.length);
+    } else if (options.backing) {
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'backing is only for adopted surfaces');
+    }
+    const orientation = checkOrientation(options.orientation ?? 'top-down');
+    const visible = checkVisible(options.visible, width, height);
+    const old = this.pool.splice(0);
+    const previous = { width: this.widthValue, height: this.heightValue, generation: this.generationValue, source: this.source };
     this.generationValue++;
     this.widthValue = width;
     this.heightValue = height;
+    if (options.backing) this.source = { ...this.source, adopted: options.backing };
+    try {
+      this.fillPool(this.external ? this.maxBuffers : Math.min(Math.max(old.length, 2), 3));
+    } catch (error) {
+      // Nothing changed for clients: the old generation stays.
+      this.pool.push(...old);
+      this.generationValue = previous.generation;
+      this.widthValue = previous.width;
+      this.heightValue = previous.height;
+      this.source = previous.source;
+      throw error;
+    }
+    this.orientationValue = orientation;
+    this.visibleValue = visible;
     this.front = null;
-    const old = this.pool.splice(0);
     for (const b of old) {
       b.retired = true;
       this.host.retireBuffer(this, b);
       this.retiredHeld.add(b);
       this.collect(b);
     }
-    for (let i = 0; i < Math.min(old.length, 3); i++) this.pool.push(this.allocate());
   }
 
   /** @internal Destroys a retired buffer once neither producer nor clients use it. */
@@ -406,11 +382,12 @@ export class SharedSurface {
     }
   }
 
-  /** @internal All buffers, for the server's bookkeeping. */
+  /** @internal All buffers of the current generation, for the server's bookkeeping. */
   buffers(): readonly SurfaceBuffer[] {
     return this.pool;
   }
 
+  /** Tells clients the surface is gone (SURFACE_GONE) and frees its buffers once released. Idempotent. */
   close(): void {
     if (this.closedValue) return;
     this.closedValue = true;
@@ -440,4 +417,17 @@ export class SharedSurface {
 function checkSize(width: number, height: number): void {
   if (!Number.isInteger(width) || width < 1 || width > MAX_DIMENSION) throw invalidArgument('width', `an integer in 1..${MAX_DIMENSION}`, width);
   if (!Number.isInteger(height) || height < 1 || height > MAX_DIMENSION) throw invalidArgument('height', `an integer in 1..${MAX_DIMENSION}`, height);
+}
+
+function checkOrientation(value: Orientation): Orientation {
+  if (value !== 'top-down' && value !== 'bottom-up') throw invalidArgument('orientation', "'top-down' or 'bottom-up'", value);
+  return value;
+}
+
+function checkVisible(visible: Rect | undefined, width: number, height: number): Rect {
+  if (visible === undefined) return { x: 0, y: 0, width, height };
+  const { x, y, width: w, height: h } = visible;
+  const ok = [x, y, w, h].every((v) => Number.isInteger(v) && v >= 0) && w >= 1 && h >= 1 && x + w <= width && y + h <= height;
+  if (!ok) throw invalidArgument('visible', `a rectangle inside ${width}x${height}`, JSON.stringify(visible));
+  return { x, y, width: w, height: h };
 }

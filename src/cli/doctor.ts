@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import { mechanismReports, defaultSocketPath, type MechanismReport } from '../index.js';
 import { probeH264, type H264Probe } from '../stream/h264.js';
 import { hostIdentity } from '../host.js';
-import { probeNative } from '../native.js';
+import { probeNative } from '../native/index.js';
 import { memoryObjectUnavailable, openGpuContext, type GpuContext } from '../gl/index.js';
 
 /** One way frames reach GL or leave it, and whether this EGL offers it. */

@@ -9,7 +9,7 @@
  */
 import { invalidArgument, SurfaceLinkError } from '../errors.js';
 import { MODIFIER_INVALID, MODIFIER_LINEAR } from '../formats.js';
-import type { NativeFd } from '../native.js';
+import type { NativeFd } from '../native/index.js';
 import { eglFailure, type GpuContext } from './context.js';
 import { EGL } from './egl.js';
 import { checkSize, textureFromEglImage, type ImageTexture, type TextureTarget } from './texture.js';

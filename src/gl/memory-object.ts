@@ -11,10 +11,10 @@
  * every buffer is checked here before it is imported.
  */
 import * as fs from 'node:fs';
-import type { NativeFd } from '../native.js';
+import { handleFd, handleClosed, type BufferKey, type OsHandle } from '../handles.js';
 import { SurfaceLinkError } from '../errors.js';
 import type { FormatInfo, PlaneLayout } from '../formats.js';
-import type { BackingIdentity } from '../backends/types.js';
+import type { BackingIdentity } from '../mechanisms/types.js';
 import type { GpuContext } from './context.js';
 import { GL, glErrorName } from './egl.js';
 import { checkSize } from './texture.js';
@@ -26,8 +26,10 @@ export interface BufferLayout {
   readonly format: FormatInfo;
   readonly planes: readonly PlaneLayout[];
   readonly backing: BackingIdentity;
-  /** The fds behind the planes, borrowed (Frame.handles, SurfaceBuffer.handles). */
-  readonly handles: readonly NativeFd[];
+  /** The handles behind the planes, borrowed (Frame.handles, SurfaceBuffer.handles). */
+  readonly handles: readonly OsHandle[];
+  /** The producer's name for the buffer (Frame.bufferKey, SurfaceBuffer.bufferKey): what caches key on. */
+  readonly bufferKey: BufferKey;
 }
 
 /** Why this context cannot use memfd memory objects at all, or null when it can. */
@@ -84,13 +86,13 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
   const storage = api.extensionProc('glTexStorageMem2DEXT', list, ctx.renderer);
 
   const handle = buffer.handles[0];
-  if (handle === undefined || handle.closed) throw new SurfaceLinkError('E_IMPORT_FAILED', `the buffer (memfd inode ${buffer.backing.inode}) has no open fd to import`);
+  if (handle === undefined || handleClosed(handle)) throw new SurfaceLinkError('E_IMPORT_FAILED', `the buffer (memfd inode ${buffer.backing.inode}) has no open fd to import`);
   // Before the dup: from here on nothing may throw until the try that closes the duplicate.
   ctx.makeCurrent();
   ctx.drainGlErrors();
   let fd: number;
   try {
-    fd = handle.dupRaw();
+    fd = handleFd(handle, 'a memfd for GL').dupRaw();
   } catch (error) {
     throw new SurfaceLinkError('E_IMPORT_FAILED', `cannot duplicate the memfd (inode ${buffer.backing.inode}) for GL: ${(error as Error).message}`);
   }

@@ -20,10 +20,9 @@
  * (x, y) is used as is. On the zero-copy paths the texture shows the shared memory live: draw
  * from it while you hold the frame (before frame.release()).
  */
-import type { NativeFd } from '../native.js';
+import { handleClosed, handleFd, type BufferKey, type OsHandle } from '../handles.js';
 import { SurfaceLinkError } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
-import type { BackingIdentity } from '../backends/types.js';
 import type { GpuContext } from './context.js';
 import { importDmabufTexture } from './dmabuf-import.js';
 import { isRgba32, setNearest, setSwizzle } from './draw.js';
@@ -74,13 +73,12 @@ interface MutableTexture {
 }
 
 interface ZeroCopyEntry {
-  device: bigint;
   size: number;
   result: MutableTexture;
   destroy: () => void;
   lastUse: number;
-  /** The frame's own fd: closed once the client has let go of a retired buffer. */
-  source: NativeFd | undefined;
+  /** The frame's own handle: closed once the client has let go of a retired buffer. */
+  source: OsHandle | undefined;
 }
 
 interface UploadEntry {
@@ -97,9 +95,9 @@ export class SurfaceImporter implements Disposable {
   reason = '';
   private readonly allow: ReadonlySet<ImportPath>;
   private readonly maxCached: number;
-  /** By memfd/dma-buf inode: a zero-copy texture, or null = this buffer is uploaded (reason in `refused`). */
-  private readonly zeroCopy = new Map<bigint, ZeroCopyEntry | null>();
-  private readonly refused = new Map<bigint, string>();
+  /** By the producer's buffer key: a zero-copy texture, or null = this buffer is uploaded (reason in `refused`). */
+  private readonly zeroCopy = new Map<BufferKey, ZeroCopyEntry | null>();
+  private readonly refused = new Map<BufferKey, string>();
   private readonly uploads = new Map<number, UploadEntry>();
   private uses = 0;
   private closed = false;
@@ -128,10 +126,10 @@ export class SurfaceImporter implements Disposable {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'this SurfaceImporter is closed');
     if (!isRgba32(frame.format)) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `GL import takes 32-bit RGBA-order formats; ${frame.format.name} is not one`);
     this.ctx.makeCurrent();
-    const backing = frame.backing;
-    let entry = this.zeroCopy.get(backing.inode);
-    if (entry !== undefined && entry !== null && (entry.device !== backing.device || entry.size !== backing.size || entry.result.width !== frame.width || entry.result.height !== frame.height)) {
-      this.forgetBuffer(backing.inode);
+    const key = frame.bufferKey;
+    let entry = this.zeroCopy.get(key);
+    if (entry !== undefined && entry !== null && (entry.size !== frame.backing.size || entry.result.width !== frame.width || entry.result.height !== frame.height)) {
+      this.forgetBuffer(key);
       entry = undefined;
     }
     if (entry === undefined) entry = this.importZeroCopy(frame);
@@ -143,20 +141,21 @@ export class SurfaceImporter implements Disposable {
       this.reason = entry.result.reason;
       return entry.result;
     }
-    return this.upload(frame, this.refused.get(backing.inode) ?? 'no zero-copy path', options?.full === true);
+    return this.upload(frame, this.refused.get(key) ?? 'no zero-copy path', options?.full === true);
   }
 
   /** Tries the zero-copy paths for a buffer seen for the first time; null = upload it. */
   private importZeroCopy(frame: ImportableFrame): ZeroCopyEntry | null {
     const backing = frame.backing;
+    const key = frame.bufferKey;
     const why: string[] = [];
     const remember = (result: ZeroCopyEntry | null): ZeroCopyEntry | null => {
       if (result === null) {
-        this.refused.set(backing.inode, why.join('; '));
+        this.refused.set(key, why.join('; '));
         // Verdicts are cheap to remake: keep a bounded number, so those of retired buffers do not pile up.
         if (this.refused.size > Math.max(64, 4 * this.maxCached)) this.forgetBuffer(this.refused.keys().next().value!);
       }
-      this.zeroCopy.set(backing.inode, result);
+      this.zeroCopy.set(key, result);
       if (result !== null) this.evict();
       return result;
     };
@@ -168,7 +167,7 @@ export class SurfaceImporter implements Disposable {
             width: frame.width,
             height: frame.height,
             fourcc: frame.format.fourcc,
-            planes: frame.planes.map((p) => ({ fd: frame.handles[0], offset: p.offset, stride: p.stride })),
+            planes: frame.planes.map((p) => ({ fd: handleFd(frame.handles[0], 'a dma-buf'), offset: p.offset, stride: p.stride })),
           });
           this.ctx.api.gl.glBindTexture(GL.TEXTURE_2D, texture.texture);
           setSwizzle(this.ctx, frame.format);
@@ -202,7 +201,6 @@ export class SurfaceImporter implements Disposable {
 
   private entry(texture: number, frame: ImportableFrame, path: ImportPath, reason: string, destroy: () => void): ZeroCopyEntry {
     return {
-      device: frame.backing.device,
       size: frame.backing.size,
       result: { texture, width: frame.width, height: frame.height, path, reason, uploadedBytes: 0 },
       destroy,
@@ -217,16 +215,16 @@ export class SurfaceImporter implements Disposable {
    */
   private evict(): void {
     let live = 0;
-    for (const [inode, e] of this.zeroCopy) {
-      if (e?.source?.closed) this.forgetBuffer(inode);
+    for (const [key, e] of this.zeroCopy) {
+      if (e?.source && handleClosed(e.source)) this.forgetBuffer(key);
       else if (e) live++;
     }
     while (live > this.maxCached) {
-      let oldest: bigint | null = null;
+      let oldest: BufferKey | null = null;
       let oldestUse = Infinity;
-      for (const [inode, e] of this.zeroCopy) {
+      for (const [key, e] of this.zeroCopy) {
         if (e && e.lastUse < oldestUse) {
-          oldest = inode;
+          oldest = key;
           oldestUse = e.lastUse;
         }
       }
@@ -310,15 +308,15 @@ export class SurfaceImporter implements Disposable {
     return result;
   }
 
-  /** Deletes the zero-copy texture of one buffer (by its backing), e.g. after the producer retired it. */
-  forget(backing: BackingIdentity): void {
-    this.forgetBuffer(backing.inode);
+  /** Deletes the zero-copy texture of one buffer (by its key), e.g. after the producer retired it. */
+  forget(key: BufferKey): void {
+    this.forgetBuffer(key);
   }
 
-  private forgetBuffer(inode: bigint): void {
-    const entry = this.zeroCopy.get(inode);
-    this.zeroCopy.delete(inode);
-    this.refused.delete(inode);
+  private forgetBuffer(key: BufferKey): void {
+    const entry = this.zeroCopy.get(key);
+    this.zeroCopy.delete(key);
+    this.refused.delete(key);
     if (entry) entry.destroy();
   }
 
@@ -344,7 +342,7 @@ export class SurfaceImporter implements Disposable {
     this.closed = true;
     this.untrack();
     if (this.ctx.closed) return;
-    for (const inode of [...this.zeroCopy.keys()]) this.forgetBuffer(inode);
+    for (const key of [...this.zeroCopy.keys()]) this.forgetBuffer(key);
     for (const id of [...this.uploads.keys()]) this.deleteUpload(id);
   }
 

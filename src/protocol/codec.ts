@@ -4,7 +4,7 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, DEFAULT_MAX_MESSAGE, ERROR_FLAG_FATAL, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_HANDLES, MAX_MECHANISM_NAME, MAX_PLANES, Mechanism, MessageType, messageSender } from './constants.js';
+import { BodySize, DEFAULT_MAX_MESSAGE, ERROR_FLAG_FATAL, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_HANDLES, MAX_MECHANISM_NAME, MAX_PLANES, MessageType, messageSender } from './constants.js';
 
 export interface Rect {
   x: number;
@@ -60,6 +60,8 @@ export interface PeerInfo {
 
 export interface HelloInfo extends PeerInfo {
   mechanisms: MechanismOffer[];
+  /** Session features wanted, in preference order; absent means frames.v1 only (docs/protocol.md §4.5). */
+  features?: string[];
 }
 
 export interface WelcomeInfo {
@@ -71,6 +73,8 @@ export interface WelcomeInfo {
   limits: { maxMessage: number; maxHandles: number; releaseTimeoutMs: number; maxHeldFrames: number };
   /** stream.v1 only: where the frames are (docs/protocol.md §4.4). */
   stream?: StreamEndpoint;
+  /** The session features granted; present only when HELLO named features (§4.5). */
+  features?: string[];
 }
 
 /** A stream.v1 rendezvous: the WebSocket endpoint, the token its hello needs, the browser viewer's URL, the codecs offered. */
@@ -274,7 +278,20 @@ export function readHello(view: DataView, start: number, length: number): { minV
     seen.add(name);
     return m as MechanismOffer;
   });
-  return { minVersion, maxVersion, info: { ...info, mechanisms } };
+  const features = o.features === undefined ? undefined : nameList(o.features, 'HELLO: features');
+  return { minVersion, maxVersion, info: { ...info, mechanisms, ...(features ? { features } : {}) } };
+}
+
+/** A list of 1..16 distinct names of 1..MAX_MECHANISM_NAME characters (feature lists). */
+function nameList(value: unknown, what: string): string[] {
+  if (!Array.isArray(value) || value.length === 0 || value.length > 16) throw malformed(`${what} must be a list of 1..16 names`);
+  const seen = new Set<string>();
+  for (const v of value) {
+    if (!isStr(v) || v.length === 0 || v.length > MAX_MECHANISM_NAME) throw malformed(`${what}: each name needs 1..${MAX_MECHANISM_NAME} characters`);
+    if (seen.has(v)) throw malformed(`${what}: ${v} is named twice`);
+    seen.add(v);
+  }
+  return value as string[];
 }
 
 export function readWelcome(view: DataView, start: number, length: number): { version: number; info: WelcomeInfo } {
@@ -288,12 +305,13 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
     throw malformed('WELCOME: clientId, mechanism, reason and limits are required');
   const limit = (v: unknown, fallback: number) => (isInt(v) && v > 0 ? v : fallback);
   let stream: StreamEndpoint | undefined;
-  if (o.mechanism === Mechanism.STREAM_V1) {
-    const s = o.stream as Record<string, unknown> | undefined;
+  if (o.stream !== undefined) {
+    const s = o.stream as Record<string, unknown> | null;
     if (typeof s !== 'object' || s === null || !isStr(s.wsUrl) || !isStr(s.token) || !isStr(s.url) || !Array.isArray(s.codecs) || !s.codecs.every(isStr))
       throw malformed('WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
     stream = { wsUrl: s.wsUrl, token: s.token, url: s.url, codecs: s.codecs as string[] };
   }
+  const features = o.features === undefined ? undefined : nameList(o.features, 'WELCOME: features');
   return {
     version,
     info: {
@@ -309,6 +327,7 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
         maxHeldFrames: limit(limits.maxHeldFrames, 1),
       },
       ...(stream ? { stream } : {}),
+      ...(features ? { features } : {}),
     },
   };
 }

@@ -67,14 +67,3 @@ export const BodySize = {
   SURFACE_GONE: 8,
   IMPORT_FAILED_FIXED: 16,
 } as const;
-
-/** Mechanism names. New versions add names; an existing name never changes meaning. */
-export const Mechanism = {
-  SHM_V1: 'shm.v1',
-  DMABUF_V1: 'dmabuf.v1',
-  /** No handles: the WELCOME names a WebSocket endpoint serving the surfaces encoded (docs/remote.md). */
-  STREAM_V1: 'stream.v1',
-} as const;
-
-/** Mechanisms whose FRAME may carry an acquire fence and whose RELEASE may carry a release fence. */
-export const MECHANISMS_WITH_FENCES: ReadonlySet<string> = new Set([Mechanism.DMABUF_V1]);

@@ -1,78 +1,23 @@
 /**
- * The unix-socket transport: a connected channel carrying messages + fds, plus listening,
- * connecting and the default socket location. Backends never see sockets; this layer
- * never interprets pixels.
+ * The unix-socket transport (Linux; macOS once its channel is built): an AF_UNIX stream socket
+ * whose messages carry fds as SCM_RIGHTS (native/posix/channel.cc), the default socket
+ * location, the socket file's mode, and the peer-credential policy (SO_PEERCRED).
+ * Mechanisms never see sockets; this file never interprets pixels.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SurfaceLinkError } from '../errors.js';
-import { loadNative, type NativeChannel, type NativeFd, type SendResult } from '../native.js';
-import { DEFAULT_MAX_MESSAGE, MAX_HANDLES } from '../protocol/constants.js';
-import { MessageWriter } from '../protocol/codec.js';
+import { fdHandle, handleFd } from '../handles.js';
+import { posixChannels, probeNative, type NativeChannel, type NativeFd, type NativeListener, type PosixChannelApi } from '../native/index.js';
+import { FramedChannel } from './channel.js';
+import type { AccessPolicy, ConnectOptions, ListenOptions, Listener, MessageChannel, PeerIdentity, Transport } from './types.js';
 
-export interface MessageHandler {
-  /** One whole message at view[start, start+length); valid only during the call. */
-  onMessage(view: DataView, start: number, length: number, fds: NativeFd[] | undefined): void;
-  /** The channel failed or the peer went away; reading has stopped. */
-  onChannelError(error: SurfaceLinkError): void;
-}
+/** sun_path is 108 bytes with its NUL. */
+const MAX_SOCKET_PATH = 107;
+const LISTEN_BACKLOG = 64;
 
-export interface ChannelOptions {
-  maxMessage?: number;
-  maxHandles?: number;
-  maxQueuedBytes?: number;
-}
-
-/** A started channel with its own receive buffer and encode buffer. */
-export class MessageChannel {
-  readonly writer: MessageWriter;
-  private readonly rx: Buffer;
-  private readonly view: DataView;
-
-  constructor(
-    private readonly native: NativeChannel,
-    handler: MessageHandler,
-    options: ChannelOptions = {},
-  ) {
-    const maxMessage = options.maxMessage ?? DEFAULT_MAX_MESSAGE;
-    this.rx = Buffer.allocUnsafeSlow(maxMessage * 2);
-    this.view = new DataView(this.rx.buffer, this.rx.byteOffset, this.rx.byteLength);
-    this.writer = new MessageWriter(maxMessage);
-    native.start(
-      this.rx,
-      (offset, length, fds) => handler.onMessage(this.view, offset, length, fds),
-      (code, message, errno) =>
-        handler.onChannelError(new SurfaceLinkError(code as SurfaceLinkError['code'], message, errno ? { errno } : undefined)),
-      { maxMessage, maxHandles: options.maxHandles ?? MAX_HANDLES, maxQueuedBytes: options.maxQueuedBytes ?? 4 * 1024 * 1024 },
-    );
-  }
-
-  get peer(): { pid: number; uid: number; gid: number } | null {
-    return this.native.peer;
-  }
-
-  get closed(): boolean {
-    return this.native.closed;
-  }
-
-  /** Sends the message just encoded into `writer` (its length as returned by the encoder). */
-  send(length: number, fds?: NativeFd[]): SendResult {
-    return this.native.send(this.writer.bytes, fds, length);
-  }
-
-  close(): void {
-    this.native.close();
-  }
-
-  ref(): void {
-    this.native.ref();
-  }
-
-  unref(): void {
-    this.native.unref();
-  }
-}
+const ownUid = (): number => (typeof process.getuid === 'function' ? process.getuid() : -1);
 
 /** Directory for default sockets: $XDG_RUNTIME_DIR/surfacelink, else a 0700 dir in the temp dir. */
 export function defaultSocketDir(): string {
@@ -82,12 +27,13 @@ export function defaultSocketDir(): string {
   return path.join(os.tmpdir(), `surfacelink-${uid}`);
 }
 
+/** `<defaultSocketDir()>/<name>.sock`: where a server listens when given no path, and where clients look. */
 export function defaultSocketPath(name = 'default'): string {
   return path.join(defaultSocketDir(), `${name}.sock`);
 }
 
 /** Creates `dir` (0700) if needed and refuses one that another user owns or others can write. */
-export function ensurePrivateDir(dir: string): void {
+function ensurePrivateDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.lstatSync(dir);
   const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
@@ -95,14 +41,38 @@ export function ensurePrivateDir(dir: string): void {
     throw new SurfaceLinkError('E_PERMISSION', `socket directory ${dir} must be a directory owned by uid ${uid} and not writable by others`);
 }
 
+function peerOf(native: NativeChannel): PeerIdentity {
+  const p = native.peer;
+  const uid = p?.uid ?? -1;
+  return { pid: p?.pid ?? -1, uid, user: `uid ${uid}` };
+}
+
+function frame(native: NativeChannel): FramedChannel<NativeFd> {
+  return new FramedChannel<NativeFd>(native, peerOf(native), fdHandle, (h) => handleFd(h, 'a handle sent over a unix socket'));
+}
+
+/** Why a bind/listen on `socketPath` failed, in words that say what to do. */
+function listenError(error: unknown, socketPath: string): SurfaceLinkError {
+  const e = error as { errnoName?: string; errno?: number; code?: string; message?: string };
+  const dir = path.dirname(socketPath);
+  const why =
+    e.errnoName === 'ENOENT' ? `the directory ${dir} does not exist`
+    : e.errnoName === 'EACCES' || e.errnoName === 'EPERM' ? `permission denied: this user cannot create files in ${dir}`
+    : e.errnoName === 'ENOTDIR' ? `${dir} is not a directory`
+    : e.errnoName === 'EROFS' ? `${dir} is on a read-only file system`
+    : null;
+  if (why === null) return SurfaceLinkError.fromNative(error);
+  return new SurfaceLinkError('E_SYSTEM', `cannot listen on ${socketPath}: ${why}`, { syscall: 'bind', errno: e.errno, cause: error });
+}
+
 /** Binds and listens; replaces a stale socket file (nobody listening) but never a live one. */
-export function listenUnix(socketPath: string, backlog = 64) {
-  const addon = loadNative();
+function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener {
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH)
+    throw new SurfaceLinkError('E_INVALID_ARGUMENT', `socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}`);
   try {
-    return addon.listen(socketPath, backlog);
+    return addon.listen(socketPath, LISTEN_BACKLOG);
   } catch (error) {
-    const e = error as { errnoName?: string };
-    if (e.errnoName !== 'EADDRINUSE') throw SurfaceLinkError.fromNative(error);
+    if ((error as { errnoName?: string }).errnoName !== 'EADDRINUSE') throw listenError(error, socketPath);
   }
   let live = false;
   try {
@@ -112,27 +82,112 @@ export function listenUnix(socketPath: string, backlog = 64) {
     /* nobody is listening: the file is stale */
   }
   if (live) throw new SurfaceLinkError('E_ADDRESS_IN_USE', `another server is already listening on ${socketPath}`);
-  if (!fs.lstatSync(socketPath).isSocket())
-    throw new SurfaceLinkError('E_ADDRESS_IN_USE', `${socketPath} exists and is not a socket; not removing it`);
+  if (!fs.lstatSync(socketPath).isSocket()) throw new SurfaceLinkError('E_ADDRESS_IN_USE', `${socketPath} exists and is not a socket; not removing it`);
   fs.unlinkSync(socketPath);
   try {
-    return addon.listen(socketPath, backlog);
+    return addon.listen(socketPath, LISTEN_BACKLOG);
   } catch (error) {
-    throw SurfaceLinkError.fromNative(error);
+    throw listenError(error, socketPath);
   }
 }
 
-export function connectUnix(socketPath: string): NativeChannel {
-  try {
-    return loadNative().connect(socketPath);
-  } catch (error) {
-    const e = error as { errnoName?: string; message?: string };
-    const hint =
-      e.errnoName === 'ENOENT' ? 'no server socket there (is the server running?)'
-      : e.errnoName === 'ECONNREFUSED' ? 'the socket exists but no server is listening'
-      : e.errnoName === 'EACCES' ? 'permission denied (the socket belongs to another user)'
-      : e.errnoName === 'EAGAIN' ? 'the server is not accepting connections fast enough; retry'
-      : e.message ?? String(error);
-    throw new SurfaceLinkError('E_CONNECT', `cannot connect to ${socketPath}: ${hint}`, { cause: error });
+class UnixListener implements Listener {
+  private closed = false;
+  private readonly allowed: ReadonlySet<number>;
+
+  constructor(
+    private readonly native: NativeListener,
+    readonly address: string,
+    policy: AccessPolicy,
+  ) {
+    this.allowed = new Set([ownUid(), ...(policy.allowUids ?? [])]);
+  }
+
+  start(onChannel: (channel: MessageChannel, refusal: string | null) => void, onError: (message: string) => void): void {
+    const accept = (native: NativeChannel | null, code?: string, message?: string): void => {
+      if (this.closed) return native?.close();
+      if (native) {
+        const channel = frame(native);
+        const uid = channel.peer.uid;
+        onChannel(channel, this.allowed.has(uid) ? null : `uid ${uid} may not connect (allowed: ${[...this.allowed].join(', ')})`);
+        return;
+      }
+      // The listening socket failed (e.g. EMFILE): try again shortly rather than stop serving.
+      onError(`accepting clients failed (${code}): ${message}; retrying in 100 ms`);
+      setTimeout(() => !this.closed && this.native.start(accept), 100).unref();
+    };
+    this.native.start(accept);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.native.close();
+    try {
+      fs.unlinkSync(this.address);
+    } catch {
+      /* already gone */
+    }
   }
 }
+
+export const unixTransport: Transport = {
+  name: 'unix',
+
+  probe() {
+    const { addon, error } = probeNative();
+    if (!addon) return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'})` };
+    if (addon.platform !== 'linux') return { available: false, reason: `the unix-socket channel is not written for ${addon.platform} yet` };
+    return { available: true, reason: 'AF_UNIX stream socket, fds as SCM_RIGHTS, peers checked with SO_PEERCRED' };
+  },
+
+  defaultAddress: defaultSocketPath,
+
+  listen(options: ListenOptions): Listener {
+    const addon = posixChannels();
+    const socketPath = options.address ?? defaultSocketPath(options.name);
+    if (typeof socketPath !== 'string' || socketPath.length === 0) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `path must be a non-empty string; got ${String(socketPath)}`);
+    if (options.address === undefined) ensurePrivateDir(path.dirname(socketPath));
+    // The native side creates the socket 0600 (chmod between bind and listen); a wider mode is the embedder's choice.
+    const native = bindSocket(addon, socketPath);
+    if (options.policy.mode !== undefined) {
+      try {
+        fs.chmodSync(socketPath, options.policy.mode);
+      } catch (error) {
+        native.close();
+        throw SurfaceLinkError.fromNative(error);
+      }
+    }
+    return new UnixListener(native, socketPath, options.policy);
+  },
+
+  connect(options: ConnectOptions): MessageChannel {
+    const socketPath = options.address ?? defaultSocketPath();
+    let native: NativeChannel;
+    try {
+      native = posixChannels().connect(socketPath);
+    } catch (error) {
+      const e = error as { errnoName?: string; message?: string; code?: string };
+      if (e.code === 'E_UNSUPPORTED' || e.code === 'E_NATIVE_UNAVAILABLE') throw error;
+      const hint =
+        e.errnoName === 'ENOENT' ? 'no server socket there (is the server running?)'
+        : e.errnoName === 'ECONNREFUSED' ? 'the socket exists but no server is listening'
+        : e.errnoName === 'EACCES' ? 'permission denied (the socket belongs to another user)'
+        : e.errnoName === 'EAGAIN' ? 'the server is not accepting connections fast enough; retry'
+        : (e.message ?? String(error));
+      throw new SurfaceLinkError('E_CONNECT', `cannot connect to ${socketPath}: ${hint}`, { cause: error });
+    }
+    const channel = frame(native);
+    const trusted = new Set([0, ownUid(), ...(options.policy.allowUids ?? [])]);
+    if (!trusted.has(channel.peer.uid)) {
+      channel.close();
+      throw new SurfaceLinkError('E_PERMISSION', `the server at ${socketPath} runs as uid ${channel.peer.uid}, which is not trusted`);
+    }
+    return channel;
+  },
+
+  pair(): [MessageChannel, MessageChannel] {
+    const [a, b] = posixChannels().socketpair();
+    return [frame(a), frame(b)];
+  },
+};

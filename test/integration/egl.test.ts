@@ -10,10 +10,11 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { dmabufBackend } from '../../src/backends/dmabuf.js';
+import { dmabufMechanism } from '../../src/mechanisms/dmabuf/index.js';
+import { handleFd } from '../../src/handles.js';
 import { SurfaceLinkError } from '../../src/errors.js';
 import { FORMATS, MODIFIER_INVALID, MODIFIER_LINEAR, fourcc } from '../../src/formats.js';
-import type { NativeFd } from '../../src/native.js';
+import type { NativeFd } from '../../src/native/index.js';
 import {
   CAPABILITY_EXTENSIONS,
   EGL,
@@ -199,27 +200,28 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
       this.test!.title = `imports a dma-buf into a GL texture — needs an EGL advertising EGL_EXT_image_dma_buf_import (a real GPU): not advertised by ${ctx.renderer}`;
       this.skip();
     }
-    const probe = dmabufBackend.probe();
+    const probe = dmabufMechanism.probe();
     if (!probe.available) {
       this.test!.title += ` — no dma-buf allocator here: ${probe.reason}`;
       this.skip();
     }
     const [width, height] = [37, 19];
-    const buffer = dmabufBackend.allocate(FORMATS.ABGR8888, width, height, 'egl-import-test');
+    const buffer = dmabufMechanism.allocate!({ format: FORMATS.ABGR8888, width, height, label: 'egl-import-test' });
+    const primary = buffer.exportSame('dmabuf.v1', { formats: null }) as import('../../src/mechanisms/types.js').BufferExport;
     try {
-      const plane = buffer.primary.planes[0];
+      const plane = primary.planes[0];
       const expected = pattern(width, height);
       buffer.beginCpuAccess('write');
       for (let y = 0; y < height; y++) {
         buffer.views[0].set(expected.subarray(y * width * 4, (y + 1) * width * 4), y * plane.layout.stride);
       }
       buffer.endCpuAccess('write');
-      const fd = buffer.primary.handles[plane.handleIndex];
+      const fd = handleFd(primary.handles[plane.handleIndex]);
       const texture = importDmabufTexture(ctx, {
         width,
         height,
         fourcc: FORMATS.ABGR8888.fourcc,
-        modifier: buffer.primary.modifier,
+        modifier: primary.modifier,
         planes: [{ fd, offset: plane.layout.offset, stride: plane.layout.stride }],
       });
       try {

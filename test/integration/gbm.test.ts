@@ -1,5 +1,5 @@
 /**
- * GBM through koffi (src/backends/gbm.ts) on a machine without a GPU: the probe says why
+ * GBM through koffi (src/mechanisms/dmabuf/gbm.ts) on a machine without a GPU: the probe says why
  * GBM is unavailable, allocation refuses cleanly, and the bindings resolve every function
  * they declare against the system's libgbm.so.1. (What GBM does with vgem in the test VM
  * is recorded in the report of this change: it is not a GPU, see gbm.ts.)
@@ -9,8 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { SurfaceLinkError } from '../../src/errors.js';
 import { FORMATS } from '../../src/formats.js';
-import { GBM_FUNCTION_NAMES, LIBGBM, gbmAllocate, gbmBindings, gbmProbe } from '../../src/backends/gbm.js';
-import { loadNative } from '../../src/native.js';
+import { GBM_FUNCTION_NAMES, LIBGBM, gbmAllocate, gbmBindings, gbmProbe } from '../../src/mechanisms/dmabuf/gbm.js';
+import { linuxNative as loadNative } from '../../src/native/index.js';
 import { ROOT } from '../helpers.js';
 
 const isLinux = process.platform === 'linux';
@@ -32,7 +32,7 @@ describe('GBM (koffi → libgbm.so.1)', function () {
   it('importing the module loads neither koffi nor libgbm', function () {
     if (!isLinux) this.skip();
     const script = [
-      "require('./src/backends/gbm.ts');",
+      "require('./src/mechanisms/dmabuf/gbm.ts');",
       "const maps = require('node:fs').readFileSync('/proc/self/maps', 'utf8');",
       "process.stdout.write(JSON.stringify({ gbm: maps.includes('libgbm'), koffi: maps.includes('koffi') }));",
     ].join('\n');

@@ -306,7 +306,7 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
     try {
       const surface = server.createSurface({ width: 32, height: 16, format: 'XRGB8888' });
       const b = surface.acquire();
-      const frame = { width: 32, height: 16, format: b.format, planes: b.planes, backing: b.exported.identity, handles: b.handles, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() };
+      const frame = { width: 32, height: 16, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, bufferKey: b.bufferKey, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() };
       expect(importer.import(frame).path).to.equal('upload');
       expectCode(() => importer.import({ ...frame, damage: [{ x: 30, y: 0, width: 4, height: 1 }] }), 'E_OUT_OF_BOUNDS');
       const nv12 = server.createSurface({ width: 32, height: 16, format: 'NV12' }).acquire();
@@ -327,7 +327,7 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
     try {
       const surface = server.createSurface({ width: 64, height: 48, format: 'XRGB8888', buffers: 3 });
       const buffers = [surface.acquire(), surface.acquire(), surface.acquire()];
-      const frames = buffers.map((b) => ({ width: b.width, height: b.height, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() }));
+      const frames = buffers.map((b) => ({ width: b.width, height: b.height, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, bufferKey: b.bufferKey, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() }));
       const before = openFdCount();
       const importer = new SurfaceImporter(ctx);
       for (let round = 0; round < 3; round++) for (const f of frames) expect(importer.import(f).path, importer.reason).to.equal('memory-object');

@@ -1,40 +1,48 @@
 /**
- * Loads the native addon and types it. Nothing else imports the .node file directly.
- * On failure the error lists every path tried and why each failed, with what to do.
+ * The native addon's shape, per OS. What exists where is in the types: a Linux-only function
+ * cannot be called on macOS or Windows without first narrowing the addon by its `platform`
+ * (see `linuxNative()` / `posixChannels()` in ./index.ts). Each interface mirrors exactly what
+ * `native/<os>/platform.cc` registers.
  */
-import * as path from 'node:path';
-import { SurfaceLinkError } from './errors.js';
 
-/** Owner of one OS file descriptor. The number is never part of the public API. */
+/** Owner of one POSIX file descriptor. The number is never part of the public API. */
 export interface NativeFd {
   readonly closed: boolean;
   /** For diagnostics only (fd listings); never use it to address the fd. */
   readonly debugNumber: number;
+  /** Closes the fd. Idempotent. */
   close(): void;
+  /** A new owner of a close-on-exec duplicate (same open file: same inode, same offset). */
   dup(): NativeFd;
   /**
    * A close-on-exec duplicate as a bare fd number, owned by the caller: for C libraries that
    * take ownership of the fd they are given (glImportMemoryFdEXT). Close it if it is not handed over.
    */
   dupRaw(): number;
+  /** What the fd is, by the kernel's own answers (fstat/fstatfs), never by what a peer claims. */
   stat(): { kind: FdKind; size: number | null; inode: bigint; device: bigint; mode: number };
+  /** memfd seals (F_GET_SEALS); throws where the fd cannot be sealed. */
   seals(): number;
   /** Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected. */
   map(offset: number, length: number, mode: 'shared' | 'private'): ArrayBuffer;
 }
 
+/** What an fd is, as the kernel says. */
 export type FdKind = 'memfd' | 'dmabuf' | 'syncfile' | 'socket' | 'pipe' | 'file' | 'other';
 
 /** 0 written, 1 queued, -1 peer gone (dropped), -2 send queue full (dropped). */
 export type SendResult = 0 | 1 | -1 | -2;
 
+/** Bounds a channel enforces on what it receives and queues. */
 export interface ChannelLimits {
   maxMessage?: number;
   maxHandles?: number;
   maxQueuedBytes?: number;
 }
 
+/** One connected AF_UNIX stream socket carrying messages with fds attached (native/posix/channel.cc). */
 export interface NativeChannel {
+  /** The peer's credentials (SO_PEERCRED), read once at connect/accept; null if unknown. */
   readonly peer: { pid: number; uid: number; gid: number } | null;
   readonly queuedBytes: number;
   readonly closed: boolean;
@@ -45,17 +53,19 @@ export interface NativeChannel {
     limits?: ChannelLimits,
   ): void;
   /** Sends bytes[0, length ?? bytes.length) with `fds` attached to its first byte; the caller keeps its fds. */
-  send(bytes: Uint8Array, fds?: NativeFd[], length?: number): SendResult;
+  send(bytes: Uint8Array, fds?: readonly NativeFd[], length?: number): SendResult;
   close(): void;
   ref(): void;
   unref(): void;
 }
 
+/** A listening AF_UNIX socket. */
 export interface NativeListener {
   start(onConnection: (channel: NativeChannel | null, code?: string, message?: string) => void): void;
   close(): void;
 }
 
+/** CPU access direction for dma-buf sync brackets. */
 export type CpuAccess = 'read' | 'write' | 'rw';
 
 /** Linux dma-buf ioctls (native/linux/dmabuf.cc). */
@@ -96,76 +106,45 @@ export interface NativeFence {
   wait(syncFile: NativeFd, callback: (errorCode: string | null, message?: string) => void, options?: { ref?: boolean }): { cancel(): void };
 }
 
-export interface NativeAddon {
+interface AddonBase {
+  /** The OS this build is for (process.platform's name for it). */
   readonly platform: string;
+  /** Bumped when the addon's JS-visible interface changes incompatibly. */
   readonly abi: number;
+}
+
+/** The POSIX fd owner and the SCM_RIGHTS channel (native/posix). */
+export interface PosixChannelApi {
   listen(path: string, backlog?: number): NativeListener;
   connect(path: string): NativeChannel;
   socketpair(): [NativeChannel, NativeChannel];
-  createMemfd(name: string, size: number): NativeFd;
   /** Takes ownership of an open fd from C code (e.g. libgbm); left open on failure. */
   adoptFd(fd: number): NativeFd;
   /** Detaches a mapping returned by NativeFd.map(); the memory is unmapped once nothing references it. */
   unmap(memory: ArrayBuffer): void;
-  readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };
   readonly NativeFd: abstract new (...args: never[]) => NativeFd;
-  /** Linux only, and only in builds with the dma-buf module. */
+}
+
+/** Linux: native/posix + native/linux (memfd, dma-buf, DRM, sync_file). */
+export interface LinuxAddon extends AddonBase, PosixChannelApi {
+  readonly platform: 'linux';
+  createMemfd(name: string, size: number): NativeFd;
+  readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };
+  /** Present in builds with the dma-buf module. */
   readonly dmabuf?: NativeDmabuf;
   readonly drm?: NativeDrm;
   readonly fence?: NativeFence;
 }
 
-let cached: NativeAddon | undefined;
-let cachedPath: string | undefined;
-let cachedError: SurfaceLinkError | undefined;
-
-/** Where the addon may be, in order. SURFACELINK_ADDON names one explicitly. */
-export function addonCandidates(): string[] {
-  const root = path.resolve(__dirname, '..');
-  const list = [
-    path.join(root, 'build', 'Release', 'surfacelink.node'),
-    path.join(root, 'build', 'Debug', 'surfacelink.node'),
-    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'surfacelink.node'),
-  ];
-  const explicit = process.env.SURFACELINK_ADDON;
-  return explicit ? [explicit, ...list] : list;
+/** macOS: native/macos. No backend is written yet (IOSurface and the unix-socket channel come next). */
+export interface DarwinAddon extends AddonBase {
+  readonly platform: 'darwin';
 }
 
-/** The addon, loaded once. Throws E_NATIVE_UNAVAILABLE explaining every path tried. */
-export function loadNative(): NativeAddon {
-  if (cached) return cached;
-  if (cachedError) throw cachedError;
-  const tried: string[] = [];
-  for (const candidate of addonCandidates()) {
-    try {
-      cached = require(candidate) as NativeAddon;
-      cachedPath = candidate;
-      return cached;
-    } catch (error) {
-      const e = error as NodeJS.ErrnoException;
-      tried.push(`  ${candidate}: ${e.code === 'MODULE_NOT_FOUND' ? 'not found' : e.message.split('\n')[0]}`);
-    }
-  }
-  cachedError = new SurfaceLinkError(
-    'E_NATIVE_UNAVAILABLE',
-    [
-      `surfacelink's native addon could not be loaded on ${process.platform}-${process.arch} (Node ${process.version}). Tried:`,
-      ...tried,
-      'Possible solutions:',
-      '  - build it: `npm install` (or `npm run build:native`) in the package directory; it needs cmake and a C++17 compiler;',
-      "  - check that Node's headers are installed (uv.h next to node's include/node);",
-      '  - point SURFACELINK_ADDON at a surfacelink.node built for this platform.',
-    ].join('\n'),
-  );
-  throw cachedError;
+/** Windows: native/windows. No backend is written yet (named pipes and DXGI come next). */
+export interface Win32Addon extends AddonBase {
+  readonly platform: 'win32';
 }
 
-/** The addon and where it was loaded from, or the reason it could not be (for `surfacelink doctor`). */
-export function probeNative(): { addon?: NativeAddon; path?: string; error?: SurfaceLinkError } {
-  try {
-    const addon = loadNative();
-    return { addon, path: cachedPath };
-  } catch (error) {
-    return { error: SurfaceLinkError.fromNative(error) };
-  }
-}
+/** The addon as loaded: narrow it by `platform`. */
+export type NativeAddon = LinuxAddon | DarwinAddon | Win32Addon;

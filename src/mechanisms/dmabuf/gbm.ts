@@ -18,9 +18,9 @@
  *    into a NativeFd owner at once (see adoptRawFd below).
  */
 import { constants as osConstants } from 'node:os';
-import { SurfaceLinkError, invalidArgument } from '../errors.js';
-import { FORMATS, MAX_DIMENSION, MODIFIER_INVALID, MODIFIER_LINEAR, fourccToString, type FormatInfo } from '../formats.js';
-import { loadNative, type NativeAddon, type NativeFd } from '../native.js';
+import { SurfaceLinkError, invalidArgument } from '../../errors.js';
+import { FORMATS, MAX_DIMENSION, MODIFIER_INVALID, MODIFIER_LINEAR, fourccToString, type FormatInfo } from '../../formats.js';
+import { linuxNative, type LinuxAddon, type NativeFd } from '../../native/index.js';
 
 // ─── The C interface: every constant and every signature we use, nowhere else ──────────
 
@@ -171,7 +171,7 @@ export function gbmBindings(): GbmBindings {
 
 /** Takes ownership of a raw fd libgbm returned; on failure the caller still owns (and closes) it. */
 function adoptRawFd(fd: number): NativeFd {
-  return loadNative().adoptFd(fd);
+  return linuxNative().adoptFd(fd);
 }
 
 // ─── The device ─────────────────────────────────────────────────────────────────────────
@@ -211,9 +211,9 @@ function openDevice(): DeviceResult {
 
 function findDevice(): DeviceResult {
   if (process.platform !== 'linux') return { ok: false, reason: `GBM is Linux-only (this is ${process.platform})` };
-  let native: NativeAddon;
+  let native: LinuxAddon;
   try {
-    native = loadNative();
+    native = linuxNative();
   } catch (e) {
     return { ok: false, reason: `the native addon is unavailable: ${firstLine(e)}` };
   }
@@ -248,7 +248,7 @@ function findDevice(): DeviceResult {
 function tryNode(g: GbmBindings, node: string): DeviceResult {
   let fd: NativeFd;
   try {
-    fd = loadNative().drm!.open(node);
+    fd = linuxNative().drm!.open(node);
   } catch (e) {
     return { ok: false, reason: `opening ${node} failed: ${firstLine(e)}` };
   }
@@ -289,7 +289,7 @@ function tryNode(g: GbmBindings, node: string): DeviceResult {
     const st = trial.stat();
     if (st.kind !== 'dmabuf') return fail(`${at}: gbm_bo_get_fd returned a ${st.kind}, not a dma-buf`);
     try {
-      loadNative().unmap(trial.map(0, st.size ?? 0, 'shared'));
+      linuxNative().unmap(trial.map(0, st.size ?? 0, 'shared'));
     } catch (e) {
       return fail(`${at} allocates, but its dma-bufs cannot be mapped read-write: ${firstLine(e)}`);
     }

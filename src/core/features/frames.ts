@@ -1,0 +1,326 @@
+/**
+ * frames.v1, the server's half: buffers announced once (SCANOUT), frames delivered latest-wins
+ * (FRAME), held until released (RELEASE), RETIRE on resize, SURFACE_GONE, and the per-client
+ * mechanism fallback (IMPORT_FAILED → MECHANISM). A client that is slow only skips frames; one
+ * that holds a frame past its deadline is dropped; nothing here ever waits for a client.
+ */
+import { performance } from 'node:perf_hooks';
+import type { SurfaceBuffer } from '../../buffer.js';
+import { SurfaceLinkError, errorCodeName, type ErrorCodeName } from '../../errors.js';
+import type { OsHandle } from '../../handles.js';
+import type { Logger } from '../../log.js';
+import { isRefusal, type BufferExport } from '../../mechanisms/types.js';
+import {
+  checkRelease, readImportFailed, releaseBufferId, releaseSequence, releaseSurfaceId, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, type Rect,
+} from '../../protocol/codec.js';
+import { MAX_DAMAGE_RECTS, MessageType, Orientation } from '../../protocol/constants.js';
+import type { SharedSurface } from '../../surface.js';
+import { assertFence, waitFence } from '../fences.js';
+import { chooseMechanism, type ServerOffer } from '../negotiate.js';
+import type { ServerSession } from '../session.js';
+import type { ServerFeature } from './types.js';
+
+/** What frames.v1 needs from its server. */
+export interface FramesHost {
+  readonly surfaces: ReadonlyMap<number, SharedSurface>;
+  /** The highest surface id this server ever made (a RELEASE naming a higher one is bogus). */
+  readonly highestSurfaceId: number;
+  readonly releaseTimeoutMs: number;
+  readonly logger: Logger;
+  readonly offer: ServerOffer;
+  /** A client released a frame (presentation feedback). */
+  released(surfaceId: number, bufferId: number, sequence: number, clientId: number): void;
+  /** A client's mechanism changed after an import failure. */
+  mechanismChanged(session: ServerSession): void;
+}
+
+/** One client's view of one surface. */
+interface SurfaceState {
+  held: SurfaceBuffer | null;
+  heldSequence: number;
+  heldSinceMs: number;
+  pending: boolean;
+  /** Damage accumulated over frames this client skipped; `accumFull` wins over the list. */
+  accum: Rect[];
+  accumFull: boolean;
+  /** The next frame must carry full damage (the client has not seen this surface yet). */
+  needsFull: boolean;
+}
+
+const ORIENTATION = { 'top-down': Orientation.TOP_DOWN, 'bottom-up': Orientation.BOTTOM_UP } as const;
+
+export class FramesServer implements ServerFeature {
+  readonly name = 'frames.v1';
+  readonly clientMessages: ReadonlyMap<number, number> = new Map([
+    [MessageType.RELEASE, 1],
+    [MessageType.IMPORT_FAILED, 0],
+  ]);
+  readonly handleRule = 'clients send handles only as one release fence with RELEASE';
+  /** Active frames.v1 sessions and their per-surface state. */
+  private readonly clients = new Map<ServerSession, Map<number, SurfaceState>>();
+  /** The acquire fence of a fenced FRAME, in a reused list: no allocation per frame. */
+  private readonly fenceList: OsHandle[] = [];
+
+  constructor(private readonly host: FramesHost) {}
+
+  start(session: ServerSession): void {
+    this.clients.set(session, new Map());
+    for (const surface of this.host.surfaces.values()) if (surface.front) this.deliver(session, this.state(session, surface), surface, surface.front, [], 0);
+  }
+
+  end(session: ServerSession): void {
+    const states = this.clients.get(session);
+    if (!states) return;
+    this.clients.delete(session);
+    for (const [surfaceId, st] of states) {
+      if (!st.held) continue;
+      st.held.holders--;
+      this.host.surfaces.get(surfaceId)?.collect(st.held);
+      st.held = null;
+    }
+    this.forgetBuffers(session);
+  }
+
+  onMessage(session: ServerSession, type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void {
+    if (type === MessageType.RELEASE) {
+      checkRelease(view, start, length);
+      const fence = handles?.[0];
+      if (fence) assertFence(fence, 'a release fence');
+      return this.release(session, releaseSurfaceId(view, start), releaseBufferId(view, start), releaseSequence(view, start), fence);
+    }
+    const report = readImportFailed(view, start, length);
+    const code = errorCodeName(report.code);
+    this.host.logger('warn', `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism?.name} (${code}): ${report.reason}`);
+    this.fallBack(session, code, report.reason);
+  }
+
+  private state(session: ServerSession, surface: SharedSurface): SurfaceState {
+    const states = this.clients.get(session)!;
+    let st = states.get(surface.id);
+    if (!st) {
+      st = { held: null, heldSequence: 0, heldSinceMs: 0, pending: false, accum: [], accumFull: false, needsFull: true };
+      states.set(surface.id, st);
+    }
+    return st;
+  }
+
+  /** A presented frame: to every client that holds nothing of this surface now, else remembered (latest wins). */
+  present(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
+    for (const session of this.clients.keys()) {
+      if (session.state !== 'active') continue;
+      const st = this.state(session, surface);
+      if (st.held === null) {
+        this.deliver(session, st, surface, buffer, damage, count);
+      } else {
+        if (st.pending) session.framesSkipped++;
+        st.pending = true;
+        accumulate(st, damage, count);
+      }
+    }
+  }
+
+  /** A fenced front buffer became readable: clients that could not wait on its fence get it now. */
+  fenceSignalled(surface: SharedSurface, buffer: SurfaceBuffer): void {
+    for (const [session, states] of this.clients) {
+      const st = states.get(surface.id);
+      if (session.state === 'active' && st && st.pending && st.held === null) this.deliver(session, st, surface, buffer, st.accum, st.accum.length);
+    }
+  }
+
+  /**
+   * Moves a client to the next mechanism in its offers (after the current one) that this
+   * server can serve; tells it why (MECHANISM). With nothing left, the session ends with
+   * E_NO_MECHANISM. Returns true if the session goes on.
+   */
+  private fallBack(session: ServerSession, code: ErrorCodeName, reason: string): boolean {
+    const current = session.offers.findIndex((o) => o.name === session.mechanism?.name);
+    const next = chooseMechanism(session.offers, current + 1, this.host.offer, session.otherHost, []);
+    if (!next) {
+      session.disconnect('E_NO_MECHANISM', `client cannot use ${session.mechanism?.name} (${code}: ${reason}) and there is nothing to fall back to`, true);
+      return false;
+    }
+    session.adopt(next, `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`);
+    this.forgetBuffers(session);
+    for (const st of this.clients.get(session)?.values() ?? []) st.needsFull = true;
+    this.host.logger('info', `client ${session.id}: ${next.mechanism.name} — ${session.reason}`);
+    if (!session.send(writeMechanism(session.channel.writer, next.mechanism.name, session.reason))) return false;
+    this.host.mechanismChanged(session);
+    return true;
+  }
+
+  private deliver(session: ServerSession, st: SurfaceState, surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
+    const mechanism = session.mechanism!;
+    if (!mechanism.caps.handles) return; // e.g. stream.v1: its frames go out another way
+    const withFence = buffer.fence !== null && mechanism.caps.sync === 'sync_file';
+    if (buffer.fence !== null && !buffer.fenceReady && !withFence) {
+      // This client cannot wait on the fence: hold the frame back until it signals.
+      st.pending = true;
+      if (damage !== st.accum) accumulate(st, damage, count);
+      return;
+    }
+    // Every frame: a copy for this client's mechanism is brought up to date (a no-op where the memory is shared).
+    const exp = buffer.exportAs(mechanism, session);
+    if (isRefusal(exp)) {
+      if (this.fallBack(session, 'E_UNSUPPORTED_FORMAT', `surface ${surface.id}: ${exp.refused}`)) this.deliver(session, st, surface, buffer, damage, count);
+      return;
+    }
+    const ch = session.channel;
+    if (!buffer.knownBy.has(session)) {
+      if (!session.send(this.scanout(session, surface, buffer, exp), exp.handles)) return;
+      buffer.knownBy.add(session);
+    }
+    // Damage is relative to the last frame this client saw: everything it skipped is included.
+    if (st.pending && damage !== st.accum) accumulate(st, damage, count);
+    if (st.needsFull || st.accumFull) count = 0;
+    else if (st.pending) {
+      damage = st.accum;
+      count = damage.length;
+    }
+    const length = writeFrame(ch.writer, surface.id, buffer.id, surface.sequence, surface.lastPresentNs, damage, count, withFence);
+    let sent: boolean;
+    if (withFence) {
+      this.fenceList[0] = buffer.fence as OsHandle;
+      sent = session.send(length, this.fenceList);
+      this.fenceList.length = 0;
+    } else sent = session.send(length);
+    st.accum.length = 0; // reused: no allocation per frame
+    st.accumFull = false;
+    st.needsFull = false;
+    st.pending = false;
+    if (!sent) return;
+    st.held = buffer;
+    st.heldSequence = surface.sequence;
+    st.heldSinceMs = performance.now();
+    buffer.holders++;
+    session.framesDelivered++;
+  }
+
+  private scanout(session: ServerSession, surface: SharedSurface, buffer: SurfaceBuffer, exp: BufferExport): number {
+    return writeScanout(
+      session.channel.writer,
+      {
+        surfaceId: surface.id,
+        bufferId: buffer.id,
+        generation: buffer.generation,
+        width: buffer.width,
+        height: buffer.height,
+        format: surface.format.fourcc,
+        modifier: exp.modifier,
+        orientation: ORIENTATION[surface.orientation],
+        visible: surface.visible,
+        planes: exp.planes.map((p) => ({ handleIndex: p.handleIndex, stride: p.layout.stride, offset: p.layout.offset, size: p.layout.size })),
+      },
+      exp.handles.length,
+    );
+  }
+
+  private release(session: ServerSession, surfaceId: number, bufferId: number, sequence: number, fence?: OsHandle): void {
+    const surface = this.host.surfaces.get(surfaceId);
+    const st = this.clients.get(session)?.get(surfaceId);
+    if (!surface || !st) {
+      // A release racing a SURFACE_GONE is normal; a surface that never existed is not.
+      if (surfaceId > this.host.highestSurfaceId || surfaceId === 0) throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `RELEASE names surface ${surfaceId}, which does not exist`);
+      return;
+    }
+    const held = st.held;
+    if (!held || held.id !== bufferId || st.heldSequence !== sequence)
+      throw new SurfaceLinkError('E_UNEXPECTED', `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`);
+    st.held = null;
+    held.holders--;
+    if (fence) {
+      // The client's reads finish when this fence signals; until then the buffer stays busy.
+      held.pendingFences++;
+      waitFence(fence, () => {
+        held.pendingFences--;
+        surface.collect(held);
+      });
+    }
+    surface.collect(held);
+    this.host.released(surfaceId, bufferId, sequence, session.id);
+    if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);
+  }
+
+  /** RETIRE to every client that knows the buffer; its next frame of the surface is a full one. */
+  retire(surface: SharedSurface, buffer: SurfaceBuffer): void {
+    for (const session of this.clients.keys()) {
+      if (!buffer.knownBy.has(session)) continue;
+      if (!session.send(writeRetire(session.channel.writer, surface.id, buffer.id))) continue;
+      const st = this.clients.get(session)?.get(surface.id);
+      if (st) {
+        st.needsFull = true;
+        st.pending = false;
+      }
+    }
+    buffer.knownBy.clear();
+  }
+
+  /** SURFACE_GONE to every client; what they held of it is no longer theirs. */
+  surfaceClosed(surface: SharedSurface): void {
+    for (const [session, states] of this.clients) {
+      const st = states.get(surface.id);
+      if (st) {
+        if (st.held) st.held.holders--;
+        states.delete(surface.id);
+      }
+      if (session.state === 'active') session.send(writeSurfaceGone(session.channel.writer, surface.id));
+    }
+  }
+
+  /**
+   * Frees one buffer of `surface` by dropping every client that holds it. Only a buffer that
+   * this would actually free (not the front, not the producer's) is chosen: the one whose
+   * oldest hold is oldest.
+   */
+  reclaim(surface: SharedSurface): boolean {
+    let victim: SurfaceBuffer | null = null;
+    let oldest = Infinity;
+    for (const states of this.clients.values()) {
+      const st = states.get(surface.id);
+      const held = st?.held;
+      if (!st || !held || held === surface.front || held.acquired) continue;
+      if (st.heldSinceMs < oldest) {
+        oldest = st.heldSinceMs;
+        victim = held;
+      }
+    }
+    if (!victim) return false;
+    const age = Math.round(performance.now() - oldest);
+    for (const [session, states] of [...this.clients]) {
+      if (states.get(surface.id)?.held === victim)
+        session.disconnect('E_POOL_EXHAUSTED', `surface ${surface.id}'s pool is exhausted; dropping the clients holding its oldest frame (${age} ms)`, true);
+    }
+    return true;
+  }
+
+  /** Drops clients that held a frame past the release deadline. */
+  sweep(): void {
+    const now = performance.now();
+    const limit = this.host.releaseTimeoutMs;
+    for (const [session, states] of [...this.clients]) {
+      for (const [surfaceId, st] of states) {
+        if (st.held && now - st.heldSinceMs > limit) {
+          session.disconnect('E_RELEASE_TIMEOUT', `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms (limit ${limit} ms)`, true);
+          break;
+        }
+      }
+    }
+  }
+
+  /** The client no longer has any buffer's handles: each is announced (SCANOUT) again before use. */
+  private forgetBuffers(session: ServerSession): void {
+    for (const surface of this.host.surfaces.values()) for (const b of surface.buffers()) b.knownBy.delete(session);
+  }
+}
+
+function accumulate(st: SurfaceState, damage: readonly Rect[], count: number): void {
+  if (st.accumFull) return;
+  if (count === 0 || st.accum.length + count > MAX_DAMAGE_RECTS) {
+    st.accumFull = true;
+    st.accum = [];
+    return;
+  }
+  for (let i = 0; i < count; i++) {
+    const r = damage[i];
+    st.accum.push({ x: r.x, y: r.y, width: r.width, height: r.height });
+  }
+}

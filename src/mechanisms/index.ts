@@ -1,0 +1,26 @@
+/**
+ * The mechanisms of this build, registered in preference order: one line each. A new mechanism
+ * is its own file (plus its native code) and one line here; the core finds it through the
+ * registry and asks it capabilities, never its name.
+ */
+import { dmabufMechanism } from './dmabuf/index.js';
+import { MechanismRegistry } from './registry.js';
+import { shmMechanism } from './shm.js';
+import { streamMechanism } from './stream.js';
+
+export type * from './types.js';
+export { ImportRefused, isRefusal, noCpuAccess } from './types.js';
+export { MechanismRegistry, type MechanismReport } from './registry.js';
+
+/** The process-wide registry servers and clients use unless given another. */
+export const mechanisms = new MechanismRegistry()
+  .register(dmabufMechanism)
+  .register(shmMechanism)
+  .register(streamMechanism)
+  .plan('iosurface.v1', 'IOSurface sharing is macOS/iOS only and not implemented in this version')
+  .plan('dxgi.v1', 'DXGI shared handles are Windows only and not implemented in this version');
+
+/** Every mechanism with why it is (not) available here: what `surfacelink doctor` prints. */
+export function mechanismReports() {
+  return mechanisms.reports();
+}

@@ -1,0 +1,40 @@
+/**
+ * The native addon, typed per OS. Nothing else imports the .node file: the loader
+ * (./load.ts) finds it, and these accessors narrow it to what the caller needs, failing
+ * with a stable code that names the OS when that part does not exist there.
+ */
+import { SurfaceLinkError } from '../errors.js';
+import { loadAddon } from './load.js';
+import type { LinuxAddon, NativeAddon, PosixChannelApi } from './types.js';
+
+export type * from './types.js';
+export { addonCandidates } from './load.js';
+
+/** The addon, loaded once. Throws E_NATIVE_UNAVAILABLE explaining every path tried. */
+export function loadNative(): NativeAddon {
+  return loadAddon().addon as NativeAddon;
+}
+
+/** The addon and where it was loaded from, or the reason it could not be (for `surfacelink doctor`). */
+export function probeNative(): { addon?: NativeAddon; path?: string; error?: SurfaceLinkError } {
+  try {
+    const { addon, path } = loadAddon();
+    return { addon: addon as NativeAddon, path };
+  } catch (error) {
+    return { error: SurfaceLinkError.fromNative(error) };
+  }
+}
+
+/** The Linux addon; E_UNSUPPORTED elsewhere (memfd, dma-bufs, DRM and sync_file are Linux's). */
+export function linuxNative(): LinuxAddon {
+  const addon = loadNative();
+  if (addon.platform !== 'linux') throw new SurfaceLinkError('E_UNSUPPORTED', `this needs Linux; the addon is built for ${addon.platform}`);
+  return addon;
+}
+
+/** The POSIX fd owner and SCM_RIGHTS channel; E_UNSUPPORTED on an OS whose build has none yet. */
+export function posixChannels(): PosixChannelApi {
+  const addon = loadNative();
+  if (addon.platform !== 'linux') throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
+  return addon;
+}

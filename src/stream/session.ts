@@ -1,0 +1,309 @@
+/**
+ * StreamSession: one remote viewer of a StreamServer — its codec and encoder, flow control
+ * (a window of unacked frames, a frame-rate grid, a byte budget for tiles) and latest-wins
+ * pumping from the surface's mirror. Nothing is queued but damage (tiles) or a dirty flag (H.264).
+ */
+import type { WebSocket } from 'ws';
+import type { ErrorCodeName } from '../errors.js';
+import type { Rect } from '../protocol/codec.js';
+import { H264Encoder, type H264AccessUnit, type H264InputFormat } from './h264.js';
+import type { SurfaceMirror } from './mirror.js';
+import { FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, MAX_BUFFERED_BYTES, STREAM_VERSION, clockMs, stampSendMs, writeFrameHeader, type Codec } from './protocol.js';
+import { TileDamage, TileEncoder } from './tiles.js';
+import type { StreamClientInfo, StreamServerOptions, ViewerStats } from './types.js';
+
+/** What a session needs from its server. */
+export interface SessionOwner {
+  readonly name: string;
+  /** Sends an error, then closes the session's socket. */
+  fail(session: StreamSession, code: ErrorCodeName, message: string, closeCode?: number): void;
+}
+
+const BINARY = { binary: true } as const;
+
+interface InFlight {
+  sequence: number;
+  /** Server clock when it was handed to the socket; 0 while still encoding. */
+  sentMs: number;
+}
+
+let nextSessionId = 1;
+
+/** One remote client. */
+export class StreamSession implements StreamClientInfo {
+  readonly id = nextSessionId++;
+  state: 'hello' | 'starting' | 'active' | 'closed' = 'hello';
+  name = '';
+  codec: Codec | null = null;
+  reason = '';
+  mirror: SurfaceMirror<StreamSession> | null = null;
+  encoder: string | null = null;
+  maxFps: number;
+  bitrateKbps: number;
+  /** Tiles: a cap only when the client asked for one. */
+  tileKbps = 0;
+  framesSent = 0;
+  framesSkipped = 0;
+  keyframes = 0;
+  bytesSent = 0;
+  viewer: ViewerStats | null = null;
+  readonly remoteAddress: string;
+  readonly window: number;
+  // Flow control.
+  readonly inFlightList: InFlight[] = [];
+  private nextAllowedMs = 0;
+  private lastSequence = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  helloTimer: NodeJS.Timeout | null = null;
+  /** Size the client was last told about (welcome / resize). */
+  private knownWidth = 0;
+  private knownHeight = 0;
+  // Tiles.
+  tiles: TileDamage | null = null;
+  private tileEncoder: TileEncoder | null = null;
+  // H.264.
+  h264: H264Encoder | null = null;
+  private h264Dirty = false;
+  private h264Restarting = false;
+  goneCode: ErrorCodeName = 'E_PEER_CLOSED';
+  goneMessage = 'the client closed the connection';
+
+  private readonly pumpBound = (): void => this.pump();
+  private readonly retryBound = (): void => {
+    this.retryTimer = null;
+    this.pump();
+  };
+  private readonly onSent = (error?: Error): void => {
+    if (!error) this.pump();
+  };
+
+  constructor(
+    readonly server: SessionOwner,
+    readonly ws: WebSocket,
+    remoteAddress: string,
+    readonly options: Required<Pick<StreamServerOptions, 'maxFps' | 'bitrateKbps' | 'window' | 'tileLevel'>>,
+  ) {
+    this.remoteAddress = remoteAddress;
+    this.window = options.window;
+    this.maxFps = options.maxFps;
+    this.bitrateKbps = options.bitrateKbps;
+  }
+
+  get surfaceId(): number | null {
+    return this.mirror?.surface.id ?? null;
+  }
+  get encoderPid(): number | null {
+    return this.h264?.pid ?? null;
+  }
+  get inFlight(): number {
+    return this.inFlightList.length;
+  }
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  info(): StreamClientInfo {
+    const { id, name, remoteAddress, codec, reason, surfaceId, encoder, encoderPid, maxFps, window, framesSent, framesSkipped, keyframes, bytesSent, inFlight, bufferedAmount, viewer } = this;
+    return { id, name, remoteAddress, codec, reason, surfaceId, encoder, encoderPid, maxFps, window, framesSent, framesSkipped, keyframes, bytesSent, inFlight, bufferedAmount, viewer: viewer && { ...viewer } };
+  }
+
+  sendJson(message: object): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  // ---- set-up ----
+
+  startTiles(mirror: SurfaceMirror<StreamSession>): void {
+    this.codec = 'tiles';
+    this.tiles = new TileDamage(mirror.width, mirror.height);
+    this.tileEncoder = new TileEncoder((error, frame) => this.tileDone(error, frame), { level: this.options.tileLevel });
+  }
+
+  async startH264(mirror: SurfaceMirror<StreamSession>): Promise<void> {
+    this.codec = 'h264';
+    const encoder = await H264Encoder.start({ width: mirror.width, height: mirror.height, format: mirror.surface.format.name as H264InputFormat, fps: this.maxFps, bitrateKbps: this.bitrateKbps });
+    if (this.state === 'closed') return void encoder.close();
+    this.attachH264(encoder);
+  }
+
+  private attachH264(encoder: H264Encoder): void {
+    this.h264 = encoder;
+    this.encoder = encoder.element;
+    this.h264Dirty = true;
+    encoder.on('au', (au) => this.h264Out(encoder, au));
+    encoder.on('restart', (reason) => {
+      if (this.h264 !== encoder) return;
+      this.dropUnsent();
+      this.h264Dirty = true;
+      this.sendJson({ type: 'encoder', state: 'restarted', reason });
+      this.pump();
+    });
+    encoder.on('error', (error) => {
+      if (this.h264 === encoder) this.server.fail(this, 'E_ENCODER', `the H.264 encoder failed: ${error.message}`);
+    });
+  }
+
+  /** Says welcome; frames follow as the surface presents. */
+  activate(mirror: SurfaceMirror<StreamSession>): void {
+    this.state = 'active';
+    // H.264: the size its encoder was started at. A resize while it started is then announced,
+    // and the encoder replaced, by the first pump(), instead of fed frames of another size.
+    this.knownWidth = this.h264?.width ?? mirror.width;
+    this.knownHeight = this.h264?.height ?? mirror.height;
+    const s = mirror.surface;
+    this.sendJson({
+      type: 'welcome', version: STREAM_VERSION, server: this.server.name, codec: this.codec, reason: this.reason,
+      surface: { id: s.id, width: this.knownWidth, height: this.knownHeight, format: s.format.name },
+      encoder: this.encoder, maxFps: this.maxFps, bitrateKbps: this.codec === 'h264' ? this.bitrateKbps : null, window: this.window, serverMs: clockMs(),
+    });
+    if (mirror.ready) this.pump();
+  }
+
+  // ---- frames ----
+
+  /** The mirror took new damage (count 0: all of it). */
+  damaged(damage: readonly Rect[], count: number): void {
+    if (this.tiles) this.tiles.add(damage, count);
+    else this.h264Dirty = true;
+  }
+
+  requestKeyframe(): void {
+    if (this.tiles) this.tiles.markFull();
+    else if (this.h264) {
+      this.h264.requestKeyframe();
+      this.h264Dirty = true;
+    }
+    this.pump();
+  }
+
+  ack(sequence: number): void {
+    const list = this.inFlightList;
+    // Cumulative: an ack frees its frame and every older one (a lost ack costs nothing).
+    let n = 0;
+    while (n < list.length && list[n].sentMs > 0 && list[n].sequence <= sequence) n++;
+    if (n > 0) {
+      list.splice(0, n);
+      this.pump();
+    }
+  }
+
+  /** Oldest frame still waiting for an ack, server clock; 0 if none. */
+  oldestUnackedMs(): number {
+    const first = this.inFlightList[0];
+    return first && first.sentMs > 0 ? first.sentMs : 0;
+  }
+
+  /** Sends the mirror's newest state if the client has room; otherwise leaves it for later. */
+  pump(): void {
+    const mirror = this.mirror;
+    if (this.state !== 'active' || !mirror || !mirror.ready || this.ws.readyState !== this.ws.OPEN) return;
+    if (this.inFlightList.length >= this.window || this.ws.bufferedAmount > MAX_BUFFERED_BYTES) return; // an ack or the send callback resumes
+    // While a replacement encoder starts, a further resize waits for it (pump() runs when it is up):
+    // starting a second one at once would orphan the first.
+    if (this.h264Restarting) return;
+    if (mirror.width !== this.knownWidth || mirror.height !== this.knownHeight) return this.resized(mirror);
+    if (this.tiles) {
+      if (!this.tiles.pending || this.tileEncoder!.busy) return;
+    } else if (!this.h264Dirty || !this.h264) return;
+    const now = clockMs();
+    // Sends keep to a grid of 1/maxFps, with a quarter period of slack: a producer presenting at
+    // exactly maxFps, with timer jitter, must not be held back a whole period each time.
+    const period = 1000 / this.maxFps;
+    const slack = period / 4;
+    if (now < this.nextAllowedMs - slack) {
+      if (!this.retryTimer) this.retryTimer = setTimeout(this.retryBound, Math.ceil(this.nextAllowedMs - slack - now));
+      return;
+    }
+    this.nextAllowedMs = Math.max(this.nextAllowedMs, now - slack) + period;
+    if (this.tiles) {
+      if (this.tileEncoder!.encode(mirror.pixels, mirror.stride, this.tiles, mirror.sequence, mirror.presentMs) === 0) return;
+    } else {
+      if (!this.h264!.encode(mirror.pixels, mirror.stride, mirror.sequence, mirror.presentMs)) return;
+      this.h264Dirty = false;
+    }
+    this.inFlightList.push({ sequence: mirror.sequence, sentMs: 0 });
+  }
+
+  private resized(mirror: SurfaceMirror<StreamSession>): void {
+    this.knownWidth = mirror.width;
+    this.knownHeight = mirror.height;
+    this.sendJson({ type: 'resize', width: mirror.width, height: mirror.height, format: mirror.surface.format.name });
+    if (this.tiles) {
+      this.tiles.resize(mirror.width, mirror.height);
+      return this.pump();
+    }
+    // H.264: a new encoder for the new size (its first access unit is a keyframe).
+    const old = this.h264;
+    this.h264 = null;
+    old?.close();
+    this.dropUnsent();
+    this.h264Restarting = true;
+    this.startH264(mirror).then(
+      () => {
+        this.h264Restarting = false;
+        this.pump();
+      },
+      (error: Error) => this.server.fail(this, 'E_ENCODER', `the H.264 encoder did not restart at ${mirror.width}x${mirror.height}: ${error.message}`),
+    );
+  }
+
+  private dropUnsent(): void {
+    const list = this.inFlightList;
+    for (let i = list.length - 1; i >= 0; i--) if (list[i].sentMs === 0) list.splice(i, 1);
+  }
+
+  private tileDone(error: Error | null, frame: Buffer | null): void {
+    if (this.state === 'closed') return;
+    if (error || !frame) return this.server.fail(this, 'E_ENCODER', error?.message ?? 'tile encoding failed');
+    this.transmit(frame, frame[1] === FLAG_KEYFRAME, frame.readUInt32LE(4));
+  }
+
+  private h264Out(encoder: H264Encoder, au: H264AccessUnit): void {
+    if (this.state === 'closed' || this.h264 !== encoder) return;
+    const frame = Buffer.allocUnsafe(FRAME_HEADER_SIZE + au.data.byteLength);
+    writeFrameHeader(frame, FrameKind.H264, au.keyframe ? FLAG_KEYFRAME : 0, au.sequence, au.presentMs, encoder.width, encoder.height);
+    frame.set(au.data, FRAME_HEADER_SIZE);
+    this.transmit(frame, au.keyframe, au.sequence);
+  }
+
+  private transmit(frame: Buffer, keyframe: boolean, sequence: number): void {
+    const now = clockMs();
+    stampSendMs(frame, now);
+    // The slot taken when encoding started (the oldest unsent one if the encoder renumbered).
+    let slot: InFlight | null = null;
+    for (const f of this.inFlightList) {
+      if (f.sentMs !== 0) continue;
+      if (f.sequence === sequence) {
+        slot = f;
+        break;
+      }
+      slot ??= f;
+    }
+    if (slot) {
+      slot.sequence = sequence;
+      slot.sentMs = now;
+    } else this.inFlightList.push({ sequence, sentMs: now });
+    if (this.lastSequence > 0 && sequence > this.lastSequence + 1) this.framesSkipped += sequence - this.lastSequence - 1;
+    this.lastSequence = sequence;
+    this.framesSent++;
+    if (keyframe) this.keyframes++;
+    this.bytesSent += frame.length;
+    // A byte budget on top of the frame-rate cap, if the client asked for one (tiles).
+    if (this.tileKbps > 0) this.nextAllowedMs = Math.max(this.nextAllowedMs, now + (frame.length * 8) / this.tileKbps);
+    this.ws.send(frame, BINARY, this.onSent);
+    // The encoder may have more damage by now.
+    if (this.tiles) process.nextTick(this.pumpBound);
+  }
+
+  /** Frees timers and the encoder; the socket is being closed or is closed. */
+  dispose(): void {
+    this.state = 'closed';
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.retryTimer = this.helloTimer = null;
+    const h = this.h264;
+    this.h264 = null;
+    h?.close();
+    this.tileEncoder?.release();
+  }
+}

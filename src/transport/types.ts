@@ -1,0 +1,94 @@
+/**
+ * The transport contract: a channel carries whole messages with OS handles attached, between
+ * this process and one peer whose identity the OS vouches for. The core (sessions, features)
+ * only ever talks to these interfaces; which transport is used is decided in one place
+ * (./index.ts). Handle passing — SCM_RIGHTS on a unix socket, DuplicateHandle into the peer
+ * on a named pipe — is the transport's business: a sent handle stays the sender's, a received
+ * one belongs to the receiver (docs/ownership.md).
+ */
+import type { SurfaceLinkError } from '../errors.js';
+import type { OsHandle } from '../handles.js';
+import type { ChannelLimits, SendResult } from '../native/index.js';
+import type { MessageWriter } from '../protocol/codec.js';
+
+export type { ChannelLimits, SendResult };
+
+/** Who is at the other end, as the OS reports it (never as the peer claims). */
+export interface PeerIdentity {
+  /** Process id, or -1 when the OS does not say. */
+  readonly pid: number;
+  /** POSIX user id, or -1 where users are not numbers (Windows: see `user`). */
+  readonly uid: number;
+  /** The user in the transport's own terms: `uid 1000`, or a Windows SID. */
+  readonly user: string;
+}
+
+/** Who may connect, and who may be connected to. Both sides always allow their own user. */
+export interface AccessPolicy {
+  /** Other users allowed (POSIX uids). Server: clients it admits; client: servers it trusts (root is always trusted). */
+  readonly allowUids?: readonly number[];
+  /** Server: permission bits of the address where it has any (a unix socket file; default 0o600). */
+  readonly mode?: number;
+}
+
+/** Receives what a channel reads. Called from the event loop, never re-entrantly from send(). */
+export interface MessageHandler {
+  /** One whole message at view[start, start+length); valid only during the call. `handles` are the handler's to close. */
+  onMessage(view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void;
+  /** The channel failed or the peer went away; reading has stopped. */
+  onChannelError(error: SurfaceLinkError): void;
+}
+
+/** A connected, message-framed channel to one peer. */
+export interface MessageChannel {
+  readonly peer: PeerIdentity;
+  /** The encode buffer: encode a message into it, then send() its length. */
+  readonly writer: MessageWriter;
+  readonly closed: boolean;
+  /** Starts reading. Call once. */
+  start(handler: MessageHandler, limits?: ChannelLimits): void;
+  /** Sends the message just encoded into `writer`; the handles stay the caller's (the peer gets its own). */
+  send(length: number, handles?: readonly OsHandle[]): SendResult;
+  /** Closes the channel. Idempotent; nothing is called back afterwards. */
+  close(): void;
+}
+
+/** A listening address. */
+export interface Listener {
+  readonly address: string;
+  /**
+   * Starts accepting. `onChannel` gets each new (unstarted) channel and, when the access policy
+   * refuses its peer, why (the core tells the peer and closes it). `onError` reports accept
+   * failures the listener recovers from by itself.
+   */
+  start(onChannel: (channel: MessageChannel, refusal: string | null) => void, onError: (message: string) => void): void;
+  /** Stops accepting and removes the address (a socket file). Idempotent. */
+  close(): void;
+}
+
+/** How to listen: an explicit address, or the default one for `name`. */
+export interface ListenOptions {
+  address?: string;
+  name?: string;
+  policy: AccessPolicy;
+}
+
+export interface ConnectOptions {
+  address?: string;
+  policy: AccessPolicy;
+}
+
+export interface Transport {
+  /** 'unix', 'pipe', … */
+  readonly name: string;
+  /** Whether it works in this process, and why (not). */
+  probe(): { available: boolean; reason: string };
+  /** Where a server named `name` listens by default. */
+  defaultAddress(name?: string): string;
+  /** Listens; E_ADDRESS_IN_USE if another server is there, E_PERMISSION / E_SYSTEM with the fix otherwise. */
+  listen(options: ListenOptions): Listener;
+  /** Connects and checks the server's identity (E_CONNECT, E_PERMISSION). */
+  connect(options: ConnectOptions): MessageChannel;
+  /** Two connected channels in this process (tests and tools). */
+  pair(): [MessageChannel, MessageChannel];
+}
