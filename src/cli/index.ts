@@ -8,12 +8,12 @@ import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { counterVerdict, consumerMain, formatStatus, formatSummary, type ConsumerMessage, type StatsSnapshot } from '../demo/consumer.js';
 import { producerMain, type ProducerMessage } from '../demo/producer.js';
 import { defaultSocketPath } from '../index.js';
+import { parseStreamUrl } from '../stream/client.js';
 import { runDoctor } from './doctor.js';
-import { runServe } from './serve.js';
+import { MAX_SOCKET_PATH_BYTES, runServe } from './serve.js';
 import { SIGNAL_EXIT, StatusLine, runRemoteView, runStreamView, runView } from './view.js';
 
 const VERSION = readVersion();
@@ -50,12 +50,17 @@ Exit status:
   143  stopped by SIGTERM, after shutting down cleanly
 `;
 
+interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+}
+
 interface Command {
   summary: string;
   help: string;
-  options: NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+  options: Record<string, OptionSpec>;
   hidden?: boolean;
-  run(values: Record<string, string | boolean | undefined>, positionals: string[]): Promise<number> | number;
+  run(values: Values, positionals: string[]): Promise<number> | number;
 }
 
 const SIZE_OPTIONS = {
@@ -145,7 +150,7 @@ Options:
     run: (v) => {
       if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined)) throw new UsageError('--stream-host and --stream-port need --stream');
       return runServe({
-        path: stringOption(v, 'path'),
+        path: socketPathOption(v),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
@@ -185,26 +190,18 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
     run: (v) => {
       const url = stringOption(v, 'remote');
       const codec = stringOption(v, 'codec');
-      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got "${codec}"`);
+      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got ${codec}`);
+      const maxFps = v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000);
       if (v.stream === true) {
         if (url !== undefined || v.token !== undefined) throw new UsageError('--stream takes its endpoint and token from the server; leave out --remote and --token');
-        return runStreamView({
-          path: stringOption(v, 'path'),
-          codecs: codec === undefined ? undefined : [codec],
-          maxFps: v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000),
-        });
+        return runStreamView({ path: socketPathOption(v), codecs: codec === undefined ? undefined : [codec], maxFps });
       }
       if (url === undefined) {
         if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined) throw new UsageError('--token, --codec and --max-fps need --remote or --stream');
-        return runView({ path: stringOption(v, 'path') });
+        return runView({ path: socketPathOption(v) });
       }
       if (v.path !== undefined) throw new UsageError('--path and --remote exclude each other');
-      return runRemoteView({
-        url,
-        token: stringOption(v, 'token') ?? (url.includes('#token=') ? undefined : process.env.SURFACELINK_STREAM_TOKEN),
-        codecs: codec === undefined ? undefined : [codec],
-        maxFps: v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000),
-      });
+      return runRemoteView({ url, ...remoteToken(v, url), codecs: codec === undefined ? undefined : [codec], maxFps });
     },
   },
   help: {
@@ -215,7 +212,7 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
       const name = positionals[0];
       if (name === undefined) return print(USAGE);
       const command = COMMANDS[name];
-      if (!command || command.hidden) throw new UsageError(`unknown command "${name}"`);
+      if (!command || command.hidden) throw unknownCommand(name);
       return print(command.help);
     },
   },
@@ -250,32 +247,132 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
 
 // ---- arguments ----------------------------------------------------------------------------
 
+/** A mistake on the command line: reported as one line plus where to look, exit 2. */
 class UsageError extends Error {}
 
-function stringOption(v: Record<string, string | boolean | undefined>, name: string): string | undefined {
+type Values = Record<string, string | boolean | undefined>;
+
+/**
+ * Parses `args` against `options`. Unlike util.parseArgs, a string option takes the next
+ * argument even when it begins with a dash (`--fps -5`, `--token -x…`), so the value is judged
+ * by its own check, which names the flag, the range and the value; `--fps --width 64` is a
+ * missing value (a value that begins with two dashes goes as `--opt=--value`). Every mistake
+ * is a UsageError in our words.
+ */
+function parseCommandLine(args: string[], options: Record<string, OptionSpec>, allowPositionals: boolean): { values: Values; positionals: string[] } {
+  const values: Values = {};
+  const positionals: string[] = [];
+  const shorts = new Map(Object.entries(options).flatMap(([name, o]) => (o.short ? [[o.short, name] as const] : [])));
+  const isKnownOption = (arg: string): boolean => (arg.startsWith('--') ? Object.hasOwn(options, arg.slice(2).split('=')[0]) : arg.length === 2 && shorts.has(arg[1]));
+  const unknown = (arg: string): UsageError => {
+    const near = arg.startsWith('--') ? closest(arg.slice(2), Object.keys(options)) : undefined;
+    return new UsageError(`unknown option ${arg}${near ? ` (did you mean --${near}?)` : ''}`);
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const name = arg.slice(2, eq < 0 ? undefined : eq);
+      if (!Object.hasOwn(options, name)) throw unknown(eq < 0 ? arg : arg.slice(0, eq));
+      if (options[name].type === 'boolean') {
+        if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+        values[name] = true;
+      } else if (eq >= 0) values[name] = arg.slice(eq + 1);
+      else {
+        // A value may begin with one dash (-5, a token); one that begins with two is taken for an option.
+        const next = args[i + 1];
+        if (next === undefined || next.startsWith('--') || isKnownOption(next))
+          throw new UsageError(`--${name} needs a value${next?.startsWith('--') && !isKnownOption(next) && next !== '--' ? ` (for one that begins with --, write --${name}=${next})` : ''}`);
+        values[name] = next;
+        i++;
+      }
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      const name = arg.length === 2 ? shorts.get(arg[1]) : undefined;
+      if (name === undefined || options[name].type !== 'boolean') throw unknown(arg);
+      values[name] = true;
+    } else if (allowPositionals) positionals.push(arg);
+    else throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+  }
+  return { values, positionals };
+}
+
+/** The candidate nearest to `word` (optimal string alignment distance), if it is near enough to be a typo. */
+function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(word.length / 3)) + 1;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.length][b.length];
+}
+
+function stringOption(v: Values, name: string): string | undefined {
   const value = v[name];
   if (value === '') throw new UsageError(`--${name} needs a value`);
   return typeof value === 'string' ? value : undefined;
 }
 
-function requiredOption(v: Record<string, string | boolean | undefined>, name: string): string {
+function requiredOption(v: Values, name: string): string {
   const value = stringOption(v, name);
   if (value === undefined) throw new UsageError(`--${name} is required`);
   return value;
 }
 
-function numberOption(v: Record<string, string | boolean | undefined>, name: string, fallback: number, min: number, max: number): number {
+function numberOption(v: Values, name: string, fallback: number, min: number, max: number, kind = 'a number'): number {
   const text = stringOption(v, name);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (text.trim() === '' || !Number.isFinite(value) || value < min || value > max) throw new UsageError(`--${name} must be a number from ${min} to ${max}; got "${text}"`);
+  if (text.trim() === '' || !Number.isFinite(value) || value < min || value > max || (kind !== 'a number' && !Number.isInteger(value)))
+    throw new UsageError(`--${name} must be ${kind} in ${min}..${max}; got ${text}`);
   return value;
 }
 
-function intOption(v: Record<string, string | boolean | undefined>, name: string, fallback: number, min: number, max: number): number {
-  const value = numberOption(v, name, fallback, min, max);
-  if (!Number.isInteger(value)) throw new UsageError(`--${name} must be a whole number; got "${v[name]}"`);
+function intOption(v: Values, name: string, fallback: number, min: number, max: number): number {
+  return numberOption(v, name, fallback, min, max, 'a whole number');
+}
+
+/** --path, which must fit a unix socket address (the library's own message would not name the flag). */
+function socketPathOption(v: Values): string | undefined {
+  const value = stringOption(v, 'path');
+  const bytes = value === undefined ? 0 : Buffer.byteLength(value);
+  if (bytes > MAX_SOCKET_PATH_BYTES) throw new UsageError(`--path ${value}: ${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`);
   return value;
+}
+
+/**
+ * view --remote's token and where it came from: --token, else the URL's #token=, else
+ * $SURFACELINK_STREAM_TOKEN. Without one there is nothing to try: say how to give one.
+ */
+function remoteToken(v: Values, url: string): { token: string; tokenSource: string } {
+  let fromUrl: string | null;
+  try {
+    fromUrl = parseStreamUrl(url).token;
+  } catch {
+    throw new UsageError(`--remote ${url} is not a stream URL: give the viewer URL that \`surfacelink serve --stream\` printed (http://host:port/#token=…), or ws://host:port/stream`);
+  }
+  const flag = stringOption(v, 'token');
+  if (flag !== undefined) return { token: flag, tokenSource: '--token' };
+  if (fromUrl) return { token: fromUrl, tokenSource: "the URL's #token=" };
+  const env = process.env.SURFACELINK_STREAM_TOKEN;
+  if (env) return { token: env, tokenSource: '$SURFACELINK_STREAM_TOKEN' };
+  throw new UsageError(
+    `--remote ${url} has no token: pass the whole viewer URL that \`surfacelink serve --stream\` printed (it ends in #token=…), or --token T, or set SURFACELINK_STREAM_TOKEN`,
+  );
 }
 
 function print(text: string): number {
@@ -283,34 +380,36 @@ function print(text: string): number {
   return 0;
 }
 
-function usageError(message: string, help: string): number {
-  process.stderr.write(`surfacelink: ${message}\n\n${help}`);
+/** A usage error: what is wrong in one line, then where to read more. Exit status 2. */
+function usageError(message: string, command?: string): number {
+  process.stderr.write(`surfacelink${command ? ` ${command}` : ''}: ${message}\nsee surfacelink${command ? ` ${command}` : ''} --help\n`);
   return 2;
+}
+
+function unknownCommand(name: string): UsageError {
+  const near = closest(name, Object.keys(COMMANDS).filter((c) => !COMMANDS[c].hidden));
+  return new UsageError(`unknown command ${JSON.stringify(name)}${near ? ` (did you mean ${near}?)` : ''}`);
 }
 
 async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
-  if (first === undefined) return usageError('no command given', USAGE);
+  if (first === undefined) {
+    process.stderr.write(`surfacelink: no command given\n\n${USAGE}`);
+    return 2;
+  }
   if (first === '-h' || first === '--help') return print(USAGE);
   if (first === '-V' || first === '--version') return print(`${VERSION}\n`);
   const command = Object.hasOwn(COMMANDS, first) ? COMMANDS[first] : undefined;
-  if (!command) return usageError(first.startsWith('-') ? `unknown option ${first}` : `unknown command "${first}"`, USAGE);
-  let parsed;
+  if (!command) return usageError(first.startsWith('-') ? `unknown option ${first}` : unknownCommand(first).message);
+  // --help wins over any other mistake on the line.
+  const end = rest.indexOf('--');
+  if ((end < 0 ? rest : rest.slice(0, end)).some((a) => a === '--help' || a === '-h')) return print(command.help);
   try {
-    parsed = parseArgs({
-      args: rest,
-      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: first === 'help',
-      strict: true,
-    });
+    const parsed = parseCommandLine(rest, { ...command.options, help: { type: 'boolean', short: 'h' } }, first === 'help');
+    return await command.run(parsed.values, parsed.positionals);
   } catch (error) {
-    return usageError((error as Error).message, command.help);
-  }
-  if (parsed.values.help) return print(command.help);
-  try {
-    return await command.run(parsed.values as Record<string, string | boolean | undefined>, parsed.positionals);
-  } catch (error) {
-    if (error instanceof UsageError) return usageError(error.message, command.help);
+    // `help nope` is about the top-level command list.
+    if (error instanceof UsageError) return first === 'help' ? usageError(error.message) : usageError(error.message, first);
     throw error;
   }
 }
@@ -318,9 +417,9 @@ async function main(argv: string[]): Promise<number> {
 // ---- demo: the parent process --------------------------------------------------------------
 
 /** --gl angle | system | cpu (default angle). */
-function glOption(v: Record<string, string | boolean | undefined>): 'angle' | 'system' | 'cpu' {
+function glOption(v: Values): 'angle' | 'system' | 'cpu' {
   const value = v.gl ?? 'angle';
-  if (value !== 'angle' && value !== 'system' && value !== 'cpu') throw new UsageError(`--gl must be angle, system or cpu; got ${JSON.stringify(value)}`);
+  if (value !== 'angle' && value !== 'system' && value !== 'cpu') throw new UsageError(`--gl must be angle, system or cpu; got ${value}`);
   return value;
 }
 

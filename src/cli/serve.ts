@@ -4,9 +4,17 @@
  * the mechanism it got and why. With --stream it also serves remote viewers (StreamServer)
  * and prints the viewer URL.
  */
-import { StreamServer, type ClientInfo, type StreamClientInfo } from '../index.js';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { StreamServer, defaultSocketPath, type ClientInfo, type StreamClientInfo } from '../index.js';
 import { PatternProducer } from '../demo/producer.js';
-import { SIGNAL_EXIT } from './view.js';
+import { ensurePrivateDir } from '../transport/unix.js';
+import { SIGNAL_EXIT, shellQuote } from './view.js';
+
+/** sun_path holds 108 bytes, one of them the terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 const who = (c: ClientInfo): string => `client ${c.id} "${c.name}" (pid ${c.pid})`;
 const remote = (c: StreamClientInfo): string => `stream client ${c.id} "${c.name}" (${c.remoteAddress})`;
@@ -18,21 +26,40 @@ export interface StreamServeOptions {
 
 /** Resolves with the exit status: 1 if serving failed, 130/143 when stopped by SIGINT/SIGTERM. */
 export async function runServe(options: { path?: string; width: number; height: number; fps: number; stream?: StreamServeOptions | null }): Promise<number> {
+  const fail1 = (line: string): number => {
+    process.stderr.write(`surfacelink serve: ${line}\n`);
+    return 1;
+  };
+  /*
+   * Without --path, the same default socket `surfacelink view` connects to (the library would
+   * derive a path from the server's name instead). Its directory is made here, as the library
+   * does for its own default, so that a problem with it can name the fix.
+   */
+  const socketPath = options.path ?? defaultSocketPath();
+  if (options.path === undefined) {
+    const problem = defaultDirProblem(path.dirname(socketPath));
+    if (problem) return fail1(problem);
+    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES)
+      return fail1(`the default socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, too long for a unix socket (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter one with --path`);
+  }
   let fail: ((error: Error) => void) | null = null;
   let early: Error | null = null; // a failure before anyone was listening for one
   let producer: PatternProducer;
   try {
     producer = await PatternProducer.start({
       ...options,
+      path: socketPath,
       name: 'surfacelink-serve',
       // Disconnects and fallbacks arrive as events and are printed below; only the rest is logged.
       logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
       onError: (e) => (fail ? fail(e) : (early = e)),
     });
   } catch (error) {
+    const where = options.path === undefined ? `the default socket ${socketPath}` : `--path ${socketPath}`;
+    const why = socketProblem(socketPath, error);
+    if (why) return fail1(`${where}: ${why}`);
     const e = error as { code?: string; message?: string };
-    process.stderr.write(`surfacelink serve: ${e.code ?? 'error'}: ${e.message ?? String(error)}\n`);
-    return 1;
+    return fail1(`${e.code ?? 'error'}: ${e.message ?? String(error)}`);
   }
   const { server, surface } = producer;
   let streamServer: StreamServer | null = null;
@@ -40,19 +67,16 @@ export async function runServe(options: { path?: string; width: number; height: 
     try {
       streamServer = await StreamServer.start(server, { host: options.stream.host, port: options.stream.port, logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`) });
     } catch (error) {
-      const e = error as { code?: string; message?: string };
-      process.stderr.write(`surfacelink serve: cannot serve the stream: ${e.code ?? 'error'}: ${e.message ?? String(error)}\n`);
       producer.stop();
-      return 1;
+      return fail1(streamProblem(options.stream, error));
     }
   }
   process.stdout.write(`serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps via ${surface.mechanism} on ${server.path}\n`);
-  process.stdout.write(`view it with: surfacelink view --path ${server.path}   (Ctrl-C stops)\n`);
+  const viewArgs = server.path === defaultSocketPath() ? '' : ` --path ${shellQuote(server.path)}`;
+  process.stdout.write(`view it with: surfacelink view${viewArgs}   (Ctrl-C stops)\n`);
   const stream = streamServer;
   if (stream) {
-    process.stdout.write(`stream: ${stream.url}\n`);
-    process.stdout.write(`  open that URL in a browser, or: surfacelink view --remote '${stream.url}'\n`);
-    process.stdout.write(`  codecs: tiles${stream.h264Encoder ? `, h264 via ${stream.h264Encoder}` : ' (no H.264 encoder here)'}\n`);
+    for (const line of streamLines(stream)) process.stdout.write(`${line}\n`);
     stream.on('client', (c) => process.stdout.write(`+ ${remote(c)}: ${c.codec} (${c.reason})\n`));
     stream.on('clientGone', (c, why) => process.stdout.write(`- ${remote(c)} left: ${why.code}: ${why.message} (${c.framesSent} frames sent, ${c.framesSkipped} skipped, ${c.bytesSent} bytes)\n`));
   }
@@ -79,4 +103,146 @@ export async function runServe(options: { path?: string; width: number; height: 
     fail = (e) => stop(1, `surfacelink serve: presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}`, process.stderr);
     if (early) fail(early);
   });
+}
+
+// ---- what went wrong, in terms of the command line --------------------------------------
+
+/** The errno name of a failed call (the addon's errnoName, Node's code, or "(EXXX)" in a message). */
+function errnoOf(error: unknown): string | undefined {
+  for (let e = error as { errnoName?: unknown; code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.errnoName === 'string') return e.errnoName;
+    if (typeof e.code === 'string' && /^E[A-Z0-9_]+$/.test(e.code) && !e.code.startsWith('E_')) return e.code;
+    const m = typeof e.message === 'string' ? /\((E[A-Z0-9]+)\)/.exec(e.message) : null;
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+/** Why the default socket directory cannot be used, with the fix; null when it can. */
+function defaultDirProblem(dir: string): string | null {
+  try {
+    ensurePrivateDir(dir);
+    return null;
+  } catch (error) {
+    const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
+    let st: fs.Stats | null = null;
+    try {
+      st = fs.lstatSync(dir);
+    } catch {
+      /* could not be created */
+    }
+    if (!st) return `cannot create the default socket directory ${dir} (${errnoOf(error) ?? (error as Error).message}); choose a socket with --path`;
+    if (!st.isDirectory()) return `the default socket directory ${dir} is not a directory; remove it, or choose a socket with --path`;
+    if (st.uid !== uid) return `the default socket directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); remove it, or choose a socket with --path`;
+    return `the default socket directory ${dir} must be owned by you (uid ${uid}) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path`;
+  }
+}
+
+/**
+ * Why a server could not listen on `socketPath`, looked up on the file system, with the fix
+ * (naming --path); null when there is nothing better to say than the library's message.
+ */
+export function socketProblem(socketPath: string, error: unknown): string | null {
+  const errno = errnoOf(error);
+  const code = (error as { code?: string }).code;
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > MAX_SOCKET_PATH_BYTES) return `${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`;
+  if (code === 'E_ADDRESS_IN_USE') {
+    let socket = true;
+    try {
+      socket = fs.lstatSync(socketPath).isSocket();
+    } catch {
+      /* gone meanwhile */
+    }
+    return socket ? 'another server is already listening there; stop it or choose another --path' : 'a file that is not a socket is there; remove it or choose another --path';
+  }
+  // The nearest ancestor that exists: is the directory missing, or is something in the way?
+  const dir = path.dirname(socketPath);
+  for (let d = dir; ; d = path.dirname(d)) {
+    let st: fs.Stats | null = null;
+    try {
+      st = fs.statSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EACCES') return `no permission to look into ${path.dirname(d)}; choose another --path`;
+    }
+    if (st) {
+      if (!st.isDirectory()) return `${d} is not a directory; choose another --path`;
+      if (d !== dir) return `the directory ${dir} does not exist; create it or choose another --path`;
+      break;
+    }
+    if (d === path.dirname(d)) break;
+  }
+  if (errno === 'EACCES' || errno === 'EPERM') return `no permission to create a socket in ${dir}; choose a directory you can write to with --path`;
+  if (errno === 'EROFS') return `${dir} is on a read-only file system; choose another --path`;
+  if (errno === 'EEXIST') return 'something is already there; remove it or choose another --path';
+  const message = ((error as { message?: string }).message ?? String(error)).replace(`${socketPath}: `, '');
+  return errno ? `cannot create a socket there: ${message}; choose another --path` : null;
+}
+
+/** Why the stream server could not listen, naming --stream-host / --stream-port and the fix. */
+function streamProblem(o: StreamServeOptions, error: unknown): string {
+  const host = o.host ?? '127.0.0.1';
+  const errno = errnoOf(error);
+  if (errno === 'EADDRINUSE')
+    return `--stream-port ${o.port ?? 0}: ${hostForUrl(host)}:${o.port ?? 0} is already in use; choose another --stream-port, or leave it out for any free port`;
+  if (errno === 'EADDRNOTAVAIL') return `--stream-host ${host}: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)`;
+  if (errno === 'ENOTFOUND' || errno === 'EAI_AGAIN' || errno === 'EAI_NONAME') return `--stream-host ${host}: no such host (it does not resolve); give an address of this machine, 127.0.0.1 or 0.0.0.0`;
+  if (errno === 'EACCES' && (o.port ?? 0) < 1024) return `--stream-port ${o.port}: ports below 1024 need privileges; choose one from 1024 up, or leave it out for any free port`;
+  const e = error as { code?: string; message?: string };
+  return `cannot serve the stream: ${e.code ?? 'error'}: ${e.message ?? String(error)}`;
+}
+
+// ---- the viewer URLs ------------------------------------------------------------------------
+
+function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** 0.0.0.0 or :: (any spelling): bound to every interface, an address no browser can open. */
+export function isWildcardHost(host: string): 'IPv4' | 'IPv6' | null {
+  if (net.isIPv4(host)) return host === '0.0.0.0' ? 'IPv4' : null;
+  if (net.isIPv6(host)) return /^[0:]+$/.test(host) ? 'IPv6' : null;
+  return null;
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/**
+ * The viewer URLs a browser can open for a stream bound to `host`:`port`: for a wildcard, the
+ * loopback address first, then every non-internal address of this machine (IPv4 only for
+ * 0.0.0.0; for :: IPv6 too, but no link-local ones, which a URL cannot carry without a zone);
+ * otherwise `host` itself. `fragment` is the `#token=…` part.
+ */
+export function viewerUrls(host: string, port: number, fragment: string, interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): { url: string; where: string }[] {
+  const url = (address: string): string => `http://${hostForUrl(address)}:${port}/${fragment}`;
+  const wildcard = isWildcardHost(host);
+  if (!wildcard) return [{ url: url(host), where: isLoopbackHost(host) ? 'this host' : host }];
+  const urls = [{ url: url(wildcard === 'IPv4' ? '127.0.0.1' : '::1'), where: 'this host' }];
+  for (const [name, addresses] of Object.entries(interfaces))
+    for (const a of addresses ?? []) {
+      if (a.internal || (a.family === 'IPv6' && (wildcard === 'IPv4' || a.scopeid || /^fe[89ab]/i.test(a.address)))) continue;
+      urls.push({ url: url(a.address), where: name });
+    }
+  return urls;
+}
+
+/** What serve prints about its stream: the URL(s) to open, the browser caveat, the codecs. */
+function streamLines(stream: StreamServer): string[] {
+  const fragment = stream.url.slice(stream.url.indexOf('#'));
+  const [first, ...others] = viewerUrls(stream.host, stream.port, fragment);
+  const lines = [`stream: ${first.url}`];
+  const wildcard = isWildcardHost(stream.host);
+  if (wildcard) {
+    lines.push(`  bound to ${stream.host} (every ${wildcard === 'IPv4' ? 'IPv4 ' : ''}interface); from other machines:`);
+    if (others.length === 0) lines.push('    (none: no interface besides loopback has an address)');
+    const width = Math.max(0, ...others.map((o) => o.url.length));
+    for (const o of others) lines.push(`    ${o.url.padEnd(width)}   (${o.where})`);
+  }
+  lines.push(`  open ${wildcard ? 'a' : 'that'} URL in a browser, or: surfacelink view --remote '${first.url}'`);
+  if (!isLoopbackHost(stream.host))
+    lines.push('  note: browsers decode H.264 (WebCodecs) only over HTTPS or on 127.0.0.1/localhost; from another machine over http:// the viewer falls back to tiles (docs/remote.md §8)');
+  lines.push(`  codecs: tiles${stream.h264Encoder ? `, h264 via ${stream.h264Encoder}` : ' (no H.264 encoder here)'}`);
+  return lines;
 }

@@ -86,9 +86,10 @@ class ViewSession {
     this.resolve(code);
   }
 
-  /** end(1) for a connect() that failed. */
-  failed(error: { code?: string; message?: string }): void {
-    this.end(1, `surfacelink view: ${error.code ?? 'error'}: ${error.message ?? String(error)}`, process.stderr);
+  /** end(1) for a connect() that failed; `hint` says what to do about it, in terms of the command line. */
+  failed(error: { code?: string; message?: string }, hint?: string): void {
+    const what = `${error.code ?? 'error'}: ${error.message ?? String(error)}`;
+    this.end(1, `surfacelink view: ${hint ? hint.replace('%s', what) : what}`, process.stderr);
   }
 }
 
@@ -132,7 +133,8 @@ export function runView(options: { path?: string }): Promise<number> {
         });
         view.every(1000, () => status.update(formatStatus(stats.snapshot())));
       },
-      (error) => view.failed(error),
+      (error: { code?: string; message?: string }) =>
+        view.failed(error, error.code === 'E_CONNECT' ? `%s${connectHint(options.path, socketPath)}` : undefined),
     );
   });
 }
@@ -142,7 +144,14 @@ export function runView(options: { path?: string }): Promise<number> {
  * stats line once a second (fps, latency p50/p99 present → decoded, bitrate). Resolves with
  * the exit status as runView() does.
  */
-export function runRemoteView(options: { url: string; token?: string; codecs?: StreamCodec[]; maxFps?: number }): Promise<number> {
+export function runRemoteView(options: {
+  url: string;
+  token?: string;
+  /** Where the token came from, in command-line terms ("--token", …), for the message when the server refuses it. */
+  tokenSource?: string;
+  codecs?: StreamCodec[];
+  maxFps?: number;
+}): Promise<number> {
   let client: RemoteStreamClient | null = null;
   const summary = (): string => (client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '');
   return new Promise<number>((resolve) => {
@@ -169,7 +178,14 @@ export function runRemoteView(options: { url: string; token?: string; codecs?: S
           c.sendStats();
         });
       },
-      (error) => view.failed(error),
+      (error: { code?: string; message?: string }) =>
+        view.failed(
+          error,
+          // E_AUTH from the server's answer to the hello (an HTTP refusal is about the origin, not the token).
+          error.code === 'E_AUTH' && options.tokenSource && !/refused the upgrade/.test(error.message ?? '')
+            ? `the server refused the token from ${options.tokenSource} (%s); use the URL \`surfacelink serve --stream\` printed, or give its token with --token`
+            : undefined,
+        ),
     );
   });
 }
@@ -190,7 +206,11 @@ export async function runStreamView(options: { path?: string; codecs?: StreamCod
     if (!endpoint) throw new Error('the server chose stream.v1 but named no endpoint');
   } catch (error) {
     const e = error as { code?: string; message?: string };
-    process.stderr.write(`surfacelink view: ${e.code ?? 'error'}: ${e.message ?? String(error)}\n`);
+    const hint =
+      e.code === 'E_NO_MECHANISM' ? '\n  that server offers no stream: start it with `surfacelink serve --stream`, or leave out --stream'
+      : e.code === 'E_CONNECT' ? connectHint(options.path, socketPath)
+      : '';
+    process.stderr.write(`surfacelink view: ${e.code ?? 'error'}: ${e.message ?? String(error)}${hint}\n`);
     return 1;
   }
   return runRemoteView({ url: endpoint.wsUrl, token: endpoint.token, codecs: options.codecs, maxFps: options.maxFps });
@@ -206,4 +226,16 @@ function fmtKbps(kbps: number): string {
 
 function formatBytes(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
+}
+
+/** What to do when nothing listens on the socket, in command-line terms. */
+function connectHint(given: string | undefined, socketPath: string): string {
+  return given === undefined
+    ? "\n  start a server with `surfacelink serve` (it listens there too), or give a running server's socket with --path"
+    : `\n  start a server with \`surfacelink serve --path ${shellQuote(socketPath)}\`, or check --path`;
+}
+
+/** `text` as one shell word: as it is when that is safe, else in single quotes. */
+export function shellQuote(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }

@@ -2,14 +2,23 @@
  * Getting ANGLE (OpenGL ES on Vulkan, here on SwiftShader: a CPU Vulkan) without downloading
  * anything at run time, and choosing between it and the system's EGL (Mesa).
  *
- * Where ANGLE comes from: the npm package `@sparticuz/chromium`, pinned at exactly 147.0.0 (a
- * dependency; newer versions need Node ≥ 22.17 and would bring a different, untested build).
- * Its `bin/swiftshader.tar.br` (brotli over a ustar) holds exactly the five files ANGLE needs:
- * libEGL.so, libGLESv2.so, libvulkan.so.1, libvk_swiftshader.so and vk_swiftshader_icd.json.
- * On first use they are extracted — locally, from the installed package — into a versioned
- * cache folder, each checked against the SHA-256 recorded below, and then loaded with koffi by
- * absolute path (no LD_LIBRARY_PATH, no VK_ICD_FILENAMES: libEGL finds libGLESv2 next to
- * itself, libGLESv2 the bundled libvulkan, ANGLE points the loader at the bundled json).
+ * Where ANGLE comes from: `bin/swiftshader.tar.br` (brotli over a ustar) of the npm package
+ * `@sparticuz/chromium` 147.0.0, which holds exactly the five files ANGLE needs: libEGL.so,
+ * libGLESv2.so, libvulkan.so.1, libvk_swiftshader.so and vk_swiftshader_icd.json. Nothing else
+ * of that package (its 61 MB Chromium) is used, so surfacelink ships only that archive:
+ * `scripts/vendor-angle.js` (the `prepack` script) copies it, hash-checked, into
+ * `vendor/angle/swiftshader.tar.br` of the package, and @sparticuz/chromium is only a
+ * devDependency. The archive is looked for in this order (ANGLE_ARCHIVE_SHA256 checked on each;
+ * a wrong one is skipped, saying why):
+ *   1. `<package root>/vendor/angle/swiftshader.tar.br` — an installed surfacelink (the package
+ *      root is two levels above this module: dist/gl/angle.js when installed, src/gl/angle.ts in
+ *      a checkout run with tsx);
+ *   2. `bin/swiftshader.tar.br` of an installed `@sparticuz/chromium@147.0.0` — a development
+ *      clone with its devDependencies, before `npm pack` has vendored the archive.
+ * On first use the five files are extracted — locally — into a versioned cache folder, each
+ * checked against the SHA-256 recorded below, and then loaded with koffi by absolute path (no
+ * LD_LIBRARY_PATH, no VK_ICD_FILENAMES: libEGL finds libGLESv2 next to itself, libGLESv2 the
+ * bundled libvulkan, ANGLE points the loader at the bundled json).
  *
  * Extraction is safe when processes race: each file is written to a unique temporary name in
  * the cache folder, fsynced and renamed over the final name (atomic), and the final files are
@@ -28,8 +37,8 @@
  * Set SURFACELINK_VERBOSE=1 to have extraction say what it does on stderr.
  *
  * Licences: ANGLE (BSD-3-Clause), SwiftShader, the Vulkan loader (Apache-2.0) and LLVM libc++
- * (Apache-2.0 WITH LLVM-exception) — see docs/third-party/ANGLE-NOTICES.md. surfacelink does not
- * redistribute these binaries; they come from the user's own install of the npm package.
+ * (Apache-2.0 WITH LLVM-exception) — see docs/third-party/ANGLE-NOTICES.md, which is part of the
+ * package that redistributes the archive.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -40,12 +49,14 @@ import { SurfaceLinkError } from '../errors.js';
 import { GpuContext, SURFACELESS_MESA_DISPLAY, angleSurfacelessDisplay, type GpuDisplaySpec } from './context.js';
 import { SYSTEM_GL_LIBRARIES, type GlLibraries } from './egl.js';
 
-/** The npm package ANGLE is taken from, and the only version whose files are known here. */
+/** The npm package the ANGLE archive is taken from, and the only version whose files are known here. */
 export const ANGLE_PACKAGE = '@sparticuz/chromium';
 export const ANGLE_PACKAGE_VERSION = '147.0.0';
 /** The archive inside the package, and its SHA-256 in 147.0.0. */
 export const ANGLE_ARCHIVE = 'bin/swiftshader.tar.br';
 export const ANGLE_ARCHIVE_SHA256 = 'f957ea867313f9815b71dc2ed30cce301e01db4f3973fbdb31ffa5391b0ec45a';
+/** Where scripts/vendor-angle.js puts a copy of that archive, relative to surfacelink's package root. */
+export const ANGLE_VENDORED_ARCHIVE = 'vendor/angle/swiftshader.tar.br';
 /** The build inside (for messages and docs). */
 export const ANGLE_BUILD = 'ANGLE 2.1.27278 (git 0d61b30acc76), Vulkan backend on SwiftShader 5.0.0';
 
@@ -119,6 +130,96 @@ class AngleLookupError extends Error {
   }
 }
 
+/**
+ * surfacelink's package root (the folder holding its package.json): two levels above this
+ * module, which is dist/gl/angle.js in an installed or built package and src/gl/angle.ts when
+ * run from source (tsx). Its `vendor/angle/` holds the archive in a packed/installed surfacelink.
+ */
+export function surfacelinkPackageRoot(): string {
+  return path.resolve(__dirname, '..', '..');
+}
+
+/** Where an ANGLE archive was found. */
+export interface AngleArchiveLocation {
+  /** The archive file (its SHA-256 is ANGLE_ARCHIVE_SHA256). */
+  archive: string;
+  /**
+   * 'vendored': `<package root>/vendor/angle/` (an installed surfacelink); 'package': the
+   * installed @sparticuz/chromium (a development clone); 'explicit': the `packageDir` option.
+   */
+  origin: 'vendored' | 'package' | 'explicit';
+}
+
+export interface FindAngleArchiveOptions {
+  /** surfacelink's package root to look in for vendor/angle/; default surfacelinkPackageRoot(). */
+  packageRoot?: string;
+  /** An @sparticuz/chromium folder to use instead of looking (nothing else is tried). */
+  packageDir?: string;
+}
+
+/** The archive's bytes, or an error starting with its path saying why they are not the pinned ones. */
+function readVerifiedArchive(archive: string): Buffer {
+  const compressed = fs.readFileSync(archive);
+  const archiveHash = crypto.createHash('sha256').update(compressed).digest('hex');
+  if (archiveHash !== ANGLE_ARCHIVE_SHA256) throw new Error(`${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`);
+  return compressed;
+}
+
+/**
+ * The first usable archive, hash-checked, with its bytes: `<package root>/vendor/angle/
+ * swiftshader.tar.br`, else `bin/swiftshader.tar.br` of the installed @sparticuz/chromium
+ * 147.0.0. A missing or wrong one is skipped; when none is usable the error lists every place
+ * looked at and why each failed.
+ */
+function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocation & { compressed: Buffer } {
+  if (options.packageDir !== undefined) {
+    const archive = path.join(options.packageDir, ANGLE_ARCHIVE);
+    return { archive, origin: 'explicit', compressed: readVerifiedArchive(archive) };
+  }
+  const tried: string[] = [];
+  const vendored = path.join(path.resolve(options.packageRoot ?? surfacelinkPackageRoot()), ...ANGLE_VENDORED_ARCHIVE.split('/'));
+  try {
+    return { archive: vendored, origin: 'vendored', compressed: readVerifiedArchive(vendored) };
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    tried.push(
+      e.code === 'ENOENT'
+        ? `${vendored}: missing (a packed or installed surfacelink ships it; in a checkout \`node scripts/vendor-angle.js\` copies it there)`
+        : e.code ? `${vendored}: ${firstLine(e)}` : firstLine(e),
+    );
+  }
+  let pkg: ReturnType<typeof findAnglePackage> | undefined;
+  try {
+    pkg = findAnglePackage();
+  } catch (error) {
+    if (error instanceof AngleLookupError) tried.push(...error.details);
+    else tried.push(firstLine(error));
+  }
+  if (pkg) {
+    try {
+      const compressed = readVerifiedArchive(pkg.archive);
+      verbose(`ANGLE archive: ${tried.join('; ')}; using ${pkg.archive}`);
+      return { archive: pkg.archive, origin: 'package', compressed };
+    } catch (error) {
+      tried.push(firstLine(error));
+    }
+  }
+  throw new AngleLookupError(`no usable ANGLE archive (${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} ${path.posix.basename(ANGLE_ARCHIVE)}, sha256 ${ANGLE_ARCHIVE_SHA256}); looked at`, tried);
+}
+
+/**
+ * Where the ANGLE archive would be taken from (see loadAngleArchive for the order), its
+ * SHA-256 checked. Throws (with every place looked at) when there is none.
+ */
+export function findAngleArchive(options: FindAngleArchiveOptions = {}): AngleArchiveLocation {
+  try {
+    const { archive, origin } = loadAngleArchive(options);
+    return { archive, origin };
+  } catch (error) {
+    throw new SurfaceLinkError('E_NATIVE_UNAVAILABLE', error instanceof Error ? error.message : String(error), { cause: error });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Extraction
 // ---------------------------------------------------------------------------------------------
@@ -134,13 +235,20 @@ export interface AngleExtraction {
   ms: number;
   /** True when answered from this process's memory of an earlier verification (stat only). */
   memoized: boolean;
+  /** The archive this call extracted from; null when nothing had to be extracted. */
+  archive: AngleArchiveLocation | null;
 }
 
 export interface AngleExtractOptions {
   /** Default angleCacheDir(). */
   cacheDir?: string;
-  /** The installed package folder; default: found with findAnglePackage(). */
+  /**
+   * An @sparticuz/chromium folder to take `bin/swiftshader.tar.br` from, instead of looking
+   * (default: `<packageRoot>/vendor/angle/swiftshader.tar.br`, else the installed package).
+   */
   packageDir?: string;
+  /** surfacelink's package root, whose vendor/angle/ is looked in first; default surfacelinkPackageRoot(). */
+  packageRoot?: string;
   /** Hash the files even if this process verified them before (tests, `doctor`). */
   recheck?: boolean;
 }
@@ -182,11 +290,8 @@ function checkCacheDirOwnership(dir: string): void {
   }
 }
 
-/** The five file bodies from the archive (a ustar/GNU tar of regular files), hash-checked. */
-function readArchive(archive: string): Map<AngleFileName, Buffer> {
-  const compressed = fs.readFileSync(archive);
-  const archiveHash = crypto.createHash('sha256').update(compressed).digest('hex');
-  if (archiveHash !== ANGLE_ARCHIVE_SHA256) throw new Error(`${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`);
+/** The five file bodies from the archive's verified bytes (a ustar/GNU tar of regular files), hash-checked. */
+function unpackArchive(archive: string, compressed: Buffer): Map<AngleFileName, Buffer> {
   const tar = zlib.brotliDecompressSync(compressed);
   const wanted = new Set<string>(FILE_NAMES);
   const out = new Map<AngleFileName, Buffer>();
@@ -277,7 +382,7 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
         return '';
       }
     });
-    if (now.every((id, i) => id === remembered[i])) return { dir, extracted: [], reasons: {}, ms: performance.now() - started, memoized: true };
+    if (now.every((id, i) => id === remembered[i])) return { dir, extracted: [], reasons: {}, ms: performance.now() - started, memoized: true, archive: null };
     verified.delete(dir);
   }
 
@@ -289,12 +394,12 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
     if (why !== null) reasons[name] = why;
   }
   const extracted = Object.keys(reasons) as AngleFileName[];
+  let source: AngleArchiveLocation | null = null;
   if (extracted.length > 0) {
-    const pkg = options.packageDir
-      ? { dir: options.packageDir, archive: path.join(options.packageDir, ANGLE_ARCHIVE) }
-      : findAnglePackage();
-    verbose(`extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${pkg.archive} into ${dir}`);
-    const files = readArchive(pkg.archive);
+    const { compressed, ...location } = loadAngleArchive(options);
+    source = location;
+    verbose(`extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${location.archive} (${location.origin}) into ${dir}`);
+    const files = unpackArchive(location.archive, compressed);
     for (const name of extracted) writeAtomically(dir, name, files.get(name)!);
     fsyncDir(dir);
     // Check what is there now (another process may have renamed its copy over ours: same bytes).
@@ -305,7 +410,7 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
     verbose(`ANGLE ready in ${dir} (${(performance.now() - started).toFixed(0)} ms)`);
   }
   verified.set(dir, FILE_NAMES.map((name) => identity(fs.statSync(path.join(dir, name)))));
-  return { dir, extracted, reasons, ms: performance.now() - started, memoized: false };
+  return { dir, extracted, reasons, ms: performance.now() - started, memoized: false, archive: source };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,7 +482,10 @@ function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidat
   } catch (error) {
     throw new Error(`bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`);
   }
-  const note = result.memoized ? 'verified earlier in this process' : result.extracted.length > 0 ? `extracted ${result.extracted.length} file(s) in ${result.ms.toFixed(0)} ms` : `hashes verified in ${result.ms.toFixed(0)} ms`;
+  const note =
+    result.memoized ? 'verified earlier in this process'
+    : result.archive ? `extracted ${result.extracted.length} file(s) from ${result.archive.archive} in ${result.ms.toFixed(0)} ms`
+    : `hashes verified in ${result.ms.toFixed(0)} ms`;
   return {
     candidate: { libraries: angleLibraries(result.dir, BUNDLED_SOURCE), display: 'angle', displaySpec: angleSurfacelessDisplay({ swiftshader: true }) },
     note: `${result.dir} (${note})`,
@@ -426,7 +534,7 @@ function locateError(tried: string[], summary: string, solutions: string[]): Sur
 }
 
 const GENERAL_SOLUTIONS = [
-  `  - reinstall the pinned dependency: \`npm install --save-exact ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION}\` (do not omit it; its bin/ folder is needed);`,
+  `  - reinstall surfacelink: its package ships ${ANGLE_VENDORED_ARCHIVE}; in a development clone run \`npm install\` (devDependency ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION}, not omitted) or \`node scripts/vendor-angle.js\`;`,
   '  - make the cache folder writable by this user, or point SURFACELINK_CACHE_DIR at one that is;',
   '  - point SURFACELINK_ANGLE_DIR (or the angleDir option) at a folder holding an ANGLE libEGL + libGLESv2;',
   '  - install the system EGL: `apt-get install -y libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri` (Debian/Ubuntu).',

@@ -1,6 +1,8 @@
 /**
  * The bundled ANGLE (src/gl/angle.ts): extraction of the five ANGLE/SwiftShader files from the
- * pinned @sparticuz/chromium 147.0.0 into a versioned cache, hash verification, repair of a
+ * archive of the pinned @sparticuz/chromium 147.0.0 (vendored into vendor/angle/ at pack time,
+ * else the installed devDependency; see angle-vendor.test.ts for that lookup) into a versioned
+ * cache, hash verification, repair of a
  * corrupted cache, two processes extracting at once, discovery (explicit folder → bundled →
  * system), and real contexts: ANGLE on SwiftShader and, with prefer 'system', Mesa llvmpipe.
  *
@@ -96,9 +98,10 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     cache.cleanup();
   });
 
-  it('records the same hashes as the pinned package (and is pinned exactly)', () => {
-    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-    expect(manifest.dependencies['@sparticuz/chromium']).to.equal('147.0.0');
+  it('records the same hashes as the pinned package (and is pinned exactly, as a devDependency: only its archive ships)', () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+    expect(manifest.devDependencies?.['@sparticuz/chromium']).to.equal('147.0.0');
+    expect(manifest.dependencies?.['@sparticuz/chromium'], 'not a runtime dependency').to.equal(undefined);
     expect(ANGLE_PACKAGE_VERSION).to.equal('147.0.0');
     expect(findAnglePackage().version).to.equal('147.0.0');
     for (const [name, { size, sha256: hash }] of Object.entries(EXPECTED)) {
@@ -271,7 +274,7 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
       expect(angle.display).to.equal('angle');
       expect(angle.libraries.egl).to.equal(path.join(fresh.dir, 'libEGL.so'));
       expect(angle.tried).to.have.length(1);
-      expect(angle.tried[0]).to.match(/^bundled ANGLE: .* \(extracted 5 file\(s\) in \d+ ms\) \(chosen\)$/);
+      expect(angle.tried[0]).to.match(/^bundled ANGLE: .* \(extracted 5 file\(s\) from \/.*\/swiftshader\.tar\.br in \d+ ms\) \(chosen\)$/);
     } finally {
       fresh.cleanup();
     }
