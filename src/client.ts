@@ -38,6 +38,11 @@ export interface ClientOptions {
   dmabufFormats?: FormatSet;
   /** The transport to connect over (default: this platform's). */
   transport?: Transport;
+  /**
+   * Session features to ask for, in preference order (docs/protocol.md §4.5). Default: none named,
+   * which means frames.v1 and keeps the HELLO of a plain v1 client.
+   */
+  features?: string[];
 }
 
 export interface Negotiation {
@@ -86,9 +91,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   private readonly framesHost: FramesClientHost;
   /** Message type → the granted feature that handles it, with how many handles it may carry. */
   private readonly handlers = new Map<number, FramesClient>();
+  private readonly requestedFeatures: readonly string[] | undefined;
 
   private constructor(options: ClientOptions) {
     super();
+    this.requestedFeatures = options.features;
     this.offered = options.mechanisms
       ? options.mechanisms.map((name) => {
           const m = registry.get(name);
@@ -130,6 +137,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
         writeHello(this.channel.writer, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
           ...peerInfo(options.name ?? `node-${process.pid}`),
           mechanisms: this.offered.map((m) => ({ ...(m.offer?.({ formats: m.caps.negotiatesFormats ? options.dmabufFormats : undefined }) ?? {}), name: m.name })),
+          ...(options.features ? { features: options.features } : {}),
         }),
       );
     } catch (error) {
@@ -208,6 +216,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (!mechanism) throw new SurfaceLinkError('E_UNEXPECTED', `server chose ${info.mechanism}, which we did not offer`);
     mechanism.checkWelcome?.(info);
     const features = info.features ?? [...IMPLIED_FEATURES];
+    const asked = this.requestedFeatures ?? IMPLIED_FEATURES;
+    const extra = features.filter((f) => !asked.includes(f));
+    if (extra.length > 0) throw new SurfaceLinkError('E_UNEXPECTED', `server granted ${extra.join(', ')}, which we did not ask for`);
     if (features.includes(this.frames.name)) for (const type of this.frames.serverMessages.keys()) this.handlers.set(type, this.frames);
     this.mechanismValue = mechanism;
     this.state = 'active';

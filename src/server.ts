@@ -17,7 +17,7 @@ import { monotonicNs } from './host.js';
 import { stderrLogger, type Logger } from './log.js';
 import { mechanisms as defaultRegistry, type MechanismRegistry } from './mechanisms/index.js';
 import type { Mechanism } from './mechanisms/types.js';
-import type { Rect, StreamEndpoint, WelcomeInfo } from './protocol/codec.js';
+import type { Rect, WelcomeInfo } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES } from './protocol/constants.js';
 import { SharedSurface, type AdoptSurfaceOptions, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
 import { platformTransport, type Listener, type MessageChannel, type Transport } from './transport/index.js';
@@ -213,8 +213,9 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   adoptSurface(options: AdoptSurfaceOptions): SharedSurface {
     this.assertOpen();
     const kind = options.backing?.kind;
-    const mechanism = kind === undefined ? undefined : this.registry.adopterFor(kind);
-    if (!mechanism) throw new SurfaceLinkError('E_NO_MECHANISM', `no mechanism here adopts ${kind === undefined ? 'that backing (backing.kind is missing)' : `${kind} buffers`}`);
+    if (kind === undefined) throw invalidArgument('backing.kind', "'dmabuf' or 'memfd'", kind);
+    const mechanism = this.registry.adopterFor(kind);
+    if (typeof mechanism === 'string') throw new SurfaceLinkError('E_NO_MECHANISM', `cannot adopt ${kind} buffers here: ${mechanism}`);
     return this.add(new SharedSurface(this.surfaceHost, mechanism, { ...options, buffers: options.backing.buffers.length }));
   }
 
@@ -255,14 +256,6 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       const i = this.taps.indexOf(tap);
       if (i >= 0) this.taps.splice(i, 1);
     };
-  }
-
-  /**
-   * @internal Set by StreamServer.start (null again on its close): clients offering stream.v1
-   * are then pointed at it in their WELCOME.
-   */
-  setStreamEndpoint(endpoint: StreamEndpoint | null): void {
-    this.attach('stream.v1', endpoint);
   }
 
   /** @internal What a server component provides for one mechanism's negotiation (see Mechanism.accept). */

@@ -13,7 +13,7 @@
  */
 import { SurfaceBuffer } from './buffer.js';
 import { SurfaceLinkError, invalidArgument } from './errors.js';
-import { MAX_DIMENSION, MODIFIER_LINEAR, formatByName, type FormatInfo, type FormatName } from './formats.js';
+import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName } from './formats.js';
 import { assertFence } from './core/fences.js';
 import { closeHandle, dupHandle, type OsHandle } from './handles.js';
 import { asOsHandle } from './mechanisms/external.js';
@@ -215,7 +215,7 @@ export class SharedSurface {
     const request = { format: this.format, width: this.widthValue, height: this.heightValue, label: this.label };
     let store: ProducerBacking;
     if (adopted) {
-      store = mechanism.adopt!({ ...request, kind: adopted.kind, buffer: adopted.buffers[index], modifier: adopted.kind === 'dmabuf' ? (adopted.modifier ?? MODIFIER_LINEAR) : MODIFIER_LINEAR });
+      store = mechanism.adopt!({ ...request, backing: adopted, index });
     } else {
       store = mechanism.allocate!({ ...request, ...(this.source.allocator !== undefined ? { allocator: this.source.allocator } : {}) });
     }

@@ -2,6 +2,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..');
@@ -152,4 +153,43 @@ export async function eventually(probe: () => boolean | Promise<boolean>, timeou
     await sleep(20);
   }
   throw new Error(`${what} did not become true within ${timeoutMs} ms`);
+}
+
+/** Splits a raw socket's byte stream into whole surfacelink messages (u32 length first). */
+export class MessageReader {
+  private pending = Buffer.alloc(0);
+  private readonly queue: Buffer[] = [];
+  private waiter: (() => void) | null = null;
+  constructor(socket: net.Socket) {
+    socket.on('data', (d) => {
+      this.pending = Buffer.concat([this.pending, d]);
+      while (this.pending.length >= 8) {
+        const n = this.pending.readUInt32LE(0);
+        if (this.pending.length < n) break;
+        this.queue.push(this.pending.subarray(0, n));
+        this.pending = this.pending.subarray(n);
+      }
+      this.waiter?.();
+    });
+  }
+  async next(timeoutMs = 5000): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.queue.length === 0) {
+      if (Date.now() > deadline) throw new Error('no message');
+      await new Promise<void>((r) => {
+        this.waiter = r;
+        setTimeout(r, 50);
+      });
+    }
+    return this.queue.shift()!;
+  }
+}
+
+/** A HELLO message (magic, versions 1..1, JSON body) as raw bytes. */
+export function helloBytes(info: Record<string, unknown>): Buffer {
+  const body = Buffer.concat([Buffer.from([0x53, 0x4c, 0x4e, 0x4b, 1, 0, 1, 0]), Buffer.from(JSON.stringify(info))]);
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(8 + body.length, 0);
+  header.writeUInt16LE(0x01, 4);
+  return Buffer.concat([header, body]);
 }

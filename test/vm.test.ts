@@ -18,7 +18,7 @@ interface InnerResult {
 }
 
 describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function () {
-  this.timeout(20 * 60 * 1000);
+  this.timeout(30 * 60 * 1000);
   const suite = this;
   let collected = { results: 0, exit: null as number | null, tail: '' };
 
@@ -33,7 +33,7 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
     const resultsFile = path.join(ROOT, 'test', 'vm', '.results.json');
     fs.rmSync(resultsFile, { force: true });
     const output = await new Promise<{ code: number | null; text: string }>((resolve) => {
-      const child = spawn('bash', [path.join(ROOT, 'scripts', 'vm', 'run.sh'), '--timeout', '900', '--', 'bash', 'test/vm/run-inside.sh'], {
+      const child = spawn('bash', [path.join(ROOT, 'scripts', 'vm', 'run.sh'), '--timeout', '1500', '--', 'bash', 'test/vm/run-inside.sh'], {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, SURFACELINK_RESULTS_FILE: resultsFile, SURFACELINK_VM_ENV: `${process.env.SURFACELINK_VM_ENV ?? ''} SURFACELINK_RESULTS_FILE` },

@@ -155,10 +155,12 @@ Napi::Value NativeFd::Seals(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, seals);
 }
 
-// map(offset, length, mode): mode "shared" maps read-write MAP_SHARED (the producer's view);
-// "private" maps MAP_PRIVATE read-write: the consumer sees the producer's writes on pages it
-// has not written itself, and a stray JS write cannot fault or reach the producer.
-// Refuses objects that could shrink under the mapping (SIGBUS) and ranges past their end.
+// map(offset, length, mode[, trustUnsealed]): mode "shared" maps read-write MAP_SHARED (the
+// producer's view); "private" maps MAP_PRIVATE read-write: the consumer sees the producer's
+// writes on pages it has not written itself, and a stray JS write cannot fault or reach the
+// producer. Refuses objects that could shrink under the mapping (SIGBUS) and ranges past their
+// end. `trustUnsealed` (a shared mapping only) accepts an unsealed memfd: for a producer adopting
+// memory from the program it serves (QEMU's display), which would have to shrink its own memory.
 Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Require(env);
@@ -172,7 +174,9 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   FdKind kind = Kind(fd);
   if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf)
     Throw(env, "E_HANDLE_TYPE", std::string("cannot map a handle of kind ") + FdKindName(kind));
-  if (kind == FdKind::kMemfd) {
+  bool trust_unsealed = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  if (trust_unsealed && mode != "shared") Throw(env, "E_INVALID_ARGUMENT", "only a shared mapping may trust an unsealed memfd");
+  if (kind == FdKind::kMemfd && !trust_unsealed) {
     int seals = GetSeals(fd);
     if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
       Throw(env, "E_UNSEALED", "memfd is not sealed against shrinking (F_SEAL_SHRINK); mapping it could SIGBUS");

@@ -4,7 +4,8 @@
  * client in this process would decide.
  */
 import * as os from 'node:os';
-import { mechanismReports, defaultSocketPath, type MechanismReport } from '../index.js';
+import { mechanismReports, mechanisms as registry, type MechanismReport } from '../mechanisms/index.js';
+import { TRANSPORTS, defaultSocketPath } from '../transport/index.js';
 import { probeH264, type H264Probe } from '../stream/h264.js';
 import { hostIdentity } from '../host.js';
 import { probeNative } from '../native/index.js';
@@ -114,18 +115,26 @@ export interface DoctorReport {
   addon: { loaded: boolean; path: string | null; platform: string | null; abi: number | null; error: string | null };
   host: { bootId: string | null; machineId: string | null };
   socketPath: string;
+  /** This OS's backend: whether surfacelink can share frames here at all, and what is missing. */
+  backend: { complete: boolean; summary: string };
+  /** Transports (how peers connect and pass handles), each with why it is (not) available. */
+  transports: { name: string; available: boolean; reason: string }[];
   mechanisms: MechanismReport[];
   /** GL by both discovery orders: the bundled ANGLE first, and the system's EGL first. */
   gl: GlReport[];
   /** H.264 for remote viewers (stream.v1): the GStreamer encoders tried and the decoder; null when not probed. */
   h264: H264Probe | null;
-  /** At least one mechanism is available. */
+  /** A transport and a mechanism that allocates buffers both work: a server can serve here. */
   ok: boolean;
 }
 
 export function doctorReport(version: string, options: { gl?: boolean } = {}): DoctorReport {
   const { addon, path: addonPath, error } = probeNative();
   const mechanisms = mechanismReports();
+  const transports = TRANSPORTS.map((t) => ({ name: t.name, ...t.probe() }));
+  const serving = registry.available().filter((m) => m.allocate).map((m) => m.name);
+  const connecting = transports.filter((t) => t.available).map((t) => t.name);
+  const ok = serving.length > 0 && connecting.length > 0;
   return {
     version,
     platform: { os: process.platform, arch: process.arch, release: os.release() },
@@ -139,11 +148,21 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
     },
     host: { ...hostIdentity() },
     socketPath: defaultSocketPath(),
+    backend: backendSummary(addon?.platform ?? null, serving, connecting),
+    transports,
     mechanisms,
     gl: options.gl === false ? [] : [glReport('angle'), glReport('system')],
     h264: null,
-    ok: mechanisms.some((m) => m.available),
+    ok,
   };
+}
+
+/** What this OS's backend can do, in one line a user can act on. */
+function backendSummary(platform: string | null, serving: string[], connecting: string[]): DoctorReport['backend'] {
+  if (platform === null) return { complete: false, summary: 'unknown: the native addon did not load (see above)' };
+  if (serving.length > 0 && connecting.length > 0) return { complete: true, summary: `${platform}: serves ${serving.join(', ')} over ${connecting.join(', ')}` };
+  const missing = process.platform === 'win32' ? 'named pipes and DXGI/file-mapping sharing' : process.platform === 'darwin' ? 'the unix-socket channel and IOSurface/shared-memory sharing' : 'a working mechanism or transport';
+  return { complete: false, summary: `${platform}: the addon loads, but surfacelink's backend for ${platform} is not written yet (${missing}); remote viewers of a server elsewhere work (surfacelink view --remote)` };
 }
 
 export function formatDoctor(r: DoctorReport): string {
@@ -162,6 +181,9 @@ export function formatDoctor(r: DoctorReport): string {
   row('boot id', r.host.bootId ?? '(unknown: /proc/sys/kernel/random/boot_id unreadable)');
   row('machine id', r.host.machineId ?? '(unknown: /etc/machine-id unreadable)');
   row('socket', `${r.socketPath} (default)`);
+  row('backend', r.backend.summary);
+  lines.push('transports');
+  for (const t of r.transports) lines.push(`  ${t.available ? '✔' : '✘'} ${t.name}  ${t.reason}`);
   lines.push('mechanisms');
   const width = Math.max(...r.mechanisms.map((m) => m.name.length));
   for (const m of r.mechanisms) lines.push(`  ${m.available ? '✔' : '✘'} ${m.name.padEnd(width)}  ${m.reason}`);
@@ -191,11 +213,11 @@ export function formatDoctor(r: DoctorReport): string {
     lines.push(`            ${h.reason}`);
     for (const c of h.candidates) lines.push(`    ${c.usable ? '✔' : '✘'} ${c.element.padEnd(13)} ${c.reason}`);
   }
-  lines.push(r.ok ? `ready: ${r.mechanisms.filter((m) => m.available).map((m) => m.name).join(', ')}` : 'NOT ready: no sharing mechanism is available on this machine');
+  lines.push(r.ok ? `ready: ${r.mechanisms.filter((m) => m.available).map((m) => m.name).join(', ')}` : `NOT ready: ${r.backend.complete ? 'no sharing mechanism is available on this machine' : r.backend.summary}`);
   return lines.join('\n');
 }
 
-/** Prints the report; the exit status is 0 when at least one mechanism works, else 1. */
+/** Prints the report; the exit status is 0 when a server can serve here (a transport and a mechanism work), else 1. */
 export async function runDoctor(options: { json: boolean; version: string }): Promise<number> {
   const report = doctorReport(options.version);
   try {

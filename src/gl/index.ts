@@ -30,19 +30,13 @@ export {
   type AngleArchiveLocation,
   type FindAngleArchiveOptions,
   angleCacheDir,
-  angleLibraries,
   extractAngle,
   findAnglePackage,
-  locateGl,
-  openGpuContext,
   type AngleFileName,
   type AngleExtraction,
   type AngleExtractOptions,
-  type GlCandidate,
-  type LocateGlOptions,
-  type LocatedGl,
-  type OpenGpuContextOptions,
 } from './angle.js';
+export { angleLibraries, locateGl, openGpuContext, type GlCandidate, type LocateGlOptions, type LocatedGl, type OpenGpuContextOptions } from './locate.js';
 export { SurfaceImporter, type ImportPath, type ImportableFrame, type SurfaceTexture, type SurfaceImporterOptions } from './surface-texture.js';
 export { SurfaceRenderer, type RenderPath, type RenderableBuffer, type SurfaceRendererOptions } from './render-target.js';
 export { RenderTexture, drawTexture, swizzleFor } from './draw.js';

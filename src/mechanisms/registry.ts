@@ -74,9 +74,16 @@ export class MechanismRegistry {
     return this.planned.get(name) ?? 'unknown mechanism';
   }
 
-  /** The first available mechanism that adopts this kind of external buffer. */
-  adopterFor(kind: ExternalBacking['kind']): Mechanism | undefined {
-    return this.available().find((m) => m.adopts?.includes(kind) && m.adopt);
+  /** The first mechanism that adopts this kind of external buffer here, or why none does. */
+  adopterFor(kind: ExternalBacking['kind']): Mechanism | string {
+    const why: string[] = [];
+    for (const m of this.list) {
+      if (!m.adopts?.includes(kind) || !m.adopt) continue;
+      const r = m.canAdopt ? m.canAdopt() : this.probe(m);
+      if (r.available) return m;
+      why.push(`${m.name}: ${r.reason}`);
+    }
+    return why.length ? why.join('; ') : `no mechanism in this build adopts ${kind} buffers`;
   }
 
   /** Every mechanism with its probe, then the planned ones. */

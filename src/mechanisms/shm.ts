@@ -112,19 +112,20 @@ export const shmMechanism: Mechanism = {
   adopts: ['memfd'],
 
   adopt(request: AdoptRequest): ProducerBacking {
-    const external = request.buffer as ExternalMemfd;
+    if (request.backing.kind !== 'memfd') throw new SurfaceLinkError('E_INVALID_ARGUMENT', `shm.v1 adopts memfds, not ${request.backing.kind} buffers`);
+    const external: ExternalMemfd = request.backing.buffers[request.index];
     const given = handleFd(asOsHandle(external.fd), 'an adopted memfd');
     const st = given.stat();
     if (st.kind !== 'memfd') throw new SurfaceLinkError('E_HANDLE_TYPE', `an adopted memfd must be a memfd; it is a ${st.kind}`);
     const size = st.size ?? 0;
-    const desc = descriptor(request, external.planes.map((p) => ({ handleIndex: 0, offset: p.offset, stride: p.stride })));
+    const desc = descriptor(request, MODIFIER_LINEAR, external.planes.map((p) => ({ handleIndex: 0, offset: p.offset, stride: p.stride })));
     const { planes } = validateDescriptor(desc);
     checkPlanesFit(planes, () => 0, 0, size);
     const unsealed = sealProblem(given);
     const fd = given.dup();
     try {
-      // Our own mapping trusts whoever handed us the memfd (the producer we adopt from) not to shrink it.
-      return memfdBacking(fd, fd.map(0, size, 'shared'), planes, size, unsealed === null ? null : `${unsealed}; shm.v1 clients get a sealed copy`);
+      // Our own mapping trusts whoever handed us the memfd (the program we serve) not to shrink it.
+      return memfdBacking(fd, fd.map(0, size, 'shared', unsealed !== null), planes, size, unsealed === null ? null : `${unsealed}; shm.v1 clients get a sealed copy`);
     } catch (error) {
       fd.close();
       throw SurfaceLinkError.fromNative(error);
@@ -153,10 +154,10 @@ export const shmMechanism: Mechanism = {
 };
 
 /** A descriptor for validating an adopted buffer exactly like a received one. */
-export function descriptor(request: AdoptRequest, planes: { handleIndex: number; offset: number; stride: number }[]): ScanoutBody {
+export function descriptor(request: AdoptRequest, modifier: bigint, planes: { handleIndex: number; offset: number; stride: number }[]): ScanoutBody {
   const { width, height, format } = request;
   return {
-    surfaceId: 0, bufferId: 0, generation: 0, width, height, format: format.fourcc, modifier: request.modifier, orientation: 0,
+    surfaceId: 0, bufferId: 0, generation: 0, width, height, format: format.fourcc, modifier, orientation: 0,
     visible: { x: 0, y: 0, width, height },
     planes: planes.map((p, i) => ({ handleIndex: p.handleIndex, stride: p.stride, offset: p.offset, size: p.stride * Math.ceil(height / (format.planes[i]?.yDiv ?? 1)) })),
   };

@@ -155,10 +155,9 @@ export interface AdoptRequest {
   width: number;
   height: number;
   label: string;
-  /** One buffer of the external backing (`kind` says which entry of ExternalBacking). */
-  kind: ExternalBacking['kind'];
-  buffer: ExternalDmabuf | ExternalMemfd;
-  modifier: bigint;
+  /** The external buffers (of a kind this mechanism `adopts`), and which of them to adopt. */
+  backing: ExternalBacking;
+  index: number;
 }
 
 export interface ImportOptions {
@@ -208,6 +207,8 @@ export interface Mechanism {
   allocate?(request: AllocateRequest): ProducerBacking;
   /** ExternalBacking kinds it adopts. */
   readonly adopts?: readonly ExternalBacking['kind'][];
+  /** Whether adopting works here (it may where allocating does not: dma-bufs need no allocator); default: probe(). */
+  canAdopt?(): ProbeResult;
   /** Validates the external buffer like any import, then takes its own duplicates. */
   adopt?(request: AdoptRequest): ProducerBacking;
   /** Client: checks the WELCOME that chose it carries what the mechanism needs (E_MALFORMED otherwise). */

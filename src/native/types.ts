@@ -23,8 +23,12 @@ export interface NativeFd {
   stat(): { kind: FdKind; size: number | null; inode: bigint; device: bigint; mode: number };
   /** memfd seals (F_GET_SEALS); throws where the fd cannot be sealed. */
   seals(): number;
-  /** Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected. */
-  map(offset: number, length: number, mode: 'shared' | 'private'): ArrayBuffer;
+  /**
+   * Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected.
+   * A memfd must be sealed against shrinking, unless `trustUnsealed` (shared mappings only): for a
+   * producer adopting the memory of the program it serves, never for what a peer sends.
+   */
+  map(offset: number, length: number, mode: 'shared' | 'private', trustUnsealed?: boolean): ArrayBuffer;
 }
 
 /** What an fd is, as the kernel says. */

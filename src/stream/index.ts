@@ -4,5 +4,5 @@
  * RemoteStreamClient is the Node viewer. The wire protocol is docs/remote.md.
  */
 export { StreamServer, type StreamServerOptions, type StreamClientInfo, type StreamServerEvents, type ViewerStats } from './server.js';
-export { RemoteStreamClient, type RemoteClientOptions, type RemoteWelcome, type RemoteFrame, type RemoteClientEvents } from './client.js';
+export { RemoteStreamClient, parseStreamUrl, type RemoteClientOptions, type RemoteWelcome, type RemoteFrame, type RemoteClientEvents } from './client.js';
 export type { Codec as StreamCodec } from './protocol.js';

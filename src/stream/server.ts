@@ -153,14 +153,24 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     );
   }
 
-  /** The browser viewer's URL, token in the fragment (never sent to the server by a browser). */
+  /**
+   * The browser viewer's URL, token in the fragment (never sent to the server by a browser),
+   * encoded as the viewer decodes it. Bound to every interface (0.0.0.0, ::), it names the
+   * loopback address: a wildcard is not an address a browser can open (the CLI lists the others).
+   */
   get url(): string {
-    return `http://${hostForUrl(this.host)}:${this.port}/#token=${this.token}`;
+    return `http://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.token }).toString()}`;
   }
 
   /** The WebSocket endpoint (the token goes in the hello, not the URL). */
   get wsUrl(): string {
-    return `ws://${hostForUrl(this.host)}:${this.port}${STREAM_PATH}`;
+    return `ws://${this.advertisedHost}:${this.port}${STREAM_PATH}`;
+  }
+
+  private get advertisedHost(): string {
+    if (this.host === '0.0.0.0') return '127.0.0.1';
+    if (this.host === '::') return '[::1]';
+    return hostForUrl(this.host);
   }
 
   get closed(): boolean {

@@ -33,7 +33,7 @@ export function defaultSocketPath(name = 'default'): string {
 }
 
 /** Creates `dir` (0700) if needed and refuses one that another user owns or others can write. */
-function ensurePrivateDir(dir: string): void {
+export function ensurePrivateDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.lstatSync(dir);
   const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
@@ -147,7 +147,8 @@ export const unixTransport: Transport = {
     const addon = posixChannels();
     const socketPath = options.address ?? defaultSocketPath(options.name);
     if (typeof socketPath !== 'string' || socketPath.length === 0) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `path must be a non-empty string; got ${String(socketPath)}`);
-    if (options.address === undefined) ensurePrivateDir(path.dirname(socketPath));
+    // The default directory is made private whether the path was given or derived from a name.
+    if (path.dirname(socketPath) === defaultSocketDir()) ensurePrivateDir(path.dirname(socketPath));
     // The native side creates the socket 0600 (chmod between bind and listen); a wider mode is the embedder's choice.
     const native = bindSocket(addon, socketPath);
     if (options.policy.mode !== undefined) {

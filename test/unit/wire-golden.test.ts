@@ -14,42 +14,12 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { SurfaceClient, SurfaceServer } from '../../src/index.js';
 import { hostIdentity } from '../../src/host.js';
-import { tempDir } from '../helpers.js';
+import { MessageReader as Reader, tempDir } from '../helpers.js';
 
 const GOLDEN = path.join(__dirname, 'wire-golden.json');
 const update = process.env.SURFACELINK_UPDATE_GOLDEN === '1';
 const golden: Record<string, string> = fs.existsSync(GOLDEN) ? JSON.parse(fs.readFileSync(GOLDEN, 'utf8')) : {};
 const recorded: Record<string, string> = {};
-
-/** Splits a byte stream into whole messages (u32 length first). */
-class Reader {
-  private pending = Buffer.alloc(0);
-  private readonly queue: Buffer[] = [];
-  private waiter: (() => void) | null = null;
-  constructor(socket: net.Socket) {
-    socket.on('data', (d) => {
-      this.pending = Buffer.concat([this.pending, d]);
-      while (this.pending.length >= 8) {
-        const n = this.pending.readUInt32LE(0);
-        if (this.pending.length < n) break;
-        this.queue.push(this.pending.subarray(0, n));
-        this.pending = this.pending.subarray(n);
-      }
-      this.waiter?.();
-    });
-  }
-  async next(timeoutMs = 5000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.queue.length === 0) {
-      if (Date.now() > deadline) throw new Error('no message');
-      await new Promise<void>((r) => {
-        this.waiter = r;
-        setTimeout(r, 50);
-      });
-    }
-    return this.queue.shift()!;
-  }
-}
 
 /** Replaces per-run values in a message's text form with named placeholders. */
 function normalize(message: Buffer, masks: { at: number; length: number; name: string }[] = [], replace: [string, string][] = []): string {

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/../.."
 status=0
 echo "== native dma-buf / sync_file smoke checks"
 node --expose-gc test/vm/native-dmabuf.smoke.js || status=1
-echo "== dmabuf.v1 suite"
-node node_modules/mocha/bin/mocha.js --config test/vm/.mocharc.json || status=1
+echo "== dmabuf.v1 suite, and the conformance suite for dmabuf.v1"
+SURFACELINK_CONFORMANCE_MECHANISMS=dmabuf.v1 node node_modules/mocha/bin/mocha.js --config test/vm/.mocharc.json || status=1
 exit $status

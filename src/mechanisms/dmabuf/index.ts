@@ -9,7 +9,7 @@ import { SurfaceLinkError } from '../../errors.js';
 import { FORMATS, MODIFIER_LINEAR, type FormatInfo, type PlaneLayout } from '../../formats.js';
 import { FormatSet, modifierName } from '../../format-set.js';
 import { fdHandle, handleFd, type OsHandle } from '../../handles.js';
-import type { CpuAccess, NativeFd } from '../../native/index.js';
+import { probeNative, type CpuAccess, type NativeFd } from '../../native/index.js';
 import type { ScanoutBody } from '../../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../../protocol/validate.js';
 import { asOsHandle } from '../external.js';
@@ -185,19 +185,29 @@ export const dmabufMechanism: Mechanism = {
 
   adopts: ['dmabuf'],
 
+  canAdopt(): ProbeResult {
+    // Adopting needs only the dma-buf ioctls (CPU sync, fences), not an allocator.
+    const { addon } = probeNative();
+    if (addon?.platform !== 'linux') return { available: false, reason: `dma-bufs are Linux-only (this is ${process.platform})` };
+    return addon.dmabuf ? { available: true, reason: 'the addon has the dma-buf ioctls' } : { available: false, reason: 'this build of the addon has no dma-buf support' };
+  },
+
   adopt(request: AdoptRequest): ProducerBacking {
-    const buffer = request.buffer as ExternalDmabuf;
+    const backing = request.backing;
+    if (backing.kind !== 'dmabuf') throw new SurfaceLinkError('E_INVALID_ARGUMENT', `dmabuf.v1 adopts dma-bufs, not ${backing.kind} buffers`);
+    const buffer: ExternalDmabuf = backing.buffers[request.index];
+    const modifier = backing.modifier ?? MODIFIER_LINEAR;
     if (buffer.fds.length < 1 || buffer.fds.length > 4) throw new SurfaceLinkError('E_HANDLE_COUNT', `1..4 dma-bufs; got ${buffer.fds.length}`);
     for (const p of buffer.planes)
       if (!Number.isInteger(p.fdIndex) || p.fdIndex < 0 || p.fdIndex >= buffer.fds.length) throw new SurfaceLinkError('E_HANDLE_COUNT', `plane names fd ${p.fdIndex}; ${buffer.fds.length} given`);
-    const desc = descriptor(request, buffer.planes.map((p) => ({ handleIndex: p.fdIndex, offset: p.offset, stride: p.stride })));
+    const desc = descriptor(request, modifier, buffer.planes.map((p) => ({ handleIndex: p.fdIndex, offset: p.offset, stride: p.stride })));
     const { planes } = validateDescriptor(desc);
     const given = buffer.fds.map((fd, i) => handleFd(asOsHandle(fd), `fds[${i}]`));
     const sizes = dmabufSizes(given, planes, (p) => desc.planes[p].handleIndex, (i) => `fds[${i}]`);
     const owned = given.map((fd) => fd.dup());
     try {
       const placed = planes.map((layout, i) => ({ handleIndex: desc.planes[i].handleIndex, layout }));
-      return dmabufBacking(owned, placed, request.format, request.modifier, sizes, { memfd: null, memfdMemory: null, kind: 'dmabuf:external' });
+      return dmabufBacking(owned, placed, request.format, modifier, sizes, { memfd: null, memfdMemory: null, kind: 'dmabuf:external' });
     } catch (error) {
       for (const fd of owned) fd.close();
       throw error;
