@@ -62,6 +62,11 @@ export class SurfaceBuffer {
     return this.store.planes[0].stride;
   }
 
+  /** For each plane, the index in `handles` of the object it lives in. */
+  get planeHandles(): readonly number[] {
+    return this.store.planeHandles;
+  }
+
   /** The handles behind the planes (a memfd, or the dma-bufs), owned by the buffer; for GL import. Borrowed. */
   get handles(): readonly OsHandle[] {
     return this.store.handles;

@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import { FramesClient, type FramesClientHost } from './core/features/frames-client.js';
+import type { ClientFeature } from './core/features/types.js';
 import { IMPLIED_FEATURES } from './core/negotiate.js';
 import { ErrorCode, SurfaceLinkError, errorCodeName, type ErrorCodeName } from './errors.js';
 import type { FormatSet } from './format-set.js';
@@ -89,8 +90,10 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   private readonly timer: NodeJS.Timeout;
   private readonly frames: FramesClient;
   private readonly framesHost: FramesClientHost;
-  /** Message type → the granted feature that handles it, with how many handles it may carry. */
-  private readonly handlers = new Map<number, FramesClient>();
+  /** The features this client implements (frames.v1 today), whether granted or not. */
+  private readonly features: readonly ClientFeature<FramesClientHost>[];
+  /** Message type → the granted feature that handles it. */
+  private readonly handlers = new Map<number, ClientFeature<FramesClientHost>>();
   private readonly requestedFeatures: readonly string[] | undefined;
 
   private constructor(options: ClientOptions) {
@@ -127,6 +130,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     };
     this.framesHost = framesHost;
     this.frames = new FramesClient(framesHost);
+    this.features = [this.frames];
     this.channel.start(this, { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES });
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     const timeoutMs = options.timeoutMs ?? 5000;
@@ -192,9 +196,12 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
           this.emit('warning', err);
           return;
         }
-        default:
-          if (!feature) throw wrongMessage(type, 'client');
-          return feature.onMessage(this.framesHost, type, view, start, length, handles);
+        default: {
+          if (feature) return feature.onMessage(this.framesHost, type, view, start, length, handles);
+          const owner = this.features.find((f) => f.serverMessages.has(type));
+          if (owner) throw new SurfaceLinkError('E_UNEXPECTED', `message type 0x${type.toString(16)} belongs to ${owner.name}, which this session did not negotiate`);
+          throw wrongMessage(type, 'client');
+        }
       }
     } catch (error) {
       closeHandles(handles);
@@ -219,7 +226,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     const asked = this.requestedFeatures ?? IMPLIED_FEATURES;
     const extra = features.filter((f) => !asked.includes(f));
     if (extra.length > 0) throw new SurfaceLinkError('E_UNEXPECTED', `server granted ${extra.join(', ')}, which we did not ask for`);
-    if (features.includes(this.frames.name)) for (const type of this.frames.serverMessages.keys()) this.handlers.set(type, this.frames);
+    for (const f of this.features) if (features.includes(f.name)) for (const type of f.serverMessages.keys()) this.handlers.set(type, f);
     this.mechanismValue = mechanism;
     this.state = 'active';
     clearTimeout(this.timer);
@@ -252,7 +259,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     clearTimeout(this.timer);
     if (tellServer && !this.channel.closed) this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
-    this.frames.end();
+    for (const f of this.features) f.end(this.framesHost);
     this.disconnectInfo = { code, message };
     if (this.settle) {
       this.settle.reject(new SurfaceLinkError(code, message));
@@ -268,7 +275,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.state = 'closed';
     clearTimeout(this.timer);
     this.channel.close();
-    this.frames.end();
+    for (const f of this.features) f.end(this.framesHost);
     this.disconnectInfo = { code: 'E_CLOSED', message: 'closed by this client' };
     this.settle?.reject(new SurfaceLinkError('E_CLOSED', 'closed before negotiation finished'));
     this.settle = null;

@@ -103,6 +103,10 @@ export class Frame {
   get planes(): readonly PlaneLayout[] {
     return this.buffer.imported.planes;
   }
+  /** For each plane, the index in `handles` of the object it lives in. */
+  get planeHandles(): readonly number[] {
+    return this.buffer.imported.planeHandles;
+  }
   /** Bytes per row of plane 0. */
   get stride(): number {
     return this.buffer.imported.planes[0].stride;
@@ -132,6 +136,7 @@ export class Frame {
    */
   pixels(plane = 0): Uint8Array {
     if (this.releasedValue) throw new SurfaceLinkError('E_CLOSED', `frame ${this.sequence} was released`);
+    if (!this.cpuAccess) throw new SurfaceLinkError('E_UNSUPPORTED', `${this.mechanism} frames are not readable by the CPU here; import them (surfacelink/gl)`);
     const view = this.buffer.views[plane];
     if (!view) throw invalidArgument('plane', `0..${this.buffer.views.length - 1}`, plane);
     return view;

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StreamServer, defaultSocketPath, type ClientInfo, type StreamClientInfo } from '../index.js';
 import { PatternProducer } from '../demo/producer.js';
-import { ensurePrivateDir } from '../transport/unix.js';
+import { ensurePrivateDir } from '../transport/index.js';
 import { SIGNAL_EXIT, shellQuote } from './view.js';
 
 /** sun_path holds 108 bytes, one of them the terminating NUL. */

@@ -3,6 +3,7 @@
  * rejection), and session features. No sockets, no native code: the server feeds them what it
  * knows and sends what they return (unit-tested in test/unit/negotiate.test.ts).
  */
+import { SurfaceLinkError } from '../errors.js';
 import type { FormatSet } from '../format-set.js';
 import type { Acceptance, AcceptContext, Mechanism } from '../mechanisms/types.js';
 import type { MechanismOffer } from '../protocol/codec.js';
@@ -71,6 +72,9 @@ export function chooseMechanism(offers: readonly MechanismOffer[], from: number,
     try {
       acceptance = mechanism.accept(offer, server.context);
     } catch (error) {
+      // A malformed offer is the client's protocol error (E_MALFORMED ends the session, as any bad HELLO does);
+      // anything else a mechanism throws only rules that mechanism out.
+      if (error instanceof SurfaceLinkError) throw error;
       acceptance = { refused: `the offer's parameters are not usable: ${(error as Error).message}` };
     }
     if (acceptance.refused !== undefined) {

@@ -28,6 +28,8 @@ export interface BufferLayout {
   readonly backing: BackingIdentity;
   /** The handles behind the planes, borrowed (Frame.handles, SurfaceBuffer.handles). */
   readonly handles: readonly OsHandle[];
+  /** For each plane, which of `handles` holds it (default: all in the first). */
+  readonly planeHandles?: readonly number[];
   /** The producer's name for the buffer (Frame.bufferKey, SurfaceBuffer.bufferKey): what caches key on. */
   readonly bufferKey: BufferKey;
 }

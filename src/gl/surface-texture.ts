@@ -167,7 +167,7 @@ export class SurfaceImporter implements Disposable {
             width: frame.width,
             height: frame.height,
             fourcc: frame.format.fourcc,
-            planes: frame.planes.map((p) => ({ fd: handleFd(frame.handles[0], 'a dma-buf'), offset: p.offset, stride: p.stride })),
+            planes: frame.planes.map((p, i) => ({ fd: handleFd(frame.handles[frame.planeHandles?.[i] ?? 0], 'a dma-buf'), offset: p.offset, stride: p.stride })),
           });
           this.ctx.api.gl.glBindTexture(GL.TEXTURE_2D, texture.texture);
           setSwizzle(this.ctx, frame.format);

@@ -53,6 +53,7 @@ function memfdParts(fd: NativeFd, memory: ArrayBuffer, planes: readonly PlaneLay
   return {
     ...noCpuAccess,
     planes: [...planes],
+    planeHandles: planes.map(() => 0),
     views: planeViews(memory, planes),
     identity: { kind: 'memfd', inode: st.inode, device: st.device, size },
     handles: [fdHandle(fd)] as readonly OsHandle[],

@@ -92,6 +92,8 @@ export interface ProducerBacking extends CpuAccessor {
   /** The mechanism that made it. */
   readonly mechanism: string;
   readonly planes: readonly PlaneLayout[];
+  /** For each plane, the index in `handles` of the object it lives in. */
+  readonly planeHandles: readonly number[];
   /** CPU views, one per plane (writable for allocated buffers). */
   readonly views: readonly Uint8Array[];
   readonly identity: BackingIdentity;
@@ -113,6 +115,8 @@ export interface ProducerBacking extends CpuAccessor {
 /** A buffer received from a peer, validated and mapped. */
 export interface ConsumerBuffer extends CpuAccessor {
   readonly planes: PlaneLayout[];
+  /** For each plane, the index in `handles` of the object it lives in. */
+  readonly planeHandles: readonly number[];
   /** CPU views, one per plane (read-only by contract). */
   readonly views: Uint8Array[];
   readonly identity: BackingIdentity;
@@ -200,8 +204,6 @@ export interface Mechanism {
   offer?(options: OfferOptions): Record<string, unknown>;
   /** Server: whether it can serve a client with this offer. */
   accept(offer: MechanismOffer, context: AcceptContext): Acceptance;
-  /** Formats × modifiers this process can allocate (mechanisms that negotiate formats). */
-  formats?(): FormatSet;
   /** Names accepted by AllocateRequest.allocator. */
   readonly allocators?: readonly string[];
   allocate?(request: AllocateRequest): ProducerBacking;

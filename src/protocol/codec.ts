@@ -282,9 +282,9 @@ export function readHello(view: DataView, start: number, length: number): { minV
   return { minVersion, maxVersion, info: { ...info, mechanisms, ...(features ? { features } : {}) } };
 }
 
-/** A list of 1..16 distinct names of 1..MAX_MECHANISM_NAME characters (feature lists). */
-function nameList(value: unknown, what: string): string[] {
-  if (!Array.isArray(value) || value.length === 0 || value.length > 16) throw malformed(`${what} must be a list of 1..16 names`);
+/** A list of min..16 distinct names of 1..MAX_MECHANISM_NAME characters (feature lists). */
+function nameList(value: unknown, what: string, min = 1): string[] {
+  if (!Array.isArray(value) || value.length < min || value.length > 16) throw malformed(`${what} must be a list of ${min}..16 names`);
   const seen = new Set<string>();
   for (const v of value) {
     if (!isStr(v) || v.length === 0 || v.length > MAX_MECHANISM_NAME) throw malformed(`${what}: each name needs 1..${MAX_MECHANISM_NAME} characters`);
@@ -311,7 +311,7 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
       throw malformed('WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
     stream = { wsUrl: s.wsUrl, token: s.token, url: s.url, codecs: s.codecs as string[] };
   }
-  const features = o.features === undefined ? undefined : nameList(o.features, 'WELCOME: features');
+  const features = o.features === undefined ? undefined : nameList(o.features, 'WELCOME: features', 0);
   return {
     version,
     info: {

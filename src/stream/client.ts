@@ -166,7 +166,13 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
    * error (E_AUTH, E_NO_MECHANISM, …) or E_CONNECT.
    */
   static connect(url: string, options: RemoteClientOptions = {}): Promise<RemoteStreamClient> {
-    const { wsUrl, token } = parseStreamUrl(url);
+    let parsed: ReturnType<typeof parseStreamUrl>;
+    try {
+      parsed = parseStreamUrl(url);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { wsUrl, token } = parsed;
     const secret = options.token ?? token;
     if (!secret) return Promise.reject(new SurfaceLinkError('E_AUTH', 'no token: pass options.token or a URL with #token=…'));
     const codecs = options.codecs ?? [...CODECS];

@@ -88,7 +88,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
       frame: (surface, buffer, damage, count, presentTimeNs) => {
         const m = this.mirrors.get(surface.id);
         // Skip a repeat of the frame the mirror already holds (a re-installed tap replays it).
-        if (m && !(m.ready && count === 0 && m.sequence === surface.sequence && buffer.width === m.width && buffer.height === m.height)) {
+        if (m && !(m.ready && count === 0 && m.sequence === surface.sequence && surface.visible.width === m.width && surface.visible.height === m.height)) {
           m.update(buffer, damage, count, presentTimeNs);
           this.scheduleFlush(m);
         }

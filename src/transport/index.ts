@@ -8,7 +8,7 @@ import type { Transport } from './types.js';
 import { unixTransport } from './unix.js';
 
 export type * from './types.js';
-export { defaultSocketPath, defaultSocketDir } from './unix.js';
+export { defaultSocketPath, defaultSocketDir, ensurePrivateDir } from './unix.js';
 
 /** Every transport this build has, in preference order. */
 export const TRANSPORTS: readonly Transport[] = [unixTransport];

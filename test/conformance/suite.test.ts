@@ -1,7 +1,8 @@
 /**
  * The conformance suite: one set of contract tests, run for every mechanism the registry says
  * works here × every transport that works here. A new mechanism or transport gets the whole
- * suite by registering; nothing here names one. Server and clients are separate processes
+ * suite by registering; the suite names none (the fixtures know that a mechanism without handles
+ * reaches its frames through the server's StreamServer). Server and clients are separate processes
  * (test/fixtures/server.ts, client.ts). Contracts that only hold for some mechanisms (exact
  * damage, latest-wins holds, buffer viewports: mechanisms whose buffers reach the client) are
  * chosen by capability, never by name.
@@ -127,6 +128,18 @@ for (const transport of transports) {
         const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
         expect(frame.orientation).to.equal('bottom-up');
         expect(frame.visible).to.deep.equal({ x: 2, y: 4, width: 60, height: 40 });
+      });
+
+      // Without handles the client gets the picture, not the buffer: the visible part, top row first.
+      if (!caps.handles) it('the picture arrives as a viewer should see it: the visible rectangle only, a bottom-up buffer flipped', async () => {
+        await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
+        const c = await client();
+        await c.waitEvent('negotiated');
+        await server.call('presentRows');
+        const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
+        expect([frame.width, frame.height]).to.deep.equal([60, 40]);
+        // Buffer row r holds r & 0xff; the picture's top row is the visible rectangle's bottom buffer row.
+        expect(frame.rows).to.deep.equal(Array.from({ length: 40 }, (_, y) => (4 + 40 - 1 - y) & 0xff));
       });
 
       it('serves three clients at once, each receiving the same newest frame', async () => {

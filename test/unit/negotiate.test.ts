@@ -3,6 +3,7 @@
  * code — mechanisms here are plain objects with the capabilities under test.
  */
 import { expect } from 'chai';
+import { SurfaceLinkError } from '../../src/errors.js';
 import { chooseFeatures, chooseMechanism, chooseVersion, otherHostReason, type Rejection, type ServerOffer } from '../../src/core/negotiate.js';
 import { FormatSet } from '../../src/format-set.js';
 import { FORMATS, MODIFIER_LINEAR } from '../../src/formats.js';
@@ -69,13 +70,17 @@ describe('negotiation (unit: pure functions)', () => {
     expect(rejected).to.deep.equal([{ name: 'fenced.v1', reason: 'no common format' }]);
   });
 
-  it('a malformed offer parameter is a refusal, not a crash', () => {
-    const throwing = mechanism('odd.v1', {}, () => {
-      throw new Error('formats must be a list');
+  it('a malformed offer is the client\'s protocol error; a mechanism failing otherwise only rules itself out', () => {
+    const malformed = mechanism('odd.v1', {}, () => {
+      throw new SurfaceLinkError('E_MALFORMED', 'formats must be a list');
+    });
+    expect(() => chooseMechanism([{ name: 'odd.v1' }], 0, server([malformed]), null, [])).to.throw(/formats must be a list/).with.property('code', 'E_MALFORMED');
+    const broken = mechanism('odd.v1', {}, () => {
+      throw new Error('driver exploded');
     });
     const rejected: Rejection[] = [];
-    expect(chooseMechanism([{ name: 'odd.v1' }], 0, server([throwing]), null, rejected)).to.equal(null);
-    expect(rejected[0].reason).to.match(/not usable: formats must be a list/);
+    expect(chooseMechanism([{ name: 'odd.v1' }], 0, server([broken]), null, rejected)).to.equal(null);
+    expect(rejected[0].reason).to.match(/not usable: driver exploded/);
   });
 
   it('a client on another host gets only mechanisms without handles', () => {

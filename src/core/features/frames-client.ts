@@ -164,8 +164,11 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
   private deliverFrame(frame: Frame): void {
     // Nobody is looking: give it straight back so the server never has to time us out.
     if (!this.host.hasFrameListeners()) return frame.release();
-    frame.buffer.imported.beginCpuAccess('read');
-    frame.cpuAccess = true;
+    // Mechanisms the CPU can read get a read bracket for the frame's life (dma-bufs: DMA_BUF_IOCTL_SYNC).
+    if (this.host.mechanism?.caps.cpuAccess) {
+      frame.buffer.imported.beginCpuAccess('read');
+      frame.cpuAccess = true;
+    }
     try {
       this.host.emitFrame(frame);
     } catch (error) {

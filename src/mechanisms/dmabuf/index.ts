@@ -94,6 +94,7 @@ function dmabufBacking(
   return {
     mechanism: NAME,
     planes: layouts,
+    planeHandles: planes.map((p) => p.handleIndex),
     views: viewsOf(memories, planes),
     identity: { kind: extra.kind, inode: st.inode, device: st.device, size: sizes[0] },
     handles,
@@ -159,8 +160,6 @@ export const dmabufMechanism: Mechanism = {
     if (formats.size === 0) return { refused: `no common format × modifier (client: ${declared.toString() || 'none'}; server: ${ours.toString()})` };
     return { formats, detail: `; common formats: ${formats.toString()}` };
   },
-
-  formats: linearFormats,
 
   allocators: ALLOCATOR_NAMES,
 
@@ -231,6 +230,7 @@ export const dmabufMechanism: Mechanism = {
     const placed = planes.map((layout, i) => ({ handleIndex: desc.planes[i].handleIndex, layout }));
     return {
       planes,
+      planeHandles: placed.map((p) => p.handleIndex),
       views: viewsOf(memories, placed),
       identity: { kind: 'dmabuf', inode: st.inode, device: st.device, size: sizes[0] },
       handles,
