@@ -7,6 +7,12 @@
 # GL and streaming runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The C baseline bench/run.ts compares against (build/fd_roundtrip): a raw fd round trip over a
+# socketpair. Bench-only, so it is not part of the addon's CMake build; rebuilt when its source changes.
+if [ ! -x build/fd_roundtrip ] || [ bench/native/fd_roundtrip.c -nt build/fd_roundtrip ]; then
+  mkdir -p build
+  "${CC:-cc}" -O2 -Wall -Wextra -o build/fd_roundtrip bench/native/fd_roundtrip.c
+fi
 node --import tsx bench/run.ts
 for program in gl stream-encode stream-bandwidth stream-latency; do
   [ -f "bench/$program.ts" ] || continue

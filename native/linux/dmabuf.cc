@@ -19,7 +19,7 @@
 #include <string>
 
 #include "../common/errors.h"
-#include "../common/unique_fd.h"
+#include "../posix/unique_fd.h"
 #include "../posix/fd_kind.h"
 #include "../posix/native_fd.h"
 #include "platform.h"

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "../common/errors.h"
-#include "../common/unique_fd.h"
+#include "../posix/unique_fd.h"
 #include "../posix/native_fd.h"
 #include "dmabuf.h"
 #include "platform.h"

@@ -21,7 +21,7 @@
 
 #include "../common/errors.h"
 #include "../common/js_call.h"
-#include "../common/unique_fd.h"
+#include "../posix/unique_fd.h"
 #include "../posix/native_fd.h"
 #include "dmabuf.h"
 #include "platform.h"

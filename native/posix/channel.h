@@ -16,7 +16,7 @@
 #include <memory>
 #include <vector>
 
-#include "../common/unique_fd.h"
+#include "unique_fd.h"
 #include "socket_os.h"
 
 namespace surfacelink {

@@ -5,7 +5,7 @@
 
 #include <napi.h>
 
-#include "../common/unique_fd.h"
+#include "unique_fd.h"
 #include "fd_kind.h"
 
 namespace surfacelink {

