@@ -38,7 +38,7 @@ function summarize(name: string, samplesNs: number[]): Result {
 
 function cBaseline(): Result {
   const exe = path.join(ROOT, 'build', 'fd_roundtrip');
-  if (!fs.existsSync(exe)) throw new Error(`${exe} is missing: run npm run build:native`);
+  if (!fs.existsSync(exe)) throw new Error(`${exe} is missing: run "npm run bench" (bench/all.sh compiles bench/native/fd_roundtrip.c)`);
   const out = JSON.parse(execFileSync(exe, [String(ITERATIONS * 4)], { encoding: 'utf8' }));
   return { name: 'c-fd-roundtrip', iterations: out.iterations, p50_us: out.p50_ns / 1000, p99_us: out.p99_ns / 1000, mean_us: Math.round(out.mean_ns / 10) / 100 };
 }

@@ -19,10 +19,11 @@
 #include <string>
 
 #include "../common/errors.h"
+#include "../common/modules.h"
 #include "../posix/unique_fd.h"
 #include "../posix/fd_kind.h"
 #include "../posix/native_fd.h"
-#include "platform.h"
+
 
 // All of these are in Debian 12's linux-libc-dev (6.1 headers); the fallbacks are for older
 // build hosts. Values are the kernel ABI.
@@ -349,7 +350,7 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   return result;
 }
 
-void RegisterDmabuf(Napi::Env env, Napi::Object exports) {
+static void RegisterDmabuf(Napi::Env env, Napi::Object exports) {
   Napi::Object dmabuf = Napi::Object::New(env);
   dmabuf.Set("createUdmabuf", Napi::Function::New(env, CreateUdmabuf, "createUdmabuf"));
   dmabuf.Set("heapAlloc", Napi::Function::New(env, HeapAlloc, "heapAlloc"));
@@ -361,5 +362,7 @@ void RegisterDmabuf(Napi::Env env, Napi::Object exports) {
   dmabuf.Set("idle", Napi::Function::New(env, Idle, "idle"));
   exports.Set("dmabuf", dmabuf);
 }
+
+SURFACELINK_MODULE(dmabuf, RegisterDmabuf);
 
 }  // namespace surfacelink

@@ -20,10 +20,11 @@
 #include <vector>
 
 #include "../common/errors.h"
+#include "../common/modules.h"
 #include "../posix/unique_fd.h"
 #include "../posix/native_fd.h"
 #include "dmabuf.h"
-#include "platform.h"
+
 
 namespace surfacelink {
 
@@ -300,7 +301,7 @@ static Napi::Value VgemFenceSignal(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-void RegisterDrm(Napi::Env env, Napi::Object exports) {
+static void RegisterDrm(Napi::Env env, Napi::Object exports) {
   Napi::Object drm = Napi::Object::New(env);
   drm.Set("listNodes", Napi::Function::New(env, ListNodes, "listNodes"));
   drm.Set("open", Napi::Function::New(env, Open, "open"));
@@ -312,5 +313,7 @@ void RegisterDrm(Napi::Env env, Napi::Object exports) {
   drm.Set("vgemFenceSignal", Napi::Function::New(env, VgemFenceSignal, "vgemFenceSignal"));
   exports.Set("drm", drm);
 }
+
+SURFACELINK_MODULE(drm, RegisterDrm);
 
 }  // namespace surfacelink

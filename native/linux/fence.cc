@@ -20,11 +20,12 @@
 #include <vector>
 
 #include "../common/errors.h"
+#include "../common/modules.h"
 #include "../common/js_call.h"
 #include "../posix/unique_fd.h"
 #include "../posix/native_fd.h"
 #include "dmabuf.h"
-#include "platform.h"
+
 
 namespace surfacelink {
 
@@ -236,12 +237,14 @@ static Napi::Value Wait(const Napi::CallbackInfo& info) {
   return handle;
 }
 
-void RegisterFence(Napi::Env env, Napi::Object exports) {
+static void RegisterFence(Napi::Env env, Napi::Object exports) {
   Napi::Object fence = Napi::Object::New(env);
   fence.Set("info", Napi::Function::New(env, Info, "info"));
   fence.Set("merge", Napi::Function::New(env, Merge, "merge"));
   fence.Set("wait", Napi::Function::New(env, Wait, "wait"));
   exports.Set("fence", fence);
 }
+
+SURFACELINK_MODULE(fence, RegisterFence);
 
 }  // namespace surfacelink

@@ -7,8 +7,9 @@
 #include <string>
 
 #include "../common/errors.h"
+#include "../common/modules.h"
 #include "../posix/native_fd.h"
-#include "platform.h"
+#include <sys/syscall.h>
 
 #ifndef MFD_ALLOW_SEALING
 #define MFD_ALLOW_SEALING 0x0002U
@@ -39,7 +40,7 @@ static Napi::Value CreateMemfd(const Napi::CallbackInfo& info) {
   return NativeFd::Wrap(env, std::move(fd));
 }
 
-void RegisterMemfd(Napi::Env env, Napi::Object exports) {
+static void RegisterMemfd(Napi::Env env, Napi::Object exports) {
   exports.Set("createMemfd", Napi::Function::New(env, CreateMemfd, "createMemfd"));
   Napi::Object seals = Napi::Object::New(env);
   seals.Set("SEAL", F_SEAL_SEAL);
@@ -49,5 +50,7 @@ void RegisterMemfd(Napi::Env env, Napi::Object exports) {
   seals.Set("FUTURE_WRITE", 0x0010);
   exports.Set("seals", seals);
 }
+
+SURFACELINK_MODULE(memfd, RegisterMemfd);
 
 }  // namespace surfacelink

@@ -1,8 +1,7 @@
-// Linux registration: the POSIX channel and fd owner, plus memfd.
-#include "platform.h"
-
+// Linux registration: the POSIX fd owner here, then every module this build compiled in
+// (the SCM_RIGHTS channel, memfd, dma-buf, DRM, sync_file: each registers itself).
 #include "../common/addon.h"
-#include "../posix/channel.h"
+#include "../common/modules.h"
 #include "../posix/native_fd.h"
 
 namespace surfacelink {
@@ -13,11 +12,7 @@ const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& dat
   exports.Set("NativeFd", native_fd);
   exports.Set("unmap", Napi::Function::New(env, DetachMapping, "unmap"));
   exports.Set("adoptFd", Napi::Function::New(env, AdoptFd, "adoptFd"));
-  RegisterChannel(env, exports);
-  RegisterMemfd(env, exports);
-  RegisterDmabuf(env, exports);
-  RegisterDrm(env, exports);
-  RegisterFence(env, exports);
+  RegisterModules(env, exports);
   return "linux";
 }
 

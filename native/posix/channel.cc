@@ -11,6 +11,7 @@
 #include <string>
 
 #include "../common/addon.h"
+#include "../common/modules.h"
 #include "../common/errors.h"
 #include "../common/js_call.h"
 #include "native_fd.h"
@@ -583,7 +584,7 @@ static Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return pair;
 }
 
-void RegisterChannel(Napi::Env env, Napi::Object exports) {
+static void RegisterChannel(Napi::Env env, Napi::Object exports) {
   AddonData& data = GetAddonData(env);
   Napi::Function channel = Channel::Define(env);
   Napi::Function listener = Listener::Define(env);
@@ -595,5 +596,7 @@ void RegisterChannel(Napi::Env env, Napi::Object exports) {
   exports.Set("connect", Napi::Function::New(env, Connect, "connect"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
 }
+
+SURFACELINK_MODULE(channel, RegisterChannel);
 
 }  // namespace surfacelink

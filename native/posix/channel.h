@@ -108,6 +108,5 @@ class Listener : public Napi::ObjectWrap<Listener> {
 };
 
 // listen(path, backlog) -> Listener; connect(path) -> Channel; socketpair() -> [Channel, Channel]
-void RegisterChannel(Napi::Env env, Napi::Object exports);
 
 }  // namespace surfacelink

@@ -4,10 +4,12 @@
 // time that no mechanism is available on this OS yet. Cross-built with mingw-w64
 // (cmake/mingw-w64-x86_64.cmake) and loaded under wine by test/package/.
 #include "../common/addon.h"
+#include "../common/modules.h"
 
 namespace surfacelink {
 
-const char* RegisterPlatform(Napi::Env /*env*/, Napi::Object /*exports*/, AddonData& /*data*/) {
+const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& /*data*/) {
+  RegisterModules(env, exports);  // none are built for this OS yet
   return "win32";
 }
 
