@@ -38,13 +38,23 @@ function summarize(name: string, samplesNs: number[]): Result {
 
 function cBaseline(): Result {
   const exe = path.join(ROOT, 'build', 'fd_roundtrip');
-  if (!fs.existsSync(exe)) throw new Error(`${exe} is missing: run "npm run bench" (bench/all.sh compiles bench/native/fd_roundtrip.c)`);
+  if (!fs.existsSync(exe))
+    throw new Error(`${exe} is missing: run "npm run bench" (bench/all.sh compiles bench/native/fd_roundtrip.c)`);
   const out = JSON.parse(execFileSync(exe, [String(ITERATIONS * 4)], { encoding: 'utf8' }));
-  return { name: 'c-fd-roundtrip', iterations: out.iterations, p50_us: out.p50_ns / 1000, p99_us: out.p99_ns / 1000, mean_us: Math.round(out.mean_ns / 10) / 100 };
+  return {
+    name: 'c-fd-roundtrip',
+    iterations: out.iterations,
+    p50_us: out.p50_ns / 1000,
+    p99_us: out.p99_ns / 1000,
+    mean_us: Math.round(out.mean_ns / 10) / 100,
+  };
 }
 
 function spawnPeer(script: string, socketPath: string, ...args: string[]) {
-  const child = fork(path.join(__dirname, script), [socketPath, ...args], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(path.join(__dirname, script), [socketPath, ...args], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const ready = new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
@@ -71,14 +81,18 @@ async function addonBaseline(dir: string): Promise<Result> {
         t0 = process.hrtime.bigint();
         channel.send(msg, [memfd]);
       };
-      channel.start(Buffer.allocUnsafeSlow(65536), () => {
-        if (i >= 0) samples.push(Number(process.hrtime.bigint() - t0));
-        if (++i < ITERATIONS) next();
-        else {
-          channel.close();
-          resolve();
-        }
-      }, () => {});
+      channel.start(
+        Buffer.allocUnsafeSlow(65536),
+        () => {
+          if (i >= 0) samples.push(Number(process.hrtime.bigint() - t0));
+          if (++i < ITERATIONS) next();
+          else {
+            channel.close();
+            resolve();
+          }
+        },
+        () => {},
+      );
       next();
     });
   });
@@ -141,10 +155,16 @@ async function surfaceCase(dir: string, width: number, height: number, mechanism
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bench-'));
   try {
-    console.log(`surfacelink bench: ${ITERATIONS} round trips per case after ${WARMUP} warm-up; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`);
+    console.log(
+      `surfacelink bench: ${ITERATIONS} round trips per case after ${WARMUP} warm-up; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    );
     const c = cBaseline();
     const raw = await addonBaseline(dir);
-    const sizes: [number, number][] = [[64, 64], [1920, 1080], [3840, 2160]];
+    const sizes: [number, number][] = [
+      [64, 64],
+      [1920, 1080],
+      [3840, 2160],
+    ];
     // dma-buf cases where an allocator works (inside the test VM: npm run bench:vm).
     const dmabuf = allocatorReports().some((r) => r.available && r.name !== 'vgem');
     const mechanisms = dmabuf ? ['shm.v1', 'dmabuf.v1'] : ['shm.v1'];
@@ -168,14 +188,24 @@ async function main(): Promise<void> {
     const inVm = process.env.SURFACELINK_IN_VM === '1';
     console.log('\n| case | p50 µs | p99 µs | mean µs | p50 ÷ C fd round trip | p50 ÷ addon channel |');
     console.log('|---|---:|---:|---:|---:|---:|');
-    for (const r of rows) console.log(`| ${r.name} | ${r.p50_us} | ${r.p99_us} | ${r.mean_us} | ${r.vs_c_p50} | ${r.vs_addon_p50} |`);
+    for (const r of rows)
+      console.log(`| ${r.name} | ${r.p50_us} | ${r.p99_us} | ${r.mean_us} | ${r.vs_c_p50} | ${r.vs_addon_p50} |`);
     console.log(`\n4K p50 vs 64x64 p50: ${sizeSpread >= 0 ? '+' : ''}${sizeSpread}% (target: within 10%)`);
     console.log(`shm.v1 1080p p50 ÷ C fd round trip: ${rows[3].vs_c_p50}x (target: within 3x)`);
-    if (dmabuf) console.log(`dmabuf.v1 1080p p50 ÷ shm.v1 1080p p50: ${Math.round((surfaces[4].p50_us / surfaces[1].p50_us) * 100) / 100}x`);
+    if (dmabuf)
+      console.log(
+        `dmabuf.v1 1080p p50 ÷ shm.v1 1080p p50: ${Math.round((surfaces[4].p50_us / surfaces[1].p50_us) * 100) / 100}x`,
+      );
     if (inVm) console.log('(inside the test VM: TCG emulation, so absolute times are slow; compare ratios)');
     const record = {
       date: new Date().toISOString(),
-      host: { cpus: os.cpus().length, model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, vm: inVm },
+      host: {
+        cpus: os.cpus().length,
+        model: os.cpus()[0]?.model,
+        kernel: os.release(),
+        node: process.version,
+        vm: inVm,
+      },
       iterations: ITERATIONS,
       results: rows,
       sizeSpreadPercent: sizeSpread,

@@ -57,7 +57,8 @@ function text(r: Rect, seed: number): void {
     while (x < r.x + r.width - 40) {
       const word = 10 + Math.floor(rnd() * 50);
       for (let y = line; y < line + 9; y++)
-        for (let dx = 0; dx < word; dx++) if (rnd() < 0.45) fill({ x: x + dx, y, width: 1, height: 1 }, 0x30, 0x30, 0x30);
+        for (let dx = 0; dx < word; dx++)
+          if (rnd() < 0.45) fill({ x: x + dx, y, width: 1, height: 1 }, 0x30, 0x30, 0x30);
       x += word + 6;
     }
   }
@@ -67,8 +68,8 @@ function drawDesktop(): void {
   for (let y = 0; y < H; y++)
     for (let x = 0; x < W; x++) {
       const i = y * stride + x * 4;
-      image[i] = 0x60 + ((y * 0x60) / H) | 0;
-      image[i + 1] = 0x30 + ((x * 0x30) / W) | 0;
+      image[i] = (0x60 + (y * 0x60) / H) | 0;
+      image[i + 1] = (0x30 + (x * 0x30) / W) | 0;
       image[i + 2] = 0x20;
       image[i + 3] = 0xff;
     }
@@ -96,7 +97,14 @@ function drawFrame(n: number, damage: Rect[]): number {
     for (let seg = 0; seg < 7; seg++) {
       if (((0x7f - digit * 11) >> seg) & 1) {
         const vertical = seg >= 3;
-        fill(vertical ? { x: x + (seg & 1) * 10, y: CLOCK.y + 3 + (seg > 4 ? 9 : 0), width: 2, height: 8 } : { x: x + 1, y: CLOCK.y + 2 + seg * 8, width: 10, height: 2 }, 0xe0, 0xe0, 0xe0);
+        fill(
+          vertical
+            ? { x: x + (seg & 1) * 10, y: CLOCK.y + 3 + (seg > 4 ? 9 : 0), width: 2, height: 8 }
+            : { x: x + 1, y: CLOCK.y + 2 + seg * 8, width: 10, height: 2 },
+          0xe0,
+          0xe0,
+          0xe0,
+        );
       }
     }
   }
@@ -159,7 +167,14 @@ async function runH264(): Promise<{ samples: FrameSample[]; element: string } | 
   const probe = await probeH264();
   if (!probe.encoder) return { skipped: `no H.264 encoder: ${probe.reason}` };
   drawDesktop();
-  const encoder = await H264Encoder.start({ width: W, height: H, format: 'XRGB8888', fps: FPS, bitrateKbps: BITRATE_KBPS, maxInFlight: 1 });
+  const encoder = await H264Encoder.start({
+    width: W,
+    height: H,
+    format: 'XRGB8888',
+    fps: FPS,
+    bitrateKbps: BITRATE_KBPS,
+    maxInFlight: 1,
+  });
   const samples: FrameSample[] = [];
   const rects: Rect[] = [];
   try {
@@ -212,26 +227,53 @@ function round(n: number): number {
 }
 
 async function main(): Promise<void> {
-  process.stdout.write(`stream bandwidth: ${W}x${H} desktop, clock + blinking cursor, ${FRAMES} frames at ${FPS} fps (${SECONDS} s of content)\n`);
+  process.stdout.write(
+    `stream bandwidth: ${W}x${H} desktop, clock + blinking cursor, ${FRAMES} frames at ${FPS} fps (${SECONDS} s of content)\n`,
+  );
   const tiles = summarize(await runTiles());
   const h = await runH264();
   const h264 = 'skipped' in h ? null : { element: h.element, bitrateKbps: BITRATE_KBPS, ...summarize(h.samples) };
-  const rows: [string, typeof tiles | null][] = [['tiles', tiles], [`h264 (${h264?.element ?? '-'})`, h264]];
+  const rows: [string, typeof tiles | null][] = [
+    ['tiles', tiles],
+    [`h264 (${h264?.element ?? '-'})`, h264],
+  ];
   const table = [
     '| codec | bytes/s | median bytes/frame | mean bytes/frame | median CPU ms/frame | first frame bytes | first frame CPU ms |',
     '|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map(([name, r]) =>
-      r ? `| ${name} | ${r.bytesPerSecond} | ${r.medianBytesPerFrame} | ${r.meanBytesPerFrame} | ${r.medianCpuMsPerFrame} | ${r.firstFrameBytes} | ${r.firstFrameCpuMs} |` : `| ${name} | skipped: ${(h as { skipped: string }).skipped} ||||||`,
+      r
+        ? `| ${name} | ${r.bytesPerSecond} | ${r.medianBytesPerFrame} | ${r.meanBytesPerFrame} | ${r.medianCpuMsPerFrame} | ${r.firstFrameBytes} | ${r.firstFrameCpuMs} |`
+        : `| ${name} | skipped: ${(h as { skipped: string }).skipped} ||||||`,
     ),
   ];
-  const ratio = h264 ? { bytesPerSecond: round(h264.bytesPerSecond / tiles.bytesPerSecond), cpuMsPerFrame: round(h264.medianCpuMsPerFrame / Math.max(tiles.medianCpuMsPerFrame, 0.01)) } : null;
+  const ratio = h264
+    ? {
+        bytesPerSecond: round(h264.bytesPerSecond / tiles.bytesPerSecond),
+        cpuMsPerFrame: round(h264.medianCpuMsPerFrame / Math.max(tiles.medianCpuMsPerFrame, 0.01)),
+      }
+    : null;
   process.stdout.write(`${table.join('\n')}\n`);
-  if (ratio) process.stdout.write(`h264 / tiles: ${ratio.bytesPerSecond}× the bytes per second, ${ratio.cpuMsPerFrame}× the CPU per frame (medians)\n`);
+  if (ratio)
+    process.stdout.write(
+      `h264 / tiles: ${ratio.bytesPerSecond}× the bytes per second, ${ratio.cpuMsPerFrame}× the CPU per frame (medians)\n`,
+    );
   const record = {
     bench: 'stream-bandwidth',
     date: new Date().toISOString(),
-    host: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, platform: `${os.platform()} ${os.release()}` },
-    scene: { width: W, height: H, fps: FPS, seconds: SECONDS, frames: FRAMES, changes: 'clock 160x24 every frame, cursor 2x18 every 15 frames' },
+    host: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model,
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
+    scene: {
+      width: W,
+      height: H,
+      fps: FPS,
+      seconds: SECONDS,
+      frames: FRAMES,
+      changes: 'clock 160x24 every frame, cursor 2x18 every 15 frames',
+    },
     tiles,
     h264: h264 ?? { skipped: (h as { skipped: string }).skipped },
     ratio,

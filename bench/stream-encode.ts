@@ -58,7 +58,14 @@ function writeFrames(file: string): void {
 
 /** One run through H264Encoder: frames fed as fast as it accepts them (maxInFlight 2). */
 async function encoderRun(frames: Uint8Array[]): Promise<Run> {
-  const encoder = await H264Encoder.start({ width: WIDTH, height: HEIGHT, format: 'XRGB8888', fps: FPS, bitrateKbps: BITRATE_KBPS, element: 'x264enc' });
+  const encoder = await H264Encoder.start({
+    width: WIDTH,
+    height: HEIGHT,
+    format: 'XRGB8888',
+    fps: FPS,
+    bitrateKbps: BITRATE_KBPS,
+    element: 'x264enc',
+  });
   try {
     let sent = 0;
     let received = 0;
@@ -87,15 +94,45 @@ async function encoderRun(frames: Uint8Array[]): Promise<Run> {
 
 /** One run of the bare pipeline; GStreamer reports its own PLAYING → EOS time. */
 function baselineRun(rawFile: string, outFile: string): Run {
-  const out = execFileSync('gst-launch-1.0', [
-    'filesrc', `location=${rawFile}`, 'blocksize=' + WIDTH * HEIGHT * 4,
-    '!', 'rawvideoparse', 'format=bgrx', `width=${WIDTH}`, `height=${HEIGHT}`, `framerate=${FPS}/1`, 'colorimetry=sRGB',
-    '!', 'videoconvert', 'n-threads=0', '!', 'video/x-raw,format=I420',
-    '!', 'x264enc', 'tune=zerolatency', 'speed-preset=ultrafast', 'bframes=0', 'key-int-max=2147483647', 'byte-stream=true',
-    `bitrate=${BITRATE_KBPS}`, 'vbv-buf-capacity=300', 'threads=0', 'rc-lookahead=0', 'sync-lookahead=0', 'b-adapt=false',
-    '!', 'video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au',
-    '!', 'filesink', `location=${outFile}`,
-  ], { encoding: 'utf8' });
+  const out = execFileSync(
+    'gst-launch-1.0',
+    [
+      'filesrc',
+      `location=${rawFile}`,
+      'blocksize=' + WIDTH * HEIGHT * 4,
+      '!',
+      'rawvideoparse',
+      'format=bgrx',
+      `width=${WIDTH}`,
+      `height=${HEIGHT}`,
+      `framerate=${FPS}/1`,
+      'colorimetry=sRGB',
+      '!',
+      'videoconvert',
+      'n-threads=0',
+      '!',
+      'video/x-raw,format=I420',
+      '!',
+      'x264enc',
+      'tune=zerolatency',
+      'speed-preset=ultrafast',
+      'bframes=0',
+      'key-int-max=2147483647',
+      'byte-stream=true',
+      `bitrate=${BITRATE_KBPS}`,
+      'vbv-buf-capacity=300',
+      'threads=0',
+      'rc-lookahead=0',
+      'sync-lookahead=0',
+      'b-adapt=false',
+      '!',
+      'video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au',
+      '!',
+      'filesink',
+      `location=${outFile}`,
+    ],
+    { encoding: 'utf8' },
+  );
   const m = /Execution ended after (\d+):(\d+):(\d+\.\d+)/.exec(out);
   if (!m) throw new Error(`gst-launch-1.0 printed no execution time:\n${out}`);
   const seconds = Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]);
@@ -104,16 +141,22 @@ function baselineRun(rawFile: string, outFile: string): Run {
 
 async function main(): Promise<void> {
   const probe = await probeH264();
-  if (!probe.candidates.find((c) => c.element === 'x264enc')?.usable) throw new Error(`x264enc is not usable here: ${probe.reason}`);
+  if (!probe.candidates.find((c) => c.element === 'x264enc')?.usable)
+    throw new Error(`x264enc is not usable here: ${probe.reason}`);
   const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'sl-bench-'));
   const rawFile = path.join(dir, 'frames.bgrx');
   const outFile = path.join(dir, 'out.h264');
   try {
-    console.log(`stream-encode: ${FRAMES} frames of ${WIDTH}x${HEIGHT} XRGB8888, ${RUNS} runs each, x264enc at ${BITRATE_KBPS} kbit/s (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'})`);
+    console.log(
+      `stream-encode: ${FRAMES} frames of ${WIDTH}x${HEIGHT} XRGB8888, ${RUNS} runs each, x264enc at ${BITRATE_KBPS} kbit/s (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'})`,
+    );
     writeFrames(rawFile);
     // The same frames for the Node side, read back from the file the baseline reads.
     const raw = fs.readFileSync(rawFile);
-    const frames = Array.from({ length: FRAMES }, (_, i) => new Uint8Array(raw.buffer, raw.byteOffset + i * WIDTH * HEIGHT * 4, WIDTH * HEIGHT * 4));
+    const frames = Array.from(
+      { length: FRAMES },
+      (_, i) => new Uint8Array(raw.buffer, raw.byteOffset + i * WIDTH * HEIGHT * 4, WIDTH * HEIGHT * 4),
+    );
 
     const encoderRuns: Run[] = [];
     const baselineRuns: Run[] = [];
@@ -121,19 +164,33 @@ async function main(): Promise<void> {
     for (let r = 0; r < RUNS; r++) {
       baselineRuns.push(baselineRun(rawFile, outFile));
       encoderRuns.push(await encoderRun(frames));
-      console.log(`  run ${r + 1}: bare pipeline ${baselineRuns[r].fps.toFixed(1)} fps, H264Encoder ${encoderRuns[r].fps.toFixed(1)} fps`);
+      console.log(
+        `  run ${r + 1}: bare pipeline ${baselineRuns[r].fps.toFixed(1)} fps, H264Encoder ${encoderRuns[r].fps.toFixed(1)} fps`,
+      );
     }
     const summary = (name: string, runs: Run[]) => {
       const bytesPerFrame = median(runs.map((x) => x.bytesPerFrame));
-      return { name, runs: runs.length, frames: FRAMES, fps_median: round(median(runs.map((x) => x.fps))), fps_runs: runs.map((x) => round(x.fps)), bytes_per_frame_median: Math.round(bytesPerFrame), kbps_at_30fps: Math.round((bytesPerFrame * 8 * FPS) / 1000) };
+      return {
+        name,
+        runs: runs.length,
+        frames: FRAMES,
+        fps_median: round(median(runs.map((x) => x.fps))),
+        fps_runs: runs.map((x) => round(x.fps)),
+        bytes_per_frame_median: Math.round(bytesPerFrame),
+        kbps_at_30fps: Math.round((bytesPerFrame * 8 * FPS) / 1000),
+      };
     };
-    const results = [summary('gst-launch bare pipeline', baselineRuns), summary('H264Encoder (Node + worker)', encoderRuns)];
+    const results = [
+      summary('gst-launch bare pipeline', baselineRuns),
+      summary('H264Encoder (Node + worker)', encoderRuns),
+    ];
     const ratio = round(results[1].fps_median / results[0].fps_median, 3);
 
     console.log('');
     console.log('| path | fps (median) | bytes/frame | kbit/s at 30 fps |');
     console.log('|---|---|---|---|');
-    for (const r of results) console.log(`| ${r.name} | ${r.fps_median} | ${r.bytes_per_frame_median} | ${r.kbps_at_30fps} |`);
+    for (const r of results)
+      console.log(`| ${r.name} | ${r.fps_median} | ${r.bytes_per_frame_median} | ${r.kbps_at_30fps} |`);
     console.log(`\nH264Encoder / bare pipeline throughput: ${ratio}`);
 
     const record = {
@@ -145,7 +202,8 @@ async function main(): Promise<void> {
       format: 'XRGB8888',
       bitrate_kbps: BITRATE_KBPS,
       element: 'x264enc',
-      settings: 'tune=zerolatency speed-preset=ultrafast bframes=0 threads=0, videoconvert n-threads=0, I420, constrained-baseline',
+      settings:
+        'tune=zerolatency speed-preset=ultrafast bframes=0 threads=0, videoconvert n-threads=0, I420, constrained-baseline',
       gstreamer: probe.gstreamer,
       node: process.version,
       cpus: os.cpus().length,

@@ -70,7 +70,13 @@ interface CaseResult {
 function distribution(values: number[]): Distribution {
   const s = [...values].sort((a, b) => a - b);
   const q = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] : NaN);
-  return { samples: s.length, p50: round(q(0.5)), p99: round(q(0.99)), mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)), max: round(s[s.length - 1] ?? NaN) };
+  return {
+    samples: s.length,
+    p50: round(q(0.5)),
+    p99: round(q(0.99)),
+    mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)),
+    max: round(s[s.length - 1] ?? NaN),
+  };
 }
 
 function round(n: number, digits = 2): number {
@@ -78,7 +84,13 @@ function round(n: number, digits = 2): number {
   return Math.round(n * f) / f;
 }
 
-async function runCase(browser: Browser, producer: Peer, info: { url: string; token: string }, codec: 'h264' | 'tiles', fps: number): Promise<CaseResult | { codec: string; producerFps: number; skipped: string }> {
+async function runCase(
+  browser: Browser,
+  producer: Peer,
+  info: { url: string; token: string },
+  codec: 'h264' | 'tiles',
+  fps: number,
+): Promise<CaseResult | { codec: string; producerFps: number; skipped: string }> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   try {
     const page = await context.newPage();
@@ -89,10 +101,21 @@ async function runCase(browser: Browser, producer: Peer, info: { url: string; to
     url.hash = `token=${info.token}`;
     await page.goto(url.href);
     const stats = () => page.evaluate(() => (globalThis as any).surfacelinkViewer.stats());
-    await eventually(async () => (await stats()).state !== 'starting' && (await stats()).state !== 'connecting' && (await stats()).state !== 'authenticating', 15000, 'the viewer connected');
+    await eventually(
+      async () =>
+        (await stats()).state !== 'starting' &&
+        (await stats()).state !== 'connecting' &&
+        (await stats()).state !== 'authenticating',
+      15000,
+      'the viewer connected',
+    );
     const first = await stats();
     if (first.state !== 'streaming') return { codec, producerFps: fps, skipped: first.message ?? first.state };
-    await eventually(async () => (await stats()).framesDrawn >= WARMUP_FRAMES && (await stats()).clockSynced, 30000, `${WARMUP_FRAMES} warm-up frames`);
+    await eventually(
+      async () => (await stats()).framesDrawn >= WARMUP_FRAMES && (await stats()).clockSynced,
+      30000,
+      `${WARMUP_FRAMES} warm-up frames`,
+    );
     const client0 = (await producer.call<ClientInfo[]>('clients')).find((c) => c.codec === codec)!;
     const presented0 = (await producer.call<{ presented: number }>('presented')).presented;
     const viewer0 = await stats();
@@ -132,14 +155,26 @@ async function runCase(browser: Browser, producer: Peer, info: { url: string; to
 }
 
 async function main(): Promise<void> {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set SURFACELINK_CHROMIUM)`);
-  process.stdout.write(`stream latency: ${WIDTH}x${HEIGHT} pattern, producer at ${RATES.join(' and ')} fps, ${SECONDS} s per case, headless Chromium on loopback; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}\n`);
+  if (!fs.existsSync(CHROMIUM))
+    throw new Error(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set SURFACELINK_CHROMIUM)`);
+  process.stdout.write(
+    `stream latency: ${WIDTH}x${HEIGHT} pattern, producer at ${RATES.join(' and ')} fps, ${SECONDS} s per case, headless Chromium on loopback; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}\n`,
+  );
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
   const chromiumVersion = browser.version();
   const results: (CaseResult | { codec: string; producerFps: number; skipped: string })[] = [];
   try {
     for (const fps of RATES) {
-      const producer = new Peer('stream-producer.ts', ['--width', String(WIDTH), '--height', String(HEIGHT), '--fps', String(fps), '--max-fps', String(fps)]);
+      const producer = new Peer('stream-producer.ts', [
+        '--width',
+        String(WIDTH),
+        '--height',
+        String(HEIGHT),
+        '--fps',
+        String(fps),
+        '--max-fps',
+        String(fps),
+      ]);
       try {
         const info = await producer.waitEvent('ready', () => true, 30000);
         for (const codec of ['h264', 'tiles'] as const) {
@@ -149,7 +184,9 @@ async function main(): Promise<void> {
           }
           const r = await runCase(browser, producer, info, codec, fps);
           results.push(r);
-          process.stdout.write(`  ${codec} at ${fps} fps: ${'skipped' in r ? `skipped: ${r.skipped}` : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.sentPerSecond} sent/s`}\n`);
+          process.stdout.write(
+            `  ${codec} at ${fps} fps: ${'skipped' in r ? `skipped: ${r.skipped}` : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.sentPerSecond} sent/s`}\n`,
+          );
         }
       } finally {
         await producer.stop();
@@ -171,13 +208,30 @@ async function main(): Promise<void> {
   const record = {
     bench: 'stream-latency',
     date: new Date().toISOString(),
-    host: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? null, node: process.version, platform: `${os.platform()} ${os.release()}`, chromium: chromiumVersion },
-    setup: { width: WIDTH, height: HEIGHT, seconds: SECONDS, warmupFrames: WARMUP_FRAMES, quick: QUICK, latency: 'producer present → drawn on the browser canvas (server clock via ping/pong)', serverShare: 'present → queued for the socket' },
+    host: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model ?? null,
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+      chromium: chromiumVersion,
+    },
+    setup: {
+      width: WIDTH,
+      height: HEIGHT,
+      seconds: SECONDS,
+      warmupFrames: WARMUP_FRAMES,
+      quick: QUICK,
+      latency: 'producer present → drawn on the browser canvas (server clock via ping/pong)',
+      serverShare: 'present → queued for the socket',
+    },
     results,
   };
   const out = path.join(ROOT, 'bench', 'results', `${record.date.replace(/[:.]/g, '-')}-stream-latency.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, `${JSON.stringify(record, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
+  fs.writeFileSync(
+    out,
+    `${JSON.stringify(record, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`,
+  );
   process.stdout.write(`wrote ${path.relative(ROOT, out)}\n`);
 }
 

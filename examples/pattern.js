@@ -114,11 +114,22 @@ function checkDamage(damage, previous, n) {
   for (const changed of [boxRect(previous), boxRect(n)]) {
     for (let y = changed.y; y < changed.y + changed.height; y++) {
       for (let x = changed.x; x < changed.x + changed.width; x++) {
-        if (!damage.some((rect) => inside(rect, x, y))) return `pixel (${x}, ${y}) changed since frame ${previous} but is outside the damage ${JSON.stringify(damage)}`;
+        if (!damage.some((rect) => inside(rect, x, y)))
+          return `pixel (${x}, ${y}) changed since frame ${previous} but is outside the damage ${JSON.stringify(damage)}`;
       }
     }
   }
   return null;
 }
 
-module.exports = { WIDTH, HEIGHT, FORMAT: 'XRGB8888', boxRect, boxColour, paintFrame, frameDamage, checkFrame, checkDamage };
+module.exports = {
+  WIDTH,
+  HEIGHT,
+  FORMAT: 'XRGB8888',
+  boxRect,
+  boxColour,
+  paintFrame,
+  frameDamage,
+  checkFrame,
+  checkDamage,
+};

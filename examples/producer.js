@@ -43,15 +43,27 @@ async function main() {
   const server = await SurfaceServer.listen(options.path === undefined ? {} : { path: options.path });
   let surface;
   try {
-    surface = server.createSurface({ width: WIDTH, height: HEIGHT, format: FORMAT, buffers: 3, label: 'surfacelink-example' });
+    surface = server.createSurface({
+      width: WIDTH,
+      height: HEIGHT,
+      format: FORMAT,
+      buffers: 3,
+      label: 'surfacelink-example',
+    });
   } catch (error) {
     server.close();
     throw error;
   }
 
-  server.on('client', (info) => console.log(`producer: client ${info.id} (pid ${info.pid}, "${info.name}") uses ${info.mechanism}: ${info.reason}`));
-  server.on('clientMechanism', (info) => console.log(`producer: client ${info.id} switched to ${info.mechanism}: ${info.reason}`));
-  server.on('clientGone', (info, why) => console.log(`producer: client ${info.id} left (${why.code}: ${why.message}) after ${info.framesDelivered} frames`));
+  server.on('client', (info) =>
+    console.log(`producer: client ${info.id} (pid ${info.pid}, "${info.name}") uses ${info.mechanism}: ${info.reason}`),
+  );
+  server.on('clientMechanism', (info) =>
+    console.log(`producer: client ${info.id} switched to ${info.mechanism}: ${info.reason}`),
+  );
+  server.on('clientGone', (info, why) =>
+    console.log(`producer: client ${info.id} left (${why.code}: ${why.message}) after ${info.framesDelivered} frames`),
+  );
 
   // Which frame each pooled buffer shows, so a reused buffer is repainted only where it differs.
   const shows = new WeakMap();
@@ -98,7 +110,9 @@ async function main() {
   const statusTimer = setInterval(() => {
     const clients = server.clients;
     const mechanisms = clients.map((c) => c.mechanism).join(', ');
-    console.log(`producer: frame ${frame}, ${frame - framesAtLastLine} fps, ${clients.length} client(s)${clients.length > 0 ? ` (${mechanisms})` : ''}`);
+    console.log(
+      `producer: frame ${frame}, ${frame - framesAtLastLine} fps, ${clients.length} client(s)${clients.length > 0 ? ` (${mechanisms})` : ''}`,
+    );
     framesAtLastLine = frame;
   }, 1000);
 
@@ -124,11 +138,15 @@ async function main() {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  console.log(`producer: listening on ${server.path}; surface ${surface.id} ${WIDTH}x${HEIGHT} ${FORMAT} (${surface.mechanism}), ${options.fps} fps; Ctrl-C stops`);
+  console.log(
+    `producer: listening on ${server.path}; surface ${surface.id} ${WIDTH}x${HEIGHT} ${FORMAT} (${surface.mechanism}), ${options.fps} fps; Ctrl-C stops`,
+  );
   tick();
 }
 
 main().catch((error) => {
-  console.error(`producer: ${error && error.code ? `${error.code}: ` : ''}${error && error.message ? error.message : error}`);
+  console.error(
+    `producer: ${error && error.code ? `${error.code}: ` : ''}${error && error.message ? error.message : error}`,
+  );
   process.exitCode = 1;
 });

@@ -46,7 +46,10 @@ async function connect(options) {
   const deadline = Date.now() + options.waitMs;
   for (;;) {
     try {
-      return await SurfaceClient.connect({ name: 'surfacelink example viewer', ...(options.path === undefined ? {} : { path: options.path }) });
+      return await SurfaceClient.connect({
+        name: 'surfacelink example viewer',
+        ...(options.path === undefined ? {} : { path: options.path }),
+      });
     } catch (error) {
       if (error.code !== 'E_CONNECT' || Date.now() >= deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -86,9 +89,11 @@ async function main() {
       stats.received++;
       if (lastSequence > 0 && sequence > lastSequence + 1) stats.skipped += sequence - lastSequence - 1; // latest wins: we were slower
       const problem =
-        sequence <= lastSequence ? `sequence ${sequence} after ${lastSequence}`
-        : frame.width !== WIDTH || frame.height !== HEIGHT || frame.format.name !== FORMAT ? `${frame.width}x${frame.height} ${frame.format.name}, expected ${WIDTH}x${HEIGHT} ${FORMAT}`
-        : checkFrame(frame.pixels(), frame.stride, sequence) ?? checkDamage(frame.damage, lastSequence, sequence);
+        sequence <= lastSequence
+          ? `sequence ${sequence} after ${lastSequence}`
+          : frame.width !== WIDTH || frame.height !== HEIGHT || frame.format.name !== FORMAT
+            ? `${frame.width}x${frame.height} ${frame.format.name}, expected ${WIDTH}x${HEIGHT} ${FORMAT}`
+            : (checkFrame(frame.pixels(), frame.stride, sequence) ?? checkDamage(frame.damage, lastSequence, sequence));
       if (problem === null) stats.verified++;
       else mismatch(sequence, problem);
       lastSequence = Math.max(lastSequence, sequence);
@@ -135,6 +140,8 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(`viewer: ${error && error.code ? `${error.code}: ` : ''}${error && error.message ? error.message : error}`);
+  console.error(
+    `viewer: ${error && error.code ? `${error.code}: ` : ''}${error && error.message ? error.message : error}`,
+  );
   process.exitCode = 1;
 });

@@ -29,7 +29,8 @@ const TARGET = `${process.platform}-${process.arch}`;
 const ADDON_ABI = 1; // native/common/addon.cc; src/native/load.ts
 const strict = process.env.SURFACELINK_WERROR === '1';
 const truthy = (v) => v !== undefined && v !== '' && v !== '0' && v !== 'false';
-const fromSource = truthy(process.env.npm_config_build_from_source) || truthy(process.env.SURFACELINK_BUILD_FROM_SOURCE);
+const fromSource =
+  truthy(process.env.npm_config_build_from_source) || truthy(process.env.SURFACELINK_BUILD_FROM_SOURCE);
 
 const say = (line) => process.stderr.write(`surfacelink: ${line}\n`);
 
@@ -75,11 +76,20 @@ function resolvePackage(name) {
 function missingForSourceBuild() {
   const missing = [];
   const cmakeJs = resolvePackage('cmake-js');
-  if (!cmakeJs) missing.push('the cmake-js package: `npm install cmake-js` in your project (an optional peer dependency)');
-  if (!resolvePackage('node-addon-api')) missing.push('the node-addon-api package: `npm install node-addon-api` in your project (an optional peer dependency)');
-  if (!which('cmake')) missing.push('cmake 3.15 or newer (Debian/Ubuntu: apt-get install cmake; macOS: brew install cmake; Windows: cmake.org or winget install Kitware.CMake)');
+  if (!cmakeJs)
+    missing.push('the cmake-js package: `npm install cmake-js` in your project (an optional peer dependency)');
+  if (!resolvePackage('node-addon-api'))
+    missing.push(
+      'the node-addon-api package: `npm install node-addon-api` in your project (an optional peer dependency)',
+    );
+  if (!which('cmake'))
+    missing.push(
+      'cmake 3.15 or newer (Debian/Ubuntu: apt-get install cmake; macOS: brew install cmake; Windows: cmake.org or winget install Kitware.CMake)',
+    );
   if (process.platform !== 'win32') {
-    const cxx = process.env.CXX ? which(process.env.CXX.split(' ')[0]) || (fs.existsSync(process.env.CXX) && process.env.CXX) : null;
+    const cxx = process.env.CXX
+      ? which(process.env.CXX.split(' ')[0]) || (fs.existsSync(process.env.CXX) && process.env.CXX)
+      : null;
     if (!cxx && !which('c++') && !which('g++') && !which('clang++')) {
       missing.push(
         process.platform === 'darwin'
@@ -96,7 +106,9 @@ function explainRuntime() {
   if (tryLoad(path.join(ROOT, 'prebuilds', TARGET, 'surfacelink.node')) === null) {
     say(`meanwhile the prebuilt addon prebuilds/${TARGET}/surfacelink.node is used.`);
   } else {
-    say('the addon is not available yet: surfacelink will say so when it is used (`npx surfacelink doctor` shows why).');
+    say(
+      'the addon is not available yet: surfacelink will say so when it is used (`npx surfacelink doctor` shows why).',
+    );
   }
 }
 
@@ -119,7 +131,9 @@ function main() {
       say(`using the existing build ${path.relative(ROOT, local)}`);
       return 0;
     }
-    say(`no prebuilt addon loads for ${TARGET} (prebuilds/${TARGET}/surfacelink.node: ${prebuiltWhy}); building from source`);
+    say(
+      `no prebuilt addon loads for ${TARGET} (prebuilds/${TARGET}/surfacelink.node: ${prebuiltWhy}); building from source`,
+    );
   } else {
     say('building the addon from source (--build-from-source)');
   }
@@ -128,7 +142,9 @@ function main() {
   if (missing.length > 0) {
     say('cannot build the native addon from source here; missing:');
     for (const m of missing) say(`  - ${m}`);
-    say(`then run \`node scripts/install.js\` in ${ROOT}, or \`npm rebuild surfacelink\` (its install script approved: \`npm install-scripts approve surfacelink\`).`);
+    say(
+      `then run \`node scripts/install.js\` in ${ROOT}, or \`npm rebuild surfacelink\` (its install script approved: \`npm install-scripts approve surfacelink\`).`,
+    );
     explainRuntime();
     return strict ? 1 : 0;
   }
@@ -144,10 +160,15 @@ function main() {
   const started = Date.now();
   for (const step of steps) {
     say(`cmake-js ${step.join(' ')}`);
-    const result = spawnSync(process.execPath, [cmakeJsBin, ...step], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    const result = spawnSync(process.execPath, [cmakeJsBin, ...step], {
+      cwd: ROOT,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
     if (result.status !== 0) {
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
-      say(`cmake-js ${step[0]} failed (${result.error ? result.error.message : `exit ${result.status ?? result.signal}`}, ${seconds} s); see the output above.`);
+      say(
+        `cmake-js ${step[0]} failed (${result.error ? result.error.message : `exit ${result.status ?? result.signal}`}, ${seconds} s); see the output above.`,
+      );
       explainRuntime();
       return strict ? 1 : 0;
     }

@@ -73,7 +73,9 @@ function findPackage(name) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
     tried.push(dir);
   }
-  fail(`${name} is not installed (it is a devDependency: run \`npm install\` first). Looked in:\n  ${tried.join('\n  ')}`);
+  fail(
+    `${name} is not installed (it is a devDependency: run \`npm install\` first). Looked in:\n  ${tried.join('\n  ')}`,
+  );
 }
 
 function sha256(data) {
@@ -92,7 +94,9 @@ function main() {
     fail(`${packageDir}/package.json cannot be read: ${error.message}`);
   }
   if (manifest.name !== pinned.packageName || manifest.version !== pinned.version)
-    fail(`${packageDir} is ${manifest.name}@${manifest.version}, but ${pinned.packageName}@${pinned.version} is pinned (${path.relative(ROOT, pinned.source)})`);
+    fail(
+      `${packageDir} is ${manifest.name}@${manifest.version}, but ${pinned.packageName}@${pinned.version} is pinned (${path.relative(ROOT, pinned.source)})`,
+    );
 
   const from = path.join(packageDir, ...pinned.archive.split('/'));
   let data;
@@ -103,7 +107,9 @@ function main() {
   }
   const actual = sha256(data);
   if (actual !== pinned.sha256)
-    fail(`${from} has sha256 ${actual}, but ${path.relative(ROOT, pinned.source)} records ${pinned.sha256} (ANGLE_ARCHIVE_SHA256). Refusing to vendor a different archive.`);
+    fail(
+      `${from} has sha256 ${actual}, but ${path.relative(ROOT, pinned.source)} records ${pinned.sha256} (ANGLE_ARCHIVE_SHA256). Refusing to vendor a different archive.`,
+    );
 
   const fileName = path.posix.basename(pinned.vendored);
   const target = path.join(options.out, fileName);
@@ -113,7 +119,8 @@ function main() {
   try {
     fs.writeFileSync(temp, data, { mode: 0o644 });
     const written = sha256(fs.readFileSync(temp));
-    if (written !== pinned.sha256) throw new Error(`the copy at ${temp} has sha256 ${written}, expected ${pinned.sha256}`);
+    if (written !== pinned.sha256)
+      throw new Error(`the copy at ${temp} has sha256 ${written}, expected ${pinned.sha256}`);
     fs.renameSync(temp, target);
   } catch (error) {
     fs.rmSync(temp, { force: true });
@@ -147,8 +154,11 @@ function main() {
   );
 
   const extra = fs.readdirSync(options.out).filter((name) => name !== fileName && name !== 'README.md');
-  if (extra.length > 0) console.warn(`vendor-angle: warning: ${options.out} also holds ${extra.join(', ')}, which would be packed too`);
-  console.log(`vendor-angle: ${path.relative(process.cwd(), target) || target}: ${data.length} bytes, sha256 ${pinned.sha256} (${pinned.packageName}@${pinned.version} ${pinned.archive})`);
+  if (extra.length > 0)
+    console.warn(`vendor-angle: warning: ${options.out} also holds ${extra.join(', ')}, which would be packed too`);
+  console.log(
+    `vendor-angle: ${path.relative(process.cwd(), target) || target}: ${data.length} bytes, sha256 ${pinned.sha256} (${pinned.packageName}@${pinned.version} ${pinned.archive})`,
+  );
 }
 
 main();

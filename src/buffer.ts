@@ -9,7 +9,14 @@ import { invalidArgument } from './errors.js';
 import type { FormatInfo, PlaneLayout } from './formats.js';
 import { bufferKey, closeHandle, type BufferKey, type OsHandle } from './handles.js';
 import { CpuCopy } from './mechanisms/cpu-copy.js';
-import type { BackingIdentity, BufferExport, Mechanism, PeerParams, ProducerBacking, Refusal } from './mechanisms/types.js';
+import type {
+  BackingIdentity,
+  BufferExport,
+  Mechanism,
+  PeerParams,
+  ProducerBacking,
+  Refusal,
+} from './mechanisms/types.js';
 import type { SharedSurface } from './surface.js';
 
 /** One buffer of a surface's pool. Pixels are shared memory: what you write, clients see. */
@@ -96,7 +103,8 @@ export class SurfaceBuffer {
   exportAs(mechanism: Mechanism, peer: PeerParams): BufferExport | Refusal {
     const same = this.store.exportSame(mechanism.name, peer);
     if (same !== null && (!('refused' in same) || !mechanism.caps.copyTarget)) return same;
-    if (!mechanism.caps.copyTarget) return { refused: `the buffers are ${this.store.mechanism}, not ${mechanism.name}` };
+    if (!mechanism.caps.copyTarget)
+      return { refused: `the buffers are ${this.store.mechanism}, not ${mechanism.name}` };
     this.copies ??= new CpuCopy(this.copySource());
     return this.copies.exportFor(mechanism);
   }
@@ -104,24 +112,33 @@ export class SurfaceBuffer {
   /** @internal How `mechanism`'s clients get this buffer: 'same memory', 'copy', or why not at all. */
   sharing(mechanism: Mechanism, peer: PeerParams): { how: 'same memory' | 'copy' | 'refused'; reason: string } {
     const same = this.store.exportSame(mechanism.name, peer);
-    if (same !== null && !('refused' in same)) return { how: 'same memory', reason: `${mechanism.name} clients map the producer's own memory` };
-    if (!mechanism.caps.copyTarget) return { how: 'refused', reason: same?.refused ?? `the buffers are ${this.store.mechanism}, not ${mechanism.name}` };
-    return { how: 'copy', reason: same?.refused ?? `${this.store.mechanism} buffers have no ${mechanism.name} form; its clients get a CPU copy` };
+    if (same !== null && !('refused' in same))
+      return { how: 'same memory', reason: `${mechanism.name} clients map the producer's own memory` };
+    if (!mechanism.caps.copyTarget)
+      return {
+        how: 'refused',
+        reason: same?.refused ?? `the buffers are ${this.store.mechanism}, not ${mechanism.name}`,
+      };
+    return {
+      how: 'copy',
+      reason:
+        same?.refused ?? `${this.store.mechanism} buffers have no ${mechanism.name} form; its clients get a CPU copy`,
+    };
   }
 
   private copySource() {
     // A live view of this buffer: the copy compares contentVersion at each export.
-    const self = this;
+    const owner = this;
     return {
       backing: this.store,
       format: this.format,
       width: this.width,
       height: this.height,
       get label() {
-        return self.surface.label;
+        return owner.surface.label;
       },
       get contentVersion() {
-        return self.contentVersion;
+        return owner.contentVersion;
       },
     };
   }

@@ -14,8 +14,23 @@ import { closeHandles, type OsHandle } from './handles.js';
 import { peerInfo } from './host.js';
 import { mechanisms as registry } from './mechanisms/index.js';
 import type { Mechanism } from './mechanisms/types.js';
-import { messageType, readError, readWelcome, writeError, writeHello, wrongMessage, type StreamEndpoint, type WelcomeInfo } from './protocol/codec.js';
-import { DEFAULT_MAX_MESSAGE, MAX_HANDLES, MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './protocol/constants.js';
+import {
+  messageType,
+  readError,
+  readWelcome,
+  writeError,
+  writeHello,
+  wrongMessage,
+  type StreamEndpoint,
+  type WelcomeInfo,
+} from './protocol/codec.js';
+import {
+  DEFAULT_MAX_MESSAGE,
+  MAX_HANDLES,
+  MessageType,
+  PROTOCOL_VERSION_MAX,
+  PROTOCOL_VERSION_MIN,
+} from './protocol/constants.js';
 import { platformTransport, type MessageChannel, type MessageHandler, type Transport } from './transport/index.js';
 
 export { Frame } from './frame.js';
@@ -106,18 +121,22 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
           return m;
         })
       : registry.available().filter((m) => m.caps.handles);
-    if (this.offered.length === 0) throw new SurfaceLinkError('E_NO_MECHANISM', 'no sharing mechanism is available on this machine (run `surfacelink doctor`)');
+    if (this.offered.length === 0)
+      throw new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        'no sharing mechanism is available on this machine (run `surfacelink doctor`)',
+      );
     const transport = options.transport ?? platformTransport();
     this.channel = transport.connect({ address: options.path, policy: { allowUids: options.allowServerUids } });
-    const client = this;
+    const owner = this;
     const framesHost: FramesClientHost = {
       channel: this.channel,
       serial: nextSerial++,
       get active() {
-        return client.state === 'active';
+        return owner.state === 'active';
       },
       get mechanism() {
-        return client.mechanismValue;
+        return owner.mechanismValue;
       },
       offered: this.offered,
       declared: options.dmabufFormats,
@@ -135,12 +154,18 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     const timeoutMs = options.timeoutMs ?? 5000;
     const where = options.path ?? transport.defaultAddress();
-    this.timer = setTimeout(() => this.fail('E_TIMEOUT', `no WELCOME from ${where} within ${timeoutMs} ms`, true), timeoutMs);
+    this.timer = setTimeout(
+      () => this.fail('E_TIMEOUT', `no WELCOME from ${where} within ${timeoutMs} ms`, true),
+      timeoutMs,
+    );
     try {
       this.channel.send(
         writeHello(this.channel.writer, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, {
           ...peerInfo(options.name ?? `node-${process.pid}`),
-          mechanisms: this.offered.map((m) => ({ ...(m.offer?.({ formats: m.caps.negotiatesFormats ? options.dmabufFormats : undefined }) ?? {}), name: m.name })),
+          mechanisms: this.offered.map((m) => ({
+            ...(m.offer?.({ formats: m.caps.negotiatesFormats ? options.dmabufFormats : undefined }) ?? {}),
+            name: m.name,
+          })),
           ...(options.features ? { features: options.features } : {}),
         }),
       );
@@ -182,10 +207,16 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     try {
       const type = messageType(view, start);
       if (this.state === 'hello' && type !== MessageType.WELCOME && type !== MessageType.ERROR)
-        throw new SurfaceLinkError('E_UNEXPECTED', `the server's first message must be WELCOME, not type 0x${type.toString(16)}`);
+        throw new SurfaceLinkError(
+          'E_UNEXPECTED',
+          `the server's first message must be WELCOME, not type 0x${type.toString(16)}`,
+        );
       const feature = this.handlers.get(type);
       if (handles && !(feature && handles.length <= (feature.serverMessages.get(type) ?? 0)))
-        throw new SurfaceLinkError('E_HANDLE_COUNT', `message type 0x${type.toString(16)} carries no handles; got ${handles.length}`);
+        throw new SurfaceLinkError(
+          'E_HANDLE_COUNT',
+          `message type 0x${type.toString(16)} carries no handles; got ${handles.length}`,
+        );
       switch (type) {
         case MessageType.WELCOME:
           return this.onWelcome(view, start, length);
@@ -199,7 +230,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
         default: {
           if (feature) return feature.onMessage(this.framesHost, type, view, start, length, handles);
           const owner = this.features.find((f) => f.serverMessages.has(type));
-          if (owner) throw new SurfaceLinkError('E_UNEXPECTED', `message type 0x${type.toString(16)} belongs to ${owner.name}, which this session did not negotiate`);
+          if (owner)
+            throw new SurfaceLinkError(
+              'E_UNEXPECTED',
+              `message type 0x${type.toString(16)} belongs to ${owner.name}, which this session did not negotiate`,
+            );
           throw wrongMessage(type, 'client');
         }
       }
@@ -212,21 +247,29 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
 
   /** @internal The channel failed or the server went away. */
   onChannelError(error: SurfaceLinkError): void {
-    this.fail(error.code, error.code === 'E_PEER_CLOSED' ? 'the server closed the connection' : error.message, error.code !== 'E_PEER_CLOSED');
+    this.fail(
+      error.code,
+      error.code === 'E_PEER_CLOSED' ? 'the server closed the connection' : error.message,
+      error.code !== 'E_PEER_CLOSED',
+    );
   }
 
   private onWelcome(view: DataView, start: number, length: number): void {
     if (this.state !== 'hello') throw new SurfaceLinkError('E_UNEXPECTED', 'WELCOME may be sent only once');
     const { version, info } = readWelcome(view, start, length);
-    if (version < PROTOCOL_VERSION_MIN || version > PROTOCOL_VERSION_MAX) throw new SurfaceLinkError('E_PROTOCOL_VERSION', `server chose version ${version}, which we do not speak`);
+    if (version < PROTOCOL_VERSION_MIN || version > PROTOCOL_VERSION_MAX)
+      throw new SurfaceLinkError('E_PROTOCOL_VERSION', `server chose version ${version}, which we do not speak`);
     const mechanism = this.offered.find((m) => m.name === info.mechanism);
-    if (!mechanism) throw new SurfaceLinkError('E_UNEXPECTED', `server chose ${info.mechanism}, which we did not offer`);
+    if (!mechanism)
+      throw new SurfaceLinkError('E_UNEXPECTED', `server chose ${info.mechanism}, which we did not offer`);
     mechanism.checkWelcome?.(info);
     const features = info.features ?? [...IMPLIED_FEATURES];
     const asked = this.requestedFeatures ?? IMPLIED_FEATURES;
     const extra = features.filter((f) => !asked.includes(f));
-    if (extra.length > 0) throw new SurfaceLinkError('E_UNEXPECTED', `server granted ${extra.join(', ')}, which we did not ask for`);
-    for (const f of this.features) if (features.includes(f.name)) for (const type of f.serverMessages.keys()) this.handlers.set(type, f);
+    if (extra.length > 0)
+      throw new SurfaceLinkError('E_UNEXPECTED', `server granted ${extra.join(', ')}, which we did not ask for`);
+    for (const f of this.features)
+      if (features.includes(f.name)) for (const type of f.serverMessages.keys()) this.handlers.set(type, f);
     this.mechanismValue = mechanism;
     this.state = 'active';
     clearTimeout(this.timer);
@@ -257,7 +300,8 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     if (this.state === 'closed') return;
     this.state = 'closed';
     clearTimeout(this.timer);
-    if (tellServer && !this.channel.closed) this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
+    if (tellServer && !this.channel.closed)
+      this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
     for (const f of this.features) f.end(this.framesHost);
     this.disconnectInfo = { code, message };

@@ -65,7 +65,8 @@ export class SurfaceLinkError extends Error {
     super(message, extra?.cause === undefined ? undefined : { cause: extra.cause });
     this.name = 'SurfaceLinkError';
     this.code = code;
-    if (extra?.syscall !== undefined) Object.defineProperty(this, 'syscall', { value: extra.syscall, enumerable: true });
+    if (extra?.syscall !== undefined)
+      Object.defineProperty(this, 'syscall', { value: extra.syscall, enumerable: true });
     if (extra?.errno !== undefined) Object.defineProperty(this, 'errno', { value: extra.errno, enumerable: true });
   }
 
@@ -74,7 +75,11 @@ export class SurfaceLinkError extends Error {
     if (error instanceof SurfaceLinkError) return error;
     const e = error as { code?: unknown; message?: string; syscall?: string; errno?: number };
     const code = isErrorCodeName(e?.code) ? e.code : 'E_SYSTEM';
-    return new SurfaceLinkError(code, e?.message ?? String(error), { syscall: e?.syscall, errno: e?.errno, cause: error });
+    return new SurfaceLinkError(code, e?.message ?? String(error), {
+      syscall: e?.syscall,
+      errno: e?.errno,
+      cause: error,
+    });
   }
 }
 

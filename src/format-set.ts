@@ -48,7 +48,10 @@ export class FormatSet {
 
   /** JSON form for HELLO: [{ format: "XR24", modifiers: ["0x0", …] }]. */
   toJSON(): { format: string; modifiers: string[] }[] {
-    return [...this.map].map(([f, mods]) => ({ format: fourccToString(f), modifiers: [...mods].map((m) => `0x${m.toString(16)}`) }));
+    return [...this.map].map(([f, mods]) => ({
+      format: fourccToString(f),
+      modifiers: [...mods].map((m) => `0x${m.toString(16)}`),
+    }));
   }
 
   /** Parses the JSON form; anything malformed is E_MALFORMED. Unknown formats are kept (they never intersect). */
@@ -58,10 +61,13 @@ export class FormatSet {
     const set = new FormatSet();
     for (const entry of value) {
       const e = entry as { format?: unknown; modifiers?: unknown };
-      if (typeof e?.format !== 'string' || e.format.length !== 4) throw bad('each entry needs a four-character "format"');
-      if (!Array.isArray(e.modifiers) || e.modifiers.length === 0 || e.modifiers.length > limit) throw bad(`"modifiers" must list 1..${limit} hex strings`);
+      if (typeof e?.format !== 'string' || e.format.length !== 4)
+        throw bad('each entry needs a four-character "format"');
+      if (!Array.isArray(e.modifiers) || e.modifiers.length === 0 || e.modifiers.length > limit)
+        throw bad(`"modifiers" must list 1..${limit} hex strings`);
       for (const m of e.modifiers) {
-        if (typeof m !== 'string' || !/^0x[0-9a-fA-F]{1,16}$/.test(m)) throw bad(`modifier ${JSON.stringify(m)} is not a 64-bit hex string`);
+        if (typeof m !== 'string' || !/^0x[0-9a-fA-F]{1,16}$/.test(m))
+          throw bad(`modifier ${JSON.stringify(m)} is not a 64-bit hex string`);
         set.add(fourcc(e.format), BigInt(m));
       }
     }

@@ -39,7 +39,9 @@ export interface FormatInfo {
 
 export function fourcc(code: string): number {
   if (code.length !== 4) throw invalidArgument('fourcc', 'four characters', code);
-  return (code.charCodeAt(0) | (code.charCodeAt(1) << 8) | (code.charCodeAt(2) << 16) | (code.charCodeAt(3) << 24)) >>> 0;
+  return (
+    (code.charCodeAt(0) | (code.charCodeAt(1) << 8) | (code.charCodeAt(2) << 16) | (code.charCodeAt(3) << 24)) >>> 0
+  );
 }
 
 export function fourccToString(value: number): string {
@@ -50,30 +52,102 @@ const ostype = (s: string): number =>
   ((s.charCodeAt(0) << 24) | (s.charCodeAt(1) << 16) | (s.charCodeAt(2) << 8) | s.charCodeAt(3)) >>> 0;
 
 const GL = {
-  RGBA: 0x1908, RGB: 0x1907, RG: 0x8227, RED: 0x1903, BGRA_EXT: 0x80e1,
-  RGBA8: 0x8058, BGRA8_EXT: 0x93a1, RGB565: 0x8d62, R8: 0x8229, RG8: 0x822b,
-  UNSIGNED_BYTE: 0x1401, UNSIGNED_SHORT_5_6_5: 0x8363,
+  RGBA: 0x1908,
+  RGB: 0x1907,
+  RG: 0x8227,
+  RED: 0x1903,
+  BGRA_EXT: 0x80e1,
+  RGBA8: 0x8058,
+  BGRA8_EXT: 0x93a1,
+  RGB565: 0x8d62,
+  R8: 0x8229,
+  RG8: 0x822b,
+  UNSIGNED_BYTE: 0x1401,
+  UNSIGNED_SHORT_5_6_5: 0x8363,
 };
-const bgra8: PlaneInfo = { bytesPerPixel: 4, xDiv: 1, yDiv: 1, gl: { internalFormat: GL.BGRA8_EXT, format: GL.BGRA_EXT, type: GL.UNSIGNED_BYTE } };
-const rgba8: PlaneInfo = { bytesPerPixel: 4, xDiv: 1, yDiv: 1, gl: { internalFormat: GL.RGBA8, format: GL.RGBA, type: GL.UNSIGNED_BYTE } };
+const bgra8: PlaneInfo = {
+  bytesPerPixel: 4,
+  xDiv: 1,
+  yDiv: 1,
+  gl: { internalFormat: GL.BGRA8_EXT, format: GL.BGRA_EXT, type: GL.UNSIGNED_BYTE },
+};
+const rgba8: PlaneInfo = {
+  bytesPerPixel: 4,
+  xDiv: 1,
+  yDiv: 1,
+  gl: { internalFormat: GL.RGBA8, format: GL.RGBA, type: GL.UNSIGNED_BYTE },
+};
 
 export const FORMATS: Readonly<Record<FormatName, FormatInfo>> = {
-  XRGB8888: { name: 'XRGB8888', fourcc: fourcc('XR24'), byteOrder: 'B G R X', hasAlpha: false, planes: [bgra8], pixman: 0x20020888, dxgi: 88, iosurface: ostype('BGRA') },
-  ARGB8888: { name: 'ARGB8888', fourcc: fourcc('AR24'), byteOrder: 'B G R A', hasAlpha: true, planes: [bgra8], pixman: 0x20028888, dxgi: 87, iosurface: ostype('BGRA') },
-  XBGR8888: { name: 'XBGR8888', fourcc: fourcc('XB24'), byteOrder: 'R G B X', hasAlpha: false, planes: [rgba8], pixman: 0x20030888, dxgi: 28, iosurface: ostype('RGBA') },
-  ABGR8888: { name: 'ABGR8888', fourcc: fourcc('AB24'), byteOrder: 'R G B A', hasAlpha: true, planes: [rgba8], pixman: 0x20038888, dxgi: 28, iosurface: ostype('RGBA') },
+  XRGB8888: {
+    name: 'XRGB8888',
+    fourcc: fourcc('XR24'),
+    byteOrder: 'B G R X',
+    hasAlpha: false,
+    planes: [bgra8],
+    pixman: 0x20020888,
+    dxgi: 88,
+    iosurface: ostype('BGRA'),
+  },
+  ARGB8888: {
+    name: 'ARGB8888',
+    fourcc: fourcc('AR24'),
+    byteOrder: 'B G R A',
+    hasAlpha: true,
+    planes: [bgra8],
+    pixman: 0x20028888,
+    dxgi: 87,
+    iosurface: ostype('BGRA'),
+  },
+  XBGR8888: {
+    name: 'XBGR8888',
+    fourcc: fourcc('XB24'),
+    byteOrder: 'R G B X',
+    hasAlpha: false,
+    planes: [rgba8],
+    pixman: 0x20030888,
+    dxgi: 28,
+    iosurface: ostype('RGBA'),
+  },
+  ABGR8888: {
+    name: 'ABGR8888',
+    fourcc: fourcc('AB24'),
+    byteOrder: 'R G B A',
+    hasAlpha: true,
+    planes: [rgba8],
+    pixman: 0x20038888,
+    dxgi: 28,
+    iosurface: ostype('RGBA'),
+  },
   RGB565: {
-    name: 'RGB565', fourcc: fourcc('RG16'), byteOrder: 'u16 le: R5 G6 B5 (B in the low bits)', hasAlpha: false,
-    planes: [{ bytesPerPixel: 2, xDiv: 1, yDiv: 1, gl: { internalFormat: GL.RGB565, format: GL.RGB, type: GL.UNSIGNED_SHORT_5_6_5 } }],
-    pixman: 0x10020565, dxgi: 85, iosurface: ostype('L565'),
+    name: 'RGB565',
+    fourcc: fourcc('RG16'),
+    byteOrder: 'u16 le: R5 G6 B5 (B in the low bits)',
+    hasAlpha: false,
+    planes: [
+      {
+        bytesPerPixel: 2,
+        xDiv: 1,
+        yDiv: 1,
+        gl: { internalFormat: GL.RGB565, format: GL.RGB, type: GL.UNSIGNED_SHORT_5_6_5 },
+      },
+    ],
+    pixman: 0x10020565,
+    dxgi: 85,
+    iosurface: ostype('L565'),
   },
   NV12: {
-    name: 'NV12', fourcc: fourcc('NV12'), byteOrder: 'plane 0: Y; plane 1: Cb Cr interleaved, 2x2 subsampled', hasAlpha: false,
+    name: 'NV12',
+    fourcc: fourcc('NV12'),
+    byteOrder: 'plane 0: Y; plane 1: Cb Cr interleaved, 2x2 subsampled',
+    hasAlpha: false,
     planes: [
       { bytesPerPixel: 1, xDiv: 1, yDiv: 1, gl: { internalFormat: GL.R8, format: GL.RED, type: GL.UNSIGNED_BYTE } },
       { bytesPerPixel: 2, xDiv: 2, yDiv: 2, gl: { internalFormat: GL.RG8, format: GL.RG, type: GL.UNSIGNED_BYTE } },
     ],
-    pixman: null, dxgi: 103, iosurface: ostype('420v'),
+    pixman: null,
+    dxgi: 103,
+    iosurface: ostype('420v'),
   },
 };
 
@@ -85,7 +159,11 @@ export function formatByFourcc(code: number): FormatInfo | undefined {
 
 export function formatByName(name: string): FormatInfo {
   const info = (FORMATS as Record<string, FormatInfo | undefined>)[name];
-  if (!info) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `unknown format ${JSON.stringify(name)}; known: ${Object.keys(FORMATS).join(', ')}`);
+  if (!info)
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED_FORMAT',
+      `unknown format ${JSON.stringify(name)}; known: ${Object.keys(FORMATS).join(', ')}`,
+    );
   return info;
 }
 
@@ -117,7 +195,13 @@ export function planeMinStride(format: FormatInfo, index: number, width: number)
  * The linear layout used when we allocate: each plane's rows padded to `rowAlign` bytes,
  * planes packed one after another, each starting on a `planeAlign` boundary.
  */
-export function linearLayout(format: FormatInfo, width: number, height: number, rowAlign = 64, planeAlign = 4096): { planes: PlaneLayout[]; totalSize: number } {
+export function linearLayout(
+  format: FormatInfo,
+  width: number,
+  height: number,
+  rowAlign = 64,
+  planeAlign = 4096,
+): { planes: PlaneLayout[]; totalSize: number } {
   let offset = 0;
   const planes = format.planes.map((p, index) => {
     const stride = Math.ceil(planeMinStride(format, index, width) / rowAlign) * rowAlign;

@@ -136,7 +136,11 @@ export class Frame {
    */
   pixels(plane = 0): Uint8Array {
     if (this.releasedValue) throw new SurfaceLinkError('E_CLOSED', `frame ${this.sequence} was released`);
-    if (!this.cpuAccess) throw new SurfaceLinkError('E_UNSUPPORTED', `${this.mechanism} frames are not readable by the CPU here; import them (surfacelink/gl)`);
+    if (!this.cpuAccess)
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        `${this.mechanism} frames are not readable by the CPU here; import them (surfacelink/gl)`,
+      );
     const view = this.buffer.views[plane];
     if (!view) throw invalidArgument('plane', `0..${this.buffer.views.length - 1}`, plane);
     return view;

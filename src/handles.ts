@@ -43,7 +43,8 @@ export function fdHandle(fd: NativeFd): OsHandle {
 
 /** The fd inside `handle`; E_HANDLE_TYPE if it is another kind. */
 export function handleFd(handle: OsHandle, what = 'the handle'): NativeFd {
-  if (handle.kind !== 'fd') throw new SurfaceLinkError('E_HANDLE_TYPE', `${what} must be a file descriptor; it is a ${handle.kind} handle`);
+  if (handle.kind !== 'fd')
+    throw new SurfaceLinkError('E_HANDLE_TYPE', `${what} must be a file descriptor; it is a ${handle.kind} handle`);
   return handle.fd;
 }
 
@@ -83,7 +84,11 @@ export function dupHandle(handle: OsHandle): OsHandle {
  * creator's token in their messages instead; their mechanisms define it.)
  */
 export function handleIdentity(handle: OsHandle): string {
-  if (handle.kind !== 'fd') throw new SurfaceLinkError('E_UNSUPPORTED', `${handle.kind} handles carry their identity in the mechanism's messages`);
+  if (handle.kind !== 'fd')
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `${handle.kind} handles carry their identity in the mechanism's messages`,
+    );
   const st = handle.fd.stat();
   return `fd:${st.device}:${st.inode}`;
 }

@@ -4,23 +4,74 @@
  * and docs/. GL import/rendering is `surfacelink/gl`; remote viewers are `surfacelink/stream`.
  */
 export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents, type FrameTap } from './server.js';
-export { SurfaceClient, type ClientOptions, type Negotiation, type DisconnectInfo, type ClientEvents } from './client.js';
+export {
+  SurfaceClient,
+  type ClientOptions,
+  type Negotiation,
+  type DisconnectInfo,
+  type ClientEvents,
+} from './client.js';
 export { Frame } from './frame.js';
 export {
-  SharedSurface, SurfaceBuffer, type SurfaceOptions, type AdoptSurfaceOptions, type DmabufSurfaceOptions, type ReconfigureOptions, type PresentOptions,
-  type Orientation, type Viewport,
+  SharedSurface,
+  SurfaceBuffer,
+  type SurfaceOptions,
+  type AdoptSurfaceOptions,
+  type DmabufSurfaceOptions,
+  type ReconfigureOptions,
+  type PresentOptions,
+  type Orientation,
+  type Viewport,
 } from './surface.js';
 export { allocatorReports, type AllocatorName } from './mechanisms/dmabuf/index.js';
 export { mechanismReports, mechanisms, MechanismRegistry, type MechanismReport } from './mechanisms/index.js';
-export type { BackingIdentity, ExternalBacking, ExternalDmabuf, ExternalMemfd, Mechanism, MechanismCaps, SyncKind } from './mechanisms/types.js';
+export type {
+  BackingIdentity,
+  ExternalBacking,
+  ExternalDmabuf,
+  ExternalMemfd,
+  Mechanism,
+  MechanismCaps,
+  SyncKind,
+} from './mechanisms/types.js';
 export { FormatSet, modifierName } from './format-set.js';
 export type { NativeFd } from './native/index.js';
 export { fdHandle, handleIdentity, type OsHandle, type BufferKey } from './handles.js';
 export { SurfaceLinkError, ErrorCode, errorCodeName, type ErrorCodeName } from './errors.js';
-export { FORMATS, MODIFIER_INVALID, MODIFIER_LINEAR, formatByName, formatByFourcc, fourcc, fourccToString, linearLayout, type FormatInfo, type FormatName, type PlaneLayout } from './formats.js';
+export {
+  FORMATS,
+  MODIFIER_INVALID,
+  MODIFIER_LINEAR,
+  formatByName,
+  formatByFourcc,
+  fourcc,
+  fourccToString,
+  linearLayout,
+  type FormatInfo,
+  type FormatName,
+  type PlaneLayout,
+} from './formats.js';
 export type { Rect } from './protocol/codec.js';
-export { defaultSocketPath, availableTransports, type Transport, type PeerIdentity, type AccessPolicy } from './transport/index.js';
+export {
+  defaultSocketPath,
+  availableTransports,
+  type Transport,
+  type PeerIdentity,
+  type AccessPolicy,
+} from './transport/index.js';
 export type { Logger, LogLevel } from './log.js';
-export { StreamServer, type StreamServerOptions, type StreamClientInfo, type StreamServerEvents, type ViewerStats } from './stream/server.js';
-export { RemoteStreamClient, type RemoteClientOptions, type RemoteWelcome, type RemoteFrame, type RemoteClientEvents } from './stream/client.js';
+export {
+  StreamServer,
+  type StreamServerOptions,
+  type StreamClientInfo,
+  type StreamServerEvents,
+  type ViewerStats,
+} from './stream/server.js';
+export {
+  RemoteStreamClient,
+  type RemoteClientOptions,
+  type RemoteWelcome,
+  type RemoteFrame,
+  type RemoteClientEvents,
+} from './stream/client.js';
 export type { Codec as StreamCodec } from './stream/protocol.js';

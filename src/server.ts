@@ -19,7 +19,14 @@ import { mechanisms as defaultRegistry, type MechanismRegistry } from './mechani
 import type { Mechanism } from './mechanisms/types.js';
 import type { Rect, WelcomeInfo } from './protocol/codec.js';
 import { DEFAULT_MAX_MESSAGE, MAX_HANDLES } from './protocol/constants.js';
-import { SharedSurface, type AdoptSurfaceOptions, type DmabufSurfaceOptions, type PresentOptions, type SurfaceHost, type SurfaceOptions } from './surface.js';
+import {
+  SharedSurface,
+  type AdoptSurfaceOptions,
+  type DmabufSurfaceOptions,
+  type PresentOptions,
+  type SurfaceHost,
+  type SurfaceOptions,
+} from './surface.js';
 import { platformTransport, type Listener, type MessageChannel, type Transport } from './transport/index.js';
 
 export type { ClientInfo } from './core/session.js';
@@ -58,7 +65,13 @@ export interface ServerOptions {
  * tap stays installed.
  */
 export interface FrameTap {
-  frame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number, presentTimeNs: number): void;
+  frame(
+    surface: SharedSurface,
+    buffer: SurfaceBuffer,
+    damage: readonly Rect[],
+    count: number,
+    presentTimeNs: number,
+  ): void;
   /** The surface was closed (no more frames from it). */
   surfaceClosed?(surface: SharedSurface): void;
 }
@@ -105,20 +118,29 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     this.maxClients = positive(options.maxClients ?? 32, 'maxClients');
     const served = this.chooseMechanisms(options.mechanisms);
     this.allocating = served.filter((m) => m.allocate);
-    if (this.allocating.length === 0) throw new SurfaceLinkError('E_NO_MECHANISM', 'no sharing mechanism is available on this machine (run `surfacelink doctor`)');
+    if (this.allocating.length === 0)
+      throw new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        'no sharing mechanism is available on this machine (run `surfacelink doctor`)',
+      );
 
     const offer: ServerOffer = {
       served: new Map(served.map((m) => [m.name, m])),
       unavailableReason: (name) => this.registry.unavailableReason(name),
       context: { attachment: (name) => this.attachments.get(name) },
     };
-    const limits: WelcomeInfo['limits'] = { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES, releaseTimeoutMs, maxHeldFrames: 1 };
+    const limits: WelcomeInfo['limits'] = {
+      maxMessage: DEFAULT_MAX_MESSAGE,
+      maxHandles: MAX_HANDLES,
+      releaseTimeoutMs,
+      maxHeldFrames: 1,
+    };
     const surfaces = this.surfaces;
-    const server = this;
+    const owner = this;
     const framesHost: FramesHost = {
       surfaces,
       get highestSurfaceId() {
-        return server.highestSurfaceId;
+        return owner.highestSurfaceId;
       },
       releaseTimeoutMs,
       logger: this.logger,
@@ -144,7 +166,11 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       sessionEnded: (session, code, message, wasActive) => this.sessionEnded(session, code, message, wasActive),
     };
 
-    this.listener = transport.listen({ address: options.path, name: options.name ?? 'default', policy: { allowUids: options.allowUids, mode: options.socketMode } });
+    this.listener = transport.listen({
+      address: options.path,
+      name: options.name ?? 'default',
+      policy: { allowUids: options.allowUids, mode: options.socketMode },
+    });
     this.path = this.listener.address;
     this.listener.start(
       (channel, refusal) => this.accept(channel, refusal),
@@ -159,7 +185,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
 
   /** Starts listening. Resolves once clients can connect. */
   static async listen(options: ServerOptions = {}): Promise<SurfaceServer> {
-    if (options.path !== undefined && (typeof options.path !== 'string' || options.path.length === 0)) throw invalidArgument('path', 'a non-empty string', options.path);
+    if (options.path !== undefined && (typeof options.path !== 'string' || options.path.length === 0))
+      throw invalidArgument('path', 'a non-empty string', options.path);
     return new SurfaceServer(options, options.transport ?? platformTransport());
   }
 
@@ -192,11 +219,19 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     let mechanism = this.allocating[0];
     if (options.mechanism !== undefined) {
       const m = this.allocating.find((x) => x.name === options.mechanism);
-      if (!m) throw new SurfaceLinkError('E_NO_MECHANISM', `this server does not serve ${options.mechanism} (${this.registry.unavailableReason(options.mechanism) ?? 'not configured'})`);
+      if (!m)
+        throw new SurfaceLinkError(
+          'E_NO_MECHANISM',
+          `this server does not serve ${options.mechanism} (${this.registry.unavailableReason(options.mechanism) ?? 'not configured'})`,
+        );
       mechanism = m;
     } else if (options.allocator !== undefined) {
       const m = this.allocating.find((x) => x.allocators?.includes(options.allocator!));
-      if (!m) throw new SurfaceLinkError('E_NO_MECHANISM', `no mechanism this server serves has an allocator called ${options.allocator}`);
+      if (!m)
+        throw new SurfaceLinkError(
+          'E_NO_MECHANISM',
+          `no mechanism this server serves has an allocator called ${options.allocator}`,
+        );
       mechanism = m;
     }
     return this.add(new SharedSurface(this.surfaceHost, mechanism, options));
@@ -215,14 +250,20 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     const kind = options.backing?.kind;
     if (kind === undefined) throw invalidArgument('backing.kind', "'dmabuf' or 'memfd'", kind);
     const mechanism = this.registry.adopterFor(kind);
-    if (typeof mechanism === 'string') throw new SurfaceLinkError('E_NO_MECHANISM', `cannot adopt ${kind} buffers here: ${mechanism}`);
-    return this.add(new SharedSurface(this.surfaceHost, mechanism, { ...options, buffers: options.backing.buffers.length }));
+    if (typeof mechanism === 'string')
+      throw new SurfaceLinkError('E_NO_MECHANISM', `cannot adopt ${kind} buffers here: ${mechanism}`);
+    return this.add(
+      new SharedSurface(this.surfaceHost, mechanism, { ...options, buffers: options.backing.buffers.length }),
+    );
   }
 
   /** A surface of dma-bufs made by someone else: adoptSurface with `backing.kind = 'dmabuf'`. */
   createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface {
     const { buffers, modifier, ...rest } = options;
-    return this.adoptSurface({ ...rest, backing: { kind: 'dmabuf', buffers, ...(modifier !== undefined ? { modifier } : {}) } });
+    return this.adoptSurface({
+      ...rest,
+      backing: { kind: 'dmabuf', buffers, ...(modifier !== undefined ? { modifier } : {}) },
+    });
   }
 
   private add(surface: SharedSurface): SharedSurface {
@@ -293,7 +334,14 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     this.frames.present(surface, buffer, damage, count);
   }
 
-  private runTaps(taps: readonly FrameTap[], surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number, now: number): void {
+  private runTaps(
+    taps: readonly FrameTap[],
+    surface: SharedSurface,
+    buffer: SurfaceBuffer,
+    damage: readonly Rect[],
+    count: number,
+    now: number,
+  ): void {
     buffer.store.beginCpuAccess('read');
     try {
       for (let i = 0; i < taps.length; i++) {
@@ -326,14 +374,19 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     this.sessions.add(session);
     channel.start(session, { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES });
     if (refusal !== null) return session.disconnect('E_PERMISSION', refusal, true);
-    if (this.sessions.size > this.maxClients) return session.disconnect('E_LIMIT', `too many clients (limit ${this.maxClients})`, true);
-    session.helloTimer = setTimeout(() => session.disconnect('E_TIMEOUT', `no HELLO within ${this.helloTimeoutMs} ms`, true), this.helloTimeoutMs);
+    if (this.sessions.size > this.maxClients)
+      return session.disconnect('E_LIMIT', `too many clients (limit ${this.maxClients})`, true);
+    session.helloTimer = setTimeout(
+      () => session.disconnect('E_TIMEOUT', `no HELLO within ${this.helloTimeoutMs} ms`, true),
+      this.helloTimeoutMs,
+    );
     session.helloTimer.unref();
   }
 
   private sessionEnded(session: ServerSession, code: ErrorCodeName, message: string, wasActive: boolean): void {
     this.sessions.delete(session);
-    if (code !== 'E_PEER_CLOSED' && code !== 'E_SHUTDOWN') this.logger('warn', `client ${session.id} (pid ${session.pid}) disconnected: ${code}: ${message}`);
+    if (code !== 'E_PEER_CLOSED' && code !== 'E_SHUTDOWN')
+      this.logger('warn', `client ${session.id} (pid ${session.pid}) disconnected: ${code}: ${message}`);
     if (wasActive || code !== 'E_PEER_CLOSED') this.emit('clientGone', session.info(), { code, message });
   }
 
@@ -357,6 +410,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
 }
 
 function positive(value: number, name: string): number {
-  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) throw invalidArgument(name, 'a positive number', value);
+  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value))
+    throw invalidArgument(name, 'a positive number', value);
   return value;
 }

@@ -156,15 +156,18 @@ export class SharedSurface {
     this.source = { mechanism, allocator: options.allocator, adopted: options.backing };
     if (options.backing) {
       const count = options.backing.buffers.length;
-      if (!Array.isArray(options.backing.buffers) || count < 1 || count > 64) throw invalidArgument('backing.buffers', '1..64 buffers', count);
+      if (!Array.isArray(options.backing.buffers) || count < 1 || count > 64)
+        throw invalidArgument('backing.buffers', '1..64 buffers', count);
       this.maxBuffers = count;
       this.fillPool(count);
       return;
     }
     const initial = options.buffers ?? 3;
     this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
-    if (!Number.isInteger(initial) || initial < 2 || initial > 64) throw invalidArgument('buffers', 'an integer in 2..64', initial);
-    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64) throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
+    if (!Number.isInteger(initial) || initial < 2 || initial > 64)
+      throw invalidArgument('buffers', 'an integer in 2..64', initial);
+    if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
+      throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
     this.fillPool(initial);
   }
 
@@ -172,7 +175,10 @@ export class SharedSurface {
    * A surface whose buffers are dma-bufs made by someone else (a GPU driver, QEMU, a vfio vGPU):
    * `server.adoptSurface({ backing: { kind: 'dmabuf', buffers, modifier } })`.
    */
-  static fromDmabuf(server: { createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface }, options: DmabufSurfaceOptions): SharedSurface {
+  static fromDmabuf(
+    server: { createDmabufSurface(options: DmabufSurfaceOptions): SharedSurface },
+    options: DmabufSurfaceOptions,
+  ): SharedSurface {
     return server.createDmabufSurface(options);
   }
 
@@ -217,9 +223,20 @@ export class SharedSurface {
     if (adopted) {
       store = mechanism.adopt!({ ...request, backing: adopted, index });
     } else {
-      store = mechanism.allocate!({ ...request, ...(this.source.allocator !== undefined ? { allocator: this.source.allocator } : {}) });
+      store = mechanism.allocate!({
+        ...request,
+        ...(this.source.allocator !== undefined ? { allocator: this.source.allocator } : {}),
+      });
     }
-    return new SurfaceBuffer(this, this.nextBufferId++, this.generationValue, this.widthValue, this.heightValue, this.format, store);
+    return new SurfaceBuffer(
+      this,
+      this.nextBufferId++,
+      this.generationValue,
+      this.widthValue,
+      this.heightValue,
+      this.format,
+      store,
+    );
   }
 
   /** Fills the empty pool with `count` buffers; on failure frees the ones made and rethrows. */
@@ -267,7 +284,10 @@ export class SharedSurface {
         return this.take(b);
       }
       if (!this.host.reclaimBuffer(this))
-        throw new SurfaceLinkError('E_POOL_EXHAUSTED', `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or discard some`);
+        throw new SurfaceLinkError(
+          'E_POOL_EXHAUSTED',
+          `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or discard some`,
+        );
     }
   }
 
@@ -286,14 +306,18 @@ export class SharedSurface {
       buffer.store.endCpuAccess('rw');
       buffer.acquired = false;
       this.collect(buffer);
-      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`);
+      throw new SurfaceLinkError(
+        'E_INVALID_ARGUMENT',
+        `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`,
+      );
     }
     const damage = options?.damage ?? this.fullDamage;
     if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
     // With no fence given, GPU work still attached to the buffer becomes the fence: nobody may
     // start CPU access on it before it signals (that would block the JS thread).
     const fences = buffer.store.fences;
-    const fence = options?.fence !== undefined ? this.takeFence(buffer, options.fence) : fences?.busy() ? fences.tryExport() : null;
+    const fence =
+      options?.fence !== undefined ? this.takeFence(buffer, options.fence) : fences?.busy() ? fences.tryExport() : null;
     try {
       buffer.store.endCpuAccess('rw');
     } catch (error) {
@@ -313,7 +337,11 @@ export class SharedSurface {
   private takeFence(buffer: SurfaceBuffer, fence: NativeFd | OsHandle | 'implicit'): OsHandle {
     if (fence === 'implicit') {
       const fences = buffer.store.fences;
-      if (!fences) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `fence 'implicit' needs buffers that carry implicit fences (dmabuf.v1); this surface is ${this.mechanism}`);
+      if (!fences)
+        throw new SurfaceLinkError(
+          'E_INVALID_ARGUMENT',
+          `fence 'implicit' needs buffers that carry implicit fences (dmabuf.v1); this surface is ${this.mechanism}`,
+        );
       return fences.export();
     }
     const handle = asOsHandle(fence);
@@ -338,16 +366,31 @@ export class SharedSurface {
     const height = options.height ?? this.heightValue;
     checkSize(width, height);
     if (this.external) {
-      if (!options.backing) throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'an adopted surface gets new buffers with each new generation: pass backing');
-      if (options.backing.kind !== this.source.adopted!.kind) throw invalidArgument('backing.kind', this.source.adopted!.kind, options.backing.kind);
-      if (options.backing.buffers.length !== this.maxBuffers) throw invalidArgument('backing.buffers', `${this.maxBuffers} buffers (the pool's size)`, options.backing.buffers.length);
+      if (!options.backing)
+        throw new SurfaceLinkError(
+          'E_INVALID_ARGUMENT',
+          'an adopted surface gets new buffers with each new generation: pass backing',
+        );
+      if (options.backing.kind !== this.source.adopted!.kind)
+        throw invalidArgument('backing.kind', this.source.adopted!.kind, options.backing.kind);
+      if (options.backing.buffers.length !== this.maxBuffers)
+        throw invalidArgument(
+          'backing.buffers',
+          `${this.maxBuffers} buffers (the pool's size)`,
+          options.backing.buffers.length,
+        );
     } else if (options.backing) {
       throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'backing is only for adopted surfaces');
     }
     const orientation = checkOrientation(options.orientation ?? 'top-down');
     const visible = checkVisible(options.visible, width, height);
     const old = this.pool.splice(0);
-    const previous = { width: this.widthValue, height: this.heightValue, generation: this.generationValue, source: this.source };
+    const previous = {
+      width: this.widthValue,
+      height: this.heightValue,
+      generation: this.generationValue,
+      source: this.source,
+    };
     this.generationValue++;
     this.widthValue = width;
     this.heightValue = height;
@@ -409,25 +452,34 @@ export class SharedSurface {
 
   private assertOwnAcquired(buffer: SurfaceBuffer): void {
     this.assertOpen();
-    if (!(buffer instanceof SurfaceBuffer) || buffer.surface !== this) throw invalidArgument('buffer', `a buffer of surface ${this.id}`, buffer);
-    if (!buffer.acquired) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `buffer ${buffer.id} was not acquired (present each acquired buffer once)`);
+    if (!(buffer instanceof SurfaceBuffer) || buffer.surface !== this)
+      throw invalidArgument('buffer', `a buffer of surface ${this.id}`, buffer);
+    if (!buffer.acquired)
+      throw new SurfaceLinkError(
+        'E_INVALID_ARGUMENT',
+        `buffer ${buffer.id} was not acquired (present each acquired buffer once)`,
+      );
   }
 }
 
 function checkSize(width: number, height: number): void {
-  if (!Number.isInteger(width) || width < 1 || width > MAX_DIMENSION) throw invalidArgument('width', `an integer in 1..${MAX_DIMENSION}`, width);
-  if (!Number.isInteger(height) || height < 1 || height > MAX_DIMENSION) throw invalidArgument('height', `an integer in 1..${MAX_DIMENSION}`, height);
+  if (!Number.isInteger(width) || width < 1 || width > MAX_DIMENSION)
+    throw invalidArgument('width', `an integer in 1..${MAX_DIMENSION}`, width);
+  if (!Number.isInteger(height) || height < 1 || height > MAX_DIMENSION)
+    throw invalidArgument('height', `an integer in 1..${MAX_DIMENSION}`, height);
 }
 
 function checkOrientation(value: Orientation): Orientation {
-  if (value !== 'top-down' && value !== 'bottom-up') throw invalidArgument('orientation', "'top-down' or 'bottom-up'", value);
+  if (value !== 'top-down' && value !== 'bottom-up')
+    throw invalidArgument('orientation', "'top-down' or 'bottom-up'", value);
   return value;
 }
 
 function checkVisible(visible: Rect | undefined, width: number, height: number): Rect {
   if (visible === undefined) return { x: 0, y: 0, width, height };
   const { x, y, width: w, height: h } = visible;
-  const ok = [x, y, w, h].every((v) => Number.isInteger(v) && v >= 0) && w >= 1 && h >= 1 && x + w <= width && y + h <= height;
+  const ok =
+    [x, y, w, h].every((v) => Number.isInteger(v) && v >= 0) && w >= 1 && h >= 1 && x + w <= width && y + h <= height;
   if (!ok) throw invalidArgument('visible', `a rectangle inside ${width}x${height}`, JSON.stringify(visible));
   return { x, y, width: w, height: h };
 }

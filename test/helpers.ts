@@ -50,11 +50,14 @@ export class Peer {
         }
       }
     });
-    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => {
-      for (const w of this.waiting.values()) w.reject(new Error(`peer exited (${code ?? signal}) before answering; stderr:\n${this.stderr}`));
-      this.waiting.clear();
-      resolve({ code, signal });
-    }));
+    this.exited = new Promise((resolve) =>
+      this.child.on('exit', (code, signal) => {
+        for (const w of this.waiting.values())
+          w.reject(new Error(`peer exited (${code ?? signal}) before answering; stderr:\n${this.stderr}`));
+        this.waiting.clear();
+        resolve({ code, signal });
+      }),
+    );
   }
 
   get pid(): number {
@@ -74,8 +77,19 @@ export class Peer {
     const seen = this.events.find((e) => e.event === event && match(e));
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${event} event within ${timeoutMs} ms; events: ${JSON.stringify(this.events.slice(-5))}; stderr: ${this.stderr}`)), timeoutMs);
-      this.eventWaiters.push({ match: (e) => e.event === event && match(e), resolve: (e) => (clearTimeout(timer), resolve(e)) });
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `no ${event} event within ${timeoutMs} ms; events: ${JSON.stringify(this.events.slice(-5))}; stderr: ${this.stderr}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      this.eventWaiters.push({
+        match: (e) => e.event === event && match(e),
+        resolve: (e) => (clearTimeout(timer), resolve(e)),
+      });
     });
   }
 
@@ -123,7 +137,11 @@ export class PeerGroup {
 }
 
 /** Runs a command to completion and returns its output. */
-export function run(cmd: string, args: string[], timeoutMs = 20000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: string[],
+  timeoutMs = 20000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -146,7 +164,11 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `probe` until it returns true or the deadline passes. */
-export async function eventually(probe: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+export async function eventually(
+  probe: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  what = 'condition',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await probe()) return;

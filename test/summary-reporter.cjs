@@ -16,10 +16,17 @@ class SummaryReporter extends Mocha.reporters.Spec {
       results.push({ title: t.fullTitle(), state: 'skipped' });
     });
     runner.on(EVENT_TEST_PASS, (t) => results.push({ title: t.fullTitle(), state: 'passed', ms: t.duration }));
-    runner.on(EVENT_TEST_FAIL, (t, err) => results.push({ title: t.fullTitle(), state: 'failed', error: String(err && (err.stack || err.message) || err) }));
+    runner.on(EVENT_TEST_FAIL, (t, err) =>
+      results.push({
+        title: t.fullTitle(),
+        state: 'failed',
+        error: String((err && (err.stack || err.message)) || err),
+      }),
+    );
     runner.once(EVENT_RUN_END, () => {
       const s = runner.stats;
-      if (process.env.SURFACELINK_RESULTS_FILE) fs.writeFileSync(process.env.SURFACELINK_RESULTS_FILE, JSON.stringify(results, null, 1));
+      if (process.env.SURFACELINK_RESULTS_FILE)
+        fs.writeFileSync(process.env.SURFACELINK_RESULTS_FILE, JSON.stringify(results, null, 1));
       process.stdout.write(`\n${s.passes} passed, ${s.failures} failed, ${skipped} skipped\n`);
     });
   }

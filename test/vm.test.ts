@@ -19,25 +19,34 @@ interface InnerResult {
 
 describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function () {
   this.timeout(30 * 60 * 1000);
-  const suite = this;
+  const owner = this;
   let collected = { results: 0, exit: null as number | null, tail: '' };
 
   before(async function () {
     const available = spawnSync('bash', [path.join(ROOT, 'scripts', 'vm', 'available.sh')], { encoding: 'utf8' });
     if (available.status !== 0) {
       const reason = (available.stdout + available.stderr).trim();
-      if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should run the VM suite, but: ${reason}`);
-      suite.addTest(new Test(`dma-buf suite skipped: ${reason}`));
+      if (process.env.CI === 'true')
+        throw new Error(`CI=true, and this machine should run the VM suite, but: ${reason}`);
+      owner.addTest(new Test(`dma-buf suite skipped: ${reason}`));
       this.skip();
     }
     const resultsFile = path.join(ROOT, 'test', 'vm', '.results.json');
     fs.rmSync(resultsFile, { force: true });
     const output = await new Promise<{ code: number | null; text: string }>((resolve) => {
-      const child = spawn('bash', [path.join(ROOT, 'scripts', 'vm', 'run.sh'), '--timeout', '1500', '--', 'bash', 'test/vm/run-inside.sh'], {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, SURFACELINK_RESULTS_FILE: resultsFile, SURFACELINK_VM_ENV: `${process.env.SURFACELINK_VM_ENV ?? ''} SURFACELINK_RESULTS_FILE` },
-      });
+      const child = spawn(
+        'bash',
+        [path.join(ROOT, 'scripts', 'vm', 'run.sh'), '--timeout', '1500', '--', 'bash', 'test/vm/run-inside.sh'],
+        {
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: {
+            ...process.env,
+            SURFACELINK_RESULTS_FILE: resultsFile,
+            SURFACELINK_VM_ENV: `${process.env.SURFACELINK_VM_ENV ?? ''} SURFACELINK_RESULTS_FILE`,
+          },
+        },
+      );
       let text = '';
       const onData = (d: Buffer) => {
         text += d.toString();
@@ -51,14 +60,21 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
     const inner: InnerResult[] = fs.existsSync(resultsFile) ? JSON.parse(fs.readFileSync(resultsFile, 'utf8')) : [];
     fs.rmSync(resultsFile, { force: true });
     collected = { results: inner.length, exit: output.code, tail: output.text.slice(-6000) };
-    suite.addTest(
-      new Test(`native dma-buf/DRM/sync_file checks (test/vm/native-dmabuf.smoke.js): ${smoke ? `${smoke[1]} passed, ${smoke[2]} failed` : 'no result'}`, () => {
-        expect(smoke, output.text.slice(-4000)).to.not.equal(null);
-        expect(Number(smoke![2]), output.text.slice(-4000)).to.equal(0);
-      }),
+    owner.addTest(
+      new Test(
+        `native dma-buf/DRM/sync_file checks (test/vm/native-dmabuf.smoke.js): ${smoke ? `${smoke[1]} passed, ${smoke[2]} failed` : 'no result'}`,
+        () => {
+          expect(smoke, output.text.slice(-4000)).to.not.equal(null);
+          expect(Number(smoke![2]), output.text.slice(-4000)).to.equal(0);
+        },
+      ),
     );
     if (inner.length === 0) {
-      suite.addTest(new Test('the dmabuf.v1 suite ran in the VM', () => expect.fail(`no results from the VM (exit ${output.code}):\n${output.text.slice(-6000)}`)));
+      owner.addTest(
+        new Test('the dmabuf.v1 suite ran in the VM', () =>
+          expect.fail(`no results from the VM (exit ${output.code}):\n${output.text.slice(-6000)}`),
+        ),
+      );
       return;
     }
     for (const r of inner) {
@@ -66,12 +82,14 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
         if (r.state === 'failed') expect.fail(r.error ?? 'failed in the VM');
       });
       if (r.state === 'skipped') test.pending = true;
-      suite.addTest(test);
+      owner.addTest(test);
     }
   });
 
   it('boots the VM, runs the suite there and collects a result for every test', () => {
-    expect(collected.results, `no results from the VM (exit ${collected.exit}):\n${collected.tail}`).to.be.greaterThan(0);
+    expect(collected.results, `no results from the VM (exit ${collected.exit}):\n${collected.tail}`).to.be.greaterThan(
+      0,
+    );
     expect(collected.exit, collected.tail).to.equal(0);
   });
 });

@@ -45,7 +45,7 @@ const FORMATS = {
 const ERROR_TEXT = {
   E_AUTH: 'Not authorised: the token is wrong or missing. Open the exact URL the server printed (it ends in #token=…).',
   E_NO_MECHANISM: 'The server and this browser share no codec.',
-  E_ENCODER: 'The server\'s encoder failed.',
+  E_ENCODER: "The server's encoder failed.",
   E_RELEASE_TIMEOUT: 'The server gave up on this viewer: it stopped acknowledging frames.',
 };
 
@@ -68,7 +68,7 @@ function quantile(sorted, p) {
 
 /** `a` is after `b` in u32 sequence space (wrapping). */
 function seqAfter(a, b) {
-  return ((a - b) >>> 0) !== 0 && ((a - b) >>> 0) < 0x80000000;
+  return (a - b) >>> 0 !== 0 && (a - b) >>> 0 < 0x80000000;
 }
 
 /** A fixed-size ring of float samples; reading copies them out oldest first. */
@@ -128,7 +128,13 @@ function h264CodecFromAnnexB(bytes) {
       out.push(bytes[j]);
     }
     if (out.length < 3) return null;
-    return 'avc1.' + out.map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase();
+    return (
+      'avc1.' +
+      out
+        .map((b) => b.toString(16).padStart(2, '0'))
+        .join('')
+        .toUpperCase()
+    );
   }
   return null;
 }
@@ -240,7 +246,10 @@ class Viewer {
     let codecs;
     if (this.forcedCodec === 'tiles') codecs = ['tiles'];
     else if (this.forcedCodec === 'h264') {
-      if (!offerH264) return this.fail('This browser cannot decode H.264 (no WebCodecs VideoDecoder for avc1, or the page is not a secure context), and ?codec=h264 asks for nothing else.');
+      if (!offerH264)
+        return this.fail(
+          'This browser cannot decode H.264 (no WebCodecs VideoDecoder for avc1, or the page is not a secure context), and ?codec=h264 asks for nothing else.',
+        );
       codecs = ['h264'];
     } else codecs = offerH264 ? ['h264', 'tiles'] : ['tiles'];
     this.offered = codecs;
@@ -360,7 +369,10 @@ class Viewer {
       this.fail('Cannot reach the stream server.', `close ${event.code}`);
     } else {
       this.state = 'closed';
-      this.showMessage(`Disconnected (WebSocket close ${event.code}${event.reason ? `: ${event.reason}` : ''}). Reload to reconnect.`, true);
+      this.showMessage(
+        `Disconnected (WebSocket close ${event.code}${event.reason ? `: ${event.reason}` : ''}). Reload to reconnect.`,
+        true,
+      );
     }
     this.render();
   }
@@ -397,7 +409,8 @@ class Viewer {
 
   /** Frees the frame's slot in the server's window; `drawn` adds when (server clock) it was drawn. */
   ack(seq, drawn) {
-    if (drawn && Number.isFinite(this.clockOffset)) this.send({ type: 'ack', seq, decodedMs: now() + this.clockOffset });
+    if (drawn && Number.isFinite(this.clockOffset))
+      this.send({ type: 'ack', seq, decodedMs: now() + this.clockOffset });
     else this.send({ type: 'ack', seq });
   }
 
@@ -467,7 +480,14 @@ class Viewer {
 
   /** (Re)configures the decoder for a keyframe's codec and size; false when that failed. */
   configure(codec) {
-    if (this.decoder && this.decoder.state === 'configured' && codec === this.decoderCodec && this.decoderWidth === this.width && this.decoderHeight === this.height) return true;
+    if (
+      this.decoder &&
+      this.decoder.state === 'configured' &&
+      codec === this.decoderCodec &&
+      this.decoderWidth === this.width &&
+      this.decoderHeight === this.height
+    )
+      return true;
     try {
       if (!this.decoder || this.decoder.state === 'closed') {
         // Callbacks from a decoder already replaced (a late error or frame) must not touch its successor.
@@ -606,14 +626,18 @@ class Viewer {
     const count = view.getUint32(0, true);
     const compressed = view.getUint32(4, true);
     const recordsEnd = 8 + count * TILE_RECORD_BYTES;
-    if (recordsEnd + compressed !== view.byteLength) throw new Error(`tile frame of ${view.byteLength} bytes does not hold ${count} records and ${compressed} compressed bytes`);
+    if (recordsEnd + compressed !== view.byteLength)
+      throw new Error(
+        `tile frame of ${view.byteLength} bytes does not hold ${count} records and ${compressed} compressed bytes`,
+      );
     let rawBytes = 0;
     for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES) {
       const x = view.getUint16(r, true);
       const y = view.getUint16(r + 2, true);
       const w = view.getUint16(r + 4, true);
       const h = view.getUint16(r + 6, true);
-      if (x + w > this.width || y + h > this.height) throw new Error(`tile ${x},${y} ${w}x${h} outside the ${this.width}x${this.height} surface`);
+      if (x + w > this.width || y + h > this.height)
+        throw new Error(`tile ${x},${y} ${w}x${h} outside the ${this.width}x${this.height} surface`);
       const encoding = view.getUint8(r + 8);
       if (encoding === ENCODING_RAW) rawBytes += w * h * 4;
       else if (encoding !== ENCODING_SOLID) throw new Error(`unknown tile encoding ${encoding}`);
@@ -621,7 +645,8 @@ class Viewer {
     let raw = null;
     if (compressed > 0) {
       raw = await inflateRaw(new Uint8Array(buffer, HEADER_BYTES + recordsEnd, compressed));
-      if (raw.byteLength !== rawBytes) throw new Error(`tiles inflate to ${raw.byteLength} bytes, expected ${rawBytes}`);
+      if (raw.byteLength !== rawBytes)
+        throw new Error(`tiles inflate to ${raw.byteLength} bytes, expected ${rawBytes}`);
     } else if (rawBytes > 0) throw new Error('raw tiles but no compressed data');
     // The surface may have been resized while this frame was inflating; such a frame is stale.
     if (!this.image) throw new Error('no surface yet');
@@ -647,7 +672,8 @@ class Viewer {
   /** Whether the records cover the whole surface (a full refresh): then one blit beats hundreds. */
   coversSurface(view, recordsEnd) {
     let area = 0;
-    for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES) area += view.getUint16(r + 4, true) * view.getUint16(r + 6, true);
+    for (let r = 8; r < recordsEnd; r += TILE_RECORD_BYTES)
+      area += view.getUint16(r + 4, true) * view.getUint16(r + 6, true);
     return area >= this.width * this.height;
   }
 
@@ -828,7 +854,8 @@ class Viewer {
     const seq = this.canvasSeq;
     const bytes = new Uint8Array(this.ctx.getImageData(r.x, r.y, r.width, r.height).data.buffer);
     let binary = '';
-    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    for (let i = 0; i < bytes.length; i += 0x8000)
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
     return { seq, x: r.x, y: r.y, width: r.width, height: r.height, rgba: btoa(binary) };
   }
 

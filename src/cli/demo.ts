@@ -8,7 +8,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { counterVerdict, formatStatus, formatSummary, type ConsumerMessage, type StatsSnapshot } from '../demo/consumer.js';
+import {
+  counterVerdict,
+  formatStatus,
+  formatSummary,
+  type ConsumerMessage,
+  type StatsSnapshot,
+} from '../demo/consumer.js';
 import type { ProducerMessage } from '../demo/producer.js';
 import { SIGNAL_EXIT, StatusLine } from './view.js';
 
@@ -48,14 +54,17 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
 
   // Whatever happens to this process, its children must not outlive it.
   const killAll = (): void => {
-    for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const child of children.values())
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   process.on('exit', killAll);
 
   return new Promise<number>((resolve) => {
     const spawn = (role: Role, args: string[]): ChildProcess => {
       // execArgv is inherited, so this also works when the CLI itself runs under a loader.
-      const child = fork(entry, [`demo-${role}`, '--path', socketPath, ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(entry, [`demo-${role}`, '--path', socketPath, ...args], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
       children.set(role, child);
       exited.set(
         role,
@@ -90,9 +99,13 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
       switch (m.type) {
         case 'ready':
           if (state !== 'starting' || children.has('consumer')) return;
-          producerGl = m.rendering.path === 'cpu' ? 'producer drew on the CPU' : `producer rendered with GL (${m.rendering.path}) on ${m.rendering.renderer}`;
+          producerGl =
+            m.rendering.path === 'cpu'
+              ? 'producer drew on the CPU'
+              : `producer rendered with GL (${m.rendering.path}) on ${m.rendering.renderer}`;
           status.log(`${producerGl}: ${m.rendering.reason}`);
-          if (m.viewer) status.log(`watch it in a browser: ${m.viewer.url} (codecs: ${m.viewer.codecs}; this host only)`);
+          if (m.viewer)
+            status.log(`watch it in a browser: ${m.viewer.url} (codecs: ${m.viewer.codecs}; this host only)`);
           else if (m.viewerError) status.log(`no browser viewer: ${m.viewerError}`);
           spawn('consumer', ['--gl', o.gl]).on('message', onConsumer);
           return;
@@ -124,7 +137,10 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
           stats = m.stats;
           return;
         case 'gl':
-          consumerGl = m.report.path === 'off' ? `consumer GL off (${m.report.reason.split(':')[0]})` : `consumer imported and drew with GL (${m.report.path}) on ${m.report.renderer}`;
+          consumerGl =
+            m.report.path === 'off'
+              ? `consumer GL off (${m.report.reason.split(':')[0]})`
+              : `consumer imported and drew with GL (${m.report.path}) on ${m.report.renderer}`;
           status.log(`${consumerGl}: ${m.report.reason}`);
           return;
         case 'warning':
@@ -146,7 +162,9 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
       if (child.connected) child.send({ type: 'stop' });
       else child.kill('SIGTERM');
       const grace = setTimeout(() => {
-        failures.push(`the ${role} (pid ${child.pid}) did not exit within ${STOP_GRACE_MS} ms of being told to stop; killed it`);
+        failures.push(
+          `the ${role} (pid ${child.pid}) did not exit within ${STOP_GRACE_MS} ms of being told to stop; killed it`,
+        );
         child.kill('SIGKILL');
       }, STOP_GRACE_MS);
       await exited.get(role);
@@ -186,14 +204,19 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
     const finish = (reason: StopReason): number => {
       const s: StatsSnapshot | null = stats;
       const gl = `; ${producerGl}; ${consumerGl}`;
-      const summary = s && s.total.frames > 0 ? `${formatSummary(s)}; producer presented ${presented}${gl}` : `no frames received (producer presented ${presented})${gl}`;
+      const summary =
+        s && s.total.frames > 0
+          ? `${formatSummary(s)}; producer presented ${presented}${gl}`
+          : `no frames received (producer presented ${presented})${gl}`;
       status.finish(`surfacelink demo: ${summary}`);
       for (const f of failures) process.stderr.write(`surfacelink demo: ${f}\n`);
       if (failures.length > 0) return 1;
       const verdict = s ? counterVerdict(s) : 'waiting';
       // The demo's producer always draws the counter, so one that cannot be read is wrong too.
       if (verdict === 'BAD' || verdict === 'unreadable') {
-        process.stderr.write('surfacelink demo: the counter read back from the pixels did not always match the frame sequence\n');
+        process.stderr.write(
+          'surfacelink demo: the counter read back from the pixels did not always match the frame sequence\n',
+        );
         return 1;
       }
       if (reason === 'SIGINT' || reason === 'SIGTERM') return SIGNAL_EXIT[reason];
@@ -211,7 +234,19 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
 
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
-    status.log(`surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, socket ${socketPath}`);
-    spawn('producer', ['--width', String(o.width), '--height', String(o.height), '--fps', String(o.fps), '--gl', o.gl, ...(o.streamPort === null ? [] : ['--stream-port', String(o.streamPort)])]).on('message', onProducer);
+    status.log(
+      `surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, socket ${socketPath}`,
+    );
+    spawn('producer', [
+      '--width',
+      String(o.width),
+      '--height',
+      String(o.height),
+      '--fps',
+      String(o.fps),
+      '--gl',
+      o.gl,
+      ...(o.streamPort === null ? [] : ['--stream-port', String(o.streamPort)]),
+    ]).on('message', onProducer);
   });
 }

@@ -42,13 +42,18 @@ export interface GlReport {
 function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'exports'> {
   const display = ctx.advertised.display;
   const memory = memoryObjectUnavailable(ctx);
-  const memoryReason = 'memfd buffers whose stride is align(width, 2) × 4 (rows a multiple of 64 bytes) are the texture (GL_EXT_memory_object_fd)';
+  const memoryReason =
+    'memfd buffers whose stride is align(width, 2) × 4 (rows a multiple of 64 bytes) are the texture (GL_EXT_memory_object_fd)';
   const extension = (name: string, platform: NodeJS.Platform, what: string): GlPathReport => {
     const advertised = display.has(name);
     return {
       name: what,
       available: advertised && process.platform === platform,
-      reason: advertised ? (process.platform === platform ? `${name} is advertised` : `${name} is advertised, but it is for ${platform}`) : `${name} is not advertised${process.platform === platform ? '' : ` (a ${platform} path)`}`,
+      reason: advertised
+        ? process.platform === platform
+          ? `${name} is advertised`
+          : `${name} is advertised, but it is for ${platform}`
+        : `${name} is not advertised${process.platform === platform ? '' : ` (a ${platform} path)`}`,
     };
   };
   return {
@@ -57,7 +62,9 @@ function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'expor
       {
         name: 'dmabuf-egl-image',
         available: ctx.capabilities.dmabufImport,
-        reason: ctx.capabilities.dmabufImport ? 'EGL_EXT_image_dma_buf_import is advertised (zero-copy dma-bufs)' : 'EGL_EXT_image_dma_buf_import is not advertised (needs a GPU driver)',
+        reason: ctx.capabilities.dmabufImport
+          ? 'EGL_EXT_image_dma_buf_import is advertised (zero-copy dma-bufs)'
+          : 'EGL_EXT_image_dma_buf_import is not advertised (needs a GPU driver)',
       },
       extension('EGL_ANGLE_iosurface_client_buffer', 'darwin', 'iosurface'),
       extension('EGL_ANGLE_d3d_texture_client_buffer', 'win32', 'd3d11'),
@@ -65,13 +72,19 @@ function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'expor
     ],
     renders: [
       { name: 'memory-object', available: memory === null, reason: memory ?? `zero-copy: ${memoryReason}` },
-      { name: 'readback', available: true, reason: 'always: render to a texture, glReadPixels of the damage rectangles' },
+      {
+        name: 'readback',
+        available: true,
+        reason: 'always: render to a texture, glReadPixels of the damage rectangles',
+      },
     ],
     exports: [
       {
         name: 'dmabuf-export',
         available: ctx.capabilities.dmabufExport,
-        reason: ctx.capabilities.dmabufExport ? 'EGL_MESA_image_dma_buf_export is advertised' : 'EGL_MESA_image_dma_buf_export is not advertised (surfacelink allocates dma-bufs itself)',
+        reason: ctx.capabilities.dmabufExport
+          ? 'EGL_MESA_image_dma_buf_export is advertised'
+          : 'EGL_MESA_image_dma_buf_export is not advertised (surfacelink allocates dma-bufs itself)',
       },
     ],
   };
@@ -80,8 +93,21 @@ function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'expor
 /** Opens GL the way a producer or consumer would; never throws (a failure is reported). */
 export function glReport(prefer: 'angle' | 'system'): GlReport {
   const empty: GlReport = {
-    prefer, loaded: false, source: null, egl: null, gles: null, display: null, eglVersion: null, eglVendor: null,
-    renderer: null, version: null, maxTextureSize: null, imports: [], renders: [], exports: [], error: null,
+    prefer,
+    loaded: false,
+    source: null,
+    egl: null,
+    gles: null,
+    display: null,
+    eglVersion: null,
+    eglVendor: null,
+    renderer: null,
+    version: null,
+    maxTextureSize: null,
+    imports: [],
+    renders: [],
+    exports: [],
+    error: null,
   };
   let ctx: GpuContext | undefined;
   try {
@@ -132,7 +158,10 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
   const { addon, path: addonPath, error } = probeNative();
   const mechanisms = mechanismReports();
   const transports = TRANSPORTS.map((t) => ({ name: t.name, ...t.probe() }));
-  const serving = registry.available().filter((m) => m.allocate).map((m) => m.name);
+  const serving = registry
+    .available()
+    .filter((m) => m.allocate)
+    .map((m) => m.name);
   const connecting = transports.filter((t) => t.available).map((t) => t.name);
   const ok = serving.length > 0 && connecting.length > 0;
   return {
@@ -160,9 +189,18 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
 /** What this OS's backend can do, in one line a user can act on. */
 function backendSummary(platform: string | null, serving: string[], connecting: string[]): DoctorReport['backend'] {
   if (platform === null) return { complete: false, summary: 'unknown: the native addon did not load (see above)' };
-  if (serving.length > 0 && connecting.length > 0) return { complete: true, summary: `${platform}: serves ${serving.join(', ')} over ${connecting.join(', ')}` };
-  const missing = process.platform === 'win32' ? 'named pipes and DXGI/file-mapping sharing' : process.platform === 'darwin' ? 'the unix-socket channel and IOSurface/shared-memory sharing' : 'a working mechanism or transport';
-  return { complete: false, summary: `${platform}: the addon loads, but surfacelink's backend for ${platform} is not written yet (${missing}); remote viewers of a server elsewhere work (surfacelink view --remote)` };
+  if (serving.length > 0 && connecting.length > 0)
+    return { complete: true, summary: `${platform}: serves ${serving.join(', ')} over ${connecting.join(', ')}` };
+  const missing =
+    process.platform === 'win32'
+      ? 'named pipes and DXGI/file-mapping sharing'
+      : process.platform === 'darwin'
+        ? 'the unix-socket channel and IOSurface/shared-memory sharing'
+        : 'a working mechanism or transport';
+  return {
+    complete: false,
+    summary: `${platform}: the addon loads, but surfacelink's backend for ${platform} is not written yet (${missing}); remote viewers of a server elsewhere work (surfacelink view --remote)`,
+  };
 }
 
 export function formatDoctor(r: DoctorReport): string {
@@ -173,7 +211,8 @@ export function formatDoctor(r: DoctorReport): string {
   row('surfacelink', r.version);
   row('platform', `${r.platform.os} ${r.platform.arch} (kernel ${r.platform.release})`);
   row('node', `${r.node.version} (N-API ${r.node.napi ?? '?'}, ABI ${r.node.abi})`);
-  if (r.addon.loaded) row('addon', `loaded from ${r.addon.path ?? '(unknown path)'} (platform ${r.addon.platform}, abi ${r.addon.abi})`);
+  if (r.addon.loaded)
+    row('addon', `loaded from ${r.addon.path ?? '(unknown path)'} (platform ${r.addon.platform}, abi ${r.addon.abi})`);
   else {
     row('addon', 'NOT loaded');
     for (const line of (r.addon.error ?? 'unknown error').split('\n')) lines.push(`            ${line}`);
@@ -201,19 +240,34 @@ export function formatDoctor(r: DoctorReport): string {
       continue;
     }
     lines.push(`gl (${g.prefer} first)  ${g.renderer}`);
-    lines.push(`            ${g.version}; EGL ${g.eglVersion} (${g.eglVendor}), ${g.display}, max texture ${g.maxTextureSize}`);
+    lines.push(
+      `            ${g.version}; EGL ${g.eglVersion} (${g.eglVendor}), ${g.display}, max texture ${g.maxTextureSize}`,
+    );
     lines.push(`            loaded ${g.egl} + ${g.gles} [${g.source}]`);
-    for (const [label, list] of [['import', g.imports], ['render', g.renders], ['export', g.exports]] as const) {
+    for (const [label, list] of [
+      ['import', g.imports],
+      ['render', g.renders],
+      ['export', g.exports],
+    ] as const) {
       for (const p of list) lines.push(`    ${p.available ? '✔' : '✘'} ${label} ${p.name.padEnd(17)} ${p.reason}`);
     }
   }
   if (r.h264) {
     const h = r.h264;
-    lines.push(`h264        ${h.encoder ? `${h.encoder} (${h.hardware ? 'hardware' : 'software'})` : 'NO encoder: remote viewers get lossless tiles only'}; decoder avdec_h264 ${h.decoder ? 'present' : 'missing'}; ${h.gstreamer ?? 'GStreamer not found'} via ${h.python ?? 'no usable python'}`);
+    lines.push(
+      `h264        ${h.encoder ? `${h.encoder} (${h.hardware ? 'hardware' : 'software'})` : 'NO encoder: remote viewers get lossless tiles only'}; decoder avdec_h264 ${h.decoder ? 'present' : 'missing'}; ${h.gstreamer ?? 'GStreamer not found'} via ${h.python ?? 'no usable python'}`,
+    );
     lines.push(`            ${h.reason}`);
     for (const c of h.candidates) lines.push(`    ${c.usable ? '✔' : '✘'} ${c.element.padEnd(13)} ${c.reason}`);
   }
-  lines.push(r.ok ? `ready: ${r.mechanisms.filter((m) => m.available).map((m) => m.name).join(', ')}` : `NOT ready: ${r.backend.complete ? 'no sharing mechanism is available on this machine' : r.backend.summary}`);
+  lines.push(
+    r.ok
+      ? `ready: ${r.mechanisms
+          .filter((m) => m.available)
+          .map((m) => m.name)
+          .join(', ')}`
+      : `NOT ready: ${r.backend.complete ? 'no sharing mechanism is available on this machine' : r.backend.summary}`,
+  );
   return lines.join('\n');
 }
 

@@ -20,7 +20,10 @@ const VERSION = readVersion();
 function readVersion(): string {
   // dist/cli/ and src/cli/ both sit two levels below package.json.
   try {
-    return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
+    return (
+      (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version?: string })
+        .version ?? 'unknown'
+    );
   } catch {
     return 'unknown';
   }
@@ -97,16 +100,22 @@ Exit status: 0 when the duration elapsed, frames arrived and every counter match
 1 when a process died, no frames arrived or a counter did not match; 130 after Ctrl-C
 and 143 after SIGTERM (both processes are stopped and the temp dir removed first).
 `,
-    options: { ...SIZE_OPTIONS, duration: { type: 'string' }, gl: { type: 'string' }, 'stream-port': { type: 'string' }, 'no-stream': { type: 'boolean' } },
+    options: {
+      ...SIZE_OPTIONS,
+      duration: { type: 'string' },
+      gl: { type: 'string' },
+      'stream-port': { type: 'string' },
+      'no-stream': { type: 'boolean' },
+    },
     run: (v) =>
       runDemo(
         {
-        streamPort: v['no-stream'] === true ? null : intOption(v, 'stream-port', 0, 0, 65535),
-        width: intOption(v, 'width', 1280, 1, 16384),
-        height: intOption(v, 'height', 720, 1, 16384),
-        fps: numberOption(v, 'fps', 60, 1, 1000),
-        durationS: v.duration === undefined ? null : numberOption(v, 'duration', 0, 0.1, 1e9),
-        gl: glOption(v),
+          streamPort: v['no-stream'] === true ? null : intOption(v, 'stream-port', 0, 0, 65535),
+          width: intOption(v, 'width', 1280, 1, 16384),
+          height: intOption(v, 'height', 720, 1, 16384),
+          fps: numberOption(v, 'fps', 60, 1, 1000),
+          durationS: v.duration === undefined ? null : numberOption(v, 'duration', 0, 0.1, 1e9),
+          gl: glOption(v),
         },
         __filename,
       ),
@@ -148,15 +157,25 @@ Options:
   --stream-host H    address the stream binds (default 127.0.0.1: this host only)
   --stream-port P    its port (default: any free port)
 `,
-    options: { path: { type: 'string' }, ...SIZE_OPTIONS, stream: { type: 'boolean' }, 'stream-host': { type: 'string' }, 'stream-port': { type: 'string' } },
+    options: {
+      path: { type: 'string' },
+      ...SIZE_OPTIONS,
+      stream: { type: 'boolean' },
+      'stream-host': { type: 'string' },
+      'stream-port': { type: 'string' },
+    },
     run: (v) => {
-      if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined)) throw new UsageError('--stream-host and --stream-port need --stream');
+      if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined))
+        throw new UsageError('--stream-host and --stream-port need --stream');
       return runServe({
         path: socketPathOption(v),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
         fps: numberOption(v, 'fps', 60, 1, 1000),
-        stream: v.stream === true ? { host: stringOption(v, 'stream-host'), port: intOption(v, 'stream-port', 0, 0, 65535) } : null,
+        stream:
+          v.stream === true
+            ? { host: stringOption(v, 'stream-host'), port: intOption(v, 'stream-port', 0, 0, 65535) }
+            : null,
       });
     },
   },
@@ -188,18 +207,28 @@ Options:
 Exit status: 0 when the server shut down cleanly; 1 when connecting failed or the
 connection ended with an error (its code is printed); 130 after Ctrl-C.
 `,
-    options: { path: { type: 'string' }, remote: { type: 'string' }, stream: { type: 'boolean' }, token: { type: 'string' }, codec: { type: 'string' }, 'max-fps': { type: 'string' } },
+    options: {
+      path: { type: 'string' },
+      remote: { type: 'string' },
+      stream: { type: 'boolean' },
+      token: { type: 'string' },
+      codec: { type: 'string' },
+      'max-fps': { type: 'string' },
+    },
     run: (v) => {
       const url = stringOption(v, 'remote');
       const codec = stringOption(v, 'codec');
-      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles') throw new UsageError(`--codec must be h264 or tiles; got ${codec}`);
+      if (codec !== undefined && codec !== 'h264' && codec !== 'tiles')
+        throw new UsageError(`--codec must be h264 or tiles; got ${codec}`);
       const maxFps = v['max-fps'] === undefined ? undefined : numberOption(v, 'max-fps', 30, 0.1, 1000);
       if (v.stream === true) {
-        if (url !== undefined || v.token !== undefined) throw new UsageError('--stream takes its endpoint and token from the server; leave out --remote and --token');
+        if (url !== undefined || v.token !== undefined)
+          throw new UsageError('--stream takes its endpoint and token from the server; leave out --remote and --token');
         return runStreamView({ path: socketPathOption(v), codecs: codec === undefined ? undefined : [codec], maxFps });
       }
       if (url === undefined) {
-        if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined) throw new UsageError('--token, --codec and --max-fps need --remote or --stream');
+        if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined)
+          throw new UsageError('--token, --codec and --max-fps need --remote or --stream');
         return runView({ path: socketPathOption(v) });
       }
       if (v.path !== undefined) throw new UsageError('--path and --remote exclude each other');
@@ -261,11 +290,16 @@ type Values = Record<string, string | boolean | undefined>;
  * missing value (a value that begins with two dashes goes as `--opt=--value`). Every mistake
  * is a UsageError in our words.
  */
-function parseCommandLine(args: string[], options: Record<string, OptionSpec>, allowPositionals: boolean): { values: Values; positionals: string[] } {
+function parseCommandLine(
+  args: string[],
+  options: Record<string, OptionSpec>,
+  allowPositionals: boolean,
+): { values: Values; positionals: string[] } {
   const values: Values = {};
   const positionals: string[] = [];
   const shorts = new Map(Object.entries(options).flatMap(([name, o]) => (o.short ? [[o.short, name] as const] : [])));
-  const isKnownOption = (arg: string): boolean => (arg.startsWith('--') ? Object.hasOwn(options, arg.slice(2).split('=')[0]) : arg.length === 2 && shorts.has(arg[1]));
+  const isKnownOption = (arg: string): boolean =>
+    arg.startsWith('--') ? Object.hasOwn(options, arg.slice(2).split('=')[0]) : arg.length === 2 && shorts.has(arg[1]);
   const unknown = (arg: string): UsageError => {
     const near = arg.startsWith('--') ? closest(arg.slice(2), Object.keys(options)) : undefined;
     return new UsageError(`unknown option ${arg}${near ? ` (did you mean --${near}?)` : ''}`);
@@ -288,7 +322,9 @@ function parseCommandLine(args: string[], options: Record<string, OptionSpec>, a
         // A value may begin with one dash (-5, a token); one that begins with two is taken for an option.
         const next = args[i + 1];
         if (next === undefined || next.startsWith('--') || isKnownOption(next))
-          throw new UsageError(`--${name} needs a value${next?.startsWith('--') && !isKnownOption(next) && next !== '--' ? ` (for one that begins with --, write --${name}=${next})` : ''}`);
+          throw new UsageError(
+            `--${name} needs a value${next?.startsWith('--') && !isKnownOption(next) && next !== '--' ? ` (for one that begins with --, write --${name}=${next})` : ''}`,
+          );
         values[name] = next;
         i++;
       }
@@ -314,11 +350,14 @@ function closest(word: string, candidates: string[]): string | undefined {
 }
 
 function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const d = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
   for (let i = 1; i <= a.length; i++)
     for (let j = 1; j <= b.length; j++) {
       d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
     }
   return d[a.length][b.length];
 }
@@ -339,7 +378,13 @@ function numberOption(v: Values, name: string, fallback: number, min: number, ma
   const text = stringOption(v, name);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (text.trim() === '' || !Number.isFinite(value) || value < min || value > max || (kind !== 'a number' && !Number.isInteger(value)))
+  if (
+    text.trim() === '' ||
+    !Number.isFinite(value) ||
+    value < min ||
+    value > max ||
+    (kind !== 'a number' && !Number.isInteger(value))
+  )
     throw new UsageError(`--${name} must be ${kind} in ${min}..${max}; got ${text}`);
   return value;
 }
@@ -352,7 +397,10 @@ function intOption(v: Values, name: string, fallback: number, min: number, max: 
 function socketPathOption(v: Values): string | undefined {
   const value = stringOption(v, 'path');
   const bytes = value === undefined ? 0 : Buffer.byteLength(value);
-  if (bytes > MAX_SOCKET_PATH_BYTES) throw new UsageError(`--path ${value}: ${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`);
+  if (bytes > MAX_SOCKET_PATH_BYTES)
+    throw new UsageError(
+      `--path ${value}: ${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`,
+    );
   return value;
 }
 
@@ -365,7 +413,9 @@ function remoteToken(v: Values, url: string): { token: string; tokenSource: stri
   try {
     fromUrl = parseStreamUrl(url).token;
   } catch {
-    throw new UsageError(`--remote ${url} is not a stream URL: give the viewer URL that \`surfacelink serve --stream\` printed (http://host:port/#token=…), or ws://host:port/stream`);
+    throw new UsageError(
+      `--remote ${url} is not a stream URL: give the viewer URL that \`surfacelink serve --stream\` printed (http://host:port/#token=…), or ws://host:port/stream`,
+    );
   }
   const flag = stringOption(v, 'token');
   if (flag !== undefined) return { token: flag, tokenSource: '--token' };
@@ -384,12 +434,17 @@ function print(text: string): number {
 
 /** A usage error: what is wrong in one line, then where to read more. Exit status 2. */
 function usageError(message: string, command?: string): number {
-  process.stderr.write(`surfacelink${command ? ` ${command}` : ''}: ${message}\nsee surfacelink${command ? ` ${command}` : ''} --help\n`);
+  process.stderr.write(
+    `surfacelink${command ? ` ${command}` : ''}: ${message}\nsee surfacelink${command ? ` ${command}` : ''} --help\n`,
+  );
   return 2;
 }
 
 function unknownCommand(name: string): UsageError {
-  const near = closest(name, Object.keys(COMMANDS).filter((c) => !COMMANDS[c].hidden));
+  const near = closest(
+    name,
+    Object.keys(COMMANDS).filter((c) => !COMMANDS[c].hidden),
+  );
   return new UsageError(`unknown command ${JSON.stringify(name)}${near ? ` (did you mean ${near}?)` : ''}`);
 }
 
@@ -407,11 +462,16 @@ async function main(argv: string[]): Promise<number> {
   const end = rest.indexOf('--');
   if ((end < 0 ? rest : rest.slice(0, end)).some((a) => a === '--help' || a === '-h')) return print(command.help);
   try {
-    const parsed = parseCommandLine(rest, { ...command.options, help: { type: 'boolean', short: 'h' } }, first === 'help');
+    const parsed = parseCommandLine(
+      rest,
+      { ...command.options, help: { type: 'boolean', short: 'h' } },
+      first === 'help',
+    );
     return await command.run(parsed.values, parsed.positionals);
   } catch (error) {
     // `help nope` is about the top-level command list.
-    if (error instanceof UsageError) return first === 'help' ? usageError(error.message) : usageError(error.message, first);
+    if (error instanceof UsageError)
+      return first === 'help' ? usageError(error.message) : usageError(error.message, first);
     throw error;
   }
 }
@@ -421,7 +481,8 @@ async function main(argv: string[]): Promise<number> {
 /** --gl angle | system | cpu (default angle). */
 function glOption(v: Values): 'angle' | 'system' | 'cpu' {
   const value = v.gl ?? 'angle';
-  if (value !== 'angle' && value !== 'system' && value !== 'cpu') throw new UsageError(`--gl must be angle, system or cpu; got ${value}`);
+  if (value !== 'angle' && value !== 'system' && value !== 'cpu')
+    throw new UsageError(`--gl must be angle, system or cpu; got ${value}`);
   return value;
 }
 

@@ -25,7 +25,13 @@ export interface StreamServeOptions {
 }
 
 /** Resolves with the exit status: 1 if serving failed, 130/143 when stopped by SIGINT/SIGTERM. */
-export async function runServe(options: { path?: string; width: number; height: number; fps: number; stream?: StreamServeOptions | null }): Promise<number> {
+export async function runServe(options: {
+  path?: string;
+  width: number;
+  height: number;
+  fps: number;
+  stream?: StreamServeOptions | null;
+}): Promise<number> {
   const fail1 = (line: string): number => {
     process.stderr.write(`surfacelink serve: ${line}\n`);
     return 1;
@@ -40,7 +46,9 @@ export async function runServe(options: { path?: string; width: number; height: 
     const problem = defaultDirProblem(path.dirname(socketPath));
     if (problem) return fail1(problem);
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES)
-      return fail1(`the default socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, too long for a unix socket (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter one with --path`);
+      return fail1(
+        `the default socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, too long for a unix socket (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter one with --path`,
+      );
   }
   let fail: ((error: Error) => void) | null = null;
   let early: Error | null = null; // a failure before anyone was listening for one
@@ -65,25 +73,37 @@ export async function runServe(options: { path?: string; width: number; height: 
   let streamServer: StreamServer | null = null;
   if (options.stream) {
     try {
-      streamServer = await StreamServer.start(server, { host: options.stream.host, port: options.stream.port, logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`) });
+      streamServer = await StreamServer.start(server, {
+        host: options.stream.host,
+        port: options.stream.port,
+        logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
+      });
     } catch (error) {
       producer.stop();
       return fail1(streamProblem(options.stream, error));
     }
   }
-  process.stdout.write(`serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps via ${surface.mechanism} on ${server.path}\n`);
+  process.stdout.write(
+    `serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps via ${surface.mechanism} on ${server.path}\n`,
+  );
   const viewArgs = server.path === defaultSocketPath() ? '' : ` --path ${shellQuote(server.path)}`;
   process.stdout.write(`view it with: surfacelink view${viewArgs}   (Ctrl-C stops)\n`);
   const stream = streamServer;
   if (stream) {
     for (const line of streamLines(stream)) process.stdout.write(`${line}\n`);
     stream.on('client', (c) => process.stdout.write(`+ ${remote(c)}: ${c.codec} (${c.reason})\n`));
-    stream.on('clientGone', (c, why) => process.stdout.write(`- ${remote(c)} left: ${why.code}: ${why.message} (${c.framesSent} frames sent, ${c.framesSkipped} skipped, ${c.bytesSent} bytes)\n`));
+    stream.on('clientGone', (c, why) =>
+      process.stdout.write(
+        `- ${remote(c)} left: ${why.code}: ${why.message} (${c.framesSent} frames sent, ${c.framesSkipped} skipped, ${c.bytesSent} bytes)\n`,
+      ),
+    );
   }
   server.on('client', (c) => process.stdout.write(`+ ${who(c)}: ${c.mechanism} (${c.reason})\n`));
   server.on('clientMechanism', (c) => process.stdout.write(`~ ${who(c)} now uses ${c.mechanism} (${c.reason})\n`));
   server.on('clientGone', (c, why) =>
-    process.stdout.write(`- ${who(c)} left: ${why.code}: ${why.message} (${c.framesDelivered} frames delivered, ${c.framesSkipped} skipped)\n`),
+    process.stdout.write(
+      `- ${who(c)} left: ${why.code}: ${why.message} (${c.framesDelivered} frames delivered, ${c.framesSkipped} skipped)\n`,
+    ),
   );
 
   return new Promise<number>((resolve) => {
@@ -100,7 +120,12 @@ export async function runServe(options: { path?: string; width: number; height: 
     const onSigterm = (): void => stop(SIGNAL_EXIT.SIGTERM, `stopped after ${producer.presented} frames`);
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
-    fail = (e) => stop(1, `surfacelink serve: presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}`, process.stderr);
+    fail = (e) =>
+      stop(
+        1,
+        `surfacelink serve: presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}`,
+        process.stderr,
+      );
     if (early) fail(early);
   });
 }
@@ -109,7 +134,11 @@ export async function runServe(options: { path?: string; width: number; height: 
 
 /** The errno name of a failed call (the addon's errnoName, Node's code, or "(EXXX)" in a message). */
 function errnoOf(error: unknown): string | undefined {
-  for (let e = error as { errnoName?: unknown; code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+  for (
+    let e = error as { errnoName?: unknown; code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0;
+    e && depth < 4;
+    e = e.cause as typeof e, depth++
+  ) {
     if (typeof e.errnoName === 'string') return e.errnoName;
     if (typeof e.code === 'string' && /^E[A-Z0-9_]+$/.test(e.code) && !e.code.startsWith('E_')) return e.code;
     const m = typeof e.message === 'string' ? /\((E[A-Z0-9]+)\)/.exec(e.message) : null;
@@ -131,9 +160,12 @@ function defaultDirProblem(dir: string): string | null {
     } catch {
       /* could not be created */
     }
-    if (!st) return `cannot create the default socket directory ${dir} (${errnoOf(error) ?? (error as Error).message}); choose a socket with --path`;
-    if (!st.isDirectory()) return `the default socket directory ${dir} is not a directory; remove it, or choose a socket with --path`;
-    if (st.uid !== uid) return `the default socket directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); remove it, or choose a socket with --path`;
+    if (!st)
+      return `cannot create the default socket directory ${dir} (${errnoOf(error) ?? (error as Error).message}); choose a socket with --path`;
+    if (!st.isDirectory())
+      return `the default socket directory ${dir} is not a directory; remove it, or choose a socket with --path`;
+    if (st.uid !== uid)
+      return `the default socket directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); remove it, or choose a socket with --path`;
     return `the default socket directory ${dir} must be owned by you (uid ${uid}) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path`;
   }
 }
@@ -146,7 +178,8 @@ export function socketProblem(socketPath: string, error: unknown): string | null
   const errno = errnoOf(error);
   const code = (error as { code?: string }).code;
   const bytes = Buffer.byteLength(socketPath);
-  if (bytes > MAX_SOCKET_PATH_BYTES) return `${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`;
+  if (bytes > MAX_SOCKET_PATH_BYTES)
+    return `${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`;
   if (code === 'E_ADDRESS_IN_USE') {
     let socket = true;
     try {
@@ -154,7 +187,9 @@ export function socketProblem(socketPath: string, error: unknown): string | null
     } catch {
       /* gone meanwhile */
     }
-    return socket ? 'another server is already listening there; stop it or choose another --path' : 'a file that is not a socket is there; remove it or choose another --path';
+    return socket
+      ? 'another server is already listening there; stop it or choose another --path'
+      : 'a file that is not a socket is there; remove it or choose another --path';
   }
   // The nearest ancestor that exists: is the directory missing, or is something in the way?
   const dir = path.dirname(socketPath);
@@ -163,7 +198,8 @@ export function socketProblem(socketPath: string, error: unknown): string | null
     try {
       st = fs.statSync(d);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EACCES') return `no permission to look into ${path.dirname(d)}; choose another --path`;
+      if ((e as NodeJS.ErrnoException).code === 'EACCES')
+        return `no permission to look into ${path.dirname(d)}; choose another --path`;
     }
     if (st) {
       if (!st.isDirectory()) return `${d} is not a directory; choose another --path`;
@@ -172,7 +208,8 @@ export function socketProblem(socketPath: string, error: unknown): string | null
     }
     if (d === path.dirname(d)) break;
   }
-  if (errno === 'EACCES' || errno === 'EPERM') return `no permission to create a socket in ${dir}; choose a directory you can write to with --path`;
+  if (errno === 'EACCES' || errno === 'EPERM')
+    return `no permission to create a socket in ${dir}; choose a directory you can write to with --path`;
   if (errno === 'EROFS') return `${dir} is on a read-only file system; choose another --path`;
   if (errno === 'EEXIST') return 'something is already there; remove it or choose another --path';
   const message = ((error as { message?: string }).message ?? String(error)).replace(`${socketPath}: `, '');
@@ -185,9 +222,12 @@ function streamProblem(o: StreamServeOptions, error: unknown): string {
   const errno = errnoOf(error);
   if (errno === 'EADDRINUSE')
     return `--stream-port ${o.port ?? 0}: ${hostForUrl(host)}:${o.port ?? 0} is already in use; choose another --stream-port, or leave it out for any free port`;
-  if (errno === 'EADDRNOTAVAIL') return `--stream-host ${host}: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)`;
-  if (errno === 'ENOTFOUND' || errno === 'EAI_AGAIN' || errno === 'EAI_NONAME') return `--stream-host ${host}: no such host (it does not resolve); give an address of this machine, 127.0.0.1 or 0.0.0.0`;
-  if (errno === 'EACCES' && (o.port ?? 0) < 1024) return `--stream-port ${o.port}: ports below 1024 need privileges; choose one from 1024 up, or leave it out for any free port`;
+  if (errno === 'EADDRNOTAVAIL')
+    return `--stream-host ${host}: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)`;
+  if (errno === 'ENOTFOUND' || errno === 'EAI_AGAIN' || errno === 'EAI_NONAME')
+    return `--stream-host ${host}: no such host (it does not resolve); give an address of this machine, 127.0.0.1 or 0.0.0.0`;
+  if (errno === 'EACCES' && (o.port ?? 0) < 1024)
+    return `--stream-port ${o.port}: ports below 1024 need privileges; choose one from 1024 up, or leave it out for any free port`;
   const e = error as { code?: string; message?: string };
   return `cannot serve the stream: ${e.code ?? 'error'}: ${e.message ?? String(error)}`;
 }
@@ -215,14 +255,20 @@ function isLoopbackHost(host: string): boolean {
  * 0.0.0.0; for :: IPv6 too, but no link-local ones, which a URL cannot carry without a zone);
  * otherwise `host` itself. `fragment` is the `#token=…` part.
  */
-export function viewerUrls(host: string, port: number, fragment: string, interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): { url: string; where: string }[] {
+export function viewerUrls(
+  host: string,
+  port: number,
+  fragment: string,
+  interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces(),
+): { url: string; where: string }[] {
   const url = (address: string): string => `http://${hostForUrl(address)}:${port}/${fragment}`;
   const wildcard = isWildcardHost(host);
   if (!wildcard) return [{ url: url(host), where: isLoopbackHost(host) ? 'this host' : host }];
   const urls = [{ url: url(wildcard === 'IPv4' ? '127.0.0.1' : '::1'), where: 'this host' }];
   for (const [name, addresses] of Object.entries(interfaces))
     for (const a of addresses ?? []) {
-      if (a.internal || (a.family === 'IPv6' && (wildcard === 'IPv4' || a.scopeid || /^fe[89ab]/i.test(a.address)))) continue;
+      if (a.internal || (a.family === 'IPv6' && (wildcard === 'IPv4' || a.scopeid || /^fe[89ab]/i.test(a.address))))
+        continue;
       urls.push({ url: url(a.address), where: name });
     }
   return urls;
@@ -235,14 +281,18 @@ function streamLines(stream: StreamServer): string[] {
   const lines = [`stream: ${first.url}`];
   const wildcard = isWildcardHost(stream.host);
   if (wildcard) {
-    lines.push(`  bound to ${stream.host} (every ${wildcard === 'IPv4' ? 'IPv4 ' : ''}interface); from other machines:`);
+    lines.push(
+      `  bound to ${stream.host} (every ${wildcard === 'IPv4' ? 'IPv4 ' : ''}interface); from other machines:`,
+    );
     if (others.length === 0) lines.push('    (none: no interface besides loopback has an address)');
     const width = Math.max(0, ...others.map((o) => o.url.length));
     for (const o of others) lines.push(`    ${o.url.padEnd(width)}   (${o.where})`);
   }
   lines.push(`  open ${wildcard ? 'a' : 'that'} URL in a browser, or: surfacelink view --remote '${first.url}'`);
   if (!isLoopbackHost(stream.host))
-    lines.push('  note: browsers decode H.264 (WebCodecs) only over HTTPS or on 127.0.0.1/localhost; from another machine over http:// the viewer falls back to tiles (docs/remote.md §8)');
+    lines.push(
+      '  note: browsers decode H.264 (WebCodecs) only over HTTPS or on 127.0.0.1/localhost; from another machine over http:// the viewer falls back to tiles (docs/remote.md §8)',
+    );
   lines.push(`  codecs: tiles${stream.h264Encoder ? `, h264 via ${stream.h264Encoder}` : ' (no H.264 encoder here)'}`);
   return lines;
 }

@@ -113,7 +113,9 @@ export function runView(options: { path?: string }): Promise<number> {
         view.close = () => c.close();
         const n = c.negotiation;
         if (n) {
-          status.log(`connected to ${socketPath}: server "${n.server.name}" (pid ${n.server.pid}), client id ${n.clientId}`);
+          status.log(
+            `connected to ${socketPath}: server "${n.server.name}" (pid ${n.server.pid}), client id ${n.clientId}`,
+          );
           status.log(`mechanism ${n.mechanism}: ${n.reason}`);
           for (const r of n.rejected) status.log(`  not ${r.name}: ${r.reason}`);
         }
@@ -129,7 +131,8 @@ export function runView(options: { path?: string }): Promise<number> {
         c.on('warning', (e) => status.log(`server warning: ${e.code}: ${e.message}`, process.stderr));
         c.on('disconnect', (info) => {
           if (info.code === 'E_SHUTDOWN') view.end(0, `the server shut down${summary()}`);
-          else view.end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
+          else
+            view.end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
         });
         view.every(1000, () => status.update(formatStatus(stats.snapshot())));
       },
@@ -153,28 +156,46 @@ export function runRemoteView(options: {
   maxFps?: number;
 }): Promise<number> {
   let client: RemoteStreamClient | null = null;
-  const summary = (): string => (client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '');
+  const summary = (): string =>
+    client && client.stats.frames > 0 ? `; ${client.stats.frames} frames, ${formatBytes(client.stats.bytes)}` : '';
   return new Promise<number>((resolve) => {
     const view = new ViewSession(resolve, summary);
     const { status } = view;
-    RemoteStreamClient.connect(options.url, { token: options.token, codecs: options.codecs, maxFps: options.maxFps, name: `surfacelink-view-${process.pid}` }).then(
+    RemoteStreamClient.connect(options.url, {
+      token: options.token,
+      codecs: options.codecs,
+      maxFps: options.maxFps,
+      name: `surfacelink-view-${process.pid}`,
+    }).then(
       (c) => {
         if (view.ended) return c.close();
         client = c;
         view.close = () => c.close();
         const w = c.welcome!;
-        status.log(`connected to ${c.wsUrl}: server "${w.server}", surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`);
-        status.log(`codec ${w.codec}${w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : ''}: ${w.reason}`);
+        status.log(
+          `connected to ${c.wsUrl}: server "${w.server}", surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`,
+        );
+        status.log(
+          `codec ${w.codec}${w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : ''}: ${w.reason}`,
+        );
         c.on('resize', (r) => status.log(`surface resized to ${r.width}x${r.height}`));
         c.on('encoder', (e) => status.log(`server encoder ${e.state}: ${e.reason}`, process.stderr));
         c.on('error', (e) => status.log(`${e.code}: ${e.message}`, process.stderr));
         c.on('gone', (g) => view.end(0, `the surface is gone (${g.reason})${summary()}`));
         c.on('close', ({ code, reason }) =>
-          code === 1000 || code === 1001 ? view.end(0, `the server closed the stream${summary()}`) : view.end(1, `surfacelink view: the stream closed (${code}${reason ? `: ${reason}` : ''})${summary()}`, process.stderr),
+          code === 1000 || code === 1001
+            ? view.end(0, `the server closed the stream${summary()}`)
+            : view.end(
+                1,
+                `surfacelink view: the stream closed (${code}${reason ? `: ${reason}` : ''})${summary()}`,
+                process.stderr,
+              ),
         );
         view.every(1000, () => {
           const s = c.stats.snapshot();
-          status.update(`${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} | ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`);
+          status.update(
+            `${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} | ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`,
+          );
           c.sendStats();
         });
       },
@@ -194,11 +215,19 @@ export function runRemoteView(options: {
  * `view --stream`: negotiates stream.v1 over the local socket (no handles), prints why, then
  * watches the WebSocket endpoint the WELCOME named, with its token, as runRemoteView does.
  */
-export async function runStreamView(options: { path?: string; codecs?: StreamCodec[]; maxFps?: number }): Promise<number> {
+export async function runStreamView(options: {
+  path?: string;
+  codecs?: StreamCodec[];
+  maxFps?: number;
+}): Promise<number> {
   const socketPath = options.path ?? defaultSocketPath();
   let endpoint;
   try {
-    const client = await SurfaceClient.connect({ path: socketPath, mechanisms: ['stream.v1'], name: `surfacelink-view-${process.pid}` });
+    const client = await SurfaceClient.connect({
+      path: socketPath,
+      mechanisms: ['stream.v1'],
+      name: `surfacelink-view-${process.pid}`,
+    });
     const n = client.negotiation!;
     endpoint = n.stream;
     client.close();
@@ -207,9 +236,11 @@ export async function runStreamView(options: { path?: string; codecs?: StreamCod
   } catch (error) {
     const e = error as { code?: string; message?: string };
     const hint =
-      e.code === 'E_NO_MECHANISM' ? '\n  that server offers no stream: start it with `surfacelink serve --stream`, or leave out --stream'
-      : e.code === 'E_CONNECT' ? connectHint(options.path, socketPath)
-      : '';
+      e.code === 'E_NO_MECHANISM'
+        ? '\n  that server offers no stream: start it with `surfacelink serve --stream`, or leave out --stream'
+        : e.code === 'E_CONNECT'
+          ? connectHint(options.path, socketPath)
+          : '';
     process.stderr.write(`surfacelink view: ${e.code ?? 'error'}: ${e.message ?? String(error)}${hint}\n`);
     return 1;
   }

@@ -36,14 +36,19 @@ export interface ServerOffer {
 }
 
 /** The highest version both speak, or null. */
-export function chooseVersion(client: { minVersion: number; maxVersion: number }, server: { min: number; max: number }): number | null {
+export function chooseVersion(
+  client: { minVersion: number; maxVersion: number },
+  server: { min: number; max: number },
+): number | null {
   const version = Math.min(client.maxVersion, server.max);
   return version < Math.max(client.minVersion, server.min) ? null : version;
 }
 
 /** Why handles cannot reach this client (it runs on another host), or null. Compares boot ids. */
 export function otherHostReason(ours: string | null, theirs: string | null): string | null {
-  return ours !== null && theirs !== null && ours !== theirs ? `the client runs on another host (boot id ${theirs}, ours ${ours}): handles cannot cross hosts` : null;
+  return ours !== null && theirs !== null && ours !== theirs
+    ? `the client runs on another host (boot id ${theirs}, ours ${ours}): handles cannot cross hosts`
+    : null;
 }
 
 export function ordinal(n: number): string {
@@ -55,7 +60,13 @@ export function ordinal(n: number): string {
  * with the reason; every offer passed over lands in `rejected` with why. `from > 0` is a
  * fallback: mechanisms that may only be chosen at HELLO are passed over.
  */
-export function chooseMechanism(offers: readonly MechanismOffer[], from: number, server: ServerOffer, otherHost: string | null, rejected: Rejection[]): MechanismChoice | null {
+export function chooseMechanism(
+  offers: readonly MechanismOffer[],
+  from: number,
+  server: ServerOffer,
+  otherHost: string | null,
+  rejected: Rejection[],
+): MechanismChoice | null {
   for (let i = from; i < offers.length; i++) {
     const offer = offers[i];
     const mechanism = server.served.get(offer.name);
@@ -65,7 +76,10 @@ export function chooseMechanism(offers: readonly MechanismOffer[], from: number,
       continue;
     }
     if (mechanism === undefined) {
-      rejected.push({ name: offer.name, reason: server.unavailableReason(offer.name) ?? 'this server was configured without it' });
+      rejected.push({
+        name: offer.name,
+        reason: server.unavailableReason(offer.name) ?? 'this server was configured without it',
+      });
       continue;
     }
     let acceptance: Acceptance;
@@ -105,7 +119,13 @@ export const IMPLIED_FEATURES: readonly string[] = ['frames.v1'];
  * asks for the implied set (and its WELCOME carries no `features` either: the bytes of a v1
  * session without features are unchanged); unknown names are left out, never an error.
  */
-export function chooseFeatures(requested: readonly string[] | undefined, supported: readonly string[]): { features: string[]; announce: boolean } {
+export function chooseFeatures(
+  requested: readonly string[] | undefined,
+  supported: readonly string[],
+): { features: string[]; announce: boolean } {
   const wanted = requested ?? IMPLIED_FEATURES;
-  return { features: wanted.filter((f, i) => supported.includes(f) && wanted.indexOf(f) === i), announce: requested !== undefined };
+  return {
+    features: wanted.filter((f, i) => supported.includes(f) && wanted.indexOf(f) === i),
+    announce: requested !== undefined,
+  };
 }

@@ -9,11 +9,27 @@ import { closeHandles, type OsHandle } from '../handles.js';
 import { hostIdentity, peerInfo } from '../host.js';
 import type { Logger } from '../log.js';
 import type { Mechanism } from '../mechanisms/types.js';
-import { messageType, readError, readHello, writeError, writeWelcome, wrongMessage, type MechanismOffer, type WelcomeInfo } from '../protocol/codec.js';
+import {
+  messageType,
+  readError,
+  readHello,
+  writeError,
+  writeWelcome,
+  wrongMessage,
+  type MechanismOffer,
+  type WelcomeInfo,
+} from '../protocol/codec.js';
 import { MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import type { MessageChannel, MessageHandler } from '../transport/types.js';
 import type { ServerFeature } from './features/types.js';
-import { chooseFeatures, chooseMechanism, chooseVersion, otherHostReason, type MechanismChoice, type ServerOffer } from './negotiate.js';
+import {
+  chooseFeatures,
+  chooseMechanism,
+  chooseVersion,
+  otherHostReason,
+  type MechanismChoice,
+  type ServerOffer,
+} from './negotiate.js';
 
 /** What the server knows about a connected client; also what 'client' events carry. */
 export interface ClientInfo {
@@ -76,7 +92,17 @@ export class ServerSession implements MessageHandler {
 
   info(): ClientInfo {
     const { id, pid, uid, name, reason, framesDelivered, framesSkipped } = this;
-    return { id, pid, uid, name, mechanism: this.mechanism?.name ?? null, reason, features: this.features.map((f) => f.name), framesDelivered, framesSkipped };
+    return {
+      id,
+      pid,
+      uid,
+      name,
+      mechanism: this.mechanism?.name ?? null,
+      reason,
+      features: this.features.map((f) => f.name),
+      framesDelivered,
+      framesSkipped,
+    };
   }
 
   onMessage(view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void {
@@ -84,7 +110,8 @@ export class ServerSession implements MessageHandler {
     try {
       const type = messageType(view, start);
       if (handles) this.checkHandles(type, handles.length);
-      if (this.state === 'hello' && type !== MessageType.HELLO) throw new SurfaceLinkError('E_UNEXPECTED', `the first message must be HELLO, not type 0x${type.toString(16)}`);
+      if (this.state === 'hello' && type !== MessageType.HELLO)
+        throw new SurfaceLinkError('E_UNEXPECTED', `the first message must be HELLO, not type 0x${type.toString(16)}`);
       switch (type) {
         case MessageType.HELLO:
           if (this.state !== 'hello') throw new SurfaceLinkError('E_UNEXPECTED', 'HELLO may be sent only once');
@@ -99,7 +126,11 @@ export class ServerSession implements MessageHandler {
           const feature = this.handlers.get(type);
           if (feature) return feature.onMessage(this, type, view, start, length, handles);
           const owner = [...this.host.features.values()].find((f) => f.clientMessages.has(type));
-          if (owner) throw new SurfaceLinkError('E_UNEXPECTED', `message type 0x${type.toString(16)} belongs to ${owner.name}, which this session did not negotiate`);
+          if (owner)
+            throw new SurfaceLinkError(
+              'E_UNEXPECTED',
+              `message type 0x${type.toString(16)} belongs to ${owner.name}, which this session did not negotiate`,
+            );
           throw wrongMessage(type, 'server');
         }
       }
@@ -122,7 +153,10 @@ export class ServerSession implements MessageHandler {
     for (const f of this.host.features.values()) allowed = Math.max(allowed, f.clientMessages.get(type) ?? 0);
     if (count <= allowed) return;
     const rules = [...this.host.features.values()].map((f) => f.handleRule).join('; ');
-    throw new SurfaceLinkError('E_HANDLE_COUNT', `${count} handle(s) came with a message of type 0x${type.toString(16)}; ${rules}`);
+    throw new SurfaceLinkError(
+      'E_HANDLE_COUNT',
+      `${count} handle(s) came with a message of type 0x${type.toString(16)}; ${rules}`,
+    );
   }
 
   /**
@@ -132,20 +166,28 @@ export class ServerSession implements MessageHandler {
   send(length: number, handles?: readonly OsHandle[]): boolean {
     const result = this.channel.send(length, handles);
     if (result >= 0) return true;
-    if (result === -2) this.disconnect('E_BACKPRESSURE', 'the client stopped reading and its send queue is full', false);
+    if (result === -2)
+      this.disconnect('E_BACKPRESSURE', 'the client stopped reading and its send queue is full', false);
     return false;
   }
 
   private welcome(hello: ReturnType<typeof readHello>): void {
     const version = chooseVersion(hello, { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX });
     if (version === null)
-      throw new SurfaceLinkError('E_PROTOCOL_VERSION', `client speaks versions ${hello.minVersion}..${hello.maxVersion}; this server ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`);
+      throw new SurfaceLinkError(
+        'E_PROTOCOL_VERSION',
+        `client speaks versions ${hello.minVersion}..${hello.maxVersion}; this server ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`,
+      );
     this.name = hello.info.name;
     this.offers = hello.info.mechanisms;
     this.otherHost = otherHostReason(hostIdentity().bootId, hello.info.host.bootId);
     const rejected: { name: string; reason: string }[] = [];
     const choice = chooseMechanism(this.offers, 0, this.host.offer, this.otherHost, rejected);
-    if (!choice) throw new SurfaceLinkError('E_NO_MECHANISM', `no common mechanism: ${rejected.map((r) => `${r.name}: ${r.reason}`).join('; ')}`);
+    if (!choice)
+      throw new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        `no common mechanism: ${rejected.map((r) => `${r.name}: ${r.reason}`).join('; ')}`,
+      );
     this.adopt(choice);
     const granted = chooseFeatures(hello.info.features, [...this.host.features.keys()]);
     this.features = granted.features.map((name) => this.host.features.get(name)!);
@@ -164,7 +206,10 @@ export class ServerSession implements MessageHandler {
       ...(granted.announce ? { features: granted.features } : {}),
     };
     if (!this.send(writeWelcome(this.channel.writer, version, welcome))) return;
-    this.host.logger('info', `client ${this.id} "${this.name}" (pid ${this.pid}): ${choice.mechanism.name} — ${this.reason}`);
+    this.host.logger(
+      'info',
+      `client ${this.id} "${this.name}" (pid ${this.pid}): ${choice.mechanism.name} — ${this.reason}`,
+    );
     this.host.sessionActive(this);
     for (const f of this.features) if (this.state === 'active') f.start(this);
   }
@@ -183,7 +228,8 @@ export class ServerSession implements MessageHandler {
     this.state = 'closed';
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
-    if (tell && !this.channel.closed) this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
+    if (tell && !this.channel.closed)
+      this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
     for (const f of this.features) f.end(this);
     this.host.sessionEnded(this, code, message, wasActive);

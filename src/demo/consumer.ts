@@ -57,7 +57,13 @@ export interface StatsSnapshot {
   /** Sequence numbers never seen between two that were (the server skipped them for us). */
   dropped: number;
   /** `skipped`: frames too small to carry a counter (the pattern leaves it out). */
-  counter: { verified: number; wrong: number; unreadable: number; skipped: number; lastWrong: { seen: number; expected: number } | null };
+  counter: {
+    verified: number;
+    wrong: number;
+    unreadable: number;
+    skipped: number;
+    lastWrong: { seen: number; expected: number } | null;
+  };
 }
 
 export class FrameStats {
@@ -86,7 +92,8 @@ export class FrameStats {
     const latencyUs = (frame.receiveTimeNs - frame.presentTimeNs) / 1000;
     this.windowLatency.record(latencyUs);
     this.totalLatency.record(latencyUs);
-    if (this.lastSequence >= 0 && frame.sequence > this.lastSequence + 1) this.dropped += frame.sequence - this.lastSequence - 1;
+    if (this.lastSequence >= 0 && frame.sequence > this.lastSequence + 1)
+      this.dropped += frame.sequence - this.lastSequence - 1;
     this.lastSequence = frame.sequence;
     if (frame.width !== this.width || frame.height !== this.height || !this.layout) {
       this.width = frame.width;
@@ -135,7 +142,13 @@ export class FrameStats {
         p99Us: orNull(this.totalLatency.percentile(0.99)),
       },
       dropped: this.dropped,
-      counter: { verified: this.verified, wrong: this.wrong, unreadable: this.unreadable, skipped: this.skipped, lastWrong: this.lastWrong && { ...this.lastWrong } },
+      counter: {
+        verified: this.verified,
+        wrong: this.wrong,
+        unreadable: this.unreadable,
+        skipped: this.skipped,
+        lastWrong: this.lastWrong && { ...this.lastWrong },
+      },
     };
     this.windowStartNs = now;
     this.windowFrames = 0;
@@ -242,7 +255,11 @@ export class GlFrameView {
       return true;
     } catch (error) {
       this.failed = error instanceof Error ? error.message : String(error);
-      this.onReport({ renderer: this.ctx.shortName, path: 'off', reason: `GL drawing failed and is off: ${this.failed}` });
+      this.onReport({
+        renderer: this.ctx.shortName,
+        path: 'off',
+        reason: `GL drawing failed and is off: ${this.failed}`,
+      });
       return false;
     }
   }

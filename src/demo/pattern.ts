@@ -90,7 +90,16 @@ export function patternLayout(width: number, height: number): PatternLayout {
       break;
     }
   }
-  return Object.freeze({ width, height, box, vx: 3 * speed, vy: 2 * speed, counter: counter && Object.freeze(counter), scale: Math.max(scale, 1), damageCount: counter ? 3 : 2 });
+  return Object.freeze({
+    width,
+    height,
+    box,
+    vx: 3 * speed,
+    vy: 2 * speed,
+    counter: counter && Object.freeze(counter),
+    scale: Math.max(scale, 1),
+    damageCount: counter ? 3 : 2,
+  });
 }
 
 /** Position along a segment of `range` pixels, bouncing at both ends. */
@@ -113,7 +122,13 @@ export function boxY(layout: PatternLayout, frame: number): number {
  * shows one (a pooled buffer comes back holding an older frame): then only the old box,
  * the new box and the counter are repainted. Without it the whole surface is drawn.
  */
-export function drawPattern(layout: PatternLayout, pixels: Uint8Array, stride: number, frame: number, previous?: number): void {
+export function drawPattern(
+  layout: PatternLayout,
+  pixels: Uint8Array,
+  stride: number,
+  frame: number,
+  previous?: number,
+): void {
   checkTarget(layout, pixels, stride);
   if (previous === undefined || previous < 0) {
     drawBackground(layout, pixels, stride);
@@ -188,7 +203,9 @@ function fits(layout: PatternLayout, pixels: Uint8Array, stride: number): boolea
 
 function checkTarget(layout: PatternLayout, pixels: Uint8Array, stride: number): void {
   if (!Number.isInteger(stride) || !fits(layout, pixels, stride))
-    throw new RangeError(`a ${layout.width}x${layout.height} XRGB8888 pattern needs stride >= ${layout.width * 4} and ${layout.height} rows; got stride ${stride}, ${pixels.length} bytes`);
+    throw new RangeError(
+      `a ${layout.width}x${layout.height} XRGB8888 pattern needs stride >= ${layout.width * 4} and ${layout.height} rows; got stride ${stride}, ${pixels.length} bytes`,
+    );
 }
 
 function setRect(r: Rect, x: number, y: number, width: number, height: number): void {
@@ -290,14 +307,21 @@ export interface RectPainter {
   fillRect(x: number, y: number, width: number, height: number, r: number, g: number, b: number): void;
 }
 
-const fill = (p: RectPainter, x: number, y: number, w: number, h: number, c: readonly [number, number, number]): void => p.fillRect(x, y, w, h, c[2], c[1], c[0]);
+const fill = (p: RectPainter, x: number, y: number, w: number, h: number, c: readonly [number, number, number]): void =>
+  p.fillRect(x, y, w, h, c[2], c[1], c[0]);
 
 /**
  * drawPattern() as rectangle fills (GL scissored clears): the same pixels, byte for byte.
  * Returns how many of `repainted` it filled: the rectangles it painted (old box, new box,
  * counter), or 0 when it drew everything — what a readback has to copy.
  */
-export function paintPattern(layout: PatternLayout, painter: RectPainter, frame: number, previous: number | undefined, repainted: Rect[]): number {
+export function paintPattern(
+  layout: PatternLayout,
+  painter: RectPainter,
+  frame: number,
+  previous: number | undefined,
+  repainted: Rect[],
+): number {
   const b = layout.box;
   let count = 0;
   if (previous === undefined || previous < 0) {
@@ -310,7 +334,8 @@ export function paintPattern(layout: PatternLayout, painter: RectPainter, frame:
   const y0 = boxY(layout, frame);
   const edge = Math.max(1, b >> 4);
   painter.fillRect(x0, y0, b, b, 0xff, 0xff, 0xff);
-  if (b > 2 * edge) painter.fillRect(x0 + edge, y0 + edge, b - 2 * edge, b - 2 * edge, 0xff, 0x60 + ((frame * 2) & 0x7f), 0x20);
+  if (b > 2 * edge)
+    painter.fillRect(x0 + edge, y0 + edge, b - 2 * edge, b - 2 * edge, 0xff, 0x60 + ((frame * 2) & 0x7f), 0x20);
   if (previous !== undefined && previous >= 0) setRect(repainted[count++], x0, y0, b, b);
   const c = layout.counter;
   if (!c) return count;
@@ -326,7 +351,7 @@ export function paintPattern(layout: PatternLayout, painter: RectPainter, frame:
     for (let r = 0; r < GLYPH_H; r++) {
       const bits = glyph[r];
       // Runs of lit cells in a row are one fill.
-      for (let col = 0; col < GLYPH_W; ) {
+      for (let col = 0; col < GLYPH_W;) {
         if (((bits >> (GLYPH_W - 1 - col)) & 1) === 0) {
           col++;
           continue;

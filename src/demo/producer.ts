@@ -89,10 +89,19 @@ export class PatternProducer {
 
   static async start(options: ProducerOptions): Promise<PatternProducer> {
     if (!(options.fps > 0)) throw new RangeError(`fps must be positive; got ${options.fps}`);
-    const server = await SurfaceServer.listen({ path: options.path, name: options.name ?? 'surfacelink-pattern', logger: options.logger });
+    const server = await SurfaceServer.listen({
+      path: options.path,
+      name: options.name ?? 'surfacelink-pattern',
+      logger: options.logger,
+    });
     let producer: PatternProducer | undefined;
     try {
-      const surface = server.createSurface({ width: options.width, height: options.height, format: 'XRGB8888', label: 'surfacelink-pattern' });
+      const surface = server.createSurface({
+        width: options.width,
+        height: options.height,
+        format: 'XRGB8888',
+        label: 'surfacelink-pattern',
+      });
       producer = new PatternProducer(server, surface, options.onError, options.fps);
       if (options.gl && options.gl !== 'cpu') producer.openGl(options.gl);
       producer.run();
@@ -174,7 +183,14 @@ export class PatternProducer {
 
 /** Messages the producer process sends its parent. */
 export type ProducerMessage =
-  | { type: 'ready'; path: string; mechanism: string; rendering: ProducerRendering; viewer: { url: string; codecs: string } | null; viewerError: string | null }
+  | {
+      type: 'ready';
+      path: string;
+      mechanism: string;
+      rendering: ProducerRendering;
+      viewer: { url: string; codecs: string } | null;
+      viewerError: string | null;
+    }
   | { type: 'stats'; presented: number; clients: number }
   | { type: 'final'; presented: number }
   | { type: 'error'; message: string };
@@ -189,7 +205,14 @@ function send(message: ProducerMessage, then?: () => void): void {
  * says {type:'ready'} once the socket accepts, and on {type:'stop'} closes the server and
  * exits 0. If presenting fails or the parent vanishes it exits 1.
  */
-export async function producerMain(options: { path: string; width: number; height: number; fps: number; gl?: 'angle' | 'system' | 'cpu'; streamPort?: number | null }): Promise<void> {
+export async function producerMain(options: {
+  path: string;
+  width: number;
+  height: number;
+  fps: number;
+  gl?: 'angle' | 'system' | 'cpu';
+  streamPort?: number | null;
+}): Promise<void> {
   let producer: PatternProducer | null = null;
   let stream: StreamServer | null = null;
   let timer: NodeJS.Timeout | null = null;
@@ -224,14 +247,22 @@ export async function producerMain(options: { path: string; width: number; heigh
     producer = await PatternProducer.start({
       ...options,
       name: 'surfacelink-demo',
-      onError: (e) => finish(1, { type: 'error', message: `presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}` }),
+      onError: (e) =>
+        finish(1, {
+          type: 'error',
+          message: `presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}`,
+        }),
     });
   } catch (error) {
     const e = error as { code?: string; message?: string };
-    return finish(1, { type: 'error', message: `cannot serve on ${options.path}: ${e.code ?? 'error'}: ${e.message ?? String(error)}` });
+    return finish(1, {
+      type: 'error',
+      message: `cannot serve on ${options.path}: ${e.code ?? 'error'}: ${e.message ?? String(error)}`,
+    });
   }
   if (finished) return void producer.stop(); // stopped, or failed on the very first frame
-  if (options.gl !== 'cpu' && producer.rendering.path === 'cpu') process.stderr.write(`surfacelink demo producer: ${producer.rendering.reason}\n`);
+  if (options.gl !== 'cpu' && producer.rendering.path === 'cpu')
+    process.stderr.write(`surfacelink demo producer: ${producer.rendering.reason}\n`);
   // Remote viewers (a browser on this host) watch the same surface while the consumer maps it.
   let viewerError: string | null = null;
   if (options.streamPort !== undefined && options.streamPort !== null) {
@@ -244,6 +275,16 @@ export async function producerMain(options: { path: string; width: number; heigh
     if (finished) return;
   }
   const viewer = stream ? { url: stream.url, codecs: stream.availableCodecs.join(', ') } : null;
-  send({ type: 'ready', path: producer.path, mechanism: producer.surface.mechanism, rendering: producer.rendering, viewer, viewerError });
-  timer = setInterval(() => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }), 1000);
+  send({
+    type: 'ready',
+    path: producer.path,
+    mechanism: producer.surface.mechanism,
+    rendering: producer.rendering,
+    viewer,
+    viewerError,
+  });
+  timer = setInterval(
+    () => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }),
+    1000,
+  );
 }

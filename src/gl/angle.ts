@@ -62,14 +62,37 @@ export const ANGLE_BUILD = 'ANGLE 2.1.27278 (git 0d61b30acc76), Vulkan backend o
  * The five files, their sizes and SHA-256s, computed from @sparticuz/chromium 147.0.0's
  * bin/swiftshader.tar.br (they match the shared facts' table).
  */
-export const ANGLE_FILES: Readonly<Record<AngleFileName, { readonly size: number; readonly sha256: string; readonly mode: number }>> = Object.freeze({
-  'libEGL.so': { size: 360_208, sha256: 'b6dc0e4607294eacb39d83206156e0efeed77c11e6cb3e721d01f3fead5c8f72', mode: 0o755 },
-  'libGLESv2.so': { size: 7_743_216, sha256: '29a18749631bd8919062e4464250248cf450d4d74e255d1e6e8b052eda06486e', mode: 0o755 },
-  'libvk_swiftshader.so': { size: 6_026_040, sha256: '5b9e8591c7c2d1c9618c3ad485d0cdffb81f5f1ffd6a982fdb6578c2d8d3213e', mode: 0o755 },
-  'libvulkan.so.1': { size: 787_592, sha256: 'fe17a77c1f2df38d3b6a935140f746fd80aac564bb44eb3e4f6b75a504295a41', mode: 0o755 },
-  'vk_swiftshader_icd.json': { size: 107, sha256: 'c9eef28b6b984fec220ef0abfecc40b502d46946706e47bfe97707027cb818bd', mode: 0o644 },
+export const ANGLE_FILES: Readonly<
+  Record<AngleFileName, { readonly size: number; readonly sha256: string; readonly mode: number }>
+> = Object.freeze({
+  'libEGL.so': {
+    size: 360_208,
+    sha256: 'b6dc0e4607294eacb39d83206156e0efeed77c11e6cb3e721d01f3fead5c8f72',
+    mode: 0o755,
+  },
+  'libGLESv2.so': {
+    size: 7_743_216,
+    sha256: '29a18749631bd8919062e4464250248cf450d4d74e255d1e6e8b052eda06486e',
+    mode: 0o755,
+  },
+  'libvk_swiftshader.so': {
+    size: 6_026_040,
+    sha256: '5b9e8591c7c2d1c9618c3ad485d0cdffb81f5f1ffd6a982fdb6578c2d8d3213e',
+    mode: 0o755,
+  },
+  'libvulkan.so.1': {
+    size: 787_592,
+    sha256: 'fe17a77c1f2df38d3b6a935140f746fd80aac564bb44eb3e4f6b75a504295a41',
+    mode: 0o755,
+  },
+  'vk_swiftshader_icd.json': {
+    size: 107,
+    sha256: 'c9eef28b6b984fec220ef0abfecc40b502d46946706e47bfe97707027cb818bd',
+    mode: 0o644,
+  },
 });
-export type AngleFileName = 'libEGL.so' | 'libGLESv2.so' | 'libvk_swiftshader.so' | 'libvulkan.so.1' | 'vk_swiftshader_icd.json';
+export type AngleFileName =
+  'libEGL.so' | 'libGLESv2.so' | 'libvk_swiftshader.so' | 'libvulkan.so.1' | 'vk_swiftshader_icd.json';
 const FILE_NAMES = Object.keys(ANGLE_FILES) as AngleFileName[];
 
 /** @internal Says what extraction does on stderr, with SURFACELINK_VERBOSE=1. */
@@ -83,7 +106,8 @@ export const verbose = (message: string): void => {
 
 /** `${SURFACELINK_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/surfacelink}/angle/<package version>`. */
 export function angleCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const root = env.SURFACELINK_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'surfacelink');
+  const root =
+    env.SURFACELINK_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'surfacelink');
   return path.resolve(root, 'angle', ANGLE_PACKAGE_VERSION);
 }
 
@@ -106,7 +130,9 @@ export function findAnglePackage(): { dir: string; version: string; archive: str
       continue;
     }
     if (version !== ANGLE_PACKAGE_VERSION) {
-      tried.push(`${dir}: version ${version}, but only ${ANGLE_PACKAGE_VERSION} is known (its file hashes are recorded in surfacelink)`);
+      tried.push(
+        `${dir}: version ${version}, but only ${ANGLE_PACKAGE_VERSION} is known (its file hashes are recorded in surfacelink)`,
+      );
       continue;
     }
     const archive = path.join(dir, ANGLE_ARCHIVE);
@@ -116,7 +142,10 @@ export function findAnglePackage(): { dir: string; version: string; archive: str
     }
     return { dir, version, archive };
   }
-  throw new AngleLookupError(`${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} is not installed where Node looks for it`, tried.length > 0 ? tried : ['(no node_modules folder on the search path)']);
+  throw new AngleLookupError(
+    `${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} is not installed where Node looks for it`,
+    tried.length > 0 ? tried : ['(no node_modules folder on the search path)'],
+  );
 }
 
 /** An internal failure with the paths it looked at. */
@@ -160,7 +189,10 @@ export interface FindAngleArchiveOptions {
 function readVerifiedArchive(archive: string): Buffer {
   const compressed = fs.readFileSync(archive);
   const archiveHash = crypto.createHash('sha256').update(compressed).digest('hex');
-  if (archiveHash !== ANGLE_ARCHIVE_SHA256) throw new Error(`${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`);
+  if (archiveHash !== ANGLE_ARCHIVE_SHA256)
+    throw new Error(
+      `${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`,
+    );
   return compressed;
 }
 
@@ -176,7 +208,10 @@ function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocatio
     return { archive, origin: 'explicit', compressed: readVerifiedArchive(archive) };
   }
   const tried: string[] = [];
-  const vendored = path.join(path.resolve(options.packageRoot ?? surfacelinkPackageRoot()), ...ANGLE_VENDORED_ARCHIVE.split('/'));
+  const vendored = path.join(
+    path.resolve(options.packageRoot ?? surfacelinkPackageRoot()),
+    ...ANGLE_VENDORED_ARCHIVE.split('/'),
+  );
   try {
     return { archive: vendored, origin: 'vendored', compressed: readVerifiedArchive(vendored) };
   } catch (error) {
@@ -184,7 +219,9 @@ function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocatio
     tried.push(
       e.code === 'ENOENT'
         ? `${vendored}: missing (a packed or installed surfacelink ships it; in a checkout \`node scripts/vendor-angle.js\` copies it there)`
-        : e.code ? `${vendored}: ${firstLine(e)}` : firstLine(e),
+        : e.code
+          ? `${vendored}: ${firstLine(e)}`
+          : firstLine(e),
     );
   }
   let pkg: ReturnType<typeof findAnglePackage> | undefined;
@@ -203,7 +240,10 @@ function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocatio
       tried.push(firstLine(error));
     }
   }
-  throw new AngleLookupError(`no usable ANGLE archive (${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} ${path.posix.basename(ANGLE_ARCHIVE)}, sha256 ${ANGLE_ARCHIVE_SHA256}); looked at`, tried);
+  throw new AngleLookupError(
+    `no usable ANGLE archive (${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} ${path.posix.basename(ANGLE_ARCHIVE)}, sha256 ${ANGLE_ARCHIVE_SHA256}); looked at`,
+    tried,
+  );
 }
 
 /**
@@ -215,7 +255,9 @@ export function findAngleArchive(options: FindAngleArchiveOptions = {}): AngleAr
     const { archive, origin } = loadAngleArchive(options);
     return { archive, origin };
   } catch (error) {
-    throw new SurfaceLinkError('E_NATIVE_UNAVAILABLE', error instanceof Error ? error.message : String(error), { cause: error });
+    throw new SurfaceLinkError('E_NATIVE_UNAVAILABLE', error instanceof Error ? error.message : String(error), {
+      cause: error,
+    });
   }
 }
 
@@ -282,10 +324,14 @@ function checkCacheDirOwnership(dir: string): void {
   const st = fs.statSync(dir);
   const uid = process.getuid?.();
   if (uid !== undefined && st.uid !== uid) {
-    throw new Error(`${dir} is owned by uid ${st.uid}, not by this user (uid ${uid}); refusing to load libraries from it`);
+    throw new Error(
+      `${dir} is owned by uid ${st.uid}, not by this user (uid ${uid}); refusing to load libraries from it`,
+    );
   }
   if ((st.mode & 0o022) !== 0) {
-    throw new Error(`${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); refusing to load libraries from it`);
+    throw new Error(
+      `${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); refusing to load libraries from it`,
+    );
   }
 }
 
@@ -294,8 +340,9 @@ function unpackArchive(archive: string, compressed: Buffer): Map<AngleFileName, 
   const tar = zlib.brotliDecompressSync(compressed);
   const wanted = new Set<string>(FILE_NAMES);
   const out = new Map<AngleFileName, Buffer>();
-  const field = (h: Buffer, from: number, to: number): string => h.subarray(from, to).toString('latin1').replace(/\0.*$/s, '');
-  for (let offset = 0; offset + 512 <= tar.length; ) {
+  const field = (h: Buffer, from: number, to: number): string =>
+    h.subarray(from, to).toString('latin1').replace(/\0.*$/s, '');
+  for (let offset = 0; offset + 512 <= tar.length;) {
     const header = tar.subarray(offset, offset + 512);
     if (header.every((b) => b === 0)) break;
     let sum = 0;
@@ -304,20 +351,25 @@ function unpackArchive(archive: string, compressed: Buffer): Map<AngleFileName, 
     if (recorded !== sum) throw new Error(`${archive}: bad tar header checksum at offset ${offset}`);
     const magic = field(header, 257, 263);
     const prefix = magic === 'ustar' ? field(header, 345, 500) : '';
-    const name = path.posix.normalize(prefix ? `${prefix}/${field(header, 0, 100)}` : field(header, 0, 100)).replace(/^\.\//, '');
+    const name = path.posix
+      .normalize(prefix ? `${prefix}/${field(header, 0, 100)}` : field(header, 0, 100))
+      .replace(/^\.\//, '');
     const size = parseInt(field(header, 124, 136).trim() || '0', 8);
     const type = header[156];
     const body = offset + 512;
-    if (!Number.isSafeInteger(size) || size < 0 || body + size > tar.length) throw new Error(`${archive}: bad tar entry size for ${JSON.stringify(name)}`);
+    if (!Number.isSafeInteger(size) || size < 0 || body + size > tar.length)
+      throw new Error(`${archive}: bad tar entry size for ${JSON.stringify(name)}`);
     // Only the five known names are taken (so nothing can be written outside the folder).
-    if ((type === 0x30 || type === 0) && wanted.has(name)) out.set(name as AngleFileName, tar.subarray(body, body + size));
+    if ((type === 0x30 || type === 0) && wanted.has(name))
+      out.set(name as AngleFileName, tar.subarray(body, body + size));
     offset = body + Math.ceil(size / 512) * 512;
   }
   for (const name of FILE_NAMES) {
     const data = out.get(name);
     if (!data) throw new Error(`${archive}: has no ${name}`);
     const hash = crypto.createHash('sha256').update(data).digest('hex');
-    if (hash !== ANGLE_FILES[name].sha256) throw new Error(`${archive}: ${name} has sha256 ${hash}, expected ${ANGLE_FILES[name].sha256}`);
+    if (hash !== ANGLE_FILES[name].sha256)
+      throw new Error(`${archive}: ${name} has sha256 ${hash}, expected ${ANGLE_FILES[name].sha256}`);
   }
   return out;
 }
@@ -325,10 +377,14 @@ function unpackArchive(archive: string, compressed: Buffer): Map<AngleFileName, 
 /** Writes `data` to `dir/name` atomically: unique temp file, fsync, rename. */
 function writeAtomically(dir: string, name: AngleFileName, data: Buffer): void {
   const temp = path.join(dir, `.${name}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
-  const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, ANGLE_FILES[name].mode);
+  const fd = fs.openSync(
+    temp,
+    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL,
+    ANGLE_FILES[name].mode,
+  );
   try {
     try {
-      for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done);
+      for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done);
       fs.fchmodSync(fd, ANGLE_FILES[name].mode);
       fs.fsyncSync(fd);
     } finally {
@@ -367,7 +423,11 @@ export function extractAngle(options: AngleExtractOptions = {}): AngleExtraction
   try {
     return extractAngleOrThrow(dir, options, started);
   } catch (error) {
-    throw new SurfaceLinkError('E_NATIVE_UNAVAILABLE', `the bundled ANGLE could not be prepared in ${dir}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new SurfaceLinkError(
+      'E_NATIVE_UNAVAILABLE',
+      `the bundled ANGLE could not be prepared in ${dir}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
   }
 }
 
@@ -381,7 +441,8 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
         return '';
       }
     });
-    if (now.every((id, i) => id === remembered[i])) return { dir, extracted: [], reasons: {}, ms: performance.now() - started, memoized: true, archive: null };
+    if (now.every((id, i) => id === remembered[i]))
+      return { dir, extracted: [], reasons: {}, ms: performance.now() - started, memoized: true, archive: null };
     verified.delete(dir);
   }
 
@@ -397,7 +458,9 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
   if (extracted.length > 0) {
     const { compressed, ...location } = loadAngleArchive(options);
     source = location;
-    verbose(`extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${location.archive} (${location.origin}) into ${dir}`);
+    verbose(
+      `extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${location.archive} (${location.origin}) into ${dir}`,
+    );
     const files = unpackArchive(location.archive, compressed);
     for (const name of extracted) writeAtomically(dir, name, files.get(name)!);
     fsyncDir(dir);
@@ -408,7 +471,10 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
     }
     verbose(`ANGLE ready in ${dir} (${(performance.now() - started).toFixed(0)} ms)`);
   }
-  verified.set(dir, FILE_NAMES.map((name) => identity(fs.statSync(path.join(dir, name)))));
+  verified.set(
+    dir,
+    FILE_NAMES.map((name) => identity(fs.statSync(path.join(dir, name)))),
+  );
   return { dir, extracted, reasons, ms: performance.now() - started, memoized: false, archive: source };
 }
 

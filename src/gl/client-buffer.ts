@@ -36,19 +36,41 @@ const GL_TEXTURE_RECTANGLE_ANGLE = 0x84f5;
 function bindableConfig(ctx: GpuContext): bigint {
   const configs = new BigUint64Array(1);
   const count = new Int32Array(1);
-  const attribs = new Int32Array([EGL.SURFACE_TYPE, EGL.PBUFFER_BIT, EGL.BIND_TO_TEXTURE_RGBA, EGL.TRUE, EGL.RENDERABLE_TYPE, EGL.OPENGL_ES2_BIT, EGL.NONE]);
+  const attribs = new Int32Array([
+    EGL.SURFACE_TYPE,
+    EGL.PBUFFER_BIT,
+    EGL.BIND_TO_TEXTURE_RGBA,
+    EGL.TRUE,
+    EGL.RENDERABLE_TYPE,
+    EGL.OPENGL_ES2_BIT,
+    EGL.NONE,
+  ]);
   if (ctx.api.egl.eglChooseConfig(ctx.display, attribs, configs, 1, count) !== EGL.TRUE || count[0] < 1) {
     throw eglFailure(ctx.api, 'E_UNSUPPORTED', `no EGLConfig with EGL_BIND_TO_TEXTURE_RGBA on ${ctx.renderer}`);
   }
   return configs[0];
 }
 
-function bindPbuffer(ctx: GpuContext, bufferType: number, clientBuffer: bigint, attribs: number[], target: number, what: string): ClientBufferTexture {
+function bindPbuffer(
+  ctx: GpuContext,
+  bufferType: number,
+  clientBuffer: bigint,
+  attribs: number[],
+  target: number,
+  what: string,
+): ClientBufferTexture {
   const egl = ctx.api.egl;
   const gl = ctx.api.gl;
   ctx.makeCurrent();
-  const surface = egl.eglCreatePbufferFromClientBuffer(ctx.display, bufferType, clientBuffer, bindableConfig(ctx), new Int32Array([...attribs, EGL.NONE]));
-  if (surface === null || surface === 0n) throw eglFailure(ctx.api, 'E_IMPORT_FAILED', `eglCreatePbufferFromClientBuffer(${what}) failed on ${ctx.renderer}`);
+  const surface = egl.eglCreatePbufferFromClientBuffer(
+    ctx.display,
+    bufferType,
+    clientBuffer,
+    bindableConfig(ctx),
+    new Int32Array([...attribs, EGL.NONE]),
+  );
+  if (surface === null || surface === 0n)
+    throw eglFailure(ctx.api, 'E_IMPORT_FAILED', `eglCreatePbufferFromClientBuffer(${what}) failed on ${ctx.renderer}`);
   const ids = new Uint32Array(1);
   gl.glGenTextures(1, ids);
   gl.glBindTexture(target, ids[0]);
@@ -86,18 +108,43 @@ function bindPbuffer(ctx: GpuContext, bufferType: number, clientBuffer: bigint, 
  * An IOSurface (BGRA8, plane `plane`) as a texture, zero-copy (macOS, ANGLE with
  * EGL_ANGLE_iosurface_client_buffer). `ioSurface` is the IOSurfaceRef's address. UNVERIFIED.
  */
-export function importIOSurfaceTexture(ctx: GpuContext, ioSurface: bigint, options: { width: number; height: number; plane?: number; rectangle?: boolean }): ClientBufferTexture {
+export function importIOSurfaceTexture(
+  ctx: GpuContext,
+  ioSurface: bigint,
+  options: { width: number; height: number; plane?: number; rectangle?: boolean },
+): ClientBufferTexture {
   if (!ctx.advertised.display.has('EGL_ANGLE_iosurface_client_buffer')) {
-    throw new SurfaceLinkError('E_UNSUPPORTED', `EGL_ANGLE_iosurface_client_buffer is not advertised by ${ctx.renderer} (an IOSurface import needs ANGLE on macOS)`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `EGL_ANGLE_iosurface_client_buffer is not advertised by ${ctx.renderer} (an IOSurface import needs ANGLE on macOS)`,
+    );
   }
   // Desktop-GL ANGLE on macOS binds IOSurfaces as rectangle textures; Metal ANGLE as 2D ones.
   const rectangle = options.rectangle ?? false;
   const attribs = [
-    EGL.WIDTH, options.width, EGL.HEIGHT, options.height, EGL.IOSURFACE_PLANE_ANGLE, options.plane ?? 0,
-    EGL.TEXTURE_TARGET, rectangle ? EGL.TEXTURE_RECTANGLE_ANGLE : EGL.TEXTURE_2D,
-    EGL.TEXTURE_INTERNAL_FORMAT_ANGLE, GL.BGRA_EXT, EGL.TEXTURE_FORMAT, EGL.TEXTURE_RGBA, EGL.TEXTURE_TYPE_ANGLE, GL.UNSIGNED_BYTE,
+    EGL.WIDTH,
+    options.width,
+    EGL.HEIGHT,
+    options.height,
+    EGL.IOSURFACE_PLANE_ANGLE,
+    options.plane ?? 0,
+    EGL.TEXTURE_TARGET,
+    rectangle ? EGL.TEXTURE_RECTANGLE_ANGLE : EGL.TEXTURE_2D,
+    EGL.TEXTURE_INTERNAL_FORMAT_ANGLE,
+    GL.BGRA_EXT,
+    EGL.TEXTURE_FORMAT,
+    EGL.TEXTURE_RGBA,
+    EGL.TEXTURE_TYPE_ANGLE,
+    GL.UNSIGNED_BYTE,
   ];
-  return bindPbuffer(ctx, EGL.IOSURFACE_ANGLE, ioSurface, attribs, rectangle ? GL_TEXTURE_RECTANGLE_ANGLE : GL.TEXTURE_2D, `EGL_IOSURFACE_ANGLE ${options.width}x${options.height}`);
+  return bindPbuffer(
+    ctx,
+    EGL.IOSURFACE_ANGLE,
+    ioSurface,
+    attribs,
+    rectangle ? GL_TEXTURE_RECTANGLE_ANGLE : GL.TEXTURE_2D,
+    `EGL_IOSURFACE_ANGLE ${options.width}x${options.height}`,
+  );
 }
 
 /**
@@ -106,7 +153,17 @@ export function importIOSurfaceTexture(ctx: GpuContext, ioSurface: bigint, optio
  */
 export function importD3D11Texture(ctx: GpuContext, texture: bigint): ClientBufferTexture {
   if (!ctx.advertised.display.has('EGL_ANGLE_d3d_texture_client_buffer')) {
-    throw new SurfaceLinkError('E_UNSUPPORTED', `EGL_ANGLE_d3d_texture_client_buffer is not advertised by ${ctx.renderer} (a D3D11 texture import needs ANGLE's D3D11 backend on Windows)`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `EGL_ANGLE_d3d_texture_client_buffer is not advertised by ${ctx.renderer} (a D3D11 texture import needs ANGLE's D3D11 backend on Windows)`,
+    );
   }
-  return bindPbuffer(ctx, EGL.D3D_TEXTURE_ANGLE, texture, [EGL.TEXTURE_FORMAT, EGL.TEXTURE_RGBA, EGL.TEXTURE_TARGET, EGL.TEXTURE_2D], GL.TEXTURE_2D, 'EGL_D3D_TEXTURE_ANGLE');
+  return bindPbuffer(
+    ctx,
+    EGL.D3D_TEXTURE_ANGLE,
+    texture,
+    [EGL.TEXTURE_FORMAT, EGL.TEXTURE_RGBA, EGL.TEXTURE_TARGET, EGL.TEXTURE_2D],
+    GL.TEXTURE_2D,
+    'EGL_D3D_TEXTURE_ANGLE',
+  );
 }

@@ -6,7 +6,18 @@
  * so the ANGLE loader can pass `angleSurfacelessDisplay()` with its own `libraries`.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { EGL, ExtensionList, GL, SYSTEM_GL_LIBRARIES, eglErrorName, glErrorName, loadGlLibraries, type GlApi, type GlLibraries, type Ptr } from './egl.js';
+import {
+  EGL,
+  ExtensionList,
+  GL,
+  SYSTEM_GL_LIBRARIES,
+  eglErrorName,
+  glErrorName,
+  loadGlLibraries,
+  type GlApi,
+  type GlLibraries,
+  type Ptr,
+} from './egl.js';
 
 /** How to get the EGLDisplay: eglGetPlatformDisplayEXT(platform, NULL, attributes). */
 export interface GpuDisplaySpec {
@@ -32,9 +43,13 @@ export function angleSurfacelessDisplay(options: { swiftshader?: boolean } = {})
     name: options.swiftshader === false ? 'ANGLE Vulkan' : 'ANGLE Vulkan/SwiftShader',
     platform: EGL.PLATFORM_ANGLE_ANGLE,
     attributes: [
-      EGL.PLATFORM_ANGLE_TYPE_ANGLE, EGL.PLATFORM_ANGLE_TYPE_VULKAN_ANGLE,
-      ...(options.swiftshader === false ? [] : [EGL.PLATFORM_ANGLE_DEVICE_TYPE_ANGLE, EGL.PLATFORM_ANGLE_DEVICE_TYPE_SWIFTSHADER_ANGLE]),
-      EGL.PLATFORM_ANGLE_NATIVE_PLATFORM_TYPE_ANGLE, EGL.PLATFORM_SURFACELESS_MESA,
+      EGL.PLATFORM_ANGLE_TYPE_ANGLE,
+      EGL.PLATFORM_ANGLE_TYPE_VULKAN_ANGLE,
+      ...(options.swiftshader === false
+        ? []
+        : [EGL.PLATFORM_ANGLE_DEVICE_TYPE_ANGLE, EGL.PLATFORM_ANGLE_DEVICE_TYPE_SWIFTSHADER_ANGLE]),
+      EGL.PLATFORM_ANGLE_NATIVE_PLATFORM_TYPE_ANGLE,
+      EGL.PLATFORM_SURFACELESS_MESA,
     ],
     clientExtension: 'EGL_ANGLE_platform_angle',
   };
@@ -149,9 +164,14 @@ export class GpuContext implements Disposable {
     this.maxTextureSize = max[0];
     const glExtensions = new ExtensionList('gl', gl.glGetString(GL.EXTENSIONS));
     this.advertised = Object.freeze({ client: init.client, display: init.displayExtensions, gl: glExtensions });
-    this.extensions = Object.freeze({ client: init.client.names, display: init.displayExtensions.names, gl: glExtensions.names });
+    this.extensions = Object.freeze({
+      client: init.client.names,
+      display: init.displayExtensions.names,
+      gl: glExtensions.names,
+    });
     const caps = {} as Record<GpuCapabilityName, boolean>;
-    for (const [name, { list, extension }] of Object.entries(CAPABILITY_EXTENSIONS)) caps[name as GpuCapabilityName] = this.advertised[list].has(extension);
+    for (const [name, { list, extension }] of Object.entries(CAPABILITY_EXTENSIONS))
+      caps[name as GpuCapabilityName] = this.advertised[list].has(extension);
     this.capabilities = Object.freeze(caps);
     this.drainGlErrors();
   }
@@ -171,17 +191,30 @@ export class GpuContext implements Disposable {
     const client = new ExtensionList('client', egl.eglQueryString(null, EGL.EXTENSIONS));
     egl.eglGetError();
     if (!client.has(spec.clientExtension)) {
-      throw new SurfaceLinkError('E_UNSUPPORTED', `${spec.clientExtension} is not advertised by ${api.libraries.egl} [${api.libraries.source}] (client extensions: ${client.names.join(' ') || 'none'}), so the ${spec.name} display cannot be opened`);
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        `${spec.clientExtension} is not advertised by ${api.libraries.egl} [${api.libraries.source}] (client extensions: ${client.names.join(' ') || 'none'}), so the ${spec.name} display cannot be opened`,
+      );
     }
-    const getPlatformDisplay = api.extensionProc('eglGetPlatformDisplayEXT', client, `${api.libraries.egl} [${api.libraries.source}]`);
+    const getPlatformDisplay = api.extensionProc(
+      'eglGetPlatformDisplayEXT',
+      client,
+      `${api.libraries.egl} [${api.libraries.source}]`,
+    );
     const display = getPlatformDisplay(spec.platform, null, new Int32Array([...(spec.attributes ?? []), EGL.NONE]));
-    if (display === null || display === 0n) throw eglFailure(api, 'E_UNSUPPORTED', `eglGetPlatformDisplayEXT(0x${spec.platform.toString(16)}) found no ${spec.name} display`);
+    if (display === null || display === 0n)
+      throw eglFailure(
+        api,
+        'E_UNSUPPORTED',
+        `eglGetPlatformDisplayEXT(0x${spec.platform.toString(16)}) found no ${spec.name} display`,
+      );
 
     const users = displayUsers.get(display) ?? 0;
     if (users === 0) {
       const major = new Int32Array(1);
       const minor = new Int32Array(1);
-      if (egl.eglInitialize(display, major, minor) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', `eglInitialize failed on ${where}`);
+      if (egl.eglInitialize(display, major, minor) !== EGL.TRUE)
+        throw eglFailure(api, 'E_SYSTEM', `eglInitialize failed on ${where}`);
     }
     displayUsers.set(display, users + 1);
 
@@ -192,18 +225,44 @@ export class GpuContext implements Disposable {
       const eglVendor = egl.eglQueryString(display, EGL.VENDOR) ?? '';
       const apis = egl.eglQueryString(display, EGL.CLIENT_APIS) ?? '';
       for (const needed of ['EGL_KHR_no_config_context', 'EGL_KHR_surfaceless_context']) {
-        if (!displayExtensions.has(needed)) throw new SurfaceLinkError('E_UNSUPPORTED', `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and surface needs it`);
+        if (!displayExtensions.has(needed))
+          throw new SurfaceLinkError(
+            'E_UNSUPPORTED',
+            `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and surface needs it`,
+          );
       }
-      if (!apis.split(/\s+/).includes('OpenGL_ES')) throw new SurfaceLinkError('E_UNSUPPORTED', `${where} offers no OpenGL ES (client APIs: ${apis || 'none'})`);
-      if (egl.eglBindAPI(EGL.OPENGL_ES_API) !== EGL.TRUE) throw eglFailure(api, 'E_UNSUPPORTED', `eglBindAPI(EGL_OPENGL_ES_API) failed on ${where}`);
-      const attribs = new Int32Array([EGL.CONTEXT_MAJOR_VERSION, version.major, EGL.CONTEXT_MINOR_VERSION, version.minor, EGL.NONE]);
+      if (!apis.split(/\s+/).includes('OpenGL_ES'))
+        throw new SurfaceLinkError('E_UNSUPPORTED', `${where} offers no OpenGL ES (client APIs: ${apis || 'none'})`);
+      if (egl.eglBindAPI(EGL.OPENGL_ES_API) !== EGL.TRUE)
+        throw eglFailure(api, 'E_UNSUPPORTED', `eglBindAPI(EGL_OPENGL_ES_API) failed on ${where}`);
+      const attribs = new Int32Array([
+        EGL.CONTEXT_MAJOR_VERSION,
+        version.major,
+        EGL.CONTEXT_MINOR_VERSION,
+        version.minor,
+        EGL.NONE,
+      ]);
       context = egl.eglCreateContext(display, null, null, attribs);
       if (context === null || context === 0n) {
         context = null;
-        throw eglFailure(api, 'E_UNSUPPORTED', `eglCreateContext(OpenGL ES ${version.major}.${version.minor}, no config) failed on ${where}`);
+        throw eglFailure(
+          api,
+          'E_UNSUPPORTED',
+          `eglCreateContext(OpenGL ES ${version.major}.${version.minor}, no config) failed on ${where}`,
+        );
       }
-      if (egl.eglMakeCurrent(display, null, null, context) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', `eglMakeCurrent(surfaceless) failed on ${where}`);
-      return new GpuContext({ api, display, handle: context, displaySpec: spec, eglVersion, eglVendor, client, displayExtensions });
+      if (egl.eglMakeCurrent(display, null, null, context) !== EGL.TRUE)
+        throw eglFailure(api, 'E_SYSTEM', `eglMakeCurrent(surfaceless) failed on ${where}`);
+      return new GpuContext({
+        api,
+        display,
+        handle: context,
+        displaySpec: spec,
+        eglVersion,
+        eglVendor,
+        client,
+        displayExtensions,
+      });
     } catch (error) {
       if (context !== null) {
         egl.eglMakeCurrent(display, null, null, null);
@@ -220,7 +279,10 @@ export class GpuContext implements Disposable {
 
   /** A short name for messages: 'ANGLE on SwiftShader', 'llvmpipe (Mesa)', … */
   get shortName(): string {
-    if (this.renderer.startsWith('ANGLE')) return this.renderer.includes('SwiftShader') ? 'ANGLE on SwiftShader' : `ANGLE (${this.renderer.replace(/^ANGLE \(/, '').split(',')[0]})`;
+    if (this.renderer.startsWith('ANGLE'))
+      return this.renderer.includes('SwiftShader')
+        ? 'ANGLE on SwiftShader'
+        : `ANGLE (${this.renderer.replace(/^ANGLE \(/, '').split(',')[0]})`;
     return `${this.renderer.split(' (')[0]} (${this.vendor || 'unknown vendor'})`;
   }
 
@@ -229,13 +291,15 @@ export class GpuContext implements Disposable {
     if (this.isClosed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');
     const egl = this.api.egl;
     if (egl.eglGetCurrentContext() === this.handle) return;
-    if (egl.eglMakeCurrent(this.display, null, null, this.handle) !== EGL.TRUE) throw eglFailure(this.api, 'E_SYSTEM', 'eglMakeCurrent failed');
+    if (egl.eglMakeCurrent(this.display, null, null, this.handle) !== EGL.TRUE)
+      throw eglFailure(this.api, 'E_SYSTEM', 'eglMakeCurrent failed');
   }
 
   /** Throws E_SYSTEM naming every pending GL error (glGetError until GL_NO_ERROR), if any. */
   checkGlError(what: string): void {
     const errors = this.drainGlErrors();
-    if (errors.length > 0) throw new SurfaceLinkError('E_SYSTEM', `${what}: ${errors.map(glErrorName).join(', ')} (${this.renderer})`);
+    if (errors.length > 0)
+      throw new SurfaceLinkError('E_SYSTEM', `${what}: ${errors.map(glErrorName).join(', ')} (${this.renderer})`);
   }
 
   /** @internal Reads and clears pending GL errors. */
@@ -290,7 +354,11 @@ function releaseDisplay(api: GlApi, display: bigint): void {
 }
 
 /** A SurfaceLinkError carrying eglGetError()'s name. */
-export function eglFailure(api: GlApi, code: 'E_SYSTEM' | 'E_UNSUPPORTED' | 'E_IMPORT_FAILED', message: string): SurfaceLinkError {
+export function eglFailure(
+  api: GlApi,
+  code: 'E_SYSTEM' | 'E_UNSUPPORTED' | 'E_IMPORT_FAILED',
+  message: string,
+): SurfaceLinkError {
   const error = api.egl.eglGetError();
   return new SurfaceLinkError(code, `${message}: ${eglErrorName(error)} (0x${error.toString(16)})`);
 }

@@ -44,10 +44,34 @@ export interface DmabufImportDescriptor {
 export type DmabufTexture = ImageTexture;
 
 const PLANE_ATTRIBUTES = [
-  { fd: EGL.DMA_BUF_PLANE0_FD_EXT, offset: EGL.DMA_BUF_PLANE0_OFFSET_EXT, pitch: EGL.DMA_BUF_PLANE0_PITCH_EXT, lo: EGL.DMA_BUF_PLANE0_MODIFIER_LO_EXT, hi: EGL.DMA_BUF_PLANE0_MODIFIER_HI_EXT },
-  { fd: EGL.DMA_BUF_PLANE1_FD_EXT, offset: EGL.DMA_BUF_PLANE1_OFFSET_EXT, pitch: EGL.DMA_BUF_PLANE1_PITCH_EXT, lo: EGL.DMA_BUF_PLANE1_MODIFIER_LO_EXT, hi: EGL.DMA_BUF_PLANE1_MODIFIER_HI_EXT },
-  { fd: EGL.DMA_BUF_PLANE2_FD_EXT, offset: EGL.DMA_BUF_PLANE2_OFFSET_EXT, pitch: EGL.DMA_BUF_PLANE2_PITCH_EXT, lo: EGL.DMA_BUF_PLANE2_MODIFIER_LO_EXT, hi: EGL.DMA_BUF_PLANE2_MODIFIER_HI_EXT },
-  { fd: EGL.DMA_BUF_PLANE3_FD_EXT, offset: EGL.DMA_BUF_PLANE3_OFFSET_EXT, pitch: EGL.DMA_BUF_PLANE3_PITCH_EXT, lo: EGL.DMA_BUF_PLANE3_MODIFIER_LO_EXT, hi: EGL.DMA_BUF_PLANE3_MODIFIER_HI_EXT },
+  {
+    fd: EGL.DMA_BUF_PLANE0_FD_EXT,
+    offset: EGL.DMA_BUF_PLANE0_OFFSET_EXT,
+    pitch: EGL.DMA_BUF_PLANE0_PITCH_EXT,
+    lo: EGL.DMA_BUF_PLANE0_MODIFIER_LO_EXT,
+    hi: EGL.DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+  },
+  {
+    fd: EGL.DMA_BUF_PLANE1_FD_EXT,
+    offset: EGL.DMA_BUF_PLANE1_OFFSET_EXT,
+    pitch: EGL.DMA_BUF_PLANE1_PITCH_EXT,
+    lo: EGL.DMA_BUF_PLANE1_MODIFIER_LO_EXT,
+    hi: EGL.DMA_BUF_PLANE1_MODIFIER_HI_EXT,
+  },
+  {
+    fd: EGL.DMA_BUF_PLANE2_FD_EXT,
+    offset: EGL.DMA_BUF_PLANE2_OFFSET_EXT,
+    pitch: EGL.DMA_BUF_PLANE2_PITCH_EXT,
+    lo: EGL.DMA_BUF_PLANE2_MODIFIER_LO_EXT,
+    hi: EGL.DMA_BUF_PLANE2_MODIFIER_HI_EXT,
+  },
+  {
+    fd: EGL.DMA_BUF_PLANE3_FD_EXT,
+    offset: EGL.DMA_BUF_PLANE3_OFFSET_EXT,
+    pitch: EGL.DMA_BUF_PLANE3_PITCH_EXT,
+    lo: EGL.DMA_BUF_PLANE3_MODIFIER_LO_EXT,
+    hi: EGL.DMA_BUF_PLANE3_MODIFIER_HI_EXT,
+  },
 ] as const;
 
 /**
@@ -80,20 +104,33 @@ export function dmabufImageAttributes(desc: DmabufImportDescriptor, withModifier
 function validate(ctx: GpuContext, desc: DmabufImportDescriptor): void {
   if (typeof desc !== 'object' || desc === null) throw invalidArgument('descriptor', 'an object', desc);
   checkSize(ctx, desc.width, desc.height);
-  if (!Number.isInteger(desc.fourcc) || desc.fourcc < 0 || desc.fourcc > 0xffffffff) throw invalidArgument('fourcc', 'a 32-bit DRM fourcc', desc.fourcc);
+  if (!Number.isInteger(desc.fourcc) || desc.fourcc < 0 || desc.fourcc > 0xffffffff)
+    throw invalidArgument('fourcc', 'a 32-bit DRM fourcc', desc.fourcc);
   const modifier = desc.modifier ?? MODIFIER_INVALID;
-  if (typeof modifier !== 'bigint' || modifier < 0n || modifier > 0xffffffffffffffffn) throw invalidArgument('modifier', 'a 64-bit bigint', modifier);
+  if (typeof modifier !== 'bigint' || modifier < 0n || modifier > 0xffffffffffffffffn)
+    throw invalidArgument('modifier', 'a 64-bit bigint', modifier);
   const maxPlanes = ctx.capabilities.dmabufImportModifiers ? 4 : 3;
-  if (!Array.isArray(desc.planes) || desc.planes.length < 1 || desc.planes.length > 4) throw invalidArgument('planes', 'an array of 1 to 4 planes', desc.planes?.length);
-  if (desc.planes.length > maxPlanes) throw new SurfaceLinkError('E_UNSUPPORTED', `a 4th dma-buf plane needs EGL_EXT_image_dma_buf_import_modifiers, which is not advertised by ${ctx.renderer}`);
+  if (!Array.isArray(desc.planes) || desc.planes.length < 1 || desc.planes.length > 4)
+    throw invalidArgument('planes', 'an array of 1 to 4 planes', desc.planes?.length);
+  if (desc.planes.length > maxPlanes)
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `a 4th dma-buf plane needs EGL_EXT_image_dma_buf_import_modifiers, which is not advertised by ${ctx.renderer}`,
+    );
   desc.planes.forEach((p, i) => {
-    if (typeof p?.fd !== 'object' || p.fd === null || typeof p.fd.debugNumber !== 'number') throw invalidArgument(`planes[${i}].fd`, 'a NativeFd', p?.fd);
+    if (typeof p?.fd !== 'object' || p.fd === null || typeof p.fd.debugNumber !== 'number')
+      throw invalidArgument(`planes[${i}].fd`, 'a NativeFd', p?.fd);
     if (p.fd.closed) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `planes[${i}].fd is closed`);
-    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset > 0x7fffffff) throw invalidArgument(`planes[${i}].offset`, 'an integer in [0, 2^31)', p.offset);
-    if (!Number.isInteger(p.stride) || p.stride < 1 || p.stride > 0x7fffffff) throw invalidArgument(`planes[${i}].stride`, 'an integer in [1, 2^31)', p.stride);
+    if (!Number.isInteger(p.offset) || p.offset < 0 || p.offset > 0x7fffffff)
+      throw invalidArgument(`planes[${i}].offset`, 'an integer in [0, 2^31)', p.offset);
+    if (!Number.isInteger(p.stride) || p.stride < 1 || p.stride > 0x7fffffff)
+      throw invalidArgument(`planes[${i}].stride`, 'an integer in [1, 2^31)', p.stride);
   });
   if (modifier !== MODIFIER_INVALID && modifier !== MODIFIER_LINEAR && !ctx.capabilities.dmabufImportModifiers) {
-    throw new SurfaceLinkError('E_UNSUPPORTED', `modifier 0x${modifier.toString(16)} cannot be given: EGL_EXT_image_dma_buf_import_modifiers is not advertised by ${ctx.renderer}`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `modifier 0x${modifier.toString(16)} cannot be given: EGL_EXT_image_dma_buf_import_modifiers is not advertised by ${ctx.renderer}`,
+    );
   }
 }
 
@@ -108,18 +145,27 @@ function validate(ctx: GpuContext, desc: DmabufImportDescriptor): void {
 export function importDmabufTexture(ctx: GpuContext, desc: DmabufImportDescriptor): DmabufTexture {
   if (ctx.closed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');
   if (!ctx.capabilities.dmabufImport) {
-    throw new SurfaceLinkError('E_UNSUPPORTED', `EGL_EXT_image_dma_buf_import is not advertised by ${ctx.renderer} (${ctx.displaySpec.name}, EGL ${ctx.eglVersion}); importing dma-bufs needs a GPU driver's EGL`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `EGL_EXT_image_dma_buf_import is not advertised by ${ctx.renderer} (${ctx.displaySpec.name}, EGL ${ctx.eglVersion}); importing dma-bufs needs a GPU driver's EGL`,
+    );
   }
   validate(ctx, desc);
   const target = desc.target ?? 'texture2d';
-  if (!ctx.capabilities.eglImage) throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image is not advertised by ${ctx.renderer}`);
-  if (target === 'external' && !ctx.capabilities.eglImageExternal) throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image_external is not advertised by ${ctx.renderer}`);
+  if (!ctx.capabilities.eglImage)
+    throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image is not advertised by ${ctx.renderer}`);
+  if (target === 'external' && !ctx.capabilities.eglImageExternal)
+    throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image_external is not advertised by ${ctx.renderer}`);
   const create = ctx.api.extensionProc('eglCreateImageKHR', ctx.advertised.display, ctx.renderer);
   const attribs = dmabufImageAttributes(desc, ctx.capabilities.dmabufImportModifiers);
   ctx.makeCurrent();
   const image = create(ctx.display, null, EGL.LINUX_DMA_BUF_EXT, null, attribs);
   if (image === null || image === 0n) {
-    throw eglFailure(ctx.api, 'E_IMPORT_FAILED', `eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT, ${desc.width}x${desc.height}, fourcc 0x${(desc.fourcc >>> 0).toString(16)}, ${desc.planes.length} plane(s)) refused the dma-buf on ${ctx.renderer}`);
+    throw eglFailure(
+      ctx.api,
+      'E_IMPORT_FAILED',
+      `eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT, ${desc.width}x${desc.height}, fourcc 0x${(desc.fourcc >>> 0).toString(16)}, ${desc.planes.length} plane(s)) refused the dma-buf on ${ctx.renderer}`,
+    );
   }
   return textureFromEglImage(ctx, image, target);
 }
@@ -142,20 +188,27 @@ export function queryDmabufFormats(ctx: GpuContext): DmabufFormat[] | null {
   const queryFormats = api.extensionProc('eglQueryDmaBufFormatsEXT', ctx.advertised.display, ctx.renderer);
   const queryModifiers = api.extensionProc('eglQueryDmaBufModifiersEXT', ctx.advertised.display, ctx.renderer);
   const count = new Int32Array(1);
-  if (queryFormats(ctx.display, 0, null, count) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', 'eglQueryDmaBufFormatsEXT (count)');
+  if (queryFormats(ctx.display, 0, null, count) !== EGL.TRUE)
+    throw eglFailure(api, 'E_SYSTEM', 'eglQueryDmaBufFormatsEXT (count)');
   const formats = new Int32Array(count[0]);
-  if (count[0] > 0 && queryFormats(ctx.display, formats.length, formats, count) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', 'eglQueryDmaBufFormatsEXT');
+  if (count[0] > 0 && queryFormats(ctx.display, formats.length, formats, count) !== EGL.TRUE)
+    throw eglFailure(api, 'E_SYSTEM', 'eglQueryDmaBufFormatsEXT');
   const result: DmabufFormat[] = [];
   for (const format of formats.subarray(0, Math.min(count[0], formats.length))) {
     const n = new Int32Array(1);
-    if (queryModifiers(ctx.display, format, 0, null, null, n) !== EGL.TRUE) throw eglFailure(api, 'E_SYSTEM', `eglQueryDmaBufModifiersEXT(0x${(format >>> 0).toString(16)}) (count)`);
+    if (queryModifiers(ctx.display, format, 0, null, null, n) !== EGL.TRUE)
+      throw eglFailure(api, 'E_SYSTEM', `eglQueryDmaBufModifiersEXT(0x${(format >>> 0).toString(16)}) (count)`);
     const modifiers = new BigUint64Array(n[0]);
     const external = new Uint32Array(n[0]);
     if (n[0] > 0 && queryModifiers(ctx.display, format, modifiers.length, modifiers, external, n) !== EGL.TRUE) {
       throw eglFailure(api, 'E_SYSTEM', `eglQueryDmaBufModifiersEXT(0x${(format >>> 0).toString(16)})`);
     }
     const got = Math.min(n[0], modifiers.length);
-    result.push({ fourcc: format >>> 0, modifiers: [...modifiers.subarray(0, got)], externalOnly: [...external.subarray(0, got)].map((v) => v !== 0) });
+    result.push({
+      fourcc: format >>> 0,
+      modifiers: [...modifiers.subarray(0, got)],
+      externalOnly: [...external.subarray(0, got)].map((v) => v !== 0),
+    });
   }
   return result;
 }

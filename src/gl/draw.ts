@@ -54,7 +54,10 @@ export function framebufferFor(ctx: GpuContext, texture: number, what: string): 
   if (status !== GL.FRAMEBUFFER_COMPLETE) {
     gl.glBindFramebuffer(GL.FRAMEBUFFER, 0);
     gl.glDeleteFramebuffers(1, ids);
-    throw new SurfaceLinkError('E_UNSUPPORTED', `${what} cannot be rendered to: framebuffer status 0x${status.toString(16)} (${ctx.renderer})`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `${what} cannot be rendered to: framebuffer status 0x${status.toString(16)} (${ctx.renderer})`,
+    );
   }
   return ids[0];
 }
@@ -108,7 +111,8 @@ export class RenderTexture implements Disposable {
    * `out` must hold width × height × 4 bytes.
    */
   read(out: Uint8Array, x = 0, y = 0, width = this.width, height = this.height): Uint8Array {
-    if (out.byteLength < width * height * 4) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `read needs ${width * height * 4} bytes; got ${out.byteLength}`);
+    if (out.byteLength < width * height * 4)
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `read needs ${width * height * 4} bytes; got ${out.byteLength}`);
     this.bind();
     const gl = this.ctx.api.gl;
     gl.glPixelStorei(GL.PACK_ALIGNMENT, 1);
@@ -170,7 +174,10 @@ function compile(ctx: GpuContext, type: number, source: string): number {
     const length = new Int32Array(1);
     gl.glGetShaderInfoLog(shader, log.length, length, log);
     gl.glDeleteShader(shader);
-    throw new SurfaceLinkError('E_SYSTEM', `shader compilation failed on ${ctx.renderer}: ${Buffer.from(log.subarray(0, length[0])).toString()}`);
+    throw new SurfaceLinkError(
+      'E_SYSTEM',
+      `shader compilation failed on ${ctx.renderer}: ${Buffer.from(log.subarray(0, length[0])).toString()}`,
+    );
   }
   return shader;
 }
@@ -200,9 +207,16 @@ function copyProgram(ctx: GpuContext): CopyProgram {
     const length = new Int32Array(1);
     gl.glGetProgramInfoLog(program, log.length, length, log);
     gl.glDeleteProgram(program);
-    throw new SurfaceLinkError('E_SYSTEM', `program link failed on ${ctx.renderer}: ${Buffer.from(log.subarray(0, length[0])).toString()}`);
+    throw new SurfaceLinkError(
+      'E_SYSTEM',
+      `program link failed on ${ctx.renderer}: ${Buffer.from(log.subarray(0, length[0])).toString()}`,
+    );
   }
-  const result = { program, source: gl.glGetUniformLocation(program, 'source'), origin: gl.glGetUniformLocation(program, 'origin') };
+  const result = {
+    program,
+    source: gl.glGetUniformLocation(program, 'source'),
+    origin: gl.glGetUniformLocation(program, 'origin'),
+  };
   programs.set(ctx, result);
   ctx.track({
     destroy() {

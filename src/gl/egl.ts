@@ -27,184 +27,16 @@ export interface GlLibraries {
 }
 
 /** The system's glvnd/Mesa libraries, by soname (Debian: libegl1, libgles2, libegl-mesa0, libgl1-mesa-dri). */
-export const SYSTEM_GL_LIBRARIES: GlLibraries = Object.freeze({ egl: 'libEGL.so.1', gles: 'libGLESv2.so.2', source: 'system' });
+export const SYSTEM_GL_LIBRARIES: GlLibraries = Object.freeze({
+  egl: 'libEGL.so.1',
+  gles: 'libGLESv2.so.2',
+  source: 'system',
+});
 
 /** A native pointer as koffi 3 returns it: a BigInt address, NULL as null. */
 export type Ptr = bigint | null;
 
-// ---------------------------------------------------------------------------------------------
-// Constants (values from the Khronos EGL/GLES registries and the extension specs named).
-// ---------------------------------------------------------------------------------------------
-
-export const EGL = Object.freeze({
-  // EGL 1.x core
-  FALSE: 0,
-  TRUE: 1,
-  NONE: 0x3038,
-  SUCCESS: 0x3000,
-  VENDOR: 0x3053,
-  VERSION: 0x3054,
-  EXTENSIONS: 0x3055,
-  CLIENT_APIS: 0x308d,
-  HEIGHT: 0x3056,
-  WIDTH: 0x3057,
-  OPENGL_ES_API: 0x30a0,
-  CONTEXT_MAJOR_VERSION: 0x3098, // = EGL_CONTEXT_CLIENT_VERSION
-  CONTEXT_MINOR_VERSION: 0x30fb,
-  // EGL_KHR_image_base / EGL_KHR_gl_texture_2D_image
-  IMAGE_PRESERVED_KHR: 0x30d2,
-  GL_TEXTURE_2D_KHR: 0x30b1,
-  GL_TEXTURE_LEVEL_KHR: 0x30bc,
-  // EGL_MESA_platform_surfaceless
-  PLATFORM_SURFACELESS_MESA: 0x31dd,
-  // EGL_ANGLE_platform_angle (+ _vulkan, _device_type_swiftshader), for the ANGLE loader
-  PLATFORM_ANGLE_ANGLE: 0x3202,
-  PLATFORM_ANGLE_TYPE_ANGLE: 0x3203,
-  PLATFORM_ANGLE_TYPE_VULKAN_ANGLE: 0x3450,
-  PLATFORM_ANGLE_DEVICE_TYPE_ANGLE: 0x3209,
-  PLATFORM_ANGLE_DEVICE_TYPE_SWIFTSHADER_ANGLE: 0x3487,
-  PLATFORM_ANGLE_NATIVE_PLATFORM_TYPE_ANGLE: 0x348f,
-  // EGL_EXT_image_dma_buf_import
-  LINUX_DMA_BUF_EXT: 0x3270,
-  LINUX_DRM_FOURCC_EXT: 0x3271,
-  DMA_BUF_PLANE0_FD_EXT: 0x3272,
-  DMA_BUF_PLANE0_OFFSET_EXT: 0x3273,
-  DMA_BUF_PLANE0_PITCH_EXT: 0x3274,
-  DMA_BUF_PLANE1_FD_EXT: 0x3275,
-  DMA_BUF_PLANE1_OFFSET_EXT: 0x3276,
-  DMA_BUF_PLANE1_PITCH_EXT: 0x3277,
-  DMA_BUF_PLANE2_FD_EXT: 0x3278,
-  DMA_BUF_PLANE2_OFFSET_EXT: 0x3279,
-  DMA_BUF_PLANE2_PITCH_EXT: 0x327a,
-  // EGL_EXT_image_dma_buf_import_modifiers
-  DMA_BUF_PLANE3_FD_EXT: 0x3440,
-  DMA_BUF_PLANE3_OFFSET_EXT: 0x3441,
-  DMA_BUF_PLANE3_PITCH_EXT: 0x3442,
-  DMA_BUF_PLANE0_MODIFIER_LO_EXT: 0x3443,
-  DMA_BUF_PLANE0_MODIFIER_HI_EXT: 0x3444,
-  DMA_BUF_PLANE1_MODIFIER_LO_EXT: 0x3445,
-  DMA_BUF_PLANE1_MODIFIER_HI_EXT: 0x3446,
-  DMA_BUF_PLANE2_MODIFIER_LO_EXT: 0x3447,
-  DMA_BUF_PLANE2_MODIFIER_HI_EXT: 0x3448,
-  DMA_BUF_PLANE3_MODIFIER_LO_EXT: 0x3449,
-  DMA_BUF_PLANE3_MODIFIER_HI_EXT: 0x344a,
-  // EGL 1.2 pbuffers bound as textures (client-buffer imports)
-  SURFACE_TYPE: 0x3033,
-  PBUFFER_BIT: 0x0001,
-  RENDERABLE_TYPE: 0x3040,
-  OPENGL_ES2_BIT: 0x0004,
-  BIND_TO_TEXTURE_RGBA: 0x303a,
-  TEXTURE_FORMAT: 0x3080,
-  TEXTURE_TARGET: 0x3081,
-  TEXTURE_RGBA: 0x305e,
-  TEXTURE_2D: 0x305f,
-  BACK_BUFFER: 0x3084,
-  // EGL_ANGLE_iosurface_client_buffer
-  IOSURFACE_ANGLE: 0x3454,
-  IOSURFACE_PLANE_ANGLE: 0x345a,
-  TEXTURE_RECTANGLE_ANGLE: 0x345b,
-  TEXTURE_TYPE_ANGLE: 0x345c,
-  TEXTURE_INTERNAL_FORMAT_ANGLE: 0x345d,
-  BIND_TO_TEXTURE_TARGET_ANGLE: 0x348d,
-  // EGL_ANGLE_d3d_texture_client_buffer
-  D3D_TEXTURE_ANGLE: 0x33a3,
-});
-
-/** EGL error codes (eglGetError), by value, for messages. */
-export const EGL_ERRORS: Readonly<Record<number, string>> = Object.freeze({
-  0x3000: 'EGL_SUCCESS',
-  0x3001: 'EGL_NOT_INITIALIZED',
-  0x3002: 'EGL_BAD_ACCESS',
-  0x3003: 'EGL_BAD_ALLOC',
-  0x3004: 'EGL_BAD_ATTRIBUTE',
-  0x3005: 'EGL_BAD_CONFIG',
-  0x3006: 'EGL_BAD_CONTEXT',
-  0x3007: 'EGL_BAD_CURRENT_SURFACE',
-  0x3008: 'EGL_BAD_DISPLAY',
-  0x3009: 'EGL_BAD_MATCH',
-  0x300a: 'EGL_BAD_NATIVE_PIXMAP',
-  0x300b: 'EGL_BAD_NATIVE_WINDOW',
-  0x300c: 'EGL_BAD_PARAMETER',
-  0x300d: 'EGL_BAD_SURFACE',
-  0x300e: 'EGL_CONTEXT_LOST',
-});
-
-export const GL = Object.freeze({
-  NO_ERROR: 0,
-  VENDOR: 0x1f00,
-  RENDERER: 0x1f01,
-  VERSION: 0x1f02,
-  EXTENSIONS: 0x1f03,
-  SHADING_LANGUAGE_VERSION: 0x8b8c,
-  MAX_TEXTURE_SIZE: 0x0d33,
-  TEXTURE_2D: 0x0de1,
-  TEXTURE_EXTERNAL_OES: 0x8d65, // GL_OES_EGL_image_external
-  TEXTURE_MIN_FILTER: 0x2801,
-  TEXTURE_MAG_FILTER: 0x2800,
-  TEXTURE_WRAP_S: 0x2802,
-  TEXTURE_WRAP_T: 0x2803,
-  NEAREST: 0x2600,
-  LINEAR: 0x2601,
-  CLAMP_TO_EDGE: 0x812f,
-  RGBA: 0x1908,
-  RGBA8: 0x8058,
-  UNSIGNED_BYTE: 0x1401,
-  PACK_ALIGNMENT: 0x0d05,
-  UNPACK_ALIGNMENT: 0x0cf5,
-  FRAMEBUFFER: 0x8d40,
-  COLOR_ATTACHMENT0: 0x8ce0,
-  FRAMEBUFFER_COMPLETE: 0x8cd5,
-  FRAMEBUFFER_BINDING: 0x8ca6,
-  TEXTURE_BINDING_2D: 0x8069,
-  BGRA_EXT: 0x80e1, // GL_EXT_texture_format_BGRA8888 / GL_EXT_read_format_bgra
-  // Pixel store (ES 3.0): sub-rectangles of a larger client image
-  UNPACK_ROW_LENGTH: 0x0cf2,
-  UNPACK_SKIP_ROWS: 0x0cf3,
-  UNPACK_SKIP_PIXELS: 0x0cf4,
-  PACK_ROW_LENGTH: 0x0d02,
-  PACK_SKIP_ROWS: 0x0d03,
-  PACK_SKIP_PIXELS: 0x0d04,
-  // ES 3.0 texture swizzle
-  TEXTURE_SWIZZLE_R: 0x8e42,
-  TEXTURE_SWIZZLE_G: 0x8e43,
-  TEXTURE_SWIZZLE_B: 0x8e44,
-  TEXTURE_SWIZZLE_A: 0x8e45,
-  RED: 0x1903,
-  GREEN: 0x1904,
-  BLUE: 0x1905,
-  ALPHA: 0x1906,
-  ONE: 1,
-  // Drawing
-  SCISSOR_TEST: 0x0c11,
-  BLEND: 0x0be2,
-  DEPTH_TEST: 0x0b71,
-  COLOR_BUFFER_BIT: 0x4000,
-  TRIANGLES: 0x0004,
-  TEXTURE0: 0x84c0,
-  VERTEX_SHADER: 0x8b31,
-  FRAGMENT_SHADER: 0x8b30,
-  COMPILE_STATUS: 0x8b81,
-  LINK_STATUS: 0x8b82,
-  // GL_EXT_memory_object / GL_EXT_memory_object_fd
-  TEXTURE_TILING_EXT: 0x9580,
-  DEDICATED_MEMORY_OBJECT_EXT: 0x9581,
-  OPTIMAL_TILING_EXT: 0x9584,
-  LINEAR_TILING_EXT: 0x9585,
-  HANDLE_TYPE_OPAQUE_FD_EXT: 0x9586,
-});
-
-/** GL error codes (glGetError), by value, for messages. */
-export const GL_ERRORS: Readonly<Record<number, string>> = Object.freeze({
-  0x0500: 'GL_INVALID_ENUM',
-  0x0501: 'GL_INVALID_VALUE',
-  0x0502: 'GL_INVALID_OPERATION',
-  0x0505: 'GL_OUT_OF_MEMORY',
-  0x0506: 'GL_INVALID_FRAMEBUFFER_OPERATION',
-  0x0507: 'GL_CONTEXT_LOST',
-});
-
-export const eglErrorName = (code: number): string => EGL_ERRORS[code] ?? `EGL error 0x${code.toString(16)}`;
-export const glErrorName = (code: number): string => GL_ERRORS[code] ?? `GL error 0x${code.toString(16)}`;
+export { EGL, EGL_ERRORS, GL, GL_ERRORS, eglErrorName, glErrorName } from './constants.js';
 
 // ---------------------------------------------------------------------------------------------
 // Typed function tables
@@ -223,7 +55,13 @@ export interface EglCore {
   eglMakeCurrent(dpy: bigint, draw: Ptr, read: Ptr, ctx: Ptr): number;
   eglGetCurrentContext(): Ptr;
   eglChooseConfig(dpy: bigint, attribs: Int32Array, configs: BigUint64Array, size: number, count: Int32Array): number;
-  eglCreatePbufferFromClientBuffer(dpy: bigint, bufferType: number, buffer: bigint, config: bigint, attribs: Int32Array): Ptr;
+  eglCreatePbufferFromClientBuffer(
+    dpy: bigint,
+    bufferType: number,
+    buffer: bigint,
+    config: bigint,
+    attribs: Int32Array,
+  ): Ptr;
   eglBindTexImage(dpy: bigint, surface: bigint, buffer: number): number;
   eglReleaseTexImage(dpy: bigint, surface: bigint, buffer: number): number;
   eglDestroySurface(dpy: bigint, surface: bigint): number;
@@ -238,17 +76,45 @@ export interface GlesCore {
   glDeleteTextures(n: number, textures: Uint32Array): void;
   glBindTexture(target: number, texture: number): void;
   glTexParameteri(target: number, pname: number, value: number): void;
-  glTexImage2D(target: number, level: number, internalFormat: number, width: number, height: number, border: number, format: number, type: number, pixels: Uint8Array | null): void;
+  glTexImage2D(
+    target: number,
+    level: number,
+    internalFormat: number,
+    width: number,
+    height: number,
+    border: number,
+    format: number,
+    type: number,
+    pixels: Uint8Array | null,
+  ): void;
   glPixelStorei(pname: number, value: number): void;
   glGenFramebuffers(n: number, out: Uint32Array): void;
   glDeleteFramebuffers(n: number, framebuffers: Uint32Array): void;
   glBindFramebuffer(target: number, framebuffer: number): void;
   glFramebufferTexture2D(target: number, attachment: number, texTarget: number, texture: number, level: number): void;
   glCheckFramebufferStatus(target: number): number;
-  glReadPixels(x: number, y: number, width: number, height: number, format: number, type: number, pixels: Uint8Array): void;
+  glReadPixels(
+    x: number,
+    y: number,
+    width: number,
+    height: number,
+    format: number,
+    type: number,
+    pixels: Uint8Array,
+  ): void;
   glFinish(): void;
   glFlush(): void;
-  glTexSubImage2D(target: number, level: number, x: number, y: number, width: number, height: number, format: number, type: number, pixels: Uint8Array): void;
+  glTexSubImage2D(
+    target: number,
+    level: number,
+    x: number,
+    y: number,
+    width: number,
+    height: number,
+    format: number,
+    type: number,
+    pixels: Uint8Array,
+  ): void;
   glTexStorage2D(target: number, levels: number, internalFormat: number, width: number, height: number): void;
   glEnable(cap: number): void;
   glDisable(cap: number): void;
@@ -284,7 +150,12 @@ export interface GlesCore {
 export type EglGetPlatformDisplayEXT = (platform: number, nativeDisplay: Ptr, attribs: Int32Array) => Ptr;
 export type EglCreateImageKHR = (dpy: bigint, ctx: Ptr, target: number, buffer: Ptr, attribs: Int32Array) => Ptr;
 export type EglDestroyImageKHR = (dpy: bigint, image: bigint) => number;
-export type EglQueryDmaBufFormatsEXT = (dpy: bigint, maxFormats: number, formats: Int32Array | null, numFormats: Int32Array) => number;
+export type EglQueryDmaBufFormatsEXT = (
+  dpy: bigint,
+  maxFormats: number,
+  formats: Int32Array | null,
+  numFormats: Int32Array,
+) => number;
 export type EglQueryDmaBufModifiersEXT = (
   dpy: bigint,
   format: number,
@@ -297,7 +168,15 @@ export type GlEGLImageTargetTexture2DOES = (target: number, image: bigint) => vo
 export type GlCreateMemoryObjectsEXT = (n: number, out: Uint32Array) => void;
 export type GlDeleteMemoryObjectsEXT = (n: number, objects: Uint32Array) => void;
 export type GlMemoryObjectParameterivEXT = (memory: number, pname: number, params: Int32Array) => void;
-export type GlTexStorageMem2DEXT = (target: number, levels: number, internalFormat: number, width: number, height: number, memory: number, offset: bigint) => void;
+export type GlTexStorageMem2DEXT = (
+  target: number,
+  levels: number,
+  internalFormat: number,
+  width: number,
+  height: number,
+  memory: number,
+  offset: bigint,
+) => void;
 export type GlImportMemoryFdEXT = (memory: number, size: bigint, handleType: number, fd: number) => void;
 
 const EGL_CORE: Record<keyof EglCore, string> = {
@@ -311,8 +190,10 @@ const EGL_CORE: Record<keyof EglCore, string> = {
   eglDestroyContext: 'uint32_t eglDestroyContext(void *dpy, void *ctx)',
   eglMakeCurrent: 'uint32_t eglMakeCurrent(void *dpy, void *draw, void *read, void *ctx)',
   eglGetCurrentContext: 'void *eglGetCurrentContext(void)',
-  eglChooseConfig: 'uint32_t eglChooseConfig(void *dpy, const int *attrib_list, _Out_ void **configs, int config_size, _Out_ int *num_config)',
-  eglCreatePbufferFromClientBuffer: 'void *eglCreatePbufferFromClientBuffer(void *dpy, uint32_t buftype, void *buffer, void *config, const int *attrib_list)',
+  eglChooseConfig:
+    'uint32_t eglChooseConfig(void *dpy, const int *attrib_list, _Out_ void **configs, int config_size, _Out_ int *num_config)',
+  eglCreatePbufferFromClientBuffer:
+    'void *eglCreatePbufferFromClientBuffer(void *dpy, uint32_t buftype, void *buffer, void *config, const int *attrib_list)',
   eglBindTexImage: 'uint32_t eglBindTexImage(void *dpy, void *surface, int buffer)',
   eglReleaseTexImage: 'uint32_t eglReleaseTexImage(void *dpy, void *surface, int buffer)',
   eglDestroySurface: 'uint32_t eglDestroySurface(void *dpy, void *surface)',
@@ -326,17 +207,20 @@ const GLES_CORE: Record<keyof GlesCore, string> = {
   glDeleteTextures: 'void glDeleteTextures(int n, const uint32_t *textures)',
   glBindTexture: 'void glBindTexture(uint32_t target, uint32_t texture)',
   glTexParameteri: 'void glTexParameteri(uint32_t target, uint32_t pname, int param)',
-  glTexImage2D: 'void glTexImage2D(uint32_t target, int level, int internalformat, int width, int height, int border, uint32_t format, uint32_t type, const void *pixels)',
+  glTexImage2D:
+    'void glTexImage2D(uint32_t target, int level, int internalformat, int width, int height, int border, uint32_t format, uint32_t type, const void *pixels)',
   glPixelStorei: 'void glPixelStorei(uint32_t pname, int param)',
   glGenFramebuffers: 'void glGenFramebuffers(int n, uint32_t *framebuffers)',
   glDeleteFramebuffers: 'void glDeleteFramebuffers(int n, const uint32_t *framebuffers)',
   glBindFramebuffer: 'void glBindFramebuffer(uint32_t target, uint32_t framebuffer)',
-  glFramebufferTexture2D: 'void glFramebufferTexture2D(uint32_t target, uint32_t attachment, uint32_t textarget, uint32_t texture, int level)',
+  glFramebufferTexture2D:
+    'void glFramebufferTexture2D(uint32_t target, uint32_t attachment, uint32_t textarget, uint32_t texture, int level)',
   glCheckFramebufferStatus: 'uint32_t glCheckFramebufferStatus(uint32_t target)',
   glReadPixels: 'void glReadPixels(int x, int y, int width, int height, uint32_t format, uint32_t type, void *pixels)',
   glFinish: 'void glFinish(void)',
   glFlush: 'void glFlush(void)',
-  glTexSubImage2D: 'void glTexSubImage2D(uint32_t target, int level, int xoffset, int yoffset, int width, int height, uint32_t format, uint32_t type, const void *pixels)',
+  glTexSubImage2D:
+    'void glTexSubImage2D(uint32_t target, int level, int xoffset, int yoffset, int width, int height, uint32_t format, uint32_t type, const void *pixels)',
   glTexStorage2D: 'void glTexStorage2D(uint32_t target, int levels, uint32_t internalformat, int width, int height)',
   glEnable: 'void glEnable(uint32_t cap)',
   glDisable: 'void glDisable(uint32_t cap)',
@@ -348,13 +232,15 @@ const GLES_CORE: Record<keyof GlesCore, string> = {
   glShaderSource: 'void glShaderSource(uint32_t shader, int count, const char **string, const int *length)',
   glCompileShader: 'void glCompileShader(uint32_t shader)',
   glGetShaderiv: 'void glGetShaderiv(uint32_t shader, uint32_t pname, _Out_ int *params)',
-  glGetShaderInfoLog: 'void glGetShaderInfoLog(uint32_t shader, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
+  glGetShaderInfoLog:
+    'void glGetShaderInfoLog(uint32_t shader, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
   glDeleteShader: 'void glDeleteShader(uint32_t shader)',
   glCreateProgram: 'uint32_t glCreateProgram(void)',
   glAttachShader: 'void glAttachShader(uint32_t program, uint32_t shader)',
   glLinkProgram: 'void glLinkProgram(uint32_t program)',
   glGetProgramiv: 'void glGetProgramiv(uint32_t program, uint32_t pname, _Out_ int *params)',
-  glGetProgramInfoLog: 'void glGetProgramInfoLog(uint32_t program, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
+  glGetProgramInfoLog:
+    'void glGetProgramInfoLog(uint32_t program, int bufSize, _Out_ int *length, _Out_ uint8_t *infoLog)',
   glDeleteProgram: 'void glDeleteProgram(uint32_t program)',
   glUseProgram: 'void glUseProgram(uint32_t program)',
   glGetUniformLocation: 'int glGetUniformLocation(uint32_t program, const char *name)',
@@ -388,7 +274,8 @@ const EXTENSION_PROCS = {
   },
   eglQueryDmaBufModifiersEXT: {
     extension: 'EGL_EXT_image_dma_buf_import_modifiers',
-    proto: 'uint32_t PFN_eglQueryDmaBufModifiersEXT(void *dpy, int format, int max_modifiers, uint64_t *modifiers, uint32_t *external_only, int *num_modifiers)',
+    proto:
+      'uint32_t PFN_eglQueryDmaBufModifiersEXT(void *dpy, int format, int max_modifiers, uint64_t *modifiers, uint32_t *external_only, int *num_modifiers)',
   },
   glEGLImageTargetTexture2DOES: {
     extension: 'GL_OES_EGL_image',
@@ -408,7 +295,8 @@ const EXTENSION_PROCS = {
   },
   glTexStorageMem2DEXT: {
     extension: 'GL_EXT_memory_object',
-    proto: 'void PFN_glTexStorageMem2DEXT(uint32_t target, int levels, uint32_t internalFormat, int width, int height, uint32_t memory, uint64_t offset)',
+    proto:
+      'void PFN_glTexStorageMem2DEXT(uint32_t target, int levels, uint32_t internalFormat, int width, int height, uint32_t memory, uint64_t offset)',
   },
   glImportMemoryFdEXT: {
     extension: 'GL_EXT_memory_object_fd',
@@ -480,12 +368,16 @@ export class GlApi {
         try {
           out[name] = lib.func(decl);
         } catch (error) {
-          throw new Error(`${file} lacks ${name}: ${(error as Error).message}`);
+          throw new Error(`${file} lacks ${name}: ${(error as Error).message}`, { cause: error });
         }
       }
       return out as T;
     };
-    return new GlApi(libraries, bindAll<EglCore>(eglLib, EGL_CORE, libraries.egl), bindAll<GlesCore>(glesLib, GLES_CORE, libraries.gles));
+    return new GlApi(
+      libraries,
+      bindAll<EglCore>(eglLib, EGL_CORE, libraries.egl),
+      bindAll<GlesCore>(glesLib, GLES_CORE, libraries.gles),
+    );
   }
 
   /**
@@ -493,16 +385,26 @@ export class GlApi {
    * extension is in `advertised`. Otherwise throws E_UNSUPPORTED *without* looking the name up:
    * a non-NULL eglGetProcAddress proves nothing under glvnd (see the file comment).
    */
-  extensionProc<N extends ExtensionProcName>(name: N, advertised: ExtensionList, what = 'this EGL'): ExtensionProcTypes[N] {
+  extensionProc<N extends ExtensionProcName>(
+    name: N,
+    advertised: ExtensionList,
+    what = 'this EGL',
+  ): ExtensionProcTypes[N] {
     const { extension, proto } = EXTENSION_PROCS[name];
     if (!advertised.has(extension)) {
-      throw new SurfaceLinkError('E_UNSUPPORTED', `${extension} is not advertised by ${what} (${advertised.kind} extensions), so ${name} is not called`);
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        `${extension} is not advertised by ${what} (${advertised.kind} extensions), so ${name} is not called`,
+      );
     }
     const cached = this.procs.get(name);
     if (cached) return cached as ExtensionProcTypes[N];
     const address = this.egl.eglGetProcAddress(name);
     if (address === null || address === 0n) {
-      throw new SurfaceLinkError('E_UNSUPPORTED', `${extension} is advertised by ${what} but eglGetProcAddress("${name}") returned NULL (${this.libraries.egl})`);
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        `${extension} is advertised by ${what} but eglGetProcAddress("${name}") returned NULL (${this.libraries.egl})`,
+      );
     }
     const k = koffi();
     let type = protoCache.get(name);
@@ -522,7 +424,8 @@ const loaded = new Map<string, GlApi>();
  */
 export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[] = SYSTEM_GL_LIBRARIES): GlApi {
   const list: readonly GlLibraries[] = Array.isArray(candidates) ? candidates : [candidates as GlLibraries];
-  if (list.length === 0) throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'libraries must name at least one { egl, gles, source } pair');
+  if (list.length === 0)
+    throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'libraries must name at least one { egl, gles, source } pair');
   const tried: string[] = [];
   for (const libs of list) {
     const key = `${libs.egl}\0${libs.gles}`;
@@ -532,7 +435,9 @@ export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[]
     try {
       k = koffi();
     } catch (error) {
-      tried.push(`  [${libs.source}] koffi (the FFI module) did not load: ${firstLine(error)} (was the optional dependency @koromix/koffi-linux-x64 omitted?)`);
+      tried.push(
+        `  [${libs.source}] koffi (the FFI module) did not load: ${firstLine(error)} (was the optional dependency @koromix/koffi-linux-x64 omitted?)`,
+      );
       break;
     }
     let eglLib: Koffi.LibraryHandle | undefined;
@@ -541,12 +446,12 @@ export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[]
       try {
         eglLib = k.load(libs.egl);
       } catch (error) {
-        throw new Error(`${libs.egl}: ${firstLine(error)}`);
+        throw new Error(`${libs.egl}: ${firstLine(error)}`, { cause: error });
       }
       try {
         glesLib = k.load(libs.gles);
       } catch (error) {
-        throw new Error(`${libs.gles}: ${firstLine(error)} (${libs.egl} loaded)`);
+        throw new Error(`${libs.gles}: ${firstLine(error)} (${libs.egl} loaded)`, { cause: error });
       }
       const api = GlApi.bind(libs, eglLib, glesLib);
       loaded.set(key, api);

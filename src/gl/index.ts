@@ -14,9 +14,37 @@ export {
   type GpuExtensions,
   type GpuResource,
 } from './context.js';
-export { importDmabufTexture, queryDmabufFormats, dmabufImageAttributes, type DmabufImportDescriptor, type DmabufPlane, type DmabufTexture, type DmabufFormat } from './dmabuf-import.js';
-export { createTexture, deleteTexture, readTexture, textureFromEglImage, eglImageFromTexture, destroyImage, type ImageTexture, type TextureTarget } from './texture.js';
-export { EGL, GL, SYSTEM_GL_LIBRARIES, loadGlLibraries, eglErrorName, glErrorName, ExtensionList, GlApi, type GlLibraries, type Ptr } from './egl.js';
+export {
+  importDmabufTexture,
+  queryDmabufFormats,
+  dmabufImageAttributes,
+  type DmabufImportDescriptor,
+  type DmabufPlane,
+  type DmabufTexture,
+  type DmabufFormat,
+} from './dmabuf-import.js';
+export {
+  createTexture,
+  deleteTexture,
+  readTexture,
+  textureFromEglImage,
+  eglImageFromTexture,
+  destroyImage,
+  type ImageTexture,
+  type TextureTarget,
+} from './texture.js';
+export {
+  EGL,
+  GL,
+  SYSTEM_GL_LIBRARIES,
+  loadGlLibraries,
+  eglErrorName,
+  glErrorName,
+  ExtensionList,
+  GlApi,
+  type GlLibraries,
+  type Ptr,
+} from './egl.js';
 export {
   ANGLE_PACKAGE,
   ANGLE_PACKAGE_VERSION,
@@ -36,9 +64,35 @@ export {
   type AngleExtraction,
   type AngleExtractOptions,
 } from './angle.js';
-export { angleLibraries, locateGl, openGpuContext, type GlCandidate, type LocateGlOptions, type LocatedGl, type OpenGpuContextOptions } from './locate.js';
-export { SurfaceImporter, type ImportPath, type ImportableFrame, type SurfaceTexture, type SurfaceImporterOptions } from './surface-texture.js';
-export { SurfaceRenderer, type RenderPath, type RenderableBuffer, type SurfaceRendererOptions } from './render-target.js';
+export {
+  angleLibraries,
+  locateGl,
+  openGpuContext,
+  type GlCandidate,
+  type LocateGlOptions,
+  type LocatedGl,
+  type OpenGpuContextOptions,
+} from './locate.js';
+export {
+  SurfaceImporter,
+  type ImportPath,
+  type ImportableFrame,
+  type SurfaceTexture,
+  type SurfaceImporterOptions,
+} from './surface-texture.js';
+export {
+  SurfaceRenderer,
+  type RenderPath,
+  type RenderableBuffer,
+  type SurfaceRendererOptions,
+} from './render-target.js';
 export { RenderTexture, drawTexture, swizzleFor } from './draw.js';
-export { importMemoryTexture, memoryObjectUnavailable, memoryObjectLayoutProblem, swiftShaderPitch, type BufferLayout, type MemoryTexture } from './memory-object.js';
+export {
+  importMemoryTexture,
+  memoryObjectUnavailable,
+  memoryObjectLayoutProblem,
+  swiftShaderPitch,
+  type BufferLayout,
+  type MemoryTexture,
+} from './memory-object.js';
 export { importIOSurfaceTexture, importD3D11Texture, type ClientBufferTexture } from './client-buffer.js';

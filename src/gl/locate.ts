@@ -7,7 +7,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { SurfaceLinkError } from '../errors.js';
-import { ANGLE_PACKAGE, ANGLE_PACKAGE_VERSION, ANGLE_VENDORED_ARCHIVE, extractAngle, verbose, type AngleExtraction } from './angle.js';
+import {
+  ANGLE_PACKAGE,
+  ANGLE_PACKAGE_VERSION,
+  ANGLE_VENDORED_ARCHIVE,
+  extractAngle,
+  verbose,
+  type AngleExtraction,
+} from './angle.js';
 import { GpuContext, SURFACELESS_MESA_DISPLAY, angleSurfacelessDisplay, type GpuDisplaySpec } from './context.js';
 import { SYSTEM_GL_LIBRARIES, type GlLibraries } from './egl.js';
 
@@ -55,7 +62,10 @@ function explicitCandidate(dir: string, origin: string): GlCandidate {
   try {
     st = fs.statSync(abs);
   } catch (error) {
-    throw new Error(`${origin} ${abs}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : firstLine(error)}`);
+    throw new Error(
+      `${origin} ${abs}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such folder' : firstLine(error)}`,
+      { cause: error },
+    );
   }
   if (!st.isDirectory()) throw new Error(`${origin} ${abs}: not a folder`);
   const missing = [libraries.egl, libraries.gles].filter((f) => !fs.existsSync(f)).map((f) => path.basename(f));
@@ -68,25 +78,39 @@ function explicitCandidate(dir: string, origin: string): GlCandidate {
 
 function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidate; note: string } {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
-    throw new Error(`bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, this is ${process.platform}-${process.arch}`);
+    throw new Error(
+      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, this is ${process.platform}-${process.arch}`,
+    );
   }
   let result: AngleExtraction;
   try {
     result = extractAngle({ cacheDir });
   } catch (error) {
-    throw new Error(`bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`);
+    throw new Error(
+      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`,
+      { cause: error },
+    );
   }
-  const note =
-    result.memoized ? 'verified earlier in this process'
-    : result.archive ? `extracted ${result.extracted.length} file(s) from ${result.archive.archive} in ${result.ms.toFixed(0)} ms`
-    : `hashes verified in ${result.ms.toFixed(0)} ms`;
+  const note = result.memoized
+    ? 'verified earlier in this process'
+    : result.archive
+      ? `extracted ${result.extracted.length} file(s) from ${result.archive.archive} in ${result.ms.toFixed(0)} ms`
+      : `hashes verified in ${result.ms.toFixed(0)} ms`;
   return {
-    candidate: { libraries: angleLibraries(result.dir, BUNDLED_SOURCE), display: 'angle', displaySpec: angleSurfacelessDisplay({ swiftshader: true }) },
+    candidate: {
+      libraries: angleLibraries(result.dir, BUNDLED_SOURCE),
+      display: 'angle',
+      displaySpec: angleSurfacelessDisplay({ swiftshader: true }),
+    },
     note: `${result.dir} (${note})`,
   };
 }
 
-const SYSTEM_CANDIDATE: GlCandidate = Object.freeze({ libraries: SYSTEM_GL_LIBRARIES, display: 'system', displaySpec: SURFACELESS_MESA_DISPLAY });
+const SYSTEM_CANDIDATE: GlCandidate = Object.freeze({
+  libraries: SYSTEM_GL_LIBRARIES,
+  display: 'system',
+  displaySpec: SURFACELESS_MESA_DISPLAY,
+});
 
 /** A candidate, prepared on demand (the bundled one is extracted only when it is reached). */
 type Preparer = () => { candidate: GlCandidate; note: string };
@@ -104,24 +128,36 @@ function candidates(options: LocateGlOptions, tried: string[]): Preparer[] {
       return [() => ({ candidate, note: `${origin} ${path.dirname(candidate.libraries.egl)}` })];
     } catch (error) {
       tried.push(firstLine(error));
-      throw locateError(tried, `${origin} names an ANGLE folder that cannot be used, and an explicit choice is not replaced silently`, [
-        `  - point ${origin} at the folder holding ${Object.values(angleFileNames()).join(' and ')} (with their Vulkan loader/ICD next to them on Linux);`,
-        `  - or ${origin === 'angleDir' ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
-      ]);
+      throw locateError(
+        tried,
+        `${origin} names an ANGLE folder that cannot be used, and an explicit choice is not replaced silently`,
+        [
+          `  - point ${origin} at the folder holding ${Object.values(angleFileNames()).join(' and ')} (with their Vulkan loader/ICD next to them on Linux);`,
+          `  - or ${origin === 'angleDir' ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
+        ],
+      );
     }
   }
   const bundled: Preparer = () => {
     const { candidate, note } = bundledCandidate(options.cacheDir);
     return { candidate, note: `bundled ANGLE: ${note}` };
   };
-  const system: Preparer = () => ({ candidate: SYSTEM_CANDIDATE, note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}` });
+  const system: Preparer = () => ({
+    candidate: SYSTEM_CANDIDATE,
+    note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}`,
+  });
   return options.prefer === 'system' ? [system, bundled] : [bundled, system];
 }
 
 function locateError(tried: string[], summary: string, solutions: string[]): SurfaceLinkError {
   const error = new SurfaceLinkError(
     'E_NATIVE_UNAVAILABLE',
-    [`No usable EGL/OpenGL ES on ${process.platform}-${process.arch}: ${summary}. Tried:`, ...tried.map((t) => `  ${t}`), 'Possible solutions:', ...solutions].join('\n'),
+    [
+      `No usable EGL/OpenGL ES on ${process.platform}-${process.arch}: ${summary}. Tried:`,
+      ...tried.map((t) => `  ${t}`),
+      'Possible solutions:',
+      ...solutions,
+    ].join('\n'),
   );
   Object.defineProperty(error, 'tried', { value: [...tried], enumerable: true });
   return error;
@@ -177,8 +213,14 @@ export function openGpuContext(options: OpenGpuContextOptions = {}): GpuContext 
     const { candidate, note } = prepared;
     const started = performance.now();
     try {
-      const ctx = GpuContext.open({ libraries: candidate.libraries, display: candidate.displaySpec, ...(options.glesVersion ? { glesVersion: options.glesVersion } : {}) });
-      verbose(`GL context on ${candidate.displaySpec.name} [${candidate.libraries.source}]: ${ctx.renderer} (${(performance.now() - started).toFixed(0)} ms)`);
+      const ctx = GpuContext.open({
+        libraries: candidate.libraries,
+        display: candidate.displaySpec,
+        ...(options.glesVersion ? { glesVersion: options.glesVersion } : {}),
+      });
+      verbose(
+        `GL context on ${candidate.displaySpec.name} [${candidate.libraries.source}]: ${ctx.renderer} (${(performance.now() - started).toFixed(0)} ms)`,
+      );
       return ctx;
     } catch (error) {
       // The inner error's own "Possible solutions" are replaced by the combined ones below.

@@ -38,10 +38,12 @@ export interface BufferLayout {
 export function memoryObjectUnavailable(ctx: GpuContext): string | null {
   if (process.platform !== 'linux') return `memfd memory objects are Linux-only (this is ${process.platform})`;
   for (const name of ['memoryObject', 'memoryObjectFd'] as const) {
-    if (!ctx.capabilities[name]) return `${name === 'memoryObject' ? 'GL_EXT_memory_object' : 'GL_EXT_memory_object_fd'} is not advertised by ${ctx.renderer}`;
+    if (!ctx.capabilities[name])
+      return `${name === 'memoryObject' ? 'GL_EXT_memory_object' : 'GL_EXT_memory_object_fd'} is not advertised by ${ctx.renderer}`;
   }
   // The extension imports Vulkan opaque fds; only SwiftShader's are plain memfds (Mesa's import of one is unusable).
-  if (!ctx.renderer.includes('SwiftShader')) return `${ctx.renderer} advertises GL_EXT_memory_object_fd, but only SwiftShader's opaque fds are memfds (a memfd import elsewhere is refused or unusable)`;
+  if (!ctx.renderer.includes('SwiftShader'))
+    return `${ctx.renderer} advertises GL_EXT_memory_object_fd, but only SwiftShader's opaque fds are memfds (a memfd import elsewhere is refused or unusable)`;
   return null;
 }
 
@@ -52,12 +54,15 @@ export const swiftShaderPitch = (width: number): number => (width + (width & 1))
 export function memoryObjectLayoutProblem(buffer: BufferLayout): string | null {
   const { width, height, format, planes, backing } = buffer;
   if (backing.kind !== 'memfd') return `the buffer is a ${backing.kind}, not a memfd`;
-  if (planes.length !== 1 || format.planes[0].bytesPerPixel !== 4) return `${format.name} is not a single-plane 32-bit format`;
+  if (planes.length !== 1 || format.planes[0].bytesPerPixel !== 4)
+    return `${format.name} is not a single-plane 32-bit format`;
   const plane = planes[0];
   const pitch = swiftShaderPitch(width);
   if (plane.offset !== 0) return `plane 0 starts at offset ${plane.offset}; SwiftShader's textures start at 0`;
-  if (plane.stride !== pitch) return `stride ${plane.stride} differs from SwiftShader's row pitch ${pitch} (align(${width}, 2) × 4): widths whose rows are a multiple of 64 bytes match`;
-  if (backing.size < pitch * height) return `the memfd holds ${backing.size} bytes, fewer than ${pitch} × ${height} (SwiftShader would read past its end)`;
+  if (plane.stride !== pitch)
+    return `stride ${plane.stride} differs from SwiftShader's row pitch ${pitch} (align(${width}, 2) × 4): widths whose rows are a multiple of 64 bytes match`;
+  if (backing.size < pitch * height)
+    return `the memfd holds ${backing.size} bytes, fewer than ${pitch} × ${height} (SwiftShader would read past its end)`;
   return null;
 }
 
@@ -88,7 +93,11 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
   const storage = api.extensionProc('glTexStorageMem2DEXT', list, ctx.renderer);
 
   const handle = buffer.handles[0];
-  if (handle === undefined || handleClosed(handle)) throw new SurfaceLinkError('E_IMPORT_FAILED', `the buffer (memfd inode ${buffer.backing.inode}) has no open fd to import`);
+  if (handle === undefined || handleClosed(handle))
+    throw new SurfaceLinkError(
+      'E_IMPORT_FAILED',
+      `the buffer (memfd inode ${buffer.backing.inode}) has no open fd to import`,
+    );
   // Before the dup: from here on nothing may throw until the try that closes the duplicate.
   ctx.makeCurrent();
   ctx.drainGlErrors();
@@ -96,7 +105,10 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
   try {
     fd = handleFd(handle, 'a memfd for GL').dupRaw();
   } catch (error) {
-    throw new SurfaceLinkError('E_IMPORT_FAILED', `cannot duplicate the memfd (inode ${buffer.backing.inode}) for GL: ${(error as Error).message}`);
+    throw new SurfaceLinkError(
+      'E_IMPORT_FAILED',
+      `cannot duplicate the memfd (inode ${buffer.backing.inode}) for GL: ${(error as Error).message}`,
+    );
   }
   const ids = new Uint32Array(1);
   let memory = 0;
@@ -105,13 +117,18 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
   try {
     create(1, ids);
     memory = ids[0];
-    if (memory === 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glCreateMemoryObjectsEXT returned no object (${ctx.renderer})`);
+    if (memory === 0)
+      throw new SurfaceLinkError('E_IMPORT_FAILED', `glCreateMemoryObjectsEXT returned no object (${ctx.renderer})`);
     parameter(memory, GL.DEDICATED_MEMORY_OBJECT_EXT, new Int32Array([1]));
     importFd(memory, BigInt(buffer.backing.size), GL.HANDLE_TYPE_OPAQUE_FD_EXT, fd);
     // A successful import owns the fd; a failed one leaves it to us (GL_EXT_memory_object_fd).
     const errors = ctx.drainGlErrors();
     fdGiven = errors.length === 0;
-    if (errors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glImportMemoryFdEXT refused the memfd: ${errors.map(glErrorName).join(', ')} (${ctx.renderer})`);
+    if (errors.length > 0)
+      throw new SurfaceLinkError(
+        'E_IMPORT_FAILED',
+        `glImportMemoryFdEXT refused the memfd: ${errors.map(glErrorName).join(', ')} (${ctx.renderer})`,
+      );
     gl.glGenTextures(1, ids);
     texture = ids[0];
     gl.glBindTexture(GL.TEXTURE_2D, texture);
@@ -119,7 +136,11 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
     storage(GL.TEXTURE_2D, 1, GL.RGBA8, buffer.width, buffer.height, memory, 0n);
     gl.glBindTexture(GL.TEXTURE_2D, 0);
     const storageErrors = ctx.drainGlErrors();
-    if (storageErrors.length > 0) throw new SurfaceLinkError('E_IMPORT_FAILED', `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) failed: ${storageErrors.map(glErrorName).join(', ')} (${ctx.renderer})`);
+    if (storageErrors.length > 0)
+      throw new SurfaceLinkError(
+        'E_IMPORT_FAILED',
+        `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) failed: ${storageErrors.map(glErrorName).join(', ')} (${ctx.renderer})`,
+      );
   } catch (error) {
     if (texture !== 0) gl.glDeleteTextures(1, new Uint32Array([texture]));
     if (memory !== 0) remove(1, new Uint32Array([memory]));

@@ -27,7 +27,12 @@ import type { SurfaceBuffer } from '../surface.js';
 import type { GpuContext } from './context.js';
 import { framebufferFor, isRgba32, setNearest } from './draw.js';
 import { GL } from './egl.js';
-import { importMemoryTexture, memoryObjectLayoutProblem, memoryObjectUnavailable, type BufferLayout } from './memory-object.js';
+import {
+  importMemoryTexture,
+  memoryObjectLayoutProblem,
+  memoryObjectUnavailable,
+  type BufferLayout,
+} from './memory-object.js';
 import { checkSize } from './texture.js';
 
 export type RenderPath = 'memory-object' | 'readback';
@@ -69,7 +74,9 @@ export class SurfaceRenderer implements Disposable {
     options: SurfaceRendererOptions = {},
   ) {
     const allow = new Set(options.allow ?? ['memory-object', 'readback']);
-    this.memoryObjectUnavailable = allow.has('memory-object') ? memoryObjectUnavailable(ctx) : "'memory-object' is not allowed by the caller";
+    this.memoryObjectUnavailable = allow.has('memory-object')
+      ? memoryObjectUnavailable(ctx)
+      : "'memory-object' is not allowed by the caller";
     this.untrack = ctx.track(this);
   }
 
@@ -145,8 +152,19 @@ export class SurfaceRenderer implements Disposable {
       } else {
         for (let i = 0; i < count; i++) {
           const r = damage[i];
-          if (!r || r.x < 0 || r.y < 0 || r.width < 0 || r.height < 0 || r.x + r.width > width || r.y + r.height > height) {
-            throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `damage rectangle ${i} lies outside the ${width}x${height} buffer`);
+          if (
+            !r ||
+            r.x < 0 ||
+            r.y < 0 ||
+            r.width < 0 ||
+            r.height < 0 ||
+            r.x + r.width > width ||
+            r.y + r.height > height
+          ) {
+            throw new SurfaceLinkError(
+              'E_OUT_OF_BOUNDS',
+              `damage rectangle ${i} lies outside the ${width}x${height} buffer`,
+            );
           }
           if (r.width === 0 || r.height === 0) continue;
           gl.glPixelStorei(GL.PACK_SKIP_PIXELS, r.x);
@@ -167,9 +185,14 @@ export class SurfaceRenderer implements Disposable {
   }
 
   private setUp(buffer: RenderableBuffer): Target {
-    if (!isRgba32(buffer.format)) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `GL rendering takes 32-bit RGBA-order formats; ${buffer.format.name} is not one`);
+    if (!isRgba32(buffer.format))
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED_FORMAT',
+        `GL rendering takes 32-bit RGBA-order formats; ${buffer.format.name} is not one`,
+      );
     checkSize(this.ctx, buffer.width, buffer.height);
-    if (buffer.stride % 4 !== 0) throw new SurfaceLinkError('E_BAD_GEOMETRY', `stride ${buffer.stride} is not a multiple of 4`);
+    if (buffer.stride % 4 !== 0)
+      throw new SurfaceLinkError('E_BAD_GEOMETRY', `stride ${buffer.stride} is not a multiple of 4`);
     const bgr = buffer.format.planes[0].gl.format === GL.BGRA_EXT;
     const gl = this.ctx.api.gl;
     let why = this.memoryObjectUnavailable ?? memoryObjectLayoutProblem(buffer);
@@ -180,7 +203,11 @@ export class SurfaceRenderer implements Disposable {
           const framebuffer = framebufferFor(this.ctx, memory.texture, 'the imported memfd');
           const reason = `GL renders into the memfd itself (GL_EXT_memory_object_fd on ${this.ctx.renderer}; stride ${buffer.stride} = SwiftShader's pitch)`;
           return {
-            buffer, framebuffer, path: 'memory-object', reason, bgr,
+            buffer,
+            framebuffer,
+            path: 'memory-object',
+            reason,
+            bgr,
             destroy: () => {
               gl.glDeleteFramebuffers(1, new Uint32Array([framebuffer]));
               memory.destroy();
@@ -216,7 +243,10 @@ export class SurfaceRenderer implements Disposable {
       throw error;
     }
     return {
-      buffer, framebuffer, path: 'readback', bgr,
+      buffer,
+      framebuffer,
+      path: 'readback',
+      bgr,
       reason: `rendered into a texture of its own, damage read back into the buffer (memory-object: ${why})`,
       destroy: () => {
         gl.glDeleteFramebuffers(1, new Uint32Array([framebuffer]));
@@ -267,4 +297,3 @@ export class SurfaceRenderer implements Disposable {
     this.destroy();
   }
 }
-

@@ -27,7 +27,12 @@ import type { GpuContext } from './context.js';
 import { importDmabufTexture } from './dmabuf-import.js';
 import { isRgba32, setNearest, setSwizzle } from './draw.js';
 import { GL } from './egl.js';
-import { importMemoryTexture, memoryObjectLayoutProblem, memoryObjectUnavailable, type BufferLayout } from './memory-object.js';
+import {
+  importMemoryTexture,
+  memoryObjectLayoutProblem,
+  memoryObjectUnavailable,
+  type BufferLayout,
+} from './memory-object.js';
 import { checkSize } from './texture.js';
 
 export type ImportPath = 'memory-object' | 'dmabuf-egl-image' | 'iosurface' | 'd3d11' | 'upload';
@@ -111,7 +116,9 @@ export class SurfaceImporter implements Disposable {
   ) {
     this.allow = new Set(options.allow ?? ['memory-object', 'dmabuf-egl-image', 'iosurface', 'd3d11', 'upload']);
     this.maxCached = options.maxCached ?? 16;
-    this.memoryObjectUnavailable = this.allow.has('memory-object') ? memoryObjectUnavailable(ctx) : "'memory-object' is not allowed by the caller";
+    this.memoryObjectUnavailable = this.allow.has('memory-object')
+      ? memoryObjectUnavailable(ctx)
+      : "'memory-object' is not allowed by the caller";
     this.untrack = ctx.track(this);
   }
 
@@ -124,11 +131,19 @@ export class SurfaceImporter implements Disposable {
    */
   import(frame: ImportableFrame, options?: { full?: boolean }): SurfaceTexture {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'this SurfaceImporter is closed');
-    if (!isRgba32(frame.format)) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `GL import takes 32-bit RGBA-order formats; ${frame.format.name} is not one`);
+    if (!isRgba32(frame.format))
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED_FORMAT',
+        `GL import takes 32-bit RGBA-order formats; ${frame.format.name} is not one`,
+      );
     this.ctx.makeCurrent();
     const key = frame.bufferKey;
     let entry = this.zeroCopy.get(key);
-    if (entry !== undefined && entry !== null && (entry.size !== frame.backing.size || entry.result.width !== frame.width || entry.result.height !== frame.height)) {
+    if (
+      entry !== undefined &&
+      entry !== null &&
+      (entry.size !== frame.backing.size || entry.result.width !== frame.width || entry.result.height !== frame.height)
+    ) {
       this.forgetBuffer(key);
       entry = undefined;
     }
@@ -160,14 +175,22 @@ export class SurfaceImporter implements Disposable {
       return result;
     };
     if (backing.kind === 'dmabuf') {
-      const problem = !this.allow.has('dmabuf-egl-image') ? 'not allowed by the caller' : !this.ctx.capabilities.dmabufImport ? `EGL_EXT_image_dma_buf_import is not advertised by ${this.ctx.renderer}` : null;
+      const problem = !this.allow.has('dmabuf-egl-image')
+        ? 'not allowed by the caller'
+        : !this.ctx.capabilities.dmabufImport
+          ? `EGL_EXT_image_dma_buf_import is not advertised by ${this.ctx.renderer}`
+          : null;
       if (problem === null) {
         try {
           const texture = importDmabufTexture(this.ctx, {
             width: frame.width,
             height: frame.height,
             fourcc: frame.format.fourcc,
-            planes: frame.planes.map((p, i) => ({ fd: handleFd(frame.handles[frame.planeHandles?.[i] ?? 0], 'a dma-buf'), offset: p.offset, stride: p.stride })),
+            planes: frame.planes.map((p, i) => ({
+              fd: handleFd(frame.handles[frame.planeHandles?.[i] ?? 0], 'a dma-buf'),
+              offset: p.offset,
+              stride: p.stride,
+            })),
           });
           this.ctx.api.gl.glBindTexture(GL.TEXTURE_2D, texture.texture);
           setSwizzle(this.ctx, frame.format);
@@ -199,7 +222,13 @@ export class SurfaceImporter implements Disposable {
     }
   }
 
-  private entry(texture: number, frame: ImportableFrame, path: ImportPath, reason: string, destroy: () => void): ZeroCopyEntry {
+  private entry(
+    texture: number,
+    frame: ImportableFrame,
+    path: ImportPath,
+    reason: string,
+    destroy: () => void,
+  ): ZeroCopyEntry {
     return {
       size: frame.backing.size,
       result: { texture, width: frame.width, height: frame.height, path, reason, uploadedBytes: 0 },
@@ -237,10 +266,17 @@ export class SurfaceImporter implements Disposable {
   private upload(frame: ImportableFrame, reason: string, full: boolean): SurfaceTexture {
     const gl = this.ctx.api.gl;
     const stride = frame.stride;
-    if (stride % 4 !== 0 || stride < frame.width * 4) throw new SurfaceLinkError('E_BAD_GEOMETRY', `stride ${stride} is not a multiple of 4 bytes of at least ${frame.width * 4}`);
+    if (stride % 4 !== 0 || stride < frame.width * 4)
+      throw new SurfaceLinkError(
+        'E_BAD_GEOMETRY',
+        `stride ${stride} is not a multiple of 4 bytes of at least ${frame.width * 4}`,
+      );
     const surfaceId = frame.surfaceId ?? 0;
     let entry = this.uploads.get(surfaceId);
-    if (entry && (entry.result.width !== frame.width || entry.result.height !== frame.height || entry.format !== frame.format.name)) {
+    if (
+      entry &&
+      (entry.result.width !== frame.width || entry.result.height !== frame.height || entry.format !== frame.format.name)
+    ) {
       this.deleteUpload(surfaceId);
       entry = undefined;
     }
@@ -260,7 +296,18 @@ export class SurfaceImporter implements Disposable {
         gl.glDeleteTextures(1, ids);
         throw error;
       }
-      entry = { result: { texture: ids[0], width: frame.width, height: frame.height, path: 'upload', reason: '', uploadedBytes: 0 }, format: frame.format.name, current: false };
+      entry = {
+        result: {
+          texture: ids[0],
+          width: frame.width,
+          height: frame.height,
+          path: 'upload',
+          reason: '',
+          uploadedBytes: 0,
+        },
+        format: frame.format.name,
+        current: false,
+      };
       this.uploads.set(surfaceId, entry);
     }
     const result = entry.result;
@@ -272,8 +319,18 @@ export class SurfaceImporter implements Disposable {
     if (!everything) {
       for (let i = 0; i < damage.length; i++) {
         const r = damage[i];
-        if (r.x < 0 || r.y < 0 || r.width < 0 || r.height < 0 || r.x + r.width > frame.width || r.y + r.height > frame.height) {
-          throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `damage rectangle ${i} lies outside the ${frame.width}x${frame.height} surface`);
+        if (
+          r.x < 0 ||
+          r.y < 0 ||
+          r.width < 0 ||
+          r.height < 0 ||
+          r.x + r.width > frame.width ||
+          r.y + r.height > frame.height
+        ) {
+          throw new SurfaceLinkError(
+            'E_OUT_OF_BOUNDS',
+            `damage rectangle ${i} lies outside the ${frame.width}x${frame.height} surface`,
+          );
         }
       }
     }

@@ -28,15 +28,28 @@ export function glTarget(target: TextureTarget): number {
 }
 
 export function checkSize(ctx: GpuContext, width: number, height: number): void {
-  for (const [name, v] of [['width', width], ['height', height]] as const) {
-    if (!Number.isInteger(v) || v < 1 || v > ctx.maxTextureSize) throw invalidArgument(name, `an integer in [1, ${ctx.maxTextureSize}] (GL_MAX_TEXTURE_SIZE of ${ctx.renderer})`, v);
+  for (const [name, v] of [
+    ['width', width],
+    ['height', height],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > ctx.maxTextureSize)
+      throw invalidArgument(
+        name,
+        `an integer in [1, ${ctx.maxTextureSize}] (GL_MAX_TEXTURE_SIZE of ${ctx.renderer})`,
+        v,
+      );
   }
 }
 
 /** A new RGBA8 GL_TEXTURE_2D, filled with `pixels` (width*height*4 bytes, rows bottom-up as GL sees them) or left undefined. */
 export function createTexture(ctx: GpuContext, width: number, height: number, pixels?: Uint8Array): number {
   checkSize(ctx, width, height);
-  if (pixels && pixels.byteLength !== width * height * 4) throw invalidArgument('pixels', `${width * height * 4} bytes (RGBA8, ${width}x${height})`, `${pixels.byteLength} bytes`);
+  if (pixels && pixels.byteLength !== width * height * 4)
+    throw invalidArgument(
+      'pixels',
+      `${width * height * 4} bytes (RGBA8, ${width}x${height})`,
+      `${pixels.byteLength} bytes`,
+    );
   ctx.makeCurrent();
   ctx.drainGlErrors();
   const gl = ctx.api.gl;
@@ -85,7 +98,11 @@ export function readTexture(ctx: GpuContext, texture: number, width: number, hei
     gl.glBindFramebuffer(GL.FRAMEBUFFER, fbo[0]);
     gl.glFramebufferTexture2D(GL.FRAMEBUFFER, GL.COLOR_ATTACHMENT0, GL.TEXTURE_2D, texture, 0);
     const status = gl.glCheckFramebufferStatus(GL.FRAMEBUFFER);
-    if (status !== GL.FRAMEBUFFER_COMPLETE) throw new SurfaceLinkError('E_UNSUPPORTED', `texture ${texture} cannot be read back: framebuffer status 0x${status.toString(16)} (${ctx.renderer})`);
+    if (status !== GL.FRAMEBUFFER_COMPLETE)
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        `texture ${texture} cannot be read back: framebuffer status 0x${status.toString(16)} (${ctx.renderer})`,
+      );
     const out = new Uint8Array(width * height * 4);
     gl.glPixelStorei(GL.PACK_ALIGNMENT, 1);
     gl.glReadPixels(0, 0, width, height, GL.RGBA, GL.UNSIGNED_BYTE, out);
@@ -107,7 +124,8 @@ export function textureFromEglImage(ctx: GpuContext, image: bigint, target: Text
   const destroyImage = api.extensionProc('eglDestroyImageKHR', ctx.advertised.display, ctx.renderer);
   let texture = 0;
   try {
-    if (target === 'external' && !ctx.capabilities.eglImageExternal) throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image_external is not advertised by ${ctx.renderer}`);
+    if (target === 'external' && !ctx.capabilities.eglImageExternal)
+      throw new SurfaceLinkError('E_UNSUPPORTED', `GL_OES_EGL_image_external is not advertised by ${ctx.renderer}`);
     const imageTarget = api.extensionProc('glEGLImageTargetTexture2DOES', ctx.advertised.gl, ctx.renderer);
     ctx.makeCurrent();
     ctx.drainGlErrors();
@@ -160,12 +178,20 @@ function trackImageTexture(ctx: GpuContext, texture: number, target: number, ima
  * The caller destroys it with destroyImage() unless it hands it to textureFromEglImage().
  */
 export function eglImageFromTexture(ctx: GpuContext, texture: number): bigint {
-  if (!ctx.capabilities.textureImage) throw new SurfaceLinkError('E_UNSUPPORTED', `EGL_KHR_gl_texture_2D_image is not advertised by ${ctx.renderer}`);
+  if (!ctx.capabilities.textureImage)
+    throw new SurfaceLinkError('E_UNSUPPORTED', `EGL_KHR_gl_texture_2D_image is not advertised by ${ctx.renderer}`);
   const create = ctx.api.extensionProc('eglCreateImageKHR', ctx.advertised.display, ctx.renderer);
   ctx.makeCurrent();
   // EGLClientBuffer = (EGLClientBuffer)(uintptr_t)texture
-  const image = create(ctx.display, ctx.handle, EGL.GL_TEXTURE_2D_KHR, BigInt(texture), new Int32Array([EGL.GL_TEXTURE_LEVEL_KHR, 0, EGL.NONE]));
-  if (image === null || image === 0n) throw eglFailure(ctx.api, 'E_SYSTEM', `eglCreateImageKHR(EGL_GL_TEXTURE_2D_KHR, texture ${texture}) failed`);
+  const image = create(
+    ctx.display,
+    ctx.handle,
+    EGL.GL_TEXTURE_2D_KHR,
+    BigInt(texture),
+    new Int32Array([EGL.GL_TEXTURE_LEVEL_KHR, 0, EGL.NONE]),
+  );
+  if (image === null || image === 0n)
+    throw eglFailure(ctx.api, 'E_SYSTEM', `eglCreateImageKHR(EGL_GL_TEXTURE_2D_KHR, texture ${texture}) failed`);
   return image;
 }
 

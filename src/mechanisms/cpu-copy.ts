@@ -39,11 +39,19 @@ export class CpuCopy {
     const src = this.source;
     if (!target.caps.copyTarget || !target.allocate) return { refused: `${target.name} cannot hold a copy` };
     if (src.backing.modifier !== MODIFIER_LINEAR)
-      return { refused: `the buffers are tiled (modifier ${modifierName(src.backing.modifier)}); a ${target.name} copy would be unreadable` };
-    if (src.backing.views.length === 0) return { refused: `the CPU cannot read ${src.backing.mechanism} buffers; no ${target.name} copy` };
+      return {
+        refused: `the buffers are tiled (modifier ${modifierName(src.backing.modifier)}); a ${target.name} copy would be unreadable`,
+      };
+    if (src.backing.views.length === 0)
+      return { refused: `the CPU cannot read ${src.backing.mechanism} buffers; no ${target.name} copy` };
     let shadow = this.shadows.get(target.name);
     if (!shadow) {
-      const backing = target.allocate({ format: src.format, width: src.width, height: src.height, label: `${src.label}-shadow` });
+      const backing = target.allocate({
+        format: src.format,
+        width: src.width,
+        height: src.height,
+        label: `${src.label}-shadow`,
+      });
       const exported = backing.exportSame(target.name, NO_PEER);
       if (exported === null || 'refused' in exported) {
         backing.close();
@@ -66,7 +74,14 @@ export class CpuCopy {
       for (let i = 0; i < dst.views.length; i++) {
         const from = src.backing.planes[i];
         const to = dst.planes[i];
-        copyPlane(src.backing.views[i], from.stride, dst.views[i], to.stride, planeMinStride(src.format, i, src.width), to.height);
+        copyPlane(
+          src.backing.views[i],
+          from.stride,
+          dst.views[i],
+          to.stride,
+          planeMinStride(src.format, i, src.width),
+          to.height,
+        );
       }
     } finally {
       src.backing.endCpuAccess('read');
@@ -80,7 +95,14 @@ export class CpuCopy {
 }
 
 /** Copies `rows` rows of `rowBytes` between two layouts (one set() when the strides agree). */
-function copyPlane(src: Uint8Array, srcStride: number, dst: Uint8Array, dstStride: number, rowBytes: number, rows: number): void {
+function copyPlane(
+  src: Uint8Array,
+  srcStride: number,
+  dst: Uint8Array,
+  dstStride: number,
+  rowBytes: number,
+  rows: number,
+): void {
   if (srcStride === dstStride) {
     dst.set(src.subarray(0, Math.min(src.length, dst.length)));
     return;

@@ -59,7 +59,8 @@ export class MechanismRegistry {
     const usable = this.list.filter((m) => this.probe(m).available);
     if (logger && !this.skipsLogged) {
       this.skipsLogged = true;
-      for (const m of this.list) if (!usable.includes(m)) logger('info', `mechanism ${m.name} skipped: ${this.probe(m).reason}`);
+      for (const m of this.list)
+        if (!usable.includes(m)) logger('info', `mechanism ${m.name} skipped: ${this.probe(m).reason}`);
     }
     return usable;
   }

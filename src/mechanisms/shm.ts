@@ -17,8 +17,16 @@ import type { ScanoutBody } from '../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
 import { asOsHandle } from './external.js';
 import {
-  noCpuAccess, type AdoptRequest, type AllocateRequest, type BufferExport, type ConsumerBuffer, type ExternalMemfd, type Mechanism, type ProbeResult,
-  type ProducerBacking, type Refusal,
+  noCpuAccess,
+  type AdoptRequest,
+  type AllocateRequest,
+  type BufferExport,
+  type ConsumerBuffer,
+  type ExternalMemfd,
+  type Mechanism,
+  type ProbeResult,
+  type ProducerBacking,
+  type Refusal,
 } from './types.js';
 
 const NAME = 'shm.v1';
@@ -32,11 +40,21 @@ export function planeViews(memory: ArrayBuffer, planes: readonly PlaneLayout[]):
 /** The shm.v1 description of one memfd holding every plane. */
 export function shmExport(memfd: NativeFd | OsHandle, planes: readonly PlaneLayout[]): BufferExport {
   const handle = 'kind' in memfd ? memfd : fdHandle(memfd);
-  return { mechanism: NAME, handles: [handle], planes: planes.map((layout) => ({ handleIndex: 0, layout })), modifier: MODIFIER_LINEAR };
+  return {
+    mechanism: NAME,
+    handles: [handle],
+    planes: planes.map((layout) => ({ handleIndex: 0, layout })),
+    modifier: MODIFIER_LINEAR,
+  };
 }
 
 /** A sealed memfd sized for `format` at width×height, mapped read-write. */
-export function allocateMemfd(format: FormatInfo, width: number, height: number, label: string): { fd: NativeFd; memory: ArrayBuffer; planes: PlaneLayout[]; size: number } {
+export function allocateMemfd(
+  format: FormatInfo,
+  width: number,
+  height: number,
+  label: string,
+): { fd: NativeFd; memory: ArrayBuffer; planes: PlaneLayout[]; size: number } {
   const { planes, totalSize } = linearLayout(format, width, height);
   const fd = linuxNative().createMemfd(label, totalSize);
   try {
@@ -65,7 +83,13 @@ function memfdParts(fd: NativeFd, memory: ArrayBuffer, planes: readonly PlaneLay
 }
 
 /** A producer buffer over one memfd; `unsealed` says why its clients must get a copy instead. */
-function memfdBacking(fd: NativeFd, memory: ArrayBuffer, planes: readonly PlaneLayout[], size: number, unsealed: string | null): ProducerBacking {
+function memfdBacking(
+  fd: NativeFd,
+  memory: ArrayBuffer,
+  planes: readonly PlaneLayout[],
+  size: number,
+  unsealed: string | null,
+): ProducerBacking {
   const parts = memfdParts(fd, memory, planes, size);
   const exported = shmExport(parts.handles[0], planes);
   const refusal: Refusal | null = unsealed === null ? null : { refused: unsealed };
@@ -84,7 +108,9 @@ function sealProblem(fd: NativeFd): string | null {
   } catch {
     return 'the fd cannot be sealed';
   }
-  return (seals & linuxNative().seals.SHRINK) === 0 ? 'the memfd is not sealed against shrinking (F_SEAL_SHRINK); mapping it could crash the reader' : null;
+  return (seals & linuxNative().seals.SHRINK) === 0
+    ? 'the memfd is not sealed against shrinking (F_SEAL_SHRINK); mapping it could crash the reader'
+    : null;
 }
 
 export const shmMechanism: Mechanism = {
@@ -92,9 +118,14 @@ export const shmMechanism: Mechanism = {
   caps: { handles: true, cpuAccess: true, sync: 'none', negotiatesFormats: false, copyTarget: true, fallback: true },
 
   probe(): ProbeResult {
-    if (process.platform !== 'linux') return { available: false, reason: `memfd is Linux-only (this is ${process.platform})` };
+    if (process.platform !== 'linux')
+      return { available: false, reason: `memfd is Linux-only (this is ${process.platform})` };
     const { addon, error } = probeNative();
-    if (!addon) return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; \`surfacelink doctor\` shows every path tried)` };
+    if (!addon)
+      return {
+        available: false,
+        reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; \`surfacelink doctor\` shows every path tried)`,
+      };
     try {
       linuxNative().createMemfd('surfacelink-probe', 4096).close();
       return { available: true, reason: 'sealed memfd works' };
@@ -113,20 +144,32 @@ export const shmMechanism: Mechanism = {
   adopts: ['memfd'],
 
   adopt(request: AdoptRequest): ProducerBacking {
-    if (request.backing.kind !== 'memfd') throw new SurfaceLinkError('E_INVALID_ARGUMENT', `shm.v1 adopts memfds, not ${request.backing.kind} buffers`);
+    if (request.backing.kind !== 'memfd')
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `shm.v1 adopts memfds, not ${request.backing.kind} buffers`);
     const external: ExternalMemfd = request.backing.buffers[request.index];
     const given = handleFd(asOsHandle(external.fd), 'an adopted memfd');
     const st = given.stat();
-    if (st.kind !== 'memfd') throw new SurfaceLinkError('E_HANDLE_TYPE', `an adopted memfd must be a memfd; it is a ${st.kind}`);
+    if (st.kind !== 'memfd')
+      throw new SurfaceLinkError('E_HANDLE_TYPE', `an adopted memfd must be a memfd; it is a ${st.kind}`);
     const size = st.size ?? 0;
-    const desc = descriptor(request, MODIFIER_LINEAR, external.planes.map((p) => ({ handleIndex: 0, offset: p.offset, stride: p.stride })));
+    const desc = descriptor(
+      request,
+      MODIFIER_LINEAR,
+      external.planes.map((p) => ({ handleIndex: 0, offset: p.offset, stride: p.stride })),
+    );
     const { planes } = validateDescriptor(desc);
     checkPlanesFit(planes, () => 0, 0, size);
     const unsealed = sealProblem(given);
     const fd = given.dup();
     try {
       // Our own mapping trusts whoever handed us the memfd (the program we serve) not to shrink it.
-      return memfdBacking(fd, fd.map(0, size, 'shared', unsealed !== null), planes, size, unsealed === null ? null : `${unsealed}; shm.v1 clients get a sealed copy`);
+      return memfdBacking(
+        fd,
+        fd.map(0, size, 'shared', unsealed !== null),
+        planes,
+        size,
+        unsealed === null ? null : `${unsealed}; shm.v1 clients get a sealed copy`,
+      );
     } catch (error) {
       fd.close();
       throw SurfaceLinkError.fromNative(error);
@@ -134,12 +177,18 @@ export const shmMechanism: Mechanism = {
   },
 
   importBuffer(desc: ScanoutBody, _format: FormatInfo, handles: OsHandle[]): ConsumerBuffer {
-    if (handles.length !== 1) throw new SurfaceLinkError('E_HANDLE_COUNT', `shm.v1 buffers carry exactly one memfd; got ${handles.length}`);
-    if (desc.modifier !== MODIFIER_LINEAR) throw new SurfaceLinkError('E_BAD_GEOMETRY', `shm.v1 buffers are linear; modifier 0x${desc.modifier.toString(16)} is not`);
+    if (handles.length !== 1)
+      throw new SurfaceLinkError('E_HANDLE_COUNT', `shm.v1 buffers carry exactly one memfd; got ${handles.length}`);
+    if (desc.modifier !== MODIFIER_LINEAR)
+      throw new SurfaceLinkError(
+        'E_BAD_GEOMETRY',
+        `shm.v1 buffers are linear; modifier 0x${desc.modifier.toString(16)} is not`,
+      );
     const { planes } = validateDescriptor(desc);
     const fd = handleFd(handles[0], 'a shm.v1 buffer');
     const st = fd.stat();
-    if (st.kind !== 'memfd') throw new SurfaceLinkError('E_HANDLE_TYPE', `shm.v1 needs a memfd; the handle is a ${st.kind}`);
+    if (st.kind !== 'memfd')
+      throw new SurfaceLinkError('E_HANDLE_TYPE', `shm.v1 needs a memfd; the handle is a ${st.kind}`);
     const problem = sealProblem(fd);
     if (problem !== null) throw new SurfaceLinkError('E_UNSEALED', problem);
     const size = st.size ?? 0;
@@ -155,11 +204,27 @@ export const shmMechanism: Mechanism = {
 };
 
 /** A descriptor for validating an adopted buffer exactly like a received one. */
-export function descriptor(request: AdoptRequest, modifier: bigint, planes: { handleIndex: number; offset: number; stride: number }[]): ScanoutBody {
+export function descriptor(
+  request: AdoptRequest,
+  modifier: bigint,
+  planes: { handleIndex: number; offset: number; stride: number }[],
+): ScanoutBody {
   const { width, height, format } = request;
   return {
-    surfaceId: 0, bufferId: 0, generation: 0, width, height, format: format.fourcc, modifier, orientation: 0,
+    surfaceId: 0,
+    bufferId: 0,
+    generation: 0,
+    width,
+    height,
+    format: format.fourcc,
+    modifier,
+    orientation: 0,
     visible: { x: 0, y: 0, width, height },
-    planes: planes.map((p, i) => ({ handleIndex: p.handleIndex, stride: p.stride, offset: p.offset, size: p.stride * Math.ceil(height / (format.planes[i]?.yDiv ?? 1)) })),
+    planes: planes.map((p, i) => ({
+      handleIndex: p.handleIndex,
+      stride: p.stride,
+      offset: p.offset,
+      size: p.stride * Math.ceil(height / (format.planes[i]?.yDiv ?? 1)),
+    })),
   };
 }

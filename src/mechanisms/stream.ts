@@ -11,11 +11,19 @@ const NAME = 'stream.v1';
 
 export const streamMechanism: Mechanism = {
   name: NAME,
-  caps: { handles: false, cpuAccess: false, sync: 'none', negotiatesFormats: false, copyTarget: false, fallback: false },
+  caps: {
+    handles: false,
+    cpuAccess: false,
+    sync: 'none',
+    negotiatesFormats: false,
+    copyTarget: false,
+    fallback: false,
+  },
 
   probe: () => ({
     available: true,
-    reason: 'no handles: frames encoded (lossless tiles; H.264 where GStreamer has an encoder) over WebSocket, offered once a StreamServer is started (docs/remote.md)',
+    reason:
+      'no handles: frames encoded (lossless tiles; H.264 where GStreamer has an encoder) over WebSocket, offered once a StreamServer is started (docs/remote.md)',
   }),
 
   accept(_offer, context) {
@@ -25,6 +33,7 @@ export const streamMechanism: Mechanism = {
   },
 
   checkWelcome(welcome) {
-    if (!welcome.stream) throw new ProtocolError('E_MALFORMED', 'WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
+    if (!welcome.stream)
+      throw new ProtocolError('E_MALFORMED', 'WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
   },
 };

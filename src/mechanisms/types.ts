@@ -137,8 +137,7 @@ export interface AllocateRequest {
 
 /** Buffers made by someone else, by kind: what `SurfaceServer.adoptSurface` takes. */
 export type ExternalBacking =
-  | { kind: 'dmabuf'; buffers: ExternalDmabuf[]; modifier?: bigint }
-  | { kind: 'memfd'; buffers: ExternalMemfd[] };
+  { kind: 'dmabuf'; buffers: ExternalDmabuf[]; modifier?: bigint } | { kind: 'memfd'; buffers: ExternalMemfd[] };
 
 export interface ExternalDmabuf {
   /** The dma-bufs (1–4). surfacelink duplicates them; you keep and close yours. */

@@ -28,13 +28,15 @@ export function probeNative(): { addon?: NativeAddon; path?: string; error?: Sur
 /** The Linux addon; E_UNSUPPORTED elsewhere (memfd, dma-bufs, DRM and sync_file are Linux's). */
 export function linuxNative(): LinuxAddon {
   const addon = loadNative();
-  if (addon.platform !== 'linux') throw new SurfaceLinkError('E_UNSUPPORTED', `this needs Linux; the addon is built for ${addon.platform}`);
+  if (addon.platform !== 'linux')
+    throw new SurfaceLinkError('E_UNSUPPORTED', `this needs Linux; the addon is built for ${addon.platform}`);
   return addon;
 }
 
 /** The POSIX fd owner and SCM_RIGHTS channel; E_UNSUPPORTED on an OS whose build has none yet. */
 export function posixChannels(): PosixChannelApi {
   const addon = loadNative();
-  if (addon.platform !== 'linux') throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
+  if (addon.platform !== 'linux')
+    throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
   return addon;
 }

@@ -17,7 +17,13 @@ import { SurfaceLinkError } from '../errors.js';
 export const ADDON_ABI = 1;
 
 /** The platform-arch pairs that ship a prebuilt addon in the npm package (scripts/prebuild.sh). */
-export const PREBUILT_TARGETS: readonly string[] = ['linux-x64', 'linux-arm64', 'darwin-x64', 'darwin-arm64', 'win32-x64'];
+export const PREBUILT_TARGETS: readonly string[] = [
+  'linux-x64',
+  'linux-arm64',
+  'darwin-x64',
+  'darwin-arm64',
+  'win32-x64',
+];
 
 /**
  * The package's root folder: two levels above this file, which is compiled to
@@ -69,7 +75,15 @@ export function binaryTarget(file: string): string | undefined {
   } catch {
     return undefined;
   }
-  const elfArch: Record<number, string> = { 0x3e: 'x64', 0xb7: 'arm64', 0x03: 'ia32', 0x28: 'arm', 0xf3: 'riscv64', 0x15: 'ppc64', 0x16: 's390x' };
+  const elfArch: Record<number, string> = {
+    0x3e: 'x64',
+    0xb7: 'arm64',
+    0x03: 'ia32',
+    0x28: 'arm',
+    0xf3: 'riscv64',
+    0x15: 'ppc64',
+    0x16: 's390x',
+  };
   const machoArch: Record<number, string> = { 0x01000007: 'x64', 0x0100000c: 'arm64' };
   const peArch: Record<number, string> = { 0x8664: 'x64', 0xaa64: 'arm64', 0x14c: 'ia32' };
   if (header.length >= 20 && header.readUInt32BE(0) === 0x7f454c46) {
@@ -126,12 +140,16 @@ function unavailable(tried: string[], explicitOnly: boolean): SurfaceLinkError {
     'Possible solutions:',
   ];
   if (explicitOnly) {
-    lines.push('  - SURFACELINK_ADDON is set, so nothing else was tried: point it at a surfacelink.node built for this platform, or unset it.');
+    lines.push(
+      '  - SURFACELINK_ADDON is set, so nothing else was tried: point it at a surfacelink.node built for this platform, or unset it.',
+    );
   } else {
     if (PREBUILT_TARGETS.includes(target)) {
       lines.push(
         `  - a prebuilt addon for ${target} ships in the package (prebuilds/${target}/surfacelink.node); if it is missing, reinstall surfacelink;` +
-          (process.platform === 'linux' ? ' on Linux it needs glibc 2.28 or newer (not musl/Alpine): build from source there;' : ''),
+          (process.platform === 'linux'
+            ? ' on Linux it needs glibc 2.28 or newer (not musl/Alpine): build from source there;'
+            : ''),
       );
     } else {
       lines.push(`  - prebuilt addons ship for ${PREBUILT_TARGETS.join(', ')} only; on ${target} build from source:`);

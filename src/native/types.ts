@@ -95,7 +95,12 @@ export interface NativeDrm {
   listNodes(): { path: string; kind: 'card' | 'render' }[];
   open(path: string): NativeFd;
   version(card: NativeFd): { name: string; major: number; minor: number; patch: number };
-  createDumb(card: NativeFd, width: number, height: number, bpp: number): { handle: number; pitch: number; size: number };
+  createDumb(
+    card: NativeFd,
+    width: number,
+    height: number,
+    bpp: number,
+  ): { handle: number; pitch: number; size: number };
   primeExport(card: NativeFd, handle: number): NativeFd;
   closeHandle(card: NativeFd, handle: number): void;
   vgemFenceAttach(card: NativeFd, handle: number, write: boolean): number;
@@ -104,10 +109,18 @@ export interface NativeDrm {
 
 /** sync_file fences (native/linux/fence.cc). */
 export interface NativeFence {
-  info(syncFile: NativeFd): { status: number; name: string; fences: { driver: string; timeline: string; status: number }[] };
+  info(syncFile: NativeFd): {
+    status: number;
+    name: string;
+    fences: { driver: string; timeline: string; status: number }[];
+  };
   merge(a: NativeFd, b: NativeFd, name: string): NativeFd;
   /** Calls back once, from the event loop, when the fence signals (null), is cancelled ('E_CANCELLED'), or fails. */
-  wait(syncFile: NativeFd, callback: (errorCode: string | null, message?: string) => void, options?: { ref?: boolean }): { cancel(): void };
+  wait(
+    syncFile: NativeFd,
+    callback: (errorCode: string | null, message?: string) => void,
+    options?: { ref?: boolean },
+  ): { cancel(): void };
 }
 
 interface AddonBase {

@@ -4,7 +4,20 @@
  * and checks every length before it reads.
  */
 import { SurfaceLinkError } from '../errors.js';
-import { BodySize, DEFAULT_MAX_MESSAGE, ERROR_FLAG_FATAL, FRAME_FLAG_FENCE, HEADER_SIZE, MAGIC, MAX_DAMAGE_RECTS, MAX_HANDLES, MAX_MECHANISM_NAME, MAX_PLANES, MessageType, messageSender } from './constants.js';
+import {
+  BodySize,
+  DEFAULT_MAX_MESSAGE,
+  ERROR_FLAG_FATAL,
+  FRAME_FLAG_FENCE,
+  HEADER_SIZE,
+  MAGIC,
+  MAX_DAMAGE_RECTS,
+  MAX_HANDLES,
+  MAX_MECHANISM_NAME,
+  MAX_PLANES,
+  MessageType,
+  messageSender,
+} from './constants.js';
 
 export interface Rect {
   x: number;
@@ -92,7 +105,10 @@ export function wrongMessage(type: number, receiver: 'client' | 'server'): Proto
   const hex = `0x${type.toString(16)}`;
   const sender = messageSender(type);
   if (sender === undefined) return new ProtocolError('E_UNKNOWN_TYPE', `unknown message type ${hex}`);
-  return new ProtocolError('E_UNEXPECTED', `message type ${hex} is sent by ${sender}s, not ${receiver === 'client' ? 'servers' : 'clients'}`);
+  return new ProtocolError(
+    'E_UNEXPECTED',
+    `message type ${hex} is sent by ${sender}s, not ${receiver === 'client' ? 'servers' : 'clients'}`,
+  );
 }
 
 const malformed = (what: string): ProtocolError => new ProtocolError('E_MALFORMED', what);
@@ -148,7 +164,8 @@ export class MessageWriter {
   utf8(text: string): this {
     const room = this.bytes.length - this.pos;
     const written = this.bytes.write(text, this.pos, room, 'utf8');
-    if (Buffer.byteLength(text, 'utf8') > room) throw new SurfaceLinkError('E_TOO_LARGE', 'message text exceeds the message size limit');
+    if (Buffer.byteLength(text, 'utf8') > room)
+      throw new SurfaceLinkError('E_TOO_LARGE', 'message text exceeds the message size limit');
     this.pos += written;
     return this;
   }
@@ -169,21 +186,53 @@ export function writeWelcome(w: MessageWriter, version: number, info: WelcomeInf
 
 export function writeError(w: MessageWriter, code: number, fatal: boolean, message: string): number {
   // Messages are for people; cap them so an error can always be sent.
-  return w.begin(MessageType.ERROR, 0).u32(code).u32(fatal ? ERROR_FLAG_FATAL : 0).utf8(message.slice(0, 1024)).end();
+  return w
+    .begin(MessageType.ERROR, 0)
+    .u32(code)
+    .u32(fatal ? ERROR_FLAG_FATAL : 0)
+    .utf8(message.slice(0, 1024))
+    .end();
 }
 
 export function writeScanout(w: MessageWriter, s: ScanoutBody, handles: number): number {
   w.begin(MessageType.SCANOUT, handles)
-    .u32(s.surfaceId).u32(s.bufferId).u32(s.generation).u32(s.width).u32(s.height).u32(s.format)
-    .u64(s.modifier).u8(s.planes.length).u8(s.orientation).u16(0).u32(0)
-    .u32(s.visible.x).u32(s.visible.y).u32(s.visible.width).u32(s.visible.height);
+    .u32(s.surfaceId)
+    .u32(s.bufferId)
+    .u32(s.generation)
+    .u32(s.width)
+    .u32(s.height)
+    .u32(s.format)
+    .u64(s.modifier)
+    .u8(s.planes.length)
+    .u8(s.orientation)
+    .u16(0)
+    .u32(0)
+    .u32(s.visible.x)
+    .u32(s.visible.y)
+    .u32(s.visible.width)
+    .u32(s.visible.height);
   for (const p of s.planes) w.u32(p.handleIndex).u32(p.stride).u64n(p.offset).u64n(p.size);
   return w.end();
 }
 
 /** FRAME with `count` rects taken from `damage` (count 0: whole surface); `fenced`: one sync_file attached. */
-export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, presentTimeNs: number, damage: readonly Rect[], count: number, fenced = false): number {
-  w.begin(MessageType.FRAME, fenced ? 1 : 0).u32(surfaceId).u32(bufferId).u64n(sequence).u64n(presentTimeNs).u32(count).u32(fenced ? FRAME_FLAG_FENCE : 0);
+export function writeFrame(
+  w: MessageWriter,
+  surfaceId: number,
+  bufferId: number,
+  sequence: number,
+  presentTimeNs: number,
+  damage: readonly Rect[],
+  count: number,
+  fenced = false,
+): number {
+  w.begin(MessageType.FRAME, fenced ? 1 : 0)
+    .u32(surfaceId)
+    .u32(bufferId)
+    .u64n(sequence)
+    .u64n(presentTimeNs)
+    .u32(count)
+    .u32(fenced ? FRAME_FLAG_FENCE : 0);
   for (let i = 0; i < count; i++) {
     const r = damage[i];
     w.u32(r.x).u32(r.y).u32(r.width).u32(r.height);
@@ -192,8 +241,19 @@ export function writeFrame(w: MessageWriter, surfaceId: number, bufferId: number
 }
 
 /** RELEASE; `fenced`: a release fence (sync_file) is attached, signalled when the client's reads are done. */
-export function writeRelease(w: MessageWriter, surfaceId: number, bufferId: number, sequence: number, fenced = false): number {
-  return w.begin(MessageType.RELEASE, fenced ? 1 : 0).u32(surfaceId).u32(bufferId).u64n(sequence).end();
+export function writeRelease(
+  w: MessageWriter,
+  surfaceId: number,
+  bufferId: number,
+  sequence: number,
+  fenced = false,
+): number {
+  return w
+    .begin(MessageType.RELEASE, fenced ? 1 : 0)
+    .u32(surfaceId)
+    .u32(bufferId)
+    .u64n(sequence)
+    .end();
 }
 
 export function writeRetire(w: MessageWriter, surfaceId: number, bufferId: number): number {
@@ -204,8 +264,21 @@ export function writeSurfaceGone(w: MessageWriter, surfaceId: number): number {
   return w.begin(MessageType.SURFACE_GONE, 0).u32(surfaceId).u32(0).end();
 }
 
-export function writeImportFailed(w: MessageWriter, surfaceId: number, bufferId: number, code: number, reason: string): number {
-  return w.begin(MessageType.IMPORT_FAILED, 0).u32(surfaceId).u32(bufferId).u32(code).u32(0).utf8(reason.slice(0, 1024)).end();
+export function writeImportFailed(
+  w: MessageWriter,
+  surfaceId: number,
+  bufferId: number,
+  code: number,
+  reason: string,
+): number {
+  return w
+    .begin(MessageType.IMPORT_FAILED, 0)
+    .u32(surfaceId)
+    .u32(bufferId)
+    .u32(code)
+    .u32(0)
+    .utf8(reason.slice(0, 1024))
+    .end();
 }
 
 export function writeMechanism(w: MessageWriter, mechanism: string, reason: string): number {
@@ -224,10 +297,18 @@ export function messageHandles(view: DataView, start: number): number {
 }
 
 /** Checks the header fields the transport does not: reserved flags, and the body's exact size. */
-export function expectBody(view: DataView, start: number, length: number, min: number, exact: boolean, name: string): void {
+export function expectBody(
+  view: DataView,
+  start: number,
+  length: number,
+  min: number,
+  exact: boolean,
+  name: string,
+): void {
   if (view.getUint8(start + 7) !== 0) throw malformed(`${name}: header flags must be 0`);
   const body = length - HEADER_SIZE;
-  if (body < min || (exact && body !== min)) throw malformed(`${name}: body is ${body} bytes, expected ${exact ? '' : 'at least '}${min}`);
+  if (body < min || (exact && body !== min))
+    throw malformed(`${name}: body is ${body} bytes, expected ${exact ? '' : 'at least '}${min}`);
 }
 
 function u64n(view: DataView, at: number): number {
@@ -245,7 +326,8 @@ function json(view: DataView, from: number, to: number, name: string): Record<st
   } catch {
     throw malformed(`${name}: body is not valid JSON`);
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw malformed(`${name}: body must be a JSON object`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw malformed(`${name}: body must be a JSON object`);
   return value as Record<string, unknown>;
 }
 
@@ -257,10 +339,19 @@ function peerInfo(o: Record<string, unknown>, name: string): PeerInfo {
   if (!isStr(o.name) || !isInt(o.pid) || !isStr(o.platform) || typeof host !== 'object' || host === null)
     throw malformed(`${name}: name, pid, platform and host are required`);
   const id = (v: unknown) => (isStr(v) ? v : null);
-  return { name: o.name.slice(0, 256), pid: o.pid, platform: o.platform.slice(0, 32), host: { bootId: id(host.bootId), machineId: id(host.machineId) } };
+  return {
+    name: o.name.slice(0, 256),
+    pid: o.pid,
+    platform: o.platform.slice(0, 32),
+    host: { bootId: id(host.bootId), machineId: id(host.machineId) },
+  };
 }
 
-export function readHello(view: DataView, start: number, length: number): { minVersion: number; maxVersion: number; info: HelloInfo } {
+export function readHello(
+  view: DataView,
+  start: number,
+  length: number,
+): { minVersion: number; maxVersion: number; info: HelloInfo } {
   expectBody(view, start, length, BodySize.HELLO_FIXED, false, 'HELLO');
   if (view.getUint32(start + 8, true) !== MAGIC) throw malformed('HELLO: bad magic (not a surfacelink client)');
   const minVersion = view.getUint16(start + 12, true);
@@ -284,10 +375,12 @@ export function readHello(view: DataView, start: number, length: number): { minV
 
 /** A list of min..16 distinct names of 1..MAX_MECHANISM_NAME characters (feature lists). */
 function nameList(value: unknown, what: string, min = 1): string[] {
-  if (!Array.isArray(value) || value.length < min || value.length > 16) throw malformed(`${what} must be a list of ${min}..16 names`);
+  if (!Array.isArray(value) || value.length < min || value.length > 16)
+    throw malformed(`${what} must be a list of ${min}..16 names`);
   const seen = new Set<string>();
   for (const v of value) {
-    if (!isStr(v) || v.length === 0 || v.length > MAX_MECHANISM_NAME) throw malformed(`${what}: each name needs 1..${MAX_MECHANISM_NAME} characters`);
+    if (!isStr(v) || v.length === 0 || v.length > MAX_MECHANISM_NAME)
+      throw malformed(`${what}: each name needs 1..${MAX_MECHANISM_NAME} characters`);
     if (seen.has(v)) throw malformed(`${what}: ${v} is named twice`);
     seen.add(v);
   }
@@ -307,7 +400,15 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
   let stream: StreamEndpoint | undefined;
   if (o.stream !== undefined) {
     const s = o.stream as Record<string, unknown> | null;
-    if (typeof s !== 'object' || s === null || !isStr(s.wsUrl) || !isStr(s.token) || !isStr(s.url) || !Array.isArray(s.codecs) || !s.codecs.every(isStr))
+    if (
+      typeof s !== 'object' ||
+      s === null ||
+      !isStr(s.wsUrl) ||
+      !isStr(s.token) ||
+      !isStr(s.url) ||
+      !Array.isArray(s.codecs) ||
+      !s.codecs.every(isStr)
+    )
       throw malformed('WELCOME: stream.v1 needs stream {wsUrl, token, url, codecs}');
     stream = { wsUrl: s.wsUrl, token: s.token, url: s.url, codecs: s.codecs as string[] };
   }
@@ -319,7 +420,9 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
       clientId: o.clientId,
       mechanism: o.mechanism,
       reason: o.reason,
-      rejected: Array.isArray(o.rejected) ? (o.rejected as { name: string; reason: string }[]).filter((r) => isStr(r?.name) && isStr(r?.reason)) : [],
+      rejected: Array.isArray(o.rejected)
+        ? (o.rejected as { name: string; reason: string }[]).filter((r) => isStr(r?.name) && isStr(r?.reason))
+        : [],
       limits: {
         maxMessage: limit(limits.maxMessage, DEFAULT_MAX_MESSAGE),
         maxHandles: limit(limits.maxHandles, MAX_HANDLES),
@@ -332,7 +435,11 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
   };
 }
 
-export function readError(view: DataView, start: number, length: number): { code: number; fatal: boolean; message: string } {
+export function readError(
+  view: DataView,
+  start: number,
+  length: number,
+): { code: number; fatal: boolean; message: string } {
   expectBody(view, start, length, BodySize.ERROR_FIXED, false, 'ERROR');
   return {
     code: view.getUint32(start + 8, true),
@@ -345,14 +452,26 @@ export function readScanout(view: DataView, start: number, length: number, handl
   expectBody(view, start, length, BodySize.SCANOUT_FIXED, false, 'SCANOUT');
   const b = start + HEADER_SIZE;
   const planeCount = view.getUint8(b + 32);
-  if (planeCount < 1 || planeCount > MAX_PLANES) throw malformed(`SCANOUT: plane count ${planeCount} outside 1..${MAX_PLANES}`);
+  if (planeCount < 1 || planeCount > MAX_PLANES)
+    throw malformed(`SCANOUT: plane count ${planeCount} outside 1..${MAX_PLANES}`);
   if (length - HEADER_SIZE !== BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE)
-    throw malformed(`SCANOUT: ${planeCount} planes need a body of ${BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE} bytes, got ${length - HEADER_SIZE}`);
+    throw malformed(
+      `SCANOUT: ${planeCount} planes need a body of ${BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE} bytes, got ${length - HEADER_SIZE}`,
+    );
   const planes: PlaneDescriptor[] = [];
   for (let i = 0; i < planeCount; i++) {
     const p = b + BodySize.SCANOUT_FIXED + i * BodySize.SCANOUT_PLANE;
-    const plane = { handleIndex: view.getUint32(p, true), stride: view.getUint32(p + 4, true), offset: u64n(view, p + 8), size: u64n(view, p + 16) };
-    if (plane.handleIndex >= handles) throw new ProtocolError('E_HANDLE_COUNT', `SCANOUT: plane ${i} names handle ${plane.handleIndex} but ${handles} were attached`);
+    const plane = {
+      handleIndex: view.getUint32(p, true),
+      stride: view.getUint32(p + 4, true),
+      offset: u64n(view, p + 8),
+      size: u64n(view, p + 16),
+    };
+    if (plane.handleIndex >= handles)
+      throw new ProtocolError(
+        'E_HANDLE_COUNT',
+        `SCANOUT: plane ${i} names handle ${plane.handleIndex} but ${handles} were attached`,
+      );
     planes.push(plane);
   }
   return {
@@ -364,7 +483,12 @@ export function readScanout(view: DataView, start: number, length: number, handl
     format: view.getUint32(b + 20, true),
     modifier: view.getBigUint64(b + 24, true),
     orientation: view.getUint8(b + 33),
-    visible: { x: view.getUint32(b + 40, true), y: view.getUint32(b + 44, true), width: view.getUint32(b + 48, true), height: view.getUint32(b + 52, true) },
+    visible: {
+      x: view.getUint32(b + 40, true),
+      y: view.getUint32(b + 44, true),
+      width: view.getUint32(b + 48, true),
+      height: view.getUint32(b + 52, true),
+    },
     planes,
   };
 }
@@ -377,15 +501,31 @@ export function readFrame(view: DataView, start: number, length: number): FrameB
   if ((flags & ~FRAME_FLAG_FENCE) !== 0) throw malformed(`FRAME: unknown flags 0x${flags.toString(16)}`);
   const fenced = (flags & FRAME_FLAG_FENCE) !== 0;
   if (fenced !== (messageHandles(view, start) === 1) || messageHandles(view, start) > 1)
-    throw new ProtocolError('E_HANDLE_COUNT', `FRAME: the fence flag says ${fenced ? 1 : 0} handle(s); ${messageHandles(view, start)} attached`);
+    throw new ProtocolError(
+      'E_HANDLE_COUNT',
+      `FRAME: the fence flag says ${fenced ? 1 : 0} handle(s); ${messageHandles(view, start)} attached`,
+    );
   if (count > MAX_DAMAGE_RECTS) throw malformed(`FRAME: ${count} damage rectangles; at most ${MAX_DAMAGE_RECTS}`);
-  if (length - HEADER_SIZE !== BodySize.FRAME_FIXED + count * BodySize.DAMAGE_RECT) throw malformed('FRAME: body size does not match its damage count');
+  if (length - HEADER_SIZE !== BodySize.FRAME_FIXED + count * BodySize.DAMAGE_RECT)
+    throw malformed('FRAME: body size does not match its damage count');
   const damage: Rect[] = new Array(count);
   for (let i = 0; i < count; i++) {
     const r = b + BodySize.FRAME_FIXED + i * BodySize.DAMAGE_RECT;
-    damage[i] = { x: view.getUint32(r, true), y: view.getUint32(r + 4, true), width: view.getUint32(r + 8, true), height: view.getUint32(r + 12, true) };
+    damage[i] = {
+      x: view.getUint32(r, true),
+      y: view.getUint32(r + 4, true),
+      width: view.getUint32(r + 8, true),
+      height: view.getUint32(r + 12, true),
+    };
   }
-  return { surfaceId: view.getUint32(b, true), bufferId: view.getUint32(b + 4, true), sequence: u64n(view, b + 8), presentTimeNs: u64n(view, b + 16), fenced, damage };
+  return {
+    surfaceId: view.getUint32(b, true),
+    bufferId: view.getUint32(b + 4, true),
+    sequence: u64n(view, b + 8),
+    presentTimeNs: u64n(view, b + 16),
+    fenced,
+    damage,
+  };
 }
 
 /** RELEASE is read field by field by the server (no allocation); this checks its shape. */
@@ -406,7 +546,11 @@ export function readSurfaceGone(view: DataView, start: number, length: number): 
   return { surfaceId: view.getUint32(start + 8, true) };
 }
 
-export function readImportFailed(view: DataView, start: number, length: number): { surfaceId: number; bufferId: number; code: number; reason: string } {
+export function readImportFailed(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; bufferId: number; code: number; reason: string } {
   expectBody(view, start, length, BodySize.IMPORT_FAILED_FIXED, false, 'IMPORT_FAILED');
   return {
     surfaceId: view.getUint32(start + 8, true),

@@ -11,7 +11,18 @@ import WebSocket from 'ws';
 import { SurfaceLinkError, isErrorCodeName, type ErrorCodeName } from '../errors.js';
 import { rethrowLater } from '../events.js';
 import { H264Decoder, type H264DecodedFrame } from './h264.js';
-import { CODECS, FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, STREAM_PATH, SUBPROTOCOL, clockMs, readFrameHeader, type Codec, type FrameHeader } from './protocol.js';
+import {
+  CODECS,
+  FLAG_KEYFRAME,
+  FRAME_HEADER_SIZE,
+  FrameKind,
+  STREAM_PATH,
+  SUBPROTOCOL,
+  clockMs,
+  readFrameHeader,
+  type Codec,
+  type FrameHeader,
+} from './protocol.js';
 import { applyTiles } from './tiles.js';
 
 export interface RemoteClientOptions {
@@ -86,7 +97,10 @@ export function parseStreamUrl(url: string): { wsUrl: string; token: string | nu
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     u.pathname = STREAM_PATH;
   } else if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
-    throw new SurfaceLinkError('E_INVALID_ARGUMENT', `a stream URL is ws://, wss://, http:// or https://; got ${u.protocol}`);
+    throw new SurfaceLinkError(
+      'E_INVALID_ARGUMENT',
+      `a stream URL is ws://, wss://, http:// or https://; got ${u.protocol}`,
+    );
   } else if (u.pathname === '/' || u.pathname === '') u.pathname = STREAM_PATH;
   u.hash = '';
   u.search = '';
@@ -114,7 +128,15 @@ export class StreamStats {
   }
 
   /** fps and kbit/s over the last second, latency percentiles over the last 512 frames. */
-  snapshot(nowMs = clockMs()): { fps: number; kbps: number; latencyP50Ms: number; latencyP99Ms: number; frames: number; bytes: number; errors: number } {
+  snapshot(nowMs = clockMs()): {
+    fps: number;
+    kbps: number;
+    latencyP50Ms: number;
+    latencyP99Ms: number;
+    frames: number;
+    bytes: number;
+    errors: number;
+  } {
     let fps = 0;
     let bits = 0;
     const n = Math.min(this.timeCount, this.times.length);
@@ -127,7 +149,15 @@ export class StreamStats {
     const m = Math.min(this.latencyCount, this.latencies.length);
     const sorted = Array.from(this.latencies.subarray(0, m)).sort((a, b) => a - b);
     const pct = (p: number): number => (m === 0 ? NaN : sorted[Math.min(m - 1, Math.floor(p * m))]);
-    return { fps, kbps: bits / 1000, latencyP50Ms: pct(0.5), latencyP99Ms: pct(0.99), frames: this.frames, bytes: this.bytes, errors: this.errors };
+    return {
+      fps,
+      kbps: bits / 1000,
+      latencyP50Ms: pct(0.5),
+      latencyP99Ms: pct(0.99),
+      frames: this.frames,
+      bytes: this.bytes,
+      errors: this.errors,
+    };
   }
 }
 
@@ -174,7 +204,8 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     }
     const { wsUrl, token } = parsed;
     const secret = options.token ?? token;
-    if (!secret) return Promise.reject(new SurfaceLinkError('E_AUTH', 'no token: pass options.token or a URL with #token=…'));
+    if (!secret)
+      return Promise.reject(new SurfaceLinkError('E_AUTH', 'no token: pass options.token or a URL with #token=…'));
     const codecs = options.codecs ?? [...CODECS];
     const client = new RemoteStreamClient(wsUrl);
     return new Promise((resolve, reject) => {
@@ -188,22 +219,47 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
           reject(error);
         } else resolve(client);
       };
-      const timer = setTimeout(() => settle(new SurfaceLinkError('E_TIMEOUT', `no welcome from ${wsUrl} within ${options.timeoutMs ?? 10000} ms`)), options.timeoutMs ?? 10000);
+      const timer = setTimeout(
+        () =>
+          settle(new SurfaceLinkError('E_TIMEOUT', `no welcome from ${wsUrl} within ${options.timeoutMs ?? 10000} ms`)),
+        options.timeoutMs ?? 10000,
+      );
       client.once('welcome', () => settle(null));
       client.on('error', (e) => settle(e));
-      client.once('close', ({ code, reason }) => settle(new SurfaceLinkError('E_CONNECT', `${wsUrl} closed the connection (${code}${reason ? `: ${reason}` : ''})`)));
+      client.once('close', ({ code, reason }) =>
+        settle(
+          new SurfaceLinkError('E_CONNECT', `${wsUrl} closed the connection (${code}${reason ? `: ${reason}` : ''})`),
+        ),
+      );
       client.ws.on('unexpected-response', (_req, res) => {
-        settle(new SurfaceLinkError(res.statusCode === 403 ? 'E_AUTH' : 'E_CONNECT', `${wsUrl} refused the upgrade: HTTP ${res.statusCode}`));
+        settle(
+          new SurfaceLinkError(
+            res.statusCode === 403 ? 'E_AUTH' : 'E_CONNECT',
+            `${wsUrl} refused the upgrade: HTTP ${res.statusCode}`,
+          ),
+        );
         res.resume();
       });
       client.ws.on('open', () => {
-        client.send({ type: 'hello', token: secret, name: options.name ?? `surfacelink-node-${process.pid}`, codecs, surface: options.surface, maxFps: options.maxFps, maxBitrateKbps: options.maxBitrateKbps });
+        client.send({
+          type: 'hello',
+          token: secret,
+          name: options.name ?? `surfacelink-node-${process.pid}`,
+          codecs,
+          surface: options.surface,
+          maxFps: options.maxFps,
+          maxBitrateKbps: options.maxBitrateKbps,
+        });
         client.ping();
         client.pingTimer = setInterval(() => client.ping(), PING_INTERVAL_MS);
         client.pingTimer.unref();
       });
-      client.ws.on('error', (error) => settle(new SurfaceLinkError('E_CONNECT', `cannot connect to ${wsUrl}: ${error.message}`, { cause: error })));
-      client.ws.on('message', (data: Buffer, isBinary: boolean) => (isBinary ? client.onFrame(data) : client.onText(data)));
+      client.ws.on('error', (error) =>
+        settle(new SurfaceLinkError('E_CONNECT', `cannot connect to ${wsUrl}: ${error.message}`, { cause: error })),
+      );
+      client.ws.on('message', (data: Buffer, isBinary: boolean) =>
+        isBinary ? client.onFrame(data) : client.onText(data),
+      );
       client.ws.on('close', (code, reason) => client.onClose(code, reason.toString()));
     });
   }
@@ -225,7 +281,14 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
   /** Tells the server what this viewer measured (shown in StreamServer.clients). */
   sendStats(): void {
     const s = this.stats.snapshot();
-    this.send({ type: 'stats', fps: s.fps, latencyP50Ms: finite(s.latencyP50Ms), latencyP99Ms: finite(s.latencyP99Ms), decoded: s.frames, errors: s.errors });
+    this.send({
+      type: 'stats',
+      fps: s.fps,
+      latencyP50Ms: finite(s.latencyP50Ms),
+      latencyP99Ms: finite(s.latencyP99Ms),
+      decoded: s.frames,
+      errors: s.errors,
+    });
   }
 
   /** Sends a raw message (tests use it for bad input). */
@@ -265,12 +328,24 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     const problem = malformedServerMessage(m);
     if (problem !== null) {
       // Acting on it would leave the image or the clock inconsistent: report, and end the session.
-      this.emit('error', new SurfaceLinkError('E_MALFORMED', `the server sent a malformed ${String(m?.type)}: ${problem}`));
+      this.emit(
+        'error',
+        new SurfaceLinkError('E_MALFORMED', `the server sent a malformed ${String(m?.type)}: ${problem}`),
+      );
       return this.close();
     }
     switch (m.type) {
       case 'welcome':
-        this.welcome = { server: m.server, codec: m.codec, reason: m.reason, surface: m.surface, encoder: m.encoder, maxFps: m.maxFps, bitrateKbps: m.bitrateKbps, window: m.window };
+        this.welcome = {
+          server: m.server,
+          codec: m.codec,
+          reason: m.reason,
+          surface: m.surface,
+          encoder: m.encoder,
+          maxFps: m.maxFps,
+          bitrateKbps: m.bitrateKbps,
+          window: m.window,
+        };
         this.setSize(m.surface.width, m.surface.height);
         if (m.codec === 'h264') this.decoderReady = this.startDecoder();
         this.emit('welcome', this.welcome);
@@ -355,21 +430,29 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     if (keyframe) this.keyframeAsked = false;
     if (kind === FrameKind.H264) {
       this.pendingH264.set(sequence, { receivedMs, bytes: data.length, keyframe });
-      this.chain = this.chain.then(() => this.decoderReady).then(() => {
-        let queued = false;
-        try {
-          queued = this.decoder !== null && this.decoder.decode(data.subarray(FRAME_HEADER_SIZE), sequence, presentMs);
-        } catch (error) {
-          // An empty access unit: a bad frame, like any other. (A throw here would stop the chain.)
-          this.stats.errors++;
-          this.emit('error', new SurfaceLinkError('E_MALFORMED', `H.264 frame ${sequence}: ${(error as Error).message}`, { cause: error }));
-        }
-        if (!queued) {
-          this.pendingH264.delete(sequence);
-          this.askKeyframe();
-          this.ack(sequence);
-        }
-      });
+      this.chain = this.chain
+        .then(() => this.decoderReady)
+        .then(() => {
+          let queued = false;
+          try {
+            queued =
+              this.decoder !== null && this.decoder.decode(data.subarray(FRAME_HEADER_SIZE), sequence, presentMs);
+          } catch (error) {
+            // An empty access unit: a bad frame, like any other. (A throw here would stop the chain.)
+            this.stats.errors++;
+            this.emit(
+              'error',
+              new SurfaceLinkError('E_MALFORMED', `H.264 frame ${sequence}: ${(error as Error).message}`, {
+                cause: error,
+              }),
+            );
+          }
+          if (!queued) {
+            this.pendingH264.delete(sequence);
+            this.askKeyframe();
+            this.ack(sequence);
+          }
+        });
       return;
     }
     this.chain = this.chain.then(async () => {
@@ -383,23 +466,68 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         this.askKeyframe();
         return this.ack(sequence);
       }
-      this.deliver(this.image, width, height, width * 4, sequence, presentMs, receivedMs, keyframe, 'tiles', data.length);
+      this.deliver(
+        this.image,
+        width,
+        height,
+        width * 4,
+        sequence,
+        presentMs,
+        receivedMs,
+        keyframe,
+        'tiles',
+        data.length,
+      );
     });
   }
 
   private onDecoded(f: H264DecodedFrame): void {
     const p = this.pendingH264.get(f.sequence);
     this.pendingH264.delete(f.sequence);
-    this.deliver(f.pixels, f.width, f.height, f.width * 4, f.sequence, f.presentMs, p?.receivedMs ?? this.serverNowMs(), p?.keyframe ?? false, 'h264', p?.bytes ?? 0);
+    this.deliver(
+      f.pixels,
+      f.width,
+      f.height,
+      f.width * 4,
+      f.sequence,
+      f.presentMs,
+      p?.receivedMs ?? this.serverNowMs(),
+      p?.keyframe ?? false,
+      'h264',
+      p?.bytes ?? 0,
+    );
   }
 
-  private deliver(pixels: Uint8Array, width: number, height: number, stride: number, sequence: number, presentMs: number, receivedMs: number, keyframe: boolean, codec: Codec, bytes: number): void {
+  private deliver(
+    pixels: Uint8Array,
+    width: number,
+    height: number,
+    stride: number,
+    sequence: number,
+    presentMs: number,
+    receivedMs: number,
+    keyframe: boolean,
+    codec: Codec,
+    bytes: number,
+  ): void {
     if (this.closedValue) return;
     const now = this.serverNowMs();
     const latencyMs = now - presentMs;
     this.stats.record(latencyMs, bytes, clockMs());
     try {
-      this.emit('frame', { pixels, width, height, stride, sequence, presentMs, receivedMs, latencyMs, keyframe, codec, bytes });
+      this.emit('frame', {
+        pixels,
+        width,
+        height,
+        stride,
+        sequence,
+        presentMs,
+        receivedMs,
+        latencyMs,
+        keyframe,
+        codec,
+        bytes,
+      });
     } catch (error) {
       // The application's bug: thrown on its own, not into the decode chain (which would stop).
       rethrowLater(error);
@@ -433,7 +561,13 @@ function malformedServerMessage(m: Record<string, any> | null): string | null {
   switch (m.type) {
     case 'welcome':
       if (m.codec !== 'h264' && m.codec !== 'tiles') return `codec ${JSON.stringify(m.codec)}`;
-      if (typeof m.surface !== 'object' || m.surface === null || !isDimension(m.surface.width) || !isDimension(m.surface.height)) return 'no surface with a valid width and height';
+      if (
+        typeof m.surface !== 'object' ||
+        m.surface === null ||
+        !isDimension(m.surface.width) ||
+        !isDimension(m.surface.height)
+      )
+        return 'no surface with a valid width and height';
       return null;
     case 'resize':
       return isDimension(m.width) && isDimension(m.height) ? null : 'no valid width and height';

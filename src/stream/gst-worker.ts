@@ -37,7 +37,15 @@ export function workerPython(): string {
 }
 
 /** Writes a record header into `target` at `offset`. */
-export function writeHeader(target: Buffer, kind: number, length: number, sequence: number, token: number, presentMs: number, offset = 0): void {
+export function writeHeader(
+  target: Buffer,
+  kind: number,
+  length: number,
+  sequence: number,
+  token: number,
+  presentMs: number,
+  offset = 0,
+): void {
   target.writeUInt8(kind, offset);
   target.writeUInt8(0, offset + 1);
   target.writeUInt16LE(0, offset + 2);
@@ -69,9 +77,21 @@ export class RecordReader {
   private buf = Buffer.allocUnsafeSlow(64 * 1024);
   private start = 0;
   private end = 0;
-  private readonly record: WorkerRecord = { kind: 0, flags: 0, sequence: 0, width: 0, height: 0, token: 0, presentMs: 0, payload: new Uint8Array(0) };
+  private readonly record: WorkerRecord = {
+    kind: 0,
+    flags: 0,
+    sequence: 0,
+    width: 0,
+    height: 0,
+    token: 0,
+    presentMs: 0,
+    payload: new Uint8Array(0),
+  };
 
-  constructor(private readonly onRecord: (record: WorkerRecord) => void, private readonly onMalformed: (message: string) => void) {}
+  constructor(
+    private readonly onRecord: (record: WorkerRecord) => void,
+    private readonly onMalformed: (message: string) => void,
+  ) {}
 
   push(chunk: Buffer): void {
     this.reserve(chunk.length);
@@ -152,7 +172,10 @@ export class GstWorkerProcess {
     this.ready.catch(() => {});
     const python = workerPython();
     this.child = spawn(python, [WORKER_SCRIPT, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
-    const reader = new RecordReader((r) => this.dispatch(r), (message) => this.fail(message));
+    const reader = new RecordReader(
+      (r) => this.dispatch(r),
+      (message) => this.fail(message),
+    );
     this.child.stdout.on('data', (chunk: Buffer) => reader.push(chunk));
     this.child.stderr.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString()).slice(-STDERR_TAIL_BYTES);
@@ -160,7 +183,10 @@ export class GstWorkerProcess {
     // EPIPE when the worker dies with writes queued: the exit handler reports the death.
     this.child.stdin.on('error', () => {});
     this.child.on('error', (error: NodeJS.ErrnoException) => {
-      const reason = error.code === 'ENOENT' ? `cannot run ${python}: not found (set SURFACELINK_PYTHON)` : `cannot run ${python}: ${error.message}`;
+      const reason =
+        error.code === 'ENOENT'
+          ? `cannot run ${python}: not found (set SURFACELINK_PYTHON)`
+          : `cannot run ${python}: ${error.message}`;
       this.finish(reason);
     });
     // 'close', not 'exit': the error record a dying worker writes last must be read first.
@@ -173,7 +199,10 @@ export class GstWorkerProcess {
       this.fail(`GStreamer worker not ready within ${readyTimeoutMs} ms`);
     }, readyTimeoutMs);
     timer.unref();
-    this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    this.ready.then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
   }
 
   get pid(): number | null {
@@ -211,7 +240,9 @@ export class GstWorkerProcess {
       this.settleReady(info);
     } else if (record.kind === RecordKind.ERROR) {
       try {
-        this.errorMessage = String((JSON.parse(Buffer.from(record.payload).toString()) as { message?: unknown }).message);
+        this.errorMessage = String(
+          (JSON.parse(Buffer.from(record.payload).toString()) as { message?: unknown }).message,
+        );
       } catch {
         this.errorMessage = 'unreadable error record';
       }
@@ -240,7 +271,10 @@ export class GstWorkerProcess {
 export class RestartPolicy {
   private readonly deaths: number[] = [];
 
-  constructor(readonly maxDeaths = 3, readonly windowMs = 10000) {}
+  constructor(
+    readonly maxDeaths = 3,
+    readonly windowMs = 10000,
+  ) {}
 
   /** Records a death; returns the backoff before restarting, or -1 when restarts are exhausted. */
   death(now = clockMs()): number {

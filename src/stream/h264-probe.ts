@@ -32,7 +32,12 @@ interface WorkerProbe {
   error?: string;
 }
 
-function unavailable(python: string | null, reason: string, gstreamer: string | null = null, candidates: H264Candidate[] = []): H264Probe {
+function unavailable(
+  python: string | null,
+  reason: string,
+  gstreamer: string | null = null,
+  candidates: H264Candidate[] = [],
+): H264Probe {
   return { encoder: null, hardware: false, decoder: false, python, gstreamer, reason, candidates };
 }
 
@@ -54,7 +59,12 @@ function runProbe(python: string): Promise<H264Probe> {
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       const why = error.code === 'ENOENT' ? 'not found' : error.message;
-      resolve(unavailable(null, `cannot run ${python}: ${why} (set SURFACELINK_PYTHON to a Python 3 with PyGObject and GStreamer 1.x)`));
+      resolve(
+        unavailable(
+          null,
+          `cannot run ${python}: ${why} (set SURFACELINK_PYTHON to a Python 3 with PyGObject and GStreamer 1.x)`,
+        ),
+      );
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -63,19 +73,33 @@ function runProbe(python: string): Promise<H264Probe> {
         parsed = JSON.parse(stdout) as WorkerProbe;
       } catch {
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-        resolve(unavailable(null, `the GStreamer probe (${python} ${WORKER_SCRIPT}) ${how}: ${stderr.trim().split('\n').slice(-2).join(' | ') || 'no output'}`));
+        resolve(
+          unavailable(
+            null,
+            `the GStreamer probe (${python} ${WORKER_SCRIPT}) ${how}: ${stderr.trim().split('\n').slice(-2).join(' | ') || 'no output'}`,
+          ),
+        );
         return;
       }
       const py = parsed.python ?? python;
       const gst = parsed.gstreamer ?? null;
       if (parsed.error) return resolve(unavailable(py, parsed.error, gst));
       const candidates = parsed.candidates ?? [];
-      if (parsed.missing?.length) return resolve(unavailable(py, `GStreamer base plugins missing: ${parsed.missing.join(', ')}`, gst, candidates));
+      if (parsed.missing?.length)
+        return resolve(
+          unavailable(py, `GStreamer base plugins missing: ${parsed.missing.join(', ')}`, gst, candidates),
+        );
       const chosen = candidates.find((c) => c.usable) ?? null;
-      const skipped = candidates.filter((c) => c !== chosen && c.reason !== 'not installed' && candidates.indexOf(c) < candidates.indexOf(chosen!));
+      const skipped = candidates.filter(
+        (c) => c !== chosen && c.reason !== 'not installed' && candidates.indexOf(c) < candidates.indexOf(chosen!),
+      );
       const reason = chosen
         ? `${chosen.element} (${chosen.hardware ? 'hardware' : 'software'})` +
-          (skipped.length ? `; skipped ${skipped.map((c) => `${c.element}: ${c.reason}`).join('; ')}` : chosen.hardware ? '' : '; no hardware H.264 encoder installed')
+          (skipped.length
+            ? `; skipped ${skipped.map((c) => `${c.element}: ${c.reason}`).join('; ')}`
+            : chosen.hardware
+              ? ''
+              : '; no hardware H.264 encoder installed')
         : `no usable H.264 encoder: ${candidates.map((c) => `${c.element}: ${c.reason}`).join('; ')}`;
       resolve({
         encoder: chosen?.element ?? null,

@@ -11,7 +11,13 @@
 import { EventEmitter } from 'eventemitter3';
 import { SurfaceLinkError, invalidArgument } from '../errors.js';
 import {
-  FLAG_KEYFRAME, GstWorkerProcess, RECORD_HEADER_BYTES, RecordKind, RestartPolicy, writeHeader, type WorkerRecord,
+  FLAG_KEYFRAME,
+  GstWorkerProcess,
+  RECORD_HEADER_BYTES,
+  RecordKind,
+  RestartPolicy,
+  writeHeader,
+  type WorkerRecord,
 } from './gst-worker.js';
 import { clockMs } from './protocol.js';
 
@@ -108,7 +114,7 @@ const STALL_CHECK_MS = 1000;
 
 /** True when token `a` was issued no later than `b` (u32 tokens wrap). */
 function issuedBy(a: number, b: number): boolean {
-  return ((b - a) >>> 0) < 0x80000000;
+  return (b - a) >>> 0 < 0x80000000;
 }
 
 /** Minimal typing for the shared events, so the base class can emit them. */
@@ -185,7 +191,10 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
     dead?.kill();
     const backoff = this.policy.death();
     if (backoff < 0) {
-      const error = new SurfaceLinkError('E_ENCODER', `the GStreamer worker failed ${this.policy.maxDeaths} times within ${this.policy.windowMs / 1000} s; last: ${reason}`);
+      const error = new SurfaceLinkError(
+        'E_ENCODER',
+        `the GStreamer worker failed ${this.policy.maxDeaths} times within ${this.policy.windowMs / 1000} s; last: ${reason}`,
+      );
       this.close();
       (this as EventEmitter<SupervisedEvents>).emit('error', error);
       return;
@@ -271,16 +280,22 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
    */
   static async start(options: H264EncoderOptions): Promise<H264Encoder> {
     const { width, height, format } = options;
-    for (const [name, v] of [['width', width], ['height', height]] as const) {
-      if (!Number.isInteger(v) || v < 2 || v > MAX_SIDE || v % 2 !== 0) throw invalidArgument(name, `an even integer in 2..${MAX_SIDE} (4:2:0 H.264)`, v);
+    for (const [name, v] of [
+      ['width', width],
+      ['height', height],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 2 || v > MAX_SIDE || v % 2 !== 0)
+        throw invalidArgument(name, `an even integer in 2..${MAX_SIDE} (4:2:0 H.264)`, v);
     }
     if (!FORMATS.includes(format)) throw invalidArgument('format', FORMATS.join(' | '), format);
     const fps = options.fps ?? 30;
     if (!Number.isInteger(fps) || fps < 1 || fps > 240) throw invalidArgument('fps', 'an integer in 1..240', fps);
     const bitrateKbps = options.bitrateKbps ?? 8000;
-    if (!Number.isInteger(bitrateKbps) || bitrateKbps < 1 || bitrateKbps > 1_000_000) throw invalidArgument('bitrateKbps', 'an integer in 1..1000000', bitrateKbps);
+    if (!Number.isInteger(bitrateKbps) || bitrateKbps < 1 || bitrateKbps > 1_000_000)
+      throw invalidArgument('bitrateKbps', 'an integer in 1..1000000', bitrateKbps);
     const maxInFlight = options.maxInFlight ?? 2;
-    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 16) throw invalidArgument('maxInFlight', 'an integer in 1..16', maxInFlight);
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 16)
+      throw invalidArgument('maxInFlight', 'an integer in 1..16', maxInFlight);
     let element = options.element;
     let hardware: boolean;
     if (element !== undefined) {
@@ -297,7 +312,16 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     return encoder;
   }
 
-  private constructor(element: H264EncoderElement, hardware: boolean, width: number, height: number, format: H264InputFormat, fps: number, bitrateKbps: number, maxInFlight: number) {
+  private constructor(
+    element: H264EncoderElement,
+    hardware: boolean,
+    width: number,
+    height: number,
+    format: H264InputFormat,
+    fps: number,
+    bitrateKbps: number,
+    maxInFlight: number,
+  ) {
     super();
     this.element = element;
     this.hardware = hardware;
@@ -323,8 +347,19 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
 
   protected workerArgs(): string[] {
     return [
-      'encode', '--width', String(this.width), '--height', String(this.height), '--format', this.format,
-      '--fps', String(this.fps), '--bitrate', String(this.bitrate), '--element', this.element,
+      'encode',
+      '--width',
+      String(this.width),
+      '--height',
+      String(this.height),
+      '--format',
+      this.format,
+      '--fps',
+      String(this.fps),
+      '--bitrate',
+      String(this.bitrate),
+      '--element',
+      this.element,
     ];
   }
 
@@ -339,10 +374,17 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 encoder is closed');
     const rowBytes = this.width * 4;
     if (!(pixels instanceof Uint8Array)) throw invalidArgument('pixels', 'a Uint8Array', pixels);
-    if (!Number.isInteger(stride) || stride < rowBytes) throw invalidArgument('stride', `an integer >= ${rowBytes}`, stride);
+    if (!Number.isInteger(stride) || stride < rowBytes)
+      throw invalidArgument('stride', `an integer >= ${rowBytes}`, stride);
     const needed = stride * (this.height - 1) + rowBytes;
-    if (pixels.length < needed) throw invalidArgument('pixels', `at least ${needed} bytes (${this.height} rows of stride ${stride})`, `${pixels.length} bytes`);
-    if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff) throw invalidArgument('sequence', 'a u32', sequence);
+    if (pixels.length < needed)
+      throw invalidArgument(
+        'pixels',
+        `at least ${needed} bytes (${this.height} rows of stride ${stride})`,
+        `${pixels.length} bytes`,
+      );
+    if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff)
+      throw invalidArgument('sequence', 'a u32', sequence);
     if (!Number.isFinite(presentMs)) throw invalidArgument('presentMs', 'a finite number', presentMs);
     if (!this.accepting || !this.worker || this.pending.length >= this.maxInFlight) return false;
     const slot = this.freeSlot();
@@ -355,7 +397,8 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     if (stride === rowBytes) {
       source.copy(slot.buf, RECORD_HEADER_BYTES, 0, this.frameBytes);
     } else {
-      for (let y = 0, to = RECORD_HEADER_BYTES, from = 0; y < this.height; y++, to += rowBytes, from += stride) source.copy(slot.buf, to, from, from + rowBytes);
+      for (let y = 0, to = RECORD_HEADER_BYTES, from = 0; y < this.height; y++, to += rowBytes, from += stride)
+        source.copy(slot.buf, to, from, from + rowBytes);
     }
     slot.token = token;
     slot.pending = true;
@@ -376,7 +419,8 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   /** Changes the target bitrate from the next frame on (encoders that cannot change it live keep theirs until a restart). */
   setBitrate(kbps: number): void {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 encoder is closed');
-    if (!Number.isInteger(kbps) || kbps < 1 || kbps > 1_000_000) throw invalidArgument('kbps', 'an integer in 1..1000000', kbps);
+    if (!Number.isInteger(kbps) || kbps < 1 || kbps > 1_000_000)
+      throw invalidArgument('kbps', 'an integer in 1..1000000', kbps);
     this.bitrate = kbps;
     const record = Buffer.alloc(RECORD_HEADER_BYTES);
     writeHeader(record, RecordKind.BITRATE, 0, kbps, 0, 0);
@@ -408,7 +452,8 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   protected onRecord(record: WorkerRecord): void {
     if (record.kind !== RecordKind.AU) return;
     // Everything sent up to this frame has been read by the worker: those slots are free.
-    while (this.pending.length > 0 && issuedBy(this.pending[0].token, record.token)) this.pending.shift()!.pending = false;
+    while (this.pending.length > 0 && issuedBy(this.pending[0].token, record.token))
+      this.pending.shift()!.pending = false;
     const now = clockMs();
     this.lastProgressMs = now;
     this.emit('au', {
@@ -434,7 +479,8 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   private checkStall(): void {
     if (this.pending.length === 0 || !this.accepting) return;
     const idle = clockMs() - this.lastProgressMs;
-    if (idle > this.stallMs) this.restart(`stalled: no access unit for ${Math.round(idle)} ms with ${this.pending.length} frames pending`);
+    if (idle > this.stallMs)
+      this.restart(`stalled: no access unit for ${Math.round(idle)} ms with ${this.pending.length} frames pending`);
   }
 }
 
@@ -453,12 +499,20 @@ export class H264Decoder extends SupervisedWorker<H264DecoderEvents> {
   readonly maxInFlight: number;
   private readonly pending: number[] = [];
   private nextToken = 0;
-  private readonly frame: H264DecodedFrame = { pixels: new Uint8Array(0), width: 0, height: 0, sequence: 0, presentMs: 0, decodedMs: 0 };
+  private readonly frame: H264DecodedFrame = {
+    pixels: new Uint8Array(0),
+    width: 0,
+    height: 0,
+    sequence: 0,
+    presentMs: 0,
+    decodedMs: 0,
+  };
 
   /** Starts a worker; rejects with E_ENCODER when GStreamer or avdec_h264 cannot run. */
   static async start(options: { maxInFlight?: number } = {}): Promise<H264Decoder> {
     const maxInFlight = options.maxInFlight ?? 16;
-    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 256) throw invalidArgument('maxInFlight', 'an integer in 1..256', maxInFlight);
+    if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 256)
+      throw invalidArgument('maxInFlight', 'an integer in 1..256', maxInFlight);
     const decoder = new H264Decoder(maxInFlight);
     await decoder.startWorker();
     return decoder;
@@ -486,8 +540,14 @@ export class H264Decoder extends SupervisedWorker<H264DecoderEvents> {
    */
   decode(au: Uint8Array, sequence: number, presentMs: number): boolean {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 decoder is closed');
-    if (!(au instanceof Uint8Array) || au.length === 0 || au.length > MAX_AU_BYTES) throw invalidArgument('au', `a non-empty Uint8Array of at most ${MAX_AU_BYTES} bytes`, au instanceof Uint8Array ? `${au.length} bytes` : au);
-    if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff) throw invalidArgument('sequence', 'a u32', sequence);
+    if (!(au instanceof Uint8Array) || au.length === 0 || au.length > MAX_AU_BYTES)
+      throw invalidArgument(
+        'au',
+        `a non-empty Uint8Array of at most ${MAX_AU_BYTES} bytes`,
+        au instanceof Uint8Array ? `${au.length} bytes` : au,
+      );
+    if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff)
+      throw invalidArgument('sequence', 'a u32', sequence);
     if (!Number.isFinite(presentMs)) throw invalidArgument('presentMs', 'a finite number', presentMs);
     if (!this.accepting || !this.worker || this.pending.length >= this.maxInFlight) return false;
     const token = this.nextToken;

@@ -25,7 +25,11 @@ const CONTENT_TYPES: Record<string, string> = {
 const HEADERS = { 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', 'Referrer-Policy': 'no-referrer' };
 
 /** Answers a GET/HEAD for one of `files` (URL path → file), 404 otherwise; 426 for the stream path. */
-export function serveFile(files: ReadonlyMap<string, string>, req: http.IncomingMessage, res: http.ServerResponse): void {
+export function serveFile(
+  files: ReadonlyMap<string, string>,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): void {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { ...HEADERS, Allow: 'GET, HEAD' }).end();
     return;
@@ -41,7 +45,9 @@ export function serveFile(files: ReadonlyMap<string, string>, req: http.Incoming
   const file = files.get(pathname === '/' ? '/index.html' : pathname);
   if (!file) {
     const stream = pathname === STREAM_PATH;
-    res.writeHead(stream ? 426 : 404, { ...HEADERS, 'Content-Type': 'text/plain; charset=utf-8' }).end(stream ? 'WebSocket only\n' : 'not found\n');
+    res
+      .writeHead(stream ? 426 : 404, { ...HEADERS, 'Content-Type': 'text/plain; charset=utf-8' })
+      .end(stream ? 'WebSocket only\n' : 'not found\n');
     return;
   }
   fs.readFile(file, (error, body) => {
@@ -49,7 +55,11 @@ export function serveFile(files: ReadonlyMap<string, string>, req: http.Incoming
       res.writeHead(404, HEADERS).end();
       return;
     }
-    res.writeHead(200, { ...HEADERS, 'Content-Type': CONTENT_TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream', 'Content-Length': body.length });
+    res.writeHead(200, {
+      ...HEADERS,
+      'Content-Type': CONTENT_TYPES[path.extname(file).toLowerCase()] ?? 'application/octet-stream',
+      'Content-Length': body.length,
+    });
     res.end(req.method === 'HEAD' ? undefined : body);
   });
 }
@@ -59,7 +69,12 @@ export function serveFile(files: ReadonlyMap<string, string>, req: http.Incoming
  * interface — the page's own origin when it was loaded from an IP literal (a DNS name could be
  * rebound to this host by someone else).
  */
-export function originAllowed(allowed: ReadonlySet<string>, boundHost: string, origin: string, hostHeader: string | undefined): boolean {
+export function originAllowed(
+  allowed: ReadonlySet<string>,
+  boundHost: string,
+  origin: string,
+  hostHeader: string | undefined,
+): boolean {
   if (allowed.has(origin)) return true;
   if ((boundHost === '0.0.0.0' || boundHost === '::') && hostHeader && origin === `http://${hostHeader}`) {
     const name = hostHeader.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');

@@ -3,6 +3,19 @@
  * and other remote peers over WebSocket (lossless tiles, H.264 through GStreamer);
  * RemoteStreamClient is the Node viewer. The wire protocol is docs/remote.md.
  */
-export { StreamServer, type StreamServerOptions, type StreamClientInfo, type StreamServerEvents, type ViewerStats } from './server.js';
-export { RemoteStreamClient, parseStreamUrl, type RemoteClientOptions, type RemoteWelcome, type RemoteFrame, type RemoteClientEvents } from './client.js';
+export {
+  StreamServer,
+  type StreamServerOptions,
+  type StreamClientInfo,
+  type StreamServerEvents,
+  type ViewerStats,
+} from './server.js';
+export {
+  RemoteStreamClient,
+  parseStreamUrl,
+  type RemoteClientOptions,
+  type RemoteWelcome,
+  type RemoteFrame,
+  type RemoteClientEvents,
+} from './client.js';
 export type { Codec as StreamCodec } from './protocol.js';

@@ -67,7 +67,9 @@ export class SurfaceMirror<Client extends MirrorClient = MirrorClient> {
     let outCount = count;
     if (full) {
       if (asStored && srcStride === this.stride) src.copy(this.pixels, 0, 0, this.stride * this.height);
-      else for (let y = 0; y < this.height; y++) copyRow(src, (top + step * y) * srcStride + v.x * 4, this.pixels, y * this.stride, this.stride);
+      else
+        for (let y = 0; y < this.height; y++)
+          copyRow(src, (top + step * y) * srcStride + v.x * 4, this.pixels, y * this.stride, this.stride);
     } else {
       if (!asStored) {
         out = this.moved;
@@ -81,7 +83,14 @@ export class SurfaceMirror<Client extends MirrorClient = MirrorClient> {
         const y1 = Math.min(v.y + v.height, r.y + r.height);
         if (x1 <= x0 || y1 <= y0) continue;
         // Buffer row by → mirror row (by - top) * step; rows of a rectangle stay contiguous either way.
-        for (let by = y0; by < y1; by++) copyRow(src, by * srcStride + x0 * 4, this.pixels, ((by - top) * step) * this.stride + (x0 - v.x) * 4, (x1 - x0) * 4);
+        for (let by = y0; by < y1; by++)
+          copyRow(
+            src,
+            by * srcStride + x0 * 4,
+            this.pixels,
+            (by - top) * step * this.stride + (x0 - v.x) * 4,
+            (x1 - x0) * 4,
+          );
         if (!asStored) {
           const my0 = flip ? top - (y1 - 1) : y0 - v.y;
           const m = (this.moved[outCount] ??= { x: 0, y: 0, width: 0, height: 0 });

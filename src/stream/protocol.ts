@@ -76,7 +76,15 @@ export interface FrameHeader {
   height: number;
 }
 
-export function writeFrameHeader(out: Buffer, kind: number, flags: number, sequence: number, presentMs: number, width: number, height: number): void {
+export function writeFrameHeader(
+  out: Buffer,
+  kind: number,
+  flags: number,
+  sequence: number,
+  presentMs: number,
+  width: number,
+  height: number,
+): void {
   out[0] = kind;
   out[1] = flags;
   out.writeUInt16LE(0, 2);
@@ -94,7 +102,8 @@ export function stampSendMs(out: Buffer, sendMs: number): void {
 
 /** Reads a frame header into `into` (reused by the caller); throws E_MALFORMED on a bad one. */
 export function readFrameHeader(data: Uint8Array, into: FrameHeader): FrameHeader {
-  if (data.byteLength < FRAME_HEADER_SIZE) throw new SurfaceLinkError('E_TRUNCATED', `a frame is at least ${FRAME_HEADER_SIZE} bytes; got ${data.byteLength}`);
+  if (data.byteLength < FRAME_HEADER_SIZE)
+    throw new SurfaceLinkError('E_TRUNCATED', `a frame is at least ${FRAME_HEADER_SIZE} bytes; got ${data.byteLength}`);
   const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
   into.kind = v.getUint8(0);
   into.flags = v.getUint8(1);
@@ -103,7 +112,8 @@ export function readFrameHeader(data: Uint8Array, into: FrameHeader): FrameHeade
   into.sendMs = v.getFloat64(16, true);
   into.width = v.getUint32(24, true);
   into.height = v.getUint32(28, true);
-  if (into.kind !== FrameKind.H264 && into.kind !== FrameKind.TILES) throw new SurfaceLinkError('E_MALFORMED', `unknown frame kind ${into.kind}`);
+  if (into.kind !== FrameKind.H264 && into.kind !== FrameKind.TILES)
+    throw new SurfaceLinkError('E_MALFORMED', `unknown frame kind ${into.kind}`);
   return into;
 }
 
@@ -147,31 +157,53 @@ function optionalFinite(o: Record<string, unknown>, key: string): number | undef
  * E_UNKNOWN_TYPE; never returns something the server would have to check again.
  */
 export function parseClientMessage(text: string | Buffer, byteLength: number): ClientMessage {
-  if (byteLength > MAX_CLIENT_MESSAGE) throw new SurfaceLinkError('E_TOO_LARGE', `a client message is at most ${MAX_CLIENT_MESSAGE} bytes; got ${byteLength}`);
+  if (byteLength > MAX_CLIENT_MESSAGE)
+    throw new SurfaceLinkError(
+      'E_TOO_LARGE',
+      `a client message is at most ${MAX_CLIENT_MESSAGE} bytes; got ${byteLength}`,
+    );
   let value: unknown;
   try {
     value = JSON.parse(typeof text === 'string' ? text : text.toString('utf8'));
   } catch {
     throw malformed('a message must be JSON');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('a message must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw malformed('a message must be a JSON object');
   const o = value as Record<string, unknown>;
   switch (o.type) {
     case 'hello': {
-      if (typeof o.token !== 'string' || o.token.length > 1024) throw new SurfaceLinkError('E_AUTH', 'hello carries no token');
+      if (typeof o.token !== 'string' || o.token.length > 1024)
+        throw new SurfaceLinkError('E_AUTH', 'hello carries no token');
       const name = o.name === undefined ? '' : o.name;
-      if (typeof name !== 'string' || name.length > 64) throw malformed('name must be a string of at most 64 characters');
-      if (!Array.isArray(o.codecs) || o.codecs.length === 0 || o.codecs.length > 16 || !o.codecs.every((c) => typeof c === 'string' && c.length <= 32))
+      if (typeof name !== 'string' || name.length > 64)
+        throw malformed('name must be a string of at most 64 characters');
+      if (
+        !Array.isArray(o.codecs) ||
+        o.codecs.length === 0 ||
+        o.codecs.length > 16 ||
+        !o.codecs.every((c) => typeof c === 'string' && c.length <= 32)
+      )
         throw malformed('codecs must be a non-empty array of codec names');
       let surface: number | undefined;
       if (o.surface !== undefined) {
-        if (typeof o.surface !== 'number' || !Number.isInteger(o.surface) || o.surface < 0) throw malformed('surface must be a surface id');
+        if (typeof o.surface !== 'number' || !Number.isInteger(o.surface) || o.surface < 0)
+          throw malformed('surface must be a surface id');
         surface = o.surface;
       }
-      return { type: 'hello', token: o.token, name, codecs: o.codecs as string[], surface, maxFps: optionalPositive(o, 'maxFps'), maxBitrateKbps: optionalPositive(o, 'maxBitrateKbps') };
+      return {
+        type: 'hello',
+        token: o.token,
+        name,
+        codecs: o.codecs as string[],
+        surface,
+        maxFps: optionalPositive(o, 'maxFps'),
+        maxBitrateKbps: optionalPositive(o, 'maxBitrateKbps'),
+      };
     }
     case 'ack': {
-      if (typeof o.seq !== 'number' || !Number.isInteger(o.seq) || o.seq < 0 || o.seq > 0xffffffff) throw malformed('ack needs seq, a frame sequence');
+      if (typeof o.seq !== 'number' || !Number.isInteger(o.seq) || o.seq < 0 || o.seq > 0xffffffff)
+        throw malformed('ack needs seq, a frame sequence');
       return { type: 'ack', seq: o.seq, decodedMs: optionalFinite(o, 'decodedMs') };
     }
     case 'keyframe':
@@ -191,6 +223,9 @@ export function parseClientMessage(text: string | Buffer, byteLength: number): C
         errors: optionalFinite(o, 'errors'),
       };
     default:
-      throw new SurfaceLinkError('E_UNKNOWN_TYPE', `unknown message type ${JSON.stringify(String(o.type)).slice(0, 40)}`);
+      throw new SurfaceLinkError(
+        'E_UNKNOWN_TYPE',
+        `unknown message type ${JSON.stringify(String(o.type)).slice(0, 40)}`,
+      );
   }
 }

@@ -25,7 +25,19 @@ import type { SharedSurface } from '../surface.js';
 import { probeH264, type H264Probe } from './h264.js';
 import { hostForUrl, isLoopback, listWebFiles, originAllowed, serveFile, tokenMatches } from './http.js';
 import { STREAMABLE, SurfaceMirror } from './mirror.js';
-import { ACK_TIMEOUT_MS, CODECS, CloseCode, HELLO_TIMEOUT_MS, STREAM_PATH, SUBPROTOCOL, clockMs, closeCodeFor, parseClientMessage, type Codec, type HelloMessage } from './protocol.js';
+import {
+  ACK_TIMEOUT_MS,
+  CODECS,
+  CloseCode,
+  HELLO_TIMEOUT_MS,
+  STREAM_PATH,
+  SUBPROTOCOL,
+  clockMs,
+  closeCodeFor,
+  parseClientMessage,
+  type Codec,
+  type HelloMessage,
+} from './protocol.js';
 import { StreamSession, type SessionOwner } from './session.js';
 import type { StreamClientInfo, StreamServerEvents, StreamServerOptions } from './types.js';
 
@@ -56,8 +68,19 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
   private constructor(
     readonly surfaceServer: SurfaceServer,
     httpServer: http.Server,
-    private readonly options: Required<Omit<StreamServerOptions, 'token' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs'>>,
-    settings: { token: string; host: string; port: number; name: string; allowOrigins: string[]; files: Map<string, string>; codecs: Codec[]; logger: Logger },
+    private readonly options: Required<
+      Omit<StreamServerOptions, 'token' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs'>
+    >,
+    settings: {
+      token: string;
+      host: string;
+      port: number;
+      name: string;
+      allowOrigins: string[];
+      files: Map<string, string>;
+      codecs: Codec[];
+      logger: Logger;
+    },
     private readonly h264Probe: H264Probe | null,
     private readonly h264Unavailable: string,
   ) {
@@ -71,7 +94,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     this.codecs = settings.codecs;
     const hostPart = hostForUrl(this.host);
     const own = [`http://${hostPart}:${this.port}`];
-    if (isLoopback(this.host)) own.push(`http://localhost:${this.port}`, `http://127.0.0.1:${this.port}`, `http://[::1]:${this.port}`);
+    if (isLoopback(this.host))
+      own.push(`http://localhost:${this.port}`, `http://127.0.0.1:${this.port}`, `http://[::1]:${this.port}`);
     this.allowOrigins = new Set([...own, ...settings.allowOrigins]);
     this.wss = new WebSocketServer({
       noServer: true,
@@ -88,7 +112,16 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
       frame: (surface, buffer, damage, count, presentTimeNs) => {
         const m = this.mirrors.get(surface.id);
         // Skip a repeat of the frame the mirror already holds (a re-installed tap replays it).
-        if (m && !(m.ready && count === 0 && m.sequence === surface.sequence && surface.visible.width === m.width && surface.visible.height === m.height)) {
+        if (
+          m &&
+          !(
+            m.ready &&
+            count === 0 &&
+            m.sequence === surface.sequence &&
+            surface.visible.width === m.width &&
+            surface.visible.height === m.height
+          )
+        ) {
           m.update(buffer, damage, count, presentTimeNs);
           this.scheduleFlush(m);
         }
@@ -99,7 +132,12 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     this.sweepTimer.unref();
     this.logger = settings.logger;
     // Local clients that offer stream.v1 on the unix socket are pointed here (docs/protocol.md §4.4).
-    surfaceServer.attach('stream.v1', { wsUrl: this.wsUrl, token: this.token, url: this.url, codecs: this.codecs.filter((c) => c !== 'h264' || h264Unavailable === '') });
+    surfaceServer.attach('stream.v1', {
+      wsUrl: this.wsUrl,
+      token: this.token,
+      url: this.url,
+      codecs: this.codecs.filter((c) => c !== 'h264' || h264Unavailable === ''),
+    });
   }
 
   /** Starts the HTTP + WebSocket server for `surfaceServer`'s surfaces. */
@@ -107,17 +145,22 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     if (surfaceServer.closed) throw new SurfaceLinkError('E_CLOSED', 'the SurfaceServer is closed');
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? 0;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument('port', 'an integer from 0 to 65535', port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw invalidArgument('port', 'an integer from 0 to 65535', port);
     const token = options.token ?? process.env.SURFACELINK_STREAM_TOKEN ?? crypto.randomBytes(32).toString('hex');
-    if (typeof token !== 'string' || token.length < 16) throw invalidArgument('token', 'a string of at least 16 characters', token);
+    if (typeof token !== 'string' || token.length < 16)
+      throw invalidArgument('token', 'a string of at least 16 characters', token);
     const codecs = options.codecs ?? [...CODECS];
-    if (!Array.isArray(codecs) || codecs.length === 0 || codecs.some((c) => !CODECS.includes(c))) throw invalidArgument('codecs', `a non-empty list of ${CODECS.join(', ')}`, String(codecs));
+    if (!Array.isArray(codecs) || codecs.length === 0 || codecs.some((c) => !CODECS.includes(c)))
+      throw invalidArgument('codecs', `a non-empty list of ${CODECS.join(', ')}`, String(codecs));
     const maxFps = positive(options.maxFps ?? 30, 'maxFps');
     const bitrateKbps = positive(options.bitrateKbps ?? 8000, 'bitrateKbps');
     const window = options.window ?? 2;
-    if (!Number.isInteger(window) || window < 1 || window > 16) throw invalidArgument('window', 'an integer from 1 to 16', window);
+    if (!Number.isInteger(window) || window < 1 || window > 16)
+      throw invalidArgument('window', 'an integer from 1 to 16', window);
     const tileLevel = options.tileLevel ?? 1;
-    if (!Number.isInteger(tileLevel) || tileLevel < 1 || tileLevel > 9) throw invalidArgument('tileLevel', 'an integer from 1 to 9', tileLevel);
+    if (!Number.isInteger(tileLevel) || tileLevel < 1 || tileLevel > 9)
+      throw invalidArgument('tileLevel', 'an integer from 1 to 9', tileLevel);
     const maxClients = positive(options.maxClients ?? 16, 'maxClients');
     const ackTimeoutMs = positive(options.ackTimeoutMs ?? ACK_TIMEOUT_MS, 'ackTimeoutMs');
     const helloTimeoutMs = positive(options.helloTimeoutMs ?? HELLO_TIMEOUT_MS, 'helloTimeoutMs');
@@ -138,7 +181,13 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     const httpServer = http.createServer();
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', (error: NodeJS.ErrnoException) =>
-        reject(new SurfaceLinkError(error.code === 'EADDRINUSE' ? 'E_ADDRESS_IN_USE' : 'E_SYSTEM', `cannot listen on ${host}:${port}: ${error.message}`, { cause: error })),
+        reject(
+          new SurfaceLinkError(
+            error.code === 'EADDRINUSE' ? 'E_ADDRESS_IN_USE' : 'E_SYSTEM',
+            `cannot listen on ${host}:${port}: ${error.message}`,
+            { cause: error },
+          ),
+        ),
       );
       httpServer.listen(port, host, () => resolve());
     });
@@ -147,7 +196,16 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
       surfaceServer,
       httpServer,
       { maxFps, bitrateKbps, window, maxClients, tileLevel, ackTimeoutMs, helloTimeoutMs },
-      { token, host, port: address.port, name: options.name ?? surfaceServer.name, allowOrigins: options.allowOrigins ?? [], files, codecs, logger: options.logger ?? stderrLogger },
+      {
+        token,
+        host,
+        port: address.port,
+        name: options.name ?? surfaceServer.name,
+        allowOrigins: options.allowOrigins ?? [],
+        files,
+        codecs,
+        logger: options.logger ?? stderrLogger,
+      },
       probe,
       unavailable,
     );
@@ -179,7 +237,13 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
 
   /** The codecs this server can actually serve, each with why (h264 needs a GStreamer encoder). */
   get availableCodecs(): string[] {
-    return this.codecs.map((c) => (c === 'h264' ? (this.h264Unavailable === '' ? `h264 (${this.h264Probe?.encoder ?? '?'})` : `h264 unavailable: ${this.h264Unavailable}`) : c));
+    return this.codecs.map((c) =>
+      c === 'h264'
+        ? this.h264Unavailable === ''
+          ? `h264 (${this.h264Probe?.encoder ?? '?'})`
+          : `h264 unavailable: ${this.h264Unavailable}`
+        : c,
+    );
   }
 
   /** Connected clients past their hello. */
@@ -195,7 +259,9 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const refuse = (status: number, text: string): void => {
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`);
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
+      );
     };
     if (this.closedValue) return refuse(503, 'shutting down');
     let pathname = '';
@@ -206,7 +272,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     }
     if (pathname !== STREAM_PATH) return refuse(404, `the stream is at ${STREAM_PATH}`);
     const origin = req.headers.origin;
-    if (origin !== undefined && !originAllowed(this.allowOrigins, this.host, origin, req.headers.host)) return refuse(403, 'origin not allowed');
+    if (origin !== undefined && !originAllowed(this.allowOrigins, this.host, origin, req.headers.host))
+      return refuse(403, 'origin not allowed');
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     if (!offered.includes(SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol must be ${SUBPROTOCOL}`);
     if (this.sessions.size >= this.options.maxClients) return refuse(503, 'too many stream clients');
@@ -216,9 +283,17 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
   // ---- sessions ----
 
   private accept(ws: WebSocket, remoteAddress: string): void {
-    const session = new StreamSession(this, ws, remoteAddress, { maxFps: this.options.maxFps, bitrateKbps: this.options.bitrateKbps, window: this.options.window, tileLevel: this.options.tileLevel });
+    const session = new StreamSession(this, ws, remoteAddress, {
+      maxFps: this.options.maxFps,
+      bitrateKbps: this.options.bitrateKbps,
+      window: this.options.window,
+      tileLevel: this.options.tileLevel,
+    });
     this.sessions.add(session);
-    session.helloTimer = setTimeout(() => this.fail(session, 'E_TIMEOUT', `no hello within ${this.options.helloTimeoutMs} ms`), this.options.helloTimeoutMs);
+    session.helloTimer = setTimeout(
+      () => this.fail(session, 'E_TIMEOUT', `no hello within ${this.options.helloTimeoutMs} ms`),
+      this.options.helloTimeoutMs,
+    );
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(session, data, isBinary));
     ws.on('error', () => {
       /* a protocol violation or a reset; 'close' follows */
@@ -270,10 +345,26 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
   private async hello(session: StreamSession, m: HelloMessage): Promise<void> {
     if (!tokenMatches(m.token, this.token)) throw new SurfaceLinkError('E_AUTH', 'wrong token');
     session.name = m.name;
-    const surface = m.surface === undefined ? this.surfaceServer.surfaceList[0] : this.surfaceServer.surfaceList.find((s) => s.id === m.surface);
-    if (!surface) throw Object.assign(new SurfaceLinkError('E_INVALID_ARGUMENT', m.surface === undefined ? 'the server has no surface yet' : `no surface ${m.surface}`), { closeCode: CloseCode.NO_SURFACE });
+    const surface =
+      m.surface === undefined
+        ? this.surfaceServer.surfaceList[0]
+        : this.surfaceServer.surfaceList.find((s) => s.id === m.surface);
+    if (!surface)
+      throw Object.assign(
+        new SurfaceLinkError(
+          'E_INVALID_ARGUMENT',
+          m.surface === undefined ? 'the server has no surface yet' : `no surface ${m.surface}`,
+        ),
+        { closeCode: CloseCode.NO_SURFACE },
+      );
     if (!STREAMABLE.has(surface.format.name))
-      throw Object.assign(new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `surface ${surface.id} is ${surface.format.name}; streams carry ${[...STREAMABLE].join(', ')}`), { closeCode: CloseCode.NO_CODEC });
+      throw Object.assign(
+        new SurfaceLinkError(
+          'E_UNSUPPORTED_FORMAT',
+          `surface ${surface.id} is ${surface.format.name}; streams carry ${[...STREAMABLE].join(', ')}`,
+        ),
+        { closeCode: CloseCode.NO_CODEC },
+      );
     if (m.maxFps !== undefined) session.maxFps = Math.min(session.maxFps, m.maxFps);
     if (m.maxBitrateKbps !== undefined) {
       session.bitrateKbps = Math.min(session.bitrateKbps, m.maxBitrateKbps);
@@ -289,7 +380,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
       } catch (error) {
         if (session.state === 'closed') return;
         const why = (error as Error).message;
-        if (!m.codecs.includes('tiles') || !this.codecs.includes('tiles')) throw new SurfaceLinkError('E_ENCODER', `the H.264 encoder did not start: ${why}`);
+        if (!m.codecs.includes('tiles') || !this.codecs.includes('tiles'))
+          throw new SurfaceLinkError('E_ENCODER', `the H.264 encoder did not start: ${why}`);
         session.reason = `the H.264 encoder did not start (${why}); tiles is next in the client's list`;
         session.h264 = null;
         session.startTiles(mirror);
@@ -298,7 +390,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     if (session.state === 'closed') return;
     mirror.sessions.add(session);
     session.activate(mirror);
-    this.logger('info', `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} — ${session.reason}`);
+    this.logger(
+      'info',
+      `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} — ${session.reason}`,
+    );
     this.emit('client', session.info());
   }
 
@@ -318,10 +413,22 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
         skipped.push(`h264: ${this.h264Unavailable}`);
         continue;
       }
-      const what = codec === 'h264' ? `H.264 via ${this.h264Probe!.encoder}${this.h264Probe!.hardware ? ' (hardware)' : ''}` : 'lossless tiles';
-      return { codec, reason: skipped.length === 0 ? `${what}: the client's first choice` : `${what}; not ${skipped.join('; not ')}` };
+      const what =
+        codec === 'h264'
+          ? `H.264 via ${this.h264Probe!.encoder}${this.h264Probe!.hardware ? ' (hardware)' : ''}`
+          : 'lossless tiles';
+      return {
+        codec,
+        reason: skipped.length === 0 ? `${what}: the client's first choice` : `${what}; not ${skipped.join('; not ')}`,
+      };
     }
-    throw Object.assign(new SurfaceLinkError('E_NO_MECHANISM', `no codec in common: ${skipped.join('; ')} (server offers ${this.codecs.join(', ')})`), { closeCode: CloseCode.NO_CODEC });
+    throw Object.assign(
+      new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        `no codec in common: ${skipped.join('; ')} (server offers ${this.codecs.join(', ')})`,
+      ),
+      { closeCode: CloseCode.NO_CODEC },
+    );
   }
 
   /** The mirror of `surface`, created (and the tap installed) for its first stream client. */
@@ -386,7 +493,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
 
   private socketClosed(session: StreamSession, code: number): void {
     if (session.state === 'closed') return;
-    if (code !== CloseCode.NORMAL && code !== CloseCode.GOING_AWAY && code !== 1005) session.goneMessage = `the connection closed (${code})`;
+    if (code !== CloseCode.NORMAL && code !== CloseCode.GOING_AWAY && code !== 1005)
+      session.goneMessage = `the connection closed (${code})`;
     this.detach(session, session.state === 'active');
   }
 
@@ -396,7 +504,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     const mirror = session.mirror;
     if (mirror) {
       mirror.sessions.delete(session);
-      if (mirror.sessions.size === 0 && this.mirrors.get(mirror.surface.id) === mirror && ![...this.sessions].some((s) => s.mirror === mirror)) {
+      if (
+        mirror.sessions.size === 0 &&
+        this.mirrors.get(mirror.surface.id) === mirror &&
+        ![...this.sessions].some((s) => s.mirror === mirror)
+      ) {
         this.mirrors.delete(mirror.surface.id);
         if (this.mirrors.size === 0) {
           this.removeTap?.();
@@ -405,7 +517,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
       }
     }
     if (wasActive) {
-      this.logger('info', `stream client ${session.id} "${session.name}" left (${session.goneCode}): ${session.goneMessage}`);
+      this.logger(
+        'info',
+        `stream client ${session.id} "${session.name}" left (${session.goneCode}): ${session.goneMessage}`,
+      );
       this.emit('clientGone', session.info(), { code: session.goneCode, message: session.goneMessage });
     }
   }
@@ -414,7 +529,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     const now = clockMs();
     for (const s of this.sessions) {
       const oldest = s.oldestUnackedMs();
-      if (s.state === 'active' && oldest > 0 && now - oldest > this.options.ackTimeoutMs) this.fail(s, 'E_RELEASE_TIMEOUT', `no ack for ${Math.round(now - oldest)} ms`);
+      if (s.state === 'active' && oldest > 0 && now - oldest > this.options.ackTimeoutMs)
+        this.fail(s, 'E_RELEASE_TIMEOUT', `no ack for ${Math.round(now - oldest)} ms`);
     }
   }
 
@@ -423,7 +539,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     if (this.closedValue) return;
     this.closedValue = true;
     clearInterval(this.sweepTimer);
-    for (const s of [...this.sessions]) this.end(s, CloseCode.GOING_AWAY, 'E_SHUTDOWN', 'the stream server is shutting down');
+    for (const s of [...this.sessions])
+      this.end(s, CloseCode.GOING_AWAY, 'E_SHUTDOWN', 'the stream server is shutting down');
     this.removeTap?.();
     this.removeTap = null;
     this.mirrors.clear();
@@ -439,6 +556,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
 }
 
 function positive(value: number, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalidArgument(name, 'a positive number', value);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+    throw invalidArgument(name, 'a positive number', value);
   return value;
 }

@@ -8,7 +8,17 @@ import type { ErrorCodeName } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
 import { H264Encoder, type H264AccessUnit, type H264InputFormat } from './h264.js';
 import type { SurfaceMirror } from './mirror.js';
-import { FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, MAX_BUFFERED_BYTES, STREAM_VERSION, clockMs, stampSendMs, writeFrameHeader, type Codec } from './protocol.js';
+import {
+  FLAG_KEYFRAME,
+  FRAME_HEADER_SIZE,
+  FrameKind,
+  MAX_BUFFERED_BYTES,
+  STREAM_VERSION,
+  clockMs,
+  stampSendMs,
+  writeFrameHeader,
+  type Codec,
+} from './protocol.js';
 import { TileDamage, TileEncoder } from './tiles.js';
 import type { StreamClientInfo, StreamServerOptions, ViewerStats } from './types.js';
 
@@ -103,8 +113,44 @@ export class StreamSession implements StreamClientInfo {
   }
 
   info(): StreamClientInfo {
-    const { id, name, remoteAddress, codec, reason, surfaceId, encoder, encoderPid, maxFps, window, framesSent, framesSkipped, keyframes, bytesSent, inFlight, bufferedAmount, viewer } = this;
-    return { id, name, remoteAddress, codec, reason, surfaceId, encoder, encoderPid, maxFps, window, framesSent, framesSkipped, keyframes, bytesSent, inFlight, bufferedAmount, viewer: viewer && { ...viewer } };
+    const {
+      id,
+      name,
+      remoteAddress,
+      codec,
+      reason,
+      surfaceId,
+      encoder,
+      encoderPid,
+      maxFps,
+      window,
+      framesSent,
+      framesSkipped,
+      keyframes,
+      bytesSent,
+      inFlight,
+      bufferedAmount,
+      viewer,
+    } = this;
+    return {
+      id,
+      name,
+      remoteAddress,
+      codec,
+      reason,
+      surfaceId,
+      encoder,
+      encoderPid,
+      maxFps,
+      window,
+      framesSent,
+      framesSkipped,
+      keyframes,
+      bytesSent,
+      inFlight,
+      bufferedAmount,
+      viewer: viewer && { ...viewer },
+    };
   }
 
   sendJson(message: object): void {
@@ -116,12 +162,20 @@ export class StreamSession implements StreamClientInfo {
   startTiles(mirror: SurfaceMirror<StreamSession>): void {
     this.codec = 'tiles';
     this.tiles = new TileDamage(mirror.width, mirror.height);
-    this.tileEncoder = new TileEncoder((error, frame) => this.tileDone(error, frame), { level: this.options.tileLevel });
+    this.tileEncoder = new TileEncoder((error, frame) => this.tileDone(error, frame), {
+      level: this.options.tileLevel,
+    });
   }
 
   async startH264(mirror: SurfaceMirror<StreamSession>): Promise<void> {
     this.codec = 'h264';
-    const encoder = await H264Encoder.start({ width: mirror.width, height: mirror.height, format: mirror.surface.format.name as H264InputFormat, fps: this.maxFps, bitrateKbps: this.bitrateKbps });
+    const encoder = await H264Encoder.start({
+      width: mirror.width,
+      height: mirror.height,
+      format: mirror.surface.format.name as H264InputFormat,
+      fps: this.maxFps,
+      bitrateKbps: this.bitrateKbps,
+    });
     if (this.state === 'closed') return void encoder.close();
     this.attachH264(encoder);
   }
@@ -152,9 +206,17 @@ export class StreamSession implements StreamClientInfo {
     this.knownHeight = this.h264?.height ?? mirror.height;
     const s = mirror.surface;
     this.sendJson({
-      type: 'welcome', version: STREAM_VERSION, server: this.server.name, codec: this.codec, reason: this.reason,
+      type: 'welcome',
+      version: STREAM_VERSION,
+      server: this.server.name,
+      codec: this.codec,
+      reason: this.reason,
       surface: { id: s.id, width: this.knownWidth, height: this.knownHeight, format: s.format.name },
-      encoder: this.encoder, maxFps: this.maxFps, bitrateKbps: this.codec === 'h264' ? this.bitrateKbps : null, window: this.window, serverMs: clockMs(),
+      encoder: this.encoder,
+      maxFps: this.maxFps,
+      bitrateKbps: this.codec === 'h264' ? this.bitrateKbps : null,
+      window: this.window,
+      serverMs: clockMs(),
     });
     if (mirror.ready) this.pump();
   }
@@ -216,7 +278,8 @@ export class StreamSession implements StreamClientInfo {
     }
     this.nextAllowedMs = Math.max(this.nextAllowedMs, now - slack) + period;
     if (this.tiles) {
-      if (this.tileEncoder!.encode(mirror.pixels, mirror.stride, this.tiles, mirror.sequence, mirror.presentMs) === 0) return;
+      if (this.tileEncoder!.encode(mirror.pixels, mirror.stride, this.tiles, mirror.sequence, mirror.presentMs) === 0)
+        return;
     } else {
       if (!this.h264!.encode(mirror.pixels, mirror.stride, mirror.sequence, mirror.presentMs)) return;
       this.h264Dirty = false;
@@ -243,7 +306,12 @@ export class StreamSession implements StreamClientInfo {
         this.h264Restarting = false;
         this.pump();
       },
-      (error: Error) => this.server.fail(this, 'E_ENCODER', `the H.264 encoder did not restart at ${mirror.width}x${mirror.height}: ${error.message}`),
+      (error: Error) =>
+        this.server.fail(
+          this,
+          'E_ENCODER',
+          `the H.264 encoder did not restart at ${mirror.width}x${mirror.height}: ${error.message}`,
+        ),
     );
   }
 
@@ -261,7 +329,15 @@ export class StreamSession implements StreamClientInfo {
   private h264Out(encoder: H264Encoder, au: H264AccessUnit): void {
     if (this.state === 'closed' || this.h264 !== encoder) return;
     const frame = Buffer.allocUnsafe(FRAME_HEADER_SIZE + au.data.byteLength);
-    writeFrameHeader(frame, FrameKind.H264, au.keyframe ? FLAG_KEYFRAME : 0, au.sequence, au.presentMs, encoder.width, encoder.height);
+    writeFrameHeader(
+      frame,
+      FrameKind.H264,
+      au.keyframe ? FLAG_KEYFRAME : 0,
+      au.sequence,
+      au.presentMs,
+      encoder.width,
+      encoder.height,
+    );
     frame.set(au.data, FRAME_HEADER_SIZE);
     this.transmit(frame, au.keyframe, au.sequence);
   }
@@ -283,7 +359,8 @@ export class StreamSession implements StreamClientInfo {
       slot.sequence = sequence;
       slot.sentMs = now;
     } else this.inFlightList.push({ sequence, sentMs: now });
-    if (this.lastSequence > 0 && sequence > this.lastSequence + 1) this.framesSkipped += sequence - this.lastSequence - 1;
+    if (this.lastSequence > 0 && sequence > this.lastSequence + 1)
+      this.framesSkipped += sequence - this.lastSequence - 1;
     this.lastSequence = sequence;
     this.framesSent++;
     if (keyframe) this.keyframes++;

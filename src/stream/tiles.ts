@@ -65,7 +65,8 @@ export class TileDamage {
       if (x1 <= x0 || y1 <= y0) continue;
       const tx1 = (x1 - 1) >> TILE_SHIFT;
       const ty1 = (y1 - 1) >> TILE_SHIFT;
-      for (let ty = y0 >> TILE_SHIFT; ty <= ty1; ty++) this.dirty.fill(1, ty * this.cols + (x0 >> TILE_SHIFT), ty * this.cols + tx1 + 1);
+      for (let ty = y0 >> TILE_SHIFT; ty <= ty1; ty++)
+        this.dirty.fill(1, ty * this.cols + (x0 >> TILE_SHIFT), ty * this.cols + tx1 + 1);
       this.pending = true;
     }
   }
@@ -105,7 +106,8 @@ export class TileEncoder {
     options: TileEncoderOptions = {},
   ) {
     const level = options.level ?? 1;
-    if (!Number.isInteger(level) || level < 1 || level > 9) throw invalidArgument('level', 'an integer from 1 to 9', level);
+    if (!Number.isInteger(level) || level < 1 || level > 9)
+      throw invalidArgument('level', 'an integer from 1 to 9', level);
     // A smaller window and memLevel than the defaults: tiles repeat within a few rows, and
     // this keeps each threadpool job's memory small.
     this.zlibOptions = { level, memLevel: 8, windowBits: 15, strategy: zlib.constants.Z_DEFAULT_STRATEGY };
@@ -123,10 +125,15 @@ export class TileEncoder {
    * not called).
    */
   encode(image: Uint8Array, stride: number, damage: TileDamage, sequence: number, presentMs: number): number {
-    if (this.busyValue) throw new SurfaceLinkError('E_UNEXPECTED', 'TileEncoder.encode() while a frame is still being compressed');
+    if (this.busyValue)
+      throw new SurfaceLinkError('E_UNEXPECTED', 'TileEncoder.encode() while a frame is still being compressed');
     const { width, height, cols, rows } = damage;
     if (stride % 4 !== 0 || image.byteOffset % 4 !== 0 || image.byteLength < stride * (height - 1) + width * 4)
-      throw invalidArgument('image', `${width}x${height} pixels at stride ${stride}, 4-byte aligned`, `${image.byteLength} bytes at offset ${image.byteOffset}`);
+      throw invalidArgument(
+        'image',
+        `${width}x${height} pixels at stride ${stride}, 4-byte aligned`,
+        `${image.byteLength} bytes at offset ${image.byteOffset}`,
+      );
     if (image !== this.image) {
       this.image = image;
       this.imageBytes = Buffer.from(image.buffer, image.byteOffset, image.byteLength);
@@ -194,7 +201,12 @@ export class TileEncoder {
 
   private finish(error: Error | null, compressed: Buffer): void {
     this.busyValue = false;
-    if (error) return this.done(new SurfaceLinkError('E_ENCODER', `deflate failed: ${error.message}`, { cause: error }), null, 0);
+    if (error)
+      return this.done(
+        new SurfaceLinkError('E_ENCODER', `deflate failed: ${error.message}`, { cause: error }),
+        null,
+        0,
+      );
     const n = this.tileCount;
     const recordBytes = n * TILE_RECORD_SIZE;
     const frame = Buffer.allocUnsafe(FRAME_HEADER_SIZE + TILE_PAYLOAD_HEADER + recordBytes + compressed.length);
@@ -220,7 +232,15 @@ export class TileEncoder {
 
 const EMPTY = Buffer.alloc(0);
 
-function isSolid(words: Uint32Array, wordStride: number, x: number, y: number, w: number, h: number, value: number): boolean {
+function isSolid(
+  words: Uint32Array,
+  wordStride: number,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+  value: number,
+): boolean {
   for (let r = 0; r < h; r++) {
     const row = (y + r) * wordStride + x;
     for (let c = 0; c < w; c++) if (words[row + c] !== value) return false;
@@ -244,13 +264,17 @@ interface CheckedPayload {
  * E_MALFORMED / E_TRUNCATED.
  */
 function checkPayload(payload: Uint8Array, width: number, height: number): CheckedPayload {
-  if (payload.byteLength < TILE_PAYLOAD_HEADER) throw new SurfaceLinkError('E_TRUNCATED', 'a tile payload is at least 8 bytes');
+  if (payload.byteLength < TILE_PAYLOAD_HEADER)
+    throw new SurfaceLinkError('E_TRUNCATED', 'a tile payload is at least 8 bytes');
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const count = v.getUint32(0, true);
   const compressedLength = v.getUint32(4, true);
   const recordsEnd = TILE_PAYLOAD_HEADER + count * TILE_RECORD_SIZE;
   if (recordsEnd + compressedLength !== payload.byteLength)
-    throw new SurfaceLinkError('E_MALFORMED', `tile payload: ${count} tiles and ${compressedLength} compressed bytes need ${recordsEnd + compressedLength} bytes; got ${payload.byteLength}`);
+    throw new SurfaceLinkError(
+      'E_MALFORMED',
+      `tile payload: ${count} tiles and ${compressedLength} compressed bytes need ${recordsEnd + compressedLength} bytes; got ${payload.byteLength}`,
+    );
   let rawLength = 0;
   for (let i = 0; i < count; i++) {
     const at = TILE_PAYLOAD_HEADER + i * TILE_RECORD_SIZE;
@@ -259,18 +283,37 @@ function checkPayload(payload: Uint8Array, width: number, height: number): Check
     const w = v.getUint16(at + 4, true);
     const h = v.getUint16(at + 6, true);
     const encoding = v.getUint8(at + 8);
-    if (w === 0 || h === 0 || x + w > width || y + h > height) throw new SurfaceLinkError('E_MALFORMED', `tile ${i} (${w}x${h} at ${x},${y}) is outside the ${width}x${height} surface`);
+    if (w === 0 || h === 0 || x + w > width || y + h > height)
+      throw new SurfaceLinkError(
+        'E_MALFORMED',
+        `tile ${i} (${w}x${h} at ${x},${y}) is outside the ${width}x${height} surface`,
+      );
     if (encoding === TileEncoding.RAW) rawLength += w * h * 4;
-    else if (encoding !== TileEncoding.SOLID) throw new SurfaceLinkError('E_MALFORMED', `tile ${i} has unknown encoding ${encoding}`);
+    else if (encoding !== TileEncoding.SOLID)
+      throw new SurfaceLinkError('E_MALFORMED', `tile ${i} has unknown encoding ${encoding}`);
   }
-  if ((rawLength === 0) !== (compressedLength === 0)) throw new SurfaceLinkError('E_MALFORMED', `tile payload: ${rawLength} raw bytes but ${compressedLength} compressed bytes`);
-  return { count, rawLength, compressed: payload.subarray(recordsEnd), records: new DataView(payload.buffer, payload.byteOffset + TILE_PAYLOAD_HEADER, count * TILE_RECORD_SIZE) };
+  if ((rawLength === 0) !== (compressedLength === 0))
+    throw new SurfaceLinkError(
+      'E_MALFORMED',
+      `tile payload: ${rawLength} raw bytes but ${compressedLength} compressed bytes`,
+    );
+  return {
+    count,
+    rawLength,
+    compressed: payload.subarray(recordsEnd),
+    records: new DataView(payload.buffer, payload.byteOffset + TILE_PAYLOAD_HEADER, count * TILE_RECORD_SIZE),
+  };
 }
 
 function paint(p: CheckedPayload, raw: Uint8Array, image: Uint8Array, stride: number): void {
-  if (raw.byteLength !== p.rawLength) throw new SurfaceLinkError('E_MALFORMED', `tile payload inflates to ${raw.byteLength} bytes; its raw tiles need ${p.rawLength}`);
+  if (raw.byteLength !== p.rawLength)
+    throw new SurfaceLinkError(
+      'E_MALFORMED',
+      `tile payload inflates to ${raw.byteLength} bytes; its raw tiles need ${p.rawLength}`,
+    );
   const v = p.records;
-  const words = image.byteOffset % 4 === 0 ? new Uint32Array(image.buffer, image.byteOffset, image.byteLength >> 2) : null;
+  const words =
+    image.byteOffset % 4 === 0 ? new Uint32Array(image.buffer, image.byteOffset, image.byteLength >> 2) : null;
   let from = 0;
   for (let i = 0; i < p.count; i++) {
     const at = i * TILE_RECORD_SIZE;
@@ -280,33 +323,50 @@ function paint(p: CheckedPayload, raw: Uint8Array, image: Uint8Array, stride: nu
     const h = v.getUint16(at + 6, true);
     const rowBytes = w * 4;
     if (v.getUint8(at + 8) === TileEncoding.RAW) {
-      for (let r = 0; r < h; r++, from += rowBytes) image.set(raw.subarray(from, from + rowBytes), (y + r) * stride + x * 4);
+      for (let r = 0; r < h; r++, from += rowBytes)
+        image.set(raw.subarray(from, from + rowBytes), (y + r) * stride + x * 4);
     } else {
       const value = v.getUint32(at + 12, true);
       for (let r = 0; r < h; r++) {
         const row = (y + r) * stride + x * 4;
         if (words) words.fill(value, row >> 2, (row >> 2) + w);
-        else for (let c = 0; c < rowBytes; c += 4) {
-          image[row + c] = value & 0xff;
-          image[row + c + 1] = (value >>> 8) & 0xff;
-          image[row + c + 2] = (value >>> 16) & 0xff;
-          image[row + c + 3] = value >>> 24;
-        }
+        else
+          for (let c = 0; c < rowBytes; c += 4) {
+            image[row + c] = value & 0xff;
+            image[row + c + 1] = (value >>> 8) & 0xff;
+            image[row + c + 2] = (value >>> 16) & 0xff;
+            image[row + c + 3] = value >>> 24;
+          }
       }
     }
   }
 }
 
 function checkImage(image: Uint8Array, stride: number, width: number, height: number): void {
-  if (!Number.isInteger(stride) || stride < width * 4 || stride % 4 !== 0 || image.byteLength < stride * (height - 1) + width * 4)
-    throw invalidArgument('image', `${width}x${height} pixels at a stride (multiple of 4) of at least ${width * 4}`, `${image.byteLength} bytes at stride ${stride}`);
+  if (
+    !Number.isInteger(stride) ||
+    stride < width * 4 ||
+    stride % 4 !== 0 ||
+    image.byteLength < stride * (height - 1) + width * 4
+  )
+    throw invalidArgument(
+      'image',
+      `${width}x${height} pixels at a stride (multiple of 4) of at least ${width * 4}`,
+      `${image.byteLength} bytes at stride ${stride}`,
+    );
 }
 
 /**
  * Applies a tile payload to `image` (width×height, rows of `stride` bytes), inflating on the
  * threadpool. The image is untouched if the payload is bad (E_MALFORMED / E_TRUNCATED).
  */
-export function applyTiles(payload: Uint8Array, image: Uint8Array, stride: number, width: number, height: number): Promise<void> {
+export function applyTiles(
+  payload: Uint8Array,
+  image: Uint8Array,
+  stride: number,
+  width: number,
+  height: number,
+): Promise<void> {
   checkImage(image, stride, width, height);
   const p = checkPayload(payload, width, height);
   if (p.rawLength === 0) {
@@ -315,7 +375,10 @@ export function applyTiles(payload: Uint8Array, image: Uint8Array, stride: numbe
   }
   return new Promise((resolve, reject) => {
     zlib.inflateRaw(p.compressed, { maxOutputLength: p.rawLength + 1 }, (error, raw) => {
-      if (error) return reject(new SurfaceLinkError('E_MALFORMED', `tile payload does not inflate: ${error.message}`, { cause: error }));
+      if (error)
+        return reject(
+          new SurfaceLinkError('E_MALFORMED', `tile payload does not inflate: ${error.message}`, { cause: error }),
+        );
       try {
         paint(p, raw, image, stride);
         resolve();
@@ -327,7 +390,13 @@ export function applyTiles(payload: Uint8Array, image: Uint8Array, stride: numbe
 }
 
 /** applyTiles() on the calling thread (tests, benchmarks). */
-export function applyTilesSync(payload: Uint8Array, image: Uint8Array, stride: number, width: number, height: number): void {
+export function applyTilesSync(
+  payload: Uint8Array,
+  image: Uint8Array,
+  stride: number,
+  width: number,
+  height: number,
+): void {
   checkImage(image, stride, width, height);
   const p = checkPayload(payload, width, height);
   let raw: Uint8Array = EMPTY;
@@ -335,7 +404,9 @@ export function applyTilesSync(payload: Uint8Array, image: Uint8Array, stride: n
     try {
       raw = zlib.inflateRawSync(p.compressed, { maxOutputLength: p.rawLength + 1 });
     } catch (error) {
-      throw new SurfaceLinkError('E_MALFORMED', `tile payload does not inflate: ${(error as Error).message}`, { cause: error });
+      throw new SurfaceLinkError('E_MALFORMED', `tile payload does not inflate: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
   paint(p, raw, image, stride);

@@ -47,9 +47,15 @@ export class FramedChannel<H> implements MessageChannel {
     const wrap = this.wrap;
     this.native.start(
       rx,
-      (offset, length, handles) => handler.onMessage(view, offset, length, handles === undefined ? undefined : handles.map(wrap)),
-      (code, message, errno) => handler.onChannelError(new SurfaceLinkError(code as ErrorCodeName, message, errno ? { errno } : undefined)),
-      { maxMessage, maxHandles: limits.maxHandles ?? MAX_HANDLES, maxQueuedBytes: limits.maxQueuedBytes ?? 4 * 1024 * 1024 },
+      (offset, length, handles) =>
+        handler.onMessage(view, offset, length, handles === undefined ? undefined : handles.map(wrap)),
+      (code, message, errno) =>
+        handler.onChannelError(new SurfaceLinkError(code as ErrorCodeName, message, errno ? { errno } : undefined)),
+      {
+        maxMessage,
+        maxHandles: limits.maxHandles ?? MAX_HANDLES,
+        maxQueuedBytes: limits.maxQueuedBytes ?? 4 * 1024 * 1024,
+      },
     );
   }
 

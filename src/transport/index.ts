@@ -20,7 +20,8 @@ export function availableTransports(): Transport[] {
 
 /** This platform's transport. E_UNSUPPORTED where none is written yet (Windows: named pipes come next). */
 export function platformTransport(): Transport {
-  if (process.platform === 'win32') throw new SurfaceLinkError('E_UNSUPPORTED', 'the named-pipe transport for Windows is not written yet');
+  if (process.platform === 'win32')
+    throw new SurfaceLinkError('E_UNSUPPORTED', 'the named-pipe transport for Windows is not written yet');
   return unixTransport;
 }
 

@@ -9,9 +9,24 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { SurfaceLinkError } from '../errors.js';
 import { fdHandle, handleFd } from '../handles.js';
-import { posixChannels, probeNative, type NativeChannel, type NativeFd, type NativeListener, type PosixChannelApi } from '../native/index.js';
+import {
+  posixChannels,
+  probeNative,
+  type NativeChannel,
+  type NativeFd,
+  type NativeListener,
+  type PosixChannelApi,
+} from '../native/index.js';
 import { FramedChannel } from './channel.js';
-import type { AccessPolicy, ConnectOptions, ListenOptions, Listener, MessageChannel, PeerIdentity, Transport } from './types.js';
+import type {
+  AccessPolicy,
+  ConnectOptions,
+  ListenOptions,
+  Listener,
+  MessageChannel,
+  PeerIdentity,
+  Transport,
+} from './types.js';
 
 /** sun_path is 108 bytes with its NUL. */
 const MAX_SOCKET_PATH = 107;
@@ -38,7 +53,10 @@ export function ensurePrivateDir(dir: string): void {
   const st = fs.lstatSync(dir);
   const uid = typeof process.getuid === 'function' ? process.getuid() : st.uid;
   if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o022) !== 0)
-    throw new SurfaceLinkError('E_PERMISSION', `socket directory ${dir} must be a directory owned by uid ${uid} and not writable by others`);
+    throw new SurfaceLinkError(
+      'E_PERMISSION',
+      `socket directory ${dir} must be a directory owned by uid ${uid} and not writable by others`,
+    );
 }
 
 function peerOf(native: NativeChannel): PeerIdentity {
@@ -48,7 +66,9 @@ function peerOf(native: NativeChannel): PeerIdentity {
 }
 
 function frame(native: NativeChannel): FramedChannel<NativeFd> {
-  return new FramedChannel<NativeFd>(native, peerOf(native), fdHandle, (h) => handleFd(h, 'a handle sent over a unix socket'));
+  return new FramedChannel<NativeFd>(native, peerOf(native), fdHandle, (h) =>
+    handleFd(h, 'a handle sent over a unix socket'),
+  );
 }
 
 /** Why a bind/listen on `socketPath` failed, in words that say what to do. */
@@ -56,19 +76,30 @@ function listenError(error: unknown, socketPath: string): SurfaceLinkError {
   const e = error as { errnoName?: string; errno?: number; code?: string; message?: string };
   const dir = path.dirname(socketPath);
   const why =
-    e.errnoName === 'ENOENT' ? `the directory ${dir} does not exist`
-    : e.errnoName === 'EACCES' || e.errnoName === 'EPERM' ? `permission denied: this user cannot create files in ${dir}`
-    : e.errnoName === 'ENOTDIR' ? `${dir} is not a directory`
-    : e.errnoName === 'EROFS' ? `${dir} is on a read-only file system`
-    : null;
+    e.errnoName === 'ENOENT'
+      ? `the directory ${dir} does not exist`
+      : e.errnoName === 'EACCES' || e.errnoName === 'EPERM'
+        ? `permission denied: this user cannot create files in ${dir}`
+        : e.errnoName === 'ENOTDIR'
+          ? `${dir} is not a directory`
+          : e.errnoName === 'EROFS'
+            ? `${dir} is on a read-only file system`
+            : null;
   if (why === null) return SurfaceLinkError.fromNative(error);
-  return new SurfaceLinkError('E_SYSTEM', `cannot listen on ${socketPath}: ${why}`, { syscall: 'bind', errno: e.errno, cause: error });
+  return new SurfaceLinkError('E_SYSTEM', `cannot listen on ${socketPath}: ${why}`, {
+    syscall: 'bind',
+    errno: e.errno,
+    cause: error,
+  });
 }
 
 /** Binds and listens; replaces a stale socket file (nobody listening) but never a live one. */
 function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener {
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH)
-    throw new SurfaceLinkError('E_INVALID_ARGUMENT', `socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}`);
+    throw new SurfaceLinkError(
+      'E_INVALID_ARGUMENT',
+      `socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}`,
+    );
   try {
     return addon.listen(socketPath, LISTEN_BACKLOG);
   } catch (error) {
@@ -82,7 +113,8 @@ function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener 
     /* nobody is listening: the file is stale */
   }
   if (live) throw new SurfaceLinkError('E_ADDRESS_IN_USE', `another server is already listening on ${socketPath}`);
-  if (!fs.lstatSync(socketPath).isSocket()) throw new SurfaceLinkError('E_ADDRESS_IN_USE', `${socketPath} exists and is not a socket; not removing it`);
+  if (!fs.lstatSync(socketPath).isSocket())
+    throw new SurfaceLinkError('E_ADDRESS_IN_USE', `${socketPath} exists and is not a socket; not removing it`);
   fs.unlinkSync(socketPath);
   try {
     return addon.listen(socketPath, LISTEN_BACKLOG);
@@ -103,13 +135,19 @@ class UnixListener implements Listener {
     this.allowed = new Set([ownUid(), ...(policy.allowUids ?? [])]);
   }
 
-  start(onChannel: (channel: MessageChannel, refusal: string | null) => void, onError: (message: string) => void): void {
+  start(
+    onChannel: (channel: MessageChannel, refusal: string | null) => void,
+    onError: (message: string) => void,
+  ): void {
     const accept = (native: NativeChannel | null, code?: string, message?: string): void => {
       if (this.closed) return native?.close();
       if (native) {
         const channel = frame(native);
         const uid = channel.peer.uid;
-        onChannel(channel, this.allowed.has(uid) ? null : `uid ${uid} may not connect (allowed: ${[...this.allowed].join(', ')})`);
+        onChannel(
+          channel,
+          this.allowed.has(uid) ? null : `uid ${uid} may not connect (allowed: ${[...this.allowed].join(', ')})`,
+        );
         return;
       }
       // The listening socket failed (e.g. EMFILE): try again shortly rather than stop serving.
@@ -136,8 +174,10 @@ export const unixTransport: Transport = {
 
   probe() {
     const { addon, error } = probeNative();
-    if (!addon) return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'})` };
-    if (addon.platform !== 'linux') return { available: false, reason: `the unix-socket channel is not written for ${addon.platform} yet` };
+    if (!addon)
+      return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'})` };
+    if (addon.platform !== 'linux')
+      return { available: false, reason: `the unix-socket channel is not written for ${addon.platform} yet` };
     return { available: true, reason: 'AF_UNIX stream socket, fds as SCM_RIGHTS, peers checked with SO_PEERCRED' };
   },
 
@@ -146,7 +186,8 @@ export const unixTransport: Transport = {
   listen(options: ListenOptions): Listener {
     const addon = posixChannels();
     const socketPath = options.address ?? defaultSocketPath(options.name);
-    if (typeof socketPath !== 'string' || socketPath.length === 0) throw new SurfaceLinkError('E_INVALID_ARGUMENT', `path must be a non-empty string; got ${String(socketPath)}`);
+    if (typeof socketPath !== 'string' || socketPath.length === 0)
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `path must be a non-empty string; got ${String(socketPath)}`);
     // The default directory is made private whether the path was given or derived from a name.
     if (path.dirname(socketPath) === defaultSocketDir()) ensurePrivateDir(path.dirname(socketPath));
     // The native side creates the socket 0600 (chmod between bind and listen); a wider mode is the embedder's choice.
@@ -171,18 +212,25 @@ export const unixTransport: Transport = {
       const e = error as { errnoName?: string; message?: string; code?: string };
       if (e.code === 'E_UNSUPPORTED' || e.code === 'E_NATIVE_UNAVAILABLE') throw error;
       const hint =
-        e.errnoName === 'ENOENT' ? 'no server socket there (is the server running?)'
-        : e.errnoName === 'ECONNREFUSED' ? 'the socket exists but no server is listening'
-        : e.errnoName === 'EACCES' ? 'permission denied (the socket belongs to another user)'
-        : e.errnoName === 'EAGAIN' ? 'the server is not accepting connections fast enough; retry'
-        : (e.message ?? String(error));
+        e.errnoName === 'ENOENT'
+          ? 'no server socket there (is the server running?)'
+          : e.errnoName === 'ECONNREFUSED'
+            ? 'the socket exists but no server is listening'
+            : e.errnoName === 'EACCES'
+              ? 'permission denied (the socket belongs to another user)'
+              : e.errnoName === 'EAGAIN'
+                ? 'the server is not accepting connections fast enough; retry'
+                : (e.message ?? String(error));
       throw new SurfaceLinkError('E_CONNECT', `cannot connect to ${socketPath}: ${hint}`, { cause: error });
     }
     const channel = frame(native);
     const trusted = new Set([0, ownUid(), ...(options.policy.allowUids ?? [])]);
     if (!trusted.has(channel.peer.uid)) {
       channel.close();
-      throw new SurfaceLinkError('E_PERMISSION', `the server at ${socketPath} runs as uid ${channel.peer.uid}, which is not trusted`);
+      throw new SurfaceLinkError(
+        'E_PERMISSION',
+        `the server at ${socketPath} runs as uid ${channel.peer.uid}, which is not trusted`,
+      );
     }
     return channel;
   },

@@ -33,9 +33,16 @@ class DocClient {
     this.done = new Promise((resolve, reject) => {
       this.child.on('error', reject);
       this.child.on('close', (code) => {
-        const lines = this.stdout.trim().split('\n').filter((l) => l.length > 0);
+        const lines = this.stdout
+          .trim()
+          .split('\n')
+          .filter((l) => l.length > 0);
         if (lines.length !== 1) {
-          reject(new Error(`doc_client printed ${lines.length} stdout lines (exit ${code}); stdout: ${this.stdout}; stderr: ${this.stderr}`));
+          reject(
+            new Error(
+              `doc_client printed ${lines.length} stdout lines (exit ${code}); stdout: ${this.stdout}; stderr: ${this.stderr}`,
+            ),
+          );
           return;
         }
         try {
@@ -61,7 +68,8 @@ class DocClient {
         clearTimeout(timer);
         const late = this.stderr.match(re);
         if (late) resolve(late);
-        else reject(new Error(`doc_client exited before printing ${re}; stdout: ${this.stdout}; stderr: ${this.stderr}`));
+        else
+          reject(new Error(`doc_client exited before printing ${re}; stdout: ${this.stdout}; stderr: ${this.stderr}`));
       });
     });
   }
@@ -108,7 +116,10 @@ describe('conformance: a client written from docs/protocol.md alone', function (
     await server.waitEvent('client');
 
     const fills = [0x11, 0x5a, 0xc3];
-    const damage2 = [{ x: 1, y: 2, width: 3, height: 4 }, { x: 10, y: 10, width: 54, height: 38 }];
+    const damage2 = [
+      { x: 1, y: 2, width: 3, height: 4 },
+      { x: 10, y: 10, width: 54, height: 38 },
+    ];
     const damage3 = [{ x: 0, y: 0, width: 64, height: 1 }];
     const presented: any[] = [];
     presented.push(await server.call('present', { fill: fills[0] }));

@@ -21,7 +21,9 @@ const only = process.env.SURFACELINK_CONFORMANCE_MECHANISMS?.split(',');
 const available = mechanisms.available().filter((m) => !only || only.includes(m.name));
 
 if (process.env.CI === 'true' && (transports.length === 0 || available.length === 0))
-  throw new Error(`CI=true: the conformance suite needs a transport and a mechanism here (transports: ${transports.length}, mechanisms: ${available.length})`);
+  throw new Error(
+    `CI=true: the conformance suite needs a transport and a mechanism here (transports: ${transports.length}, mechanisms: ${available.length})`,
+  );
 
 /** How a surface for `m`'s clients is made: by `m` itself where it allocates, else by the server's first mechanism. */
 const surfaceMechanism = (m: Mechanism): string | undefined => (m.allocate ? m.name : undefined);
@@ -36,16 +38,30 @@ for (const transport of transports) {
 
       const client = async (options: Record<string, unknown> = {}): Promise<Peer> => {
         const peer = group.spawn('client.ts');
-        await peer.call('connect', { path: group.socketPath, mechanisms: [mechanism.name], transport: transport.name, ...options });
+        await peer.call('connect', {
+          path: group.socketPath,
+          mechanisms: [mechanism.name],
+          transport: transport.name,
+          ...options,
+        });
         return peer;
       };
       const surface = (options: Record<string, unknown> = {}) =>
-        server.call('surface', { width: 64, height: 48, format: 'XRGB8888', mechanism: surfaceMechanism(mechanism), ...options });
+        server.call('surface', {
+          width: 64,
+          height: 48,
+          format: 'XRGB8888',
+          mechanism: surfaceMechanism(mechanism),
+          ...options,
+        });
 
       beforeEach(async () => {
         group = new PeerGroup();
         server = group.spawn('server.ts');
-        await server.call('listen', { path: group.socketPath, options: { releaseTimeoutMs: 1500, transport: transport.name } });
+        await server.call('listen', {
+          path: group.socketPath,
+          options: { releaseTimeoutMs: 1500, transport: transport.name },
+        });
         // Mechanisms without handles reach their frames through a component of the server.
         if (!caps.handles) await server.call('stream');
       });
@@ -75,36 +91,41 @@ for (const transport of transports) {
       });
 
       // Mechanisms without handles have no buffers of their own on the client: this contract is not theirs.
-      if (caps.handles) it('the first frame is the whole surface; later ones carry exactly the damage presented', async () => {
-        await surface();
-        const c = await client();
-        await server.call('present', { fill: 1, damage: [{ x: 0, y: 0, width: 8, height: 8 }] });
-        expect((await c.waitEvent('frame', (f) => f.sequence === 1)).damage).to.deep.equal([]);
-        const damage = [{ x: 1, y: 2, width: 3, height: 4 }, { x: 10, y: 10, width: 54, height: 38 }];
-        await server.call('present', { fill: 2, damage });
-        expect((await c.waitEvent('frame', (f) => f.sequence === 2)).damage).to.deep.equal(damage);
-      });
+      if (caps.handles)
+        it('the first frame is the whole surface; later ones carry exactly the damage presented', async () => {
+          await surface();
+          const c = await client();
+          await server.call('present', { fill: 1, damage: [{ x: 0, y: 0, width: 8, height: 8 }] });
+          expect((await c.waitEvent('frame', (f) => f.sequence === 1)).damage).to.deep.equal([]);
+          const damage = [
+            { x: 1, y: 2, width: 3, height: 4 },
+            { x: 10, y: 10, width: 54, height: 38 },
+          ];
+          await server.call('present', { fill: 2, damage });
+          expect((await c.waitEvent('frame', (f) => f.sequence === 2)).damage).to.deep.equal(damage);
+        });
 
       // Mechanisms without handles have no buffers of their own on the client: this contract is not theirs.
-      if (caps.handles) it('latest wins: a client holding a frame skips to the newest, with the damage it missed', async () => {
-        await surface({ buffers: 3, maxBuffers: 8 });
-        const c = await client({ releaseMode: 'hold' });
-        await server.call('present', { fill: 1 });
-        await c.waitEvent('frame', (f) => f.sequence === 1);
-        await server.call('present', { fill: 2, damage: [{ x: 0, y: 0, width: 4, height: 4 }] });
-        await server.call('present', { fill: 3, damage: [{ x: 8, y: 8, width: 4, height: 4 }] });
-        await server.call('present', { fill: 4, damage: [{ x: 16, y: 16, width: 4, height: 4 }] });
-        await c.call('setMode', { releaseMode: 'auto' });
-        await c.call('releaseHeld');
-        const next = await c.waitEvent('frame', (f) => f.sequence > 1);
-        expect(next.sequence).to.equal(4);
-        expect(next.planes[0]).to.equal(4);
-        expect(next.damage).to.deep.equal([
-          { x: 0, y: 0, width: 4, height: 4 },
-          { x: 8, y: 8, width: 4, height: 4 },
-          { x: 16, y: 16, width: 4, height: 4 },
-        ]);
-      });
+      if (caps.handles)
+        it('latest wins: a client holding a frame skips to the newest, with the damage it missed', async () => {
+          await surface({ buffers: 3, maxBuffers: 8 });
+          const c = await client({ releaseMode: 'hold' });
+          await server.call('present', { fill: 1 });
+          await c.waitEvent('frame', (f) => f.sequence === 1);
+          await server.call('present', { fill: 2, damage: [{ x: 0, y: 0, width: 4, height: 4 }] });
+          await server.call('present', { fill: 3, damage: [{ x: 8, y: 8, width: 4, height: 4 }] });
+          await server.call('present', { fill: 4, damage: [{ x: 16, y: 16, width: 4, height: 4 }] });
+          await c.call('setMode', { releaseMode: 'auto' });
+          await c.call('releaseHeld');
+          const next = await c.waitEvent('frame', (f) => f.sequence > 1);
+          expect(next.sequence).to.equal(4);
+          expect(next.planes[0]).to.equal(4);
+          expect(next.damage).to.deep.equal([
+            { x: 0, y: 0, width: 4, height: 4 },
+            { x: 8, y: 8, width: 4, height: 4 },
+            { x: 16, y: 16, width: 4, height: 4 },
+          ]);
+        });
 
       it('a resize reaches the client: the new size, a new generation, sequence continuing', async () => {
         await surface();
@@ -121,33 +142,36 @@ for (const transport of transports) {
       });
 
       // Mechanisms without handles have no buffers of their own on the client: this contract is not theirs.
-      if (caps.handles) it('orientation and the visible rectangle reach the client', async () => {
-        await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
-        const c = await client();
-        await server.call('present', { fill: 7 });
-        const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
-        expect(frame.orientation).to.equal('bottom-up');
-        expect(frame.visible).to.deep.equal({ x: 2, y: 4, width: 60, height: 40 });
-      });
+      if (caps.handles)
+        it('orientation and the visible rectangle reach the client', async () => {
+          await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
+          const c = await client();
+          await server.call('present', { fill: 7 });
+          const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
+          expect(frame.orientation).to.equal('bottom-up');
+          expect(frame.visible).to.deep.equal({ x: 2, y: 4, width: 60, height: 40 });
+        });
 
       // Without handles the client gets the picture, not the buffer: the visible part, top row first.
-      if (!caps.handles) it('the picture arrives as a viewer should see it: the visible rectangle only, a bottom-up buffer flipped', async () => {
-        await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
-        const c = await client();
-        await c.waitEvent('negotiated');
-        await server.call('presentRows');
-        const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
-        expect([frame.width, frame.height]).to.deep.equal([60, 40]);
-        // Buffer row r holds r & 0xff; the picture's top row is the visible rectangle's bottom buffer row.
-        expect(frame.rows).to.deep.equal(Array.from({ length: 40 }, (_, y) => (4 + 40 - 1 - y) & 0xff));
-      });
+      if (!caps.handles)
+        it('the picture arrives as a viewer should see it: the visible rectangle only, a bottom-up buffer flipped', async () => {
+          await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
+          const c = await client();
+          await c.waitEvent('negotiated');
+          await server.call('presentRows');
+          const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
+          expect([frame.width, frame.height]).to.deep.equal([60, 40]);
+          // Buffer row r holds r & 0xff; the picture's top row is the visible rectangle's bottom buffer row.
+          expect(frame.rows).to.deep.equal(Array.from({ length: 40 }, (_, y) => (4 + 40 - 1 - y) & 0xff));
+        });
 
       it('serves three clients at once, each receiving the same newest frame', async () => {
         await surface();
         const clients = await Promise.all([client(), client(), client()]);
         for (const c of clients) await c.waitEvent('negotiated');
         const { sequence } = await server.call('present', { fill: 0x42 });
-        for (const c of clients) expect((await c.waitEvent('frame', (f) => f.sequence === sequence)).planes[0]).to.equal(0x42);
+        for (const c of clients)
+          expect((await c.waitEvent('frame', (f) => f.sequence === sequence)).planes[0]).to.equal(0x42);
       });
 
       it('a client killed mid-session gives back everything it held (server fds back to baseline)', async () => {
@@ -158,7 +182,11 @@ for (const transport of transports) {
         await c.waitEvent('frame');
         c.child.kill('SIGKILL');
         await c.exited;
-        await eventually(async () => (await server.call('stats')).fds === baseline, 5000, `server fds back to ${baseline}`);
+        await eventually(
+          async () => (await server.call('stats')).fds === baseline,
+          5000,
+          `server fds back to ${baseline}`,
+        );
         const { sequence } = await server.call('present', { fill: 2 });
         const other = await client();
         expect((await other.waitEvent('frame', (f) => f.sequence === sequence)).planes[0]).to.equal(2);

@@ -32,7 +32,11 @@ const PINNED_SHA256 = 'f957ea867313f9815b71dc2ed30cce301e01db4f3973fbdb31ffa5391
 
 const sha256 = (file: string): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
-function runNode(args: string[], cwd = ROOT, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runNode(
+  args: string[],
+  cwd = ROOT,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, { cwd, env: { ...process.env, ...env } });
     let stdout = '';
@@ -43,11 +47,13 @@ function runNode(args: string[], cwd = ROOT, env: NodeJS.ProcessEnv = {}): Promi
   });
 }
 
-const vendor = (...args: string[]): ReturnType<typeof runNode> => runNode([path.join(ROOT, 'scripts', 'vendor-angle.js'), ...args]);
+const vendor = (...args: string[]): ReturnType<typeof runNode> =>
+  runNode([path.join(ROOT, 'scripts', 'vendor-angle.js'), ...args]);
 
 function expectFiveGoodFiles(dir: string): void {
   expect(fs.readdirSync(dir).sort()).to.deep.equal(Object.keys(ANGLE_FILES).sort());
-  for (const [name, { sha256: hash }] of Object.entries(ANGLE_FILES)) expect(sha256(path.join(dir, name)), name).to.equal(hash);
+  for (const [name, { sha256: hash }] of Object.entries(ANGLE_FILES))
+    expect(sha256(path.join(dir, name)), name).to.equal(hash);
 }
 
 function flipByte(file: string, at: number): void {
@@ -80,9 +86,14 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
     expect(fs.readdirSync(out).sort()).to.deep.equal(['README.md', 'swiftshader.tar.br']);
     const archive = path.join(out, 'swiftshader.tar.br');
     expect(sha256(archive)).to.equal(PINNED_SHA256);
-    expect(fs.readFileSync(archive).equals(fs.readFileSync(path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br')))).to.equal(true);
+    expect(
+      fs.readFileSync(archive).equals(fs.readFileSync(path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'))),
+    ).to.equal(true);
     const readme = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
-    expect(readme).to.include('@sparticuz/chromium@147.0.0').and.to.include(PINNED_SHA256).and.to.include('docs/third-party/ANGLE-NOTICES.md');
+    expect(readme)
+      .to.include('@sparticuz/chromium@147.0.0')
+      .and.to.include(PINNED_SHA256)
+      .and.to.include('docs/third-party/ANGLE-NOTICES.md');
     expect(readme).to.include('BSD-3-Clause').and.to.include('Apache-2.0 WITH LLVM-exception');
   });
 
@@ -90,16 +101,27 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
     const fake = temp('sl-vendor-fake-');
     const out = path.join(temp('sl-vendor-out-'), 'angle');
     fs.mkdirSync(path.join(fake, 'bin'));
-    fs.writeFileSync(path.join(fake, 'package.json'), JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.0' }));
+    fs.writeFileSync(
+      path.join(fake, 'package.json'),
+      JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.0' }),
+    );
     // The real archive with one byte changed: same size, only the hash can tell.
-    fs.copyFileSync(path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'), path.join(fake, 'bin', 'swiftshader.tar.br'));
+    fs.copyFileSync(
+      path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'),
+      path.join(fake, 'bin', 'swiftshader.tar.br'),
+    );
     flipByte(path.join(fake, 'bin', 'swiftshader.tar.br'), 100_000);
     const wrongBytes = await vendor('--from', fake, '--out', out);
     expect(wrongBytes.code).to.equal(1);
-    expect(wrongBytes.stderr).to.match(/ERROR: .*swiftshader\.tar\.br has sha256 [0-9a-f]{64}, but src\/gl\/angle\.ts records f957ea86/);
+    expect(wrongBytes.stderr).to.match(
+      /ERROR: .*swiftshader\.tar\.br has sha256 [0-9a-f]{64}, but src\/gl\/angle\.ts records f957ea86/,
+    );
     expect(fs.existsSync(out), 'nothing written').to.equal(false);
 
-    fs.writeFileSync(path.join(fake, 'package.json'), JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.1' }));
+    fs.writeFileSync(
+      path.join(fake, 'package.json'),
+      JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.1' }),
+    );
     const wrongVersion = await vendor('--from', fake, '--out', out);
     expect(wrongVersion.code).to.equal(1);
     expect(wrongVersion.stderr).to.include('is @sparticuz/chromium@147.0.1, but @sparticuz/chromium@147.0.0 is pinned');
@@ -124,7 +146,10 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
     const pkgArchive = path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br');
     expect(findAngleArchive({ packageRoot: root })).to.deep.equal({ archive: pkgArchive, origin: 'package' });
     const cache2 = temp('sl-vendor-cache-');
-    expect(extractAngle({ cacheDir: cache2, packageRoot: root }).archive).to.deep.equal({ archive: pkgArchive, origin: 'package' });
+    expect(extractAngle({ cacheDir: cache2, packageRoot: root }).archive).to.deep.equal({
+      archive: pkgArchive,
+      origin: 'package',
+    });
     expectFiveGoodFiles(cache2);
 
     // No vendored archive at all: the same.
@@ -139,14 +164,17 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
     before(async function () {
       const distAngle = path.join(ROOT, 'dist', 'gl', 'angle.js');
       if (!fs.existsSync(distAngle) || !fs.readFileSync(distAngle, 'utf8').includes('ANGLE_VENDORED_ARCHIVE'))
-        throw new Error('dist/ is missing or older than src/gl/angle.ts: run `npm run build:ts` first (this test installs dist/)');
+        throw new Error(
+          'dist/ is missing or older than src/gl/angle.ts: run `npm run build:ts` first (this test installs dist/)',
+        );
       app = temp('sl-vendor-app-');
       pkg = path.join(app, 'node_modules', 'surfacelink');
       fs.mkdirSync(pkg, { recursive: true });
       fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(pkg, 'package.json'));
       fs.cpSync(path.join(ROOT, 'dist'), path.join(pkg, 'dist'), { recursive: true });
       // surfacelink's runtime dependencies, as npm would install them beside it.
-      for (const dep of ['koffi', 'eventemitter3', 'ws']) fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(app, 'node_modules', dep));
+      for (const dep of ['koffi', 'eventemitter3', 'ws'])
+        fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(app, 'node_modules', dep));
       const r = await vendor('--out', path.join(pkg, 'vendor', 'angle'));
       expect(r.code, r.stderr).to.equal(0);
     });
@@ -173,7 +201,9 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
     it('opens ANGLE on SwiftShader from the vendored archive, with no option or variable pointing at it', async () => {
       const cache = temp('sl-vendor-cache-');
       const out = await inApp(PROBE, cache);
-      expect(out.chromium, 'no @sparticuz/chromium reachable from the installed package').to.match(/^not found: @sparticuz\/chromium@147\.0\.0 is not installed/);
+      expect(out.chromium, 'no @sparticuz/chromium reachable from the installed package').to.match(
+        /^not found: @sparticuz\/chromium@147\.0\.0 is not installed/,
+      );
       const vendored = path.join(fs.realpathSync(pkg), 'vendor', 'angle', 'swiftshader.tar.br');
       expect(out.located.display).to.equal('angle');
       expect(out.located.tried).to.have.length(1);
@@ -199,7 +229,10 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
           const why: string = out.tried[0];
           const real = path.join(fs.realpathSync(pkg), 'vendor', 'angle', 'swiftshader.tar.br');
           expect(why).to.include('bundled ANGLE').and.to.include('no usable ANGLE archive');
-          if (damage === 'flip') expect(why).to.match(new RegExp(`${real.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 [0-9a-f]{64}, expected f957ea86`));
+          if (damage === 'flip')
+            expect(why).to.match(
+              new RegExp(`${real.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 [0-9a-f]{64}, expected f957ea86`),
+            );
           else expect(why).to.include(`${real}: missing`);
           expect(why).to.match(/node_modules\/@sparticuz\/chromium: not installed there/);
           expect(out.tried[1]).to.equal('system EGL: libEGL.so.1 + libGLESv2.so.2 (chosen)');

@@ -43,7 +43,9 @@ const EXPECTED: Record<string, { size: number; sha256: string }> = {
 const sha256 = (file: string): string => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
 function expectFiveGoodFiles(dir: string): void {
-  expect(fs.readdirSync(dir).sort(), `contents of ${dir} (no temp files left)`).to.deep.equal(Object.keys(EXPECTED).sort());
+  expect(fs.readdirSync(dir).sort(), `contents of ${dir} (no temp files left)`).to.deep.equal(
+    Object.keys(EXPECTED).sort(),
+  );
   for (const [name, { size, sha256: hash }] of Object.entries(EXPECTED)) {
     const file = path.join(dir, name);
     expect(fs.statSync(file).size, `${name} size`).to.equal(size);
@@ -63,9 +65,15 @@ function expectError(fn: () => unknown, code: string): SurfaceLinkError & { trie
 }
 
 /** Runs a TypeScript snippet in a fresh Node process; resolves with its exit code and output. */
-function runNode(script: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runNode(
+  script: string,
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], { cwd: ROOT, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -82,7 +90,8 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
   let mesa: GpuContext | undefined;
 
   before(() => {
-    for (const name of ['SURFACELINK_CACHE_DIR', 'SURFACELINK_ANGLE_DIR', 'XDG_CACHE_HOME']) saved[name] = process.env[name];
+    for (const name of ['SURFACELINK_CACHE_DIR', 'SURFACELINK_ANGLE_DIR', 'XDG_CACHE_HOME'])
+      saved[name] = process.env[name];
     delete process.env.SURFACELINK_ANGLE_DIR;
     cache = tempDir('sl-angle-cache-');
     process.env.SURFACELINK_CACHE_DIR = cache.dir;
@@ -99,7 +108,10 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
   });
 
   it('records the same hashes as the pinned package (and is pinned exactly, as a devDependency: only its archive ships)', () => {
-    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      dependencies?: Record<string, string>;
+      devDependencies?: Record<string, string>;
+    };
     expect(manifest.devDependencies?.['@sparticuz/chromium']).to.equal('147.0.0');
     expect(manifest.dependencies?.['@sparticuz/chromium'], 'not a runtime dependency').to.equal(undefined);
     expect(ANGLE_PACKAGE_VERSION).to.equal('147.0.0');
@@ -135,7 +147,9 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     const rehashed = extractAngle({ recheck: true });
     expect(rehashed).to.include({ memoized: false });
     expect(rehashed.extracted).to.deep.equal([]);
-    console.log(`      first extraction ${first.ms.toFixed(0)} ms, warm (stat) ${second.ms.toFixed(2)} ms, full hash check ${rehashed.ms.toFixed(0)} ms`);
+    console.log(
+      `      first extraction ${first.ms.toFixed(0)} ms, warm (stat) ${second.ms.toFixed(2)} ms, full hash check ${rehashed.ms.toFixed(0)} ms`,
+    );
   });
 
   it('detects a corrupted cache by hash (and a changed file even in a process that verified it) and re-extracts', () => {
@@ -172,7 +186,10 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     try {
       fs.mkdirSync(path.join(fake.dir, 'bin'));
       fs.writeFileSync(path.join(fake.dir, 'bin', 'swiftshader.tar.br'), 'not brotli');
-      const error = expectError(() => extractAngle({ cacheDir: cacheDir.dir, packageDir: fake.dir }), 'E_NATIVE_UNAVAILABLE');
+      const error = expectError(
+        () => extractAngle({ cacheDir: cacheDir.dir, packageDir: fake.dir }),
+        'E_NATIVE_UNAVAILABLE',
+      );
       expect(error.message).to.include(path.join(fake.dir, 'bin', 'swiftshader.tar.br'));
       expect(error.message).to.match(/sha256 [0-9a-f]{64}, expected f957ea86/);
       expect(fs.readdirSync(cacheDir.dir), 'nothing written').to.deep.equal([]);
@@ -213,7 +230,9 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     const ms = performance.now() - started;
     expect(angle.api.libraries.egl).to.equal(path.join(angleCacheDir(), 'libEGL.so'));
     expect(angle.api.libraries.source).to.equal('angle (@sparticuz/chromium 147.0.0)');
-    expect(angle.renderer).to.include('SwiftShader').and.to.match(/^ANGLE \(/);
+    expect(angle.renderer)
+      .to.include('SwiftShader')
+      .and.to.match(/^ANGLE \(/);
     expect(angle.version).to.match(/^OpenGL ES 3\.1 \(ANGLE 2\.1\.27278 git hash: 0d61b30acc76\)/);
     expect(angle.maxTextureSize).to.equal(8192);
     expect(angle.eglVersion).to.match(/^1\.5/);
@@ -274,7 +293,9 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
       expect(angle.display).to.equal('angle');
       expect(angle.libraries.egl).to.equal(path.join(fresh.dir, 'libEGL.so'));
       expect(angle.tried).to.have.length(1);
-      expect(angle.tried[0]).to.match(/^bundled ANGLE: .* \(extracted 5 file\(s\) from \/.*\/swiftshader\.tar\.br in \d+ ms\) \(chosen\)$/);
+      expect(angle.tried[0]).to.match(
+        /^bundled ANGLE: .* \(extracted 5 file\(s\) from \/.*\/swiftshader\.tar\.br in \d+ ms\) \(chosen\)$/,
+      );
     } finally {
       fresh.cleanup();
     }
@@ -288,7 +309,10 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
       const located = locateGl({ cacheDir: path.join(file, 'cache') });
       expect(located.display).to.equal('system');
       expect(located.tried).to.have.length(2);
-      expect(located.tried[0]).to.include('bundled ANGLE').and.to.include(path.join(file, 'cache')).and.to.include('ENOTDIR');
+      expect(located.tried[0])
+        .to.include('bundled ANGLE')
+        .and.to.include(path.join(file, 'cache'))
+        .and.to.include('ENOTDIR');
       expect(located.tried[1]).to.equal('system EGL: libEGL.so.1 + libGLESv2.so.2 (chosen)');
     } finally {
       blocker.cleanup();
@@ -303,11 +327,15 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
         const error = expectError(call, 'E_NATIVE_UNAVAILABLE');
         expect(error.message).to.include(`SURFACELINK_ANGLE_DIR ${empty.dir}: no libEGL.so and no libGLESv2.so in it`);
         expect(error.message).to.include('Possible solutions:').and.to.include('unset SURFACELINK_ANGLE_DIR');
-        expect(error.tried).to.deep.equal([`SURFACELINK_ANGLE_DIR ${empty.dir}: no libEGL.so and no libGLESv2.so in it`]);
+        expect(error.tried).to.deep.equal([
+          `SURFACELINK_ANGLE_DIR ${empty.dir}: no libEGL.so and no libGLESv2.so in it`,
+        ]);
       }
       // A missing folder says so; the angleDir option overrides the variable.
       const missing = path.join(empty.dir, 'nope');
-      expect(expectError(() => locateGl({ angleDir: missing }), 'E_NATIVE_UNAVAILABLE').message).to.include(`angleDir ${missing}: no such folder`);
+      expect(expectError(() => locateGl({ angleDir: missing }), 'E_NATIVE_UNAVAILABLE').message).to.include(
+        `angleDir ${missing}: no such folder`,
+      );
     } finally {
       delete process.env.SURFACELINK_ANGLE_DIR;
       empty.cleanup();

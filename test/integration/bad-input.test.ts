@@ -144,7 +144,9 @@ describe('bad input', function () {
       it(`${what} → ${code}; the client survives and says why`, async () => {
         const tmp = tempDir();
         const socketPath = path.join(tmp.dir, 'rogue.sock');
-        const rogue = spawn('python3', [RAW_PEER, 'rogue', socketPath, scenario], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const rogue = spawn('python3', [RAW_PEER, 'rogue', socketPath, scenario], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let out = '';
         let err = '';
         rogue.stdout.on('data', (d) => (out += d));

@@ -17,7 +17,15 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { boxX, boxY, drawPattern, patternLayout, readCounter, counterValue, type PatternLayout } from '../../src/demo/pattern.js';
+import {
+  boxX,
+  boxY,
+  drawPattern,
+  patternLayout,
+  readCounter,
+  counterValue,
+  type PatternLayout,
+} from '../../src/demo/pattern.js';
 import { Peer, eventually } from '../helpers.js';
 
 const CHROMIUM = process.env.SURFACELINK_CHROMIUM ?? '/usr/bin/chromium';
@@ -77,7 +85,8 @@ type Rgb = [number, number, number];
 
 function requireOrSkip(ctx: Mocha.Context, available: boolean, reason: string): void {
   if (available) return;
-  if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should run the browser viewer tests, but: ${reason}`);
+  if (process.env.CI === 'true')
+    throw new Error(`CI=true, and this machine should run the browser viewer tests, but: ${reason}`);
   ctx.test!.title += ` — skipped: ${reason}`;
   ctx.skip();
 }
@@ -121,11 +130,26 @@ function patchMean(s: Snapshot, x: number, y: number, w: number, h: number): Rgb
   return sum.map((v) => Math.round(v / (w * h))) as Rgb;
 }
 
-const maxDiff = (a: readonly number[], b: readonly number[]): number => Math.max(...a.slice(0, 3).map((v, i) => Math.abs(v - b[i])));
-const distance = (a: readonly number[], b: readonly number[]): number => Math.hypot(...a.slice(0, 3).map((v, i) => v - b[i]));
-const hex = (c: readonly number[]): string => `#${c.slice(0, 3).map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+const maxDiff = (a: readonly number[], b: readonly number[]): number =>
+  Math.max(...a.slice(0, 3).map((v, i) => Math.abs(v - b[i])));
+const distance = (a: readonly number[], b: readonly number[]): number =>
+  Math.hypot(...a.slice(0, 3).map((v, i) => v - b[i]));
+const hex = (c: readonly number[]): string =>
+  `#${c
+    .slice(0, 3)
+    .map((v) => v.toString(16).padStart(2, '0'))
+    .join('')}`;
 
-function overlaps(ax: number, ay: number, aw: number, ah: number, bx: number, by: number, bw: number, bh: number): boolean {
+function overlaps(
+  ax: number,
+  ay: number,
+  aw: number,
+  ah: number,
+  bx: number,
+  by: number,
+  bw: number,
+  bh: number,
+): boolean {
   return ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah;
 }
 
@@ -141,10 +165,20 @@ describe('browser viewer (web/) in headless Chromium', function () {
   before(async function () {
     if (!fs.existsSync(CHROMIUM)) {
       unavailable = `no Chromium at ${CHROMIUM} (apt-get install chromium, or set SURFACELINK_CHROMIUM)`;
-      if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should run the browser viewer tests, but: ${unavailable}`);
+      if (process.env.CI === 'true')
+        throw new Error(`CI=true, and this machine should run the browser viewer tests, but: ${unavailable}`);
       return;
     }
-    producer = new Peer('stream-producer.ts', ['--width', String(WIDTH), '--height', String(HEIGHT), '--fps', '30', '--max-fps', '30']);
+    producer = new Peer('stream-producer.ts', [
+      '--width',
+      String(WIDTH),
+      '--height',
+      String(HEIGHT),
+      '--fps',
+      '30',
+      '--max-fps',
+      '30',
+    ]);
     info = await producer.waitEvent('ready', () => true, 20000);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
   });
@@ -181,12 +215,20 @@ describe('browser viewer (web/) in headless Chromium', function () {
   }
 
   /** Waits for `predicate` over the viewer's stats; the error shows the last stats seen. */
-  async function waitStats(v: Viewer, what: string, predicate: (s: ViewerStats) => boolean, timeoutMs = WAIT_MS): Promise<ViewerStats> {
+  async function waitStats(
+    v: Viewer,
+    what: string,
+    predicate: (s: ViewerStats) => boolean,
+    timeoutMs = WAIT_MS,
+  ): Promise<ViewerStats> {
     let last: ViewerStats | null = null;
     try {
       await eventually(async () => predicate((last = await stats(v))), timeoutMs, what);
     } catch (error) {
-      throw new Error(`${(error as Error).message}; viewer stats: ${JSON.stringify(last)}; page errors: ${v.pageErrors.join('; ')}`);
+      throw new Error(
+        `${(error as Error).message}; viewer stats: ${JSON.stringify(last)}; page errors: ${v.pageErrors.join('; ')}`,
+        { cause: error },
+      );
     }
     return last!;
   }
@@ -198,10 +240,22 @@ describe('browser viewer (web/) in headless Chromium', function () {
 
   /** Skips (or, under CI, fails) when H.264 cannot run here; otherwise a viewer showing H.264 frames. */
   async function openH264(ctx: Mocha.Context): Promise<Viewer> {
-    requireOrSkip(ctx, info.h264Encoder !== null, 'the server has no H.264 encoder (GStreamer with x264enc: gstreamer1.0-plugins-ugly, python3-gi)');
+    requireOrSkip(
+      ctx,
+      info.h264Encoder !== null,
+      'the server has no H.264 encoder (GStreamer with x264enc: gstreamer1.0-plugins-ugly, python3-gi)',
+    );
     const v = await openViewer('?codec=h264');
-    const first = await waitStats(v, 'the viewer started', (s) => s.state !== 'starting' && s.state !== 'connecting' && s.state !== 'authenticating');
-    requireOrSkip(ctx, first.state === 'streaming', `this Chromium cannot decode H.264 with WebCodecs: ${first.message}`);
+    const first = await waitStats(
+      v,
+      'the viewer started',
+      (s) => s.state !== 'starting' && s.state !== 'connecting' && s.state !== 'authenticating',
+    );
+    requireOrSkip(
+      ctx,
+      first.state === 'streaming',
+      `this Chromium cannot decode H.264 with WebCodecs: ${first.message}`,
+    );
     expect(first.codec).to.equal('h264');
     await waitStats(v, 'H.264 frames drawn', (s) => s.framesDrawn >= 10 && s.canvasSeq > 0);
     return v;
@@ -210,7 +264,10 @@ describe('browser viewer (web/) in headless Chromium', function () {
   function expectNoPageErrors(v: Viewer): void {
     expect(v.pageErrors, 'uncaught errors in the page').to.deep.equal([]);
     const origin = new URL(info.url).origin;
-    expect(v.requests.filter((u) => !u.startsWith(`${origin}/`)), 'requests outside the server').to.deep.equal([]);
+    expect(
+      v.requests.filter((u) => !u.startsWith(`${origin}/`)),
+      'requests outside the server',
+    ).to.deep.equal([]);
   }
 
   /** Every pixel's RGB equals the pattern's frame `s.seq`. */
@@ -220,7 +277,8 @@ describe('browser viewer (web/) in headless Chromium', function () {
     let first = '';
     for (let i = 0; i < want.length; i += 4) {
       if (s.rgba[i] !== want[i] || s.rgba[i + 1] !== want[i + 1] || s.rgba[i + 2] !== want[i + 2]) {
-        if (mismatches++ === 0) first = `first at ${(i / 4) % s.width},${Math.floor(i / 4 / s.width)}: ${hex([...s.rgba.subarray(i, i + 3)])}, expected ${hex([...want.subarray(i, i + 3)])}`;
+        if (mismatches++ === 0)
+          first = `first at ${(i / 4) % s.width},${Math.floor(i / 4 / s.width)}: ${hex([...s.rgba.subarray(i, i + 3)])}, expected ${hex([...want.subarray(i, i + 3)])}`;
       }
     }
     expect(mismatches, `pixels differing from frame ${s.seq} (${first})`).to.equal(0);
@@ -241,7 +299,11 @@ describe('browser viewer (web/) in headless Chromium', function () {
     const ix = bx + (b - inner) / 2;
     const iy = by + (b - inner) / 2;
     if (!overlaps(ix, iy, inner, inner, c.x, c.y, c.width, c.height)) {
-      check(`box interior at ${ix},${iy} (frame ${s.seq})`, patchMean(s, ix, iy, inner, inner), [0xff, 0x60 + ((s.seq * 2) & 0x7f), 0x20]);
+      check(`box interior at ${ix},${iy} (frame ${s.seq})`, patchMean(s, ix, iy, inner, inner), [
+        0xff,
+        0x60 + ((s.seq * 2) & 0x7f),
+        0x20,
+      ]);
     }
     // Background: the middles of grid cells far from the box and the counter.
     let backgrounds = 0;
@@ -249,7 +311,8 @@ describe('browser viewer (web/) in headless Chromium', function () {
       for (let cx = GRID / 2; cx < WIDTH && backgrounds < 6; cx += 5 * GRID) {
         const x = cx - 4;
         const y = cy - 4;
-        if (overlaps(x - 8, y - 8, 24, 24, bx, by, b, b) || overlaps(x - 8, y - 8, 24, 24, c.x, c.y, c.width, c.height)) continue;
+        if (overlaps(x - 8, y - 8, 24, 24, bx, by, b, b) || overlaps(x - 8, y - 8, 24, 24, c.x, c.y, c.width, c.height))
+          continue;
         check(`background at ${x},${y}`, patchMean(s, x, y, 8, 8), BG);
         backgrounds++;
       }
@@ -259,13 +322,18 @@ describe('browser viewer (web/) in headless Chromium', function () {
     const lineY = 8 * GRID;
     const lineX = overlaps(32, lineY - 8, 128, 16, bx, by, b, b) ? WIDTH - 32 - 128 : 32;
     const line = patchMean(s, lineX, lineY, 128, 1);
-    if (distance(line, GRID_LINE) >= distance(line, BG)) problems.push(`grid line at y=${lineY}: ${hex(line)} is nearer the background ${hex(BG)} than the line ${hex(GRID_LINE)}`);
+    if (distance(line, GRID_LINE) >= distance(line, BG))
+      problems.push(
+        `grid line at y=${lineY}: ${hex(line)} is nearer the background ${hex(BG)} than the line ${hex(GRID_LINE)}`,
+      );
     expect(problems, `frame ${s.seq}`).to.deep.equal([]);
     // The counter is crisp enough to read back, and shows the sequence the viewer says it drew.
-    expect(readCounter(layout, rgbaToBgrx(s.rgba), s.width * 4), 'counter read from the canvas').to.equal(counterValue(s.seq));
+    expect(readCounter(layout, rgbaToBgrx(s.rgba), s.width * 4), 'counter read from the canvas').to.equal(
+      counterValue(s.seq),
+    );
   }
 
-  it('tiles: the canvas is the producer\'s frame, pixel for pixel, and moves; fits the window', async () => {
+  it("tiles: the canvas is the producer's frame, pixel for pixel, and moves; fits the window", async () => {
     const v = await openViewer('?codec=tiles');
     await waitStats(v, 'tile frames drawn', (s) => s.framesDrawn >= 3 && s.canvasSeq > 0);
     expect(v.page.url(), 'the token is gone from the address bar').to.not.include('token');
@@ -280,24 +348,32 @@ describe('browser viewer (web/) in headless Chromium', function () {
     const b = await snapshot(v);
     expectExact(b);
     expect(b.seq).to.be.greaterThan(a.seq);
-    expect([boxX(layout, b.seq), boxY(layout, b.seq)], 'the box moved').to.not.deep.equal([boxX(layout, a.seq), boxY(layout, a.seq)]);
+    expect([boxX(layout, b.seq), boxY(layout, b.seq)], 'the box moved').to.not.deep.equal([
+      boxX(layout, a.seq),
+      boxY(layout, a.seq),
+    ]);
     expect(a.rgba.equals(b.rgba), 'the canvas changed').to.equal(false);
 
     // Fit to window: the largest size with the surface's aspect ratio, following resizes.
-    const cssSize = () => v.page.evaluate(() => {
-      const r = (globalThis as any).document.getElementById('screen').getBoundingClientRect();
-      return [Math.round(r.width), Math.round(r.height)];
-    });
+    const cssSize = () =>
+      v.page.evaluate(() => {
+        const r = (globalThis as any).document.getElementById('screen').getBoundingClientRect();
+        return [Math.round(r.width), Math.round(r.height)];
+      });
     expect(await cssSize()).to.deep.equal([1280, 720]);
     await v.page.setViewportSize({ width: 500, height: 700 });
     await eventually(async () => (await cssSize())[0] === 500, 5000, 'the canvas followed the window');
     expect(await cssSize()).to.deep.equal([500, Math.floor((500 * HEIGHT) / WIDTH)]);
 
     // The viewer's once-a-second stats reach the server (StreamServer.clients).
-    await eventually(async () => {
-      const clients = await producer!.call<{ codec: string; viewer: { decoded?: number } | null }[]>('clients');
-      return clients.some((c) => c.codec === 'tiles' && (c.viewer?.decoded ?? 0) > 0);
-    }, 5000, 'the server shows the viewer\'s stats');
+    await eventually(
+      async () => {
+        const clients = await producer!.call<{ codec: string; viewer: { decoded?: number } | null }[]>('clients');
+        return clients.some((c) => c.codec === 'tiles' && (c.viewer?.decoded ?? 0) > 0);
+      },
+      5000,
+      "the server shows the viewer's stats",
+    );
     expectNoPageErrors(v);
     await v.page.context().close();
   });
@@ -316,8 +392,14 @@ describe('browser viewer (web/) in headless Chromium', function () {
     const [ox, oy] = [boxX(layout, a.seq), boxY(layout, a.seq)];
     const c = layout.counter!;
     const [px, py] = [ox + box / 2 - 4, oy + box / 2 - 4];
-    if (!overlaps(px - 4, py - 4, 16, 16, moved[0], moved[1], box, box) && !overlaps(px - 4, py - 4, 16, 16, c.x, c.y, c.width, c.height) && (px + 4) % GRID > 8) {
-      expect(maxDiff(patchMean(b, px, py, 8, 8), BG), 'the box\'s old place is background').to.be.at.most(H264_TOLERANCE);
+    if (
+      !overlaps(px - 4, py - 4, 16, 16, moved[0], moved[1], box, box) &&
+      !overlaps(px - 4, py - 4, 16, 16, c.x, c.y, c.width, c.height) &&
+      (px + 4) % GRID > 8
+    ) {
+      expect(maxDiff(patchMean(b, px, py, 8, 8), BG), "the box's old place is background").to.be.at.most(
+        H264_TOLERANCE,
+      );
     }
     const st = await stats(v);
     expect(st.encoder).to.equal(info.h264Encoder);
@@ -360,7 +442,10 @@ describe('browser viewer (web/) in headless Chromium', function () {
     expect(recovered.message).to.equal(null);
     expectPatternColours(await snapshot(v));
     const clients = await producer!.call<{ codec: string; keyframes: number }[]>('clients');
-    expect(clients.filter((c) => c.codec === 'h264').map((c) => c.keyframes), 'keyframes the server sent').to.satisfy((k: number[]) => k.some((n) => n >= 2));
+    expect(
+      clients.filter((c) => c.codec === 'h264').map((c) => c.keyframes),
+      'keyframes the server sent',
+    ).to.satisfy((k: number[]) => k.some((n) => n >= 2));
     expectNoPageErrors(v);
     await v.page.context().close();
   });
@@ -372,8 +457,14 @@ describe('browser viewer (web/) in headless Chromium', function () {
     for (const v of viewers) await waitStats(v, 'frames drawn', (s) => s.framesDrawn >= 5 && s.canvasSeq > 0);
     const [width, height] = [800, 480];
     await producer!.call('resize', { width, height });
-    const drawn = await Promise.all(viewers.map((v) => waitStats(v, 'frames at the new size', (s) => s.width === width && s.height === height && s.framesDrawn >= 10)));
-    const after = await Promise.all(viewers.map((v, i) => waitStats(v, 'more frames at the new size', (s) => s.canvasSeq >= drawn[i].canvasSeq + 5)));
+    const drawn = await Promise.all(
+      viewers.map((v) =>
+        waitStats(v, 'frames at the new size', (s) => s.width === width && s.height === height && s.framesDrawn >= 10),
+      ),
+    );
+    const after = await Promise.all(
+      viewers.map((v, i) => waitStats(v, 'more frames at the new size', (s) => s.canvasSeq >= drawn[i].canvasSeq + 5)),
+    );
     // The producer keeps drawing its 640x360 layout into the larger (zero-filled) buffers.
     const tiles = await snapshot(viewers[0]);
     expect([tiles.width, tiles.height]).to.deep.equal([width, height]);
@@ -383,7 +474,10 @@ describe('browser viewer (web/) in headless Chromium', function () {
       const h = await snapshot(viewers[1]);
       expect([h.width, h.height]).to.deep.equal([width, height]);
       expectPatternColours(h);
-      expect(maxDiff(patchMean(h, width - 40, height - 40, 32, 32), [0, 0, 0]), 'outside the old layout: black').to.be.at.most(H264_TOLERANCE);
+      expect(
+        maxDiff(patchMean(h, width - 40, height - 40, 32, 32), [0, 0, 0]),
+        'outside the old layout: black',
+      ).to.be.at.most(H264_TOLERANCE);
     }
     for (const v of viewers) {
       const box = await v.page.evaluate(() => {

@@ -9,7 +9,15 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { boxX, boxY, damageRects, drawPattern, patternDamage, patternLayout, readCounter } from '../../src/demo/pattern.js';
+import {
+  boxX,
+  boxY,
+  damageRects,
+  drawPattern,
+  patternDamage,
+  patternLayout,
+  readCounter,
+} from '../../src/demo/pattern.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'index.js');
@@ -29,7 +37,11 @@ class Cli {
   readonly done: Promise<Run>;
 
   constructor(args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+    this.child = spawn(process.execPath, [CLI, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: env ?? process.env,
+    });
     this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
     this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.done = new Promise((resolve) =>
@@ -41,8 +53,11 @@ class Cli {
     const deadline = Date.now() + timeoutMs;
     while (!pattern.test(this.stdout)) {
       if (this.child.exitCode !== null || this.child.signalCode !== null)
-        throw new Error(`exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`no ${pattern} within ${timeoutMs} ms; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
+        throw new Error(
+          `exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(`no ${pattern} within ${timeoutMs} ms; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -115,7 +130,11 @@ describe('surfacelink CLI', function () {
   before(function () {
     // `npm test` type-checks but does not emit; the CLI under test is the compiled one.
     if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < newestSource(path.join(ROOT, 'src'))) {
-      execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+      execFileSync(
+        process.execPath,
+        [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.json')],
+        { cwd: ROOT, stdio: 'inherit' },
+      );
     }
   });
 
@@ -160,10 +179,12 @@ describe('surfacelink CLI', function () {
     expect(report.addon.loaded).to.equal(true);
     expect(report.addon.path).to.be.a('string');
     expect(report.node.version).to.equal(process.version);
-    expect(report.socketPath).to.be.a('string').and.match(/\.sock$/);
+    expect(report.socketPath)
+      .to.be.a('string')
+      .and.match(/\.sock$/);
     const shm = report.mechanisms.find((m: { name: string }) => m.name === 'shm.v1');
     expect(shm).to.include({ available: true });
-    expect(shm.reason).to.be.a('string').and.not.empty;
+    expect(shm.reason).to.be.a('string').with.length.greaterThan(0);
     for (const m of report.mechanisms) expect(m).to.have.keys('name', 'available', 'reason');
   });
 
@@ -178,7 +199,9 @@ describe('surfacelink CLI', function () {
     expect(summary).to.match(/latency p50 \d+ µs p99 \d+ µs/);
     expect(summary).to.include('counter OK');
     // At least one once-a-second status line (stdout is a pipe, so no \r rewriting).
-    expect(r.stdout).to.match(/^shm\.v1 320x240 {2}[\d.]+ fps {2}latency p50 \d+ p99 \d+ µs {2}dropped \d+ {2}counter OK$/m);
+    expect(r.stdout).to.match(
+      /^shm\.v1 320x240 {2}[\d.]+ fps {2}latency p50 \d+ p99 \d+ µs {2}dropped \d+ {2}counter OK$/m,
+    );
     expect(r.stdout).not.to.include('\r');
     const dir = demoDir(r.stdout);
     expect(fs.existsSync(dir), `${dir} left behind`).to.equal(false);
@@ -202,7 +225,9 @@ describe('surfacelink CLI', function () {
     const c = start(['demo', '--width', '160', '--height', '120']);
     await c.waitFor(/counter OK/);
     const dir = demoDir(c.stdout);
-    const producer = processesMentioning(dir).find((pid) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('demo-producer'));
+    const producer = processesMentioning(dir).find((pid) =>
+      fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('demo-producer'),
+    );
     expect(producer).to.be.a('number');
     process.kill(producer!, 'SIGKILL');
     const r = await c.done;
@@ -256,7 +281,13 @@ describe('surfacelink CLI', function () {
   });
 
   it('bad options and values exit 2', async () => {
-    for (const args of [['demo', '--width', 'wide'], ['demo', '--fps', '0'], ['doctor', '--bogus'], [], ['help', 'nope']]) {
+    for (const args of [
+      ['demo', '--width', 'wide'],
+      ['demo', '--fps', '0'],
+      ['doctor', '--bogus'],
+      [],
+      ['help', 'nope'],
+    ]) {
       const r = await cli(args);
       expect(r.code, `surfacelink ${args.join(' ')}: ${r.stderr}`).to.equal(2);
       expect(r.stderr).to.match(/^surfacelink(?: [a-z]+)?: /);
@@ -278,13 +309,16 @@ describe('surfacelink CLI', function () {
     });
 
     /** The CLI's stderr for a usage error: one line, then where to look. */
-    const usage = (line: string, command?: string): string => `${line}\nsee surfacelink${command ? ` ${command}` : ''} --help\n`;
+    const usage = (line: string, command?: string): string =>
+      `${line}\nsee surfacelink${command ? ` ${command}` : ''} --help\n`;
 
     it('serve and view with no options meet on the default socket, the one their --help names', async () => {
       const defaultSocket = path.join(runtime, 'surfacelink', 'default.sock');
       for (const command of ['serve', 'view']) {
         const h = await cli([command, '--help'], env);
-        expect(/--path P\s+socket path \(default (\S+)\)/.exec(h.stdout)?.[1], `${command} --help`).to.equal(defaultSocket);
+        expect(/--path P\s+socket path \(default (\S+)\)/.exec(h.stdout)?.[1], `${command} --help`).to.equal(
+          defaultSocket,
+        );
       }
       const serve = start(['serve'], env);
       await serve.waitFor(/^view it with: /m);
@@ -303,32 +337,45 @@ describe('surfacelink CLI', function () {
     it('serve --path that cannot be a socket says what is wrong and how to fix it, naming --path', async () => {
       const missing = await cli(['serve', '--path', '/nonexistent/dir/x.sock'], env);
       expect(missing.code).to.equal(1);
-      expect(missing.stderr).to.equal('surfacelink serve: --path /nonexistent/dir/x.sock: the directory /nonexistent/dir does not exist; create it or choose another --path\n');
+      expect(missing.stderr).to.equal(
+        'surfacelink serve: --path /nonexistent/dir/x.sock: the directory /nonexistent/dir does not exist; create it or choose another --path\n',
+      );
 
       const long = path.join(runtime, `${'a'.repeat(120)}.sock`);
       const tooLong = await cli(['serve', '--path', long], env);
       expect(tooLong.code).to.equal(2);
-      expect(tooLong.stderr).to.equal(usage(`surfacelink serve: --path ${long}: ${Buffer.byteLength(long)} bytes is too long for a unix socket path (at most 107); choose a shorter --path`, 'serve'));
+      expect(tooLong.stderr).to.equal(
+        usage(
+          `surfacelink serve: --path ${long}: ${Buffer.byteLength(long)} bytes is too long for a unix socket path (at most 107); choose a shorter --path`,
+          'serve',
+        ),
+      );
 
       const file = path.join(runtime, 'notes.txt');
       fs.writeFileSync(file, 'keep me');
       const notSocket = await cli(['serve', '--path', file], env);
       expect(notSocket.code).to.equal(1);
-      expect(notSocket.stderr).to.equal(`surfacelink serve: --path ${file}: a file that is not a socket is there; remove it or choose another --path\n`);
+      expect(notSocket.stderr).to.equal(
+        `surfacelink serve: --path ${file}: a file that is not a socket is there; remove it or choose another --path\n`,
+      );
       expect(fs.readFileSync(file, 'utf8')).to.equal('keep me');
 
       const directory = path.join(runtime, 'file-not-dir', 'x.sock');
       fs.writeFileSync(path.dirname(directory), '');
       const notDir = await cli(['serve', '--path', directory], env);
       expect(notDir.code).to.equal(1);
-      expect(notDir.stderr).to.equal(`surfacelink serve: --path ${directory}: ${path.dirname(directory)} is not a directory; choose another --path\n`);
+      expect(notDir.stderr).to.equal(
+        `surfacelink serve: --path ${directory}: ${path.dirname(directory)} is not a directory; choose another --path\n`,
+      );
 
       const socket = path.join(runtime, 'live.sock');
       const first = start(['serve', '--path', socket, '--width', '64', '--height', '64', '--fps', '10'], env);
       await first.waitFor(/^serving /m);
       const second = await cli(['serve', '--path', socket], env);
       expect(second.code).to.equal(1);
-      expect(second.stderr).to.equal(`surfacelink serve: --path ${socket}: another server is already listening there; stop it or choose another --path\n`);
+      expect(second.stderr).to.equal(
+        `surfacelink serve: --path ${socket}: another server is already listening there; stop it or choose another --path\n`,
+      );
     });
 
     it('serve --path in a directory it may not write to says so, naming --path', async function () {
@@ -338,7 +385,9 @@ describe('surfacelink CLI', function () {
       const socket = path.join(dir, 'x.sock');
       const r = await cli(['serve', '--path', socket], env);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.equal(`surfacelink serve: --path ${socket}: no permission to create a socket in ${dir}; choose a directory you can write to with --path\n`);
+      expect(r.stderr).to.equal(
+        `surfacelink serve: --path ${socket}: no permission to create a socket in ${dir}; choose a directory you can write to with --path\n`,
+      );
     });
 
     it('serve with no --path and an unsafe default directory says how to fix it, naming --path', async () => {
@@ -347,7 +396,11 @@ describe('surfacelink CLI', function () {
       fs.chmodSync(dir, 0o777);
       const r = await cli(['serve'], env);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(new RegExp(`^surfacelink serve: the default socket directory ${dir} must be owned by you \\(uid \\d+\\) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path\\n$`));
+      expect(r.stderr).to.match(
+        new RegExp(
+          `^surfacelink serve: the default socket directory ${dir} must be owned by you \\(uid \\d+\\) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path\\n$`,
+        ),
+      );
     });
 
     it('numeric options take negative-looking values and reject them with the flag, its range and the value (exit 2)', async () => {
@@ -360,11 +413,17 @@ describe('surfacelink CLI', function () {
         [['serve', '--width', '12.5'], '--width must be a whole number in 1..16384; got 12.5'],
         [['serve', '--height', '-720'], '--height must be a whole number in 1..16384; got -720'],
         [['serve', '--stream', '--stream-port', '-80'], '--stream-port must be a whole number in 0..65535; got -80'],
-        [['serve', '--stream', '--stream-port', '70000'], '--stream-port must be a whole number in 0..65535; got 70000'],
+        [
+          ['serve', '--stream', '--stream-port', '70000'],
+          '--stream-port must be a whole number in 0..65535; got 70000',
+        ],
         [['demo', '--duration', '-3'], '--duration must be a number in 0.1..1000000000; got -3'],
         [['demo', '--stream-port', '-1'], '--stream-port must be a whole number in 0..65535; got -1'],
         [['demo', '--width', '-0'], '--width must be a whole number in 1..16384; got -0'],
-        [['view', '--remote', 'ws://127.0.0.1:1/stream', '--max-fps', '-2'], '--max-fps must be a number in 0.1..1000; got -2'],
+        [
+          ['view', '--remote', 'ws://127.0.0.1:1/stream', '--max-fps', '-2'],
+          '--max-fps must be a number in 0.1..1000; got -2',
+        ],
         [['view', '--stream', '--max-fps', '-2'], '--max-fps must be a number in 0.1..1000; got -2'],
       ];
       for (const [args, line] of cases) {
@@ -382,11 +441,19 @@ describe('surfacelink CLI', function () {
         [['serve', '-x'], 'surfacelink serve: unknown option -x', 'serve'],
         [['serve', '--fps'], 'surfacelink serve: --fps needs a value', 'serve'],
         [['serve', '--fps', '--width', '64'], 'surfacelink serve: --fps needs a value', 'serve'],
-        [['serve', '--path', '--stram'], 'surfacelink serve: --path needs a value (for one that begins with --, write --path=--stram)', 'serve'],
+        [
+          ['serve', '--path', '--stram'],
+          'surfacelink serve: --path needs a value (for one that begins with --, write --path=--stram)',
+          'serve',
+        ],
         [['serve', '--stream=yes'], 'surfacelink serve: --stream takes no value', 'serve'],
         [['serve', '--stream-port', '80'], 'surfacelink serve: --stream-host and --stream-port need --stream', 'serve'],
         [['view', 'extra'], 'surfacelink view: unexpected argument "extra"', 'view'],
-        [['view', '--codec', 'vp9', '--remote', 'ws://x/'], 'surfacelink view: --codec must be h264 or tiles; got vp9', 'view'],
+        [
+          ['view', '--codec', 'vp9', '--remote', 'ws://x/'],
+          'surfacelink view: --codec must be h264 or tiles; got vp9',
+          'view',
+        ],
         [['frobnicate'], 'surfacelink: unknown command "frobnicate"', undefined],
         [['serv'], 'surfacelink: unknown command "serv" (did you mean serve?)', undefined],
         [['--bogus'], 'surfacelink: unknown option --bogus', undefined],
@@ -412,11 +479,16 @@ describe('surfacelink CLI', function () {
       }
       const notUrl = await cli(['view', '--remote', 'localhost:8600'], env);
       expect(notUrl.code).to.equal(2);
-      expect(notUrl.stderr).to.match(/^surfacelink view: --remote localhost:8600 is not a stream URL: give the viewer URL that `surfacelink serve --stream` printed \(http:\/\/host:port\/#token=…\), or ws:\/\/host:port\/stream\n/);
+      expect(notUrl.stderr).to.match(
+        /^surfacelink view: --remote localhost:8600 is not a stream URL: give the viewer URL that `surfacelink serve --stream` printed \(http:\/\/host:port\/#token=…\), or ws:\/\/host:port\/stream\n/,
+      );
     });
 
     it('view --remote with a wrong token says the server refused it and where the right one is', async () => {
-      const serve = start(['serve', '--stream', '--path', path.join(runtime, 's.sock'), '--width', '64', '--height', '64', '--fps', '10'], env);
+      const serve = start(
+        ['serve', '--stream', '--path', path.join(runtime, 's.sock'), '--width', '64', '--height', '64', '--fps', '10'],
+        env,
+      );
       await serve.waitFor(/codecs: /);
       const url = /^stream: (http:\/\/\S+)$/m.exec(serve.stdout)![1];
       const wrong = '0'.repeat(64);
@@ -428,9 +500,14 @@ describe('surfacelink CLI', function () {
       const fromFlag = await cli(['view', '--remote', url.replace(/#.*/, ''), '--token', wrong], env);
       expect(fromFlag.code).to.equal(1);
       expect(fromFlag.stderr).to.include('the server refused the token from --token (E_AUTH: wrong token)');
-      const fromEnv = await cli(['view', '--remote', url.replace(/#.*/, '')], { ...env, SURFACELINK_STREAM_TOKEN: wrong });
+      const fromEnv = await cli(['view', '--remote', url.replace(/#.*/, '')], {
+        ...env,
+        SURFACELINK_STREAM_TOKEN: wrong,
+      });
       expect(fromEnv.code).to.equal(1);
-      expect(fromEnv.stderr).to.include('the server refused the token from $SURFACELINK_STREAM_TOKEN (E_AUTH: wrong token)');
+      expect(fromEnv.stderr).to.include(
+        'the server refused the token from $SURFACELINK_STREAM_TOKEN (E_AUTH: wrong token)',
+      );
       for (const r of [fromUrl, fromFlag, fromEnv]) expect(r.stderr).not.to.match(/options\.|\btoken:/);
       // A token that begins with a dash is a value, not an option.
       const dashed = await cli(['view', '--remote', url.replace(/#.*/, ''), '--token', '-0123456789abcdef'], env);
@@ -443,14 +520,33 @@ describe('surfacelink CLI', function () {
       await serve.waitFor(/^serving /m);
       const r = await cli(['view', '--stream', '--path', socket], env);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(/^surfacelink view: E_NO_MECHANISM: .*\n {2}that server offers no stream: start it with `surfacelink serve --stream`, or leave out --stream\n$/);
+      expect(r.stderr).to.match(
+        /^surfacelink view: E_NO_MECHANISM: .*\n {2}that server offers no stream: start it with `surfacelink serve --stream`, or leave out --stream\n$/,
+      );
     });
 
     /** Every URL serve printed. */
-    const printedUrls = (stdout: string): string[] => stdout.match(/\b(?:https?|wss?):\/\/\S+/g)?.map((u) => u.replace(/'$/, '')) ?? [];
+    const printedUrls = (stdout: string): string[] =>
+      stdout.match(/\b(?:https?|wss?):\/\/\S+/g)?.map((u) => u.replace(/'$/, '')) ?? [];
 
     it('serve --stream --stream-host 0.0.0.0 prints URLs a browser can open; the loopback one serves the viewer', async () => {
-      const serve = start(['serve', '--stream', '--stream-host', '0.0.0.0', '--path', path.join(runtime, 's.sock'), '--width', '64', '--height', '64', '--fps', '10'], env);
+      const serve = start(
+        [
+          'serve',
+          '--stream',
+          '--stream-host',
+          '0.0.0.0',
+          '--path',
+          path.join(runtime, 's.sock'),
+          '--width',
+          '64',
+          '--height',
+          '64',
+          '--fps',
+          '10',
+        ],
+        env,
+      );
       await serve.waitFor(/codecs: /);
       const urls = printedUrls(serve.stdout);
       expect(urls.join('\n')).not.to.include('0.0.0.0');
@@ -458,7 +554,9 @@ describe('surfacelink CLI', function () {
       expect(loopback, serve.stdout).to.not.equal(null);
       const [, url, port, token] = loopback!;
       for (const addresses of Object.values(os.networkInterfaces()))
-        for (const a of addresses ?? []) if (!a.internal && a.family === 'IPv4') expect(urls).to.include(`http://${a.address}:${port}/#token=${token}`);
+        for (const a of addresses ?? [])
+          if (!a.internal && a.family === 'IPv4')
+            expect(urls).to.include(`http://${a.address}:${port}/#token=${token}`);
       for (const u of urls) expect(u, u).to.match(/#token=[0-9a-f]{64}$/);
       expect(serve.stdout).to.match(/HTTPS/);
       const page = await httpGet(url.replace(/#.*/, ''));
@@ -467,8 +565,26 @@ describe('surfacelink CLI', function () {
     });
 
     it('serve --stream --stream-host :: prints bracketed IPv6 URLs and no wildcard', async function () {
-      const v6 = Object.values(os.networkInterfaces()).flatMap((a) => a ?? []).filter((a) => !a.internal && a.family === 'IPv6' && !a.address.startsWith('fe80:'));
-      const serve = start(['serve', '--stream', '--stream-host', '::', '--path', path.join(runtime, 's.sock'), '--width', '64', '--height', '64', '--fps', '10'], env);
+      const v6 = Object.values(os.networkInterfaces())
+        .flatMap((a) => a ?? [])
+        .filter((a) => !a.internal && a.family === 'IPv6' && !a.address.startsWith('fe80:'));
+      const serve = start(
+        [
+          'serve',
+          '--stream',
+          '--stream-host',
+          '::',
+          '--path',
+          path.join(runtime, 's.sock'),
+          '--width',
+          '64',
+          '--height',
+          '64',
+          '--fps',
+          '10',
+        ],
+        env,
+      );
       await serve.waitFor(/codecs: |cannot serve the stream/).catch(() => undefined);
       if (/cannot serve the stream/.test(serve.stderr)) this.skip(); // no IPv6 here
       await serve.waitFor(/codecs: /);
@@ -476,21 +592,35 @@ describe('surfacelink CLI', function () {
       expect(urls.join('\n')).not.to.match(/\[::\]|\[0:0:0:0:0:0:0:0\]|fe80:/);
       const loopback = /^stream: (http:\/\/\[::1\]:(\d+)\/#token=[0-9a-f]{64})$/m.exec(serve.stdout);
       expect(loopback, serve.stdout).to.not.equal(null);
-      for (const a of v6) expect(urls.some((u) => u.startsWith(`http://[${a.address}]:${loopback![2]}/#token=`)), a.address).to.equal(true);
+      for (const a of v6)
+        expect(
+          urls.some((u) => u.startsWith(`http://[${a.address}]:${loopback![2]}/#token=`)),
+          a.address,
+        ).to.equal(true);
       const page = await httpGet(loopback![1].replace(/#.*/, ''));
       expect(page.status).to.equal(200);
     });
 
     it('serve --stream on a busy port or a foreign address names the flag', async () => {
-      const first = start(['serve', '--stream', '--path', path.join(runtime, 'a.sock'), '--width', '64', '--height', '64', '--fps', '10'], env);
+      const first = start(
+        ['serve', '--stream', '--path', path.join(runtime, 'a.sock'), '--width', '64', '--height', '64', '--fps', '10'],
+        env,
+      );
       await first.waitFor(/codecs: /);
       const port = /^stream: http:\/\/127\.0\.0\.1:(\d+)\//m.exec(first.stdout)![1];
       const busy = await cli(['serve', '--stream', '--stream-port', port, '--path', path.join(runtime, 'b.sock')], env);
       expect(busy.code).to.equal(1);
-      expect(busy.stderr).to.equal(`surfacelink serve: --stream-port ${port}: 127.0.0.1:${port} is already in use; choose another --stream-port, or leave it out for any free port\n`);
-      const foreign = await cli(['serve', '--stream', '--stream-host', '192.0.2.222', '--path', path.join(runtime, 'b.sock')], env);
+      expect(busy.stderr).to.equal(
+        `surfacelink serve: --stream-port ${port}: 127.0.0.1:${port} is already in use; choose another --stream-port, or leave it out for any free port\n`,
+      );
+      const foreign = await cli(
+        ['serve', '--stream', '--stream-host', '192.0.2.222', '--path', path.join(runtime, 'b.sock')],
+        env,
+      );
       expect(foreign.code).to.equal(1);
-      expect(foreign.stderr).to.equal('surfacelink serve: --stream-host 192.0.2.222: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)\n');
+      expect(foreign.stderr).to.equal(
+        'surfacelink serve: --stream-host 192.0.2.222: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)\n',
+      );
     });
   });
 });
@@ -522,8 +652,14 @@ describe('demo test pattern', () => {
       const expected = full(frame);
       for (let y = 0; y < height; y++) {
         const row = y * stride;
-        expect(Buffer.compare(px.subarray(row, row + width * 4), expected.subarray(row, row + width * 4)), `frame ${frame} row ${y}`).to.equal(0);
-        expect(px.subarray(row + width * 4, row + stride).every((b) => b === 0xa5), `padding of row ${y}`).to.equal(true);
+        expect(
+          Buffer.compare(px.subarray(row, row + width * 4), expected.subarray(row, row + width * 4)),
+          `frame ${frame} row ${y}`,
+        ).to.equal(0);
+        expect(
+          px.subarray(row + width * 4, row + stride).every((b) => b === 0xa5),
+          `padding of row ${y}`,
+        ).to.equal(true);
       }
     }
   });
@@ -538,7 +674,13 @@ describe('demo test pattern', () => {
       for (let y = 0; y < height; y++)
         for (let x = 0; x < width; x++) {
           const i = y * stride + x * 4;
-          if (before[i] === after[i] && before[i + 1] === after[i + 1] && before[i + 2] === after[i + 2] && before[i + 3] === after[i + 3]) continue;
+          if (
+            before[i] === after[i] &&
+            before[i + 1] === after[i + 1] &&
+            before[i + 2] === after[i + 2] &&
+            before[i + 3] === after[i + 3]
+          )
+            continue;
           const inside = rects.slice(0, n).some((r) => x >= r.x && x < r.x + r.width && y >= r.y && y < r.y + r.height);
           expect(inside, `frame ${frame}: pixel ${x},${y} changed outside the damage`).to.equal(true);
         }

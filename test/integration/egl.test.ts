@@ -98,14 +98,19 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
 
   it('decides every capability from the extension strings, and nothing else', () => {
     expect(ctx.capabilities.dmabufImport).to.equal(
-      ctx.extensions.client.includes('EGL_EXT_image_dma_buf_import') || ctx.extensions.display.includes('EGL_EXT_image_dma_buf_import'),
+      ctx.extensions.client.includes('EGL_EXT_image_dma_buf_import') ||
+        ctx.extensions.display.includes('EGL_EXT_image_dma_buf_import'),
     );
     expect(ctx.capabilities.dmabufImport).to.equal(ctx.extensions.display.includes('EGL_EXT_image_dma_buf_import'));
-    expect(ctx.capabilities.dmabufImportModifiers).to.equal(ctx.extensions.display.includes('EGL_EXT_image_dma_buf_import_modifiers'));
+    expect(ctx.capabilities.dmabufImportModifiers).to.equal(
+      ctx.extensions.display.includes('EGL_EXT_image_dma_buf_import_modifiers'),
+    );
     expect(ctx.capabilities.eglImage).to.equal(ctx.extensions.gl.includes('GL_OES_EGL_image'));
     expect(ctx.capabilities.memoryObjectFd).to.equal(ctx.extensions.gl.includes('GL_EXT_memory_object_fd'));
     for (const [name, { list, extension }] of Object.entries(CAPABILITY_EXTENSIONS)) {
-      expect(ctx.capabilities[name as GpuCapabilityName], `${name} ↔ ${extension} in ${list} extensions`).to.equal(ctx.extensions[list].includes(extension));
+      expect(ctx.capabilities[name as GpuCapabilityName], `${name} ↔ ${extension} in ${list} extensions`).to.equal(
+        ctx.extensions[list].includes(extension),
+      );
     }
     expect(Object.keys(ctx.capabilities).sort()).to.deep.equal(Object.keys(CAPABILITY_EXTENSIONS).sort());
     expect(Object.isFrozen(ctx.capabilities)).to.equal(true);
@@ -125,7 +130,14 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
     };
     try {
       const error = expectError(
-        () => importDmabufTexture(ctx, { width: 16, height: 16, fourcc: fourcc('AB24'), modifier: MODIFIER_LINEAR, planes: [{ fd: fakeFd(123456), offset: 0, stride: 64 }] }),
+        () =>
+          importDmabufTexture(ctx, {
+            width: 16,
+            height: 16,
+            fourcc: fourcc('AB24'),
+            modifier: MODIFIER_LINEAR,
+            planes: [{ fd: fakeFd(123456), offset: 0, stride: 64 }],
+          }),
         'E_UNSUPPORTED',
       );
       expect(error.message).to.match(/^EGL_EXT_image_dma_buf_import is not advertised by /);
@@ -133,7 +145,10 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
       expect(queryDmabufFormats(ctx)).to.equal(null);
       // The guard every extension entry point goes through refuses before eglGetProcAddress,
       // even for names a glvnd eglGetProcAddress would resolve (calling those crashes: SIGSEGV).
-      const guarded = expectError(() => ctx.api.extensionProc('eglQueryDmaBufFormatsEXT', ctx.advertised.display, ctx.renderer), 'E_UNSUPPORTED');
+      const guarded = expectError(
+        () => ctx.api.extensionProc('eglQueryDmaBufFormatsEXT', ctx.advertised.display, ctx.renderer),
+        'E_UNSUPPORTED',
+      );
       expect(guarded.message).to.include('EGL_EXT_image_dma_buf_import_modifiers is not advertised');
       expect(lookups).to.deep.equal([]);
     } finally {
@@ -147,24 +162,58 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
       height: 32,
       fourcc: fourcc('NV12'),
       modifier: 0x0100000000000002n,
-      planes: [{ fd: fakeFd(40), offset: 0, stride: 64 }, { fd: fakeFd(41), offset: 2048, stride: 64 }],
+      planes: [
+        { fd: fakeFd(40), offset: 0, stride: 64 },
+        { fd: fakeFd(41), offset: 2048, stride: 64 },
+      ],
     };
     const base = [EGL.WIDTH, 64, EGL.HEIGHT, 32, EGL.LINUX_DRM_FOURCC_EXT, fourcc('NV12')];
     expect([...dmabufImageAttributes(desc, false)]).to.deep.equal([
       ...base,
-      0x3272, 40, 0x3273, 0, 0x3274, 64,
-      0x3275, 41, 0x3276, 2048, 0x3277, 64,
+      0x3272,
+      40,
+      0x3273,
+      0,
+      0x3274,
+      64,
+      0x3275,
+      41,
+      0x3276,
+      2048,
+      0x3277,
+      64,
       EGL.NONE,
     ]);
     expect([...dmabufImageAttributes(desc, true)]).to.deep.equal([
       ...base,
-      0x3272, 40, 0x3273, 0, 0x3274, 64, 0x3443, 2, 0x3444, 0x01000000,
-      0x3275, 41, 0x3276, 2048, 0x3277, 64, 0x3445, 2, 0x3446, 0x01000000,
+      0x3272,
+      40,
+      0x3273,
+      0,
+      0x3274,
+      64,
+      0x3443,
+      2,
+      0x3444,
+      0x01000000,
+      0x3275,
+      41,
+      0x3276,
+      2048,
+      0x3277,
+      64,
+      0x3445,
+      2,
+      0x3446,
+      0x01000000,
       EGL.NONE,
     ]);
     expect([...dmabufImageAttributes({ ...desc, modifier: MODIFIER_INVALID }, true)]).to.not.include(0x3443);
     // A fourcc and modifier with the top bit set travel as the same 32 bits in a signed EGLint.
-    const high = dmabufImageAttributes({ ...desc, fourcc: 0x80000001, modifier: 0xffffffff00000000n - 0x0100000000000000n }, true);
+    const high = dmabufImageAttributes(
+      { ...desc, fourcc: 0x80000001, modifier: 0xffffffff00000000n - 0x0100000000000000n },
+      true,
+    );
     expect(high[5] >>> 0).to.equal(0x80000001);
     expect([high[12], high[13] >>> 0, high[14], high[15] >>> 0]).to.deep.equal([0x3443, 0, 0x3444, 0xfeffffff]);
   });
@@ -207,7 +256,9 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
     }
     const [width, height] = [37, 19];
     const buffer = dmabufMechanism.allocate!({ format: FORMATS.ABGR8888, width, height, label: 'egl-import-test' });
-    const primary = buffer.exportSame('dmabuf.v1', { formats: null }) as import('../../src/mechanisms/types.js').BufferExport;
+    const primary = buffer.exportSame('dmabuf.v1', {
+      formats: null,
+    }) as import('../../src/mechanisms/types.js').BufferExport;
     try {
       const plane = primary.planes[0];
       const expected = pattern(width, height);
@@ -226,12 +277,15 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
       });
       try {
         // ABGR8888 is R, G, B, A in memory: GL_RGBA / GL_UNSIGNED_BYTE reads the same bytes, row 0 first.
-        expect(Buffer.from(readTexture(ctx, texture.texture, width, height)).equals(Buffer.from(expected))).to.equal(true);
+        expect(Buffer.from(readTexture(ctx, texture.texture, width, height)).equals(Buffer.from(expected))).to.equal(
+          true,
+        );
       } finally {
         texture.destroy();
       }
       const formats = queryDmabufFormats(ctx);
-      if (ctx.capabilities.dmabufImportModifiers) expect(formats!.map((f) => f.fourcc)).to.include(FORMATS.ABGR8888.fourcc);
+      if (ctx.capabilities.dmabufImportModifiers)
+        expect(formats!.map((f) => f.fourcc)).to.include(FORMATS.ABGR8888.fourcc);
       else expect(formats).to.equal(null);
     } finally {
       buffer.close();

@@ -17,11 +17,16 @@ interface Run {
 }
 
 function run(script: string, args: string[]): Run {
-  const child = spawn(process.execPath, [path.join('examples', script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [path.join('examples', script), ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
   return { child, output: () => output, exited };
 }
 
@@ -56,7 +61,8 @@ describe('examples/ (producer.js and viewer.js as separate processes)', function
   const started: Run[] = [];
 
   before(function () {
-    if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is not built: run `npm run build:ts` first (the examples load the package by name)');
+    if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js')))
+      throw new Error('dist/ is not built: run `npm run build:ts` first (the examples load the package by name)');
   });
   beforeEach(() => (tmp = tempDir('sl-examples-')));
   afterEach(async () => {
@@ -82,7 +88,10 @@ describe('examples/ (producer.js and viewer.js as separate processes)', function
     const out = viewer.output();
     expect({ code, signal }, out).to.deep.equal({ code: 0, signal: null });
     expect(out).to.match(/^viewer: negotiated (shm|dmabuf)\.v1: \S/m); // dmabuf.v1 where dma-heaps are usable
-    const summary = /^viewer: done: received=(\d+) verified=(\d+) mismatched=(\d+) skipped=\d+ mechanism=(\S+) result=(\w+)$/m.exec(out);
+    const summary =
+      /^viewer: done: received=(\d+) verified=(\d+) mismatched=(\d+) skipped=\d+ mechanism=(\S+) result=(\w+)$/m.exec(
+        out,
+      );
     expect(summary, out).to.not.equal(null);
     const [, received, verified, mismatched, mechanism, result] = summary!;
     expect(Number(received), out).to.equal(60);
@@ -95,9 +104,17 @@ describe('examples/ (producer.js and viewer.js as separate processes)', function
     // The producer kept running after the viewer left, and stops on SIGTERM by itself.
     expect(producer.child.exitCode, producer.output()).to.equal(null);
     producer.child.kill('SIGTERM');
-    const stopped = await Promise.race([producer.exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 5000))]);
-    expect(stopped, `producer did not exit within 5 s of SIGTERM; output:\n${producer.output()}`).to.deep.equal({ code: 0, signal: null });
-    expect(producer.output()).to.match(new RegExp(`^producer: client \\d+ .* uses ${mechanism.replace('.', '\\.')}: `, 'm'));
+    const stopped = await Promise.race([
+      producer.exited,
+      new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 5000)),
+    ]);
+    expect(stopped, `producer did not exit within 5 s of SIGTERM; output:\n${producer.output()}`).to.deep.equal({
+      code: 0,
+      signal: null,
+    });
+    expect(producer.output()).to.match(
+      new RegExp(`^producer: client \\d+ .* uses ${mechanism.replace('.', '\\.')}: `, 'm'),
+    );
     expect(producer.output()).to.match(/^producer: stopped \(SIGTERM\) after \d+ frames$/m);
     expect(fs.existsSync(socket), 'socket file removed').to.equal(false);
   });

@@ -9,7 +9,13 @@ import * as path from 'node:path';
 import { SurfaceServer } from '../../src/index.js';
 import { MessageReader, helloBytes, tempDir } from '../helpers.js';
 
-const base = { name: 'raw', pid: 1, platform: 'linux', host: { bootId: null, machineId: null }, mechanisms: [{ name: 'shm.v1' }] };
+const base = {
+  name: 'raw',
+  pid: 1,
+  platform: 'linux',
+  host: { bootId: null, machineId: null },
+  mechanisms: [{ name: 'shm.v1' }],
+};
 
 describe('session features in HELLO/WELCOME (raw socket peer)', () => {
   let tmp: ReturnType<typeof tempDir>;

@@ -14,7 +14,8 @@ import { linuxNative as loadNative } from '../../src/native/index.js';
 import { ROOT } from '../helpers.js';
 
 const isLinux = process.platform === 'linux';
-const renderNodes = (): string[] => (isLinux ? (loadNative().drm?.listNodes() ?? []).filter((n) => n.kind === 'render').map((n) => n.path) : []);
+const renderNodes = (): string[] =>
+  isLinux ? (loadNative().drm?.listNodes() ?? []).filter((n) => n.kind === 'render').map((n) => n.path) : [];
 
 /** libgbm loads here (Debian: apt install libgbm1), or the reason it does not. */
 function libgbmError(): string | null {
@@ -72,7 +73,14 @@ describe('GBM (koffi → libgbm.so.1)', function () {
   });
 
   it('gbmAllocate rejects bad arguments before touching GBM', () => {
-    const bad: [number, number, unknown][] = [[0, 16, [0n]], [16, 1.5, [0n]], [16, 99999, [0n]], [16, 16, [0]], [16, 16, [-1n]], [16, 16, 'LINEAR']];
+    const bad: [number, number, unknown][] = [
+      [0, 16, [0n]],
+      [16, 1.5, [0n]],
+      [16, 99999, [0n]],
+      [16, 16, [0]],
+      [16, 16, [-1n]],
+      [16, 16, 'LINEAR'],
+    ];
     for (const [w, h, mods] of bad) {
       expect(() => gbmAllocate(FORMATS.XRGB8888, w, h, mods as bigint[]))
         .to.throw(SurfaceLinkError)
@@ -98,10 +106,20 @@ describe('GBM (koffi → libgbm.so.1)', function () {
         expect(f.info?.name, name).to.equal(name);
       }
       expect(GBM_FUNCTION_NAMES).to.include.members([
-        'gbm_create_device', 'gbm_device_get_backend_name', 'gbm_device_is_format_supported', 'gbm_device_destroy',
-        'gbm_bo_create', 'gbm_bo_create_with_modifiers', 'gbm_bo_create_with_modifiers2', 'gbm_bo_destroy',
-        'gbm_bo_get_fd', 'gbm_bo_get_fd_for_plane', 'gbm_bo_get_stride_for_plane', 'gbm_bo_get_offset',
-        'gbm_bo_get_modifier', 'gbm_bo_get_plane_count',
+        'gbm_create_device',
+        'gbm_device_get_backend_name',
+        'gbm_device_is_format_supported',
+        'gbm_device_destroy',
+        'gbm_bo_create',
+        'gbm_bo_create_with_modifiers',
+        'gbm_bo_create_with_modifiers2',
+        'gbm_bo_destroy',
+        'gbm_bo_get_fd',
+        'gbm_bo_get_fd_for_plane',
+        'gbm_bo_get_stride_for_plane',
+        'gbm_bo_get_offset',
+        'gbm_bo_get_modifier',
+        'gbm_bo_get_plane_count',
       ]);
     });
 

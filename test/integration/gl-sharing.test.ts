@@ -16,8 +16,26 @@
  */
 import { expect } from 'chai';
 import { SurfaceClient, type Frame } from '../../src/index.js';
-import { GpuContext, RenderTexture, SurfaceImporter, SurfaceRenderer, drawTexture, importD3D11Texture, importIOSurfaceTexture, importMemoryTexture, openGpuContext, type ImportPath } from '../../src/gl/index.js';
-import { composite, expectedRgba, firstDifference, patternRects, xrgbToRgba, type Box } from '../fixtures/gl-pattern.js';
+import {
+  GpuContext,
+  RenderTexture,
+  SurfaceImporter,
+  SurfaceRenderer,
+  drawTexture,
+  importD3D11Texture,
+  importIOSurfaceTexture,
+  importMemoryTexture,
+  openGpuContext,
+  type ImportPath,
+} from '../../src/gl/index.js';
+import {
+  composite,
+  expectedRgba,
+  firstDifference,
+  patternRects,
+  xrgbToRgba,
+  type Box,
+} from '../fixtures/gl-pattern.js';
 import { PeerGroup, openFdCount, type Peer } from '../helpers.js';
 
 type Which = 'angle' | 'system';
@@ -44,7 +62,10 @@ class FrameQueue {
     if (this.latest && this.latest.sequence >= min) return Promise.resolve(this.latest);
     this.latest?.release();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no frame ${min} within ${timeoutMs} ms (latest ${this.latest?.sequence})`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`no frame ${min} within ${timeoutMs} ms (latest ${this.latest?.sequence})`)),
+        timeoutMs,
+      );
       this.waiter = { min, resolve: (f) => (clearTimeout(timer), resolve(f)) };
     });
   }
@@ -71,7 +92,11 @@ function contextOrSkip(hook: Mocha.Context, which: Which): GpuContext {
     return contextFor(which);
   } catch (error) {
     const reason = (error as Error).message.split('\n')[0];
-    if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should have ${which === 'angle' ? 'the bundled ANGLE' : "Mesa's EGL"}, but: ${reason}`);
+    if (process.env.CI === 'true')
+      throw new Error(
+        `CI=true, and this machine should have ${which === 'angle' ? 'the bundled ANGLE' : "Mesa's EGL"}, but: ${reason}`,
+        { cause: error },
+      );
     hook.test!.parent!.title += ` — skipped: ${reason}`;
     return hook.skip();
   }
@@ -111,10 +136,20 @@ for (const which of ['angle', 'system'] as const) {
     });
 
     /** A producer process at width × height, and this process connected to it with an importer. */
-    async function start(width: number, height: number, options: { render?: string[]; importPaths?: ImportPath[] } = {}) {
+    async function start(
+      width: number,
+      height: number,
+      options: { render?: string[]; importPaths?: ImportPath[] } = {},
+    ) {
       group = new PeerGroup();
       const producer: Peer = (producerPeer = group.spawn('gl-producer.ts'));
-      const info = await producer.call('listen', { path: group.socketPath, prefer: which, width, height, allow: options.render });
+      const info = await producer.call('listen', {
+        path: group.socketPath,
+        prefer: which,
+        width,
+        height,
+        allow: options.render,
+      });
       client = await SurfaceClient.connect({ path: group.socketPath, name: 'gl-sharing-test' });
       const frames = new FrameQueue(client);
       importer = new SurfaceImporter(ctx, options.importPaths ? { allow: options.importPaths } : {});
@@ -165,13 +200,17 @@ for (const which of ['angle', 'system'] as const) {
         const frame = await frames.next(made.sequence);
         const { texture, rgba } = importAndRead(frame, w, h);
         expect(texture.path).to.equal('upload');
-        expect(texture.reason).to.match(which === 'angle' ? /stride 448 differs from SwiftShader's row pitch 400/ : /only SwiftShader's opaque fds are memfds/);
+        expect(texture.reason).to.match(
+          which === 'angle'
+            ? /stride 448 differs from SwiftShader's row pitch 400/
+            : /only SwiftShader's opaque fds are memfds/,
+        );
         equalOrExplain(rgba, expectedRgba(patternRects(seed, w, h), w, h), w, `frame ${seed}`);
       }
     });
 
     if (which !== 'angle')
-      it('the upload path is a copy: a CPU write to the producer\'s memory is not seen until the next import uploads it', async () => {
+      it("the upload path is a copy: a CPU write to the producer's memory is not seen until the next import uploads it", async () => {
         const [w, h] = [64, 48];
         const { producer, frames } = await start(w, h);
         const made = await producer.call('render', { seed: 22 });
@@ -182,31 +221,36 @@ for (const which of ['angle', 'system'] as const) {
         target!.bind();
         drawTexture(ctx, first.texture.texture, w, h);
         const again = target!.read(new Uint8Array(w * h * 4));
-        equalOrExplain(again, expectedRgba(patternRects(22, w, h), w, h), w, 'the texture still holds the uploaded frame');
+        equalOrExplain(
+          again,
+          expectedRgba(patternRects(22, w, h), w, h),
+          w,
+          'the texture still holds the uploaded frame',
+        );
         expect(frames.latest!.sequence, 'no frame was sent').to.equal(before);
       });
 
     if (which === 'angle')
-    it('the zero-copy import is zero-copy: a CPU write to the producer\'s memory shows up in the next GL read, with no message and no import', async function () {
-      const [w, h] = [64, 48];
-      const { producer, frames } = await start(w, h);
-      const made = await producer.call('render', { seed: 21 });
-      const frame = await frames.next(made.sequence);
-      const first = importAndRead(frame, w, h);
-      expect(first.texture.path).to.equal('memory-object');
-      const before = frames.latest!.sequence;
-      await producer.call('poke', { x: 5, y: 7, r: 1, g: 2, b: 3 });
-      // The same texture drawn again, without calling import(): GL reads the shared memory.
-      target!.bind();
-      drawTexture(ctx, first.texture.texture, w, h);
-      const again = target!.read(new Uint8Array(w * h * 4));
-      const i = (7 * w + 5) * 4;
-      expect([...again.subarray(i, i + 4)]).to.deep.equal([1, 2, 3, 255]);
-      const expected = expectedRgba(patternRects(21, w, h), w, h);
-      expected.set([1, 2, 3, 255], i);
-      equalOrExplain(again, expected, w, 'after the poke');
-      expect(frames.latest!.sequence, 'no frame was sent').to.equal(before);
-    });
+      it("the zero-copy import is zero-copy: a CPU write to the producer's memory shows up in the next GL read, with no message and no import", async function () {
+        const [w, h] = [64, 48];
+        const { producer, frames } = await start(w, h);
+        const made = await producer.call('render', { seed: 21 });
+        const frame = await frames.next(made.sequence);
+        const first = importAndRead(frame, w, h);
+        expect(first.texture.path).to.equal('memory-object');
+        const before = frames.latest!.sequence;
+        await producer.call('poke', { x: 5, y: 7, r: 1, g: 2, b: 3 });
+        // The same texture drawn again, without calling import(): GL reads the shared memory.
+        target!.bind();
+        drawTexture(ctx, first.texture.texture, w, h);
+        const again = target!.read(new Uint8Array(w * h * 4));
+        const i = (7 * w + 5) * 4;
+        expect([...again.subarray(i, i + 4)]).to.deep.equal([1, 2, 3, 255]);
+        const expected = expectedRgba(patternRects(21, w, h), w, h);
+        expected.set([1, 2, 3, 255], i);
+        equalOrExplain(again, expected, w, 'after the poke');
+        expect(frames.latest!.sequence, 'no frame was sent').to.equal(before);
+      });
 
     if (which === 'angle')
       it('textures of retired buffers are deleted once the client lets go of them (a resize does not pin old memfds)', async () => {
@@ -243,7 +287,10 @@ for (const which of ['angle', 'system'] as const) {
       const before = expectedRgba(patternRects(31, w, h), w, h);
       equalOrExplain(first.rgba, before, w, 'first frame');
       // The producer rewrites the whole buffer but says only these changed: an honest importer uploads just them.
-      const damage: Box[] = [{ x: 3, y: 4, width: 10, height: 6 }, { x: 40, y: 30, width: 24, height: 18 }];
+      const damage: Box[] = [
+        { x: 3, y: 4, width: 10, height: 6 },
+        { x: 40, y: 30, width: 24, height: 18 },
+      ];
       const two = await producer.call('cpuFrame', { seed: 32, damage });
       const frame = await frames.next(two.sequence);
       expect(frame.damage.length).to.equal(2);
@@ -268,7 +315,12 @@ for (const which of ['angle', 'system'] as const) {
         const drawn = expectedRgba(patternRects(42, w, h), w, h);
         // The FBO on the memory is the memory: everything GL drew is there. Readback copies only the damage.
         const expected = path === 'memory-object' ? drawn : composite(preset, drawn, damage, w);
-        equalOrExplain(xrgbToRgba(frame.pixels(), frame.stride, w, h), expected, w, 'the shared memory, read by the consumer');
+        equalOrExplain(
+          xrgbToRgba(frame.pixels(), frame.stride, w, h),
+          expected,
+          w,
+          'the shared memory, read by the consumer',
+        );
         equalOrExplain(importAndRead(frame, w, h).rgba, expected, w, "the consumer's GL import");
       });
     }
@@ -294,8 +346,12 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
   };
 
   it('the IOSurface and D3D11 paths refuse on an EGL without their extension, naming it', () => {
-    expect(expectCode(() => importIOSurfaceTexture(ctx, 1n, { width: 4, height: 4 }), 'E_UNSUPPORTED').message).to.include('EGL_ANGLE_iosurface_client_buffer is not advertised');
-    expect(expectCode(() => importD3D11Texture(ctx, 1n), 'E_UNSUPPORTED').message).to.include('EGL_ANGLE_d3d_texture_client_buffer is not advertised');
+    expect(
+      expectCode(() => importIOSurfaceTexture(ctx, 1n, { width: 4, height: 4 }), 'E_UNSUPPORTED').message,
+    ).to.include('EGL_ANGLE_iosurface_client_buffer is not advertised');
+    expect(expectCode(() => importD3D11Texture(ctx, 1n), 'E_UNSUPPORTED').message).to.include(
+      'EGL_ANGLE_d3d_texture_client_buffer is not advertised',
+    );
   });
 
   it('bad frames get stable codes and leave the importer usable', async () => {
@@ -306,9 +362,23 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
     try {
       const surface = server.createSurface({ width: 32, height: 16, format: 'XRGB8888' });
       const b = surface.acquire();
-      const frame = { width: 32, height: 16, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, bufferKey: b.bufferKey, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() };
+      const frame = {
+        width: 32,
+        height: 16,
+        format: b.format,
+        planes: b.planes,
+        backing: b.backing,
+        handles: b.handles,
+        bufferKey: b.bufferKey,
+        stride: b.stride,
+        damage: [] as Box[],
+        pixels: () => b.pixels(),
+      };
       expect(importer.import(frame).path).to.equal('upload');
-      expectCode(() => importer.import({ ...frame, damage: [{ x: 30, y: 0, width: 4, height: 1 }] }), 'E_OUT_OF_BOUNDS');
+      expectCode(
+        () => importer.import({ ...frame, damage: [{ x: 30, y: 0, width: 4, height: 1 }] }),
+        'E_OUT_OF_BOUNDS',
+      );
       const nv12 = server.createSurface({ width: 32, height: 16, format: 'NV12' }).acquire();
       expectCode(() => importer.import({ ...frame, format: nv12.format, planes: nv12.planes }), 'E_UNSUPPORTED_FORMAT');
       expect(importer.import({ ...frame, damage: [{ x: 0, y: 0, width: 4, height: 4 }] }).uploadedBytes).to.equal(64);
@@ -327,10 +397,22 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
     try {
       const surface = server.createSurface({ width: 64, height: 48, format: 'XRGB8888', buffers: 3 });
       const buffers = [surface.acquire(), surface.acquire(), surface.acquire()];
-      const frames = buffers.map((b) => ({ width: b.width, height: b.height, format: b.format, planes: b.planes, backing: b.backing, handles: b.handles, bufferKey: b.bufferKey, stride: b.stride, damage: [] as Box[], pixels: () => b.pixels() }));
+      const frames = buffers.map((b) => ({
+        width: b.width,
+        height: b.height,
+        format: b.format,
+        planes: b.planes,
+        backing: b.backing,
+        handles: b.handles,
+        bufferKey: b.bufferKey,
+        stride: b.stride,
+        damage: [] as Box[],
+        pixels: () => b.pixels(),
+      }));
       const before = openFdCount();
       const importer = new SurfaceImporter(ctx);
-      for (let round = 0; round < 3; round++) for (const f of frames) expect(importer.import(f).path, importer.reason).to.equal('memory-object');
+      for (let round = 0; round < 3; round++)
+        for (const f of frames) expect(importer.import(f).path, importer.reason).to.equal('memory-object');
       expect(importer.cachedBuffers).to.equal(3);
       importer.destroy();
       ctx.api.gl.glFinish();
@@ -346,7 +428,10 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
     }
   });
 
-  for (const [w, h] of [[640, 360], [100, 60]] as const) {
+  for (const [w, h] of [
+    [640, 360],
+    [100, 60],
+  ] as const) {
     it(`the demo pattern painted with GL equals the CPU drawing byte for byte (${w}x${h}, first and later frames)`, async () => {
       const group = new PeerGroup();
       const { SurfaceServer } = await import('../../src/index.js');
@@ -370,7 +455,8 @@ describe('GL import/render: guards, bad input and the demo pattern (one process)
           for (let y = 0; y < h; y++) {
             const a = px.subarray(y * gpu.stride, y * gpu.stride + w * 4);
             const b = cpu.subarray(y * gpu.stride, y * gpu.stride + w * 4);
-            if (!Buffer.from(a).equals(Buffer.from(b))) expect.fail(`frame ${frame} row ${y} differs (${renderer.path})`);
+            if (!Buffer.from(a).equals(Buffer.from(b)))
+              expect.fail(`frame ${frame} row ${y} differs (${renderer.path})`);
           }
         }
       } finally {

@@ -13,7 +13,13 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import { boxX, boxY, drawPattern, patternLayout, readCounter, type PatternLayout } from '../../src/demo/pattern.js';
 import { SurfaceLinkError } from '../../src/errors.js';
-import { H264Decoder, H264Encoder, probeH264, type H264AccessUnit, type H264DecodedFrame } from '../../src/stream/h264.js';
+import {
+  H264Decoder,
+  H264Encoder,
+  probeH264,
+  type H264AccessUnit,
+  type H264DecodedFrame,
+} from '../../src/stream/h264.js';
 
 const NAL_IDR = 5;
 const NAL_SPS = 7;
@@ -51,7 +57,10 @@ class Collector<T> {
   async until(n: number, what: string, timeoutMs = 20000): Promise<T[]> {
     if (this.items.length < n) {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${what}: ${this.items.length} of ${n} within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`${what}: ${this.items.length} of ${n} within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         this.waiters.push({ n, resolve: () => (clearTimeout(timer), resolve()) });
       });
     }
@@ -62,16 +71,27 @@ class Collector<T> {
 const copyFrame = (f: H264DecodedFrame): H264DecodedFrame => ({ ...f, pixels: f.pixels.slice() });
 
 /** Offers a frame until the encoder takes it (it refuses while maxInFlight frames are pending). */
-async function feed(encoder: H264Encoder, pixels: Uint8Array, stride: number, sequence: number, presentMs = nowMs()): Promise<void> {
+async function feed(
+  encoder: H264Encoder,
+  pixels: Uint8Array,
+  stride: number,
+  sequence: number,
+  presentMs = nowMs(),
+): Promise<void> {
   const deadline = Date.now() + 20000;
   while (!encoder.encode(pixels, stride, sequence, presentMs)) {
-    if (Date.now() > deadline) throw new Error(`encoder refused frame ${sequence} for 20 s (inFlight ${encoder.inFlight})`);
+    if (Date.now() > deadline)
+      throw new Error(`encoder refused frame ${sequence} for 20 s (inFlight ${encoder.inFlight})`);
     await new Promise((r) => setTimeout(r, 2));
   }
 }
 
 // Any of the typed emitters (their event maps differ).
-function once<T>(emitter: { once(event: any, fn: (v: any) => void): unknown }, event: string, timeoutMs = 20000): Promise<T> {
+function once<T>(
+  emitter: { once(event: any, fn: (v: any) => void): unknown },
+  event: string,
+  timeoutMs = 20000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no '${event}' within ${timeoutMs} ms`)), timeoutMs);
     emitter.once(event, (v: T) => (clearTimeout(timer), resolve(v)));
@@ -86,7 +106,10 @@ function processGone(pid: number): boolean {
 async function waitGone(pid: number): Promise<void> {
   const deadline = Date.now() + 5000;
   while (!processGone(pid)) {
-    if (Date.now() > deadline) throw new Error(`worker ${pid} still exists after close (state: ${fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]})`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `worker ${pid} still exists after close (state: ${fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]})`,
+      );
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -97,7 +120,8 @@ function compare(layout: PatternLayout, decoded: Uint8Array, sequence: number): 
   const source = new Uint8Array(width * height * 4);
   drawPattern(layout, source, width * 4, sequence);
   const sum = [0, 0, 0];
-  for (let i = 0; i < source.length; i += 4) for (let c = 0; c < 3; c++) sum[c] += Math.abs(decoded[i + c] - source[i + c]);
+  for (let i = 0; i < source.length; i += 4)
+    for (let c = 0; c < 3; c++) sum[c] += Math.abs(decoded[i + c] - source[i + c]);
   return { mae: sum.map((s) => s / (width * height)), source };
 }
 
@@ -135,14 +159,23 @@ describe('H.264 through GStreamer: no Python', () => {
     expect(probe.python).to.equal(null);
     expect(probe.decoder).to.equal(false);
     expect(probe.reason).to.include('/nonexistent/python3');
-    const encoderError = await H264Encoder.start({ width: 64, height: 64, format: 'XRGB8888' }).then(() => null, (e: unknown) => e);
+    const encoderError = await H264Encoder.start({ width: 64, height: 64, format: 'XRGB8888' }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(encoderError).to.be.instanceOf(SurfaceLinkError);
     expect((encoderError as SurfaceLinkError).code).to.equal('E_ENCODER');
     expect((encoderError as SurfaceLinkError).message).to.include('/nonexistent/python3');
     // A forced element skips the probe: the spawn failure itself must come back as E_ENCODER.
-    const forced = await H264Encoder.start({ width: 64, height: 64, format: 'XRGB8888', element: 'x264enc' }).then(() => null, (e: unknown) => e);
+    const forced = await H264Encoder.start({ width: 64, height: 64, format: 'XRGB8888', element: 'x264enc' }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect((forced as SurfaceLinkError).code).to.equal('E_ENCODER');
-    const decoderError = await H264Decoder.start().then(() => null, (e: unknown) => e);
+    const decoderError = await H264Decoder.start().then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect((decoderError as SurfaceLinkError).code).to.equal('E_ENCODER');
   });
 });
@@ -153,9 +186,14 @@ describe('H.264 through GStreamer', function () {
 
   before(async function () {
     const probe = await probeH264({ refresh: true });
-    const missing = !probe.encoder ? probe.reason : !probe.decoder ? 'avdec_h264 (gstreamer1.0-libav) is not installed' : null;
+    const missing = !probe.encoder
+      ? probe.reason
+      : !probe.decoder
+        ? 'avdec_h264 (gstreamer1.0-libav) is not installed'
+        : null;
     if (missing) {
-      if (process.env.CI === 'true') throw new Error(`CI=true, and CI installs GStreamer with x264enc and avdec_h264, but: ${missing}`);
+      if (process.env.CI === 'true')
+        throw new Error(`CI=true, and CI installs GStreamer with x264enc and avdec_h264, but: ${missing}`);
       this.test!.parent!.title += ` — skipped: ${missing}`;
       this.skip();
     }
@@ -165,7 +203,11 @@ describe('H.264 through GStreamer', function () {
     for (const c of open.splice(0)) c.close();
   });
 
-  async function encoder(width: number, height: number, extra: Partial<Parameters<typeof H264Encoder.start>[0]> = {}): Promise<H264Encoder> {
+  async function encoder(
+    width: number,
+    height: number,
+    extra: Partial<Parameters<typeof H264Encoder.start>[0]> = {},
+  ): Promise<H264Encoder> {
     const e = await H264Encoder.start({ width, height, format: 'XRGB8888', bitrateKbps: 4000, ...extra });
     open.push(e);
     return e;
@@ -179,7 +221,13 @@ describe('H.264 through GStreamer', function () {
 
   it('probe lists every candidate, hardware first, with a reason for each', async () => {
     const probe = await probeH264();
-    expect(probe.candidates.map((c) => c.element)).to.deep.equal(['vah264enc', 'vaapih264enc', 'nvh264enc', 'msdkh264enc', 'x264enc']);
+    expect(probe.candidates.map((c) => c.element)).to.deep.equal([
+      'vah264enc',
+      'vaapih264enc',
+      'nvh264enc',
+      'msdkh264enc',
+      'x264enc',
+    ]);
     for (const c of probe.candidates) expect(c.reason, c.element).to.be.a('string').and.not.equal('');
     const x264 = probe.candidates.find((c) => c.element === 'x264enc')!;
     expect(x264.usable).to.equal(true);
@@ -189,7 +237,10 @@ describe('H.264 through GStreamer', function () {
     expect(probe.gstreamer).to.match(/^GStreamer 1\./);
   });
 
-  for (const [width, height] of [[320, 240], [1280, 720]] as const) {
+  for (const [width, height] of [
+    [320, 240],
+    [1280, 720],
+  ] as const) {
     it(`round-trips the pattern at ${width}x${height}: one AU per frame in order, keyframe first, pixels within tolerance`, async () => {
       const frames = 12;
       const layout = patternLayout(width, height);
@@ -231,15 +282,22 @@ describe('H.264 through GStreamer', function () {
         expect(f.pixels.length).to.equal(width * height * 4);
         expect(f.presentMs).to.equal(presented[frame - 1]);
         const { mae, source } = compare(layout, f.pixels, frame);
-        for (const [c, e] of mae.entries()) expect(e, `frame ${frame} channel ${'BGR'[c]} mean abs error`).to.be.below(MAX_MAE);
+        for (const [c, e] of mae.entries())
+          expect(e, `frame ${frame} channel ${'BGR'[c]} mean abs error`).to.be.below(MAX_MAE);
         // Block colours: the box's inside, and a background cell away from the grid lines.
         const bx = boxX(layout, frame) + (layout.box >> 1);
         const by = boxY(layout, frame) + (layout.box >> 1);
-        const cells: [number, number][] = [[bx, by], [width - 48, height - 48]];
+        const cells: [number, number][] = [
+          [bx, by],
+          [width - 48, height - 48],
+        ];
         for (const [x, y] of cells) {
           const want = meanColour(source, width, x, y, 2);
           const got = meanColour(f.pixels, width, x, y, 2);
-          for (let c = 0; c < 3; c++) expect(Math.abs(got[c] - want[c]), `frame ${frame} (${x},${y}) ${'BGR'[c]}: ${got} vs ${want}`).to.be.below(MAX_BLOCK_DIFF);
+          for (let c = 0; c < 3; c++)
+            expect(Math.abs(got[c] - want[c]), `frame ${frame} (${x},${y}) ${'BGR'[c]}: ${got} vs ${want}`).to.be.below(
+              MAX_BLOCK_DIFF,
+            );
         }
         // The frame counter, read back from the decoded pixels, is the frame's own.
         expect(readCounter(layout, f.pixels, width * 4), `counter in frame ${frame}`).to.equal(frame);
@@ -354,7 +412,9 @@ describe('H.264 through GStreamer', function () {
     expect(error.message).to.match(/3 times within 10 s/);
     expect(enc.closed).to.equal(true);
     expect(enc.pid).to.equal(null);
-    expect(() => enc.encode(new Uint8Array(64 * 64 * 4), 256, 1, 0)).to.throw(SurfaceLinkError).with.property('code', 'E_CLOSED');
+    expect(() => enc.encode(new Uint8Array(64 * 64 * 4), 256, 1, 0))
+      .to.throw(SurfaceLinkError)
+      .with.property('code', 'E_CLOSED');
     await waitGone(lastPid);
   });
 
@@ -370,7 +430,10 @@ describe('H.264 through GStreamer', function () {
       throw new Error(`expected ${code}`);
     };
     const badStart = async (options: Record<string, unknown>, code: string) => {
-      const e = await H264Encoder.start(options as never).then(() => null, (x: unknown) => x);
+      const e = await H264Encoder.start(options as never).then(
+        () => null,
+        (x: unknown) => x,
+      );
       expect(e, JSON.stringify(options)).to.be.instanceOf(SurfaceLinkError);
       expect((e as SurfaceLinkError).code, JSON.stringify(options)).to.equal(code);
     };
@@ -410,7 +473,13 @@ describe('H.264 through GStreamer', function () {
     bad(() => dec.decode(new Uint8Array(0), 1, 0), 'E_INVALID_ARGUMENT');
     bad(() => dec.decode('x' as unknown as Uint8Array, 1, 0), 'E_INVALID_ARGUMENT');
     const decoderPid = dec.pid!;
-    expect(dec.decode(Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) & 0xff), 1, 0)).to.equal(true);
+    expect(
+      dec.decode(
+        Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919) & 0xff),
+        1,
+        0,
+      ),
+    ).to.equal(true);
     expect(dec.decode(Uint8Array.of(0, 0, 0, 1, 0x65, 0xff, 0x00, 0x12), 2, 0)).to.equal(true);
     const enc2 = await encoder(width, height);
     const aus2 = new Collector<H264AccessUnit>(enc2, 'au');

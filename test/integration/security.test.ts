@@ -58,31 +58,37 @@ describe('security defaults', function () {
       first.close();
     }
     fs.writeFileSync(path.join(tmp.dir, 'placeholder'), '');
-    const stale = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    const stale = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
     await new Promise((r) => stale.on('exit', r));
     expect(fs.existsSync(socketPath), 'a killed server leaves its socket file').to.equal(true);
     const second = await SurfaceServer.listen({ path: socketPath, logger: () => {} });
     second.close();
   });
 
-  (isRoot ? it : it.skip)('refuses a peer of another uid with E_PERMISSION (needs root to run a client as nobody)', async () => {
-    const socketPath = path.join(tmp.dir, 's.sock');
-    fs.chmodSync(tmp.dir, 0o755);
-    const server = await SurfaceServer.listen({ path: socketPath, socketMode: 0o666, logger: () => {} });
-    const gone = new Promise<{ code: string }>((resolve) => server.on('clientGone', (_c, why) => resolve(why)));
-    try {
-      const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).SurfaceClient.connect({ path: ${JSON.stringify(socketPath)} })
+  (isRoot ? it : it.skip)(
+    'refuses a peer of another uid with E_PERMISSION (needs root to run a client as nobody)',
+    async () => {
+      const socketPath = path.join(tmp.dir, 's.sock');
+      fs.chmodSync(tmp.dir, 0o755);
+      const server = await SurfaceServer.listen({ path: socketPath, socketMode: 0o666, logger: () => {} });
+      const gone = new Promise<{ code: string }>((resolve) => server.on('clientGone', (_c, why) => resolve(why)));
+      try {
+        const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).SurfaceClient.connect({ path: ${JSON.stringify(socketPath)} })
         .then(() => { console.log('CONNECTED'); process.exit(1); }, (e) => { console.log(e.code); process.exit(0); });`;
-      const child = spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, cwd: '/' });
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
-      const code = await new Promise((r) => child.on('exit', r));
-      expect(out.trim(), out).to.equal('E_PERMISSION');
-      expect(code).to.equal(0);
-      expect((await gone).code).to.equal('E_PERMISSION');
-    } finally {
-      server.close();
-    }
-  });
+        const child = spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, cwd: '/' });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.stderr.on('data', (d) => (out += d));
+        const code = await new Promise((r) => child.on('exit', r));
+        expect(out.trim(), out).to.equal('E_PERMISSION');
+        expect(code).to.equal(0);
+        expect((await gone).code).to.equal('E_PERMISSION');
+      } finally {
+        server.close();
+      }
+    },
+  );
 });

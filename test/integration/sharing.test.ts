@@ -48,7 +48,10 @@ describe('sharing between processes (shm.v1)', function () {
     await server.call('present', { fill: 1 });
     const first = await c.waitEvent('frame', (f) => f.sequence === 1);
     expect(first.damage).to.deep.equal([]);
-    const damage = [{ x: 1, y: 2, width: 3, height: 4 }, { x: 10, y: 10, width: 54, height: 38 }];
+    const damage = [
+      { x: 1, y: 2, width: 3, height: 4 },
+      { x: 10, y: 10, width: 54, height: 38 },
+    ];
     await server.call('present', { fill: 2, damage });
     const second = await c.waitEvent('frame', (f) => f.sequence === 2);
     expect(second.damage).to.deep.equal(damage);
@@ -69,7 +72,8 @@ describe('sharing between processes (shm.v1)', function () {
     const fast = await client();
     await server.call('present', { fill: 0 });
     await slow.waitEvent('frame', (f) => f.sequence === 1);
-    for (let i = 0; i < 30; i++) await server.call('present', { fill: i + 1, damage: [{ x: i, y: 0, width: 1, height: 1 }] });
+    for (let i = 0; i < 30; i++)
+      await server.call('present', { fill: i + 1, damage: [{ x: i, y: 0, width: 1, height: 1 }] });
     await fast.waitEvent('frame', (f) => f.sequence === 31);
     expect(slow.events.filter((e) => e.event === 'frame')).to.have.length(1);
     // Releasing gives the slow client the newest frame, with every skipped change in its damage.
@@ -152,7 +156,11 @@ describe('sharing between processes (shm.v1)', function () {
     const serverBefore = await server.call('stats');
     const clientBefore = await c.call('stats');
     const result = await server.call('run', { count: 10000 });
-    await eventually(async () => (await c.call('stats')).lastSequence === result.sequence, 20000, 'all frames received');
+    await eventually(
+      async () => (await c.call('stats')).lastSequence === result.sequence,
+      20000,
+      'all frames received',
+    );
     const serverAfter = await server.call('stats');
     const clientAfter = await c.call('stats');
     expect(serverAfter.fdTargets).to.deep.equal(serverBefore.fdTargets);

@@ -99,14 +99,20 @@ class RawPeer {
 
   constructor(wsUrl: string, options: WebSocket.ClientOptions = {}, protocol: string | string[] = SUBPROTOCOL) {
     this.ws = new WebSocket(wsUrl, protocol, options);
-    this.ws.on('message', (data: Buffer, isBinary) => (isBinary ? this.binaries.push(data) : this.texts.push(JSON.parse(data.toString()))));
+    this.ws.on('message', (data: Buffer, isBinary) =>
+      isBinary ? this.binaries.push(data) : this.texts.push(JSON.parse(data.toString())),
+    );
     this.ws.on('error', () => {});
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', () => resolve());
-      this.ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })));
+      this.ws.once('unexpected-response', (_req, res) =>
+        reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })),
+      );
     });
     this.opened.catch(() => {});
-    this.closed = new Promise((resolve) => this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
   }
 
   send(m: object | string | Buffer): void {
@@ -132,7 +138,10 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
   let producer: { peer: Peer; info: ProducerInfo };
   const clients: RemoteStreamClient[] = [];
 
-  const connect = async (options: Parameters<typeof RemoteStreamClient.connect>[1] = {}, url = producer.info.url): Promise<RemoteStreamClient> => {
+  const connect = async (
+    options: Parameters<typeof RemoteStreamClient.connect>[1] = {},
+    url = producer.info.url,
+  ): Promise<RemoteStreamClient> => {
     const c = await RemoteStreamClient.connect(url, options);
     clients.push(c);
     return c;
@@ -161,7 +170,10 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     for (const f of got) {
       expect(f.codec).to.equal('tiles');
       expect([f.width, f.height, f.stride]).to.deep.equal([320, 240, 1280]);
-      expect(differingPixels(f.pixels, expected(320, 240, f.sequence), 320, 240, f.stride), `frame ${f.sequence}`).to.equal(0);
+      expect(
+        differingPixels(f.pixels, expected(320, 240, f.sequence), 320, 240, f.stride),
+        `frame ${f.sequence}`,
+      ).to.equal(0);
       expect(f.latencyMs).to.be.a('number').and.satisfy(Number.isFinite);
     }
     // Damage-only frames are much smaller than the full refresh.
@@ -187,12 +199,20 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
   });
 
   it('stream.v1 on the local socket: the WELCOME names the endpoint and token, which serve pixel-exact frames', async () => {
-    const local = await SurfaceClient.connect({ path: producer.info.socketPath, mechanisms: ['stream.v1'], name: 'stream-v1' });
+    const local = await SurfaceClient.connect({
+      path: producer.info.socketPath,
+      mechanisms: ['stream.v1'],
+      name: 'stream-v1',
+    });
     try {
       const n = local.negotiation!;
       expect(n.mechanism).to.equal('stream.v1');
       expect(n.reason).to.match(/encoded over WebSocket/);
-      expect(n.stream).to.deep.include({ wsUrl: producer.info.wsUrl, token: producer.info.token, url: producer.info.url });
+      expect(n.stream).to.deep.include({
+        wsUrl: producer.info.wsUrl,
+        token: producer.info.token,
+        url: producer.info.url,
+      });
       expect(n.stream!.codecs).to.include('tiles');
       const c = await connect({ token: n.stream!.token, codecs: ['tiles'], name: 'via-stream-v1' }, n.stream!.wsUrl);
       const [f] = await frames(c, 1);
@@ -203,7 +223,12 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
   });
 
   it('stream.v1 is chosen for a client on another host (boot id differs): handle mechanisms are refused, saying why', async () => {
-    const result = await run('python3', [path.join(ROOT, 'test', 'fixtures', 'raw_peer.py'), 'attack', producer.info.socketPath, 'other-host']);
+    const result = await run('python3', [
+      path.join(ROOT, 'test', 'fixtures', 'raw_peer.py'),
+      'attack',
+      producer.info.socketPath,
+      'other-host',
+    ]);
     expect(result.code, result.stderr).to.equal(0);
     const { type, welcome } = JSON.parse(result.stdout);
     expect(type).to.equal(0x02);
@@ -236,7 +261,11 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     const c = await connect({ codecs: ['tiles'] });
     await frames(c, 3);
     let sawDelta = false;
-    await eventually(async () => !(sawDelta ||= !(await frames(c, 1))[0].keyframe) ? false : true, 10000, 'a delta frame');
+    await eventually(
+      async () => (!(sawDelta ||= !(await frames(c, 1))[0].keyframe) ? false : true),
+      10000,
+      'a delta frame',
+    );
     c.requestKeyframe();
     const next = await frames(c, 3);
     expect(next.some((f) => f.keyframe)).to.equal(true);
@@ -261,7 +290,10 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(wrong?.code).to.equal('E_AUTH');
 
     const foreign = new RawPeer(producer.info.wsUrl, { origin: 'http://evil.example' });
-    const refused = await foreign.opened.then(() => null, (e: { status: number }) => e.status);
+    const refused = await foreign.opened.then(
+      () => null,
+      (e: { status: number }) => e.status,
+    );
     expect(refused).to.equal(403);
     // The server's own origin is fine.
     const own = new RawPeer(producer.info.wsUrl, { origin: new URL(producer.info.url).origin });
@@ -269,7 +301,12 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     own.ws.close();
     // No subprotocol: refused before any WebSocket exists.
     const bare = new RawPeer(producer.info.wsUrl, {}, []);
-    expect(await bare.opened.then(() => null, (e: { status: number }) => e.status)).to.equal(400);
+    expect(
+      await bare.opened.then(
+        () => null,
+        (e: { status: number }) => e.status,
+      ),
+    ).to.equal(400);
   });
 
   it('bad input gets a stable code and a close; other clients keep receiving frames', async () => {
@@ -280,13 +317,35 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
       { what: 'not JSON', send: '{nope', code: 'E_MALFORMED', close: 4400 },
       { what: 'not an object', send: '[1,2]', code: 'E_MALFORMED', close: 4400 },
       { what: 'binary', send: Buffer.from([1, 2, 3]), code: 'E_MALFORMED', close: 4400 },
-      { what: 'oversized', send: JSON.stringify({ type: 'stats', pad: 'x'.repeat(70 * 1024) }), code: 'E_TOO_LARGE', close: 4400 },
+      {
+        what: 'oversized',
+        send: JSON.stringify({ type: 'stats', pad: 'x'.repeat(70 * 1024) }),
+        code: 'E_TOO_LARGE',
+        close: 4400,
+      },
       { what: 'unknown type', send: { type: 'launch-missiles' }, code: 'E_UNKNOWN_TYPE', close: 4400 },
-      { what: 'hello twice', send: { type: 'hello', token, name: 'again', codecs: ['tiles'] }, code: 'E_MALFORMED', close: 4400 },
+      {
+        what: 'hello twice',
+        send: { type: 'hello', token, name: 'again', codecs: ['tiles'] },
+        code: 'E_MALFORMED',
+        close: 4400,
+      },
       { what: 'bad ack', send: { type: 'ack', seq: 'soon' }, code: 'E_MALFORMED', close: 4400 },
       { what: 'before hello', before: true, send: { type: 'ack', seq: 1 }, code: 'E_AUTH', close: 4401 },
-      { what: 'no common codec', before: true, send: { type: 'hello', token, name: 'x', codecs: ['vp9'] }, code: 'E_NO_MECHANISM', close: 4406 },
-      { what: 'no such surface', before: true, send: { type: 'hello', token, name: 'x', codecs: ['tiles'], surface: 999 }, code: 'E_INVALID_ARGUMENT', close: 4404 },
+      {
+        what: 'no common codec',
+        before: true,
+        send: { type: 'hello', token, name: 'x', codecs: ['vp9'] },
+        code: 'E_NO_MECHANISM',
+        close: 4406,
+      },
+      {
+        what: 'no such surface',
+        before: true,
+        send: { type: 'hello', token, name: 'x', codecs: ['tiles'], surface: 999 },
+        code: 'E_INVALID_ARGUMENT',
+        close: 4404,
+      },
     ];
     for (const c of cases) {
       const p = new RawPeer(producer.info.wsUrl);
@@ -305,7 +364,9 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     await eventually(() => p.binaries.length >= 2, 5000, 'two frames');
     await sleep(1000); // 30 more frames presented meanwhile
     expect(p.binaries).to.have.length(2);
-    const stuck: StreamClientInfo = (await producer.peer.call('clients')).find((i: StreamClientInfo) => i.name === 'never-acks');
+    const stuck: StreamClientInfo = (await producer.peer.call('clients')).find(
+      (i: StreamClientInfo) => i.name === 'never-acks',
+    );
     expect(stuck).to.include({ framesSent: 2, inFlight: 2 });
     expect(stuck.bufferedAmount).to.be.lessThan(4 * 1024 * 1024);
     const seqs = p.binaries.map((b) => b.readUInt32LE(4));
@@ -314,7 +375,9 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     const next = p.binaries[2].readUInt32LE(4);
     expect(next - seqs[1]).to.be.greaterThan(10); // latest wins: the frames in between were skipped
     expect(p.binaries[2][1] & FLAG_KEYFRAME).to.equal(0); // …and only their accumulated damage was sent
-    const resumed: StreamClientInfo = (await producer.peer.call('clients')).find((i: StreamClientInfo) => i.name === 'never-acks');
+    const resumed: StreamClientInfo = (await producer.peer.call('clients')).find(
+      (i: StreamClientInfo) => i.name === 'never-acks',
+    );
     expect(resumed.framesSkipped).to.be.greaterThan(10);
     // Stop acking again: after the ack timeout (3 s here) the server hangs up.
     expect(await p.ended()).to.deep.equal({ code: 'E_RELEASE_TIMEOUT', close: 4408 });
@@ -322,7 +385,9 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
 
   it('maxFps caps the rate per client (the client asks for less than the server)', async () => {
     const c = await connect({ codecs: ['tiles'], maxFps: 5, name: 'slow' });
-    const info: StreamClientInfo = (await producer.peer.call('clients')).find((i: StreamClientInfo) => i.name === 'slow');
+    const info: StreamClientInfo = (await producer.peer.call('clients')).find(
+      (i: StreamClientInfo) => i.name === 'slow',
+    );
     expect(info.maxFps).to.equal(5);
     const got = await frames(c, 4);
     // Sequences advance by several frames each time (30 fps presented, 5 sent).
@@ -335,7 +400,8 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(page.status).to.equal(200);
     expect(page.headers.get('content-type')).to.match(/^text\/html/);
     expect(page.headers.get('cache-control')).to.equal('no-store');
-    for (const bad of ['../package.json', '%2e%2e/package.json', '..%2fpackage.json', 'src/index.ts', 'nope.html']) expect((await fetch(base + bad)).status, bad).to.equal(404);
+    for (const bad of ['../package.json', '%2e%2e/package.json', '..%2fpackage.json', 'src/index.ts', 'nope.html'])
+      expect((await fetch(base + bad)).status, bad).to.equal(404);
     expect((await fetch(`${base}index.html`, { method: 'POST' })).status).to.equal(405);
   });
 
@@ -345,7 +411,8 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
       probe = await probeH264();
       if (!probe.encoder || !probe.decoder) {
         const why = `no H.264 ${probe.encoder ? 'decoder (avdec_h264)' : 'encoder'}: ${probe.reason}`;
-        if (process.env.CI === 'true') throw new Error(`CI=true installs GStreamer's x264enc and avdec_h264, but: ${why}`);
+        if (process.env.CI === 'true')
+          throw new Error(`CI=true installs GStreamer's x264enc and avdec_h264, but: ${why}`);
         this.test!.parent!.title += ` — skipped: ${why}`;
         this.skip();
       }
@@ -378,7 +445,9 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     it('a killed encoder worker is restarted: the client is told, a keyframe follows, frames continue', async () => {
       const c = await connect({ codecs: ['h264'], name: 'h264-kill' });
       await frames(c, 3, 30000);
-      const me: StreamClientInfo = (await producer.peer.call('clients')).find((i: StreamClientInfo) => i.name === 'h264-kill');
+      const me: StreamClientInfo = (await producer.peer.call('clients')).find(
+        (i: StreamClientInfo) => i.name === 'h264-kill',
+      );
       expect(me.encoderPid).to.be.a('number');
       const restarted = new Promise<{ state: string; reason: string }>((resolve) => c.once('encoder', resolve));
       process.kill(me.encoderPid!, 'SIGKILL');
@@ -411,8 +480,23 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
 
   it('CLI: `serve --stream` prints the viewer URL; `view --remote` prints the codec, the reason and stats lines', async () => {
     // From src/ through tsx, so the test does not depend on a fresh dist/.
-    const cli = (args: string[]) => spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'index.ts'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const serve = cli(['serve', '--stream', '--width', '160', '--height', '120', '--fps', '30', '--path', path.join(producer.info.socketPath, '..', 'cli.sock')]);
+    const cli = (args: string[]) =>
+      spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'index.ts'), ...args], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+    const serve = cli([
+      'serve',
+      '--stream',
+      '--width',
+      '160',
+      '--height',
+      '120',
+      '--fps',
+      '30',
+      '--path',
+      path.join(producer.info.socketPath, '..', 'cli.sock'),
+    ]);
     let served = '';
     serve.stdout!.on('data', (d) => (served += d));
     try {
@@ -428,7 +512,11 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
       expect(await exited).to.equal(130);
       expect(seen).to.match(/codec tiles: lossless tiles/);
       expect(seen).to.match(/^tiles \| \d+ fps \| latency p50 [\d.]+ ms p99 [\d.]+ ms \| [\d.]+ (k|M)bit\/s/m);
-      await eventually(() => /\+ stream client \d+ "surfacelink-view-\d+" \(127\.0\.0\.1\): tiles/.test(served), 5000, 'serve printing the client');
+      await eventually(
+        () => /\+ stream client \d+ "surfacelink-view-\d+" \(127\.0\.0\.1\): tiles/.test(served),
+        5000,
+        'serve printing the client',
+      );
     } finally {
       serve.kill('SIGINT');
     }
@@ -446,7 +534,17 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
       await new Promise<void>((resolve) => fake.once('listening', () => resolve()));
       fake.on('connection', (ws) =>
         ws.once('message', () => {
-          if (afterWelcome) ws.send(JSON.stringify({ type: 'welcome', codec: 'tiles', surface: { id: 1, width: 4, height: 4, format: 'XRGB8888' }, server: 'fake', reason: 'r', window: 2 }));
+          if (afterWelcome)
+            ws.send(
+              JSON.stringify({
+                type: 'welcome',
+                codec: 'tiles',
+                surface: { id: 1, width: 4, height: 4, format: 'XRGB8888' },
+                server: 'fake',
+                reason: 'r',
+                window: 2,
+              }),
+            );
           // After connect() has resolved and the test listens for the error.
           setTimeout(() => ws.send(JSON.stringify(bad)), afterWelcome ? 200 : 0);
         }),
@@ -454,7 +552,10 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
       const url = `ws://127.0.0.1:${(fake.address() as { port: number }).port}/stream`;
       try {
         if (!afterWelcome) {
-          const error = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] }).then(() => null, (e: SurfaceLinkError) => e);
+          const error = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] }).then(
+            () => null,
+            (e: SurfaceLinkError) => e,
+          );
           expect(error?.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
         } else {
           const c = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] });
@@ -486,8 +587,18 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     const listening = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
     const before = listening();
     try {
-      for (const bad of [{ tileLevel: 0 }, { tileLevel: 1.5 }, { maxClients: 0 }, { ackTimeoutMs: -1 }, { helloTimeoutMs: Number.NaN }, { window: 0 }]) {
-        const error = await StreamServer.start(server, { codecs: ['tiles'], webRoot: null, ...bad }).then(() => null, (e: SurfaceLinkError) => e);
+      for (const bad of [
+        { tileLevel: 0 },
+        { tileLevel: 1.5 },
+        { maxClients: 0 },
+        { ackTimeoutMs: -1 },
+        { helloTimeoutMs: Number.NaN },
+        { window: 0 },
+      ]) {
+        const error = await StreamServer.start(server, { codecs: ['tiles'], webRoot: null, ...bad }).then(
+          () => null,
+          (e: SurfaceLinkError) => e,
+        );
         expect(error?.code, JSON.stringify(bad)).to.equal('E_INVALID_ARGUMENT');
       }
       expect(listening()).to.equal(before);

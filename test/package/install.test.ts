@@ -17,7 +17,18 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PREBUILT_TARGETS, ROOT, duKiB, prebuildPath, requireOrSkip, run, runOk, tempDir, which, type RunResult } from './package-helpers';
+import {
+  PREBUILT_TARGETS,
+  ROOT,
+  duKiB,
+  prebuildPath,
+  requireOrSkip,
+  run,
+  runOk,
+  tempDir,
+  which,
+  type RunResult,
+} from './package-helpers';
 
 const NO_BUILD_TOOLS = ['cmake', 'cc', 'c++', 'gcc', 'g++', 'make', 'ninja', 'clang', 'clang++'];
 const rootPackage = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -28,7 +39,8 @@ const BUILD_DEPS = ['cmake-js', 'node-addon-api'].map((name) => `${name}@${rootP
 function userEnv(pathValue: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (/^npm_/i.test(key) || key === 'INIT_CWD' || key.startsWith('SURFACELINK_') || key === 'CXX' || key === 'CC') continue;
+    if (/^npm_/i.test(key) || key === 'INIT_CWD' || key.startsWith('SURFACELINK_') || key === 'CXX' || key === 'CC')
+      continue;
     env[key] = value;
   }
   env.PATH = pathValue;
@@ -93,12 +105,19 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     // Prime the npm cache with everything these installs resolve (network allowed only here).
     const prime = path.join(work.dir, 'prime');
     fs.mkdirSync(prime);
-    fs.writeFileSync(path.join(prime, 'package.json'), JSON.stringify({ name: 'sl-prime', version: '1.0.0', private: true }));
-    await runOk('npm', ['install', tarball, ...BUILD_DEPS, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], {
-      cwd: prime,
-      env: userEnv(process.env.PATH ?? ''),
-      timeoutMs: 300_000,
-    });
+    fs.writeFileSync(
+      path.join(prime, 'package.json'),
+      JSON.stringify({ name: 'sl-prime', version: '1.0.0', private: true }),
+    );
+    await runOk(
+      'npm',
+      ['install', tarball, ...BUILD_DEPS, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'],
+      {
+        cwd: prime,
+        env: userEnv(process.env.PATH ?? ''),
+        timeoutMs: 300_000,
+      },
+    );
   });
 
   after(() => work?.cleanup());
@@ -109,24 +128,43 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
    * package). npm matches a dependency's resolved identity, which for a tarball is
    * `file:<absolute path>` — what `npm install-scripts approve|deny surfacelink` writes for it.
    */
-  async function install(name: string, tgz: string, options: { scripts?: boolean; deps?: string[]; pathValue: string }): Promise<Installed> {
+  async function install(
+    name: string,
+    tgz: string,
+    options: { scripts?: boolean; deps?: string[]; pathValue: string },
+  ): Promise<Installed> {
     const project = path.join(work!.dir, name);
     fs.mkdirSync(project);
     const manifest: Record<string, unknown> = { name: `sl-${name}`, version: '1.0.0', private: true };
     if (options.scripts !== undefined) manifest.allowScripts = { [`file:${tgz}`]: options.scripts };
     fs.writeFileSync(path.join(project, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    const r = await run('npm', ['install', tgz, ...(options.deps ?? []), '--offline', '--foreground-scripts', '--no-audit', '--no-fund'], {
-      cwd: project,
-      env: userEnv(options.pathValue),
-      timeoutMs: 600_000,
-    });
-    expect(r.code, `npm install exited ${r.code ?? r.signal}\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`).to.equal(0);
+    const r = await run(
+      'npm',
+      ['install', tgz, ...(options.deps ?? []), '--offline', '--foreground-scripts', '--no-audit', '--no-fund'],
+      {
+        cwd: project,
+        env: userEnv(options.pathValue),
+        timeoutMs: 600_000,
+      },
+    );
+    expect(
+      r.code,
+      `npm install exited ${r.code ?? r.signal}\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`,
+    ).to.equal(0);
     const output = r.stdout + r.stderr;
-    return { project, pkg: path.join(project, 'node_modules', 'surfacelink'), install: r, scriptRan: /> surfacelink@[^\s]+ install\n/.test(output) };
+    return {
+      project,
+      pkg: path.join(project, 'node_modules', 'surfacelink'),
+      install: r,
+      scriptRan: /> surfacelink@[^\s]+ install\n/.test(output),
+    };
   }
 
   /** In the project: require('surfacelink') works, and the package's loader says where the addon came from. */
-  async function loaderResult(inst: Installed, pathValue: string): Promise<{ path?: string; platform?: string; code?: string; message?: string }> {
+  async function loaderResult(
+    inst: Installed,
+    pathValue: string,
+  ): Promise<{ path?: string; platform?: string; code?: string; message?: string }> {
     const script = `
       require('surfacelink');
       const { loadAddon } = require(require('path').join(process.argv[1], 'dist', 'native', 'load.js'));
@@ -137,13 +175,22 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
   }
 
   /** `npx surfacelink doctor --json` in the project: its addon part (GL and H.264 may be unavailable here). */
-  async function doctorAddon(inst: Installed, pathValue: string): Promise<{ loaded: boolean; path: string | null; platform: string | null; error: string | null }> {
-    const r = await run('npx', ['--offline', 'surfacelink', 'doctor', '--json'], { cwd: inst.project, env: userEnv(pathValue), timeoutMs: 120_000 });
+  async function doctorAddon(
+    inst: Installed,
+    pathValue: string,
+  ): Promise<{ loaded: boolean; path: string | null; platform: string | null; error: string | null }> {
+    const r = await run('npx', ['--offline', 'surfacelink', 'doctor', '--json'], {
+      cwd: inst.project,
+      env: userEnv(pathValue),
+      timeoutMs: 120_000,
+    });
     let report: { addon: { loaded: boolean; path: string | null; platform: string | null; error: string | null } };
     try {
       report = JSON.parse(r.stdout);
     } catch {
-      throw new Error(`doctor --json printed no JSON (exit ${r.code})\n${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`);
+      throw new Error(
+        `doctor --json printed no JSON (exit ${r.code})\n${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`,
+      );
     }
     return report.addon;
   }
@@ -151,18 +198,33 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
   async function logSizes(label: string, inst: Installed): Promise<void> {
     const all = await duKiB(path.join(inst.project, 'node_modules'));
     const own = await duKiB(inst.pkg);
-    console.log(`      ${label}: install ${(inst.install.ms / 1000).toFixed(1)} s; node_modules ${mib(all)} (surfacelink ${mib(own)}); install script ${inst.scriptRan ? 'ran' : 'did not run'}`);
+    console.log(
+      `      ${label}: install ${(inst.install.ms / 1000).toFixed(1)} s; node_modules ${mib(all)} (surfacelink ${mib(own)}); install script ${inst.scriptRan ? 'ran' : 'did not run'}`,
+    );
   }
 
   it('the tarball holds the five prebuilt addons, the sources for a source build, and no local build', function () {
     requireOrSkip(this, unavailable === null, unavailable!);
     const files = packed!.files.map((f) => f.path);
     for (const { target } of PREBUILT_TARGETS) expect(files).to.include(`prebuilds/${target}/surfacelink.node`);
-    for (const f of ['scripts/install.js', 'CMakeLists.txt', 'cmake/exports.map', 'native/common/addon.cc', 'native/linux/platform.cc', 'native/macos/platform.cc', 'native/windows/platform.cc', 'dist/native/load.js'])
+    for (const f of [
+      'scripts/install.js',
+      'CMakeLists.txt',
+      'cmake/exports.map',
+      'native/common/addon.cc',
+      'native/linux/platform.cc',
+      'native/macos/platform.cc',
+      'native/windows/platform.cc',
+      'dist/native/load.js',
+    ])
       expect(files).to.include(f);
-    expect(files.filter((f) => f.startsWith('build/') || (f.endsWith('.node') && !f.startsWith('prebuilds/')))).to.deep.equal([]);
+    expect(
+      files.filter((f) => f.startsWith('build/') || (f.endsWith('.node') && !f.startsWith('prebuilds/'))),
+    ).to.deep.equal([]);
     const tgzBytes = fs.statSync(tarball).size;
-    console.log(`      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); prebuilds ${PREBUILT_TARGETS.map((t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`).join(', ')}`);
+    console.log(
+      `      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); prebuilds ${PREBUILT_TARGETS.map((t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`).join(', ')}`,
+    );
     expect(packed!.size).to.equal(tgzBytes);
   });
 
@@ -175,8 +237,16 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
 
   for (const variant of [
     { name: 'default', title: "npm's default script policy (no allowScripts entry)", scripts: undefined },
-    { name: 'denied', title: 'install script denied (allowScripts false, as `npm install-scripts deny` writes)', scripts: false },
-    { name: 'allowed', title: 'install script allowed (allowScripts true, as `npm install-scripts approve` writes)', scripts: true },
+    {
+      name: 'denied',
+      title: 'install script denied (allowScripts false, as `npm install-scripts deny` writes)',
+      scripts: false,
+    },
+    {
+      name: 'allowed',
+      title: 'install script allowed (allowScripts true, as `npm install-scripts approve` writes)',
+      scripts: true,
+    },
   ]) {
     it(`${variant.title}: installs offline with no compiler; require('surfacelink') works; the loader and doctor use prebuilds/linux-x64`, async function () {
       requireOrSkip(this, unavailable === null, unavailable!);
@@ -190,7 +260,8 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
       if (variant.name === 'allowed') {
         expect(inst.scriptRan, 'the allowed install script did not run').to.equal(true);
       }
-      if (inst.scriptRan) expect(output).to.include('surfacelink: using the prebuilt addon prebuilds/linux-x64/surfacelink.node');
+      if (inst.scriptRan)
+        expect(output).to.include('surfacelink: using the prebuilt addon prebuilds/linux-x64/surfacelink.node');
       expect(fs.existsSync(path.join(inst.pkg, 'build')), 'a build/ folder in the installed package').to.equal(false);
       expect(await loaderResult(inst, noToolsPath)).to.deep.equal({ path: expected, platform: 'linux' });
       const addon = await doctorAddon(inst, noToolsPath);
@@ -203,7 +274,11 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
 
   it('no prebuild and no compiler, scripts allowed: the install still succeeds, says what is missing, and the run time explains (E_NATIVE_UNAVAILABLE)', async function () {
     requireOrSkip(this, unavailable === null, unavailable!);
-    const inst = await install('no-prebuild-no-compiler', bareTarball, { scripts: true, deps: BUILD_DEPS, pathValue: noToolsPath });
+    const inst = await install('no-prebuild-no-compiler', bareTarball, {
+      scripts: true,
+      deps: BUILD_DEPS,
+      pathValue: noToolsPath,
+    });
     await logSizes('no prebuild, no compiler', inst);
     const output = inst.install.stdout + inst.install.stderr;
     expect(inst.scriptRan).to.equal(true);
@@ -212,7 +287,9 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     expect(output).to.match(/- a C\+\+17 compiler/);
     const loaded = await loaderResult(inst, noToolsPath);
     expect(loaded.code).to.equal('E_NATIVE_UNAVAILABLE');
-    expect(loaded.message).to.include(`${path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node')}: not found`);
+    expect(loaded.message).to.include(
+      `${path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node')}: not found`,
+    );
     expect(loaded.message).to.include('Possible solutions:');
     const addon = await doctorAddon(inst, noToolsPath);
     expect(addon.loaded).to.equal(false);
@@ -223,11 +300,17 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     requireOrSkip(this, unavailable === null, unavailable!);
     const tools = ['cmake', 'c++'].filter((t) => !which(t));
     requireOrSkip(this, tools.length === 0, `missing ${tools.join(', ')} for a source build`);
-    const inst = await install('from-source', bareTarball, { scripts: true, deps: BUILD_DEPS, pathValue: process.env.PATH ?? '' });
+    const inst = await install('from-source', bareTarball, {
+      scripts: true,
+      deps: BUILD_DEPS,
+      pathValue: process.env.PATH ?? '',
+    });
     await logSizes('no prebuild, built from source', inst);
     const output = inst.install.stdout + inst.install.stderr;
     expect(output).to.match(/surfacelink: built build\/Release\/surfacelink\.node in [0-9.]+ s/);
-    expect(fs.readFileSync(path.join(inst.pkg, 'build', 'CMakeCache.txt'), 'utf8')).to.include('SURFACELINK_WERROR:BOOL=OFF');
+    expect(fs.readFileSync(path.join(inst.pkg, 'build', 'CMakeCache.txt'), 'utf8')).to.include(
+      'SURFACELINK_WERROR:BOOL=OFF',
+    );
     const expected = path.join(inst.pkg, 'build', 'Release', 'surfacelink.node');
     expect(await loaderResult(inst, process.env.PATH ?? '')).to.deep.equal({ path: expected, platform: 'linux' });
     expect((await doctorAddon(inst, process.env.PATH ?? '')).path).to.equal(expected);

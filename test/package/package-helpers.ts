@@ -23,7 +23,10 @@ export function prebuildPath(target: string, root = ROOT): string {
 
 /** Where scripts/prebuild.sh and these tests keep downloaded tools (Zig, a Windows node.exe). */
 export function buildCache(): string {
-  return process.env.SURFACELINK_BUILD_CACHE ?? path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'surfacelink-build');
+  return (
+    process.env.SURFACELINK_BUILD_CACHE ??
+    path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'surfacelink-build')
+  );
 }
 
 export const CI = process.env.CI === 'true';
@@ -84,7 +87,11 @@ export function run(
 ): Promise<RunResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? ROOT, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -102,10 +109,16 @@ export function run(
 }
 
 /** `run`, expecting exit status 0; the assertion message carries the output. */
-export async function runOk(command: string, args: string[], options: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+export async function runOk(
+  command: string,
+  args: string[],
+  options: Parameters<typeof run>[2] = {},
+): Promise<RunResult> {
   const r = await run(command, args, options);
   if (r.code !== 0) {
-    throw new Error(`${command} ${args.join(' ')} exited ${r.code ?? r.signal} after ${r.ms} ms\n--- stdout\n${r.stdout.slice(-4000)}\n--- stderr\n${r.stderr.slice(-4000)}`);
+    throw new Error(
+      `${command} ${args.join(' ')} exited ${r.code ?? r.signal} after ${r.ms} ms\n--- stdout\n${r.stdout.slice(-4000)}\n--- stderr\n${r.stderr.slice(-4000)}`,
+    );
   }
   return r;
 }

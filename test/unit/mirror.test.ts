@@ -23,7 +23,9 @@ function fixture(orientation: 'top-down' | 'bottom-up', visible: Rect) {
   const buffer = { surface, width: W, height: H, stride, pixels: () => bytes } as unknown as SurfaceBuffer;
   const mirror = new SurfaceMirror(surface);
   const seen: { damage: Rect[]; count: number }[] = [];
-  mirror.sessions.add({ damaged: (damage, count) => seen.push({ damage: damage.slice(0, count).map((r) => ({ ...r })), count }) });
+  mirror.sessions.add({
+    damaged: (damage, count) => seen.push({ damage: damage.slice(0, count).map((r) => ({ ...r })), count }),
+  });
   const at = (x: number, y: number): number => mirror.pixels[y * mirror.stride + x * 4];
   return { mirror, buffer, seen, at, paint, bytes, stride };
 }
@@ -52,7 +54,15 @@ describe('stream mirror: the picture as a viewer sees it (unit)', () => {
     expect(f.at(3, 3)).to.equal(5 + 16 * 1);
     f.paint(100);
     // Buffer rows 3..5 × columns 0..3: clipped to rows 3..4 × columns 2..3 → picture rows 0..1, columns 0..1.
-    f.mirror.update(f.buffer, [{ x: 0, y: 3, width: 4, height: 3 }, { x: 7, y: 0, width: 1, height: 1 }], 2, 0);
+    f.mirror.update(
+      f.buffer,
+      [
+        { x: 0, y: 3, width: 4, height: 3 },
+        { x: 7, y: 0, width: 1, height: 1 },
+      ],
+      2,
+      0,
+    );
     expect(f.seen[1]).to.deep.equal({ damage: [{ x: 0, y: 0, width: 2, height: 2 }], count: 1 });
     expect(f.at(0, 0)).to.equal(100 + 2 + 16 * 4);
     expect(f.at(1, 1)).to.equal(100 + 3 + 16 * 3);

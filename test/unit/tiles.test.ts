@@ -2,13 +2,34 @@
 import { expect } from 'chai';
 import * as zlib from 'node:zlib';
 import { SurfaceLinkError } from '../../src/errors.js';
-import { FLAG_KEYFRAME, FRAME_HEADER_SIZE, FrameKind, readFrameHeader, type FrameHeader } from '../../src/stream/protocol.js';
-import { TILE_PAYLOAD_HEADER, TILE_RECORD_SIZE, TileDamage, TileEncoder, applyTiles, applyTilesSync } from '../../src/stream/tiles.js';
+import {
+  FLAG_KEYFRAME,
+  FRAME_HEADER_SIZE,
+  FrameKind,
+  readFrameHeader,
+  type FrameHeader,
+} from '../../src/stream/protocol.js';
+import {
+  TILE_PAYLOAD_HEADER,
+  TILE_RECORD_SIZE,
+  TileDamage,
+  TileEncoder,
+  applyTiles,
+  applyTilesSync,
+} from '../../src/stream/tiles.js';
 
 /** Encodes one frame and resolves with the binary frame and its tile count. */
-function encodeOnce(image: Uint8Array, stride: number, damage: TileDamage, sequence = 7, presentMs = 123.5): Promise<{ frame: Buffer; tiles: number } | null> {
+function encodeOnce(
+  image: Uint8Array,
+  stride: number,
+  damage: TileDamage,
+  sequence = 7,
+  presentMs = 123.5,
+): Promise<{ frame: Buffer; tiles: number } | null> {
   return new Promise((resolve, reject) => {
-    const encoder = new TileEncoder((error, frame, tiles) => (error ? reject(error) : resolve({ frame: frame!, tiles })));
+    const encoder = new TileEncoder((error, frame, tiles) =>
+      error ? reject(error) : resolve({ frame: frame!, tiles }),
+    );
     if (encoder.encode(image, stride, damage, sequence, presentMs) === 0) resolve(null);
   });
 }
@@ -24,7 +45,14 @@ function noisy(_width: number, height: number, stride: number, seed = 1): Uint8A
   return out;
 }
 
-function expectSameRows(a: Uint8Array, b: Uint8Array, width: number, height: number, strideA: number, strideB: number): void {
+function expectSameRows(
+  a: Uint8Array,
+  b: Uint8Array,
+  width: number,
+  height: number,
+  strideA: number,
+  strideB: number,
+): void {
   for (let y = 0; y < height; y++) {
     const ra = Buffer.from(a.buffer, a.byteOffset + y * strideA, width * 4);
     const rb = Buffer.from(b.buffer, b.byteOffset + y * strideB, width * 4);
@@ -37,7 +65,14 @@ function records(frame: Buffer): { x: number; y: number; w: number; h: number; e
   const out = [];
   for (let i = 0; i < n; i++) {
     const at = FRAME_HEADER_SIZE + TILE_PAYLOAD_HEADER + i * TILE_RECORD_SIZE;
-    out.push({ x: frame.readUInt16LE(at), y: frame.readUInt16LE(at + 2), w: frame.readUInt16LE(at + 4), h: frame.readUInt16LE(at + 6), encoding: frame[at + 8], value: frame.readUInt32LE(at + 12) });
+    out.push({
+      x: frame.readUInt16LE(at),
+      y: frame.readUInt16LE(at + 2),
+      w: frame.readUInt16LE(at + 4),
+      h: frame.readUInt16LE(at + 6),
+      encoding: frame[at + 8],
+      value: frame.readUInt32LE(at + 12),
+    });
   }
   return out;
 }
@@ -49,7 +84,14 @@ describe('tile codec (unit)', () => {
     const damage = new TileDamage(w, h);
     const out = await encodeOnce(image, stride, damage);
     const hd = readFrameHeader(out!.frame, {} as FrameHeader);
-    expect(hd).to.include({ kind: FrameKind.TILES, flags: FLAG_KEYFRAME, sequence: 7, presentMs: 123.5, width: w, height: h });
+    expect(hd).to.include({
+      kind: FrameKind.TILES,
+      flags: FLAG_KEYFRAME,
+      sequence: 7,
+      presentMs: 123.5,
+      width: w,
+      height: h,
+    });
     expect(out!.tiles).to.equal(4 * 3);
     const recs = records(out!.frame);
     expect(recs.at(-1)).to.include({ x: 192, y: 128, w: 8, h: 3, encoding: 1 });
@@ -68,7 +110,9 @@ describe('tile codec (unit)', () => {
     const recs = records(out!.frame);
     expect(recs[0]).to.deep.equal({ x: 0, y: 0, w: 64, h: 64, encoding: 0, value: 0xff112233 });
     expect(recs[1]).to.include({ x: 64, encoding: 1 });
-    expect(zlib.inflateRawSync(out!.frame.subarray(FRAME_HEADER_SIZE + TILE_PAYLOAD_HEADER + 2 * TILE_RECORD_SIZE)).length).to.equal(64 * 64 * 4);
+    expect(
+      zlib.inflateRawSync(out!.frame.subarray(FRAME_HEADER_SIZE + TILE_PAYLOAD_HEADER + 2 * TILE_RECORD_SIZE)).length,
+    ).to.equal(64 * 64 * 4);
     const decoded = new Uint8Array(w * h * 4);
     applyTilesSync(out!.frame.subarray(FRAME_HEADER_SIZE), decoded, w * 4, w, h);
     expect(Buffer.from(decoded).equals(Buffer.from(image))).to.equal(true);
@@ -89,11 +133,21 @@ describe('tile codec (unit)', () => {
     damage.clear();
     expect(await encodeOnce(new Uint8Array(w * h * 4), w * 4, damage)).to.equal(null); // nothing dirty
     damage.add([{ x: 63, y: 0, width: 2, height: 1 }], 1); // straddles tiles (0,0) and (1,0)
-    damage.add([{ x: 200, y: 200, width: 100, height: 100 }, { x: 0, y: 0, width: 1, height: 1 }], 2); // clipped; a repeat
+    damage.add(
+      [
+        { x: 200, y: 200, width: 100, height: 100 },
+        { x: 0, y: 0, width: 1, height: 1 },
+      ],
+      2,
+    ); // clipped; a repeat
     const image = noisy(w, h, w * 4, 3);
     const out = await encodeOnce(image, w * 4, damage);
     expect(readFrameHeader(out!.frame, {} as FrameHeader).flags).to.equal(0);
-    expect(records(out!.frame).map((r) => [r.x, r.y])).to.deep.equal([[0, 0], [64, 0], [192, 192]]);
+    expect(records(out!.frame).map((r) => [r.x, r.y])).to.deep.equal([
+      [0, 0],
+      [64, 0],
+      [192, 192],
+    ]);
     // Applied onto a stale image, only those tiles change.
     const target = new Uint8Array(w * h * 4);
     await applyTiles(out!.frame.subarray(FRAME_HEADER_SIZE), target, w * 4, w, h);
@@ -121,7 +175,11 @@ describe('tile codec (unit)', () => {
       ['length mismatch', good.subarray(0, good.length - 1), 'E_MALFORMED'],
       ['tile outside', patch(good, TILE_PAYLOAD_HEADER, (b) => b.writeUInt16LE(32, 0)), 'E_MALFORMED'],
       ['unknown encoding', patch(good, TILE_PAYLOAD_HEADER + 8, (b) => (b[0] = 7)), 'E_MALFORMED'],
-      ['garbage deflate', patch(good, TILE_PAYLOAD_HEADER + TILE_RECORD_SIZE, (b) => b.fill(0xff, 0, 16)), 'E_MALFORMED'],
+      [
+        'garbage deflate',
+        patch(good, TILE_PAYLOAD_HEADER + TILE_RECORD_SIZE, (b) => b.fill(0xff, 0, 16)),
+        'E_MALFORMED',
+      ],
     ];
     for (const [what, payload, code] of cases) {
       try {

@@ -22,7 +22,11 @@ const golden: Record<string, string> = fs.existsSync(GOLDEN) ? JSON.parse(fs.rea
 const recorded: Record<string, string> = {};
 
 /** Replaces per-run values in a message's text form with named placeholders. */
-function normalize(message: Buffer, masks: { at: number; length: number; name: string }[] = [], replace: [string, string][] = []): string {
+function normalize(
+  message: Buffer,
+  masks: { at: number; length: number; name: string }[] = [],
+  replace: [string, string][] = [],
+): string {
   const bytes = Buffer.from(message);
   let hex = '';
   for (let i = 0; i < bytes.length; i++) {
@@ -72,10 +76,13 @@ describe('wire protocol golden bytes (unit: raw sockets, no sharing claimed)', (
       const hellos: Buffer[] = [];
       const server = net.createServer((s) => {
         const r = new Reader(s);
-        r.next().then((m) => {
-          hellos.push(m);
-          s.destroy();
-        }, () => s.destroy());
+        r.next().then(
+          (m) => {
+            hellos.push(m);
+            s.destroy();
+          },
+          () => s.destroy(),
+        );
       });
       await new Promise<void>((resolve) => server.listen(socketPath, resolve));
       const cases: [string, string[]][] = [
@@ -85,7 +92,9 @@ describe('wire protocol golden bytes (unit: raw sockets, no sharing claimed)', (
       ];
       for (const [name, mechanisms] of cases) {
         const before = hellos.length;
-        await SurfaceClient.connect({ path: socketPath, name: 'golden', mechanisms, timeoutMs: 2000 }).catch(() => undefined);
+        await SurfaceClient.connect({ path: socketPath, name: 'golden', mechanisms, timeoutMs: 2000 }).catch(
+          () => undefined,
+        );
         expect(hellos.length).to.equal(before + 1);
         check(name, normalize(hellos[before], [], hostReplacements(process.pid)));
       }
@@ -103,7 +112,13 @@ describe('wire protocol golden bytes (unit: raw sockets, no sharing claimed)', (
       const sock = net.createConnection(socketPath);
       await new Promise<void>((r) => sock.once('connect', () => r()));
       const r = new Reader(sock);
-      const hello = JSON.stringify({ name: 'raw', pid: 1, platform: 'linux', host: { bootId: null, machineId: null }, mechanisms: [{ name: 'shm.v1' }] });
+      const hello = JSON.stringify({
+        name: 'raw',
+        pid: 1,
+        platform: 'linux',
+        host: { bootId: null, machineId: null },
+        mechanisms: [{ name: 'shm.v1' }],
+      });
       const body = Buffer.concat([Buffer.from([0x53, 0x4c, 0x4e, 0x4b, 1, 0, 1, 0]), Buffer.from(hello)]);
       const header = Buffer.alloc(8);
       header.writeUInt32LE(8 + body.length, 0);

@@ -15,7 +15,8 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
   let group: PeerGroup;
   let socketPath: string;
   let server: Peer;
-  const client = (options: Record<string, unknown> = {}): Promise<Peer> => group.client({ mechanisms: ['dmabuf.v1', 'shm.v1'], ...options });
+  const client = (options: Record<string, unknown> = {}): Promise<Peer> =>
+    group.client({ mechanisms: ['dmabuf.v1', 'shm.v1'], ...options });
 
   beforeEach(async () => {
     group = new PeerGroup();
@@ -61,14 +62,20 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
     expect([b.mechanism, b.kind, b.planes[0]]).to.deep.equal(['shm.v1', 'memfd', 0x22]);
   });
 
-  it('a fence from the producer holds the client\'s read until it is signalled, across processes', async () => {
+  it("a fence from the producer holds the client's read until it is signalled, across processes", async () => {
     await server.call('vgemSurface', { width: 64, height: 48 });
     const c = await client();
     const shmOnly = await client({ mechanisms: ['shm.v1'] });
     const { fenceId, sequence } = await server.call('presentFenced', { fill: 0x77 });
     await new Promise((r) => setTimeout(r, 400));
-    expect(c.events.filter((e) => e.event === 'frame'), 'no frame before the fence signals').to.have.length(0);
-    expect(shmOnly.events.filter((e) => e.event === 'frame'), 'the shm client waits too (server-side)').to.have.length(0);
+    expect(
+      c.events.filter((e) => e.event === 'frame'),
+      'no frame before the fence signals',
+    ).to.have.length(0);
+    expect(
+      shmOnly.events.filter((e) => e.event === 'frame'),
+      'the shm client waits too (server-side)',
+    ).to.have.length(0);
     const { signalledAt } = await server.call('signal', { fenceId });
     const frame = await c.waitEvent('frame', (f) => f.sequence === sequence);
     const shmFrame = await shmOnly.waitEvent('frame', (f) => f.sequence === sequence);
@@ -103,7 +110,7 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
     await server.call('signal', { fenceId });
   });
 
-  it('falls back to shm.v1 for a client that did not declare the surface\'s format, and says why', async () => {
+  it("falls back to shm.v1 for a client that did not declare the surface's format, and says why", async () => {
     await server.call('surface', { width: 64, height: 48, format: 'NV12', allocator: 'udmabuf' });
     const c = await client({ dmabufFormats: [{ format: 'XR24', modifiers: ['0x0'] }] });
     expect((await c.waitEvent('negotiated')).mechanism).to.equal('dmabuf.v1');
@@ -169,8 +176,16 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
     });
 
     it('SharedSurface.fromDmabuf refuses a memfd and planes beyond the buffer', async () => {
-      const r = await run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test', 'fixtures', 'adopt-bad.ts')], 60000);
-      expect(JSON.parse(r.stdout.trim()), r.stderr).to.deep.equal({ memfd: 'E_HANDLE_TYPE', beyond: 'E_OUT_OF_BOUNDS', notDmabufFence: 'E_HANDLE_TYPE' });
+      const r = await run(
+        process.execPath,
+        ['--import', 'tsx', path.join(ROOT, 'test', 'fixtures', 'adopt-bad.ts')],
+        60000,
+      );
+      expect(JSON.parse(r.stdout.trim()), r.stderr).to.deep.equal({
+        memfd: 'E_HANDLE_TYPE',
+        beyond: 'E_OUT_OF_BOUNDS',
+        notDmabufFence: 'E_HANDLE_TYPE',
+      });
     });
   });
 });

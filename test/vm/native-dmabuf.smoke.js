@@ -68,7 +68,8 @@ function expectCode(name, fn, code, extra) {
     fail(name, `did not throw (expected ${code})`);
   } catch (e) {
     if (e.code !== code) return fail(name, `expected ${code}, got ${e.code}: ${e.message}`);
-    if (extra && !extra(e)) return fail(name, `right code ${code} but wrong details: ${e.message} (errnoName ${e.errnoName})`);
+    if (extra && !extra(e))
+      return fail(name, `right code ${code} but wrong details: ${e.message} (errnoName ${e.errnoName})`);
     ok(`${name} -> ${code}: ${e.message}`);
   }
 }
@@ -100,7 +101,16 @@ function commonChecks() {
   check('exports: dmabuf/drm/fence objects of functions', () => {
     const want = {
       dmabuf: ['createUdmabuf', 'heapAlloc', 'sync', 'exportSyncFile', 'importSyncFile', 'setName', 'info'],
-      drm: ['listNodes', 'open', 'version', 'createDumb', 'primeExport', 'closeHandle', 'vgemFenceAttach', 'vgemFenceSignal'],
+      drm: [
+        'listNodes',
+        'open',
+        'version',
+        'createDumb',
+        'primeExport',
+        'closeHandle',
+        'vgemFenceAttach',
+        'vgemFenceSignal',
+      ],
       fence: ['info', 'merge', 'wait'],
     };
     for (const [group, names] of Object.entries(want))
@@ -138,11 +148,24 @@ function commonChecks() {
 function hostChecks() {
   check('drm.listNodes() is [] without /dev/dri', () => Array.isArray(drm.listNodes()) && drm.listNodes().length === 0);
   const memfd = addon.createMemfd('smoke-host', 4 * PAGE);
-  expectCode('createUdmabuf without /dev/udmabuf', () => dmabuf.createUdmabuf(memfd, 0, 4 * PAGE), 'E_UNSUPPORTED',
-    (e) => e.syscall === 'open' && e.errnoName === 'ENOENT');
-  expectCode("heapAlloc('system') without /dev/dma_heap", () => dmabuf.heapAlloc('system', PAGE), 'E_UNSUPPORTED',
-    (e) => e.errnoName === 'ENOENT');
-  expectCode('drm.open(/dev/dri/card0) absent', () => drm.open('/dev/dri/card0'), 'E_SYSTEM', (e) => e.errnoName === 'ENOENT');
+  expectCode(
+    'createUdmabuf without /dev/udmabuf',
+    () => dmabuf.createUdmabuf(memfd, 0, 4 * PAGE),
+    'E_UNSUPPORTED',
+    (e) => e.syscall === 'open' && e.errnoName === 'ENOENT',
+  );
+  expectCode(
+    "heapAlloc('system') without /dev/dma_heap",
+    () => dmabuf.heapAlloc('system', PAGE),
+    'E_UNSUPPORTED',
+    (e) => e.errnoName === 'ENOENT',
+  );
+  expectCode(
+    'drm.open(/dev/dri/card0) absent',
+    () => drm.open('/dev/dri/card0'),
+    'E_SYSTEM',
+    (e) => e.errnoName === 'ENOENT',
+  );
   memfd.close();
 }
 
@@ -224,8 +247,12 @@ async function vmChecks() {
   {
     const limitMb = Number(fs.readFileSync('/sys/module/udmabuf/parameters/size_limit_mb', 'utf8'));
     const big = addon.createMemfd('smoke-big', (limitMb + 1) << 20);
-    expectCode(`createUdmabuf over size_limit_mb (${limitMb})`, () => dmabuf.createUdmabuf(big, 0, (limitMb + 1) << 20), 'E_INVALID_ARGUMENT',
-      (e) => /size_limit_mb/.test(e.message));
+    expectCode(
+      `createUdmabuf over size_limit_mb (${limitMb})`,
+      () => dmabuf.createUdmabuf(big, 0, (limitMb + 1) << 20),
+      'E_INVALID_ARGUMENT',
+      (e) => /size_limit_mb/.test(e.message),
+    );
     big.close();
   }
   addon.unmap(memMap.buffer);
@@ -250,11 +277,15 @@ s.recv(1)
         const timer = setTimeout(() => reject(new Error('no fds from the python peer within 20 s')), 20000);
         listener.start((ch) => {
           if (!ch) return;
-          ch.start(Buffer.alloc(65536), (_off, _len, got) => {
-            clearTimeout(timer);
-            resolve(got);
-            ch.close();
-          }, (code, message) => reject(new Error(`${code} ${message}`)));
+          ch.start(
+            Buffer.alloc(65536),
+            (_off, _len, got) => {
+              clearTimeout(timer);
+              resolve(got);
+              ch.close();
+            },
+            (code, message) => reject(new Error(`${code} ${message}`)),
+          );
         });
         const pyBin = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
         const child = spawn(pyBin, ['-c', py, sock], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -269,10 +300,18 @@ s.recv(1)
     }
     const [unsealed, wsealed] = fds;
     check('peer memfds arrived as memfds', () => unsealed.stat().kind === 'memfd' && wsealed.stat().kind === 'memfd');
-    expectCode('createUdmabuf on an unsealed memfd', () => dmabuf.createUdmabuf(unsealed, 0, PAGE), 'E_UNSEALED',
-      (e) => /F_SEAL_SHRINK/.test(e.message));
-    expectCode('createUdmabuf on a write-sealed memfd', () => dmabuf.createUdmabuf(wsealed, 0, PAGE), 'E_INVALID_ARGUMENT',
-      (e) => /F_SEAL_WRITE/.test(e.message));
+    expectCode(
+      'createUdmabuf on an unsealed memfd',
+      () => dmabuf.createUdmabuf(unsealed, 0, PAGE),
+      'E_UNSEALED',
+      (e) => /F_SEAL_SHRINK/.test(e.message),
+    );
+    expectCode(
+      'createUdmabuf on a write-sealed memfd',
+      () => dmabuf.createUdmabuf(wsealed, 0, PAGE),
+      'E_INVALID_ARGUMENT',
+      (e) => /F_SEAL_WRITE/.test(e.message),
+    );
     unsealed.close();
     wsealed.close();
   })();
@@ -302,14 +341,25 @@ s.recv(1)
     h.close();
     assert(size === PAGE, `size ${size}`);
   });
-  expectCode("heapAlloc('nonexistent')", () => dmabuf.heapAlloc('nonexistent', PAGE), 'E_UNSUPPORTED', (e) => e.errnoName === 'ENOENT');
+  expectCode(
+    "heapAlloc('nonexistent')",
+    () => dmabuf.heapAlloc('nonexistent', PAGE),
+    'E_UNSUPPORTED',
+    (e) => e.errnoName === 'ENOENT',
+  );
 
   // --- DRM / vgem
   let card;
   check('drm.listNodes() finds card0 (card) and renderD128 (render)', () => {
     const nodes = drm.listNodes();
-    assert(nodes.some((n) => n.path === '/dev/dri/card0' && n.kind === 'card'), JSON.stringify(nodes));
-    assert(nodes.some((n) => n.path === '/dev/dri/renderD128' && n.kind === 'render'), JSON.stringify(nodes));
+    assert(
+      nodes.some((n) => n.path === '/dev/dri/card0' && n.kind === 'card'),
+      JSON.stringify(nodes),
+    );
+    assert(
+      nodes.some((n) => n.path === '/dev/dri/renderD128' && n.kind === 'render'),
+      JSON.stringify(nodes),
+    );
   });
   check('drm.open(card0) + version(): vgem', () => {
     card = drm.open('/dev/dri/card0');
@@ -340,14 +390,38 @@ s.recv(1)
   {
     const render = drm.open('/dev/dri/renderD128');
     check('drm.version(renderD128) is vgem too', () => drm.version(render).name === 'vgem');
-    expectCode('createDumb on the render node', () => drm.createDumb(render, 64, 64, 32), 'E_SYSTEM', (e) => e.errnoName === 'EACCES');
+    expectCode(
+      'createDumb on the render node',
+      () => drm.createDumb(render, 64, 64, 32),
+      'E_SYSTEM',
+      (e) => e.errnoName === 'EACCES',
+    );
     render.close();
   }
   expectCode('createDumb width 0', () => drm.createDumb(card, 0, 64, 32), 'E_INVALID_ARGUMENT');
-  expectCode('primeExport of an unknown handle', () => drm.primeExport(card, 9999), 'E_SYSTEM', (e) => e.errnoName === 'ENOENT');
-  expectCode('vgemFenceSignal of an unknown fence', () => drm.vgemFenceSignal(card, 9999), 'E_SYSTEM', (e) => e.errnoName === 'ENOENT');
-  expectCode('vgemFenceAttach write must be boolean', () => drm.vgemFenceAttach(card, bo.handle, 1), 'E_INVALID_ARGUMENT');
-  expectCode('drm.open(/nonexistent)', () => drm.open('/nonexistent'), 'E_SYSTEM', (e) => e.errnoName === 'ENOENT');
+  expectCode(
+    'primeExport of an unknown handle',
+    () => drm.primeExport(card, 9999),
+    'E_SYSTEM',
+    (e) => e.errnoName === 'ENOENT',
+  );
+  expectCode(
+    'vgemFenceSignal of an unknown fence',
+    () => drm.vgemFenceSignal(card, 9999),
+    'E_SYSTEM',
+    (e) => e.errnoName === 'ENOENT',
+  );
+  expectCode(
+    'vgemFenceAttach write must be boolean',
+    () => drm.vgemFenceAttach(card, bo.handle, 1),
+    'E_INVALID_ARGUMENT',
+  );
+  expectCode(
+    'drm.open(/nonexistent)',
+    () => drm.open('/nonexistent'),
+    'E_SYSTEM',
+    (e) => e.errnoName === 'ENOENT',
+  );
 
   // --- fences: attach, export, info, wait, signal
   const newBuffer = () => {
@@ -368,9 +442,17 @@ s.recv(1)
       const i = fence.info(sf);
       console.log(`  # fence.info ${JSON.stringify(i)}`);
       assert(i.status === 0, `status ${i.status}`);
-      assert(i.fences.length === 1 && i.fences[0].driver === 'vgem' && i.fences[0].status === 0, JSON.stringify(i.fences));
+      assert(
+        i.fences.length === 1 && i.fences[0].driver === 'vgem' && i.fences[0].status === 0,
+        JSON.stringify(i.fences),
+      );
     });
-    expectCode('second write fence on a busy buffer', () => drm.vgemFenceAttach(card, bo.handle, true), 'E_SYSTEM', (e) => e.errnoName === 'EBUSY');
+    expectCode(
+      'second write fence on a busy buffer',
+      () => drm.vgemFenceAttach(card, bo.handle, true),
+      'E_SYSTEM',
+      (e) => e.errnoName === 'EBUSY',
+    );
     expectCode('fence.wait without a callback', () => fence.wait(sf), 'E_INVALID_ARGUMENT');
     expectCode('fence.wait with ref: 1', () => fence.wait(sf, () => {}, { ref: 1 }), 'E_INVALID_ARGUMENT');
     const keep = sf.dup();
@@ -399,7 +481,12 @@ s.recv(1)
     waiter.cancel();
     await sleep(50);
     check('cancel after completion is a no-op (callback ran exactly once)', () => calls.length === 1);
-    expectCode('vgemFenceSignal twice', () => drm.vgemFenceSignal(card, fenceId), 'E_SYSTEM', (e) => e.errnoName === 'ENOENT');
+    expectCode(
+      'vgemFenceSignal twice',
+      () => drm.vgemFenceSignal(card, fenceId),
+      'E_SYSTEM',
+      (e) => e.errnoName === 'ENOENT',
+    );
     check('exportSyncFile(read) after the signal: signalled', () => {
       const s = dmabuf.exportSyncFile(boBuf, 'read');
       const st = fence.info(s).status;
@@ -467,7 +554,10 @@ s.recv(1)
     for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(10);
     process.removeAllListeners('uncaughtException');
     for (const l of listeners) process.on('uncaughtException', l);
-    check('a throw in the wait callback reaches uncaughtException', () => seen.length === 1 && seen[0] === 'boom from wait');
+    check(
+      'a throw in the wait callback reaches uncaughtException',
+      () => seen.length === 1 && seen[0] === 'boom from wait',
+    );
   })();
 
   // --- cancel
@@ -565,7 +655,11 @@ s.recv(1)
       after.close();
       return st === 1;
     });
-    expectCode('importSyncFile with a memfd as the fence', () => dmabuf.importSyncFile(target.buf, addon.createMemfd('x', PAGE), 'write'), 'E_HANDLE_TYPE');
+    expectCode(
+      'importSyncFile with a memfd as the fence',
+      () => dmabuf.importSyncFile(target.buf, addon.createMemfd('x', PAGE), 'write'),
+      'E_HANDLE_TYPE',
+    );
     for (const f of [sf, target.buf, src.buf]) f.close();
   })();
 

@@ -13,7 +13,15 @@ import { monotonicNs } from '../../host.js';
 import { asOsHandle } from '../../mechanisms/external.js';
 import { ImportRefused, type ConsumerBuffer, type Mechanism } from '../../mechanisms/types.js';
 import type { NativeFd } from '../../native/index.js';
-import { readFrame, readMechanism, readRetire, readScanout, readSurfaceGone, writeImportFailed, writeRelease } from '../../protocol/codec.js';
+import {
+  readFrame,
+  readMechanism,
+  readRetire,
+  readScanout,
+  readSurfaceGone,
+  writeImportFailed,
+  writeRelease,
+} from '../../protocol/codec.js';
 import { MAX_HANDLES, MessageType } from '../../protocol/constants.js';
 import { validateDamage } from '../../protocol/validate.js';
 import type { MessageChannel } from '../../transport/types.js';
@@ -57,7 +65,14 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
 
   constructor(private readonly host: FramesClientHost) {}
 
-  onMessage(_host: FramesClientHost, type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void {
+  onMessage(
+    _host: FramesClientHost,
+    type: number,
+    view: DataView,
+    start: number,
+    length: number,
+    handles: OsHandle[] | undefined,
+  ): void {
     switch (type) {
       case MessageType.FRAME:
         return this.onFrame(view, start, length, handles?.[0]);
@@ -84,7 +99,8 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         const m = readMechanism(view, start, length);
         const mechanism = this.host.offered.find((o) => o.name === m.mechanism);
         // The server never falls back to a mechanism that only HELLO may choose (it needs WELCOME's fields).
-        if (!mechanism || !mechanism.caps.fallback) throw new SurfaceLinkError('E_UNEXPECTED', `server switched to ${m.mechanism}, which we did not offer`);
+        if (!mechanism || !mechanism.caps.fallback)
+          throw new SurfaceLinkError('E_UNEXPECTED', `server switched to ${m.mechanism}, which we did not offer`);
         for (const surfaceId of [...this.imports.keys()]) this.dropSurface(surfaceId);
         this.failedImports.clear();
         this.host.switchMechanism(mechanism, m.reason);
@@ -95,11 +111,19 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
 
   private onScanout(view: DataView, start: number, length: number, handles: OsHandle[]): void {
     const mechanism = this.host.mechanism;
-    if (!mechanism?.caps.handles || !mechanism.importBuffer) throw new SurfaceLinkError('E_UNEXPECTED', `SCANOUT on a ${mechanism?.name} connection, which carries no handles`);
+    if (!mechanism?.caps.handles || !mechanism.importBuffer)
+      throw new SurfaceLinkError(
+        'E_UNEXPECTED',
+        `SCANOUT on a ${mechanism?.name} connection, which carries no handles`,
+      );
     const desc = readScanout(view, start, length, handles.length);
     const format = formatByFourcc(desc.format);
     if (!format) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `unknown DRM format 0x${desc.format.toString(16)}`);
-    if (desc.orientation > 1) throw new SurfaceLinkError('E_MALFORMED', `SCANOUT: orientation ${desc.orientation} is neither top-down (0) nor bottom-up (1)`);
+    if (desc.orientation > 1)
+      throw new SurfaceLinkError(
+        'E_MALFORMED',
+        `SCANOUT: orientation ${desc.orientation} is neither top-down (0) nor bottom-up (1)`,
+      );
     let imported: ConsumerBuffer;
     try {
       imported = mechanism.importBuffer(desc, format, handles, { accepts: this.host.declared });
@@ -113,7 +137,9 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       let failed = this.failedImports.get(desc.surfaceId);
       if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
       failed.add(desc.bufferId);
-      this.host.channel.send(writeImportFailed(this.host.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode[e.code], e.message));
+      this.host.channel.send(
+        writeImportFailed(this.host.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode[e.code], e.message),
+      );
       this.host.emitImportFailed(e);
       return;
     }
@@ -123,7 +149,18 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
     const key = bufferKey(this.host.serial, desc.surfaceId, desc.bufferId, desc.generation);
     perSurface.set(
       desc.bufferId,
-      new ImportedSurfaceBuffer(key, desc.surfaceId, desc.bufferId, desc.generation, desc.width, desc.height, format, ORIENTATION[desc.orientation], desc.visible, imported),
+      new ImportedSurfaceBuffer(
+        key,
+        desc.surfaceId,
+        desc.bufferId,
+        desc.generation,
+        desc.width,
+        desc.height,
+        format,
+        ORIENTATION[desc.orientation],
+        desc.visible,
+        imported,
+      ),
     );
   }
 
@@ -145,18 +182,34 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         this.host.channel.send(writeRelease(this.host.channel.writer, f.surfaceId, f.bufferId, f.sequence));
         return;
       }
-      throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `FRAME names buffer ${f.bufferId} of surface ${f.surfaceId}, which was never announced`);
+      throw new SurfaceLinkError(
+        'E_UNKNOWN_BUFFER',
+        `FRAME names buffer ${f.bufferId} of surface ${f.surfaceId}, which was never announced`,
+      );
     }
     if (buffer.held) throw new SurfaceLinkError('E_UNEXPECTED', `FRAME for buffer ${f.bufferId}, which we still hold`);
     validateDamage(f.damage, buffer.width, buffer.height);
     buffer.held = true;
-    const frame = new Frame(this, buffer, f.sequence, f.damage, this.host.mechanism!.name, f.presentTimeNs, monotonicNs());
+    const frame = new Frame(
+      this,
+      buffer,
+      f.sequence,
+      f.damage,
+      this.host.mechanism!.name,
+      f.presentTimeNs,
+      monotonicNs(),
+    );
     if (!fence) return this.deliverFrame(frame);
     // The producer's GPU may still be writing: wait for the fence on the event loop.
     buffer.cancelWait = waitFence(fence, (error) => {
       buffer.cancelWait = null;
       if (error === 'E_CANCELLED' || !this.host.active) return;
-      if (error) return this.host.fail('E_SYSTEM', `waiting for the acquire fence of frame ${f.sequence} failed: ${error}`, true);
+      if (error)
+        return this.host.fail(
+          'E_SYSTEM',
+          `waiting for the acquire fence of frame ${f.sequence} failed: ${error}`,
+          true,
+        );
       this.deliverFrame(frame);
     });
   }
@@ -179,7 +232,8 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
   /** Called by Frame.release(): validates, then gives the buffer back. */
   releaseFrame(frame: Frame, given?: NativeFd | OsHandle): void {
     const fence = given === undefined ? undefined : asOsHandle(given);
-    if (fence && this.host.offered.find((m) => m.name === frame.mechanism)?.caps.sync !== 'sync_file') throw new SurfaceLinkError('E_INVALID_ARGUMENT', `${frame.mechanism} has no release fences`);
+    if (fence && this.host.offered.find((m) => m.name === frame.mechanism)?.caps.sync !== 'sync_file')
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `${frame.mechanism} has no release fences`);
     if (fence) assertFence(fence, 'a release fence');
     const buffer = frame.buffer;
     buffer.held = false;
@@ -187,7 +241,11 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
     buffer.cancelWait = null;
     if (frame.cpuAccess) buffer.imported.endCpuAccess('read');
     const ch = this.host.channel;
-    if (this.host.active) ch.send(writeRelease(ch.writer, buffer.surfaceId, buffer.bufferId, frame.sequence, fence !== undefined), fence ? [fence] : undefined);
+    if (this.host.active)
+      ch.send(
+        writeRelease(ch.writer, buffer.surfaceId, buffer.bufferId, frame.sequence, fence !== undefined),
+        fence ? [fence] : undefined,
+      );
     if (buffer.retired || !this.host.active) buffer.close();
   }
 

@@ -11,7 +11,17 @@ import type { OsHandle } from '../../handles.js';
 import type { Logger } from '../../log.js';
 import { isRefusal, type BufferExport } from '../../mechanisms/types.js';
 import {
-  checkRelease, readImportFailed, releaseBufferId, releaseSequence, releaseSurfaceId, writeFrame, writeMechanism, writeRetire, writeScanout, writeSurfaceGone, type Rect,
+  checkRelease,
+  readImportFailed,
+  releaseBufferId,
+  releaseSequence,
+  releaseSurfaceId,
+  writeFrame,
+  writeMechanism,
+  writeRetire,
+  writeScanout,
+  writeSurfaceGone,
+  type Rect,
 } from '../../protocol/codec.js';
 import { MAX_DAMAGE_RECTS, MessageType, Orientation } from '../../protocol/constants.js';
 import type { SharedSurface } from '../../surface.js';
@@ -65,7 +75,8 @@ export class FramesServer implements ServerFeature {
 
   start(session: ServerSession): void {
     this.clients.set(session, new Map());
-    for (const surface of this.host.surfaces.values()) if (surface.front) this.deliver(session, this.state(session, surface), surface, surface.front, [], 0);
+    for (const surface of this.host.surfaces.values())
+      if (surface.front) this.deliver(session, this.state(session, surface), surface, surface.front, [], 0);
   }
 
   end(session: ServerSession): void {
@@ -81,16 +92,32 @@ export class FramesServer implements ServerFeature {
     this.forgetBuffers(session);
   }
 
-  onMessage(session: ServerSession, type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void {
+  onMessage(
+    session: ServerSession,
+    type: number,
+    view: DataView,
+    start: number,
+    length: number,
+    handles: OsHandle[] | undefined,
+  ): void {
     if (type === MessageType.RELEASE) {
       checkRelease(view, start, length);
       const fence = handles?.[0];
       if (fence) assertFence(fence, 'a release fence');
-      return this.release(session, releaseSurfaceId(view, start), releaseBufferId(view, start), releaseSequence(view, start), fence);
+      return this.release(
+        session,
+        releaseSurfaceId(view, start),
+        releaseBufferId(view, start),
+        releaseSequence(view, start),
+        fence,
+      );
     }
     const report = readImportFailed(view, start, length);
     const code = errorCodeName(report.code);
-    this.host.logger('warn', `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism?.name} (${code}): ${report.reason}`);
+    this.host.logger(
+      'warn',
+      `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism?.name} (${code}): ${report.reason}`,
+    );
     this.fallBack(session, code, report.reason);
   }
 
@@ -98,7 +125,15 @@ export class FramesServer implements ServerFeature {
     const states = this.clients.get(session)!;
     let st = states.get(surface.id);
     if (!st) {
-      st = { held: null, heldSequence: 0, heldSinceMs: 0, pending: false, accum: [], accumFull: false, needsFull: true };
+      st = {
+        held: null,
+        heldSequence: 0,
+        heldSinceMs: 0,
+        pending: false,
+        accum: [],
+        accumFull: false,
+        needsFull: true,
+      };
       states.set(surface.id, st);
     }
     return st;
@@ -123,7 +158,8 @@ export class FramesServer implements ServerFeature {
   fenceSignalled(surface: SharedSurface, buffer: SurfaceBuffer): void {
     for (const [session, states] of this.clients) {
       const st = states.get(surface.id);
-      if (session.state === 'active' && st && st.pending && st.held === null) this.deliver(session, st, surface, buffer, st.accum, st.accum.length);
+      if (session.state === 'active' && st && st.pending && st.held === null)
+        this.deliver(session, st, surface, buffer, st.accum, st.accum.length);
     }
   }
 
@@ -136,7 +172,11 @@ export class FramesServer implements ServerFeature {
     const current = session.offers.findIndex((o) => o.name === session.mechanism?.name);
     const next = chooseMechanism(session.offers, current + 1, this.host.offer, session.otherHost, []);
     if (!next) {
-      session.disconnect('E_NO_MECHANISM', `client cannot use ${session.mechanism?.name} (${code}: ${reason}) and there is nothing to fall back to`, true);
+      session.disconnect(
+        'E_NO_MECHANISM',
+        `client cannot use ${session.mechanism?.name} (${code}: ${reason}) and there is nothing to fall back to`,
+        true,
+      );
       return false;
     }
     session.adopt(next, `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`);
@@ -148,7 +188,14 @@ export class FramesServer implements ServerFeature {
     return true;
   }
 
-  private deliver(session: ServerSession, st: SurfaceState, surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
+  private deliver(
+    session: ServerSession,
+    st: SurfaceState,
+    surface: SharedSurface,
+    buffer: SurfaceBuffer,
+    damage: readonly Rect[],
+    count: number,
+  ): void {
     const mechanism = session.mechanism!;
     if (!mechanism.caps.handles) return; // e.g. stream.v1: its frames go out another way
     const withFence = buffer.fence !== null && mechanism.caps.sync === 'sync_file';
@@ -161,7 +208,8 @@ export class FramesServer implements ServerFeature {
     // Every frame: a copy for this client's mechanism is brought up to date (a no-op where the memory is shared).
     const exp = buffer.exportAs(mechanism, session);
     if (isRefusal(exp)) {
-      if (this.fallBack(session, 'E_UNSUPPORTED_FORMAT', `surface ${surface.id}: ${exp.refused}`)) this.deliver(session, st, surface, buffer, damage, count);
+      if (this.fallBack(session, 'E_UNSUPPORTED_FORMAT', `surface ${surface.id}: ${exp.refused}`))
+        this.deliver(session, st, surface, buffer, damage, count);
       return;
     }
     const ch = session.channel;
@@ -176,7 +224,16 @@ export class FramesServer implements ServerFeature {
       damage = st.accum;
       count = damage.length;
     }
-    const length = writeFrame(ch.writer, surface.id, buffer.id, surface.sequence, surface.lastPresentNs, damage, count, withFence);
+    const length = writeFrame(
+      ch.writer,
+      surface.id,
+      buffer.id,
+      surface.sequence,
+      surface.lastPresentNs,
+      damage,
+      count,
+      withFence,
+    );
     let sent: boolean;
     if (withFence) {
       this.fenceList[0] = buffer.fence as OsHandle;
@@ -208,23 +265,38 @@ export class FramesServer implements ServerFeature {
         modifier: exp.modifier,
         orientation: ORIENTATION[surface.orientation],
         visible: surface.visible,
-        planes: exp.planes.map((p) => ({ handleIndex: p.handleIndex, stride: p.layout.stride, offset: p.layout.offset, size: p.layout.size })),
+        planes: exp.planes.map((p) => ({
+          handleIndex: p.handleIndex,
+          stride: p.layout.stride,
+          offset: p.layout.offset,
+          size: p.layout.size,
+        })),
       },
       exp.handles.length,
     );
   }
 
-  private release(session: ServerSession, surfaceId: number, bufferId: number, sequence: number, fence?: OsHandle): void {
+  private release(
+    session: ServerSession,
+    surfaceId: number,
+    bufferId: number,
+    sequence: number,
+    fence?: OsHandle,
+  ): void {
     const surface = this.host.surfaces.get(surfaceId);
     const st = this.clients.get(session)?.get(surfaceId);
     if (!surface || !st) {
       // A release racing a SURFACE_GONE is normal; a surface that never existed is not.
-      if (surfaceId > this.host.highestSurfaceId || surfaceId === 0) throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `RELEASE names surface ${surfaceId}, which does not exist`);
+      if (surfaceId > this.host.highestSurfaceId || surfaceId === 0)
+        throw new SurfaceLinkError('E_UNKNOWN_BUFFER', `RELEASE names surface ${surfaceId}, which does not exist`);
       return;
     }
     const held = st.held;
     if (!held || held.id !== bufferId || st.heldSequence !== sequence)
-      throw new SurfaceLinkError('E_UNEXPECTED', `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`);
+      throw new SurfaceLinkError(
+        'E_UNEXPECTED',
+        `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`,
+      );
     st.held = null;
     held.holders--;
     if (fence) {
@@ -287,7 +359,11 @@ export class FramesServer implements ServerFeature {
     const age = Math.round(performance.now() - oldest);
     for (const [session, states] of [...this.clients]) {
       if (states.get(surface.id)?.held === victim)
-        session.disconnect('E_POOL_EXHAUSTED', `surface ${surface.id}'s pool is exhausted; dropping the clients holding its oldest frame (${age} ms)`, true);
+        session.disconnect(
+          'E_POOL_EXHAUSTED',
+          `surface ${surface.id}'s pool is exhausted; dropping the clients holding its oldest frame (${age} ms)`,
+          true,
+        );
     }
     return true;
   }
@@ -299,7 +375,11 @@ export class FramesServer implements ServerFeature {
     for (const [session, states] of [...this.clients]) {
       for (const [surfaceId, st] of states) {
         if (st.held && now - st.heldSinceMs > limit) {
-          session.disconnect('E_RELEASE_TIMEOUT', `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms (limit ${limit} ms)`, true);
+          session.disconnect(
+            'E_RELEASE_TIMEOUT',
+            `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms (limit ${limit} ms)`,
+            true,
+          );
           break;
         }
       }

@@ -18,7 +18,14 @@ export interface ServerFeature {
   /** A session finished negotiation with this feature. */
   start(session: ServerSession): void;
   /** One of its messages. Throws SurfaceLinkError for a protocol violation (the session then ends). Handles are borrowed. */
-  onMessage(session: ServerSession, type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void;
+  onMessage(
+    session: ServerSession,
+    type: number,
+    view: DataView,
+    start: number,
+    length: number,
+    handles: OsHandle[] | undefined,
+  ): void;
   /** The session ended: free what it held. */
   end(session: ServerSession): void;
 }
@@ -29,7 +36,14 @@ export interface ClientFeature<Host> {
   /** Message types servers send for it, with how many handles each may carry. */
   readonly serverMessages: ReadonlyMap<number, number>;
   /** One of its messages. Throws SurfaceLinkError for a protocol violation. Handles become the feature's. */
-  onMessage(host: Host, type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void;
+  onMessage(
+    host: Host,
+    type: number,
+    view: DataView,
+    start: number,
+    length: number,
+    handles: OsHandle[] | undefined,
+  ): void;
   /** The session ended. */
   end(host: Host): void;
 }

@@ -31,8 +31,23 @@ export interface Allocation {
 }
 
 /** A single dma-buf holding every plane in our linear layout. */
-function single(fd: NativeFd, planes: PlaneLayout[], size: number, allocator: AllocatorName, memfd: NativeFd | null = null, memfdMemory: ArrayBuffer | null = null): Allocation {
-  return { fds: [fd], sizes: [size], memfd, memfdMemory, planes: planes.map((layout) => ({ handleIndex: 0, layout })), modifier: MODIFIER_LINEAR, allocator };
+function single(
+  fd: NativeFd,
+  planes: PlaneLayout[],
+  size: number,
+  allocator: AllocatorName,
+  memfd: NativeFd | null = null,
+  memfdMemory: ArrayBuffer | null = null,
+): Allocation {
+  return {
+    fds: [fd],
+    sizes: [size],
+    memfd,
+    memfdMemory,
+    planes: planes.map((layout) => ({ handleIndex: 0, layout })),
+    modifier: MODIFIER_LINEAR,
+    allocator,
+  };
 }
 
 interface Allocator {
@@ -61,17 +76,32 @@ const gbmAllocator: Allocator = {
     const g = gbmAllocate(format, width, height, [MODIFIER_LINEAR]);
     const planes = g.planes.map((p, i) => {
       const rows = Math.ceil(height / (format.planes[i]?.yDiv ?? 1));
-      const layout: PlaneLayout = { offset: p.offset, stride: p.stride, size: p.stride * rows, width: Math.ceil(width / (format.planes[i]?.xDiv ?? 1)), height: rows };
+      const layout: PlaneLayout = {
+        offset: p.offset,
+        stride: p.stride,
+        size: p.stride * rows,
+        width: Math.ceil(width / (format.planes[i]?.xDiv ?? 1)),
+        height: rows,
+      };
       return { handleIndex: p.handleIndex, layout };
     });
-    return { fds: g.fds, sizes: g.sizes, memfd: null, memfdMemory: null, planes, modifier: g.modifier, allocator: 'gbm' };
+    return {
+      fds: g.fds,
+      sizes: g.sizes,
+      memfd: null,
+      memfdMemory: null,
+      planes,
+      modifier: g.modifier,
+      allocator: 'gbm',
+    };
   },
 };
 
 const heapAllocator: Allocator = {
   name: 'dma-heap',
   probe() {
-    if (!fs.existsSync('/dev/dma_heap/system')) return { available: false, reason: '/dev/dma_heap/system is absent (kernel without CONFIG_DMABUF_HEAPS_SYSTEM)' };
+    if (!fs.existsSync('/dev/dma_heap/system'))
+      return { available: false, reason: '/dev/dma_heap/system is absent (kernel without CONFIG_DMABUF_HEAPS_SYSTEM)' };
     try {
       dmabufModule().heapAlloc('system', 4096).close();
       return { available: true, reason: 'the system dma-heap allocates' };
@@ -88,7 +118,8 @@ const heapAllocator: Allocator = {
 const udmabufAllocator: Allocator = {
   name: 'udmabuf',
   probe() {
-    if (!fs.existsSync('/dev/udmabuf')) return { available: false, reason: '/dev/udmabuf is absent (kernel without CONFIG_UDMABUF)' };
+    if (!fs.existsSync('/dev/udmabuf'))
+      return { available: false, reason: '/dev/udmabuf is absent (kernel without CONFIG_UDMABUF)' };
     try {
       const m = linuxNative().createMemfd('surfacelink-probe', 4096);
       try {
@@ -135,7 +166,9 @@ function findVgem(): NativeFd | null {
 const vgemAllocator: Allocator = {
   name: 'vgem',
   probe() {
-    return findVgem() ? { available: true, reason: 'vgem (a virtual GPU) makes dumb buffers' } : { available: false, reason: 'no vgem card in /dev/dri (module vgem not loaded)' };
+    return findVgem()
+      ? { available: true, reason: 'vgem (a virtual GPU) makes dumb buffers' }
+      : { available: false, reason: 'no vgem card in /dev/dri (module vgem not loaded)' };
   },
   allocate(format, width, height) {
     const card = findVgem();
@@ -152,7 +185,12 @@ const vgemAllocator: Allocator = {
   },
 };
 
-const ALLOCATORS: Record<AllocatorName, Allocator> = { gbm: gbmAllocator, 'dma-heap': heapAllocator, udmabuf: udmabufAllocator, vgem: vgemAllocator };
+const ALLOCATORS: Record<AllocatorName, Allocator> = {
+  gbm: gbmAllocator,
+  'dma-heap': heapAllocator,
+  udmabuf: udmabufAllocator,
+  vgem: vgemAllocator,
+};
 
 export const ALLOCATOR_NAMES = Object.keys(ALLOCATORS) as AllocatorName[];
 
@@ -164,7 +202,8 @@ export function allocatorReports(): { name: AllocatorName; available: boolean; r
     probes = new Map();
     const native = probeNative().addon;
     for (const name of [...ALLOCATOR_ORDER, 'vgem'] as AllocatorName[]) {
-      if (native?.platform !== 'linux' || !native.dmabuf) probes.set(name, { available: false, reason: 'the native addon has no dma-buf support on this platform' });
+      if (native?.platform !== 'linux' || !native.dmabuf)
+        probes.set(name, { available: false, reason: 'the native addon has no dma-buf support on this platform' });
       else {
         try {
           probes.set(name, ALLOCATORS[name].probe());
@@ -178,16 +217,30 @@ export function allocatorReports(): { name: AllocatorName; available: boolean; r
 }
 
 /** The named allocator, or the first that works; E_NO_MECHANISM with every reason otherwise. */
-export function allocateDmabuf(format: FormatInfo, width: number, height: number, label: string, name?: string): Allocation {
+export function allocateDmabuf(
+  format: FormatInfo,
+  width: number,
+  height: number,
+  label: string,
+  name?: string,
+): Allocation {
   const reports = allocatorReports();
   let allocator: Allocator | undefined;
   if (name !== undefined) {
     const r = reports.find((x) => x.name === name);
-    if (!r?.available) throw new SurfaceLinkError('E_NO_MECHANISM', `dma-buf allocator ${name} is unavailable: ${r?.reason ?? 'unknown allocator'}`);
+    if (!r?.available)
+      throw new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        `dma-buf allocator ${name} is unavailable: ${r?.reason ?? 'unknown allocator'}`,
+      );
     allocator = ALLOCATORS[name as AllocatorName];
   } else {
     const first = ALLOCATOR_ORDER.find((n) => reports.find((x) => x.name === n)?.available);
-    if (first === undefined) throw new SurfaceLinkError('E_NO_MECHANISM', `no dma-buf allocator works here: ${reports.map((r) => `${r.name}: ${r.reason}`).join('; ')}`);
+    if (first === undefined)
+      throw new SurfaceLinkError(
+        'E_NO_MECHANISM',
+        `no dma-buf allocator works here: ${reports.map((r) => `${r.name}: ${r.reason}`).join('; ')}`,
+      );
     allocator = ALLOCATORS[first];
   }
   return allocator.allocate(format, width, height, label);

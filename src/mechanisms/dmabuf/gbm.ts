@@ -19,7 +19,14 @@
  */
 import { constants as osConstants } from 'node:os';
 import { SurfaceLinkError, invalidArgument } from '../../errors.js';
-import { FORMATS, MAX_DIMENSION, MODIFIER_INVALID, MODIFIER_LINEAR, fourccToString, type FormatInfo } from '../../formats.js';
+import {
+  FORMATS,
+  MAX_DIMENSION,
+  MODIFIER_INVALID,
+  MODIFIER_LINEAR,
+  fourccToString,
+  type FormatInfo,
+} from '../../formats.js';
 import { linuxNative, type LinuxAddon, type NativeFd } from '../../native/index.js';
 
 // ─── The C interface: every constant and every signature we use, nowhere else ──────────
@@ -49,10 +56,13 @@ const GBM_SIGNATURES = {
   gbm_device_destroy: 'void gbm_device_destroy(void *gbm)',
   gbm_device_get_backend_name: 'const char *gbm_device_get_backend_name(void *gbm)',
   gbm_device_is_format_supported: 'int gbm_device_is_format_supported(void *gbm, uint32_t format, uint32_t usage)',
-  gbm_device_get_format_modifier_plane_count: 'int gbm_device_get_format_modifier_plane_count(void *gbm, uint32_t format, uint64_t modifier)',
+  gbm_device_get_format_modifier_plane_count:
+    'int gbm_device_get_format_modifier_plane_count(void *gbm, uint32_t format, uint64_t modifier)',
   gbm_bo_create: 'void *gbm_bo_create(void *gbm, uint32_t width, uint32_t height, uint32_t format, uint32_t flags)',
-  gbm_bo_create_with_modifiers: 'void *gbm_bo_create_with_modifiers(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count)',
-  gbm_bo_create_with_modifiers2: 'void *gbm_bo_create_with_modifiers2(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count, uint32_t flags)',
+  gbm_bo_create_with_modifiers:
+    'void *gbm_bo_create_with_modifiers(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count)',
+  gbm_bo_create_with_modifiers2:
+    'void *gbm_bo_create_with_modifiers2(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count, uint32_t flags)',
   gbm_bo_destroy: 'void gbm_bo_destroy(void *bo)',
   gbm_bo_get_width: 'uint32_t gbm_bo_get_width(void *bo)',
   gbm_bo_get_height: 'uint32_t gbm_bo_get_height(void *bo)',
@@ -92,8 +102,23 @@ export interface GbmFunctions {
   gbm_device_is_format_supported(gbm: Ptr, format: number, usage: number): number;
   gbm_device_get_format_modifier_plane_count(gbm: Ptr, format: number, modifier: bigint): number;
   gbm_bo_create(gbm: Ptr, width: number, height: number, format: number, flags: number): Ptr | null;
-  gbm_bo_create_with_modifiers(gbm: Ptr, width: number, height: number, format: number, modifiers: U64Array, count: number): Ptr | null;
-  gbm_bo_create_with_modifiers2(gbm: Ptr, width: number, height: number, format: number, modifiers: U64Array, count: number, flags: number): Ptr | null;
+  gbm_bo_create_with_modifiers(
+    gbm: Ptr,
+    width: number,
+    height: number,
+    format: number,
+    modifiers: U64Array,
+    count: number,
+  ): Ptr | null;
+  gbm_bo_create_with_modifiers2(
+    gbm: Ptr,
+    width: number,
+    height: number,
+    format: number,
+    modifiers: U64Array,
+    count: number,
+    flags: number,
+  ): Ptr | null;
   gbm_bo_destroy(bo: Ptr): void;
   gbm_bo_get_width(bo: Ptr): number;
   gbm_bo_get_height(bo: Ptr): number;
@@ -113,7 +138,14 @@ export const GBM_FUNCTION_NAMES = Object.keys(GBM_SIGNATURES) as GbmFunctionName
 
 export interface GbmBindings {
   /** The resolved functions; an optional one that libgbm lacks is absent. */
-  fn: Partial<GbmFunctions> & Omit<GbmFunctions, 'gbm_bo_create_with_modifiers' | 'gbm_bo_create_with_modifiers2' | 'gbm_bo_get_fd_for_plane' | 'gbm_device_get_format_modifier_plane_count'>;
+  fn: Partial<GbmFunctions> &
+    Omit<
+      GbmFunctions,
+      | 'gbm_bo_create_with_modifiers'
+      | 'gbm_bo_create_with_modifiers2'
+      | 'gbm_bo_get_fd_for_plane'
+      | 'gbm_device_get_format_modifier_plane_count'
+    >;
   /** Optional functions this libgbm does not export. */
   missing: GbmFunctionName[];
   /** errno as the last C call left it (read it right after the call). */
@@ -138,7 +170,11 @@ export function gbmBindings(): GbmBindings {
   try {
     koffi = require('koffi') as Koffi;
   } catch (e) {
-    throw (bindingsError = new SurfaceLinkError('E_NO_MECHANISM', `koffi (the FFI used to call libgbm) cannot be loaded: ${firstLine(e)}`, { cause: e }));
+    throw (bindingsError = new SurfaceLinkError(
+      'E_NO_MECHANISM',
+      `koffi (the FFI used to call libgbm) cannot be loaded: ${firstLine(e)}`,
+      { cause: e },
+    ));
   }
   let lib: ReturnType<Koffi['load']>;
   let libc: ReturnType<Koffi['load']>;
@@ -146,7 +182,9 @@ export function gbmBindings(): GbmBindings {
     lib = koffi.load(LIBGBM);
     libc = koffi.load(LIBC);
   } catch (e) {
-    throw (bindingsError = new SurfaceLinkError('E_NO_MECHANISM', `${LIBGBM} cannot be loaded: ${firstLine(e)}`, { cause: e }));
+    throw (bindingsError = new SurfaceLinkError('E_NO_MECHANISM', `${LIBGBM} cannot be loaded: ${firstLine(e)}`, {
+      cause: e,
+    }));
   }
   const fn: Record<string, unknown> = {};
   const missing: GbmFunctionName[] = [];
@@ -154,7 +192,10 @@ export function gbmBindings(): GbmBindings {
     try {
       fn[name] = lib.func(GBM_SIGNATURES[name]);
     } catch (e) {
-      if (!GBM_OPTIONAL.has(name)) throw (bindingsError = new SurfaceLinkError('E_NO_MECHANISM', `${LIBGBM} lacks ${name}: ${firstLine(e)}`, { cause: e }));
+      if (!GBM_OPTIONAL.has(name))
+        throw (bindingsError = new SurfaceLinkError('E_NO_MECHANISM', `${LIBGBM} lacks ${name}: ${firstLine(e)}`, {
+          cause: e,
+        }));
       missing.push(name);
     }
   }
@@ -266,14 +307,17 @@ function tryNode(g: GbmBindings, node: string): DeviceResult {
   const backend = g.fn.gbm_device_get_backend_name(dev) ?? '(unnamed)';
   const xr24 = FORMATS.XRGB8888.fourcc;
   if (!g.fn.gbm_device_is_format_supported(dev, xr24, LINEAR_USAGE))
-    return fail(`GBM backend "${backend}" on ${node}: XRGB8888 with GBM_BO_USE_RENDERING | GBM_BO_USE_LINEAR is not supported`);
+    return fail(
+      `GBM backend "${backend}" on ${node}: XRGB8888 with GBM_BO_USE_RENDERING | GBM_BO_USE_LINEAR is not supported`,
+    );
   // Mesa falls back to its software rasterizer when the node has no Mesa driver, so the
   // device and the format check above prove nothing: allocate and export one buffer, and
   // map it read-write as exportDmabufs() will (kms_swrast exports its dumb buffers
   // read-only, for one, so they cannot be written through a mapping).
   const at = `GBM backend "${backend}" on ${node}`;
   const bo = g.fn.gbm_bo_create(dev, 64, 64, xr24, LINEAR_USAGE);
-  if (bo === null) return fail(`${at}: gbm_bo_create(64x64 XRGB8888, RENDERING | LINEAR) failed: ${errnoText(g.errno())}`);
+  if (bo === null)
+    return fail(`${at}: gbm_bo_create(64x64 XRGB8888, RENDERING | LINEAR) failed: ${errnoText(g.errno())}`);
   const raw = g.fn.gbm_bo_get_fd(bo);
   const exportErrno = g.errno();
   g.fn.gbm_bo_destroy(bo);
@@ -296,7 +340,11 @@ function tryNode(g: GbmBindings, node: string): DeviceResult {
   } finally {
     trial.close();
   }
-  return { ok: true, device: { node, fd, dev, backend }, reason: `${at} allocates, exports and maps XRGB8888 (rendering, linear)` };
+  return {
+    ok: true,
+    device: { node, fd, dev, backend },
+    reason: `${at} allocates, exports and maps XRGB8888 (rendering, linear)`,
+  };
 }
 
 function gbmReleaseDevice(device: GbmDevice): void {
@@ -346,7 +394,8 @@ export interface GbmAllocation {
 }
 
 function checkDimension(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 1 || v > MAX_DIMENSION) throw invalidArgument(name, `an integer in 1..${MAX_DIMENSION}`, v);
+  if (!Number.isInteger(v) || v < 1 || v > MAX_DIMENSION)
+    throw invalidArgument(name, `an integer in 1..${MAX_DIMENSION}`, v);
 }
 
 /**
@@ -429,11 +478,18 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
   const raws: number[] = [];
   try {
     const reported = BigInt(g.fn.gbm_bo_get_modifier(bo));
-    const modifier = linearFallback || (reported === MODIFIER_INVALID && asked.length === 1 && asked[0] === MODIFIER_LINEAR) ? MODIFIER_LINEAR : reported;
+    const modifier =
+      linearFallback || (reported === MODIFIER_INVALID && asked.length === 1 && asked[0] === MODIFIER_LINEAR)
+        ? MODIFIER_LINEAR
+        : reported;
     if (asked.length > 0 && !asked.includes(modifier))
-      throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `GBM allocated ${what} with modifier 0x${modifier.toString(16)}, which was not asked for`);
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED_FORMAT',
+        `GBM allocated ${what} with modifier 0x${modifier.toString(16)}, which was not asked for`,
+      );
     const count = g.fn.gbm_bo_get_plane_count(bo);
-    if (!Number.isInteger(count) || count < 1 || count > 4) throw new SurfaceLinkError('E_SYSTEM', `gbm_bo_get_plane_count returned ${count} for ${what}`);
+    if (!Number.isInteger(count) || count < 1 || count > 4)
+      throw new SurfaceLinkError('E_SYSTEM', `gbm_bo_get_plane_count returned ${count} for ${what}`);
 
     // Export every plane. Drivers usually put all planes in one GEM object, so the fds
     // refer to the same dma-buf (same inode): keep the first, close the rest.
@@ -445,10 +501,17 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
       let raw: number;
       if (getFdForPlane) raw = getFdForPlane(bo, i);
       else if (count === 1) raw = g.fn.gbm_bo_get_fd(bo);
-      else throw new SurfaceLinkError('E_UNSUPPORTED', `${LIBGBM} has no gbm_bo_get_fd_for_plane, needed for a ${count}-plane buffer`);
+      else
+        throw new SurfaceLinkError(
+          'E_UNSUPPORTED',
+          `${LIBGBM} has no gbm_bo_get_fd_for_plane, needed for a ${count}-plane buffer`,
+        );
       if (raw < 0) {
         const errno = g.errno();
-        throw new SurfaceLinkError('E_SYSTEM', `exporting plane ${i} of ${what} failed: ${errnoText(errno)}`, { syscall: getFdForPlane ? 'gbm_bo_get_fd_for_plane' : 'gbm_bo_get_fd', errno });
+        throw new SurfaceLinkError('E_SYSTEM', `exporting plane ${i} of ${what} failed: ${errnoText(errno)}`, {
+          syscall: getFdForPlane ? 'gbm_bo_get_fd_for_plane' : 'gbm_bo_get_fd',
+          errno,
+        });
       }
       raws.push(raw);
       const fd = adoptRawFd(raw);
@@ -456,7 +519,10 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
       const st = fd.stat();
       if (st.kind !== 'dmabuf') {
         fd.close();
-        throw new SurfaceLinkError('E_HANDLE_TYPE', `GBM exported plane ${i} of ${what} as a ${st.kind}, not a dma-buf`);
+        throw new SurfaceLinkError(
+          'E_HANDLE_TYPE',
+          `GBM exported plane ${i} of ${what} as a ${st.kind}, not a dma-buf`,
+        );
       }
       const key = `${st.device}:${st.inode}`;
       let handleIndex = byInode.get(key);
@@ -470,7 +536,11 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
         fds.push(fd);
         sizes.push(st.size);
       } else fd.close();
-      planes.push({ handleIndex, offset: g.fn.gbm_bo_get_offset(bo, i), stride: g.fn.gbm_bo_get_stride_for_plane(bo, i) });
+      planes.push({
+        handleIndex,
+        offset: g.fn.gbm_bo_get_offset(bo, i),
+        stride: g.fn.gbm_bo_get_stride_for_plane(bo, i),
+      });
     }
     let closed = false;
     return {

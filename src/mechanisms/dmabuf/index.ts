@@ -15,8 +15,17 @@ import { checkPlanesFit, validateDescriptor } from '../../protocol/validate.js';
 import { asOsHandle } from '../external.js';
 import { descriptor, shmExport, unmap } from '../shm.js';
 import {
-  ImportRefused, type AdoptRequest, type AllocateRequest, type BufferExport, type ConsumerBuffer, type ExternalDmabuf, type ImplicitFences,
-  type ImportOptions, type Mechanism, type ProbeResult, type ProducerBacking,
+  ImportRefused,
+  type AdoptRequest,
+  type AllocateRequest,
+  type BufferExport,
+  type ConsumerBuffer,
+  type ExternalDmabuf,
+  type ImplicitFences,
+  type ImportOptions,
+  type Mechanism,
+  type ProbeResult,
+  type ProducerBacking,
 } from '../types.js';
 import { ALLOCATOR_NAMES, ALLOCATOR_ORDER, allocateDmabuf, allocatorReports, dmabufModule, why } from './allocators.js';
 
@@ -31,7 +40,10 @@ function syncAll(fds: readonly NativeFd[], phase: 'start' | 'end', access: CpuAc
 }
 
 /** Everything the CPU can read from the mapped objects, as one view per plane. */
-function viewsOf(memories: ArrayBuffer[], planes: readonly { handleIndex: number; layout: PlaneLayout }[]): Uint8Array[] {
+function viewsOf(
+  memories: ArrayBuffer[],
+  planes: readonly { handleIndex: number; layout: PlaneLayout }[],
+): Uint8Array[] {
   return planes.map((p) => new Uint8Array(memories[p.handleIndex], p.layout.offset, p.layout.size));
 }
 
@@ -102,7 +114,9 @@ function dmabufBacking(
     exportSame(mechanism, peer) {
       if (mechanism === NAME) {
         if (peer.formats && !peer.formats.has(format.fourcc, modifier))
-          return { refused: `the buffer is ${format.name} with modifier ${modifierName(modifier)}, which the client did not declare` };
+          return {
+            refused: `the buffer is ${format.name} with modifier ${modifierName(modifier)}, which the client did not declare`,
+          };
         return own;
       }
       return sameMemory !== null && sameMemory.mechanism === mechanism ? sameMemory : null;
@@ -125,10 +139,16 @@ export function linearFormats(): FormatSet {
 }
 
 /** Checks each fd is really a dma-buf and every plane fits in it; returns the sizes. */
-function dmabufSizes(fds: readonly NativeFd[], planes: readonly PlaneLayout[], handleOf: (plane: number) => number, name: (i: number) => string): number[] {
+function dmabufSizes(
+  fds: readonly NativeFd[],
+  planes: readonly PlaneLayout[],
+  handleOf: (plane: number) => number,
+  name: (i: number) => string,
+): number[] {
   const sizes = fds.map((fd, i) => {
     const st = fd.stat();
-    if (st.kind !== 'dmabuf') throw new SurfaceLinkError('E_HANDLE_TYPE', `${name(i)} must be a dma-buf; it is a ${st.kind}`);
+    if (st.kind !== 'dmabuf')
+      throw new SurfaceLinkError('E_HANDLE_TYPE', `${name(i)} must be a dma-buf; it is a ${st.kind}`);
     return st.size ?? 0;
   });
   for (let i = 0; i < fds.length; i++) checkPlanesFit(planes, handleOf, i, sizes[i]);
@@ -137,14 +157,28 @@ function dmabufSizes(fds: readonly NativeFd[], planes: readonly PlaneLayout[], h
 
 export const dmabufMechanism: Mechanism = {
   name: NAME,
-  caps: { handles: true, cpuAccess: true, sync: 'sync_file', negotiatesFormats: true, copyTarget: false, fallback: true },
+  caps: {
+    handles: true,
+    cpuAccess: true,
+    sync: 'sync_file',
+    negotiatesFormats: true,
+    copyTarget: false,
+    fallback: true,
+  },
 
   probe(): ProbeResult {
-    if (process.platform !== 'linux') return { available: false, reason: `dma-bufs are Linux-only (this is ${process.platform})` };
+    if (process.platform !== 'linux')
+      return { available: false, reason: `dma-bufs are Linux-only (this is ${process.platform})` };
     const reports = allocatorReports();
     const usable = reports.find((r) => r.available && ALLOCATOR_ORDER.includes(r.name));
-    const skipped = reports.filter((r) => r !== usable && ALLOCATOR_ORDER.includes(r.name)).map((r) => `${r.name}: ${r.reason}`);
-    if (usable) return { available: true, reason: `allocating with ${usable.name} (${usable.reason})${skipped.length ? `; skipped ${skipped.join('; ')}` : ''}` };
+    const skipped = reports
+      .filter((r) => r !== usable && ALLOCATOR_ORDER.includes(r.name))
+      .map((r) => `${r.name}: ${r.reason}`);
+    if (usable)
+      return {
+        available: true,
+        reason: `allocating with ${usable.name} (${usable.reason})${skipped.length ? `; skipped ${skipped.join('; ')}` : ''}`,
+      };
     return { available: false, reason: `no dma-buf allocator: ${skipped.join('; ')}` };
   },
 
@@ -157,7 +191,10 @@ export const dmabufMechanism: Mechanism = {
     const declared = FormatSet.fromJSON((offer.formats as unknown[]) ?? []);
     const ours = linearFormats();
     const formats = declared.intersect(ours);
-    if (formats.size === 0) return { refused: `no common format × modifier (client: ${declared.toString() || 'none'}; server: ${ours.toString()})` };
+    if (formats.size === 0)
+      return {
+        refused: `no common format × modifier (client: ${declared.toString() || 'none'}; server: ${ours.toString()})`,
+      };
     return { formats, detail: `; common formats: ${formats.toString()}` };
   },
 
@@ -173,7 +210,11 @@ export const dmabufMechanism: Mechanism = {
       }
     }
     try {
-      return dmabufBacking(a.fds, a.planes, request.format, a.modifier, a.sizes, { memfd: a.memfd, memfdMemory: a.memfdMemory, kind: `dmabuf:${a.allocator}` });
+      return dmabufBacking(a.fds, a.planes, request.format, a.modifier, a.sizes, {
+        memfd: a.memfd,
+        memfdMemory: a.memfdMemory,
+        kind: `dmabuf:${a.allocator}`,
+      });
     } catch (error) {
       for (const fd of a.fds) fd.close();
       if (a.memfdMemory) unmap(a.memfdMemory);
@@ -187,26 +228,45 @@ export const dmabufMechanism: Mechanism = {
   canAdopt(): ProbeResult {
     // Adopting needs only the dma-buf ioctls (CPU sync, fences), not an allocator.
     const { addon } = probeNative();
-    if (addon?.platform !== 'linux') return { available: false, reason: `dma-bufs are Linux-only (this is ${process.platform})` };
-    return addon.dmabuf ? { available: true, reason: 'the addon has the dma-buf ioctls' } : { available: false, reason: 'this build of the addon has no dma-buf support' };
+    if (addon?.platform !== 'linux')
+      return { available: false, reason: `dma-bufs are Linux-only (this is ${process.platform})` };
+    return addon.dmabuf
+      ? { available: true, reason: 'the addon has the dma-buf ioctls' }
+      : { available: false, reason: 'this build of the addon has no dma-buf support' };
   },
 
   adopt(request: AdoptRequest): ProducerBacking {
     const backing = request.backing;
-    if (backing.kind !== 'dmabuf') throw new SurfaceLinkError('E_INVALID_ARGUMENT', `dmabuf.v1 adopts dma-bufs, not ${backing.kind} buffers`);
+    if (backing.kind !== 'dmabuf')
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `dmabuf.v1 adopts dma-bufs, not ${backing.kind} buffers`);
     const buffer: ExternalDmabuf = backing.buffers[request.index];
     const modifier = backing.modifier ?? MODIFIER_LINEAR;
-    if (buffer.fds.length < 1 || buffer.fds.length > 4) throw new SurfaceLinkError('E_HANDLE_COUNT', `1..4 dma-bufs; got ${buffer.fds.length}`);
+    if (buffer.fds.length < 1 || buffer.fds.length > 4)
+      throw new SurfaceLinkError('E_HANDLE_COUNT', `1..4 dma-bufs; got ${buffer.fds.length}`);
     for (const p of buffer.planes)
-      if (!Number.isInteger(p.fdIndex) || p.fdIndex < 0 || p.fdIndex >= buffer.fds.length) throw new SurfaceLinkError('E_HANDLE_COUNT', `plane names fd ${p.fdIndex}; ${buffer.fds.length} given`);
-    const desc = descriptor(request, modifier, buffer.planes.map((p) => ({ handleIndex: p.fdIndex, offset: p.offset, stride: p.stride })));
+      if (!Number.isInteger(p.fdIndex) || p.fdIndex < 0 || p.fdIndex >= buffer.fds.length)
+        throw new SurfaceLinkError('E_HANDLE_COUNT', `plane names fd ${p.fdIndex}; ${buffer.fds.length} given`);
+    const desc = descriptor(
+      request,
+      modifier,
+      buffer.planes.map((p) => ({ handleIndex: p.fdIndex, offset: p.offset, stride: p.stride })),
+    );
     const { planes } = validateDescriptor(desc);
     const given = buffer.fds.map((fd, i) => handleFd(asOsHandle(fd), `fds[${i}]`));
-    const sizes = dmabufSizes(given, planes, (p) => desc.planes[p].handleIndex, (i) => `fds[${i}]`);
+    const sizes = dmabufSizes(
+      given,
+      planes,
+      (p) => desc.planes[p].handleIndex,
+      (i) => `fds[${i}]`,
+    );
     const owned = given.map((fd) => fd.dup());
     try {
       const placed = planes.map((layout, i) => ({ handleIndex: desc.planes[i].handleIndex, layout }));
-      return dmabufBacking(owned, placed, request.format, modifier, sizes, { memfd: null, memfdMemory: null, kind: 'dmabuf:external' });
+      return dmabufBacking(owned, placed, request.format, modifier, sizes, {
+        memfd: null,
+        memfdMemory: null,
+        kind: 'dmabuf:external',
+      });
     } catch (error) {
       for (const fd of owned) fd.close();
       throw error;
@@ -219,13 +279,26 @@ export const dmabufMechanism: Mechanism = {
    * format × modifier must be one we declared we can read.
    */
   importBuffer(desc: ScanoutBody, format: FormatInfo, handles: OsHandle[], options: ImportOptions): ConsumerBuffer {
-    if (handles.length < 1 || handles.length > 4) throw new SurfaceLinkError('E_HANDLE_COUNT', `dmabuf.v1 buffers carry 1..4 dma-bufs; got ${handles.length}`);
+    if (handles.length < 1 || handles.length > 4)
+      throw new SurfaceLinkError('E_HANDLE_COUNT', `dmabuf.v1 buffers carry 1..4 dma-bufs; got ${handles.length}`);
     const { planes } = validateDescriptor(desc);
     const fds = handles.map((h, i) => handleFd(h, `handle ${i}`));
-    const sizes = dmabufSizes(fds, planes, (p) => desc.planes[p].handleIndex, (i) => `handle ${i}`);
+    const sizes = dmabufSizes(
+      fds,
+      planes,
+      (p) => desc.planes[p].handleIndex,
+      (i) => `handle ${i}`,
+    );
     if (!(options.accepts ?? linearFormats()).has(format.fourcc, desc.modifier))
-      throw new ImportRefused('E_UNSUPPORTED_FORMAT', `${format.name} with modifier 0x${desc.modifier.toString(16)} was not declared; this importer reads LINEAR buffers with the CPU`);
-    const memories = mapAll(fds, sizes, (e) => new ImportRefused('E_IMPORT_FAILED', `mapping the dma-buf failed: ${why(e)}`));
+      throw new ImportRefused(
+        'E_UNSUPPORTED_FORMAT',
+        `${format.name} with modifier 0x${desc.modifier.toString(16)} was not declared; this importer reads LINEAR buffers with the CPU`,
+      );
+    const memories = mapAll(
+      fds,
+      sizes,
+      (e) => new ImportRefused('E_IMPORT_FAILED', `mapping the dma-buf failed: ${why(e)}`),
+    );
     const st = fds[0].stat();
     const placed = planes.map((layout, i) => ({ handleIndex: desc.planes[i].handleIndex, layout }));
     return {
