@@ -20,8 +20,6 @@ export default tseslint.config(
       '@typescript-eslint/no-require-imports': 'off',
       '@typescript-eslint/no-explicit-any': 'off',
       'no-constant-condition': ['error', { checkLoops: false }],
-      // Prettier wraps code at 120; this keeps strings and comments there too.
-      'max-len': ['error', { code: 120, ignoreUrls: true, ignoreRegExpLiterals: true }],
       // Object-literal getters that read their owner's fields name it `owner`.
       '@typescript-eslint/no-this-alias': ['error', { allowedNames: ['owner'] }],
     },
@@ -80,4 +78,10 @@ export default tseslint.config(
     },
   },
   prettier,
+  {
+    // Prettier wraps code at 120; this keeps strings and comments there too. It comes after
+    // `prettier` because eslint-config-prettier turns max-len off (a "special rule" that may be
+    // re-enabled only after it).
+    rules: { 'max-len': ['error', { code: 120, ignoreUrls: true, ignoreRegExpLiterals: true }] },
+  },
 );

@@ -85,7 +85,10 @@ function time(iterations: number, fn: (i: number) => void): number[] {
   return samples;
 }
 
-/** `drawPixels`: the whole frame (import + draw), or 1 (import + a 1-pixel draw: forces deferred uploads, isolates the import). */
+/**
+ * `drawPixels`: the whole frame (import + draw), or 1 (import + a 1-pixel draw: forces deferred
+ * uploads, isolates the import).
+ */
 function importCase(
   ctx: GpuContext,
   buffer: SurfaceBuffer,
@@ -200,7 +203,9 @@ async function main(): Promise<void> {
   const server = await SurfaceServer.listen({ path: path.join(dir, 'bench.sock') });
   const rows: Row[] = [];
   console.log(
-    `surfacelink GL bench: ${ITERATIONS} frames per case after ${WARMUP} warm-up${QUICK ? ' (BENCH_QUICK)' : ''}; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+    `surfacelink GL bench: ${ITERATIONS} frames per case after ${WARMUP} ` +
+      `warm-up${QUICK ? ' (BENCH_QUICK)' : ''}; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, ` +
+      `Node ${process.version}`,
   );
   try {
     await benchGl('angle', server, rows);
@@ -224,7 +229,9 @@ async function main(): Promise<void> {
         ? `${round(r.p50_ms / zero, 2)}x`
         : '–';
     console.log(
-      `| ${r.gl} | ${r.size} | ${r.case} | ${r.path ?? '–'} | ${Number.isFinite(r.p50_ms) ? r.p50_ms : 'unavailable (reason in the JSON)'} | ${Number.isFinite(r.mean_ms) ? r.mean_ms : '–'} | ${r.gb_per_s ?? '–'} | ${ratio} |`,
+      `| ${r.gl} | ${r.size} | ${r.case} | ${r.path ?? '–'} ` +
+        `| ${Number.isFinite(r.p50_ms) ? r.p50_ms : 'unavailable (reason in the JSON)'} ` +
+        `| ${Number.isFinite(r.mean_ms) ? r.mean_ms : '–'} | ${r.gb_per_s ?? '–'} | ${ratio} |`,
     );
   }
   const record = {

@@ -156,7 +156,8 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bench-'));
   try {
     console.log(
-      `surfacelink bench: ${ITERATIONS} round trips per case after ${WARMUP} warm-up; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
+      `surfacelink bench: ${ITERATIONS} round trips per case after ${WARMUP} warm-up; ${os.cpus().length} ` +
+        `CPUs, ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}`,
     );
     const c = cBaseline();
     const raw = await addonBaseline(dir);

@@ -228,7 +228,8 @@ function round(n: number): number {
 
 async function main(): Promise<void> {
   process.stdout.write(
-    `stream bandwidth: ${W}x${H} desktop, clock + blinking cursor, ${FRAMES} frames at ${FPS} fps (${SECONDS} s of content)\n`,
+    `stream bandwidth: ${W}x${H} desktop, clock + blinking cursor, ` +
+      `${FRAMES} frames at ${FPS} fps (${SECONDS} s of content)\n`,
   );
   const tiles = summarize(await runTiles());
   const h = await runH264();
@@ -238,11 +239,13 @@ async function main(): Promise<void> {
     [`h264 (${h264?.element ?? '-'})`, h264],
   ];
   const table = [
-    '| codec | bytes/s | median bytes/frame | mean bytes/frame | median CPU ms/frame | first frame bytes | first frame CPU ms |',
+    '| codec | bytes/s | median bytes/frame | mean bytes/frame | median CPU ms/frame | first frame bytes | ' +
+      'first frame CPU ms |',
     '|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map(([name, r]) =>
       r
-        ? `| ${name} | ${r.bytesPerSecond} | ${r.medianBytesPerFrame} | ${r.meanBytesPerFrame} | ${r.medianCpuMsPerFrame} | ${r.firstFrameBytes} | ${r.firstFrameCpuMs} |`
+        ? `| ${name} | ${r.bytesPerSecond} | ${r.medianBytesPerFrame} | ${r.meanBytesPerFrame} ` +
+          `| ${r.medianCpuMsPerFrame} | ${r.firstFrameBytes} | ${r.firstFrameCpuMs} |`
         : `| ${name} | skipped: ${(h as { skipped: string }).skipped} ||||||`,
     ),
   ];
@@ -255,7 +258,8 @@ async function main(): Promise<void> {
   process.stdout.write(`${table.join('\n')}\n`);
   if (ratio)
     process.stdout.write(
-      `h264 / tiles: ${ratio.bytesPerSecond}× the bytes per second, ${ratio.cpuMsPerFrame}× the CPU per frame (medians)\n`,
+      `h264 / tiles: ${ratio.bytesPerSecond}× the bytes per second, ${ratio.cpuMsPerFrame}× the CPU per frame ` +
+        `(medians)\n`,
     );
   const record = {
     bench: 'stream-bandwidth',

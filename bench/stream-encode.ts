@@ -148,7 +148,8 @@ async function main(): Promise<void> {
   const outFile = path.join(dir, 'out.h264');
   try {
     console.log(
-      `stream-encode: ${FRAMES} frames of ${WIDTH}x${HEIGHT} XRGB8888, ${RUNS} runs each, x264enc at ${BITRATE_KBPS} kbit/s (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'})`,
+      `stream-encode: ${FRAMES} frames of ${WIDTH}x${HEIGHT} XRGB8888, ${RUNS} runs each, x264enc ` +
+        `at ${BITRATE_KBPS} kbit/s (${os.cpus().length} CPUs: ${os.cpus()[0]?.model ?? '?'})`,
     );
     writeFrames(rawFile);
     // The same frames for the Node side, read back from the file the baseline reads.
@@ -165,7 +166,8 @@ async function main(): Promise<void> {
       baselineRuns.push(baselineRun(rawFile, outFile));
       encoderRuns.push(await encoderRun(frames));
       console.log(
-        `  run ${r + 1}: bare pipeline ${baselineRuns[r].fps.toFixed(1)} fps, H264Encoder ${encoderRuns[r].fps.toFixed(1)} fps`,
+        `  run ${r + 1}: bare pipeline ${baselineRuns[r].fps.toFixed(1)} fps, ` +
+          `H264Encoder ${encoderRuns[r].fps.toFixed(1)} fps`,
       );
     }
     const summary = (name: string, runs: Run[]) => {
@@ -203,7 +205,8 @@ async function main(): Promise<void> {
       bitrate_kbps: BITRATE_KBPS,
       element: 'x264enc',
       settings:
-        'tune=zerolatency speed-preset=ultrafast bframes=0 threads=0, videoconvert n-threads=0, I420, constrained-baseline',
+        'tune=zerolatency speed-preset=ultrafast bframes=0 threads=0, videoconvert n-threads=0, I420, ' +
+        'constrained-baseline',
       gstreamer: probe.gstreamer,
       node: process.version,
       cpus: os.cpus().length,

@@ -158,7 +158,8 @@ async function main(): Promise<void> {
   if (!fs.existsSync(CHROMIUM))
     throw new Error(`no Chromium at ${CHROMIUM} (apt-get install chromium, or set SURFACELINK_CHROMIUM)`);
   process.stdout.write(
-    `stream latency: ${WIDTH}x${HEIGHT} pattern, producer at ${RATES.join(' and ')} fps, ${SECONDS} s per case, headless Chromium on loopback; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}\n`,
+    `stream latency: ${WIDTH}x${HEIGHT} pattern, producer at ${RATES.join(' and ')} fps, ${SECONDS} s per ` +
+      `case, headless Chromium on loopback; ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}\n`,
   );
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true });
   const chromiumVersion = browser.version();
@@ -185,7 +186,11 @@ async function main(): Promise<void> {
           const r = await runCase(browser, producer, info, codec, fps);
           results.push(r);
           process.stdout.write(
-            `  ${codec} at ${fps} fps: ${'skipped' in r ? `skipped: ${r.skipped}` : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.sentPerSecond} sent/s`}\n`,
+            `  ${codec} at ${fps} fps: ` +
+              ('skipped' in r
+                ? `skipped: ${r.skipped}`
+                : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.sentPerSecond} sent/s`) +
+              '\n',
           );
         }
       } finally {
@@ -196,12 +201,15 @@ async function main(): Promise<void> {
     await browser.close();
   }
   const table = [
-    '| codec | producer fps | encoded + sent fps | drawn fps | latency p50 ms | latency p99 ms | server share p50 / p99 ms | bitrate kb/s | samples |',
+    '| codec | producer fps | encoded + sent fps | drawn fps | latency p50 ms | latency p99 ms | server share ' +
+      'p50 / p99 ms | bitrate kb/s | samples |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...results.map((r) =>
       'skipped' in r
         ? `| ${r.codec} | ${r.producerFps} | skipped: ${r.skipped} |||||||`
-        : `| ${r.codec}${r.encoder ? ` (${r.encoder})` : ''} | ${r.presentedPerSecond} | ${r.sentPerSecond} | ${r.drawnPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.serverMs.p50} / ${r.serverMs.p99} | ${r.bitrateKbps} | ${r.latencyMs.samples} |`,
+        : `| ${r.codec}${r.encoder ? ` (${r.encoder})` : ''} | ${r.presentedPerSecond} | ${r.sentPerSecond} ` +
+          `| ${r.drawnPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.serverMs.p50} ` +
+          `/ ${r.serverMs.p99} | ${r.bitrateKbps} | ${r.latencyMs.samples} |`,
     ),
   ];
   process.stdout.write(`${table.join('\n')}\n`);

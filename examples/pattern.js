@@ -96,7 +96,10 @@ function checkFrame(pixels, stride, n) {
       const r = inBox ? colour[2] : 0x40;
       if (pixels[i] !== b || pixels[i + 1] !== g || pixels[i + 2] !== r || pixels[i + 3] !== 0xff) {
         const hex = (bytes) => bytes.map((v) => v.toString(16).padStart(2, '0')).join('');
-        return `pixel (${x}, ${y}) is ${hex([...pixels.subarray(i, i + 4)])}, expected ${hex([b, g, r, 0xff])} (B G R X)`;
+        return (
+          `pixel (${x}, ${y}) is ${hex([...pixels.subarray(i, i + 4)])}, ` +
+          `expected ${hex([b, g, r, 0xff])} (B G R X)`
+        );
       }
     }
   }
@@ -115,7 +118,10 @@ function checkDamage(damage, previous, n) {
     for (let y = changed.y; y < changed.y + changed.height; y++) {
       for (let x = changed.x; x < changed.x + changed.width; x++) {
         if (!damage.some((rect) => inside(rect, x, y)))
-          return `pixel (${x}, ${y}) changed since frame ${previous} but is outside the damage ${JSON.stringify(damage)}`;
+          return (
+            `pixel (${x}, ${y}) changed since frame ${previous} but is outside the ` +
+            `damage ${JSON.stringify(damage)}`
+          );
       }
     }
   }

@@ -111,7 +111,8 @@ async function main() {
     const clients = server.clients;
     const mechanisms = clients.map((c) => c.mechanism).join(', ');
     console.log(
-      `producer: frame ${frame}, ${frame - framesAtLastLine} fps, ${clients.length} client(s)${clients.length > 0 ? ` (${mechanisms})` : ''}`,
+      `producer: frame ${frame}, ${frame - framesAtLastLine} fps, ${clients.length} ` +
+        `client(s)${clients.length > 0 ? ` (${mechanisms})` : ''}`,
     );
     framesAtLastLine = frame;
   }, 1000);
@@ -139,7 +140,8 @@ async function main() {
   process.on('SIGTERM', onSignal);
 
   console.log(
-    `producer: listening on ${server.path}; surface ${surface.id} ${WIDTH}x${HEIGHT} ${FORMAT} (${surface.mechanism}), ${options.fps} fps; Ctrl-C stops`,
+    `producer: listening on ${server.path}; surface ${surface.id} ${WIDTH}x${HEIGHT} ${FORMAT} ` +
+      `(${surface.mechanism}), ${options.fps} fps; Ctrl-C stops`,
   );
   tick();
 }

@@ -87,7 +87,8 @@ async function main() {
     const sequence = frame.sequence;
     try {
       stats.received++;
-      if (lastSequence > 0 && sequence > lastSequence + 1) stats.skipped += sequence - lastSequence - 1; // latest wins: we were slower
+      // Latest wins: a gap in the sequence means we were slower than the producer.
+      if (lastSequence > 0 && sequence > lastSequence + 1) stats.skipped += sequence - lastSequence - 1;
       const problem =
         sequence <= lastSequence
           ? `sequence ${sequence} after ${lastSequence}`
@@ -112,8 +113,9 @@ async function main() {
 
   const statusTimer = setInterval(() => {
     console.log(
-      `viewer: ${stats.received - receivedAtLastLine} frames/s; ${stats.received} received, ${stats.verified} verified, ` +
-        `${stats.mismatched} mismatched, ${stats.skipped} skipped; last sequence ${lastSequence} (${client.mechanism})`,
+      `viewer: ${stats.received - receivedAtLastLine} frames/s; ${stats.received} received, ` +
+        `${stats.verified} verified, ${stats.mismatched} mismatched, ${stats.skipped} skipped; ` +
+        `last sequence ${lastSequence} (${client.mechanism})`,
     );
     receivedAtLastLine = stats.received;
   }, 1000);
@@ -132,8 +134,8 @@ async function main() {
     const wanted = options.frames > 0 ? options.frames : 1;
     const ok = stats.mismatched === 0 && stats.verified >= wanted;
     console.log(
-      `viewer: ${why}: received=${stats.received} verified=${stats.verified} mismatched=${stats.mismatched} skipped=${stats.skipped} ` +
-        `mechanism=${client.mechanism} result=${ok ? 'OK' : 'FAIL'}`,
+      `viewer: ${why}: received=${stats.received} verified=${stats.verified} mismatched=${stats.mismatched} ` +
+        `skipped=${stats.skipped} mechanism=${client.mechanism} result=${ok ? 'OK' : 'FAIL'}`,
     );
     process.exitCode = ok ? 0 : 1;
   }

@@ -84,7 +84,8 @@ function missingForSourceBuild() {
     );
   if (!which('cmake'))
     missing.push(
-      'cmake 3.15 or newer (Debian/Ubuntu: apt-get install cmake; macOS: brew install cmake; Windows: cmake.org or winget install Kitware.CMake)',
+      'cmake 3.15 or newer (Debian/Ubuntu: apt-get install cmake; macOS: brew install cmake; Windows: ' +
+        'cmake.org or winget install Kitware.CMake)',
     );
   if (process.platform !== 'win32') {
     const cxx = process.env.CXX
@@ -132,7 +133,8 @@ function main() {
       return 0;
     }
     say(
-      `no prebuilt addon loads for ${TARGET} (prebuilds/${TARGET}/surfacelink.node: ${prebuiltWhy}); building from source`,
+      `no prebuilt addon loads for ${TARGET} (prebuilds/${TARGET}/surfacelink.node: ${prebuiltWhy}); building ` +
+        `from source`,
     );
   } else {
     say('building the addon from source (--build-from-source)');
@@ -143,7 +145,8 @@ function main() {
     say('cannot build the native addon from source here; missing:');
     for (const m of missing) say(`  - ${m}`);
     say(
-      `then run \`node scripts/install.js\` in ${ROOT}, or \`npm rebuild surfacelink\` (its install script approved: \`npm install-scripts approve surfacelink\`).`,
+      `then run \`node scripts/install.js\` in ${ROOT}, or \`npm rebuild surfacelink\` (its install script ` +
+        `approved: \`npm install-scripts approve surfacelink\`).`,
     );
     explainRuntime();
     return strict ? 1 : 0;
@@ -167,7 +170,9 @@ function main() {
     if (result.status !== 0) {
       const seconds = ((Date.now() - started) / 1000).toFixed(1);
       say(
-        `cmake-js ${step[0]} failed (${result.error ? result.error.message : `exit ${result.status ?? result.signal}`}, ${seconds} s); see the output above.`,
+        `cmake-js ${step[0]} failed ` +
+          `(${result.error ? result.error.message : `exit ${result.status ?? result.signal}`}, ${seconds} s); ` +
+          `see the output above.`,
       );
       explainRuntime();
       return strict ? 1 : 0;

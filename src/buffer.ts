@@ -50,8 +50,11 @@ export class SurfaceBuffer {
     readonly id: number,
     /** The surface generation it belongs to (bumped by resize/reconfigure). */
     readonly generation: number,
+    /** Width in pixels. */
     readonly width: number,
+    /** Height in pixels. */
     readonly height: number,
+    /** Pixel format. */
     readonly format: FormatInfo,
     /** @internal The mechanism's buffer. */
     readonly store: ProducerBacking,

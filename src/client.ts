@@ -31,10 +31,11 @@ import {
   PROTOCOL_VERSION_MAX,
   PROTOCOL_VERSION_MIN,
 } from './protocol/constants.js';
-import { platformTransport, type MessageChannel, type MessageHandler, type Transport } from './transport/index.js';
+import { platformTransport, type MessageChannel, type Transport } from './transport/index.js';
 
 export { Frame } from './frame.js';
 
+/** How `SurfaceClient.connect()` reaches a server, what it offers, and how long it waits. */
 export interface ClientOptions {
   /** Server socket; default the default server's path (see SurfaceServer.listen). */
   path?: string;
@@ -50,7 +51,10 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Server uids to trust besides our own and root's. */
   allowServerUids?: number[];
-  /** dmabuf.v1 (mechanisms that negotiate formats): the formats × modifiers to declare (default: every known format, LINEAR — what the CPU can read). */
+  /**
+   * dmabuf.v1 (mechanisms that negotiate formats): the formats × modifiers to declare (default:
+   * every known format, LINEAR — what the CPU can read).
+   */
   dmabufFormats?: FormatSet;
   /** The transport to connect over (default: this platform's). */
   transport?: Transport;
@@ -61,11 +65,22 @@ export interface ClientOptions {
   features?: string[];
 }
 
+/** What negotiation decided: the mechanism, why, and what the server granted. */
 export interface Negotiation {
+  /** The mechanism in use, e.g. 'dmabuf.v1'. */
   mechanism: string;
+  /** Why it was chosen (or why the server fell back to it), in words. */
   reason: string;
-  rejected: { name: string; reason: string }[];
+  /** The offered mechanisms not chosen, each with why. */
+  rejected: {
+    /** The mechanism. */
+    name: string;
+    /** Why it was not chosen. */
+    reason: string;
+  }[];
+  /** Who the server says it is. */
   server: WelcomeInfo['server'];
+  /** Our id on the server (its `ClientInfo.id`). */
   clientId: number;
   /** Session features granted (frames.v1 unless HELLO asked for others). */
   features: string[];
@@ -73,16 +88,27 @@ export interface Negotiation {
   stream?: StreamEndpoint;
 }
 
+/** Why a session ended. */
 export interface DisconnectInfo {
+  /** Stable error code: E_CLOSED when we closed, E_SHUTDOWN when the server did, E_PEER_CLOSED when it went away. */
   code: ErrorCodeName;
+  /** The same, for people. */
   message: string;
 }
 
+/** SurfaceClient's events and their arguments. */
 export interface ClientEvents {
+  /** Negotiation finished, or the server moved this client to another mechanism. */
   negotiated: [Negotiation];
+  /** A new frame: read it, then release() it; the server sends the surface's next (newest) frame after the release. */
   frame: [Frame];
   /** A surface went away (its buffers are released when their frames are). */
-  surfaceGone: [{ surfaceId: number }];
+  surfaceGone: [
+    {
+      /** The surface that went away. */
+      surfaceId: number;
+    },
+  ];
   /** A buffer could not be imported; the server was told and may fall back. */
   importFailed: [SurfaceLinkError];
   /** The session ended: the server closed, failed, refused us, or we closed. */
@@ -93,7 +119,14 @@ export interface ClientEvents {
 
 let nextSerial = 1;
 
-export class SurfaceClient extends EventEmitter<ClientEvents> implements MessageHandler {
+// Not `implements MessageHandler`: its handler methods are tagged internal, so stripInternal removes them from
+// the .d.ts, where the clause would then fail to check. `channel.start(this, …)` still checks the shape.
+/**
+ * The viewer's end: connects to a SurfaceServer, negotiates a mechanism and emits each received
+ * frame. Create with `SurfaceClient.connect()`; events come from the event loop. close() (or
+ * `using`) ends the session.
+ */
+export class SurfaceClient extends EventEmitter<ClientEvents> {
   private readonly channel: MessageChannel;
   private readonly offered: Mechanism[];
   private negotiationValue: Negotiation | null = null;
@@ -191,9 +224,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
   get negotiation(): Negotiation | null {
     return this.negotiationValue;
   }
+  /** The mechanism in use (null before negotiation). */
   get mechanism(): string | null {
     return this.negotiationValue?.mechanism ?? null;
   }
+  /** True once the session ended, whoever ended it. */
   get closed(): boolean {
     return this.state === 'closed';
   }
@@ -325,6 +360,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> implements Message
     this.settle = null;
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

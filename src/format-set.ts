@@ -6,15 +6,22 @@
 import { SurfaceLinkError } from './errors.js';
 import { MODIFIER_INVALID, MODIFIER_LINEAR, formatByFourcc, fourcc, fourccToString } from './formats.js';
 
+/**
+ * A set of DRM format × modifier pairs: what an importer can take (`ClientOptions.dmabufFormats`),
+ * what an allocator can make, and their intersection. Formats are DRM fourccs, modifiers DRM format
+ * modifiers.
+ */
 export class FormatSet {
   private readonly map = new Map<number, Set<bigint>>();
 
+  /** A set of every `[format, modifiers]` pair given, e.g. `FormatSet.of([[fourcc('XR24'), [MODIFIER_LINEAR]]])`. */
   static of(entries: Iterable<[format: number, modifiers: Iterable<bigint>]>): FormatSet {
     const set = new FormatSet();
     for (const [f, mods] of entries) for (const m of mods) set.add(f, m);
     return set;
   }
 
+  /** Adds one format × modifier; returns the set. */
   add(format: number, modifier: bigint): this {
     let mods = this.map.get(format);
     if (!mods) this.map.set(format, (mods = new Set()));
@@ -22,24 +29,29 @@ export class FormatSet {
     return this;
   }
 
+  /** Whether the set holds `format` × `modifier`. */
   has(format: number, modifier: bigint): boolean {
     return this.map.get(format)?.has(modifier) ?? false;
   }
 
+  /** The modifiers the set holds for `format` (empty if none). */
   modifiers(format: number): bigint[] {
     return [...(this.map.get(format) ?? [])];
   }
 
+  /** Every format the set holds, each once. */
   formats(): number[] {
     return [...this.map.keys()];
   }
 
+  /** How many format × modifier pairs it holds. */
   get size(): number {
     let n = 0;
     for (const mods of this.map.values()) n += mods.size;
     return n;
   }
 
+  /** A new set of the pairs both sets hold. */
   intersect(other: FormatSet): FormatSet {
     const out = new FormatSet();
     for (const [f, mods] of this.map) for (const m of mods) if (other.has(f, m)) out.add(f, m);
@@ -47,7 +59,12 @@ export class FormatSet {
   }
 
   /** JSON form for HELLO: [{ format: "XR24", modifiers: ["0x0", …] }]. */
-  toJSON(): { format: string; modifiers: string[] }[] {
+  toJSON(): {
+    /** The fourcc as four characters, e.g. 'XR24'. */
+    format: string;
+    /** Its modifiers as '0x…' hex strings. */
+    modifiers: string[];
+  }[] {
     return [...this.map].map(([f, mods]) => ({
       format: fourccToString(f),
       modifiers: [...mods].map((m) => `0x${m.toString(16)}`),
@@ -74,6 +91,7 @@ export class FormatSet {
     return set;
   }
 
+  /** For messages: `XR24[LINEAR] NV12[LINEAR,0x…]`. */
   toString(): string {
     return this.toJSON()
       .map((e) => `${e.format}[${e.modifiers.map((m) => modifierName(BigInt(m))).join(',')}]`)
@@ -81,6 +99,7 @@ export class FormatSet {
   }
 }
 
+/** A DRM format modifier for people: 'LINEAR', 'INVALID', or 16 hex digits. */
 export function modifierName(m: bigint): string {
   if (m === MODIFIER_LINEAR) return 'LINEAR';
   if (m === MODIFIER_INVALID) return 'INVALID';

@@ -5,6 +5,7 @@
  */
 import { SurfaceLinkError, invalidArgument } from './errors.js';
 
+/** A pixel format surfacelink knows, by its DRM name (DRM_FORMAT_XRGB8888 is 'XRGB8888'). */
 export type FormatName = 'XRGB8888' | 'ARGB8888' | 'XBGR8888' | 'ABGR8888' | 'RGB565' | 'NV12';
 
 /** DRM_FORMAT_MOD_LINEAR. */
@@ -12,22 +13,39 @@ export const MODIFIER_LINEAR = 0n;
 /** DRM_FORMAT_MOD_INVALID: "implicit", the driver knows. */
 export const MODIFIER_INVALID = 0x00ffffffffffffffn;
 
+/** How one plane of a format is laid out and sampled. */
 export interface PlaneInfo {
   /** Bytes per pixel of this plane (per sample group for subsampled planes). */
   bytesPerPixel: number;
-  /** Horizontal and vertical subsampling divisors. */
+  /** Horizontal subsampling divisor (2 for NV12's chroma plane). */
   xDiv: number;
+  /** Vertical subsampling divisor (2 for NV12's chroma plane). */
   yDiv: number;
   /** GL internal format / format / type for sampling this plane alone. */
-  gl: { internalFormat: number; format: number; type: number };
+  gl: {
+    /** For glTexImage2D / glTexStorage2D, e.g. GL_BGRA8_EXT. */
+    internalFormat: number;
+    /** Pixel format of the data, e.g. GL_BGRA_EXT. */
+    format: number;
+    /** Component type, e.g. GL_UNSIGNED_BYTE. */
+    type: number;
+  };
 }
 
+/**
+ * Everything surfacelink knows about a pixel format: its DRM fourcc, planes, and the matching
+ * pixman, DXGI, IOSurface and GL formats.
+ */
 export interface FormatInfo {
+  /** Its DRM name, e.g. 'XRGB8888'. */
   name: FormatName;
+  /** DRM fourcc code (what travels in SCANOUT), e.g. fourcc('XR24'). */
   fourcc: number;
   /** Memory order of one pixel, lowest address first (DRM formats are little-endian words). */
   byteOrder: string;
+  /** The fourth channel is alpha (ARGB8888) rather than padding (XRGB8888). */
   hasAlpha: boolean;
+  /** One entry per plane (NV12 has two: Y, then interleaved UV). */
   planes: PlaneInfo[];
   /** pixman_format_code_t, or null where pixman has none. */
   pixman: number | null;
@@ -37,6 +55,10 @@ export interface FormatInfo {
   iosurface: number;
 }
 
+/**
+ * The DRM fourcc of a four-character code: fourcc('XR24') is DRM_FORMAT_XRGB8888.
+ * E_INVALID_ARGUMENT if `code` is not four characters.
+ */
 export function fourcc(code: string): number {
   if (code.length !== 4) throw invalidArgument('fourcc', 'four characters', code);
   return (
@@ -44,6 +66,7 @@ export function fourcc(code: string): number {
   );
 }
 
+/** The four-character code of a DRM fourcc: fourccToString(DRM_FORMAT_XRGB8888) is 'XR24'. */
 export function fourccToString(value: number): string {
   return String.fromCharCode(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff);
 }
@@ -78,6 +101,7 @@ const rgba8: PlaneInfo = {
   gl: { internalFormat: GL.RGBA8, format: GL.RGBA, type: GL.UNSIGNED_BYTE },
 };
 
+/** Every format surfacelink knows, by name. */
 export const FORMATS: Readonly<Record<FormatName, FormatInfo>> = {
   XRGB8888: {
     name: 'XRGB8888',
@@ -153,10 +177,12 @@ export const FORMATS: Readonly<Record<FormatName, FormatInfo>> = {
 
 const byFourcc = new Map<number, FormatInfo>(Object.values(FORMATS).map((f) => [f.fourcc, f]));
 
+/** The format with DRM fourcc `code`, or undefined if surfacelink does not know it. */
 export function formatByFourcc(code: number): FormatInfo | undefined {
   return byFourcc.get(code >>> 0);
 }
 
+/** The format called `name` ('XRGB8888', …); E_UNSUPPORTED_FORMAT, listing the known names, if there is none. */
 export function formatByName(name: string): FormatInfo {
   const info = (FORMATS as Record<string, FormatInfo | undefined>)[name];
   if (!info)
@@ -170,13 +196,17 @@ export function formatByName(name: string): FormatInfo {
 /** Largest width or height accepted anywhere (GPU limits are 16384 at most). */
 export const MAX_DIMENSION = 16384;
 
+/** Where one plane of a buffer lies in the object that holds it, in bytes. */
 export interface PlaneLayout {
+  /** Byte offset of the plane's first row. */
   offset: number;
+  /** Bytes per row (at least width × bytes per pixel; often padded). */
   stride: number;
   /** Bytes this plane occupies: stride × rows. */
   size: number;
-  /** Pixels per row and rows, after subsampling. */
+  /** Pixels per row, after subsampling. */
   width: number;
+  /** Rows, after subsampling. */
   height: number;
 }
 
@@ -201,7 +231,12 @@ export function linearLayout(
   height: number,
   rowAlign = 64,
   planeAlign = 4096,
-): { planes: PlaneLayout[]; totalSize: number } {
+): {
+  /** Layout of each plane. */
+  planes: PlaneLayout[];
+  /** Bytes the whole buffer needs (the last plane rounded up to `planeAlign`). */
+  totalSize: number;
+} {
   let offset = 0;
   const planes = format.planes.map((p, index) => {
     const stride = Math.ceil(planeMinStride(format, index, width) / rowAlign) * rowAlign;

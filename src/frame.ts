@@ -69,9 +69,11 @@ export class Frame {
     readonly receiveTimeNs: number,
   ) {}
 
+  /** The surface it shows (`SharedSurface.id` in the producer). */
   get surfaceId(): number {
     return this.buffer.surfaceId;
   }
+  /** The buffer within the surface (`SurfaceBuffer.id` in the producer). */
   get bufferId(): number {
     return this.buffer.bufferId;
   }
@@ -83,12 +85,15 @@ export class Frame {
   get bufferKey(): BufferKey {
     return this.buffer.key;
   }
+  /** Width in pixels of the buffer. */
   get width(): number {
     return this.buffer.width;
   }
+  /** Height in pixels of the buffer. */
   get height(): number {
     return this.buffer.height;
   }
+  /** Pixel format of the buffer. */
   get format(): FormatInfo {
     return this.buffer.format;
   }
@@ -100,6 +105,7 @@ export class Frame {
   get visible(): Readonly<Rect> {
     return this.buffer.visible;
   }
+  /** Per-plane layout (offset, stride, size, width, height) within the objects in `handles`. */
   get planes(): readonly PlaneLayout[] {
     return this.buffer.imported.planes;
   }
@@ -122,6 +128,7 @@ export class Frame {
   get handles(): readonly OsHandle[] {
     return this.buffer.imported.handles;
   }
+  /** True once release() was called. */
   get released(): boolean {
     return this.releasedValue;
   }
@@ -156,6 +163,7 @@ export class Frame {
     this.releasedValue = true;
   }
 
+  /** Same as release(), for `using`. */
   [Symbol.dispose](): void {
     this.release();
   }

@@ -18,23 +18,44 @@ import type { NativeFd } from './native/index.js';
 
 /** A Windows NT HANDLE owner (native/windows, not written yet). */
 export interface NativeHandle {
+  /** True once closed. */
   readonly closed: boolean;
+  /** Closes the handle. Idempotent. */
   close(): void;
+  /** A new owner of the same object (DuplicateHandle); the caller owns both. */
   dup(): NativeHandle;
 }
 
 /** A macOS mach send right (native/macos, not written yet). */
 export interface NativeMachPort {
+  /** True once closed. */
   readonly closed: boolean;
+  /** Releases the send right. Idempotent. */
   close(): void;
+  /** A new send right to the same port; the caller owns both. */
   dup(): NativeMachPort;
 }
 
 /** One kernel object reference, tagged by its kind. */
 export type OsHandle =
-  | { readonly kind: 'fd'; readonly fd: NativeFd }
-  | { readonly kind: 'nt'; readonly handle: NativeHandle }
-  | { readonly kind: 'mach'; readonly port: NativeMachPort };
+  | {
+      /** A POSIX file descriptor. */
+      readonly kind: 'fd';
+      /** Its owner. */
+      readonly fd: NativeFd;
+    }
+  | {
+      /** A Windows NT HANDLE. */
+      readonly kind: 'nt';
+      /** Its owner. */
+      readonly handle: NativeHandle;
+    }
+  | {
+      /** A mach send right. */
+      readonly kind: 'mach';
+      /** Its owner. */
+      readonly port: NativeMachPort;
+    };
 
 /** Wraps an fd owner (the OsHandle takes over its ownership). */
 export function fdHandle(fd: NativeFd): OsHandle {
@@ -62,6 +83,7 @@ export function closeHandles(handles: readonly OsHandle[] | null | undefined): v
   if (handles) for (const h of handles) owner(h).close();
 }
 
+/** Whether the handle was closed. */
 export function handleClosed(handle: OsHandle): boolean {
   return owner(handle).closed;
 }
@@ -100,6 +122,7 @@ export function handleIdentity(handle: OsHandle): string {
  */
 export type BufferKey = string;
 
+/** The BufferKey of a buffer of session `session` (0: this process's own buffers). */
 export function bufferKey(session: number, surfaceId: number, bufferId: number, generation: number): BufferKey {
   return `${session}/${surfaceId}/${bufferId}/${generation}`;
 }

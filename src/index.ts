@@ -24,19 +24,48 @@ export {
   type Viewport,
 } from './surface.js';
 export { allocatorReports, type AllocatorName } from './mechanisms/dmabuf/index.js';
-export { mechanismReports, mechanisms, MechanismRegistry, type MechanismReport } from './mechanisms/index.js';
+export {
+  mechanismReports,
+  mechanisms,
+  MechanismRegistry,
+  ImportRefused,
+  isRefusal,
+  noCpuAccess,
+  type MechanismReport,
+} from './mechanisms/index.js';
 export type {
+  AcceptContext,
+  Acceptance,
+  AdoptRequest,
+  AllocateRequest,
   BackingIdentity,
+  BufferExport,
+  ConsumerBuffer,
+  CpuAccessor,
   ExternalBacking,
   ExternalDmabuf,
   ExternalMemfd,
+  ImplicitFences,
+  ImportOptions,
   Mechanism,
   MechanismCaps,
+  OfferOptions,
+  PeerParams,
+  ProbeResult,
+  ProducerBacking,
+  Refusal,
   SyncKind,
 } from './mechanisms/types.js';
 export { FormatSet, modifierName } from './format-set.js';
-export type { NativeFd } from './native/index.js';
-export { fdHandle, handleIdentity, type OsHandle, type BufferKey } from './handles.js';
+export type { ChannelLimits, CpuAccess, FdKind, NativeFd, SendResult } from './native/index.js';
+export {
+  fdHandle,
+  handleIdentity,
+  type OsHandle,
+  type BufferKey,
+  type NativeHandle,
+  type NativeMachPort,
+} from './handles.js';
 export { SurfaceLinkError, ErrorCode, errorCodeName, type ErrorCodeName } from './errors.js';
 export {
   FORMATS,
@@ -49,15 +78,30 @@ export {
   linearLayout,
   type FormatInfo,
   type FormatName,
+  type PlaneInfo,
   type PlaneLayout,
 } from './formats.js';
-export type { Rect } from './protocol/codec.js';
+export { MessageWriter } from './protocol/codec.js';
+export type {
+  MechanismOffer,
+  PeerInfo,
+  PlaneDescriptor,
+  Rect,
+  ScanoutBody,
+  StreamEndpoint,
+  WelcomeInfo,
+} from './protocol/codec.js';
 export {
   defaultSocketPath,
   availableTransports,
   type Transport,
   type PeerIdentity,
   type AccessPolicy,
+  type ConnectOptions,
+  type ListenOptions,
+  type Listener,
+  type MessageChannel,
+  type MessageHandler,
 } from './transport/index.js';
 export type { Logger, LogLevel } from './log.js';
 export {
@@ -73,5 +117,6 @@ export {
   type RemoteWelcome,
   type RemoteFrame,
   type RemoteClientEvents,
+  type StreamStats,
 } from './stream/client.js';
 export type { Codec as StreamCodec } from './stream/protocol.js';

@@ -31,6 +31,7 @@ import { platformTransport, type Listener, type MessageChannel, type Transport }
 
 export type { ClientInfo } from './core/session.js';
 
+/** How `SurfaceServer.listen()` listens, whom it admits, and its limits. */
 export interface ServerOptions {
   /** Socket path; default $XDG_RUNTIME_DIR/surfacelink/<name>.sock (or a 0700 dir under the temp dir). */
   path?: string;
@@ -54,6 +55,7 @@ export interface ServerOptions {
   mechanisms?: string[];
   /** The transport to listen on (default: this platform's, see transport/index.ts). */
   transport?: Transport;
+  /** Where log lines go; default warnings and errors to stderr. */
   logger?: Logger;
 }
 
@@ -65,6 +67,10 @@ export interface ServerOptions {
  * tap stays installed.
  */
 export interface FrameTap {
+  /**
+   * Called for each presented frame whose pixels are readable. `damage` holds `count` valid
+   * rectangles (0: the whole surface changed); `presentTimeNs` is CLOCK_MONOTONIC at present.
+   */
   frame(
     surface: SharedSurface,
     buffer: SurfaceBuffer,
@@ -76,20 +82,35 @@ export interface FrameTap {
   surfaceClosed?(surface: SharedSurface): void;
 }
 
+/** SurfaceServer's events and their arguments. */
 export interface ServerEvents {
   /** A client finished negotiation. */
   client: [ClientInfo];
   /** A client left or was disconnected; `code` says why. */
-  clientGone: [ClientInfo, { code: ErrorCodeName; message: string }];
+  clientGone: [
+    ClientInfo,
+    {
+      /** Stable error code: E_PEER_CLOSED when it went away, E_SHUTDOWN when the server closed, … */
+      code: ErrorCodeName;
+      /** The same, for people. */
+      message: string;
+    },
+  ];
   /** A client's mechanism changed after an import failure. */
   clientMechanism: [ClientInfo];
   /** A client released a frame (presentation feedback). Positional numbers: no allocation per frame. */
   release: [surfaceId: number, bufferId: number, sequence: number, clientId: number];
 }
 
+/**
+ * The producer's end: listens for clients, owns the surfaces, and sends every present to every
+ * client (and tap). Create with `SurfaceServer.listen()`; everything runs on the event loop and
+ * nothing waits for a slow client. close() (or `using`) stops it.
+ */
 export class SurfaceServer extends EventEmitter<ServerEvents> {
   /** Where clients connect (the socket path). */
   readonly path: string;
+  /** Its name, sent to clients in WELCOME. */
   readonly name: string;
   private readonly logger: Logger;
   private readonly listener: Listener;
@@ -204,6 +225,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     return [...named, ...available.filter((m) => !m.caps.handles && !named.includes(m))];
   }
 
+  /** True once close() was called. */
   get closed(): boolean {
     return this.closedValue;
   }
@@ -222,7 +244,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       if (!m)
         throw new SurfaceLinkError(
           'E_NO_MECHANISM',
-          `this server does not serve ${options.mechanism} (${this.registry.unavailableReason(options.mechanism) ?? 'not configured'})`,
+          `this server does not serve ${options.mechanism} ` +
+            `(${this.registry.unavailableReason(options.mechanism) ?? 'not configured'})`,
         );
       mechanism = m;
     } else if (options.allocator !== undefined) {
@@ -252,9 +275,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     const mechanism = this.registry.adopterFor(kind);
     if (typeof mechanism === 'string')
       throw new SurfaceLinkError('E_NO_MECHANISM', `cannot adopt ${kind} buffers here: ${mechanism}`);
-    return this.add(
-      new SharedSurface(this.surfaceHost, mechanism, { ...options, buffers: options.backing.buffers.length }),
-    );
+    return this.add(new SharedSurface(this.surfaceHost, mechanism, options));
   }
 
   /** A surface of dma-bufs made by someone else: adoptSurface with `backing.kind = 'dmabuf'`. */
@@ -400,6 +421,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     for (const surface of [...this.surfaces.values()]) surface.close();
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -25,7 +25,10 @@ import { validateDamage } from './protocol/validate.js';
 
 export { SurfaceBuffer } from './buffer.js';
 
-/** Which way rows run in memory: 'top-down' (row 0 is the top; the default) or 'bottom-up' (GL's, QEMU's y0_top = false). */
+/**
+ * Which way rows run in memory: 'top-down' (row 0 is the top; the default) or 'bottom-up' (GL's,
+ * QEMU's y0_top = false).
+ */
 export type Orientation = 'top-down' | 'bottom-up';
 
 /** How the buffers are shown: orientation and the part of the buffer that is the picture. */
@@ -36,53 +39,70 @@ export interface Viewport {
   visible?: Rect;
 }
 
+/** What `SurfaceServer.createSurface()` makes: size, format and the buffer pool. */
 export interface SurfaceOptions extends Viewport {
+  /** Width in pixels of every buffer (1..16384). */
   width: number;
+  /** Height in pixels of every buffer (1..16384). */
   height: number;
   /** DRM format name; default XRGB8888. */
   format?: FormatName;
   /** Buffers allocated up front (≥ 2; default 3). */
   buffers?: number;
-  /** The pool never grows past this (default 8). */
+  /** The pool never grows past this (default 8, or `buffers` if that is more). */
   maxBuffers?: number;
   /** A label for the buffers (visible in /proc/<pid>/fd as memfd:<label>). */
   label?: string;
   /** Back the surface with this mechanism instead of the server's first (e.g. 'shm.v1'). */
   mechanism?: string;
-  /** A mechanism's own allocator (dmabuf.v1: 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem') instead of the first that works. */
+  /**
+   * A mechanism's own allocator (dmabuf.v1: 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem') instead of the
+   * first that works.
+   */
   allocator?: string;
 }
 
 /** Buffers made by someone else, shared as they are (see SurfaceServer.adoptSurface). */
 export interface AdoptSurfaceOptions extends Viewport {
+  /** Width in pixels of every buffer (1..16384). */
   width: number;
+  /** Height in pixels of every buffer (1..16384). */
   height: number;
+  /** DRM format name; default XRGB8888. */
   format?: FormatName;
   /** The buffers: dma-bufs (each validated and duplicated) or memfds. One entry per buffer of the pool. */
   backing: ExternalBacking;
+  /** A label for logs and the buffers' names; default `surfacelink-<id>`. */
   label?: string;
 }
 
 /** Dma-bufs made by someone else (the older form of adoptSurface with `backing.kind = 'dmabuf'`). */
 export interface DmabufSurfaceOptions extends Viewport {
+  /** Width in pixels of every buffer (1..16384). */
   width: number;
+  /** Height in pixels of every buffer (1..16384). */
   height: number;
+  /** DRM format name; default XRGB8888. */
   format?: FormatName;
   /** DRM modifier of every buffer (default LINEAR). */
   modifier?: bigint;
   /** One entry per buffer; each is validated (real dma-bufs, sizes cover every plane) and duplicated. */
   buffers: ExternalDmabuf[];
+  /** A label for logs and the buffers' names; default `surfacelink-<id>`. */
   label?: string;
 }
 
 /** A new generation: size, viewport and (adopted surfaces) the new buffers. */
 export interface ReconfigureOptions extends Viewport {
+  /** New width in pixels; default the current one. */
   width?: number;
+  /** New height in pixels; default the current one. */
   height?: number;
   /** Adopted surfaces: the buffers of the new generation (required when the size changes). */
   backing?: ExternalBacking;
 }
 
+/** How a frame is published: what changed, and GPU work still writing it. */
 export interface PresentOptions {
   /** Changed rectangles since the previous present; omitted or empty: the whole surface. */
   damage?: readonly Rect[];
@@ -114,10 +134,17 @@ interface PoolSource {
 
 let nextSurfaceId = 1;
 
+/**
+ * A surface a SurfaceServer serves: a pool of buffers the producer acquires, writes and presents.
+ * Every method runs on the event loop and never blocks; close() (or `using`) frees the buffers once
+ * clients release them.
+ */
 export class SharedSurface {
   /** Unique in this process; what clients see in SCANOUT/FRAME. */
   readonly id: number;
+  /** Pixel format of every buffer. */
   readonly format: FormatInfo;
+  /** Its label (logs, buffer names). */
   readonly label: string;
   private widthValue: number;
   private heightValue: number;
@@ -155,9 +182,10 @@ export class SharedSurface {
     this.visibleValue = checkVisible(options.visible, options.width, options.height);
     this.source = { mechanism, allocator: options.allocator, adopted: options.backing };
     if (options.backing) {
-      const count = options.backing.buffers.length;
-      if (!Array.isArray(options.backing.buffers) || count < 1 || count > 64)
-        throw invalidArgument('backing.buffers', '1..64 buffers', count);
+      const list: unknown = options.backing.buffers;
+      const count = Array.isArray(list) ? list.length : -1;
+      if (count < 1 || count > 64)
+        throw invalidArgument('backing.buffers', 'a list of 1..64 buffers', Array.isArray(list) ? count : list);
       this.maxBuffers = count;
       this.fillPool(count);
       return;
@@ -182,9 +210,11 @@ export class SharedSurface {
     return server.createDmabufSurface(options);
   }
 
+  /** Width in pixels of the current generation's buffers. */
   get width(): number {
     return this.widthValue;
   }
+  /** Height in pixels of the current generation's buffers. */
   get height(): number {
     return this.heightValue;
   }
@@ -200,6 +230,7 @@ export class SharedSurface {
   get visible(): Readonly<Rect> {
     return this.visibleValue;
   }
+  /** True once close() was called. */
   get closed(): boolean {
     return this.closedValue;
   }
@@ -286,7 +317,8 @@ export class SharedSurface {
       if (!this.host.reclaimBuffer(this))
         throw new SurfaceLinkError(
           'E_POOL_EXHAUSTED',
-          `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or discard some`,
+          `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or ` +
+            `discard some`,
         );
     }
   }
@@ -308,7 +340,8 @@ export class SharedSurface {
       this.collect(buffer);
       throw new SurfaceLinkError(
         'E_INVALID_ARGUMENT',
-        `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized (generation ${this.generationValue})`,
+        `buffer ${buffer.id} belongs to generation ${buffer.generation}; the surface was resized ` +
+          `(generation ${this.generationValue})`,
       );
     }
     const damage = options?.damage ?? this.fullDamage;
@@ -442,6 +475,7 @@ export class SharedSurface {
     this.front = null;
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -81,7 +81,8 @@ export class Peer {
         () =>
           reject(
             new Error(
-              `no ${event} event within ${timeoutMs} ms; events: ${JSON.stringify(this.events.slice(-5))}; stderr: ${this.stderr}`,
+              `no ${event} event within ${timeoutMs} ms; events: ${JSON.stringify(this.events.slice(-5))}; ` +
+                `stderr: ${this.stderr}`,
             ),
           ),
         timeoutMs,

@@ -62,7 +62,8 @@ describe('inside a VM with a real dma-buf kernel (npm run test:vm)', function ()
     collected = { results: inner.length, exit: output.code, tail: output.text.slice(-6000) };
     owner.addTest(
       new Test(
-        `native dma-buf/DRM/sync_file checks (test/vm/native-dmabuf.smoke.js): ${smoke ? `${smoke[1]} passed, ${smoke[2]} failed` : 'no result'}`,
+        `native dma-buf/DRM/sync_file checks ` +
+          `(test/vm/native-dmabuf.smoke.js): ${smoke ? `${smoke[1]} passed, ${smoke[2]} failed` : 'no result'}`,
         () => {
           expect(smoke, output.text.slice(-4000)).to.not.equal(null);
           expect(Number(smoke![2]), output.text.slice(-4000)).to.equal(0);

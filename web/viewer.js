@@ -248,7 +248,8 @@ class Viewer {
     else if (this.forcedCodec === 'h264') {
       if (!offerH264)
         return this.fail(
-          'This browser cannot decode H.264 (no WebCodecs VideoDecoder for avc1, or the page is not a secure context), and ?codec=h264 asks for nothing else.',
+          'This browser cannot decode H.264 (no WebCodecs VideoDecoder for avc1, or the page is not a secure ' +
+            'context), and ?codec=h264 asks for nothing else.',
         );
       codecs = ['h264'];
     } else codecs = offerH264 ? ['h264', 'tiles'] : ['tiles'];
@@ -776,7 +777,8 @@ class Viewer {
       `${this.codec}${this.encoder ? ` · ${this.encoder}` : ''} · ${this.width}×${this.height}`,
       `fps ${this.fps.toFixed(1)}   drawn ${this.framesDrawn}   dropped ${this.framesDropped}`,
       `latency p50 ${ms(this.p50)}   p99 ${ms(this.p99)}`,
-      `bitrate ${Math.round(this.kbps).toLocaleString()} kb/s${this.bitrateKbps ? ` (target ${this.bitrateKbps})` : ''}`,
+      `bitrate ${Math.round(this.kbps).toLocaleString()} kb/s` +
+        `${this.bitrateKbps ? ` (target ${this.bitrateKbps})` : ''}`,
       `clock rtt ${ms(this.rttMs)}${this.errors ? `   errors ${this.errors}` : ''}`,
     ].join('\n');
   }

@@ -235,7 +235,8 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
     status.log(
-      `surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, socket ${socketPath}`,
+      `surfacelink demo: ${o.width}x${o.height} at ${o.fps} fps, producer and consumer in separate processes, ` +
+        `socket ${socketPath}`,
     );
     spawn('producer', [
       '--width',

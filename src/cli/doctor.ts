@@ -43,7 +43,8 @@ function glPaths(ctx: GpuContext): Pick<GlReport, 'imports' | 'renders' | 'expor
   const display = ctx.advertised.display;
   const memory = memoryObjectUnavailable(ctx);
   const memoryReason =
-    'memfd buffers whose stride is align(width, 2) × 4 (rows a multiple of 64 bytes) are the texture (GL_EXT_memory_object_fd)';
+    'memfd buffers whose stride is align(width, 2) × 4 (rows a multiple of 64 bytes) are the texture ' +
+    '(GL_EXT_memory_object_fd)';
   const extension = (name: string, platform: NodeJS.Platform, what: string): GlPathReport => {
     const advertised = display.has(name);
     return {
@@ -199,7 +200,9 @@ function backendSummary(platform: string | null, serving: string[], connecting: 
         : 'a working mechanism or transport';
   return {
     complete: false,
-    summary: `${platform}: the addon loads, but surfacelink's backend for ${platform} is not written yet (${missing}); remote viewers of a server elsewhere work (surfacelink view --remote)`,
+    summary:
+      `${platform}: the addon loads, but surfacelink's backend for ${platform} is not written yet ` +
+      `(${missing}); remote viewers of a server elsewhere work (surfacelink view --remote)`,
   };
 }
 
@@ -255,7 +258,12 @@ export function formatDoctor(r: DoctorReport): string {
   if (r.h264) {
     const h = r.h264;
     lines.push(
-      `h264        ${h.encoder ? `${h.encoder} (${h.hardware ? 'hardware' : 'software'})` : 'NO encoder: remote viewers get lossless tiles only'}; decoder avdec_h264 ${h.decoder ? 'present' : 'missing'}; ${h.gstreamer ?? 'GStreamer not found'} via ${h.python ?? 'no usable python'}`,
+      'h264        ' +
+        (h.encoder
+          ? `${h.encoder} (${h.hardware ? 'hardware' : 'software'})`
+          : 'NO encoder: remote viewers get lossless tiles only') +
+        `; decoder avdec_h264 ${h.decoder ? 'present' : 'missing'}; ` +
+        `${h.gstreamer ?? 'GStreamer not found'} via ${h.python ?? 'no usable python'}`,
     );
     lines.push(`            ${h.reason}`);
     for (const c of h.candidates) lines.push(`    ${c.usable ? '✔' : '✘'} ${c.element.padEnd(13)} ${c.reason}`);

@@ -74,7 +74,9 @@ const SIZE_OPTIONS = {
 const COMMANDS: Record<string, Command> = {
   demo: {
     summary: 'producer and consumer in two processes, with live stats',
-    help: `Usage: surfacelink demo [--width W] [--height H] [--fps N] [--duration S] [--gl G] [--stream-port P | --no-stream]
+    help:
+      `Usage: surfacelink demo [--width W] [--height H] [--fps N] [--duration S] [--gl G] ` +
+      `[--stream-port P | --no-stream]
 
 Starts a producer and a consumer as two separate processes sharing a socket in a fresh
 private temp dir, and shows one status line: mechanism, resolution, fps seen by the
@@ -141,7 +143,9 @@ Exit status: 0 when at least one mechanism is available, else 1.
   },
   serve: {
     summary: 'serve the test pattern',
-    help: `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N] [--stream [--stream-host H] [--stream-port P]]
+    help:
+      `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N] [--stream [--stream-host H] ` +
+      `[--stream-port P]]
 
 Serves the demo's test pattern in the foreground and prints each client that connects
 or leaves, with its mechanism and the reason. Ctrl-C stops it (exit 130).
@@ -323,7 +327,10 @@ function parseCommandLine(
         const next = args[i + 1];
         if (next === undefined || next.startsWith('--') || isKnownOption(next))
           throw new UsageError(
-            `--${name} needs a value${next?.startsWith('--') && !isKnownOption(next) && next !== '--' ? ` (for one that begins with --, write --${name}=${next})` : ''}`,
+            `--${name} needs a value` +
+              (next?.startsWith('--') && !isKnownOption(next) && next !== '--'
+                ? ` (for one that begins with --, write --${name}=${next})`
+                : ''),
           );
         values[name] = next;
         i++;
@@ -399,7 +406,8 @@ function socketPathOption(v: Values): string | undefined {
   const bytes = value === undefined ? 0 : Buffer.byteLength(value);
   if (bytes > MAX_SOCKET_PATH_BYTES)
     throw new UsageError(
-      `--path ${value}: ${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`,
+      `--path ${value}: ${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); ` +
+        `choose a shorter --path`,
     );
   return value;
 }
@@ -423,7 +431,8 @@ function remoteToken(v: Values, url: string): { token: string; tokenSource: stri
   const env = process.env.SURFACELINK_STREAM_TOKEN;
   if (env) return { token: env, tokenSource: '$SURFACELINK_STREAM_TOKEN' };
   throw new UsageError(
-    `--remote ${url} has no token: pass the whole viewer URL that \`surfacelink serve --stream\` printed (it ends in #token=…), or --token T, or set SURFACELINK_STREAM_TOKEN`,
+    `--remote ${url} has no token: pass the whole viewer URL that \`surfacelink serve --stream\` printed ` +
+      `(it ends in #token=…), or --token T, or set SURFACELINK_STREAM_TOKEN`,
   );
 }
 

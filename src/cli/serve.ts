@@ -47,7 +47,8 @@ export async function runServe(options: {
     if (problem) return fail1(problem);
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES)
       return fail1(
-        `the default socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, too long for a unix socket (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter one with --path`,
+        `the default socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, too long for a unix ` +
+          `socket (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter one with --path`,
       );
   }
   let fail: ((error: Error) => void) | null = null;
@@ -84,7 +85,8 @@ export async function runServe(options: {
     }
   }
   process.stdout.write(
-    `serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps via ${surface.mechanism} on ${server.path}\n`,
+    `serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps ` +
+      `via ${surface.mechanism} on ${server.path}\n`,
   );
   const viewArgs = server.path === defaultSocketPath() ? '' : ` --path ${shellQuote(server.path)}`;
   process.stdout.write(`view it with: surfacelink view${viewArgs}   (Ctrl-C stops)\n`);
@@ -94,7 +96,8 @@ export async function runServe(options: {
     stream.on('client', (c) => process.stdout.write(`+ ${remote(c)}: ${c.codec} (${c.reason})\n`));
     stream.on('clientGone', (c, why) =>
       process.stdout.write(
-        `- ${remote(c)} left: ${why.code}: ${why.message} (${c.framesSent} frames sent, ${c.framesSkipped} skipped, ${c.bytesSent} bytes)\n`,
+        `- ${remote(c)} left: ${why.code}: ${why.message} (${c.framesSent} frames sent, ${c.framesSkipped} ` +
+          `skipped, ${c.bytesSent} bytes)\n`,
       ),
     );
   }
@@ -102,7 +105,8 @@ export async function runServe(options: {
   server.on('clientMechanism', (c) => process.stdout.write(`~ ${who(c)} now uses ${c.mechanism} (${c.reason})\n`));
   server.on('clientGone', (c, why) =>
     process.stdout.write(
-      `- ${who(c)} left: ${why.code}: ${why.message} (${c.framesDelivered} frames delivered, ${c.framesSkipped} skipped)\n`,
+      `- ${who(c)} left: ${why.code}: ${why.message} ` +
+        `(${c.framesDelivered} frames delivered, ${c.framesSkipped} skipped)\n`,
     ),
   );
 
@@ -161,12 +165,21 @@ function defaultDirProblem(dir: string): string | null {
       /* could not be created */
     }
     if (!st)
-      return `cannot create the default socket directory ${dir} (${errnoOf(error) ?? (error as Error).message}); choose a socket with --path`;
+      return (
+        `cannot create the default socket directory ${dir} ` +
+        `(${errnoOf(error) ?? (error as Error).message}); choose a socket with --path`
+      );
     if (!st.isDirectory())
       return `the default socket directory ${dir} is not a directory; remove it, or choose a socket with --path`;
     if (st.uid !== uid)
-      return `the default socket directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); remove it, or choose a socket with --path`;
-    return `the default socket directory ${dir} must be owned by you (uid ${uid}) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path`;
+      return (
+        `the default socket directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); remove ` +
+        `it, or choose a socket with --path`
+      );
+    return (
+      `the default socket directory ${dir} must be owned by you (uid ${uid}) and writable by no one ` +
+      `else; run chmod 700 ${dir}, or choose a socket with --path`
+    );
   }
 }
 
@@ -179,7 +192,10 @@ export function socketProblem(socketPath: string, error: unknown): string | null
   const code = (error as { code?: string }).code;
   const bytes = Buffer.byteLength(socketPath);
   if (bytes > MAX_SOCKET_PATH_BYTES)
-    return `${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a shorter --path`;
+    return (
+      `${bytes} bytes is too long for a unix socket path (at most ${MAX_SOCKET_PATH_BYTES}); choose a ` +
+      `shorter --path`
+    );
   if (code === 'E_ADDRESS_IN_USE') {
     let socket = true;
     try {
@@ -221,13 +237,25 @@ function streamProblem(o: StreamServeOptions, error: unknown): string {
   const host = o.host ?? '127.0.0.1';
   const errno = errnoOf(error);
   if (errno === 'EADDRINUSE')
-    return `--stream-port ${o.port ?? 0}: ${hostForUrl(host)}:${o.port ?? 0} is already in use; choose another --stream-port, or leave it out for any free port`;
+    return (
+      `--stream-port ${o.port ?? 0}: ${hostForUrl(host)}:${o.port ?? 0} is already in use; choose ` +
+      `another --stream-port, or leave it out for any free port`
+    );
   if (errno === 'EADDRNOTAVAIL')
-    return `--stream-host ${host}: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)`;
+    return (
+      `--stream-host ${host}: not an address of this machine; give one of its addresses, 127.0.0.1 (this ` +
+      `host only) or 0.0.0.0 (every interface)`
+    );
   if (errno === 'ENOTFOUND' || errno === 'EAI_AGAIN' || errno === 'EAI_NONAME')
-    return `--stream-host ${host}: no such host (it does not resolve); give an address of this machine, 127.0.0.1 or 0.0.0.0`;
+    return (
+      `--stream-host ${host}: no such host (it does not resolve); give an address of this machine, ` +
+      `127.0.0.1 or 0.0.0.0`
+    );
   if (errno === 'EACCES' && (o.port ?? 0) < 1024)
-    return `--stream-port ${o.port}: ports below 1024 need privileges; choose one from 1024 up, or leave it out for any free port`;
+    return (
+      `--stream-port ${o.port}: ports below 1024 need privileges; choose one from 1024 up, or leave it ` +
+      `out for any free port`
+    );
   const e = error as { code?: string; message?: string };
   return `cannot serve the stream: ${e.code ?? 'error'}: ${e.message ?? String(error)}`;
 }

@@ -173,10 +173,13 @@ export function runRemoteView(options: {
         view.close = () => c.close();
         const w = c.welcome!;
         status.log(
-          `connected to ${c.wsUrl}: server "${w.server}", surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`,
+          `connected to ${c.wsUrl}: server "${w.server}", ` +
+            `surface ${w.surface.id} ${w.surface.width}x${w.surface.height} ${w.surface.format}`,
         );
         status.log(
-          `codec ${w.codec}${w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : ''}: ${w.reason}`,
+          `codec ${w.codec}` +
+            (w.encoder ? ` (${w.encoder}${w.bitrateKbps ? `, ${w.bitrateKbps} kbit/s` : ''})` : '') +
+            `: ${w.reason}`,
         );
         c.on('resize', (r) => status.log(`surface resized to ${r.width}x${r.height}`));
         c.on('encoder', (e) => status.log(`server encoder ${e.state}: ${e.reason}`, process.stderr));
@@ -194,7 +197,8 @@ export function runRemoteView(options: {
         view.every(1000, () => {
           const s = c.stats.snapshot();
           status.update(
-            `${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} | ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`,
+            `${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} ` +
+              `| ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`,
           );
           c.sendStats();
         });
@@ -204,7 +208,8 @@ export function runRemoteView(options: {
           error,
           // E_AUTH from the server's answer to the hello (an HTTP refusal is about the origin, not the token).
           error.code === 'E_AUTH' && options.tokenSource && !/refused the upgrade/.test(error.message ?? '')
-            ? `the server refused the token from ${options.tokenSource} (%s); use the URL \`surfacelink serve --stream\` printed, or give its token with --token`
+            ? `the server refused the token from ${options.tokenSource} (%s); ` +
+                `use the URL \`surfacelink serve --stream\` printed, or give its token with --token`
             : undefined,
         ),
     );
@@ -262,7 +267,8 @@ function formatBytes(n: number): string {
 /** What to do when nothing listens on the socket, in command-line terms. */
 function connectHint(given: string | undefined, socketPath: string): string {
   return given === undefined
-    ? "\n  start a server with `surfacelink serve` (it listens there too), or give a running server's socket with --path"
+    ? "\n  start a server with `surfacelink serve` (it listens there too), or give a running server's socket " +
+        'with --path'
     : `\n  start a server with \`surfacelink serve --path ${shellQuote(socketPath)}\`, or check --path`;
 }
 

@@ -105,7 +105,9 @@ export function chooseMechanism(
       index: i,
       formats: acceptance.formats ?? null,
       welcome: acceptance.welcome,
-      reason: `${offer.name} is the client's ${ordinal(i + 1)} choice${acceptance.summary ?? ' and the server supports it'}${skipped}${acceptance.detail ?? ''}`,
+      reason:
+        `${offer.name} is the client's ${ordinal(i + 1)} choice` +
+        `${acceptance.summary ?? ' and the server supports it'}${skipped}${acceptance.detail ?? ''}`,
     };
   }
   return null;

@@ -33,9 +33,13 @@ import {
 
 /** What the server knows about a connected client; also what 'client' events carry. */
 export interface ClientInfo {
+  /** Unique per server; what the client's `Negotiation.clientId` says. */
   readonly id: number;
+  /** The client's process id, as the OS reports it (-1 when it does not say). */
   readonly pid: number;
+  /** The client's user id, as the OS reports it (-1 where users are not numbers). */
   readonly uid: number;
+  /** The name it gave in HELLO ('?' before then). */
   readonly name: string;
   /** The mechanism it uses (null before negotiation). */
   readonly mechanism: string | null;
@@ -43,6 +47,7 @@ export interface ClientInfo {
   readonly reason: string;
   /** Session features it negotiated ('frames.v1', …). */
   readonly features: readonly string[];
+  /** Frames sent to it (each one it received and held). */
   readonly framesDelivered: number;
   /** Frames it never saw because it still held an older one (latest wins). */
   readonly framesSkipped: number;
@@ -176,7 +181,8 @@ export class ServerSession implements MessageHandler {
     if (version === null)
       throw new SurfaceLinkError(
         'E_PROTOCOL_VERSION',
-        `client speaks versions ${hello.minVersion}..${hello.maxVersion}; this server ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`,
+        `client speaks versions ${hello.minVersion}..${hello.maxVersion}; ` +
+          `this server ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX}`,
       );
     this.name = hello.info.name;
     this.offers = hello.info.mechanisms;

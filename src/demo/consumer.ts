@@ -202,7 +202,8 @@ export function formatStatus(s: StatsSnapshot): string {
 export function formatSummary(s: StatsSnapshot): string {
   const t = s.total;
   return (
-    `${s.mechanism ?? 'no mechanism'} ${s.width}x${s.height}, ${t.frames} frames in ${t.seconds.toFixed(1)} s (${t.fps.toFixed(1)} fps), ` +
+    `${s.mechanism ?? 'no mechanism'} ${s.width}x${s.height}, ${t.frames} frames in ${t.seconds.toFixed(1)} s ` +
+    `(${t.fps.toFixed(1)} fps), ` +
     `latency p50 ${us(t.p50Us)} µs p99 ${us(t.p99Us)} µs, dropped ${s.dropped}, ${counterText(s)}`
   );
 }

@@ -204,7 +204,8 @@ function fits(layout: PatternLayout, pixels: Uint8Array, stride: number): boolea
 function checkTarget(layout: PatternLayout, pixels: Uint8Array, stride: number): void {
   if (!Number.isInteger(stride) || !fits(layout, pixels, stride))
     throw new RangeError(
-      `a ${layout.width}x${layout.height} XRGB8888 pattern needs stride >= ${layout.width * 4} and ${layout.height} rows; got stride ${stride}, ${pixels.length} bytes`,
+      `a ${layout.width}x${layout.height} XRGB8888 pattern needs stride >= ${layout.width * 4} ` +
+        `and ${layout.height} rows; got stride ${stride}, ${pixels.length} bytes`,
     );
 }
 

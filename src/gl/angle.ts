@@ -49,9 +49,11 @@ import { SurfaceLinkError } from '../errors.js';
 
 /** The npm package the ANGLE archive is taken from, and the only version whose files are known here. */
 export const ANGLE_PACKAGE = '@sparticuz/chromium';
+/** The version of ANGLE_PACKAGE whose archive and files are pinned here. */
 export const ANGLE_PACKAGE_VERSION = '147.0.0';
 /** The archive inside the package, and its SHA-256 in 147.0.0. */
 export const ANGLE_ARCHIVE = 'bin/swiftshader.tar.br';
+/** The SHA-256 of ANGLE_ARCHIVE in that version; any other archive is refused. */
 export const ANGLE_ARCHIVE_SHA256 = 'f957ea867313f9815b71dc2ed30cce301e01db4f3973fbdb31ffa5391b0ec45a';
 /** Where scripts/vendor-angle.js puts a copy of that archive, relative to surfacelink's package root. */
 export const ANGLE_VENDORED_ARCHIVE = 'vendor/angle/swiftshader.tar.br';
@@ -63,7 +65,17 @@ export const ANGLE_BUILD = 'ANGLE 2.1.27278 (git 0d61b30acc76), Vulkan backend o
  * bin/swiftshader.tar.br (they match the shared facts' table).
  */
 export const ANGLE_FILES: Readonly<
-  Record<AngleFileName, { readonly size: number; readonly sha256: string; readonly mode: number }>
+  Record<
+    AngleFileName,
+    {
+      /** Bytes. */
+      readonly size: number;
+      /** SHA-256 of the contents, hex. */
+      readonly sha256: string;
+      /** Permission bits it is extracted with. */
+      readonly mode: number;
+    }
+  >
 > = Object.freeze({
   'libEGL.so': {
     size: 360_208,
@@ -91,6 +103,7 @@ export const ANGLE_FILES: Readonly<
     mode: 0o644,
   },
 });
+/** The five files of the bundled ANGLE build. */
 export type AngleFileName =
   'libEGL.so' | 'libGLESv2.so' | 'libvk_swiftshader.so' | 'libvulkan.so.1' | 'vk_swiftshader_icd.json';
 const FILE_NAMES = Object.keys(ANGLE_FILES) as AngleFileName[];
@@ -115,7 +128,14 @@ export function angleCacheDir(env: NodeJS.ProcessEnv = process.env): string {
  * The installed @sparticuz/chromium folder (found without loading its code: its `exports` hide
  * package.json, so the module search path is walked), or an error listing where it looked.
  */
-export function findAnglePackage(): { dir: string; version: string; archive: string } {
+export function findAnglePackage(): {
+  /** The package folder. */
+  dir: string;
+  /** Its version: always ANGLE_PACKAGE_VERSION (other versions are skipped). */
+  version: string;
+  /** The path of ANGLE_ARCHIVE in it. */
+  archive: string;
+} {
   const tried: string[] = [];
   const searchPaths = require.resolve.paths(ANGLE_PACKAGE) ?? [];
   for (const base of searchPaths) {
@@ -131,7 +151,8 @@ export function findAnglePackage(): { dir: string; version: string; archive: str
     }
     if (version !== ANGLE_PACKAGE_VERSION) {
       tried.push(
-        `${dir}: version ${version}, but only ${ANGLE_PACKAGE_VERSION} is known (its file hashes are recorded in surfacelink)`,
+        `${dir}: version ${version}, but only ${ANGLE_PACKAGE_VERSION} is known (its file hashes are recorded ` +
+          `in surfacelink)`,
       );
       continue;
     }
@@ -178,6 +199,7 @@ export interface AngleArchiveLocation {
   origin: 'vendored' | 'package' | 'explicit';
 }
 
+/** Where findAngleArchive() looks for the ANGLE archive. */
 export interface FindAngleArchiveOptions {
   /** surfacelink's package root to look in for vendor/angle/; default surfacelinkPackageRoot(). */
   packageRoot?: string;
@@ -191,7 +213,8 @@ function readVerifiedArchive(archive: string): Buffer {
   const archiveHash = crypto.createHash('sha256').update(compressed).digest('hex');
   if (archiveHash !== ANGLE_ARCHIVE_SHA256)
     throw new Error(
-      `${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`,
+      `${archive}: sha256 ${archiveHash}, expected ${ANGLE_ARCHIVE_SHA256} (not ` +
+        `the ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} file)`,
     );
   return compressed;
 }
@@ -218,7 +241,8 @@ function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocatio
     const e = error as NodeJS.ErrnoException;
     tried.push(
       e.code === 'ENOENT'
-        ? `${vendored}: missing (a packed or installed surfacelink ships it; in a checkout \`node scripts/vendor-angle.js\` copies it there)`
+        ? `${vendored}: missing (a packed or installed surfacelink ships it; ` +
+            `in a checkout \`node scripts/vendor-angle.js\` copies it there)`
         : e.code
           ? `${vendored}: ${firstLine(e)}`
           : firstLine(e),
@@ -241,7 +265,9 @@ function loadAngleArchive(options: FindAngleArchiveOptions): AngleArchiveLocatio
     }
   }
   throw new AngleLookupError(
-    `no usable ANGLE archive (${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} ${path.posix.basename(ANGLE_ARCHIVE)}, sha256 ${ANGLE_ARCHIVE_SHA256}); looked at`,
+    `no usable ANGLE archive ` +
+      `(${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION} ${path.posix.basename(ANGLE_ARCHIVE)}, ` +
+      `sha256 ${ANGLE_ARCHIVE_SHA256}); looked at`,
     tried,
   );
 }
@@ -265,6 +291,7 @@ export function findAngleArchive(options: FindAngleArchiveOptions = {}): AngleAr
 // Extraction
 // ---------------------------------------------------------------------------------------------
 
+/** What extractAngle() did: the cache folder and which files it had to (re)write. */
 export interface AngleExtraction {
   /** The cache folder holding the five files. */
   dir: string;
@@ -280,6 +307,7 @@ export interface AngleExtraction {
   archive: AngleArchiveLocation | null;
 }
 
+/** Where extractAngle() takes the archive from and extracts it to. */
 export interface AngleExtractOptions {
   /** Default angleCacheDir(). */
   cacheDir?: string;
@@ -330,7 +358,8 @@ function checkCacheDirOwnership(dir: string): void {
   }
   if ((st.mode & 0o022) !== 0) {
     throw new Error(
-      `${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); refusing to load libraries from it`,
+      `${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); refusing to load ` +
+        `libraries from it`,
     );
   }
 }
@@ -459,7 +488,8 @@ function extractAngleOrThrow(dir: string, options: AngleExtractOptions, started:
     const { compressed, ...location } = loadAngleArchive(options);
     source = location;
     verbose(
-      `extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${location.archive} (${location.origin}) into ${dir}`,
+      `extracting ANGLE (${extracted.map((n) => `${n}: ${reasons[n]}`).join('; ')}) from ${location.archive} ` +
+        `(${location.origin}) into ${dir}`,
     );
     const files = unpackArchive(location.archive, compressed);
     for (const name of extracted) writeAtomically(dir, name, files.get(name)!);

@@ -23,11 +23,21 @@ import { eglFailure, type GpuContext } from './context.js';
 import { EGL, GL } from './egl.js';
 import { setNearest } from './draw.js';
 
+/**
+ * A platform texture (IOSurface, D3D11) bound to a GL texture through an ANGLE client-buffer
+ * pbuffer. Free it with destroy(); the caller keeps the platform object alive until then.
+ */
 export interface ClientBufferTexture {
+  /** GL texture name, bound to the pbuffer's image. */
   readonly texture: number;
   /** GL_TEXTURE_2D, or GL_TEXTURE_RECTANGLE_ANGLE (0x84F5) on ANGLE's desktop-GL backend. */
   readonly target: number;
+  /** The EGLSurface (pbuffer) made from the client buffer. */
   readonly surface: bigint;
+  /**
+   * Releases the texture image, destroys the pbuffer and deletes the texture. Idempotent;
+   * GpuContext.close() does it too.
+   */
   destroy(): void;
 }
 
@@ -116,7 +126,8 @@ export function importIOSurfaceTexture(
   if (!ctx.advertised.display.has('EGL_ANGLE_iosurface_client_buffer')) {
     throw new SurfaceLinkError(
       'E_UNSUPPORTED',
-      `EGL_ANGLE_iosurface_client_buffer is not advertised by ${ctx.renderer} (an IOSurface import needs ANGLE on macOS)`,
+      `EGL_ANGLE_iosurface_client_buffer is not advertised by ${ctx.renderer} (an IOSurface import needs ` +
+        `ANGLE on macOS)`,
     );
   }
   // Desktop-GL ANGLE on macOS binds IOSurfaces as rectangle textures; Metal ANGLE as 2D ones.
@@ -155,7 +166,8 @@ export function importD3D11Texture(ctx: GpuContext, texture: bigint): ClientBuff
   if (!ctx.advertised.display.has('EGL_ANGLE_d3d_texture_client_buffer')) {
     throw new SurfaceLinkError(
       'E_UNSUPPORTED',
-      `EGL_ANGLE_d3d_texture_client_buffer is not advertised by ${ctx.renderer} (a D3D11 texture import needs ANGLE's D3D11 backend on Windows)`,
+      `EGL_ANGLE_d3d_texture_client_buffer is not advertised by ${ctx.renderer} (a D3D11 texture import needs ` +
+        `ANGLE's D3D11 backend on Windows)`,
     );
   }
   return bindPbuffer(

@@ -3,6 +3,13 @@
  * extension specs named beside them, and their error names.
  */
 
+/**
+ * EGL constants surfacelink passes to EGL, named without their `EGL_` prefix (`EGL.NONE` is
+ * EGL_NONE), grouped by the core version or extension that defines them. Frozen; the values are
+ * the registry's, so any EGL implementation accepts them.
+ *
+ * @enum
+ */
 export const EGL = Object.freeze({
   // EGL 1.x core
   FALSE: 0,
@@ -96,6 +103,12 @@ export const EGL_ERRORS: Readonly<Record<number, string>> = Object.freeze({
   0x300e: 'EGL_CONTEXT_LOST',
 });
 
+/**
+ * OpenGL ES constants surfacelink passes to GL, named without their `GL_` prefix (`GL.RGBA` is
+ * GL_RGBA), grouped by the core version or extension that defines them. Frozen.
+ *
+ * @enum
+ */
 export const GL = Object.freeze({
   NO_ERROR: 0,
   VENDOR: 0x1f00,
@@ -170,5 +183,7 @@ export const GL_ERRORS: Readonly<Record<number, string>> = Object.freeze({
   0x0507: 'GL_CONTEXT_LOST',
 });
 
+/** The name of an eglGetError() code, e.g. 'EGL_BAD_MATCH', or 'EGL error 0x…' for one it does not know. */
 export const eglErrorName = (code: number): string => EGL_ERRORS[code] ?? `EGL error 0x${code.toString(16)}`;
+/** The name of a glGetError() code, e.g. 'GL_INVALID_OPERATION', or 'GL error 0x…' for one it does not know. */
 export const glErrorName = (code: number): string => GL_ERRORS[code] ?? `GL error 0x${code.toString(16)}`;

@@ -23,6 +23,7 @@ import {
 export interface GpuDisplaySpec {
   /** For messages, e.g. 'Mesa surfaceless'. */
   name: string;
+  /** The EGL platform enum passed to eglGetPlatformDisplayEXT, e.g. EGL.PLATFORM_SURFACELESS_MESA. */
   platform: number;
   /** Attribute pairs, without the closing EGL_NONE. */
   attributes?: readonly number[];
@@ -55,18 +56,25 @@ export function angleSurfacelessDisplay(options: { swiftshader?: boolean } = {})
   };
 }
 
+/** How `GpuContext.open()` finds EGL/GLES and which display and GLES version it asks for. */
 export interface GpuContextOptions {
   /** Library pairs to try in order (default: the system's libEGL.so.1 / libGLESv2.so.2). */
   libraries?: GlLibraries | readonly GlLibraries[];
-  /** Default SURFACELESS_MESA_DISPLAY. */
+  /** Which EGL display to open; default SURFACELESS_MESA_DISPLAY. */
   display?: GpuDisplaySpec;
   /** OpenGL ES version to ask for; default 3.0 (a driver may return a higher compatible one). */
-  glesVersion?: { major: number; minor: number };
+  glesVersion?: {
+    /** Major version, e.g. 3. */
+    major: number;
+    /** Minor version, e.g. 0. */
+    minor: number;
+  };
 }
 
 /**
- * Each capability is exactly "this extension is in that list". Import/export paths check
- * every extension they use themselves; the table is what `capabilities` reports.
+ * Each capability is exactly "this extension is in that list": `list` is 'client', 'display'
+ * or 'gl', `extension` the name. Import/export paths check every extension they use
+ * themselves; the table is what `capabilities` reports.
  */
 export const CAPABILITY_EXTENSIONS = Object.freeze({
   /** eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT): import dma-bufs. */
@@ -79,6 +87,7 @@ export const CAPABILITY_EXTENSIONS = Object.freeze({
   imageBase: { list: 'display', extension: 'EGL_KHR_image_base' },
   /** An EGLImage from a GL texture (EGL_GL_TEXTURE_2D_KHR). */
   textureImage: { list: 'display', extension: 'EGL_KHR_gl_texture_2D_image' },
+  /** EGL sync objects (eglCreateSyncKHR). */
   fenceSync: { list: 'display', extension: 'EGL_KHR_fence_sync' },
   /** EGL syncs ↔ sync_file fds (EGL_SYNC_NATIVE_FENCE_ANDROID). */
   nativeFenceSync: { list: 'display', extension: 'EGL_ANDROID_native_fence_sync' },
@@ -88,16 +97,22 @@ export const CAPABILITY_EXTENSIONS = Object.freeze({
   eglImageExternal: { list: 'gl', extension: 'GL_OES_EGL_image_external' },
   /** glEGLImageTargetTexStorageEXT: immutable textures from EGLImages. */
   eglImageStorage: { list: 'gl', extension: 'GL_EXT_EGL_image_storage' },
+  /** GL memory objects: textures whose storage is memory imported from outside GL. */
   memoryObject: { list: 'gl', extension: 'GL_EXT_memory_object' },
   /** glImportMemoryFdEXT (Vulkan-style opaque fds; not dma-bufs). */
   memoryObjectFd: { list: 'gl', extension: 'GL_EXT_memory_object_fd' },
+  /** GL semaphores, to order GL work against other APIs. */
   semaphore: { list: 'gl', extension: 'GL_EXT_semaphore' },
+  /** GL semaphores imported from opaque fds. */
   semaphoreFd: { list: 'gl', extension: 'GL_EXT_semaphore_fd' },
 } as const);
 
+/** A capability of a GpuContext: one key of CAPABILITY_EXTENSIONS. */
 export type GpuCapabilityName = keyof typeof CAPABILITY_EXTENSIONS;
+/** For each capability, whether its extension is advertised. */
 export type GpuCapabilities = Readonly<Record<GpuCapabilityName, boolean>>;
 
+/** The extension strings of a GpuContext, split into names. */
 export interface GpuExtensions {
   /** eglQueryString(EGL_NO_DISPLAY, EGL_EXTENSIONS). */
   readonly client: readonly string[];
@@ -109,12 +124,19 @@ export interface GpuExtensions {
 
 /** A resource that GpuContext.close() destroys if its owner has not. */
 export interface GpuResource {
+  /** Frees what it holds (GL objects, EGLImages); when GpuContext.close() calls it, errors are ignored. */
   destroy(): void;
 }
 
 /** EGL displays are per process and not reference counted by EGL: eglTerminate ends every user's. */
 const displayUsers = new Map<bigint, number>();
 
+/**
+ * An OpenGL ES 3 context on a surfaceless EGL display, made current with no surface: what
+ * surfacelink/gl imports frames into and renders with. Open with `GpuContext.open()`. GL is per
+ * thread: use it from the thread that opened it (Node's main thread), and call makeCurrent() if
+ * other code may have made another context current. close() (or `using`) frees it.
+ */
 export class GpuContext implements Disposable {
   /** The loaded libraries and their functions. */
   readonly api: GlApi;
@@ -122,19 +144,35 @@ export class GpuContext implements Disposable {
   readonly display: bigint;
   /** EGLContext. */
   readonly handle: bigint;
+  /** The display it was opened on. */
   readonly displaySpec: GpuDisplaySpec;
+  /** EGL_VERSION of the display, e.g. '1.5 Mesa 24.2.8'. */
   readonly eglVersion: string;
+  /** EGL_VENDOR of the display. */
   readonly eglVendor: string;
   /** GL_VENDOR, GL_RENDERER, GL_VERSION. */
   readonly vendor: string;
+  /** GL_RENDERER, e.g. 'llvmpipe (LLVM 19.1.7, 256 bits)': what messages name. */
   readonly renderer: string;
+  /** GL_VERSION, e.g. 'OpenGL ES 3.2 Mesa 24.2.8'. */
   readonly version: string;
+  /** GL_SHADING_LANGUAGE_VERSION. */
   readonly shadingLanguageVersion: string;
+  /** GL_MAX_TEXTURE_SIZE: the largest texture width or height, in pixels. */
   readonly maxTextureSize: number;
+  /** The extensions advertised: client, display and GL. */
   readonly extensions: GpuExtensions;
+  /** What it can do, decided only from `extensions` (see CAPABILITY_EXTENSIONS). */
   readonly capabilities: GpuCapabilities;
   /** The same lists, for `GlApi.extensionProc()`. */
-  readonly advertised: { readonly client: ExtensionList; readonly display: ExtensionList; readonly gl: ExtensionList };
+  readonly advertised: {
+    /** Client extensions (eglQueryString(EGL_NO_DISPLAY)). */
+    readonly client: ExtensionList;
+    /** Display extensions. */
+    readonly display: ExtensionList;
+    /** GL extensions. */
+    readonly gl: ExtensionList;
+  };
   private readonly resources = new Set<GpuResource>();
   private isClosed = false;
 
@@ -193,7 +231,8 @@ export class GpuContext implements Disposable {
     if (!client.has(spec.clientExtension)) {
       throw new SurfaceLinkError(
         'E_UNSUPPORTED',
-        `${spec.clientExtension} is not advertised by ${api.libraries.egl} [${api.libraries.source}] (client extensions: ${client.names.join(' ') || 'none'}), so the ${spec.name} display cannot be opened`,
+        `${spec.clientExtension} is not advertised by ${api.libraries.egl} [${api.libraries.source}] (client ` +
+          `extensions: ${client.names.join(' ') || 'none'}), so the ${spec.name} display cannot be opened`,
       );
     }
     const getPlatformDisplay = api.extensionProc(
@@ -228,7 +267,8 @@ export class GpuContext implements Disposable {
         if (!displayExtensions.has(needed))
           throw new SurfaceLinkError(
             'E_UNSUPPORTED',
-            `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and surface needs it`,
+            `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and ` +
+              `surface needs it`,
           );
       }
       if (!apis.split(/\s+/).includes('OpenGL_ES'))
@@ -273,6 +313,7 @@ export class GpuContext implements Disposable {
     }
   }
 
+  /** True once close() was called. */
   get closed(): boolean {
     return this.isClosed;
   }
@@ -338,6 +379,7 @@ export class GpuContext implements Disposable {
     releaseDisplay(this.api, this.display);
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

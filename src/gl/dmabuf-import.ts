@@ -14,6 +14,7 @@ import { eglFailure, type GpuContext } from './context.js';
 import { EGL } from './egl.js';
 import { checkSize, textureFromEglImage, type ImageTexture, type TextureTarget } from './texture.js';
 
+/** One plane of a dma-buf import. */
 export interface DmabufPlane {
   /** The dma-buf holding this plane. The caller keeps ownership (see importDmabufTexture). */
   fd: NativeFd;
@@ -23,8 +24,11 @@ export interface DmabufPlane {
   stride: number;
 }
 
+/** A dma-buf image to import: its size, DRM format and modifier, and where its planes lie. */
 export interface DmabufImportDescriptor {
+  /** Width in pixels (1..GL_MAX_TEXTURE_SIZE). */
   width: number;
+  /** Height in pixels (1..GL_MAX_TEXTURE_SIZE). */
   height: number;
   /** DRM fourcc (drm_fourcc.h), e.g. fourcc('AB24') for ABGR8888. */
   fourcc: number;
@@ -37,10 +41,14 @@ export interface DmabufImportDescriptor {
   modifier?: bigint;
   /** 1 to 3 planes; a 4th needs EGL_EXT_image_dma_buf_import_modifiers. */
   planes: readonly DmabufPlane[];
-  /** Default 'texture2d' (GL_OES_EGL_image); 'external' binds GL_TEXTURE_EXTERNAL_OES (needed for YUV on many drivers). */
+  /**
+   * Default 'texture2d' (GL_OES_EGL_image); 'external' binds GL_TEXTURE_EXTERNAL_OES (needed for
+   * YUV on many drivers).
+   */
   target?: TextureTarget;
 }
 
+/** An imported dma-buf: the texture, its target and the EGLImage behind it. */
 export type DmabufTexture = ImageTexture;
 
 const PLANE_ATTRIBUTES = [
@@ -129,7 +137,8 @@ function validate(ctx: GpuContext, desc: DmabufImportDescriptor): void {
   if (modifier !== MODIFIER_INVALID && modifier !== MODIFIER_LINEAR && !ctx.capabilities.dmabufImportModifiers) {
     throw new SurfaceLinkError(
       'E_UNSUPPORTED',
-      `modifier 0x${modifier.toString(16)} cannot be given: EGL_EXT_image_dma_buf_import_modifiers is not advertised by ${ctx.renderer}`,
+      `modifier 0x${modifier.toString(16)} cannot be given: EGL_EXT_image_dma_buf_import_modifiers is not ` +
+        `advertised by ${ctx.renderer}`,
     );
   }
 }
@@ -147,7 +156,8 @@ export function importDmabufTexture(ctx: GpuContext, desc: DmabufImportDescripto
   if (!ctx.capabilities.dmabufImport) {
     throw new SurfaceLinkError(
       'E_UNSUPPORTED',
-      `EGL_EXT_image_dma_buf_import is not advertised by ${ctx.renderer} (${ctx.displaySpec.name}, EGL ${ctx.eglVersion}); importing dma-bufs needs a GPU driver's EGL`,
+      `EGL_EXT_image_dma_buf_import is not advertised by ${ctx.renderer} (${ctx.displaySpec.name}, ` +
+        `EGL ${ctx.eglVersion}); importing dma-bufs needs a GPU driver's EGL`,
     );
   }
   validate(ctx, desc);
@@ -164,14 +174,18 @@ export function importDmabufTexture(ctx: GpuContext, desc: DmabufImportDescripto
     throw eglFailure(
       ctx.api,
       'E_IMPORT_FAILED',
-      `eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT, ${desc.width}x${desc.height}, fourcc 0x${(desc.fourcc >>> 0).toString(16)}, ${desc.planes.length} plane(s)) refused the dma-buf on ${ctx.renderer}`,
+      `eglCreateImageKHR(EGL_LINUX_DMA_BUF_EXT, ${desc.width}x${desc.height}, fourcc ` +
+        `0x${(desc.fourcc >>> 0).toString(16)}, ${desc.planes.length} plane(s)) refused the dma-buf on ${ctx.renderer}`,
     );
   }
   return textureFromEglImage(ctx, image, target);
 }
 
+/** A DRM format the display can import, with its modifiers. */
 export interface DmabufFormat {
+  /** DRM fourcc. */
   fourcc: number;
+  /** The modifiers it imports for this format. */
   modifiers: bigint[];
   /** Per modifier: only usable as GL_TEXTURE_EXTERNAL_OES. */
   externalOnly: boolean[];

@@ -67,14 +67,22 @@ export function framebufferFor(ctx: GpuContext, texture: number, what: string): 
  * GL order: row 0 (GL y 0) is the first row read() returns.
  */
 export class RenderTexture implements Disposable {
+  /** GL_TEXTURE_2D name (RGBA8, immutable storage). */
   readonly texture: number;
+  /** The framebuffer with `texture` as its colour attachment. */
   readonly framebuffer: number;
   private destroyed = false;
   private readonly untrack: () => void;
 
+  /**
+   * A `width` × `height` texture with its framebuffer on `ctx`; E_INVALID_ARGUMENT beyond
+   * GL_MAX_TEXTURE_SIZE, E_UNSUPPORTED if the framebuffer is incomplete.
+   */
   constructor(
     private readonly ctx: GpuContext,
+    /** Width in pixels. */
     readonly width: number,
+    /** Height in pixels. */
     readonly height: number,
   ) {
     checkSize(ctx, width, height);
@@ -120,6 +128,7 @@ export class RenderTexture implements Disposable {
     return out;
   }
 
+  /** Deletes the framebuffer and texture. Idempotent; GpuContext.close() does it too. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
@@ -131,6 +140,7 @@ export class RenderTexture implements Disposable {
     gl.glDeleteTextures(1, new Uint32Array([this.texture]));
   }
 
+  /** Same as destroy(), for `using`. */
   [Symbol.dispose](): void {
     this.destroy();
   }

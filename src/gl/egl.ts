@@ -42,7 +42,12 @@ export { EGL, EGL_ERRORS, GL, GL_ERRORS, eglErrorName, glErrorName } from './con
 // Typed function tables
 // ---------------------------------------------------------------------------------------------
 
-/** Core EGL 1.4 entry points, exported by every libEGL (glvnd's and ANGLE's). */
+/**
+ * Core EGL 1.4 entry points, exported by every libEGL (glvnd's and ANGLE's). Each member is the
+ * C function of the same name (see the Khronos reference pages), bound by koffi: EGLBoolean
+ * results are EGL.TRUE / EGL.FALSE, handles are bigint addresses with NULL as null, and typed
+ * arrays are passed by pointer (outputs are written into them).
+ */
 export interface EglCore {
   eglGetProcAddress(name: string): Ptr;
   eglQueryString(dpy: Ptr, name: number): string | null;
@@ -67,7 +72,12 @@ export interface EglCore {
   eglDestroySurface(dpy: bigint, surface: bigint): number;
 }
 
-/** Core OpenGL ES 2.0/3.0 entry points, exported by libGLESv2. Typed arrays are passed by pointer. */
+/**
+ * Core OpenGL ES 2.0/3.0 entry points, exported by libGLESv2. Each member is the C function of
+ * the same name (see the Khronos reference pages), bound by koffi; typed arrays are passed by
+ * pointer (outputs are written into them). Call them only while a GpuContext of the same
+ * libraries is current.
+ */
 export interface GlesCore {
   glGetString(name: number): string | null;
   glGetError(): number;
@@ -147,15 +157,26 @@ export interface GlesCore {
 }
 
 // Extension function types (fetched with eglGetProcAddress, only when advertised).
+/** eglGetPlatformDisplayEXT: the EGLDisplay of `platform` (attribute list ends with EGL_NONE); null on failure. */
 export type EglGetPlatformDisplayEXT = (platform: number, nativeDisplay: Ptr, attribs: Int32Array) => Ptr;
+/**
+ * eglCreateImageKHR: an EGLImage of `buffer` (a dma-buf import: `target` EGL_LINUX_DMA_BUF_EXT,
+ * `ctx` and `buffer` null); null on failure.
+ */
 export type EglCreateImageKHR = (dpy: bigint, ctx: Ptr, target: number, buffer: Ptr, attribs: Int32Array) => Ptr;
+/** eglDestroyImageKHR: frees an EGLImage; EGL_TRUE on success. */
 export type EglDestroyImageKHR = (dpy: bigint, image: bigint) => number;
+/** eglQueryDmaBufFormatsEXT: the DRM fourccs the display imports (`formats` null: only the count). */
 export type EglQueryDmaBufFormatsEXT = (
   dpy: bigint,
   maxFormats: number,
   formats: Int32Array | null,
   numFormats: Int32Array,
 ) => number;
+/**
+ * eglQueryDmaBufModifiersEXT: the modifiers the display imports for `format`, and which of them are
+ * external-only (GL_TEXTURE_EXTERNAL_OES).
+ */
 export type EglQueryDmaBufModifiersEXT = (
   dpy: bigint,
   format: number,
@@ -164,10 +185,15 @@ export type EglQueryDmaBufModifiersEXT = (
   externalOnly: Uint32Array | null,
   numModifiers: Int32Array,
 ) => number;
+/** glEGLImageTargetTexture2DOES: makes `image` the storage of the texture bound to `target`. */
 export type GlEGLImageTargetTexture2DOES = (target: number, image: bigint) => void;
+/** glCreateMemoryObjectsEXT: `n` new memory object names into `out`. */
 export type GlCreateMemoryObjectsEXT = (n: number, out: Uint32Array) => void;
+/** glDeleteMemoryObjectsEXT: deletes `n` memory objects. */
 export type GlDeleteMemoryObjectsEXT = (n: number, objects: Uint32Array) => void;
+/** glMemoryObjectParameterivEXT: sets a memory object parameter (e.g. GL_DEDICATED_MEMORY_OBJECT_EXT). */
 export type GlMemoryObjectParameterivEXT = (memory: number, pname: number, params: Int32Array) => void;
+/** glTexStorageMem2DEXT: immutable storage for the bound texture, at `offset` in `memory`. */
 export type GlTexStorageMem2DEXT = (
   target: number,
   levels: number,
@@ -177,6 +203,7 @@ export type GlTexStorageMem2DEXT = (
   memory: number,
   offset: bigint,
 ) => void;
+/** glImportMemoryFdEXT: imports `size` bytes of an opaque fd into `memory`; GL takes ownership of `fd`. */
 export type GlImportMemoryFdEXT = (memory: number, size: bigint, handleType: number, fd: number) => void;
 
 const EGL_CORE: Record<keyof EglCore, string> = {
@@ -191,9 +218,11 @@ const EGL_CORE: Record<keyof EglCore, string> = {
   eglMakeCurrent: 'uint32_t eglMakeCurrent(void *dpy, void *draw, void *read, void *ctx)',
   eglGetCurrentContext: 'void *eglGetCurrentContext(void)',
   eglChooseConfig:
-    'uint32_t eglChooseConfig(void *dpy, const int *attrib_list, _Out_ void **configs, int config_size, _Out_ int *num_config)',
+    'uint32_t eglChooseConfig(void *dpy, const int *attrib_list, _Out_ void **configs, int config_size, ' +
+    '_Out_ int *num_config)',
   eglCreatePbufferFromClientBuffer:
-    'void *eglCreatePbufferFromClientBuffer(void *dpy, uint32_t buftype, void *buffer, void *config, const int *attrib_list)',
+    'void *eglCreatePbufferFromClientBuffer(void *dpy, uint32_t buftype, void *buffer, void *config, ' +
+    'const int *attrib_list)',
   eglBindTexImage: 'uint32_t eglBindTexImage(void *dpy, void *surface, int buffer)',
   eglReleaseTexImage: 'uint32_t eglReleaseTexImage(void *dpy, void *surface, int buffer)',
   eglDestroySurface: 'uint32_t eglDestroySurface(void *dpy, void *surface)',
@@ -208,19 +237,22 @@ const GLES_CORE: Record<keyof GlesCore, string> = {
   glBindTexture: 'void glBindTexture(uint32_t target, uint32_t texture)',
   glTexParameteri: 'void glTexParameteri(uint32_t target, uint32_t pname, int param)',
   glTexImage2D:
-    'void glTexImage2D(uint32_t target, int level, int internalformat, int width, int height, int border, uint32_t format, uint32_t type, const void *pixels)',
+    'void glTexImage2D(uint32_t target, int level, int internalformat, int width, int height, int border, ' +
+    'uint32_t format, uint32_t type, const void *pixels)',
   glPixelStorei: 'void glPixelStorei(uint32_t pname, int param)',
   glGenFramebuffers: 'void glGenFramebuffers(int n, uint32_t *framebuffers)',
   glDeleteFramebuffers: 'void glDeleteFramebuffers(int n, const uint32_t *framebuffers)',
   glBindFramebuffer: 'void glBindFramebuffer(uint32_t target, uint32_t framebuffer)',
   glFramebufferTexture2D:
-    'void glFramebufferTexture2D(uint32_t target, uint32_t attachment, uint32_t textarget, uint32_t texture, int level)',
+    'void glFramebufferTexture2D(uint32_t target, uint32_t attachment, uint32_t textarget, uint32_t texture, ' +
+    'int level)',
   glCheckFramebufferStatus: 'uint32_t glCheckFramebufferStatus(uint32_t target)',
   glReadPixels: 'void glReadPixels(int x, int y, int width, int height, uint32_t format, uint32_t type, void *pixels)',
   glFinish: 'void glFinish(void)',
   glFlush: 'void glFlush(void)',
   glTexSubImage2D:
-    'void glTexSubImage2D(uint32_t target, int level, int xoffset, int yoffset, int width, int height, uint32_t format, uint32_t type, const void *pixels)',
+    'void glTexSubImage2D(uint32_t target, int level, int xoffset, int yoffset, int width, int height, ' +
+    'uint32_t format, uint32_t type, const void *pixels)',
   glTexStorage2D: 'void glTexStorage2D(uint32_t target, int levels, uint32_t internalformat, int width, int height)',
   glEnable: 'void glEnable(uint32_t cap)',
   glDisable: 'void glDisable(uint32_t cap)',
@@ -275,7 +307,8 @@ const EXTENSION_PROCS = {
   eglQueryDmaBufModifiersEXT: {
     extension: 'EGL_EXT_image_dma_buf_import_modifiers',
     proto:
-      'uint32_t PFN_eglQueryDmaBufModifiersEXT(void *dpy, int format, int max_modifiers, uint64_t *modifiers, uint32_t *external_only, int *num_modifiers)',
+      'uint32_t PFN_eglQueryDmaBufModifiersEXT(void *dpy, int format, int max_modifiers, uint64_t *modifiers, ' +
+      'uint32_t *external_only, int *num_modifiers)',
   },
   glEGLImageTargetTexture2DOES: {
     extension: 'GL_OES_EGL_image',
@@ -296,7 +329,8 @@ const EXTENSION_PROCS = {
   glTexStorageMem2DEXT: {
     extension: 'GL_EXT_memory_object',
     proto:
-      'void PFN_glTexStorageMem2DEXT(uint32_t target, int levels, uint32_t internalFormat, int width, int height, uint32_t memory, uint64_t offset)',
+      'void PFN_glTexStorageMem2DEXT(uint32_t target, int levels, uint32_t internalFormat, int width, ' +
+      'int height, uint32_t memory, uint64_t offset)',
   },
   glImportMemoryFdEXT: {
     extension: 'GL_EXT_memory_object_fd',
@@ -304,35 +338,53 @@ const EXTENSION_PROCS = {
   },
 } as const;
 
+/** The name of an extension function `GlApi.extensionProc()` can fetch. */
 export type ExtensionProcName = keyof typeof EXTENSION_PROCS;
 
-interface ExtensionProcTypes {
+/** The type of each extension function `GlApi.extensionProc()` fetches, with the extension it needs. */
+export interface ExtensionProcTypes {
+  /** Needs EGL_EXT_platform_base (client extensions). */
   eglGetPlatformDisplayEXT: EglGetPlatformDisplayEXT;
+  /** Needs EGL_KHR_image_base. */
   eglCreateImageKHR: EglCreateImageKHR;
+  /** Needs EGL_KHR_image_base. */
   eglDestroyImageKHR: EglDestroyImageKHR;
+  /** Needs EGL_EXT_image_dma_buf_import_modifiers. */
   eglQueryDmaBufFormatsEXT: EglQueryDmaBufFormatsEXT;
+  /** Needs EGL_EXT_image_dma_buf_import_modifiers. */
   eglQueryDmaBufModifiersEXT: EglQueryDmaBufModifiersEXT;
+  /** Needs GL_OES_EGL_image. */
   glEGLImageTargetTexture2DOES: GlEGLImageTargetTexture2DOES;
+  /** Needs GL_EXT_memory_object. */
   glCreateMemoryObjectsEXT: GlCreateMemoryObjectsEXT;
+  /** Needs GL_EXT_memory_object. */
   glDeleteMemoryObjectsEXT: GlDeleteMemoryObjectsEXT;
+  /** Needs GL_EXT_memory_object. */
   glMemoryObjectParameterivEXT: GlMemoryObjectParameterivEXT;
+  /** Needs GL_EXT_memory_object. */
   glTexStorageMem2DEXT: GlTexStorageMem2DEXT;
+  /** Needs GL_EXT_memory_object_fd. */
   glImportMemoryFdEXT: GlImportMemoryFdEXT;
 }
 
 /** An extension string, split: which list it is (for messages) and its names. */
 export class ExtensionList {
+  /** The extension names, in the order given. */
   readonly names: readonly string[];
   private readonly set: ReadonlySet<string>;
 
+  /** Splits `text` (an EGL/GL extension string) into names. */
   constructor(
+    /** Which list it is: client (EGL_NO_DISPLAY), display or GL extensions. */
     readonly kind: 'client' | 'display' | 'gl',
+    /** The extension string as EGL/GL returned it (null: none). */
     text: string | null,
   ) {
     this.names = Object.freeze((text ?? '').split(/\s+/).filter((n) => n.length > 0));
     this.set = new Set(this.names);
   }
 
+  /** Whether `name` is in the list. */
   has(name: string): boolean {
     return this.set.has(name);
   }
@@ -355,8 +407,11 @@ export class GlApi {
   private readonly procs = new Map<string, unknown>();
 
   private constructor(
+    /** The pair that was loaded. */
     readonly libraries: GlLibraries,
+    /** The core EGL functions. */
     readonly egl: EglCore,
+    /** The core GLES functions. Call them only with a GpuContext of these libraries current. */
     readonly gl: GlesCore,
   ) {}
 
@@ -436,7 +491,8 @@ export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[]
       k = koffi();
     } catch (error) {
       tried.push(
-        `  [${libs.source}] koffi (the FFI module) did not load: ${firstLine(error)} (was the optional dependency @koromix/koffi-linux-x64 omitted?)`,
+        `  [${libs.source}] koffi (the FFI module) did not load: ${firstLine(error)} (was the optional ` +
+          `dependency @koromix/koffi-linux-x64 omitted?)`,
       );
       break;
     }

@@ -31,6 +31,7 @@ export function angleLibraries(dir: string, source = `angle (${dir})`): GlLibrar
   return { egl: path.join(dir, names.egl), gles: path.join(dir, names.gles), source };
 }
 
+/** Which GL locateGl() and openGpuContext() may choose, and in which order. */
 export interface LocateGlOptions {
   /** A folder with ANGLE's libEGL and libGLESv2 (overrides SURFACELINK_ANGLE_DIR). Strict: no fallback if unusable. */
   angleDir?: string;
@@ -40,13 +41,17 @@ export interface LocateGlOptions {
   cacheDir?: string;
 }
 
+/** A GL to try: a library pair and the display to open on it. */
 export interface GlCandidate {
+  /** The EGL + GLES libraries. */
   libraries: GlLibraries;
+  /** Which kind it is: ANGLE (bundled or from a folder) or the system EGL. */
   display: 'angle' | 'system';
   /** The EGL display to open on these libraries. */
   displaySpec: GpuDisplaySpec;
 }
 
+/** What locateGl() chose, and every candidate it looked at. */
 export interface LocatedGl extends GlCandidate {
   /** Every candidate looked at, in order, with what happened ('ok …' for the one returned). */
   tried: string[];
@@ -79,7 +84,8 @@ function explicitCandidate(dir: string, origin: string): GlCandidate {
 function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidate; note: string } {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new Error(
-      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, this is ${process.platform}-${process.arch}`,
+      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, ` +
+        `this is ${process.platform}-${process.arch}`,
     );
   }
   let result: AngleExtraction;
@@ -87,7 +93,8 @@ function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidat
     result = extractAngle({ cacheDir });
   } catch (error) {
     throw new Error(
-      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`,
+      `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): ` +
+        `${error instanceof SurfaceLinkError ? error.message : firstLine(error)}`,
       { cause: error },
     );
   }
@@ -132,8 +139,10 @@ function candidates(options: LocateGlOptions, tried: string[]): Preparer[] {
         tried,
         `${origin} names an ANGLE folder that cannot be used, and an explicit choice is not replaced silently`,
         [
-          `  - point ${origin} at the folder holding ${Object.values(angleFileNames()).join(' and ')} (with their Vulkan loader/ICD next to them on Linux);`,
-          `  - or ${origin === 'angleDir' ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
+          `  - point ${origin} at the folder holding ${Object.values(angleFileNames()).join(' and ')} (with ` +
+            `their Vulkan loader/ICD next to them on Linux);`,
+          `  - or ${origin === 'angleDir' ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the ` +
+            `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
         ],
       );
     }
@@ -164,7 +173,9 @@ function locateError(tried: string[], summary: string, solutions: string[]): Sur
 }
 
 const GENERAL_SOLUTIONS = [
-  `  - reinstall surfacelink: its package ships ${ANGLE_VENDORED_ARCHIVE}; in a development clone run \`npm install\` (devDependency ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION}, not omitted) or \`node scripts/vendor-angle.js\`;`,
+  `  - reinstall surfacelink: its package ships ${ANGLE_VENDORED_ARCHIVE}; in a development clone ` +
+    `run \`npm install\` (devDependency ${ANGLE_PACKAGE}@${ANGLE_PACKAGE_VERSION}, not omitted) ` +
+    `or \`node scripts/vendor-angle.js\`;`,
   '  - make the cache folder writable by this user, or point SURFACELINK_CACHE_DIR at one that is;',
   '  - point SURFACELINK_ANGLE_DIR (or the angleDir option) at a folder holding an ANGLE libEGL + libGLESv2;',
   '  - install the system EGL: `apt-get install -y libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri` (Debian/Ubuntu).',
@@ -189,9 +200,15 @@ export function locateGl(options: LocateGlOptions = {}): LocatedGl {
   throw locateError(tried, 'no candidate could be prepared', GENERAL_SOLUTIONS);
 }
 
+/** What openGpuContext() may choose, and the GLES version it asks for. */
 export interface OpenGpuContextOptions extends LocateGlOptions {
   /** OpenGL ES version to ask for (default 3.0). */
-  glesVersion?: { major: number; minor: number };
+  glesVersion?: {
+    /** Major version, e.g. 3. */
+    major: number;
+    /** Minor version, e.g. 0. */
+    minor: number;
+  };
 }
 
 /**
@@ -219,7 +236,8 @@ export function openGpuContext(options: OpenGpuContextOptions = {}): GpuContext 
         ...(options.glesVersion ? { glesVersion: options.glesVersion } : {}),
       });
       verbose(
-        `GL context on ${candidate.displaySpec.name} [${candidate.libraries.source}]: ${ctx.renderer} (${(performance.now() - started).toFixed(0)} ms)`,
+        `GL context on ${candidate.displaySpec.name} [${candidate.libraries.source}]: ${ctx.renderer} ` +
+          `(${(performance.now() - started).toFixed(0)} ms)`,
       );
       return ctx;
     } catch (error) {
@@ -231,8 +249,10 @@ export function openGpuContext(options: OpenGpuContextOptions = {}): GpuContext 
   const explicit = options.angleDir ?? process.env.SURFACELINK_ANGLE_DIR;
   const solutions = explicit
     ? [
-        `  - check that ${explicit} holds a complete ANGLE build for ${process.platform}-${process.arch} (libEGL, libGLESv2 and, on Linux, libvulkan.so.1 + an ICD such as SwiftShader's);`,
-        `  - or ${options.angleDir !== undefined ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
+        `  - check that ${explicit} holds a complete ANGLE build for ${process.platform}-${process.arch} ` +
+          `(libEGL, libGLESv2 and, on Linux, libvulkan.so.1 + an ICD such as SwiftShader's);`,
+        `  - or ${options.angleDir !== undefined ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to ` +
+          `use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
       ]
     : GENERAL_SOLUTIONS;
   throw locateError(tried, 'every candidate failed', solutions);

@@ -21,10 +21,15 @@ import { checkSize } from './texture.js';
 
 /** What a shared buffer looks like to the GL import and render paths (a Frame or a SurfaceBuffer's). */
 export interface BufferLayout {
+  /** Width in pixels. */
   readonly width: number;
+  /** Height in pixels. */
   readonly height: number;
+  /** Pixel format. */
   readonly format: FormatInfo;
+  /** Layout of each plane within its handle's object. */
   readonly planes: readonly PlaneLayout[];
+  /** The object behind the pixels (its kind and size decide the zero-copy paths). */
   readonly backing: BackingIdentity;
   /** The handles behind the planes, borrowed (Frame.handles, SurfaceBuffer.handles). */
   readonly handles: readonly OsHandle[];
@@ -39,11 +44,17 @@ export function memoryObjectUnavailable(ctx: GpuContext): string | null {
   if (process.platform !== 'linux') return `memfd memory objects are Linux-only (this is ${process.platform})`;
   for (const name of ['memoryObject', 'memoryObjectFd'] as const) {
     if (!ctx.capabilities[name])
-      return `${name === 'memoryObject' ? 'GL_EXT_memory_object' : 'GL_EXT_memory_object_fd'} is not advertised by ${ctx.renderer}`;
+      return (
+        `${name === 'memoryObject' ? 'GL_EXT_memory_object' : 'GL_EXT_memory_object_fd'} is not ` +
+        `advertised by ${ctx.renderer}`
+      );
   }
   // The extension imports Vulkan opaque fds; only SwiftShader's are plain memfds (Mesa's import of one is unusable).
   if (!ctx.renderer.includes('SwiftShader'))
-    return `${ctx.renderer} advertises GL_EXT_memory_object_fd, but only SwiftShader's opaque fds are memfds (a memfd import elsewhere is refused or unusable)`;
+    return (
+      `${ctx.renderer} advertises GL_EXT_memory_object_fd, but only SwiftShader's opaque fds are memfds ` +
+      `(a memfd import elsewhere is refused or unusable)`
+    );
   return null;
 }
 
@@ -60,16 +71,25 @@ export function memoryObjectLayoutProblem(buffer: BufferLayout): string | null {
   const pitch = swiftShaderPitch(width);
   if (plane.offset !== 0) return `plane 0 starts at offset ${plane.offset}; SwiftShader's textures start at 0`;
   if (plane.stride !== pitch)
-    return `stride ${plane.stride} differs from SwiftShader's row pitch ${pitch} (align(${width}, 2) × 4): widths whose rows are a multiple of 64 bytes match`;
+    return (
+      `stride ${plane.stride} differs from SwiftShader's row pitch ${pitch} (align(${width}, 2) × 4): ` +
+      `widths whose rows are a multiple of 64 bytes match`
+    );
   if (backing.size < pitch * height)
-    return `the memfd holds ${backing.size} bytes, fewer than ${pitch} × ${height} (SwiftShader would read past its end)`;
+    return (
+      `the memfd holds ${backing.size} bytes, fewer than ${pitch} × ${height} (SwiftShader would read ` +
+      `past its end)`
+    );
   return null;
 }
 
 /** A texture whose storage is a memfd; destroy() deletes both (GL closes its fd). */
 export interface MemoryTexture {
+  /** GL_TEXTURE_2D name (RGBA8 over the memfd's bytes). */
   readonly texture: number;
+  /** The GL memory object holding the memfd. */
   readonly memory: number;
+  /** Deletes the texture and the memory object. Idempotent; does nothing once the context is closed. */
   destroy(): void;
 }
 
@@ -139,7 +159,8 @@ export function importMemoryTexture(ctx: GpuContext, buffer: BufferLayout): Memo
     if (storageErrors.length > 0)
       throw new SurfaceLinkError(
         'E_IMPORT_FAILED',
-        `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) failed: ${storageErrors.map(glErrorName).join(', ')} (${ctx.renderer})`,
+        `glTexStorageMem2DEXT(${buffer.width}x${buffer.height}) ` +
+          `failed: ${storageErrors.map(glErrorName).join(', ')} (${ctx.renderer})`,
       );
   } catch (error) {
     if (texture !== 0) gl.glDeleteTextures(1, new Uint32Array([texture]));

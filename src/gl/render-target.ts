@@ -35,11 +35,17 @@ import {
 } from './memory-object.js';
 import { checkSize } from './texture.js';
 
+/**
+ * How SurfaceRenderer draws into a buffer: 'memory-object' (straight into the memfd) or 'readback'
+ * (into a texture of its own, damage read back). See the module comment.
+ */
 export type RenderPath = 'memory-object' | 'readback';
 
 /** A producer buffer as the renderer needs it (surfacelink's SurfaceBuffer is one). */
 export interface RenderableBuffer extends BufferLayout {
+  /** Bytes per row of plane 0. */
   readonly stride: number;
+  /** The plane's bytes (the shared mapping): what 'readback' fills the texture from and reads damage back into. */
   pixels(plane?: number): Uint8Array;
 }
 
@@ -53,6 +59,7 @@ interface Target {
   readonly bgr: boolean;
 }
 
+/** Which paths a SurfaceRenderer may use. */
 export interface SurfaceRendererOptions {
   /** Paths allowed (default both; 'readback' is the fallback and always allowed). */
   allow?: readonly RenderPath[];
@@ -62,14 +69,18 @@ export interface SurfaceRendererOptions {
 export class SurfaceRenderer implements Disposable {
   /** The path of the buffer last begun, and why (null before the first). */
   path: RenderPath | null = null;
+  /** Why that path (for 'readback': why not 'memory-object'). */
   reason = '';
+  /** Why the context cannot render into memfds at all, or null when it can. */
   readonly memoryObjectUnavailable: string | null;
   private readonly targets = new Map<object, Target>();
   private current: Target | null = null;
   private closed = false;
   private readonly untrack: () => void;
 
+  /** A renderer on `ctx` (one per context); tracked by it, so GpuContext.close() destroys it. */
   constructor(
+    /** The context it renders with. */
     readonly ctx: GpuContext,
     options: SurfaceRendererOptions = {},
   ) {
@@ -201,7 +212,9 @@ export class SurfaceRenderer implements Disposable {
         const memory = importMemoryTexture(this.ctx, buffer);
         try {
           const framebuffer = framebufferFor(this.ctx, memory.texture, 'the imported memfd');
-          const reason = `GL renders into the memfd itself (GL_EXT_memory_object_fd on ${this.ctx.renderer}; stride ${buffer.stride} = SwiftShader's pitch)`;
+          const reason =
+            `GL renders into the memfd itself (GL_EXT_memory_object_fd on ${this.ctx.renderer}; ` +
+            `stride ${buffer.stride} = SwiftShader's pitch)`;
           return {
             buffer,
             framebuffer,
@@ -289,10 +302,12 @@ export class SurfaceRenderer implements Disposable {
     this.targets.clear();
   }
 
+  /** Same as destroy(). */
   close(): void {
     this.destroy();
   }
 
+  /** Same as destroy(), for `using`. */
   [Symbol.dispose](): void {
     this.destroy();
   }

@@ -35,6 +35,10 @@ import {
 } from './memory-object.js';
 import { checkSize } from './texture.js';
 
+/**
+ * How SurfaceImporter made a frame a texture: zero-copy ('memory-object', 'dmabuf-egl-image',
+ * 'iosurface', 'd3d11') or a copy of the damage ('upload'). See the module comment.
+ */
 export type ImportPath = 'memory-object' | 'dmabuf-egl-image' | 'iosurface' | 'd3d11' | 'upload';
 
 /** A received frame as the importer needs it. surfacelink's `Frame` is one. */
@@ -45,15 +49,22 @@ export interface ImportableFrame extends BufferLayout {
   readonly damage: readonly Rect[];
   /** Frames of different surfaces get different upload textures (default 0). */
   readonly surfaceId?: number;
+  /** The plane's bytes (the shared mapping), for 'upload'. */
   pixels(plane?: number): Uint8Array;
 }
 
-/** The texture a frame was imported as. The same object is returned for every frame of a buffer (or surface, when uploading). */
+/**
+ * The texture a frame was imported as. The same object is returned for every frame of a buffer (or
+ * surface, when uploading).
+ */
 export interface SurfaceTexture {
   /** GL_TEXTURE_2D name. Do not delete it: the importer owns it. */
   readonly texture: number;
+  /** Width in pixels. */
   readonly width: number;
+  /** Height in pixels. */
   readonly height: number;
+  /** How it was imported. */
   readonly path: ImportPath;
   /** Why this path (for 'upload': why no zero-copy path could be used). */
   readonly reason: string;
@@ -61,6 +72,7 @@ export interface SurfaceTexture {
   readonly uploadedBytes: number;
 }
 
+/** Which paths a SurfaceImporter may use, and how many zero-copy textures it keeps. */
 export interface SurfaceImporterOptions {
   /** Paths the importer may use, in any order (default: all). 'upload' is the fallback and always allowed. */
   allow?: readonly ImportPath[];
@@ -97,6 +109,7 @@ interface UploadEntry {
 export class SurfaceImporter implements Disposable {
   /** The path the latest import took, and why (null before the first). */
   path: ImportPath | null = null;
+  /** Why that path (for 'upload': why no zero-copy path could be used). */
   reason = '';
   private readonly allow: ReadonlySet<ImportPath>;
   private readonly maxCached: number;
@@ -110,7 +123,9 @@ export class SurfaceImporter implements Disposable {
   /** Why the context itself cannot do memory objects (null: it can). */
   readonly memoryObjectUnavailable: string | null;
 
+  /** An importer into `ctx` (one per context); tracked by it, so GpuContext.close() destroys it. */
   constructor(
+    /** The context it imports into. */
     readonly ctx: GpuContext,
     options: SurfaceImporterOptions = {},
   ) {
@@ -214,7 +229,9 @@ export class SurfaceImporter implements Disposable {
       setNearest(this.ctx);
       setSwizzle(this.ctx, frame.format);
       gl.glBindTexture(GL.TEXTURE_2D, 0);
-      const reason = `memfd is the texture's storage (GL_EXT_memory_object_fd on ${this.ctx.renderer}; stride ${frame.stride} = SwiftShader's pitch)`;
+      const reason =
+        `memfd is the texture's storage (GL_EXT_memory_object_fd on ${this.ctx.renderer}; ` +
+        `stride ${frame.stride} = SwiftShader's pitch)`;
       return remember(this.entry(memory.texture, frame, 'memory-object', reason, () => memory.destroy()));
     } catch (error) {
       why.push(`memory-object: ${(error as Error).message}`);
@@ -403,10 +420,12 @@ export class SurfaceImporter implements Disposable {
     for (const id of [...this.uploads.keys()]) this.deleteUpload(id);
   }
 
+  /** Same as destroy(). */
   close(): void {
     this.destroy();
   }
 
+  /** Same as destroy(), for `using`. */
   [Symbol.dispose](): void {
     this.destroy();
   }

@@ -7,9 +7,13 @@ import { invalidArgument, SurfaceLinkError } from '../errors.js';
 import { eglFailure, type GpuContext } from './context.js';
 import { EGL, GL } from './egl.js';
 
-/** Where an EGLImage is bound: a GL_TEXTURE_2D (GL_OES_EGL_image) or GL_TEXTURE_EXTERNAL_OES (GL_OES_EGL_image_external). */
+/**
+ * Where an EGLImage is bound: a GL_TEXTURE_2D (GL_OES_EGL_image) or GL_TEXTURE_EXTERNAL_OES
+ * (GL_OES_EGL_image_external).
+ */
 export type TextureTarget = 'texture2d' | 'external';
 
+/** A GL texture whose storage is an EGLImage (a dma-buf import, or an EGLImage of another texture). */
 export interface ImageTexture {
   /** GL texture name. */
   readonly texture: number;
@@ -17,9 +21,11 @@ export interface ImageTexture {
   readonly target: number;
   /** EGLImageKHR. */
   readonly image: bigint;
+  /** True once destroy() was called. */
   readonly destroyed: boolean;
   /** Deletes the texture and destroys the EGLImage. Idempotent; also done by GpuContext.close(). */
   destroy(): void;
+  /** Same as destroy(), for `using`. */
   [Symbol.dispose](): void;
 }
 
@@ -41,7 +47,10 @@ export function checkSize(ctx: GpuContext, width: number, height: number): void 
   }
 }
 
-/** A new RGBA8 GL_TEXTURE_2D, filled with `pixels` (width*height*4 bytes, rows bottom-up as GL sees them) or left undefined. */
+/**
+ * A new RGBA8 GL_TEXTURE_2D, filled with `pixels` (width*height*4 bytes, rows bottom-up as GL sees
+ * them) or left undefined.
+ */
 export function createTexture(ctx: GpuContext, width: number, height: number, pixels?: Uint8Array): number {
   checkSize(ctx, width, height);
   if (pixels && pixels.byteLength !== width * height * 4)
@@ -69,6 +78,7 @@ export function createTexture(ctx: GpuContext, width: number, height: number, pi
   return ids[0];
 }
 
+/** Deletes a texture made by createTexture() (makes `ctx` current first). */
 export function deleteTexture(ctx: GpuContext, texture: number): void {
   ctx.makeCurrent();
   ctx.api.gl.glDeleteTextures(1, new Uint32Array([texture]));
@@ -195,6 +205,7 @@ export function eglImageFromTexture(ctx: GpuContext, texture: number): bigint {
   return image;
 }
 
+/** Destroys an EGLImage made by eglImageFromTexture() that was not handed to textureFromEglImage(). */
 export function destroyImage(ctx: GpuContext, image: bigint): void {
   ctx.api.extensionProc('eglDestroyImageKHR', ctx.advertised.display, ctx.renderer)(ctx.display, image);
 }

@@ -40,7 +40,9 @@ export class CpuCopy {
     if (!target.caps.copyTarget || !target.allocate) return { refused: `${target.name} cannot hold a copy` };
     if (src.backing.modifier !== MODIFIER_LINEAR)
       return {
-        refused: `the buffers are tiled (modifier ${modifierName(src.backing.modifier)}); a ${target.name} copy would be unreadable`,
+        refused:
+          `the buffers are tiled (modifier ${modifierName(src.backing.modifier)}); a ${target.name} ` +
+          `copy would be unreadable`,
       };
     if (src.backing.views.length === 0)
       return { refused: `the CPU cannot read ${src.backing.mechanism} buffers; no ${target.name} copy` };

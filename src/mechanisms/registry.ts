@@ -9,9 +9,14 @@ import type { ExternalBacking, Mechanism, ProbeResult } from './types.js';
 
 /** A mechanism's name, availability and why: what `doctor` shows. */
 export interface MechanismReport extends ProbeResult {
+  /** The mechanism's versioned name, e.g. 'shm.v1'. */
   name: string;
 }
 
+/**
+ * The mechanisms a process knows, in preference order, with their probes cached. The process-wide
+ * one is `mechanisms`; `register()` adds one.
+ */
 export class MechanismRegistry {
   private readonly list: Mechanism[] = [];
   private readonly planned = new Map<string, string>();
@@ -31,6 +36,7 @@ export class MechanismRegistry {
     return this;
   }
 
+  /** The registered mechanism called `name`, available or not. */
   get(name: string): Mechanism | undefined {
     return this.list.find((m) => m.name === name);
   }

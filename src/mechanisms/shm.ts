@@ -124,7 +124,9 @@ export const shmMechanism: Mechanism = {
     if (!addon)
       return {
         available: false,
-        reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; \`surfacelink doctor\` shows every path tried)`,
+        reason:
+          `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; ` +
+          `\`surfacelink doctor\` shows every path tried)`,
       };
     try {
       linuxNative().createMemfd('surfacelink-probe', 4096).close();

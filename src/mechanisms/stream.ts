@@ -23,7 +23,8 @@ export const streamMechanism: Mechanism = {
   probe: () => ({
     available: true,
     reason:
-      'no handles: frames encoded (lossless tiles; H.264 where GStreamer has an encoder) over WebSocket, offered once a StreamServer is started (docs/remote.md)',
+      'no handles: frames encoded (lossless tiles; H.264 where GStreamer has an encoder) over WebSocket, ' +
+      'offered once a StreamServer is started (docs/remote.md)',
   }),
 
   accept(_offer, context) {

@@ -13,7 +13,9 @@ import type { OsHandle } from '../handles.js';
 import type { CpuAccess, NativeFd } from '../native/index.js';
 import type { MechanismOffer, ScanoutBody, WelcomeInfo } from '../protocol/codec.js';
 
+/** Whether a mechanism, allocator or transport works in this process. */
 export interface ProbeResult {
+  /** True when it can be used here. */
   available: boolean;
   /** Why it is (or is not) available, in words a person can act on. */
   reason: string;
@@ -40,35 +42,51 @@ export interface MechanismCaps {
 
 /** CPU access brackets: every CPU read/write of a buffer's pixels happens between begin and end. */
 export interface CpuAccessor {
+  /** Starts a CPU read and/or write of the pixels (dma-bufs: DMA_BUF_IOCTL_SYNC start). */
   beginCpuAccess(access: CpuAccess): void;
+  /** Ends the access begun with the same `access`. */
   endCpuAccess(access: CpuAccess): void;
 }
 
+/** Brackets that do nothing, for memory the CPU reads coherently (memfds). */
 export const noCpuAccess: CpuAccessor = { beginCpuAccess() {}, endCpuAccess() {} };
 
 /** What the memory is, so tests and tools can prove two processes share one object. */
 export interface BackingIdentity {
+  /** What the object is: 'memfd', 'dmabuf', or 'dmabuf:<allocator>' / 'dmabuf:external' on the producer's side. */
   kind: string;
+  /** The kernel's inode number of the object: equal in every process that shares it. */
   inode: bigint;
+  /** The device of the inode (st_dev). */
   device: bigint;
+  /** Bytes in the (first) object. */
   size: number;
 }
 
 /** A buffer as one mechanism's clients see it: handles and per-plane layout. */
 export interface BufferExport {
+  /** The mechanism whose clients this form is for. */
   readonly mechanism: string;
   /** Owned by the backing; the transport sends duplicates. */
   readonly handles: readonly OsHandle[];
   /** Per plane: the handle it lives in, and its layout within that handle's object. */
-  readonly planes: readonly { handleIndex: number; layout: PlaneLayout }[];
+  readonly planes: readonly {
+    /** Index in `handles` of the object the plane lives in. */
+    handleIndex: number;
+    /** Where the plane lies in that object. */
+    layout: PlaneLayout;
+  }[];
+  /** DRM format modifier of the buffer (MODIFIER_LINEAR for memfds). */
   readonly modifier: bigint;
 }
 
 /** Why a buffer cannot be given to a client in some form. */
 export interface Refusal {
+  /** Why, in words for a log. */
   readonly refused: string;
 }
 
+/** Whether an export result is a Refusal. */
 export const isRefusal = (value: object): value is Refusal => 'refused' in value;
 
 /** Per-client facts an export depends on (what it declared at HELLO). */
@@ -91,14 +109,17 @@ export interface ImplicitFences {
 export interface ProducerBacking extends CpuAccessor {
   /** The mechanism that made it. */
   readonly mechanism: string;
+  /** Layout of each plane within its handle's object. */
   readonly planes: readonly PlaneLayout[];
   /** For each plane, the index in `handles` of the object it lives in. */
   readonly planeHandles: readonly number[];
   /** CPU views, one per plane (writable for allocated buffers). */
   readonly views: readonly Uint8Array[];
+  /** The object behind the pixels, for proving that processes share it. */
   readonly identity: BackingIdentity;
   /** The handles holding the planes, owned by the backing (for GL import and exports). */
   readonly handles: readonly OsHandle[];
+  /** DRM format modifier of every plane (MODIFIER_LINEAR for memfds). */
   readonly modifier: bigint;
   /**
    * This same memory described for `mechanism`'s clients: its own mechanism, or another that
@@ -114,20 +135,27 @@ export interface ProducerBacking extends CpuAccessor {
 
 /** A buffer received from a peer, validated and mapped. */
 export interface ConsumerBuffer extends CpuAccessor {
+  /** Layout of each plane within its handle's object, as the SCANOUT described it. */
   readonly planes: PlaneLayout[];
   /** For each plane, the index in `handles` of the object it lives in. */
   readonly planeHandles: readonly number[];
   /** CPU views, one per plane (read-only by contract). */
   readonly views: Uint8Array[];
+  /** The object behind the pixels, by the kernel's own answers (never what the peer claimed). */
   readonly identity: BackingIdentity;
   /** The handles holding the planes, owned by the buffer: for GL import. */
   readonly handles: readonly OsHandle[];
+  /** Unmaps and closes its handles. Idempotent. */
   close(): void;
 }
 
+/** What a producer asks a mechanism to allocate: one buffer of the surface's format and size. */
 export interface AllocateRequest {
+  /** Pixel format of the buffer. */
   format: FormatInfo;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** A label for the buffer (visible in /proc/<pid>/fd as memfd:<label>). */
   label: string;
@@ -137,35 +165,72 @@ export interface AllocateRequest {
 
 /** Buffers made by someone else, by kind: what `SurfaceServer.adoptSurface` takes. */
 export type ExternalBacking =
-  { kind: 'dmabuf'; buffers: ExternalDmabuf[]; modifier?: bigint } | { kind: 'memfd'; buffers: ExternalMemfd[] };
+  | {
+      /** Dma-bufs (from a GPU driver, QEMU, a vfio vGPU). */
+      kind: 'dmabuf';
+      /** One entry per buffer of the pool. */
+      buffers: ExternalDmabuf[];
+      /** DRM format modifier of every buffer (default LINEAR). */
+      modifier?: bigint;
+    }
+  | {
+      /** Memfds (e.g. QEMU's display memory). */
+      kind: 'memfd';
+      /** One entry per buffer of the pool. */
+      buffers: ExternalMemfd[];
+    };
 
+/** One buffer of an adopted dma-buf pool: its dma-bufs and where each plane lies in them. */
 export interface ExternalDmabuf {
   /** The dma-bufs (1–4). surfacelink duplicates them; you keep and close yours. */
   fds: (OsHandle | NativeFd)[];
   /** Per plane: which fd, its offset and stride. */
-  planes: { fdIndex: number; offset: number; stride: number }[];
+  planes: {
+    /** Index in `fds` of the dma-buf holding the plane. */
+    fdIndex: number;
+    /** Byte offset of the plane's first row. */
+    offset: number;
+    /** Bytes per row. */
+    stride: number;
+  }[];
 }
 
+/** One buffer of an adopted memfd pool: the memfd and where each plane lies in it. */
 export interface ExternalMemfd {
   /** A memfd holding every plane. surfacelink duplicates it; you keep and close yours. */
   fd: OsHandle | NativeFd;
   /** Per plane: offset and stride in the memfd. */
-  planes: { offset: number; stride: number }[];
+  planes: {
+    /** Byte offset of the plane's first row. */
+    offset: number;
+    /** Bytes per row. */
+    stride: number;
+  }[];
 }
 
+/** What a producer asks a mechanism to adopt: buffer `index` of someone else's `backing`. */
 export interface AdoptRequest {
+  /** Pixel format of the buffer. */
   format: FormatInfo;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** A label for the buffer (logs, dma-buf names). */
   label: string;
   /** The external buffers (of a kind this mechanism `adopts`), and which of them to adopt. */
   backing: ExternalBacking;
+  /** Which of `backing.buffers` this request adopts. */
   index: number;
 }
 
+/** What a client declared, for an importer to check a received buffer against. */
 export interface ImportOptions {
   /** Formats × modifiers this importer declared; a buffer outside them is refused. */
-  accepts?: { has(format: number, modifier: bigint): boolean };
+  accepts?: {
+    /** Whether the DRM `format` × `modifier` was declared. */
+    has(format: number, modifier: bigint): boolean;
+  };
 }
 
 /** Options a client gives its offers. */
@@ -176,6 +241,7 @@ export interface OfferOptions {
 
 /** What a server component attached to a server for one mechanism (StreamServer → stream.v1). */
 export interface AcceptContext {
+  /** What a server component attached for `mechanism` (stream.v1: its endpoint), or undefined when none is. */
   attachment(mechanism: string): unknown;
 }
 
@@ -183,6 +249,7 @@ export interface AcceptContext {
 export type Acceptance =
   | Refusal
   | {
+      /** Absent: the offer is accepted. */
       readonly refused?: undefined;
       /** The formats both sides can use (mechanisms that negotiate formats). */
       readonly formats?: FormatSet;
@@ -194,10 +261,21 @@ export type Acceptance =
       readonly welcome?: Record<string, unknown>;
     };
 
+/**
+ * A way to share buffers between processes: shm.v1 (memfds), dmabuf.v1 (dma-bufs), stream.v1 (an
+ * encoded stream). Register an implementation with `mechanisms.register()`; the core asks its
+ * `caps` and never compares its name. Methods marked "Client" run in the viewer's process, "Server"
+ * in the producer's; each is optional where the mechanism has no such role.
+ */
 export interface Mechanism {
   /** Versioned wire name: 'shm.v1', 'dmabuf.v1', 'stream.v1', … A name never changes meaning. */
   readonly name: string;
+  /** What the core may rely on (handles, CPU access, fences, format negotiation, copies, fallback). */
   readonly caps: MechanismCaps;
+  /**
+   * Whether it works in this process, and why (not). Called once per process by the registry; may
+   * allocate a little.
+   */
   probe(): ProbeResult;
   /** Client: the parameters of its HELLO offer (what this process can import). */
   offer?(options: OfferOptions): Record<string, unknown>;
@@ -205,6 +283,10 @@ export interface Mechanism {
   accept(offer: MechanismOffer, context: AcceptContext): Acceptance;
   /** Names accepted by AllocateRequest.allocator. */
   readonly allocators?: readonly string[];
+  /**
+   * Server: a new buffer for a surface; throws SurfaceLinkError (E_NO_MECHANISM, E_UNSUPPORTED,
+   * E_SYSTEM) if it cannot.
+   */
   allocate?(request: AllocateRequest): ProducerBacking;
   /** ExternalBacking kinds it adopts. */
   readonly adopts?: readonly ExternalBacking['kind'][];

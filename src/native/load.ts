@@ -135,18 +135,21 @@ function unavailable(tried: string[], explicitOnly: boolean): SurfaceLinkError {
   const root = packageRoot();
   const libc = linuxLibc();
   const lines = [
-    `surfacelink's native addon could not be loaded on ${target}${libc ? ` (${libc})` : ''}, Node ${process.version}. Tried:`,
+    `surfacelink's native addon could not be loaded on ${target}${libc ? ` (${libc})` : ''}, ` +
+      `Node ${process.version}. Tried:`,
     ...tried.map((line) => `  ${line}`),
     'Possible solutions:',
   ];
   if (explicitOnly) {
     lines.push(
-      '  - SURFACELINK_ADDON is set, so nothing else was tried: point it at a surfacelink.node built for this platform, or unset it.',
+      '  - SURFACELINK_ADDON is set, so nothing else was tried: point it at a surfacelink.node built for this ' +
+        'platform, or unset it.',
     );
   } else {
     if (PREBUILT_TARGETS.includes(target)) {
       lines.push(
-        `  - a prebuilt addon for ${target} ships in the package (prebuilds/${target}/surfacelink.node); if it is missing, reinstall surfacelink;` +
+        `  - a prebuilt addon for ${target} ships in the package (prebuilds/${target}/surfacelink.node); if ` +
+          `it is missing, reinstall surfacelink;` +
           (process.platform === 'linux'
             ? ' on Linux it needs glibc 2.28 or newer (not musl/Alpine): build from source there;'
             : ''),
@@ -155,10 +158,13 @@ function unavailable(tried: string[], explicitOnly: boolean): SurfaceLinkError {
       lines.push(`  - prebuilt addons ship for ${PREBUILT_TARGETS.join(', ')} only; on ${target} build from source:`);
     }
     lines.push(
-      `  - build from source: in ${root} run \`node scripts/install.js\` (a release build; \`npm run build:native\` is the same with -Werror, for development).`,
-      '    It needs cmake, a C++17 compiler and `npm install cmake-js node-addon-api` in your project (optional peer dependencies);',
+      `  - build from source: in ${root} run \`node scripts/install.js\` ` +
+        `(a release build; \`npm run build:native\` is the same with -Werror, for development).`,
+      '    It needs cmake, a C++17 compiler and `npm install cmake-js node-addon-api` in your project ' +
+        '(optional peer dependencies);',
       '  - or let npm run the install script, which does that build when no prebuilt addon loads:',
-      '    `npm install-scripts approve surfacelink` then `npm rebuild surfacelink` (global installs: `npm install -g --allow-scripts=surfacelink surfacelink`);',
+      '    `npm install-scripts approve surfacelink` then `npm rebuild surfacelink` ' +
+        '(global installs: `npm install -g --allow-scripts=surfacelink surfacelink`);',
       '  - or point SURFACELINK_ADDON at a surfacelink.node built for this platform.',
     );
   }
@@ -188,7 +194,9 @@ export function loadAddon(): { addon: unknown; path: string } {
           cached = { addon, path: candidate };
           return cached;
         }
-        why = `loaded, but its addon ABI is ${String(abi)} where this surfacelink needs ${ADDON_ABI} (an old build: rebuild or delete it)`;
+        why =
+          `loaded, but its addon ABI is ${String(abi)} where this surfacelink needs ${ADDON_ABI} (an old ` +
+          `build: rebuild or delete it)`;
       } catch (error) {
         why = loadFailure(candidate, error);
       }

@@ -7,6 +7,7 @@
 
 /** Owner of one POSIX file descriptor. The number is never part of the public API. */
 export interface NativeFd {
+  /** True once closed. */
   readonly closed: boolean;
   /** For diagnostics only (fd listings); never use it to address the fd. */
   readonly debugNumber: number;
@@ -20,7 +21,18 @@ export interface NativeFd {
    */
   dupRaw(): number;
   /** What the fd is, by the kernel's own answers (fstat/fstatfs), never by what a peer claims. */
-  stat(): { kind: FdKind; size: number | null; inode: bigint; device: bigint; mode: number };
+  stat(): {
+    /** What the object is. */
+    kind: FdKind;
+    /** Its size in bytes (st_size); null where the kernel reports none. */
+    size: number | null;
+    /** st_ino: equal for every duplicate of the object, in any process. */
+    inode: bigint;
+    /** st_dev of the inode. */
+    device: bigint;
+    /** st_mode (type and permission bits). */
+    mode: number;
+  };
   /** memfd seals (F_GET_SEALS); throws where the fd cannot be sealed. */
   seals(): number;
   /**
@@ -39,8 +51,11 @@ export type SendResult = 0 | 1 | -1 | -2;
 
 /** Bounds a channel enforces on what it receives and queues. */
 export interface ChannelLimits {
+  /** Largest message accepted, in bytes; a larger one fails the channel with E_TOO_LARGE. */
   maxMessage?: number;
+  /** Most handles one message may carry (E_HANDLE_COUNT beyond). */
   maxHandles?: number;
+  /** Most bytes queued for sending before send() drops messages (SendResult -2). */
   maxQueuedBytes?: number;
 }
 

@@ -19,32 +19,54 @@ import {
   messageSender,
 } from './constants.js';
 
+/** A rectangle in pixels, in buffer coordinates (x right, y down from row 0). */
 export interface Rect {
+  /** Left column. */
   x: number;
+  /** Top row (row 0 is the first row in memory). */
   y: number;
+  /** Width in pixels. */
   width: number;
+  /** Height in rows. */
   height: number;
 }
 
+/** Where one plane of a buffer lies, as SCANOUT describes it. */
 export interface PlaneDescriptor {
   /** Index into the handles attached to the SCANOUT message. */
   handleIndex: number;
+  /** Bytes per row. */
   stride: number;
+  /** Byte offset of the plane's first row in its handle's object. */
   offset: number;
+  /** Bytes the plane occupies. */
   size: number;
 }
 
+/**
+ * A SCANOUT message: one buffer of a surface announced to a client (its handles travel with it).
+ * What an importer validates before touching the handles (docs/protocol.md §4.2).
+ */
 export interface ScanoutBody {
+  /** The surface it belongs to. */
   surfaceId: number;
+  /** Its id within the surface; FRAME and RELEASE name it. */
   bufferId: number;
+  /** The surface generation it belongs to. */
   generation: number;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** DRM fourcc. */
   format: number;
+  /** DRM format modifier (0: LINEAR). */
   modifier: bigint;
+  /** Row order: 0 top-down, 1 bottom-up. */
   orientation: number;
+  /** The part of the buffer that is the picture. */
   visible: Rect;
+  /** One descriptor per plane of the format. */
   planes: PlaneDescriptor[];
 }
 
@@ -59,16 +81,28 @@ export interface FrameBody {
   damage: Rect[];
 }
 
+/** One entry of a HELLO's mechanism list: the mechanism's name and its own parameters (e.g. dmabuf.v1's formats). */
 export interface MechanismOffer {
+  /** Versioned mechanism name, e.g. 'dmabuf.v1'. */
   name: string;
   [parameter: string]: unknown;
 }
 
+/** Who a peer says it is, as sent in HELLO and WELCOME (for logs and diagnostics, not for access control). */
 export interface PeerInfo {
+  /** The peer's chosen name (`ServerOptions.name`, `ClientOptions.name`). */
   name: string;
+  /** Its process id, as it claims. */
   pid: number;
+  /** Its OS, as process.platform names it. */
   platform: string;
-  host: { bootId: string | null; machineId: string | null };
+  /** Which machine and boot it runs on: a server compares boot ids to tell a peer on another host. */
+  host: {
+    /** /proc/sys/kernel/random/boot_id, or null where unknown. */
+    bootId: string | null;
+    /** /etc/machine-id, or null where unknown. */
+    machineId: string | null;
+  };
 }
 
 export interface HelloInfo extends PeerInfo {
@@ -77,24 +111,52 @@ export interface HelloInfo extends PeerInfo {
   features?: string[];
 }
 
+/** A WELCOME message: the server's answer to HELLO (docs/protocol.md §4.1). */
 export interface WelcomeInfo {
+  /** Who the server is. */
   server: PeerInfo;
+  /** This client's id on the server (what its `ClientInfo.id` says). */
   clientId: number;
+  /** The mechanism chosen. */
   mechanism: string;
+  /** Why it was chosen, in words. */
   reason: string;
-  rejected: { name: string; reason: string }[];
-  limits: { maxMessage: number; maxHandles: number; releaseTimeoutMs: number; maxHeldFrames: number };
+  /** The offered mechanisms not chosen, each with why. */
+  rejected: {
+    /** The mechanism. */
+    name: string;
+    /** Why it was not chosen. */
+    reason: string;
+  }[];
+  /** What the server enforces on this connection. */
+  limits: {
+    /** Largest message, in bytes. */
+    maxMessage: number;
+    /** Most handles on one message. */
+    maxHandles: number;
+    /** A frame held longer than this is E_RELEASE_TIMEOUT. */
+    releaseTimeoutMs: number;
+    /** Most frames of one surface a client may hold at once. */
+    maxHeldFrames: number;
+  };
   /** stream.v1 only: where the frames are (docs/protocol.md §4.4). */
   stream?: StreamEndpoint;
   /** The session features granted; present only when HELLO named features (§4.5). */
   features?: string[];
 }
 
-/** A stream.v1 rendezvous: the WebSocket endpoint, the token its hello needs, the browser viewer's URL, the codecs offered. */
+/**
+ * A stream.v1 rendezvous: the WebSocket endpoint, the token its hello needs, the browser viewer's
+ * URL, the codecs offered.
+ */
 export interface StreamEndpoint {
+  /** The WebSocket endpoint to connect a RemoteStreamClient to. */
   wsUrl: string;
+  /** The token its hello needs. Secret: whoever has it can watch the surfaces. */
   token: string;
+  /** The browser viewer's URL, token in the fragment. */
   url: string;
+  /** The codecs the server offers ('tiles', 'h264'). */
   codecs: string[];
 }
 
@@ -116,16 +178,23 @@ const malformed = (what: string): ProtocolError => new ProtocolError('E_MALFORME
 // ---------------------------------------------------------------------------------------
 // Writing
 
+/**
+ * The encode buffer of one channel: a message is written into it from `begin()` to `end()`, then
+ * sent by length (`MessageChannel.send`). Reused for every message, so encoding allocates nothing.
+ */
 export class MessageWriter {
+  /** The buffer; a message occupies bytes[0, end()). */
   readonly bytes: Buffer;
   private readonly view: DataView;
   private pos = 0;
 
+  /** A writer for messages of up to `capacity` bytes (the channel's largest message). */
   constructor(capacity: number) {
     this.bytes = Buffer.allocUnsafeSlow(capacity);
     this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
   }
 
+  /** Starts a message of `type` that carries `handles` handles (writes the header but its length). */
   begin(type: number, handles: number): this {
     this.pos = HEADER_SIZE;
     this.view.setUint16(4, type, true);
@@ -134,16 +203,19 @@ export class MessageWriter {
     return this;
   }
 
+  /** Appends an unsigned byte. */
   u8(v: number): this {
     this.view.setUint8(this.pos, v);
     this.pos += 1;
     return this;
   }
+  /** Appends a little-endian u16. */
   u16(v: number): this {
     this.view.setUint16(this.pos, v, true);
     this.pos += 2;
     return this;
   }
+  /** Appends a little-endian u32. */
   u32(v: number): this {
     this.view.setUint32(this.pos, v >>> 0, true);
     this.pos += 4;
@@ -156,11 +228,13 @@ export class MessageWriter {
     this.pos += 8;
     return this;
   }
+  /** Appends a little-endian u64. */
   u64(v: bigint): this {
     this.view.setBigUint64(this.pos, v, true);
     this.pos += 8;
     return this;
   }
+  /** Appends UTF-8 text (no length prefix); E_TOO_LARGE if it does not fit. */
   utf8(text: string): this {
     const room = this.bytes.length - this.pos;
     const written = this.bytes.write(text, this.pos, room, 'utf8');
@@ -456,7 +530,8 @@ export function readScanout(view: DataView, start: number, length: number, handl
     throw malformed(`SCANOUT: plane count ${planeCount} outside 1..${MAX_PLANES}`);
   if (length - HEADER_SIZE !== BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE)
     throw malformed(
-      `SCANOUT: ${planeCount} planes need a body of ${BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE} bytes, got ${length - HEADER_SIZE}`,
+      `SCANOUT: ${planeCount} planes need a body ` +
+        `of ${BodySize.SCANOUT_FIXED + planeCount * BodySize.SCANOUT_PLANE} bytes, got ${length - HEADER_SIZE}`,
     );
   const planes: PlaneDescriptor[] = [];
   for (let i = 0; i < planeCount; i++) {

@@ -25,14 +25,17 @@ import {
 } from './protocol.js';
 import { applyTiles } from './tiles.js';
 
+/** How `RemoteStreamClient.connect()` authenticates and what it asks the server for. */
 export interface RemoteClientOptions {
   /** The server's token; default the `#token=` of the URL. */
   token?: string;
   /** Codecs in preference order; default ['h264', 'tiles']. */
   codecs?: Codec[];
+  /** Our name, shown in the server's client list; default `surfacelink-node-<pid>`. */
   name?: string;
   /** A cap below the server's. */
   maxFps?: number;
+  /** A cap on the H.264 bitrate below the server's, in kbit/s. */
   maxBitrateKbps?: number;
   /** Surface id; default the server's first. */
   surface?: number;
@@ -40,14 +43,32 @@ export interface RemoteClientOptions {
   timeoutMs?: number;
 }
 
+/** The server's welcome: what it will send this client, and how (docs/remote.md §3). */
 export interface RemoteWelcome {
+  /** The server's name. */
   server: string;
+  /** The codec chosen. */
   codec: Codec;
+  /** Why that codec, in words. */
   reason: string;
-  surface: { id: number; width: number; height: number; format: string };
+  /** The surface it streams, at the size frames will have. */
+  surface: {
+    /** Its id on the server. */
+    id: number;
+    /** Width in pixels. */
+    width: number;
+    /** Height in pixels. */
+    height: number;
+    /** DRM format name of the pixels, e.g. 'XRGB8888'. */
+    format: string;
+  };
+  /** The GStreamer element encoding H.264 for us (e.g. 'x264enc'), else null. */
   encoder: string | null;
+  /** Frame cap: the smaller of the server's and ours. */
   maxFps: number;
+  /** H.264 target bitrate in kbit/s, else null. */
   bitrateKbps: number | null;
+  /** Frames the server sends ahead of our acks. */
   window: number;
 }
 
@@ -55,9 +76,13 @@ export interface RemoteWelcome {
 export interface RemoteFrame {
   /** Tiles: the surface's memory order (XRGB8888: B, G, R, X). H.264: BGRx. */
   pixels: Uint8Array;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** Bytes per row of `pixels`. */
   stride: number;
+  /** The producer's sequence number of the frame. */
   sequence: number;
   /** Server clock: when the producer presented it. */
   presentMs: number;
@@ -65,27 +90,67 @@ export interface RemoteFrame {
   receivedMs: number;
   /** Present on the server → decoded here, in ms. */
   latencyMs: number;
+  /** An H.264 keyframe or a full tile refresh (not only damage). */
   keyframe: boolean;
+  /** The codec that carried it. */
   codec: Codec;
   /** Bytes of the binary message, header included. */
   bytes: number;
 }
 
+/** RemoteStreamClient's events and their arguments. */
 export interface RemoteClientEvents {
+  /** The server accepted our hello (connect() resolves right after). */
   welcome: [RemoteWelcome];
+  /** A decoded frame; it is acked when the listeners return, which paces the server. */
   frame: [RemoteFrame];
-  resize: [{ width: number; height: number; format: string }];
+  /** The surface changed size or format; the next frame is a keyframe or a full refresh. */
+  resize: [
+    {
+      /** New width in pixels. */
+      width: number;
+      /** New height in pixels. */
+      height: number;
+      /** DRM format name. */
+      format: string;
+    },
+  ];
   /** The server's encoder restarted (a keyframe follows). */
-  encoder: [{ state: string; reason: string }];
+  encoder: [
+    {
+      /** What happened to it: 'restarted'. */
+      state: string;
+      /** Why. */
+      reason: string;
+    },
+  ];
   /** The surface was closed on the server. */
-  gone: [{ reason: string }];
+  gone: [
+    {
+      /** Why, in words. */
+      reason: string;
+    },
+  ];
   /** An error the server sent, or one found here (a bad frame: a keyframe is requested). */
   error: [SurfaceLinkError];
-  close: [{ code: number; reason: string }];
+  /** The connection closed, whoever closed it; nothing is emitted afterwards. */
+  close: [
+    {
+      /** WebSocket close code: 1000 normal, 4400–4500 after an error (docs/remote.md §3). */
+      code: number;
+      /** The close reason (the error message, cut to 120 bytes). */
+      reason: string;
+    },
+  ];
 }
 
 /** Where to connect and with which token, from a ws:// stream URL or an http:// viewer URL. */
-export function parseStreamUrl(url: string): { wsUrl: string; token: string | null } {
+export function parseStreamUrl(url: string): {
+  /** The WebSocket endpoint (ws:// or wss://, path /stream). */
+  wsUrl: string;
+  /** The `#token=` of the URL, or null if it has none. */
+  token: string | null;
+} {
   let u: URL;
   try {
     u = new URL(url);
@@ -109,8 +174,11 @@ export function parseStreamUrl(url: string): { wsUrl: string; token: string | nu
 
 /** Latency and rate figures over the last second (fps, bitrate) and the last 512 frames. */
 export class StreamStats {
+  /** Frames received and decoded. */
   frames = 0;
+  /** Bytes of those frames' messages. */
   bytes = 0;
+  /** Frames that failed to decode. */
   errors = 0;
   private readonly latencies = new Float64Array(512);
   private latencyCount = 0;
@@ -118,6 +186,7 @@ export class StreamStats {
   private readonly sizes = new Float64Array(512);
   private timeCount = 0;
 
+  /** Counts one frame: its latency and size, received at `nowMs` (our clock). */
   record(latencyMs: number, bytes: number, nowMs: number): void {
     this.frames++;
     this.bytes += bytes;
@@ -129,12 +198,19 @@ export class StreamStats {
 
   /** fps and kbit/s over the last second, latency percentiles over the last 512 frames. */
   snapshot(nowMs = clockMs()): {
+    /** Frames received in the last second. */
     fps: number;
+    /** kbit/s received in the last second. */
     kbps: number;
+    /** Median latency (present on the server → decoded here) in ms; NaN before the first frame. */
     latencyP50Ms: number;
+    /** 99th-percentile latency in ms; NaN before the first frame. */
     latencyP99Ms: number;
+    /** Frames received in all. */
     frames: number;
+    /** Bytes received in all. */
     bytes: number;
+    /** Frames that failed to decode. */
     errors: number;
   } {
     let fps = 0;
@@ -163,9 +239,17 @@ export class StreamStats {
 
 const PING_INTERVAL_MS = 2000;
 
+/**
+ * A Node viewer of a StreamServer: connects over WebSocket, decodes tiles or H.264 (through
+ * GStreamer) and emits each frame. Create with `RemoteStreamClient.connect()`; events come from the
+ * event loop. close() (or `using`) ends it.
+ */
 export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
+  /** The WebSocket endpoint it connected to. */
   readonly wsUrl: string;
+  /** The server's welcome, once received. */
   welcome: RemoteWelcome | null = null;
+  /** What this viewer measured: `stats.snapshot()` gives fps, kbit/s and latency percentiles. */
   readonly stats = new StreamStats();
   private readonly ws: WebSocket;
   private width = 0;
@@ -264,6 +348,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     });
   }
 
+  /** True once the connection is closed, by either side. */
   get closed(): boolean {
     return this.closedValue;
   }
@@ -297,7 +382,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     this.ws.send(typeof message === 'string' || Buffer.isBuffer(message) ? message : JSON.stringify(message));
   }
 
-  /** The socket's close code and reason, once closed. */
+  /** Closes the connection (code 1000); `close` is emitted once the socket has closed. Idempotent. */
   close(): void {
     if (this.closedValue) return;
     this.closedValue = true;
@@ -308,6 +393,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     else this.ws.close(1000);
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -76,7 +76,8 @@ function runProbe(python: string): Promise<H264Probe> {
         resolve(
           unavailable(
             null,
-            `the GStreamer probe (${python} ${WORKER_SCRIPT}) ${how}: ${stderr.trim().split('\n').slice(-2).join(' | ') || 'no output'}`,
+            `the GStreamer probe ` +
+              `(${python} ${WORKER_SCRIPT}) ${how}: ${stderr.trim().split('\n').slice(-2).join(' | ') || 'no output'}`,
           ),
         );
         return;

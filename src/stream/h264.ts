@@ -193,7 +193,8 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
     if (backoff < 0) {
       const error = new SurfaceLinkError(
         'E_ENCODER',
-        `the GStreamer worker failed ${this.policy.maxDeaths} times within ${this.policy.windowMs / 1000} s; last: ${reason}`,
+        `the GStreamer worker failed ${this.policy.maxDeaths} times within ${this.policy.windowMs / 1000} s; ` +
+          `last: ${reason}`,
       );
       this.close();
       (this as EventEmitter<SupervisedEvents>).emit('error', error);
@@ -416,7 +417,10 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     this.worker?.write(H264Encoder.KEYFRAME_RECORD);
   }
 
-  /** Changes the target bitrate from the next frame on (encoders that cannot change it live keep theirs until a restart). */
+  /**
+   * Changes the target bitrate from the next frame on (encoders that cannot change it live keep
+   * theirs until a restart).
+   */
   setBitrate(kbps: number): void {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 encoder is closed');
     if (!Number.isInteger(kbps) || kbps < 1 || kbps > 1_000_000)

@@ -17,5 +17,6 @@ export {
   type RemoteWelcome,
   type RemoteFrame,
   type RemoteClientEvents,
+  type StreamStats,
 } from './client.js';
 export type { Codec as StreamCodec } from './protocol.js';

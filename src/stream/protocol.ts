@@ -25,6 +25,10 @@ export const HELLO_TIMEOUT_MS = 5000;
 /** A client with frames in flight that has not acked for this long is disconnected. */
 export const ACK_TIMEOUT_MS = 10_000;
 
+/**
+ * How frames travel to a remote viewer: 'h264' (GStreamer encoder, lossy) or 'tiles' (lossless,
+ * zlib-compressed changed tiles).
+ */
 export type Codec = 'h264' | 'tiles';
 export const CODECS: readonly Codec[] = ['h264', 'tiles'];
 

@@ -38,19 +38,27 @@ import {
   type Codec,
   type HelloMessage,
 } from './protocol.js';
-import { StreamSession, type SessionOwner } from './session.js';
+import { StreamSession } from './session.js';
 import type { StreamClientInfo, StreamServerEvents, StreamServerOptions } from './types.js';
 
 export type { StreamClientInfo, StreamServerEvents, StreamServerOptions, ViewerStats } from './types.js';
 
+// Not `implements SessionOwner`: `fail` is tagged internal, so stripInternal removes it from the .d.ts, where
+// the clause would then fail to check. `new StreamSession(this, …)` still checks the shape.
 /**
- * Serves remote viewers of a SurfaceServer's surfaces over WebSocket (docs/remote.md).
- * Create with StreamServer.start(); close() is idempotent.
+ * Serves remote viewers of a SurfaceServer's surfaces over WebSocket (docs/remote.md): each
+ * client authenticates with `token` and gets one surface encoded as H.264 or lossless tiles.
+ * Create with StreamServer.start(); everything runs on the event loop, and a slow viewer only
+ * gets fewer frames. close() (or `using`) is idempotent.
  */
-export class StreamServer extends EventEmitter<StreamServerEvents> implements SessionOwner {
+export class StreamServer extends EventEmitter<StreamServerEvents> {
+  /** The token clients must present. Secret: whoever has it can watch the surfaces. */
   readonly token: string;
+  /** The address it is bound to. */
   readonly host: string;
+  /** The port it listens on (the one chosen when `options.port` was 0). */
   readonly port: number;
+  /** The server name sent in `welcome`. */
   readonly name: string;
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
@@ -66,6 +74,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
   private readonly logger: Logger;
 
   private constructor(
+    /** The SurfaceServer whose surfaces it streams. */
     readonly surfaceServer: SurfaceServer,
     httpServer: http.Server,
     private readonly options: Required<
@@ -231,6 +240,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     return hostForUrl(this.host);
   }
 
+  /** True once close() was called. */
   get closed(): boolean {
     return this.closedValue;
   }
@@ -260,7 +270,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     socket.on('error', () => socket.destroy());
     const refuse = (status: number, text: string): void => {
       socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n` +
+          `Content-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
       );
     };
     if (this.closedValue) return refuse(503, 'shutting down');
@@ -392,7 +403,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     session.activate(mirror);
     this.logger(
       'info',
-      `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} — ${session.reason}`,
+      `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} ` +
+        `— ${session.reason}`,
     );
     this.emit('client', session.info());
   }
@@ -471,7 +483,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     }
   }
 
-  /** Sends an error, then closes the socket with the code that goes with it. */
+  /** @internal Sends an error, then closes the socket with the code that goes with it (for its sessions). */
   fail(session: StreamSession, code: ErrorCodeName, message: string, closeCode?: number): void {
     if (session.state === 'closed') return;
     session.sendJson({ type: 'error', code, message });
@@ -550,6 +562,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> implements Se
     this.http.closeAllConnections();
   }
 
+  /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

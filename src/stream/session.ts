@@ -259,7 +259,8 @@ export class StreamSession implements StreamClientInfo {
   pump(): void {
     const mirror = this.mirror;
     if (this.state !== 'active' || !mirror || !mirror.ready || this.ws.readyState !== this.ws.OPEN) return;
-    if (this.inFlightList.length >= this.window || this.ws.bufferedAmount > MAX_BUFFERED_BYTES) return; // an ack or the send callback resumes
+    // No room: an ack or the send callback resumes.
+    if (this.inFlightList.length >= this.window || this.ws.bufferedAmount > MAX_BUFFERED_BYTES) return;
     // While a replacement encoder starts, a further resize waits for it (pump() runs when it is up):
     // starting a second one at once would orphan the first.
     if (this.h264Restarting) return;

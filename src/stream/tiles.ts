@@ -273,7 +273,8 @@ function checkPayload(payload: Uint8Array, width: number, height: number): Check
   if (recordsEnd + compressedLength !== payload.byteLength)
     throw new SurfaceLinkError(
       'E_MALFORMED',
-      `tile payload: ${count} tiles and ${compressedLength} compressed bytes need ${recordsEnd + compressedLength} bytes; got ${payload.byteLength}`,
+      `tile payload: ${count} tiles and ${compressedLength} compressed bytes ` +
+        `need ${recordsEnd + compressedLength} bytes; got ${payload.byteLength}`,
     );
   let rawLength = 0;
   for (let i = 0; i < count; i++) {

@@ -3,6 +3,7 @@ import type { ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Codec } from './protocol.js';
 
+/** How `StreamServer.start()` listens, authenticates and paces its clients (defaults in docs/remote.md). */
 export interface StreamServerOptions {
   /** Address to bind; default 127.0.0.1 (this host only). */
   host?: string;
@@ -28,48 +29,78 @@ export interface StreamServerOptions {
   tileLevel?: number;
   /** A client with frames in flight and no ack for this long is disconnected; default 10000 ms. */
   ackTimeoutMs?: number;
+  /** A client that has not sent its hello by then is disconnected (E_TIMEOUT); default 5000 ms. */
   helloTimeoutMs?: number;
   /** Server name sent in `welcome`; default the SurfaceServer's. */
   name?: string;
+  /** Where log lines go; default warnings and errors to stderr. */
   logger?: Logger;
 }
 
 /** What the viewer last reported about itself (`stats` messages). */
 export interface ViewerStats {
+  /** Frames drawn in the last second. */
   fps?: number;
+  /** Median latency, present on the server → drawn, in ms. */
   latencyP50Ms?: number;
+  /** 99th-percentile latency, in ms. */
   latencyP99Ms?: number;
+  /** Frames decoded since it connected. */
   decoded?: number;
+  /** Frames that failed to decode. */
   errors?: number;
 }
 
 /** A stream client, as `clients` and the events show it. */
 export interface StreamClientInfo {
+  /** Unique per StreamServer. */
   readonly id: number;
+  /** The name it gave in its hello. */
   readonly name: string;
+  /** Its IP address, as the socket reports it. */
   readonly remoteAddress: string;
+  /** The codec chosen for it (null before its welcome). */
   readonly codec: Codec | null;
+  /** Why that codec, in words. */
   readonly reason: string;
+  /** The surface it watches (null before its welcome). */
   readonly surfaceId: number | null;
   /** GStreamer element encoding for it (H.264), else null. */
   readonly encoder: string | null;
   /** The H.264 encoder's worker process, else null. */
   readonly encoderPid: number | null;
+  /** Its frame cap: the smaller of the server's and its own. */
   readonly maxFps: number;
+  /** Frames it may have in flight (sent, not yet acked). */
   readonly window: number;
+  /** Frames sent to it. */
   readonly framesSent: number;
   /** Frames of its surface it never got (latest wins). */
   readonly framesSkipped: number;
+  /** Of those, keyframes (H.264) or full refreshes (tiles). */
   readonly keyframes: number;
+  /** Bytes of frames sent to it, headers included. */
   readonly bytesSent: number;
+  /** Frames sent and not yet acked. */
   readonly inFlight: number;
+  /** Bytes queued in its socket, not yet sent. */
   readonly bufferedAmount: number;
+  /** What it last reported about itself (null until its first `stats`). */
   readonly viewer: ViewerStats | null;
 }
 
+/** StreamServer's events and their arguments. */
 export interface StreamServerEvents {
   /** A client said a good hello and got its welcome. */
   client: [StreamClientInfo];
   /** A client left or was disconnected; code E_PEER_CLOSED when it simply went away. */
-  clientGone: [StreamClientInfo, { code: ErrorCodeName; message: string }];
+  clientGone: [
+    StreamClientInfo,
+    {
+      /** Stable error code (docs/remote.md §3). */
+      code: ErrorCodeName;
+      /** The same, for people. */
+      message: string;
+    },
+  ];
 }

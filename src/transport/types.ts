@@ -25,7 +25,10 @@ export interface PeerIdentity {
 
 /** Who may connect, and who may be connected to. Both sides always allow their own user. */
 export interface AccessPolicy {
-  /** Other users allowed (POSIX uids). Server: clients it admits; client: servers it trusts (root is always trusted). */
+  /**
+   * Other users allowed (POSIX uids). Server: clients it admits; client: servers it trusts (root is
+   * always trusted).
+   */
   readonly allowUids?: readonly number[];
   /** Server: permission bits of the address where it has any (a unix socket file; default 0o600). */
   readonly mode?: number;
@@ -33,7 +36,10 @@ export interface AccessPolicy {
 
 /** Receives what a channel reads. Called from the event loop, never re-entrantly from send(). */
 export interface MessageHandler {
-  /** One whole message at view[start, start+length); valid only during the call. `handles` are the handler's to close. */
+  /**
+   * One whole message at view[start, start+length); valid only during the call. `handles` are the
+   * handler's to close.
+   */
   onMessage(view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void;
   /** The channel failed or the peer went away; reading has stopped. */
   onChannelError(error: SurfaceLinkError): void;
@@ -41,9 +47,11 @@ export interface MessageHandler {
 
 /** A connected, message-framed channel to one peer. */
 export interface MessageChannel {
+  /** The peer's identity, as the OS reported it at connect/accept. */
   readonly peer: PeerIdentity;
   /** The encode buffer: encode a message into it, then send() its length. */
   readonly writer: MessageWriter;
+  /** True once closed, by close() or because the channel failed. */
   readonly closed: boolean;
   /** Starts reading. Call once. */
   start(handler: MessageHandler, limits?: ChannelLimits): void;
@@ -55,6 +63,7 @@ export interface MessageChannel {
 
 /** A listening address. */
 export interface Listener {
+  /** Where it listens (a socket path), as clients pass it to connect. */
   readonly address: string;
   /**
    * Starts accepting. `onChannel` gets each new (unstarted) channel and, when the access policy
@@ -68,21 +77,37 @@ export interface Listener {
 
 /** How to listen: an explicit address, or the default one for `name`. */
 export interface ListenOptions {
+  /** Where to listen (a socket path); default: `defaultAddress(name)`. */
   address?: string;
+  /** The server's name, for the default address. */
   name?: string;
+  /** Who may connect. */
   policy: AccessPolicy;
 }
 
+/** How to connect: the server's address (default: the default server's) and whom to trust. */
 export interface ConnectOptions {
+  /** The server's address (a socket path); default: `defaultAddress()`. */
   address?: string;
+  /** Which server users to trust besides our own (and root). */
   policy: AccessPolicy;
 }
 
+/**
+ * A way to reach peers on this host: listens, connects and pairs message channels that carry OS
+ * handles. Implement it to add a transport (a named pipe, …) and pass it as
+ * `ServerOptions.transport` / `ClientOptions.transport`.
+ */
 export interface Transport {
   /** 'unix', 'pipe', … */
   readonly name: string;
   /** Whether it works in this process, and why (not). */
-  probe(): { available: boolean; reason: string };
+  probe(): {
+    /** True when it can be used here. */
+    available: boolean;
+    /** Why (not), in words a person can act on. */
+    reason: string;
+  };
   /** Where a server named `name` listens by default. */
   defaultAddress(name?: string): string;
   /** Listens; E_ADDRESS_IN_USE if another server is there, E_PERMISSION / E_SYSTEM with the fix otherwise. */

@@ -98,7 +98,8 @@ function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener 
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH)
     throw new SurfaceLinkError(
       'E_INVALID_ARGUMENT',
-      `socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH}`,
+      `socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes; unix sockets allow at ` +
+        `most ${MAX_SOCKET_PATH}`,
     );
   try {
     return addon.listen(socketPath, LISTEN_BACKLOG);

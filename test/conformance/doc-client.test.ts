@@ -40,7 +40,8 @@ class DocClient {
         if (lines.length !== 1) {
           reject(
             new Error(
-              `doc_client printed ${lines.length} stdout lines (exit ${code}); stdout: ${this.stdout}; stderr: ${this.stderr}`,
+              `doc_client printed ${lines.length} stdout lines (exit ${code}); stdout: ${this.stdout}; ` +
+                `stderr: ${this.stderr}`,
             ),
           );
           return;

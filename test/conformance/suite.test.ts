@@ -22,7 +22,8 @@ const available = mechanisms.available().filter((m) => !only || only.includes(m.
 
 if (process.env.CI === 'true' && (transports.length === 0 || available.length === 0))
   throw new Error(
-    `CI=true: the conformance suite needs a transport and a mechanism here (transports: ${transports.length}, mechanisms: ${available.length})`,
+    `CI=true: the conformance suite needs a transport and a mechanism here (transports: ${transports.length}, ` +
+      `mechanisms: ${available.length})`,
   );
 
 /** How a surface for `m`'s clients is made: by `m` itself where it allocates, else by the server's first mechanism. */
@@ -154,16 +155,19 @@ for (const transport of transports) {
 
       // Without handles the client gets the picture, not the buffer: the visible part, top row first.
       if (!caps.handles)
-        it('the picture arrives as a viewer should see it: the visible rectangle only, a bottom-up buffer flipped', async () => {
-          await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
-          const c = await client();
-          await c.waitEvent('negotiated');
-          await server.call('presentRows');
-          const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
-          expect([frame.width, frame.height]).to.deep.equal([60, 40]);
-          // Buffer row r holds r & 0xff; the picture's top row is the visible rectangle's bottom buffer row.
-          expect(frame.rows).to.deep.equal(Array.from({ length: 40 }, (_, y) => (4 + 40 - 1 - y) & 0xff));
-        });
+        it(
+          'the picture arrives as a viewer should see it: ' + 'the visible rectangle only, a bottom-up buffer flipped',
+          async () => {
+            await surface({ orientation: 'bottom-up', visible: { x: 2, y: 4, width: 60, height: 40 } });
+            const c = await client();
+            await c.waitEvent('negotiated');
+            await server.call('presentRows');
+            const frame = await c.waitEvent('frame', (f) => f.sequence === 1);
+            expect([frame.width, frame.height]).to.deep.equal([60, 40]);
+            // Buffer row r holds r & 0xff; the picture's top row is the visible rectangle's bottom buffer row.
+            expect(frame.rows).to.deep.equal(Array.from({ length: 40 }, (_, y) => (4 + 40 - 1 - y) & 0xff));
+          },
+        );
 
       it('serves three clients at once, each receiving the same newest frame', async () => {
         await surface();

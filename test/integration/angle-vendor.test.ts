@@ -72,90 +72,107 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
   };
   after(() => cleanups.splice(0).forEach((c) => c()));
 
-  it('the package root is the checkout (two levels above src/gl/angle.ts); the vendored path is vendor/angle/swiftshader.tar.br', () => {
-    expect(surfacelinkPackageRoot()).to.equal(ROOT);
-    expect(ANGLE_VENDORED_ARCHIVE).to.equal('vendor/angle/swiftshader.tar.br');
-    expect(ANGLE_ARCHIVE_SHA256).to.equal(PINNED_SHA256);
-  });
+  it(
+    'the package root is the checkout (two levels above src/gl/angle.ts); ' +
+      'the vendored path is vendor/angle/swiftshader.tar.br',
+    () => {
+      expect(surfacelinkPackageRoot()).to.equal(ROOT);
+      expect(ANGLE_VENDORED_ARCHIVE).to.equal('vendor/angle/swiftshader.tar.br');
+      expect(ANGLE_ARCHIVE_SHA256).to.equal(PINNED_SHA256);
+    },
+  );
 
-  it('vendor-angle.js copies the pinned archive byte for byte, with a README naming its origin, hash and licences', async () => {
-    const out = path.join(temp('sl-vendor-out-'), 'vendor', 'angle');
-    const r = await vendor('--out', out);
-    expect(r.code, r.stderr).to.equal(0);
-    expect(r.stdout).to.include('3490801 bytes').and.to.include(PINNED_SHA256);
-    expect(fs.readdirSync(out).sort()).to.deep.equal(['README.md', 'swiftshader.tar.br']);
-    const archive = path.join(out, 'swiftshader.tar.br');
-    expect(sha256(archive)).to.equal(PINNED_SHA256);
-    expect(
-      fs.readFileSync(archive).equals(fs.readFileSync(path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'))),
-    ).to.equal(true);
-    const readme = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
-    expect(readme)
-      .to.include('@sparticuz/chromium@147.0.0')
-      .and.to.include(PINNED_SHA256)
-      .and.to.include('docs/third-party/ANGLE-NOTICES.md');
-    expect(readme).to.include('BSD-3-Clause').and.to.include('Apache-2.0 WITH LLVM-exception');
-  });
+  it(
+    'vendor-angle.js copies the pinned archive byte for byte, ' + 'with a README naming its origin, hash and licences',
+    async () => {
+      const out = path.join(temp('sl-vendor-out-'), 'vendor', 'angle');
+      const r = await vendor('--out', out);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stderr).to.include('3490801 bytes').and.to.include(PINNED_SHA256);
+      expect(fs.readdirSync(out).sort()).to.deep.equal(['README.md', 'swiftshader.tar.br']);
+      const archive = path.join(out, 'swiftshader.tar.br');
+      expect(sha256(archive)).to.equal(PINNED_SHA256);
+      expect(
+        fs
+          .readFileSync(archive)
+          .equals(fs.readFileSync(path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'))),
+      ).to.equal(true);
+      const readme = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
+      expect(readme)
+        .to.include('@sparticuz/chromium@147.0.0')
+        .and.to.include(PINNED_SHA256)
+        .and.to.include('docs/third-party/ANGLE-NOTICES.md');
+      expect(readme).to.include('BSD-3-Clause').and.to.include('Apache-2.0 WITH LLVM-exception');
+    },
+  );
 
-  it('vendor-angle.js refuses an archive with other bytes, or another version of the package, and writes nothing', async () => {
-    const fake = temp('sl-vendor-fake-');
-    const out = path.join(temp('sl-vendor-out-'), 'angle');
-    fs.mkdirSync(path.join(fake, 'bin'));
-    fs.writeFileSync(
-      path.join(fake, 'package.json'),
-      JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.0' }),
-    );
-    // The real archive with one byte changed: same size, only the hash can tell.
-    fs.copyFileSync(
-      path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'),
-      path.join(fake, 'bin', 'swiftshader.tar.br'),
-    );
-    flipByte(path.join(fake, 'bin', 'swiftshader.tar.br'), 100_000);
-    const wrongBytes = await vendor('--from', fake, '--out', out);
-    expect(wrongBytes.code).to.equal(1);
-    expect(wrongBytes.stderr).to.match(
-      /ERROR: .*swiftshader\.tar\.br has sha256 [0-9a-f]{64}, but src\/gl\/angle\.ts records f957ea86/,
-    );
-    expect(fs.existsSync(out), 'nothing written').to.equal(false);
+  it(
+    'vendor-angle.js refuses an archive with other bytes, ' + 'or another version of the package, and writes nothing',
+    async () => {
+      const fake = temp('sl-vendor-fake-');
+      const out = path.join(temp('sl-vendor-out-'), 'angle');
+      fs.mkdirSync(path.join(fake, 'bin'));
+      fs.writeFileSync(
+        path.join(fake, 'package.json'),
+        JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.0' }),
+      );
+      // The real archive with one byte changed: same size, only the hash can tell.
+      fs.copyFileSync(
+        path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br'),
+        path.join(fake, 'bin', 'swiftshader.tar.br'),
+      );
+      flipByte(path.join(fake, 'bin', 'swiftshader.tar.br'), 100_000);
+      const wrongBytes = await vendor('--from', fake, '--out', out);
+      expect(wrongBytes.code).to.equal(1);
+      expect(wrongBytes.stderr).to.match(
+        /ERROR: .*swiftshader\.tar\.br has sha256 [0-9a-f]{64}, but src\/gl\/angle\.ts records f957ea86/,
+      );
+      expect(fs.existsSync(out), 'nothing written').to.equal(false);
 
-    fs.writeFileSync(
-      path.join(fake, 'package.json'),
-      JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.1' }),
-    );
-    const wrongVersion = await vendor('--from', fake, '--out', out);
-    expect(wrongVersion.code).to.equal(1);
-    expect(wrongVersion.stderr).to.include('is @sparticuz/chromium@147.0.1, but @sparticuz/chromium@147.0.0 is pinned');
-    expect(fs.existsSync(out), 'nothing written').to.equal(false);
-  });
+      fs.writeFileSync(
+        path.join(fake, 'package.json'),
+        JSON.stringify({ name: '@sparticuz/chromium', version: '147.0.1' }),
+      );
+      const wrongVersion = await vendor('--from', fake, '--out', out);
+      expect(wrongVersion.code).to.equal(1);
+      expect(wrongVersion.stderr).to.include(
+        'is @sparticuz/chromium@147.0.1, but @sparticuz/chromium@147.0.0 is pinned',
+      );
+      expect(fs.existsSync(out), 'nothing written').to.equal(false);
+    },
+  );
 
-  it('extraction takes the vendored archive first, and falls back to the installed package when it is damaged', async () => {
-    const root = temp('sl-vendor-root-');
-    const r = await vendor('--out', path.join(root, 'vendor', 'angle'));
-    expect(r.code, r.stderr).to.equal(0);
-    const vendored = path.join(root, 'vendor', 'angle', 'swiftshader.tar.br');
+  it(
+    'extraction takes the vendored archive first, ' + 'and falls back to the installed package when it is damaged',
+    async () => {
+      const root = temp('sl-vendor-root-');
+      const r = await vendor('--out', path.join(root, 'vendor', 'angle'));
+      expect(r.code, r.stderr).to.equal(0);
+      const vendored = path.join(root, 'vendor', 'angle', 'swiftshader.tar.br');
 
-    expect(findAngleArchive({ packageRoot: root })).to.deep.equal({ archive: vendored, origin: 'vendored' });
-    const cache = temp('sl-vendor-cache-');
-    const result = extractAngle({ cacheDir: cache, packageRoot: root });
-    expect(result.archive).to.deep.equal({ archive: vendored, origin: 'vendored' });
-    expect(result.extracted).to.have.length(5);
-    expectFiveGoodFiles(cache);
+      expect(findAngleArchive({ packageRoot: root })).to.deep.equal({ archive: vendored, origin: 'vendored' });
+      const cache = temp('sl-vendor-cache-');
+      const result = extractAngle({ cacheDir: cache, packageRoot: root });
+      expect(result.archive).to.deep.equal({ archive: vendored, origin: 'vendored' });
+      expect(result.extracted).to.have.length(5);
+      expectFiveGoodFiles(cache);
 
-    // A damaged vendored archive is skipped (hash), and a development clone's package is used.
-    flipByte(vendored, 4096);
-    const pkgArchive = path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br');
-    expect(findAngleArchive({ packageRoot: root })).to.deep.equal({ archive: pkgArchive, origin: 'package' });
-    const cache2 = temp('sl-vendor-cache-');
-    expect(extractAngle({ cacheDir: cache2, packageRoot: root }).archive).to.deep.equal({
-      archive: pkgArchive,
-      origin: 'package',
-    });
-    expectFiveGoodFiles(cache2);
+      // A damaged vendored archive is skipped (hash), and a development clone's package is used.
+      flipByte(vendored, 4096);
+      const pkgArchive = path.join(findAnglePackage().dir, 'bin', 'swiftshader.tar.br');
+      expect(findAngleArchive({ packageRoot: root })).to.deep.equal({ archive: pkgArchive, origin: 'package' });
+      const cache2 = temp('sl-vendor-cache-');
+      expect(extractAngle({ cacheDir: cache2, packageRoot: root }).archive).to.deep.equal({
+        archive: pkgArchive,
+        origin: 'package',
+      });
+      expectFiveGoodFiles(cache2);
 
-    // No vendored archive at all: the same.
-    const empty = temp('sl-vendor-root-');
-    expect(findAngleArchive({ packageRoot: empty }).origin).to.equal('package');
-  });
+      // No vendored archive at all: the same.
+      const empty = temp('sl-vendor-root-');
+      expect(findAngleArchive({ packageRoot: empty }).origin).to.equal('package');
+    },
+  );
 
   describe('an installed layout: node_modules/surfacelink with dist/ and vendor/angle/, no @sparticuz/chromium', () => {
     let app: string;
@@ -214,32 +231,36 @@ describe('vendored ANGLE archive (scripts/vendor-angle.js, vendor/angle/ in src/
       expectFiveGoodFiles(path.join(cache, 'angle', '147.0.0'));
     });
 
-    it('with the vendored archive damaged or missing, says so for both places and falls back to the system EGL', async () => {
-      const vendored = path.join(pkg, 'vendor', 'angle', 'swiftshader.tar.br');
-      const saved = fs.readFileSync(vendored);
-      try {
-        for (const damage of ['flip', 'remove'] as const) {
-          if (damage === 'flip') flipByte(vendored, 4096);
-          else fs.rmSync(vendored);
-          const out = await inApp(
-            `const gl = require('surfacelink/gl'); const l = gl.locateGl(); process.stdout.write(JSON.stringify({ display: l.display, tried: l.tried }));`,
-            temp('sl-vendor-cache-'),
-          );
-          expect(out.display, damage).to.equal('system');
-          const why: string = out.tried[0];
-          const real = path.join(fs.realpathSync(pkg), 'vendor', 'angle', 'swiftshader.tar.br');
-          expect(why).to.include('bundled ANGLE').and.to.include('no usable ANGLE archive');
-          if (damage === 'flip')
-            expect(why).to.match(
-              new RegExp(`${real.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 [0-9a-f]{64}, expected f957ea86`),
+    it(
+      'with the vendored archive damaged or missing, ' + 'says so for both places and falls back to the system EGL',
+      async () => {
+        const vendored = path.join(pkg, 'vendor', 'angle', 'swiftshader.tar.br');
+        const saved = fs.readFileSync(vendored);
+        try {
+          for (const damage of ['flip', 'remove'] as const) {
+            if (damage === 'flip') flipByte(vendored, 4096);
+            else fs.rmSync(vendored);
+            const out = await inApp(
+              `const gl = require('surfacelink/gl'); const l = gl.locateGl(); ` +
+                `process.stdout.write(JSON.stringify({ display: l.display, tried: l.tried }));`,
+              temp('sl-vendor-cache-'),
             );
-          else expect(why).to.include(`${real}: missing`);
-          expect(why).to.match(/node_modules\/@sparticuz\/chromium: not installed there/);
-          expect(out.tried[1]).to.equal('system EGL: libEGL.so.1 + libGLESv2.so.2 (chosen)');
+            expect(out.display, damage).to.equal('system');
+            const why: string = out.tried[0];
+            const real = path.join(fs.realpathSync(pkg), 'vendor', 'angle', 'swiftshader.tar.br');
+            expect(why).to.include('bundled ANGLE').and.to.include('no usable ANGLE archive');
+            if (damage === 'flip')
+              expect(why).to.match(
+                new RegExp(`${real.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: sha256 [0-9a-f]{64}, expected f957ea86`),
+              );
+            else expect(why).to.include(`${real}: missing`);
+            expect(why).to.match(/node_modules\/@sparticuz\/chromium: not installed there/);
+            expect(out.tried[1]).to.equal('system EGL: libEGL.so.1 + libGLESv2.so.2 (chosen)');
+          }
+        } finally {
+          fs.writeFileSync(vendored, saved);
         }
-      } finally {
-        fs.writeFileSync(vendored, saved);
-      }
-    });
+      },
+    );
   });
 });

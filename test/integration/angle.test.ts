@@ -107,19 +107,23 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     cache.cleanup();
   });
 
-  it('records the same hashes as the pinned package (and is pinned exactly, as a devDependency: only its archive ships)', () => {
-    const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
-      dependencies?: Record<string, string>;
-      devDependencies?: Record<string, string>;
-    };
-    expect(manifest.devDependencies?.['@sparticuz/chromium']).to.equal('147.0.0');
-    expect(manifest.dependencies?.['@sparticuz/chromium'], 'not a runtime dependency').to.equal(undefined);
-    expect(ANGLE_PACKAGE_VERSION).to.equal('147.0.0');
-    expect(findAnglePackage().version).to.equal('147.0.0');
-    for (const [name, { size, sha256: hash }] of Object.entries(EXPECTED)) {
-      expect(ANGLE_FILES[name as keyof typeof ANGLE_FILES], name).to.include({ size, sha256: hash });
-    }
-  });
+  it(
+    'records the same hashes as the pinned package (and is pinned exactly, ' +
+      'as a devDependency: only its archive ships)',
+    () => {
+      const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+        dependencies?: Record<string, string>;
+        devDependencies?: Record<string, string>;
+      };
+      expect(manifest.devDependencies?.['@sparticuz/chromium']).to.equal('147.0.0');
+      expect(manifest.dependencies?.['@sparticuz/chromium'], 'not a runtime dependency').to.equal(undefined);
+      expect(ANGLE_PACKAGE_VERSION).to.equal('147.0.0');
+      expect(findAnglePackage().version).to.equal('147.0.0');
+      for (const [name, { size, sha256: hash }] of Object.entries(EXPECTED)) {
+        expect(ANGLE_FILES[name as keyof typeof ANGLE_FILES], name).to.include({ size, sha256: hash });
+      }
+    },
+  );
 
   it('puts the cache under SURFACELINK_CACHE_DIR, else XDG_CACHE_HOME, else ~/.cache', () => {
     expect(angleCacheDir({ SURFACELINK_CACHE_DIR: '/x/c', XDG_CACHE_HOME: '/y' })).to.equal('/x/c/angle/147.0.0');
@@ -148,37 +152,41 @@ describe('ANGLE from @sparticuz/chromium 147.0.0 (src/gl/angle.ts)', function ()
     expect(rehashed).to.include({ memoized: false });
     expect(rehashed.extracted).to.deep.equal([]);
     console.log(
-      `      first extraction ${first.ms.toFixed(0)} ms, warm (stat) ${second.ms.toFixed(2)} ms, full hash check ${rehashed.ms.toFixed(0)} ms`,
+      `      first extraction ${first.ms.toFixed(0)} ms, warm (stat) ${second.ms.toFixed(2)} ms, full hash ` +
+        `check ${rehashed.ms.toFixed(0)} ms`,
     );
   });
 
-  it('detects a corrupted cache by hash (and a changed file even in a process that verified it) and re-extracts', () => {
-    const dir = extractAngle().dir;
-    // Same size, one byte flipped: only the hash can tell.
-    const gles = path.join(dir, 'libGLESv2.so');
-    const fd = fs.openSync(gles, 'r+');
-    const byte = Buffer.alloc(1);
-    fs.readSync(fd, byte, 0, 1, 4096);
-    byte[0] ^= 0xff;
-    fs.writeSync(fd, byte, 0, 1, 4096);
-    fs.closeSync(fd);
-    fs.writeFileSync(path.join(dir, 'vk_swiftshader_icd.json'), '{}');
-    fs.rmSync(path.join(dir, 'libvulkan.so.1'));
+  it(
+    'detects a corrupted cache by hash ' + '(and a changed file even in a process that verified it) and re-extracts',
+    () => {
+      const dir = extractAngle().dir;
+      // Same size, one byte flipped: only the hash can tell.
+      const gles = path.join(dir, 'libGLESv2.so');
+      const fd = fs.openSync(gles, 'r+');
+      const byte = Buffer.alloc(1);
+      fs.readSync(fd, byte, 0, 1, 4096);
+      byte[0] ^= 0xff;
+      fs.writeSync(fd, byte, 0, 1, 4096);
+      fs.closeSync(fd);
+      fs.writeFileSync(path.join(dir, 'vk_swiftshader_icd.json'), '{}');
+      fs.rmSync(path.join(dir, 'libvulkan.so.1'));
 
-    const repaired = extractAngle({ recheck: true });
-    expect(repaired.extracted.sort()).to.deep.equal(['libGLESv2.so', 'libvulkan.so.1', 'vk_swiftshader_icd.json']);
-    expect(repaired.reasons['libGLESv2.so']).to.match(/^sha256 [0-9a-f]{64}, expected 29a18749/);
-    expect(repaired.reasons['vk_swiftshader_icd.json']).to.equal('size 2, expected 107');
-    expect(repaired.reasons['libvulkan.so.1']).to.equal('missing');
-    expectFiveGoodFiles(dir);
+      const repaired = extractAngle({ recheck: true });
+      expect(repaired.extracted.sort()).to.deep.equal(['libGLESv2.so', 'libvulkan.so.1', 'vk_swiftshader_icd.json']);
+      expect(repaired.reasons['libGLESv2.so']).to.match(/^sha256 [0-9a-f]{64}, expected 29a18749/);
+      expect(repaired.reasons['vk_swiftshader_icd.json']).to.equal('size 2, expected 107');
+      expect(repaired.reasons['libvulkan.so.1']).to.equal('missing');
+      expectFiveGoodFiles(dir);
 
-    // Without recheck: the per-process memory notices the file changed (stat) and re-verifies.
-    fs.truncateSync(path.join(dir, 'libEGL.so'), 100);
-    const again = extractAngle();
-    expect(again.memoized).to.equal(false);
-    expect(again.extracted).to.deep.equal(['libEGL.so']);
-    expectFiveGoodFiles(dir);
-  });
+      // Without recheck: the per-process memory notices the file changed (stat) and re-verifies.
+      fs.truncateSync(path.join(dir, 'libEGL.so'), 100);
+      const again = extractAngle();
+      expect(again.memoized).to.equal(false);
+      expect(again.extracted).to.deep.equal(['libEGL.so']);
+      expectFiveGoodFiles(dir);
+    },
+  );
 
   it('refuses an archive that is not the pinned one, saying which file and why', () => {
     const fake = tempDir('sl-angle-pkg-');

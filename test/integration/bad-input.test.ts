@@ -89,25 +89,29 @@ describe('bad input', function () {
       await goodClientStillServed();
     });
 
-    it('a client whose HELLO cannot be encoded (a 70,000-character name) gets E_TOO_LARGE: no later crash, no fd left open', async () => {
-      const before = openFdCount();
-      const unhandled: unknown[] = [];
-      const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-      process.on('unhandledRejection', onUnhandled);
-      try {
-        const error = await SurfaceClient.connect({ path: socketPath, name: 'x'.repeat(70000), timeoutMs: 200 }).then(
-          () => null,
-          (e: SurfaceLinkError) => e,
-        );
-        expect(error?.code).to.equal('E_TOO_LARGE');
-        await sleep(500); // past the handshake timeout: nothing may fire any more
-        expect(unhandled, 'unhandled rejections').to.deep.equal([]);
-        expect(openFdCount(), 'fds').to.equal(before);
-      } finally {
-        process.off('unhandledRejection', onUnhandled);
-      }
-      await goodClientStillServed();
-    });
+    it(
+      'a client whose HELLO cannot be encoded (a 70,000-character name) gets E_TOO_LARGE: ' +
+        'no later crash, no fd left open',
+      async () => {
+        const before = openFdCount();
+        const unhandled: unknown[] = [];
+        const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+        process.on('unhandledRejection', onUnhandled);
+        try {
+          const error = await SurfaceClient.connect({ path: socketPath, name: 'x'.repeat(70000), timeoutMs: 200 }).then(
+            () => null,
+            (e: SurfaceLinkError) => e,
+          );
+          expect(error?.code).to.equal('E_TOO_LARGE');
+          await sleep(500); // past the handshake timeout: nothing may fire any more
+          expect(unhandled, 'unhandled rejections').to.deep.equal([]);
+          expect(openFdCount(), 'fds').to.equal(before);
+        } finally {
+          process.off('unhandledRejection', onUnhandled);
+        }
+        await goodClientStillServed();
+      },
+    );
 
     it('a HELLO dribbled one byte at a time is accepted (partial reads)', async () => {
       const result = await run('python3', [RAW_PEER, 'attack', socketPath, 'dribble']);

@@ -278,7 +278,9 @@ describe('browser viewer (web/) in headless Chromium', function () {
     for (let i = 0; i < want.length; i += 4) {
       if (s.rgba[i] !== want[i] || s.rgba[i + 1] !== want[i + 1] || s.rgba[i + 2] !== want[i + 2]) {
         if (mismatches++ === 0)
-          first = `first at ${(i / 4) % s.width},${Math.floor(i / 4 / s.width)}: ${hex([...s.rgba.subarray(i, i + 3)])}, expected ${hex([...want.subarray(i, i + 3)])}`;
+          first =
+            `first at ${(i / 4) % s.width},${Math.floor(i / 4 / s.width)}: ` +
+            `${hex([...s.rgba.subarray(i, i + 3)])}, expected ${hex([...want.subarray(i, i + 3)])}`;
       }
     }
     expect(mismatches, `pixels differing from frame ${s.seq} (${first})`).to.equal(0);
@@ -451,41 +453,50 @@ describe('browser viewer (web/) in headless Chromium', function () {
   });
 
   // Last: it changes the producer's surface for good.
-  it('the surface is resized: both codecs follow (new canvas size, keyframe / full refresh), tiles still exact', async () => {
-    const viewers = [await openViewer('?codec=tiles')];
-    if (info.h264Encoder) viewers.push(await openViewer('?codec=h264'));
-    for (const v of viewers) await waitStats(v, 'frames drawn', (s) => s.framesDrawn >= 5 && s.canvasSeq > 0);
-    const [width, height] = [800, 480];
-    await producer!.call('resize', { width, height });
-    const drawn = await Promise.all(
-      viewers.map((v) =>
-        waitStats(v, 'frames at the new size', (s) => s.width === width && s.height === height && s.framesDrawn >= 10),
-      ),
-    );
-    const after = await Promise.all(
-      viewers.map((v, i) => waitStats(v, 'more frames at the new size', (s) => s.canvasSeq >= drawn[i].canvasSeq + 5)),
-    );
-    // The producer keeps drawing its 640x360 layout into the larger (zero-filled) buffers.
-    const tiles = await snapshot(viewers[0]);
-    expect([tiles.width, tiles.height]).to.deep.equal([width, height]);
-    expectExact(tiles);
-    if (viewers[1]) {
-      expect(after[1].state).to.equal('streaming');
-      const h = await snapshot(viewers[1]);
-      expect([h.width, h.height]).to.deep.equal([width, height]);
-      expectPatternColours(h);
-      expect(
-        maxDiff(patchMean(h, width - 40, height - 40, 32, 32), [0, 0, 0]),
-        'outside the old layout: black',
-      ).to.be.at.most(H264_TOLERANCE);
-    }
-    for (const v of viewers) {
-      const box = await v.page.evaluate(() => {
-        const r = (globalThis as any).document.getElementById('screen').getBoundingClientRect();
-        return [Math.round(r.width), Math.round(r.height)];
-      });
-      expect(box, 'fits the 1280x720 window').to.deep.equal([1200, 720]);
-      expectNoPageErrors(v);
-    }
-  });
+  it(
+    'the surface is resized: both codecs follow (new canvas size, ' + 'keyframe / full refresh), tiles still exact',
+    async () => {
+      const viewers = [await openViewer('?codec=tiles')];
+      if (info.h264Encoder) viewers.push(await openViewer('?codec=h264'));
+      for (const v of viewers) await waitStats(v, 'frames drawn', (s) => s.framesDrawn >= 5 && s.canvasSeq > 0);
+      const [width, height] = [800, 480];
+      await producer!.call('resize', { width, height });
+      const drawn = await Promise.all(
+        viewers.map((v) =>
+          waitStats(
+            v,
+            'frames at the new size',
+            (s) => s.width === width && s.height === height && s.framesDrawn >= 10,
+          ),
+        ),
+      );
+      const after = await Promise.all(
+        viewers.map((v, i) =>
+          waitStats(v, 'more frames at the new size', (s) => s.canvasSeq >= drawn[i].canvasSeq + 5),
+        ),
+      );
+      // The producer keeps drawing its 640x360 layout into the larger (zero-filled) buffers.
+      const tiles = await snapshot(viewers[0]);
+      expect([tiles.width, tiles.height]).to.deep.equal([width, height]);
+      expectExact(tiles);
+      if (viewers[1]) {
+        expect(after[1].state).to.equal('streaming');
+        const h = await snapshot(viewers[1]);
+        expect([h.width, h.height]).to.deep.equal([width, height]);
+        expectPatternColours(h);
+        expect(
+          maxDiff(patchMean(h, width - 40, height - 40, 32, 32), [0, 0, 0]),
+          'outside the old layout: black',
+        ).to.be.at.most(H264_TOLERANCE);
+      }
+      for (const v of viewers) {
+        const box = await v.page.evaluate(() => {
+          const r = (globalThis as any).document.getElementById('screen').getBoundingClientRect();
+          return [Math.round(r.width), Math.round(r.height)];
+        });
+        expect(box, 'fits the 1280x720 window').to.deep.equal([1200, 720]);
+        expectNoPageErrors(v);
+      }
+    },
+  );
 });

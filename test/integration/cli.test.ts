@@ -54,7 +54,8 @@ class Cli {
     while (!pattern.test(this.stdout)) {
       if (this.child.exitCode !== null || this.child.signalCode !== null)
         throw new Error(
-          `exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`,
+          `exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; ` +
+            `stdout:\n${this.stdout}\nstderr:\n${this.stderr}`,
         );
       if (Date.now() > deadline)
         throw new Error(`no ${pattern} within ${timeoutMs} ms; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
@@ -71,7 +72,10 @@ function cli(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {
   return new Cli(args, env).done;
 }
 
-/** The environment for a CLI child with its own $XDG_RUNTIME_DIR (so default sockets do not collide) and no stream token. */
+/**
+ * The environment for a CLI child with its own $XDG_RUNTIME_DIR (so default sockets do not collide)
+ * and no stream token.
+ */
 function privateEnv(runtimeDir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, XDG_RUNTIME_DIR: runtimeDir };
   delete env.SURFACELINK_STREAM_TOKEN;
@@ -338,7 +342,8 @@ describe('surfacelink CLI', function () {
       const missing = await cli(['serve', '--path', '/nonexistent/dir/x.sock'], env);
       expect(missing.code).to.equal(1);
       expect(missing.stderr).to.equal(
-        'surfacelink serve: --path /nonexistent/dir/x.sock: the directory /nonexistent/dir does not exist; create it or choose another --path\n',
+        'surfacelink serve: --path /nonexistent/dir/x.sock: the directory /nonexistent/dir does not exist; ' +
+          'create it or choose another --path\n',
       );
 
       const long = path.join(runtime, `${'a'.repeat(120)}.sock`);
@@ -346,7 +351,8 @@ describe('surfacelink CLI', function () {
       expect(tooLong.code).to.equal(2);
       expect(tooLong.stderr).to.equal(
         usage(
-          `surfacelink serve: --path ${long}: ${Buffer.byteLength(long)} bytes is too long for a unix socket path (at most 107); choose a shorter --path`,
+          `surfacelink serve: --path ${long}: ${Buffer.byteLength(long)} bytes is too long for a unix socket ` +
+            `path (at most 107); choose a shorter --path`,
           'serve',
         ),
       );
@@ -365,7 +371,8 @@ describe('surfacelink CLI', function () {
       const notDir = await cli(['serve', '--path', directory], env);
       expect(notDir.code).to.equal(1);
       expect(notDir.stderr).to.equal(
-        `surfacelink serve: --path ${directory}: ${path.dirname(directory)} is not a directory; choose another --path\n`,
+        `surfacelink serve: --path ${directory}: ${path.dirname(directory)} is not a directory; choose ` +
+          `another --path\n`,
       );
 
       const socket = path.join(runtime, 'live.sock');
@@ -374,7 +381,8 @@ describe('surfacelink CLI', function () {
       const second = await cli(['serve', '--path', socket], env);
       expect(second.code).to.equal(1);
       expect(second.stderr).to.equal(
-        `surfacelink serve: --path ${socket}: another server is already listening there; stop it or choose another --path\n`,
+        `surfacelink serve: --path ${socket}: another server is already listening there; stop it or choose ` +
+          `another --path\n`,
       );
     });
 
@@ -386,7 +394,8 @@ describe('surfacelink CLI', function () {
       const r = await cli(['serve', '--path', socket], env);
       expect(r.code).to.equal(1);
       expect(r.stderr).to.equal(
-        `surfacelink serve: --path ${socket}: no permission to create a socket in ${dir}; choose a directory you can write to with --path\n`,
+        `surfacelink serve: --path ${socket}: no permission to create a socket in ${dir}; choose a directory ` +
+          `you can write to with --path\n`,
       );
     });
 
@@ -398,73 +407,85 @@ describe('surfacelink CLI', function () {
       expect(r.code).to.equal(1);
       expect(r.stderr).to.match(
         new RegExp(
-          `^surfacelink serve: the default socket directory ${dir} must be owned by you \\(uid \\d+\\) and writable by no one else; run chmod 700 ${dir}, or choose a socket with --path\\n$`,
+          `^surfacelink serve: the default socket directory ${dir} must be owned by you \\(uid \\d+\\) and ` +
+            `writable by no one else; run chmod 700 ${dir}, or choose a socket with --path\\n$`,
         ),
       );
     });
 
-    it('numeric options take negative-looking values and reject them with the flag, its range and the value (exit 2)', async () => {
-      const cases: [string[], string][] = [
-        [['serve', '--fps', '-5'], '--fps must be a number in 1..1000; got -5'],
-        [['serve', '--fps=-5'], '--fps must be a number in 1..1000; got -5'],
-        [['serve', '--fps', '0'], '--fps must be a number in 1..1000; got 0'],
-        [['serve', '--fps', 'fast'], '--fps must be a number in 1..1000; got fast'],
-        [['serve', '--width', '-1'], '--width must be a whole number in 1..16384; got -1'],
-        [['serve', '--width', '12.5'], '--width must be a whole number in 1..16384; got 12.5'],
-        [['serve', '--height', '-720'], '--height must be a whole number in 1..16384; got -720'],
-        [['serve', '--stream', '--stream-port', '-80'], '--stream-port must be a whole number in 0..65535; got -80'],
-        [
-          ['serve', '--stream', '--stream-port', '70000'],
-          '--stream-port must be a whole number in 0..65535; got 70000',
-        ],
-        [['demo', '--duration', '-3'], '--duration must be a number in 0.1..1000000000; got -3'],
-        [['demo', '--stream-port', '-1'], '--stream-port must be a whole number in 0..65535; got -1'],
-        [['demo', '--width', '-0'], '--width must be a whole number in 1..16384; got -0'],
-        [
-          ['view', '--remote', 'ws://127.0.0.1:1/stream', '--max-fps', '-2'],
-          '--max-fps must be a number in 0.1..1000; got -2',
-        ],
-        [['view', '--stream', '--max-fps', '-2'], '--max-fps must be a number in 0.1..1000; got -2'],
-      ];
-      for (const [args, line] of cases) {
-        const r = await cli(args, env);
-        expect(r.code, `surfacelink ${args.join(' ')}: ${r.stderr}`).to.equal(2);
-        expect(r.stderr, `surfacelink ${args.join(' ')}`).to.equal(usage(`surfacelink ${args[0]}: ${line}`, args[0]));
-        expect(r.stdout).to.equal('');
-      }
-    });
+    it(
+      'numeric options take negative-looking values and reject them with the flag, ' +
+        'its range and the value (exit 2)',
+      async () => {
+        const cases: [string[], string][] = [
+          [['serve', '--fps', '-5'], '--fps must be a number in 1..1000; got -5'],
+          [['serve', '--fps=-5'], '--fps must be a number in 1..1000; got -5'],
+          [['serve', '--fps', '0'], '--fps must be a number in 1..1000; got 0'],
+          [['serve', '--fps', 'fast'], '--fps must be a number in 1..1000; got fast'],
+          [['serve', '--width', '-1'], '--width must be a whole number in 1..16384; got -1'],
+          [['serve', '--width', '12.5'], '--width must be a whole number in 1..16384; got 12.5'],
+          [['serve', '--height', '-720'], '--height must be a whole number in 1..16384; got -720'],
+          [['serve', '--stream', '--stream-port', '-80'], '--stream-port must be a whole number in 0..65535; got -80'],
+          [
+            ['serve', '--stream', '--stream-port', '70000'],
+            '--stream-port must be a whole number in 0..65535; got 70000',
+          ],
+          [['demo', '--duration', '-3'], '--duration must be a number in 0.1..1000000000; got -3'],
+          [['demo', '--stream-port', '-1'], '--stream-port must be a whole number in 0..65535; got -1'],
+          [['demo', '--width', '-0'], '--width must be a whole number in 1..16384; got -0'],
+          [
+            ['view', '--remote', 'ws://127.0.0.1:1/stream', '--max-fps', '-2'],
+            '--max-fps must be a number in 0.1..1000; got -2',
+          ],
+          [['view', '--stream', '--max-fps', '-2'], '--max-fps must be a number in 0.1..1000; got -2'],
+        ];
+        for (const [args, line] of cases) {
+          const r = await cli(args, env);
+          expect(r.code, `surfacelink ${args.join(' ')}: ${r.stderr}`).to.equal(2);
+          expect(r.stderr, `surfacelink ${args.join(' ')}`).to.equal(usage(`surfacelink ${args[0]}: ${line}`, args[0]));
+          expect(r.stdout).to.equal('');
+        }
+      },
+    );
 
-    it('unknown options and commands, missing values and stray arguments: one line and where to look (exit 2)', async () => {
-      const cases: [string[], string, string | undefined][] = [
-        [['serve', '--bogus'], 'surfacelink serve: unknown option --bogus', 'serve'],
-        [['serve', '--fsp', '30'], 'surfacelink serve: unknown option --fsp (did you mean --fps?)', 'serve'],
-        [['serve', '-x'], 'surfacelink serve: unknown option -x', 'serve'],
-        [['serve', '--fps'], 'surfacelink serve: --fps needs a value', 'serve'],
-        [['serve', '--fps', '--width', '64'], 'surfacelink serve: --fps needs a value', 'serve'],
-        [
-          ['serve', '--path', '--stram'],
-          'surfacelink serve: --path needs a value (for one that begins with --, write --path=--stram)',
-          'serve',
-        ],
-        [['serve', '--stream=yes'], 'surfacelink serve: --stream takes no value', 'serve'],
-        [['serve', '--stream-port', '80'], 'surfacelink serve: --stream-host and --stream-port need --stream', 'serve'],
-        [['view', 'extra'], 'surfacelink view: unexpected argument "extra"', 'view'],
-        [
-          ['view', '--codec', 'vp9', '--remote', 'ws://x/'],
-          'surfacelink view: --codec must be h264 or tiles; got vp9',
-          'view',
-        ],
-        [['frobnicate'], 'surfacelink: unknown command "frobnicate"', undefined],
-        [['serv'], 'surfacelink: unknown command "serv" (did you mean serve?)', undefined],
-        [['--bogus'], 'surfacelink: unknown option --bogus', undefined],
-        [['help', 'nope'], 'surfacelink: unknown command "nope"', undefined],
-      ];
-      for (const [args, line, command] of cases) {
-        const r = await cli(args, env);
-        expect(r.code, `surfacelink ${args.join(' ')}: ${r.stderr}`).to.equal(2);
-        expect(r.stderr, `surfacelink ${args.join(' ')}`).to.equal(usage(line, command));
-      }
-    });
+    it(
+      'unknown options and commands, missing values and stray arguments: ' + 'one line and where to look (exit 2)',
+      async () => {
+        const cases: [string[], string, string | undefined][] = [
+          [['serve', '--bogus'], 'surfacelink serve: unknown option --bogus', 'serve'],
+          [['serve', '--fsp', '30'], 'surfacelink serve: unknown option --fsp (did you mean --fps?)', 'serve'],
+          [['serve', '-x'], 'surfacelink serve: unknown option -x', 'serve'],
+          [['serve', '--fps'], 'surfacelink serve: --fps needs a value', 'serve'],
+          [['serve', '--fps', '--width', '64'], 'surfacelink serve: --fps needs a value', 'serve'],
+          [
+            ['serve', '--path', '--stram'],
+            'surfacelink serve: --path needs a value (for one that begins with --, write --path=--stram)',
+            'serve',
+          ],
+          [['serve', '--stream=yes'], 'surfacelink serve: --stream takes no value', 'serve'],
+          [
+            ['serve', '--stream-port', '80'],
+            'surfacelink serve: --stream-host and --stream-port need --stream',
+            'serve',
+          ],
+          [['view', 'extra'], 'surfacelink view: unexpected argument "extra"', 'view'],
+          [
+            ['view', '--codec', 'vp9', '--remote', 'ws://x/'],
+            'surfacelink view: --codec must be h264 or tiles; got vp9',
+            'view',
+          ],
+          [['frobnicate'], 'surfacelink: unknown command "frobnicate"', undefined],
+          [['serv'], 'surfacelink: unknown command "serv" (did you mean serve?)', undefined],
+          [['--bogus'], 'surfacelink: unknown option --bogus', undefined],
+          [['help', 'nope'], 'surfacelink: unknown command "nope"', undefined],
+        ];
+        for (const [args, line, command] of cases) {
+          const r = await cli(args, env);
+          expect(r.code, `surfacelink ${args.join(' ')}: ${r.stderr}`).to.equal(2);
+          expect(r.stderr, `surfacelink ${args.join(' ')}`).to.equal(usage(line, command));
+        }
+      },
+    );
 
     it('view --remote without a token says how to give one on the command line, never a library option', async () => {
       for (const url of ['ws://127.0.0.1:1/stream', 'http://127.0.0.1:1/']) {
@@ -472,7 +493,9 @@ describe('surfacelink CLI', function () {
         expect(r.code, r.stderr).to.equal(2);
         expect(r.stderr).to.equal(
           usage(
-            `surfacelink view: --remote ${url} has no token: pass the whole viewer URL that \`surfacelink serve --stream\` printed (it ends in #token=…), or --token T, or set SURFACELINK_STREAM_TOKEN`,
+            `surfacelink view: --remote ${url} has no token: ` +
+              `pass the whole viewer URL that \`surfacelink serve --stream\` printed (it ends in #token=…), ` +
+              `or --token T, or set SURFACELINK_STREAM_TOKEN`,
             'view',
           ),
         );
@@ -495,7 +518,8 @@ describe('surfacelink CLI', function () {
       const fromUrl = await cli(['view', '--remote', url.replace(/#token=\w+/, `#token=${wrong}`)], env);
       expect(fromUrl.code).to.equal(1);
       expect(fromUrl.stderr).to.equal(
-        `surfacelink view: the server refused the token from the URL's #token= (E_AUTH: wrong token); use the URL \`surfacelink serve --stream\` printed, or give its token with --token\n`,
+        `surfacelink view: the server refused the token from the URL's #token= (E_AUTH: wrong token); use the ` +
+          `URL \`surfacelink serve --stream\` printed, or give its token with --token\n`,
       );
       const fromFlag = await cli(['view', '--remote', url.replace(/#.*/, ''), '--token', wrong], env);
       expect(fromFlag.code).to.equal(1);
@@ -529,40 +553,43 @@ describe('surfacelink CLI', function () {
     const printedUrls = (stdout: string): string[] =>
       stdout.match(/\b(?:https?|wss?):\/\/\S+/g)?.map((u) => u.replace(/'$/, '')) ?? [];
 
-    it('serve --stream --stream-host 0.0.0.0 prints URLs a browser can open; the loopback one serves the viewer', async () => {
-      const serve = start(
-        [
-          'serve',
-          '--stream',
-          '--stream-host',
-          '0.0.0.0',
-          '--path',
-          path.join(runtime, 's.sock'),
-          '--width',
-          '64',
-          '--height',
-          '64',
-          '--fps',
-          '10',
-        ],
-        env,
-      );
-      await serve.waitFor(/codecs: /);
-      const urls = printedUrls(serve.stdout);
-      expect(urls.join('\n')).not.to.include('0.0.0.0');
-      const loopback = /^stream: (http:\/\/127\.0\.0\.1:(\d+)\/#token=([0-9a-f]{64}))$/m.exec(serve.stdout);
-      expect(loopback, serve.stdout).to.not.equal(null);
-      const [, url, port, token] = loopback!;
-      for (const addresses of Object.values(os.networkInterfaces()))
-        for (const a of addresses ?? [])
-          if (!a.internal && a.family === 'IPv4')
-            expect(urls).to.include(`http://${a.address}:${port}/#token=${token}`);
-      for (const u of urls) expect(u, u).to.match(/#token=[0-9a-f]{64}$/);
-      expect(serve.stdout).to.match(/HTTPS/);
-      const page = await httpGet(url.replace(/#.*/, ''));
-      expect(page.status).to.equal(200);
-      expect(page.body).to.match(/<html/i);
-    });
+    it(
+      'serve --stream --stream-host 0.0.0.0 prints URLs a browser can open; ' + 'the loopback one serves the viewer',
+      async () => {
+        const serve = start(
+          [
+            'serve',
+            '--stream',
+            '--stream-host',
+            '0.0.0.0',
+            '--path',
+            path.join(runtime, 's.sock'),
+            '--width',
+            '64',
+            '--height',
+            '64',
+            '--fps',
+            '10',
+          ],
+          env,
+        );
+        await serve.waitFor(/codecs: /);
+        const urls = printedUrls(serve.stdout);
+        expect(urls.join('\n')).not.to.include('0.0.0.0');
+        const loopback = /^stream: (http:\/\/127\.0\.0\.1:(\d+)\/#token=([0-9a-f]{64}))$/m.exec(serve.stdout);
+        expect(loopback, serve.stdout).to.not.equal(null);
+        const [, url, port, token] = loopback!;
+        for (const addresses of Object.values(os.networkInterfaces()))
+          for (const a of addresses ?? [])
+            if (!a.internal && a.family === 'IPv4')
+              expect(urls).to.include(`http://${a.address}:${port}/#token=${token}`);
+        for (const u of urls) expect(u, u).to.match(/#token=[0-9a-f]{64}$/);
+        expect(serve.stdout).to.match(/HTTPS/);
+        const page = await httpGet(url.replace(/#.*/, ''));
+        expect(page.status).to.equal(200);
+        expect(page.body).to.match(/<html/i);
+      },
+    );
 
     it('serve --stream --stream-host :: prints bracketed IPv6 URLs and no wildcard', async function () {
       const v6 = Object.values(os.networkInterfaces())
@@ -611,7 +638,8 @@ describe('surfacelink CLI', function () {
       const busy = await cli(['serve', '--stream', '--stream-port', port, '--path', path.join(runtime, 'b.sock')], env);
       expect(busy.code).to.equal(1);
       expect(busy.stderr).to.equal(
-        `surfacelink serve: --stream-port ${port}: 127.0.0.1:${port} is already in use; choose another --stream-port, or leave it out for any free port\n`,
+        `surfacelink serve: --stream-port ${port}: 127.0.0.1:${port} is already in use; choose another ` +
+          `--stream-port, or leave it out for any free port\n`,
       );
       const foreign = await cli(
         ['serve', '--stream', '--stream-host', '192.0.2.222', '--path', path.join(runtime, 'b.sock')],
@@ -619,7 +647,8 @@ describe('surfacelink CLI', function () {
       );
       expect(foreign.code).to.equal(1);
       expect(foreign.stderr).to.equal(
-        'surfacelink serve: --stream-host 192.0.2.222: not an address of this machine; give one of its addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)\n',
+        'surfacelink serve: --stream-host 192.0.2.222: not an address of this machine; give one of its ' +
+          'addresses, 127.0.0.1 (this host only) or 0.0.0.0 (every interface)\n',
       );
     });
   });

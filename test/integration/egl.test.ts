@@ -116,107 +116,114 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
     expect(Object.isFrozen(ctx.capabilities)).to.equal(true);
   });
 
-  it('refuses a dma-buf import with E_UNSUPPORTED naming the missing extension, looking up no entry point', function () {
-    if (ctx.capabilities.dmabufImport) {
-      this.test!.title += ` (not applicable: ${ctx.renderer} advertises EGL_EXT_image_dma_buf_import)`;
-      this.skip();
-    }
-    const egl = ctx.api.egl;
-    const original = egl.eglGetProcAddress;
-    const lookups: string[] = [];
-    egl.eglGetProcAddress = (name: string) => {
-      lookups.push(name);
-      return original(name);
-    };
-    try {
-      const error = expectError(
-        () =>
-          importDmabufTexture(ctx, {
-            width: 16,
-            height: 16,
-            fourcc: fourcc('AB24'),
-            modifier: MODIFIER_LINEAR,
-            planes: [{ fd: fakeFd(123456), offset: 0, stride: 64 }],
-          }),
-        'E_UNSUPPORTED',
-      );
-      expect(error.message).to.match(/^EGL_EXT_image_dma_buf_import is not advertised by /);
-      expect(error.message).to.include(ctx.renderer);
-      expect(queryDmabufFormats(ctx)).to.equal(null);
-      // The guard every extension entry point goes through refuses before eglGetProcAddress,
-      // even for names a glvnd eglGetProcAddress would resolve (calling those crashes: SIGSEGV).
-      const guarded = expectError(
-        () => ctx.api.extensionProc('eglQueryDmaBufFormatsEXT', ctx.advertised.display, ctx.renderer),
-        'E_UNSUPPORTED',
-      );
-      expect(guarded.message).to.include('EGL_EXT_image_dma_buf_import_modifiers is not advertised');
-      expect(lookups).to.deep.equal([]);
-    } finally {
-      egl.eglGetProcAddress = original;
-    }
-  });
+  it(
+    'refuses a dma-buf import with E_UNSUPPORTED naming the missing extension, ' + 'looking up no entry point',
+    function () {
+      if (ctx.capabilities.dmabufImport) {
+        this.test!.title += ` (not applicable: ${ctx.renderer} advertises EGL_EXT_image_dma_buf_import)`;
+        this.skip();
+      }
+      const egl = ctx.api.egl;
+      const original = egl.eglGetProcAddress;
+      const lookups: string[] = [];
+      egl.eglGetProcAddress = (name: string) => {
+        lookups.push(name);
+        return original(name);
+      };
+      try {
+        const error = expectError(
+          () =>
+            importDmabufTexture(ctx, {
+              width: 16,
+              height: 16,
+              fourcc: fourcc('AB24'),
+              modifier: MODIFIER_LINEAR,
+              planes: [{ fd: fakeFd(123456), offset: 0, stride: 64 }],
+            }),
+          'E_UNSUPPORTED',
+        );
+        expect(error.message).to.match(/^EGL_EXT_image_dma_buf_import is not advertised by /);
+        expect(error.message).to.include(ctx.renderer);
+        expect(queryDmabufFormats(ctx)).to.equal(null);
+        // The guard every extension entry point goes through refuses before eglGetProcAddress,
+        // even for names a glvnd eglGetProcAddress would resolve (calling those crashes: SIGSEGV).
+        const guarded = expectError(
+          () => ctx.api.extensionProc('eglQueryDmaBufFormatsEXT', ctx.advertised.display, ctx.renderer),
+          'E_UNSUPPORTED',
+        );
+        expect(guarded.message).to.include('EGL_EXT_image_dma_buf_import_modifiers is not advertised');
+        expect(lookups).to.deep.equal([]);
+      } finally {
+        egl.eglGetProcAddress = original;
+      }
+    },
+  );
 
-  it('builds the EGL_LINUX_DMA_BUF_EXT attribute list (modifier attributes only with _modifiers and a real modifier)', () => {
-    const desc = {
-      width: 64,
-      height: 32,
-      fourcc: fourcc('NV12'),
-      modifier: 0x0100000000000002n,
-      planes: [
-        { fd: fakeFd(40), offset: 0, stride: 64 },
-        { fd: fakeFd(41), offset: 2048, stride: 64 },
-      ],
-    };
-    const base = [EGL.WIDTH, 64, EGL.HEIGHT, 32, EGL.LINUX_DRM_FOURCC_EXT, fourcc('NV12')];
-    expect([...dmabufImageAttributes(desc, false)]).to.deep.equal([
-      ...base,
-      0x3272,
-      40,
-      0x3273,
-      0,
-      0x3274,
-      64,
-      0x3275,
-      41,
-      0x3276,
-      2048,
-      0x3277,
-      64,
-      EGL.NONE,
-    ]);
-    expect([...dmabufImageAttributes(desc, true)]).to.deep.equal([
-      ...base,
-      0x3272,
-      40,
-      0x3273,
-      0,
-      0x3274,
-      64,
-      0x3443,
-      2,
-      0x3444,
-      0x01000000,
-      0x3275,
-      41,
-      0x3276,
-      2048,
-      0x3277,
-      64,
-      0x3445,
-      2,
-      0x3446,
-      0x01000000,
-      EGL.NONE,
-    ]);
-    expect([...dmabufImageAttributes({ ...desc, modifier: MODIFIER_INVALID }, true)]).to.not.include(0x3443);
-    // A fourcc and modifier with the top bit set travel as the same 32 bits in a signed EGLint.
-    const high = dmabufImageAttributes(
-      { ...desc, fourcc: 0x80000001, modifier: 0xffffffff00000000n - 0x0100000000000000n },
-      true,
-    );
-    expect(high[5] >>> 0).to.equal(0x80000001);
-    expect([high[12], high[13] >>> 0, high[14], high[15] >>> 0]).to.deep.equal([0x3443, 0, 0x3444, 0xfeffffff]);
-  });
+  it(
+    'builds the EGL_LINUX_DMA_BUF_EXT attribute list ' +
+      '(modifier attributes only with _modifiers and a real modifier)',
+    () => {
+      const desc = {
+        width: 64,
+        height: 32,
+        fourcc: fourcc('NV12'),
+        modifier: 0x0100000000000002n,
+        planes: [
+          { fd: fakeFd(40), offset: 0, stride: 64 },
+          { fd: fakeFd(41), offset: 2048, stride: 64 },
+        ],
+      };
+      const base = [EGL.WIDTH, 64, EGL.HEIGHT, 32, EGL.LINUX_DRM_FOURCC_EXT, fourcc('NV12')];
+      expect([...dmabufImageAttributes(desc, false)]).to.deep.equal([
+        ...base,
+        0x3272,
+        40,
+        0x3273,
+        0,
+        0x3274,
+        64,
+        0x3275,
+        41,
+        0x3276,
+        2048,
+        0x3277,
+        64,
+        EGL.NONE,
+      ]);
+      expect([...dmabufImageAttributes(desc, true)]).to.deep.equal([
+        ...base,
+        0x3272,
+        40,
+        0x3273,
+        0,
+        0x3274,
+        64,
+        0x3443,
+        2,
+        0x3444,
+        0x01000000,
+        0x3275,
+        41,
+        0x3276,
+        2048,
+        0x3277,
+        64,
+        0x3445,
+        2,
+        0x3446,
+        0x01000000,
+        EGL.NONE,
+      ]);
+      expect([...dmabufImageAttributes({ ...desc, modifier: MODIFIER_INVALID }, true)]).to.not.include(0x3443);
+      // A fourcc and modifier with the top bit set travel as the same 32 bits in a signed EGLint.
+      const high = dmabufImageAttributes(
+        { ...desc, fourcc: 0x80000001, modifier: 0xffffffff00000000n - 0x0100000000000000n },
+        true,
+      );
+      expect(high[5] >>> 0).to.equal(0x80000001);
+      expect([high[12], high[13] >>> 0, high[14], high[15] >>> 0]).to.deep.equal([0x3443, 0, 0x3444, 0xfeffffff]);
+    },
+  );
 
   it('binds an EGLImage to a GL texture and reads the pixels back (EGLImage from a texture)', function () {
     for (const needed of ['imageBase', 'textureImage', 'eglImage'] as const) {
@@ -246,7 +253,9 @@ describe('EGL / OpenGL ES (koffi → libEGL, libGLESv2)', function () {
   it('imports a dma-buf into a GL texture and reads the pixels back', function () {
     if (!ctx.capabilities.dmabufImport) {
       // This machine cannot: its EGL offers no dma-buf import (no GPU driver). Allowed under CI=true.
-      this.test!.title = `imports a dma-buf into a GL texture — needs an EGL advertising EGL_EXT_image_dma_buf_import (a real GPU): not advertised by ${ctx.renderer}`;
+      this.test!.title =
+        `imports a dma-buf into a GL texture — needs an EGL advertising ` +
+        `EGL_EXT_image_dma_buf_import (a real GPU): not advertised by ${ctx.renderer}`;
       this.skip();
     }
     const probe = dmabufMechanism.probe();

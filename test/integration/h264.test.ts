@@ -241,68 +241,73 @@ describe('H.264 through GStreamer', function () {
     [320, 240],
     [1280, 720],
   ] as const) {
-    it(`round-trips the pattern at ${width}x${height}: one AU per frame in order, keyframe first, pixels within tolerance`, async () => {
-      const frames = 12;
-      const layout = patternLayout(width, height);
-      const enc = await encoder(width, height);
-      const dec = await decoder();
-      const aus = new Collector<H264AccessUnit>(enc, 'au');
-      const decoded = new Collector<H264DecodedFrame>(dec, 'frame', copyFrame);
-      const drops = new Collector<unknown>(dec, 'drop');
-      enc.on('au', (au) => expect(dec.decode(au.data, au.sequence, au.presentMs)).to.equal(true));
+    it(
+      `round-trips the pattern at ${width}x${height}: one AU per frame in order, keyframe first, pixels ` +
+        `within tolerance`,
+      async () => {
+        const frames = 12;
+        const layout = patternLayout(width, height);
+        const enc = await encoder(width, height);
+        const dec = await decoder();
+        const aus = new Collector<H264AccessUnit>(enc, 'au');
+        const decoded = new Collector<H264DecodedFrame>(dec, 'frame', copyFrame);
+        const drops = new Collector<unknown>(dec, 'drop');
+        enc.on('au', (au) => expect(dec.decode(au.data, au.sequence, au.presentMs)).to.equal(true));
 
-      // A stride wider than the row, as shared surfaces have: only width × 4 bytes of each row count.
-      const stride = width * 4 + 64;
-      const pixels = new Uint8Array(stride * height).fill(0x55);
-      const presented: number[] = [];
-      for (let i = 1; i <= frames; i++) {
-        drawPattern(layout, pixels, stride, i);
-        presented.push(nowMs());
-        await feed(enc, pixels, stride, 1000 + i, presented[i - 1]);
-      }
-      await aus.until(frames, 'access units');
-      await decoded.until(frames, 'decoded frames');
-
-      expect(aus.items.map((a) => a.sequence)).to.deep.equal(Array.from({ length: frames }, (_, i) => 1001 + i));
-      expect(aus.items.map((a) => a.presentMs)).to.deep.equal(presented);
-      expect(nalTypes(aus.items[0].data)).to.include.members([NAL_SPS, NAL_PPS, NAL_IDR]);
-      expect(aus.items[0].keyframe).to.equal(true);
-      for (const au of aus.items.slice(1)) {
-        expect(au.keyframe, `AU ${au.sequence} keyframe`).to.equal(false);
-        expect(nalTypes(au.data), `AU ${au.sequence}`).to.not.include(NAL_IDR);
-        expect(au.encodedMs).to.be.at.least(au.presentMs);
-      }
-      expect(enc.inFlight).to.equal(0);
-
-      expect(drops.items).to.deep.equal([]);
-      expect(decoded.items.map((f) => f.sequence)).to.deep.equal(aus.items.map((a) => a.sequence));
-      for (const f of decoded.items) {
-        const frame = f.sequence - 1000;
-        expect([f.width, f.height]).to.deep.equal([width, height]);
-        expect(f.pixels.length).to.equal(width * height * 4);
-        expect(f.presentMs).to.equal(presented[frame - 1]);
-        const { mae, source } = compare(layout, f.pixels, frame);
-        for (const [c, e] of mae.entries())
-          expect(e, `frame ${frame} channel ${'BGR'[c]} mean abs error`).to.be.below(MAX_MAE);
-        // Block colours: the box's inside, and a background cell away from the grid lines.
-        const bx = boxX(layout, frame) + (layout.box >> 1);
-        const by = boxY(layout, frame) + (layout.box >> 1);
-        const cells: [number, number][] = [
-          [bx, by],
-          [width - 48, height - 48],
-        ];
-        for (const [x, y] of cells) {
-          const want = meanColour(source, width, x, y, 2);
-          const got = meanColour(f.pixels, width, x, y, 2);
-          for (let c = 0; c < 3; c++)
-            expect(Math.abs(got[c] - want[c]), `frame ${frame} (${x},${y}) ${'BGR'[c]}: ${got} vs ${want}`).to.be.below(
-              MAX_BLOCK_DIFF,
-            );
+        // A stride wider than the row, as shared surfaces have: only width × 4 bytes of each row count.
+        const stride = width * 4 + 64;
+        const pixels = new Uint8Array(stride * height).fill(0x55);
+        const presented: number[] = [];
+        for (let i = 1; i <= frames; i++) {
+          drawPattern(layout, pixels, stride, i);
+          presented.push(nowMs());
+          await feed(enc, pixels, stride, 1000 + i, presented[i - 1]);
         }
-        // The frame counter, read back from the decoded pixels, is the frame's own.
-        expect(readCounter(layout, f.pixels, width * 4), `counter in frame ${frame}`).to.equal(frame);
-      }
-    });
+        await aus.until(frames, 'access units');
+        await decoded.until(frames, 'decoded frames');
+
+        expect(aus.items.map((a) => a.sequence)).to.deep.equal(Array.from({ length: frames }, (_, i) => 1001 + i));
+        expect(aus.items.map((a) => a.presentMs)).to.deep.equal(presented);
+        expect(nalTypes(aus.items[0].data)).to.include.members([NAL_SPS, NAL_PPS, NAL_IDR]);
+        expect(aus.items[0].keyframe).to.equal(true);
+        for (const au of aus.items.slice(1)) {
+          expect(au.keyframe, `AU ${au.sequence} keyframe`).to.equal(false);
+          expect(nalTypes(au.data), `AU ${au.sequence}`).to.not.include(NAL_IDR);
+          expect(au.encodedMs).to.be.at.least(au.presentMs);
+        }
+        expect(enc.inFlight).to.equal(0);
+
+        expect(drops.items).to.deep.equal([]);
+        expect(decoded.items.map((f) => f.sequence)).to.deep.equal(aus.items.map((a) => a.sequence));
+        for (const f of decoded.items) {
+          const frame = f.sequence - 1000;
+          expect([f.width, f.height]).to.deep.equal([width, height]);
+          expect(f.pixels.length).to.equal(width * height * 4);
+          expect(f.presentMs).to.equal(presented[frame - 1]);
+          const { mae, source } = compare(layout, f.pixels, frame);
+          for (const [c, e] of mae.entries())
+            expect(e, `frame ${frame} channel ${'BGR'[c]} mean abs error`).to.be.below(MAX_MAE);
+          // Block colours: the box's inside, and a background cell away from the grid lines.
+          const bx = boxX(layout, frame) + (layout.box >> 1);
+          const by = boxY(layout, frame) + (layout.box >> 1);
+          const cells: [number, number][] = [
+            [bx, by],
+            [width - 48, height - 48],
+          ];
+          for (const [x, y] of cells) {
+            const want = meanColour(source, width, x, y, 2);
+            const got = meanColour(f.pixels, width, x, y, 2);
+            for (let c = 0; c < 3; c++)
+              expect(
+                Math.abs(got[c] - want[c]),
+                `frame ${frame} (${x},${y}) ${'BGR'[c]}: ${got} vs ${want}`,
+              ).to.be.below(MAX_BLOCK_DIFF);
+          }
+          // The frame counter, read back from the decoded pixels, is the frame's own.
+          expect(readCounter(layout, f.pixels, width * 4), `counter in frame ${frame}`).to.equal(frame);
+        }
+      },
+    );
   }
 
   it('requestKeyframe(): the next frame encoded is an IDR with SPS/PPS, the one after is not', async () => {

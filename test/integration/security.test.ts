@@ -76,7 +76,9 @@ describe('security defaults', function () {
       const server = await SurfaceServer.listen({ path: socketPath, socketMode: 0o666, logger: () => {} });
       const gone = new Promise<{ code: string }>((resolve) => server.on('clientGone', (_c, why) => resolve(why)));
       try {
-        const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).SurfaceClient.connect({ path: ${JSON.stringify(socketPath)} })
+        const script =
+          `require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))}).SurfaceClient.connect(` +
+          `{ path: ${JSON.stringify(socketPath)} })
         .then(() => { console.log('CONNECTED'); process.exit(1); }, (e) => { console.log(e.code); process.exit(0); });`;
         const child = spawn(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, cwd: '/' });
         let out = '';

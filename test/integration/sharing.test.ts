@@ -94,25 +94,28 @@ describe('sharing between processes (shm.v1)', function () {
     expect((await server.call('stats')).holders).to.equal(0);
   });
 
-  it('a client killed with SIGKILL mid-frame: its buffers return and the server fd count returns to baseline', async () => {
-    await server.call('present', { fill: 1 });
-    const baseline = await server.call('stats');
-    const victim = await client({ releaseMode: 'never' });
-    await victim.waitEvent('frame');
-    const during = await server.call('stats');
-    expect(during.holders).to.equal(1);
-    expect(during.fds).to.be.greaterThan(baseline.fds);
-    victim.child.kill('SIGKILL');
-    const gone = await server.waitEvent('clientGone');
-    expect(gone.code).to.equal('E_PEER_CLOSED');
-    const after = await server.call('stats');
-    expect(after.holders).to.equal(0);
-    expect(after.fds).to.equal(baseline.fds);
-    // And the server keeps serving.
-    const next = await client();
-    await server.call('present', { fill: 9 });
-    expect((await next.waitEvent('frame', (f) => f.first === 9)).first).to.equal(9);
-  });
+  it(
+    'a client killed with SIGKILL mid-frame: ' + 'its buffers return and the server fd count returns to baseline',
+    async () => {
+      await server.call('present', { fill: 1 });
+      const baseline = await server.call('stats');
+      const victim = await client({ releaseMode: 'never' });
+      await victim.waitEvent('frame');
+      const during = await server.call('stats');
+      expect(during.holders).to.equal(1);
+      expect(during.fds).to.be.greaterThan(baseline.fds);
+      victim.child.kill('SIGKILL');
+      const gone = await server.waitEvent('clientGone');
+      expect(gone.code).to.equal('E_PEER_CLOSED');
+      const after = await server.call('stats');
+      expect(after.holders).to.equal(0);
+      expect(after.fds).to.equal(baseline.fds);
+      // And the server keeps serving.
+      const next = await client();
+      await server.call('present', { fill: 9 });
+      expect((await next.waitEvent('frame', (f) => f.first === 9)).first).to.equal(9);
+    },
+  );
 
   it('tells clients when the server is killed', async () => {
     const c = await client();

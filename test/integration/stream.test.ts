@@ -198,45 +198,52 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     await local.stop();
   });
 
-  it('stream.v1 on the local socket: the WELCOME names the endpoint and token, which serve pixel-exact frames', async () => {
-    const local = await SurfaceClient.connect({
-      path: producer.info.socketPath,
-      mechanisms: ['stream.v1'],
-      name: 'stream-v1',
-    });
-    try {
-      const n = local.negotiation!;
-      expect(n.mechanism).to.equal('stream.v1');
-      expect(n.reason).to.match(/encoded over WebSocket/);
-      expect(n.stream).to.deep.include({
-        wsUrl: producer.info.wsUrl,
-        token: producer.info.token,
-        url: producer.info.url,
+  it(
+    'stream.v1 on the local socket: ' + 'the WELCOME names the endpoint and token, which serve pixel-exact frames',
+    async () => {
+      const local = await SurfaceClient.connect({
+        path: producer.info.socketPath,
+        mechanisms: ['stream.v1'],
+        name: 'stream-v1',
       });
-      expect(n.stream!.codecs).to.include('tiles');
-      const c = await connect({ token: n.stream!.token, codecs: ['tiles'], name: 'via-stream-v1' }, n.stream!.wsUrl);
-      const [f] = await frames(c, 1);
-      expect(differingPixels(f.pixels, expected(320, 240, f.sequence), 320, 240, f.stride)).to.equal(0);
-    } finally {
-      local.close();
-    }
-  });
+      try {
+        const n = local.negotiation!;
+        expect(n.mechanism).to.equal('stream.v1');
+        expect(n.reason).to.match(/encoded over WebSocket/);
+        expect(n.stream).to.deep.include({
+          wsUrl: producer.info.wsUrl,
+          token: producer.info.token,
+          url: producer.info.url,
+        });
+        expect(n.stream!.codecs).to.include('tiles');
+        const c = await connect({ token: n.stream!.token, codecs: ['tiles'], name: 'via-stream-v1' }, n.stream!.wsUrl);
+        const [f] = await frames(c, 1);
+        expect(differingPixels(f.pixels, expected(320, 240, f.sequence), 320, 240, f.stride)).to.equal(0);
+      } finally {
+        local.close();
+      }
+    },
+  );
 
-  it('stream.v1 is chosen for a client on another host (boot id differs): handle mechanisms are refused, saying why', async () => {
-    const result = await run('python3', [
-      path.join(ROOT, 'test', 'fixtures', 'raw_peer.py'),
-      'attack',
-      producer.info.socketPath,
-      'other-host',
-    ]);
-    expect(result.code, result.stderr).to.equal(0);
-    const { type, welcome } = JSON.parse(result.stdout);
-    expect(type).to.equal(0x02);
-    expect(welcome.mechanism).to.equal('stream.v1');
-    expect(welcome.rejected).to.deep.equal([{ name: 'shm.v1', reason: welcome.rejected[0].reason }]);
-    expect(welcome.rejected[0].reason).to.match(/another host .*handles cannot cross hosts/);
-    expect(welcome.stream).to.include({ wsUrl: producer.info.wsUrl, token: producer.info.token });
-  });
+  it(
+    'stream.v1 is chosen for a client on another host ' +
+      '(boot id differs): handle mechanisms are refused, saying why',
+    async () => {
+      const result = await run('python3', [
+        path.join(ROOT, 'test', 'fixtures', 'raw_peer.py'),
+        'attack',
+        producer.info.socketPath,
+        'other-host',
+      ]);
+      expect(result.code, result.stderr).to.equal(0);
+      const { type, welcome } = JSON.parse(result.stdout);
+      expect(type).to.equal(0x02);
+      expect(welcome.mechanism).to.equal('stream.v1');
+      expect(welcome.rejected).to.deep.equal([{ name: 'shm.v1', reason: welcome.rejected[0].reason }]);
+      expect(welcome.rejected[0].reason).to.match(/another host .*handles cannot cross hosts/);
+      expect(welcome.stream).to.include({ wsUrl: producer.info.wsUrl, token: producer.info.token });
+    },
+  );
 
   it('stream.v1 offered to a server without a StreamServer: E_NO_MECHANISM, saying why', async () => {
     const plain = new Peer('server.ts');
@@ -271,43 +278,46 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(next.some((f) => f.keyframe)).to.equal(true);
   });
 
-  it('auth: a missing or wrong token is E_AUTH (close 4401), no frame first; a foreign Origin is refused 403', async () => {
-    for (const token of ['', 'not-the-token', producer.info.token.slice(0, -1)]) {
-      const p = new RawPeer(producer.info.wsUrl);
-      expect((await p.hello(token)).code).to.equal('E_AUTH');
-      expect(await p.ended()).to.deep.equal({ code: 'E_AUTH', close: 4401 });
-      expect(p.binaries).to.have.length(0);
-    }
-    const noToken = new RawPeer(producer.info.wsUrl);
-    await noToken.opened;
-    noToken.send({ type: 'hello', name: 'x', codecs: ['tiles'] });
-    expect(await noToken.ended()).to.deep.equal({ code: 'E_AUTH', close: 4401 });
-    // The client library refuses to connect without one, and reports the server's verdict.
-    const wrong = await RemoteStreamClient.connect(producer.info.wsUrl, { token: 'x'.repeat(64) }).then(
-      () => null,
-      (e: SurfaceLinkError) => e,
-    );
-    expect(wrong?.code).to.equal('E_AUTH');
+  it(
+    'auth: a missing or wrong token is E_AUTH (close 4401), ' + 'no frame first; a foreign Origin is refused 403',
+    async () => {
+      for (const token of ['', 'not-the-token', producer.info.token.slice(0, -1)]) {
+        const p = new RawPeer(producer.info.wsUrl);
+        expect((await p.hello(token)).code).to.equal('E_AUTH');
+        expect(await p.ended()).to.deep.equal({ code: 'E_AUTH', close: 4401 });
+        expect(p.binaries).to.have.length(0);
+      }
+      const noToken = new RawPeer(producer.info.wsUrl);
+      await noToken.opened;
+      noToken.send({ type: 'hello', name: 'x', codecs: ['tiles'] });
+      expect(await noToken.ended()).to.deep.equal({ code: 'E_AUTH', close: 4401 });
+      // The client library refuses to connect without one, and reports the server's verdict.
+      const wrong = await RemoteStreamClient.connect(producer.info.wsUrl, { token: 'x'.repeat(64) }).then(
+        () => null,
+        (e: SurfaceLinkError) => e,
+      );
+      expect(wrong?.code).to.equal('E_AUTH');
 
-    const foreign = new RawPeer(producer.info.wsUrl, { origin: 'http://evil.example' });
-    const refused = await foreign.opened.then(
-      () => null,
-      (e: { status: number }) => e.status,
-    );
-    expect(refused).to.equal(403);
-    // The server's own origin is fine.
-    const own = new RawPeer(producer.info.wsUrl, { origin: new URL(producer.info.url).origin });
-    expect((await own.hello(producer.info.token)).type).to.equal('welcome');
-    own.ws.close();
-    // No subprotocol: refused before any WebSocket exists.
-    const bare = new RawPeer(producer.info.wsUrl, {}, []);
-    expect(
-      await bare.opened.then(
+      const foreign = new RawPeer(producer.info.wsUrl, { origin: 'http://evil.example' });
+      const refused = await foreign.opened.then(
         () => null,
         (e: { status: number }) => e.status,
-      ),
-    ).to.equal(400);
-  });
+      );
+      expect(refused).to.equal(403);
+      // The server's own origin is fine.
+      const own = new RawPeer(producer.info.wsUrl, { origin: new URL(producer.info.url).origin });
+      expect((await own.hello(producer.info.token)).type).to.equal('welcome');
+      own.ws.close();
+      // No subprotocol: refused before any WebSocket exists.
+      const bare = new RawPeer(producer.info.wsUrl, {}, []);
+      expect(
+        await bare.opened.then(
+          () => null,
+          (e: { status: number }) => e.status,
+        ),
+      ).to.equal(400);
+    },
+  );
 
   it('bad input gets a stable code and a close; other clients keep receiving frames', async () => {
     const good = await connect({ codecs: ['tiles'], name: 'bystander' });
@@ -358,30 +368,34 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(differingPixels(after[2].pixels, expected(320, 240, after[2].sequence), 320, 240, 1280)).to.equal(0);
   });
 
-  it('backpressure: a client that never acks gets `window` frames and no more; acking resumes it, skipping to the newest', async () => {
-    const p = new RawPeer(producer.info.wsUrl);
-    expect((await p.hello(producer.info.token, { name: 'never-acks' })).type).to.equal('welcome');
-    await eventually(() => p.binaries.length >= 2, 5000, 'two frames');
-    await sleep(1000); // 30 more frames presented meanwhile
-    expect(p.binaries).to.have.length(2);
-    const stuck: StreamClientInfo = (await producer.peer.call('clients')).find(
-      (i: StreamClientInfo) => i.name === 'never-acks',
-    );
-    expect(stuck).to.include({ framesSent: 2, inFlight: 2 });
-    expect(stuck.bufferedAmount).to.be.lessThan(4 * 1024 * 1024);
-    const seqs = p.binaries.map((b) => b.readUInt32LE(4));
-    p.send({ type: 'ack', seq: seqs[1] }); // cumulative: frees both
-    await eventually(() => p.binaries.length >= 3, 5000, 'a frame after the ack');
-    const next = p.binaries[2].readUInt32LE(4);
-    expect(next - seqs[1]).to.be.greaterThan(10); // latest wins: the frames in between were skipped
-    expect(p.binaries[2][1] & FLAG_KEYFRAME).to.equal(0); // …and only their accumulated damage was sent
-    const resumed: StreamClientInfo = (await producer.peer.call('clients')).find(
-      (i: StreamClientInfo) => i.name === 'never-acks',
-    );
-    expect(resumed.framesSkipped).to.be.greaterThan(10);
-    // Stop acking again: after the ack timeout (3 s here) the server hangs up.
-    expect(await p.ended()).to.deep.equal({ code: 'E_RELEASE_TIMEOUT', close: 4408 });
-  });
+  it(
+    'backpressure: a client that never acks gets `window` frames and no more; ' +
+      'acking resumes it, skipping to the newest',
+    async () => {
+      const p = new RawPeer(producer.info.wsUrl);
+      expect((await p.hello(producer.info.token, { name: 'never-acks' })).type).to.equal('welcome');
+      await eventually(() => p.binaries.length >= 2, 5000, 'two frames');
+      await sleep(1000); // 30 more frames presented meanwhile
+      expect(p.binaries).to.have.length(2);
+      const stuck: StreamClientInfo = (await producer.peer.call('clients')).find(
+        (i: StreamClientInfo) => i.name === 'never-acks',
+      );
+      expect(stuck).to.include({ framesSent: 2, inFlight: 2 });
+      expect(stuck.bufferedAmount).to.be.lessThan(4 * 1024 * 1024);
+      const seqs = p.binaries.map((b) => b.readUInt32LE(4));
+      p.send({ type: 'ack', seq: seqs[1] }); // cumulative: frees both
+      await eventually(() => p.binaries.length >= 3, 5000, 'a frame after the ack');
+      const next = p.binaries[2].readUInt32LE(4);
+      expect(next - seqs[1]).to.be.greaterThan(10); // latest wins: the frames in between were skipped
+      expect(p.binaries[2][1] & FLAG_KEYFRAME).to.equal(0); // …and only their accumulated damage was sent
+      const resumed: StreamClientInfo = (await producer.peer.call('clients')).find(
+        (i: StreamClientInfo) => i.name === 'never-acks',
+      );
+      expect(resumed.framesSkipped).to.be.greaterThan(10);
+      // Stop acking again: after the ack timeout (3 s here) the server hangs up.
+      expect(await p.ended()).to.deep.equal({ code: 'E_RELEASE_TIMEOUT', close: 4408 });
+    },
+  );
 
   it('maxFps caps the rate per client (the client asks for less than the server)', async () => {
     const c = await connect({ codecs: ['tiles'], maxFps: 5, name: 'slow' });
@@ -478,96 +492,102 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(differingPixels(last.pixels, want, 160, 100, last.stride)).to.equal(0);
   });
 
-  it('CLI: `serve --stream` prints the viewer URL; `view --remote` prints the codec, the reason and stats lines', async () => {
-    // From src/ through tsx, so the test does not depend on a fresh dist/.
-    const cli = (args: string[]) =>
-      spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'index.ts'), ...args], {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-    const serve = cli([
-      'serve',
-      '--stream',
-      '--width',
-      '160',
-      '--height',
-      '120',
-      '--fps',
-      '30',
-      '--path',
-      path.join(producer.info.socketPath, '..', 'cli.sock'),
-    ]);
-    let served = '';
-    serve.stdout!.on('data', (d) => (served += d));
-    try {
-      await eventually(() => /#token=[0-9a-f]{64}/.test(served), 20000, 'the viewer URL');
-      const url = served.match(/stream: (http:\/\/\S+)/)![1];
-      const view = cli(['view', '--remote', url, '--codec', 'tiles']);
-      let seen = '';
-      view.stdout!.on('data', (d) => (seen += d));
-      view.stderr!.on('data', (d) => (seen += d));
-      await eventually(() => (seen.match(/fps \| latency/g) ?? []).length >= 2, 20000, 'two stats lines');
-      const exited = new Promise<number | null>((resolve) => view.on('exit', (code) => resolve(code)));
-      view.kill('SIGINT');
-      expect(await exited).to.equal(130);
-      expect(seen).to.match(/codec tiles: lossless tiles/);
-      expect(seen).to.match(/^tiles \| \d+ fps \| latency p50 [\d.]+ ms p99 [\d.]+ ms \| [\d.]+ (k|M)bit\/s/m);
-      await eventually(
-        () => /\+ stream client \d+ "surfacelink-view-\d+" \(127\.0\.0\.1\): tiles/.test(served),
-        5000,
-        'serve printing the client',
-      );
-    } finally {
-      serve.kill('SIGINT');
-    }
-  });
-
-  it('RemoteStreamClient: a malformed welcome, resize or pong from a server is E_MALFORMED, never a crash', async () => {
-    for (const [bad, afterWelcome] of [
-      [{ type: 'welcome', codec: 'tiles', server: 'x', reason: 'r' }, false],
-      [{ type: 'welcome', codec: 'tiles', surface: { id: 1, width: -5, height: 2 } }, false],
-      [{ type: 'welcome', codec: 'vp9', surface: { id: 1, width: 4, height: 4 } }, false],
-      [{ type: 'resize', width: 'wide', height: 4 }, true],
-      [{ type: 'pong', t: 'then' }, true],
-    ] as const) {
-      const fake = new WebSocket.Server({ host: '127.0.0.1', port: 0, handleProtocols: () => SUBPROTOCOL });
-      await new Promise<void>((resolve) => fake.once('listening', () => resolve()));
-      fake.on('connection', (ws) =>
-        ws.once('message', () => {
-          if (afterWelcome)
-            ws.send(
-              JSON.stringify({
-                type: 'welcome',
-                codec: 'tiles',
-                surface: { id: 1, width: 4, height: 4, format: 'XRGB8888' },
-                server: 'fake',
-                reason: 'r',
-                window: 2,
-              }),
-            );
-          // After connect() has resolved and the test listens for the error.
-          setTimeout(() => ws.send(JSON.stringify(bad)), afterWelcome ? 200 : 0);
-        }),
-      );
-      const url = `ws://127.0.0.1:${(fake.address() as { port: number }).port}/stream`;
+  it(
+    'CLI: `serve --stream` prints the viewer URL; ' + '`view --remote` prints the codec, the reason and stats lines',
+    async () => {
+      // From src/ through tsx, so the test does not depend on a fresh dist/.
+      const cli = (args: string[]) =>
+        spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'index.ts'), ...args], {
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+      const serve = cli([
+        'serve',
+        '--stream',
+        '--width',
+        '160',
+        '--height',
+        '120',
+        '--fps',
+        '30',
+        '--path',
+        path.join(producer.info.socketPath, '..', 'cli.sock'),
+      ]);
+      let served = '';
+      serve.stdout!.on('data', (d) => (served += d));
       try {
-        if (!afterWelcome) {
-          const error = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] }).then(
-            () => null,
-            (e: SurfaceLinkError) => e,
-          );
-          expect(error?.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
-        } else {
-          const c = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] });
-          const error = await new Promise<SurfaceLinkError>((resolve) => c.once('error', resolve));
-          expect(error.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
-          await eventually(() => c.closed, 2000, 'the client closes');
-        }
+        await eventually(() => /#token=[0-9a-f]{64}/.test(served), 20000, 'the viewer URL');
+        const url = served.match(/stream: (http:\/\/\S+)/)![1];
+        const view = cli(['view', '--remote', url, '--codec', 'tiles']);
+        let seen = '';
+        view.stdout!.on('data', (d) => (seen += d));
+        view.stderr!.on('data', (d) => (seen += d));
+        await eventually(() => (seen.match(/fps \| latency/g) ?? []).length >= 2, 20000, 'two stats lines');
+        const exited = new Promise<number | null>((resolve) => view.on('exit', (code) => resolve(code)));
+        view.kill('SIGINT');
+        expect(await exited).to.equal(130);
+        expect(seen).to.match(/codec tiles: lossless tiles/);
+        expect(seen).to.match(/^tiles \| \d+ fps \| latency p50 [\d.]+ ms p99 [\d.]+ ms \| [\d.]+ (k|M)bit\/s/m);
+        await eventually(
+          () => /\+ stream client \d+ "surfacelink-view-\d+" \(127\.0\.0\.1\): tiles/.test(served),
+          5000,
+          'serve printing the client',
+        );
       } finally {
-        fake.close();
+        serve.kill('SIGINT');
       }
-    }
-  });
+    },
+  );
+
+  it(
+    'RemoteStreamClient: a malformed welcome, ' + 'resize or pong from a server is E_MALFORMED, never a crash',
+    async () => {
+      for (const [bad, afterWelcome] of [
+        [{ type: 'welcome', codec: 'tiles', server: 'x', reason: 'r' }, false],
+        [{ type: 'welcome', codec: 'tiles', surface: { id: 1, width: -5, height: 2 } }, false],
+        [{ type: 'welcome', codec: 'vp9', surface: { id: 1, width: 4, height: 4 } }, false],
+        [{ type: 'resize', width: 'wide', height: 4 }, true],
+        [{ type: 'pong', t: 'then' }, true],
+      ] as const) {
+        const fake = new WebSocket.Server({ host: '127.0.0.1', port: 0, handleProtocols: () => SUBPROTOCOL });
+        await new Promise<void>((resolve) => fake.once('listening', () => resolve()));
+        fake.on('connection', (ws) =>
+          ws.once('message', () => {
+            if (afterWelcome)
+              ws.send(
+                JSON.stringify({
+                  type: 'welcome',
+                  codec: 'tiles',
+                  surface: { id: 1, width: 4, height: 4, format: 'XRGB8888' },
+                  server: 'fake',
+                  reason: 'r',
+                  window: 2,
+                }),
+              );
+            // After connect() has resolved and the test listens for the error.
+            setTimeout(() => ws.send(JSON.stringify(bad)), afterWelcome ? 200 : 0);
+          }),
+        );
+        const url = `ws://127.0.0.1:${(fake.address() as { port: number }).port}/stream`;
+        try {
+          if (!afterWelcome) {
+            const error = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] }).then(
+              () => null,
+              (e: SurfaceLinkError) => e,
+            );
+            expect(error?.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
+          } else {
+            const c = await RemoteStreamClient.connect(url, { token: 'x'.repeat(16), codecs: ['tiles'] });
+            const error = await new Promise<SurfaceLinkError>((resolve) => c.once('error', resolve));
+            expect(error.code, JSON.stringify(bad)).to.equal('E_MALFORMED');
+            await eventually(() => c.closed, 2000, 'the client closes');
+          }
+        } finally {
+          fake.close();
+        }
+      }
+    },
+  );
 
   it('the surface closing sends `gone` and closes 1000', async () => {
     const own = await startProducer(['--width', '64', '--height', '48']);

@@ -9,8 +9,9 @@
  *
  * npm 11.19 refuses `--allow-scripts=<pkg>` in project installs (EALLOWSCRIPTS: "Add the entries
  * to the allowScripts field in package.json"), so the project's package.json carries the policy;
- * and it still runs an unreviewed package's install script, with a warning (the default case). The npm cache is primed first (the only step that may use the network); every
- * measured install is --offline. Sizes and times are logged.
+ * and it still runs an unreviewed package's install script, with a warning (the default case).
+ * The npm cache is primed first (the only step that may use the network); every measured
+ * install is --offline. Sizes and times are logged.
  *
  * Needs the prebuilds (npm run prebuild): skipped with that reason, failed under CI=true.
  */
@@ -199,11 +200,12 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     const all = await duKiB(path.join(inst.project, 'node_modules'));
     const own = await duKiB(inst.pkg);
     console.log(
-      `      ${label}: install ${(inst.install.ms / 1000).toFixed(1)} s; node_modules ${mib(all)} (surfacelink ${mib(own)}); install script ${inst.scriptRan ? 'ran' : 'did not run'}`,
+      `      ${label}: install ${(inst.install.ms / 1000).toFixed(1)} s; node_modules ${mib(all)} ` +
+        `(surfacelink ${mib(own)}); install script ${inst.scriptRan ? 'ran' : 'did not run'}`,
     );
   }
 
-  it('the tarball holds the five prebuilt addons, the sources for a source build, and no local build', function () {
+  it('the tarball holds the five prebuilt addons, the sources for a source build, the vendored ANGLE and notices, and no local build', function () {
     requireOrSkip(this, unavailable === null, unavailable!);
     const files = packed!.files.map((f) => f.path);
     for (const { target } of PREBUILT_TARGETS) expect(files).to.include(`prebuilds/${target}/surfacelink.node`);
@@ -216,6 +218,11 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
       'native/macos/platform.cc',
       'native/windows/platform.cc',
       'dist/native/load.js',
+      'vendor/angle/swiftshader.tar.br',
+      'LICENSE',
+      'CHANGELOG.md',
+      'docs/third-party/ANGLE-NOTICES.md',
+      'docs/third-party/MINGW-W64-NOTICES.md',
     ])
       expect(files).to.include(f);
     expect(
@@ -223,7 +230,12 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     ).to.deep.equal([]);
     const tgzBytes = fs.statSync(tarball).size;
     console.log(
-      `      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); prebuilds ${PREBUILT_TARGETS.map((t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`).join(', ')}`,
+      `      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} ` +
+        `files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); ` +
+        'prebuilds ' +
+        PREBUILT_TARGETS.map(
+          (t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`,
+        ).join(', '),
     );
     expect(packed!.size).to.equal(tgzBytes);
   });
@@ -248,71 +260,83 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
       scripts: true,
     },
   ]) {
-    it(`${variant.title}: installs offline with no compiler; require('surfacelink') works; the loader and doctor use prebuilds/linux-x64`, async function () {
-      requireOrSkip(this, unavailable === null, unavailable!);
-      const inst = await install(variant.name, tarball, { scripts: variant.scripts, pathValue: noToolsPath });
-      await logSizes(variant.title, inst);
-      const expected = path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node');
-      const output = inst.install.stdout + inst.install.stderr;
-      if (variant.name === 'denied') {
-        expect(inst.scriptRan, 'the denied install script ran').to.equal(false);
-      }
-      if (variant.name === 'allowed') {
-        expect(inst.scriptRan, 'the allowed install script did not run').to.equal(true);
-      }
-      if (inst.scriptRan)
-        expect(output).to.include('surfacelink: using the prebuilt addon prebuilds/linux-x64/surfacelink.node');
-      expect(fs.existsSync(path.join(inst.pkg, 'build')), 'a build/ folder in the installed package').to.equal(false);
-      expect(await loaderResult(inst, noToolsPath)).to.deep.equal({ path: expected, platform: 'linux' });
-      const addon = await doctorAddon(inst, noToolsPath);
-      expect(addon.error).to.equal(null);
-      expect(addon.loaded).to.equal(true);
-      expect(addon.path).to.equal(expected);
-      expect(addon.platform).to.equal('linux');
-    });
+    it(
+      `${variant.title}: installs offline with no compiler; require('surfacelink') works; the loader and ` +
+        `doctor use prebuilds/linux-x64`,
+      async function () {
+        requireOrSkip(this, unavailable === null, unavailable!);
+        const inst = await install(variant.name, tarball, { scripts: variant.scripts, pathValue: noToolsPath });
+        await logSizes(variant.title, inst);
+        const expected = path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node');
+        const output = inst.install.stdout + inst.install.stderr;
+        if (variant.name === 'denied') {
+          expect(inst.scriptRan, 'the denied install script ran').to.equal(false);
+        }
+        if (variant.name === 'allowed') {
+          expect(inst.scriptRan, 'the allowed install script did not run').to.equal(true);
+        }
+        if (inst.scriptRan)
+          expect(output).to.include('surfacelink: using the prebuilt addon prebuilds/linux-x64/surfacelink.node');
+        expect(fs.existsSync(path.join(inst.pkg, 'build')), 'a build/ folder in the installed package').to.equal(false);
+        expect(await loaderResult(inst, noToolsPath)).to.deep.equal({ path: expected, platform: 'linux' });
+        const addon = await doctorAddon(inst, noToolsPath);
+        expect(addon.error).to.equal(null);
+        expect(addon.loaded).to.equal(true);
+        expect(addon.path).to.equal(expected);
+        expect(addon.platform).to.equal('linux');
+      },
+    );
   }
 
-  it('no prebuild and no compiler, scripts allowed: the install still succeeds, says what is missing, and the run time explains (E_NATIVE_UNAVAILABLE)', async function () {
-    requireOrSkip(this, unavailable === null, unavailable!);
-    const inst = await install('no-prebuild-no-compiler', bareTarball, {
-      scripts: true,
-      deps: BUILD_DEPS,
-      pathValue: noToolsPath,
-    });
-    await logSizes('no prebuild, no compiler', inst);
-    const output = inst.install.stdout + inst.install.stderr;
-    expect(inst.scriptRan).to.equal(true);
-    expect(output).to.include('cannot build the native addon from source here; missing:');
-    expect(output).to.match(/- cmake 3\.15 or newer/);
-    expect(output).to.match(/- a C\+\+17 compiler/);
-    const loaded = await loaderResult(inst, noToolsPath);
-    expect(loaded.code).to.equal('E_NATIVE_UNAVAILABLE');
-    expect(loaded.message).to.include(
-      `${path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node')}: not found`,
-    );
-    expect(loaded.message).to.include('Possible solutions:');
-    const addon = await doctorAddon(inst, noToolsPath);
-    expect(addon.loaded).to.equal(false);
-    expect(addon.error).to.match(/^E_NATIVE_UNAVAILABLE: /);
-  });
+  it(
+    'no prebuild and no compiler, scripts allowed: the install still succeeds, ' +
+      'says what is missing, and the run time explains (E_NATIVE_UNAVAILABLE)',
+    async function () {
+      requireOrSkip(this, unavailable === null, unavailable!);
+      const inst = await install('no-prebuild-no-compiler', bareTarball, {
+        scripts: true,
+        deps: BUILD_DEPS,
+        pathValue: noToolsPath,
+      });
+      await logSizes('no prebuild, no compiler', inst);
+      const output = inst.install.stdout + inst.install.stderr;
+      expect(inst.scriptRan).to.equal(true);
+      expect(output).to.include('cannot build the native addon from source here; missing:');
+      expect(output).to.match(/- cmake 3\.15 or newer/);
+      expect(output).to.match(/- a C\+\+17 compiler/);
+      const loaded = await loaderResult(inst, noToolsPath);
+      expect(loaded.code).to.equal('E_NATIVE_UNAVAILABLE');
+      expect(loaded.message).to.include(
+        `${path.join(inst.pkg, 'prebuilds', 'linux-x64', 'surfacelink.node')}: not found`,
+      );
+      expect(loaded.message).to.include('Possible solutions:');
+      const addon = await doctorAddon(inst, noToolsPath);
+      expect(addon.loaded).to.equal(false);
+      expect(addon.error).to.match(/^E_NATIVE_UNAVAILABLE: /);
+    },
+  );
 
-  it('no prebuild, compilers present, scripts allowed: builds from source with cmake-js (no -Werror) — timed for comparison', async function () {
-    requireOrSkip(this, unavailable === null, unavailable!);
-    const tools = ['cmake', 'c++'].filter((t) => !which(t));
-    requireOrSkip(this, tools.length === 0, `missing ${tools.join(', ')} for a source build`);
-    const inst = await install('from-source', bareTarball, {
-      scripts: true,
-      deps: BUILD_DEPS,
-      pathValue: process.env.PATH ?? '',
-    });
-    await logSizes('no prebuild, built from source', inst);
-    const output = inst.install.stdout + inst.install.stderr;
-    expect(output).to.match(/surfacelink: built build\/Release\/surfacelink\.node in [0-9.]+ s/);
-    expect(fs.readFileSync(path.join(inst.pkg, 'build', 'CMakeCache.txt'), 'utf8')).to.include(
-      'SURFACELINK_WERROR:BOOL=OFF',
-    );
-    const expected = path.join(inst.pkg, 'build', 'Release', 'surfacelink.node');
-    expect(await loaderResult(inst, process.env.PATH ?? '')).to.deep.equal({ path: expected, platform: 'linux' });
-    expect((await doctorAddon(inst, process.env.PATH ?? '')).path).to.equal(expected);
-  });
+  it(
+    'no prebuild, compilers present, scripts allowed: ' +
+      'builds from source with cmake-js (no -Werror) — timed for comparison',
+    async function () {
+      requireOrSkip(this, unavailable === null, unavailable!);
+      const tools = ['cmake', 'c++'].filter((t) => !which(t));
+      requireOrSkip(this, tools.length === 0, `missing ${tools.join(', ')} for a source build`);
+      const inst = await install('from-source', bareTarball, {
+        scripts: true,
+        deps: BUILD_DEPS,
+        pathValue: process.env.PATH ?? '',
+      });
+      await logSizes('no prebuild, built from source', inst);
+      const output = inst.install.stdout + inst.install.stderr;
+      expect(output).to.match(/surfacelink: built build\/Release\/surfacelink\.node in [0-9.]+ s/);
+      expect(fs.readFileSync(path.join(inst.pkg, 'build', 'CMakeCache.txt'), 'utf8')).to.include(
+        'SURFACELINK_WERROR:BOOL=OFF',
+      );
+      const expected = path.join(inst.pkg, 'build', 'Release', 'surfacelink.node');
+      expect(await loaderResult(inst, process.env.PATH ?? '')).to.deep.equal({ path: expected, platform: 'linux' });
+      expect((await doctorAddon(inst, process.env.PATH ?? '')).path).to.equal(expected);
+    },
+  );
 });

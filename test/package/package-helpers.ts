@@ -117,7 +117,8 @@ export async function runOk(
   const r = await run(command, args, options);
   if (r.code !== 0) {
     throw new Error(
-      `${command} ${args.join(' ')} exited ${r.code ?? r.signal} after ${r.ms} ms\n--- stdout\n${r.stdout.slice(-4000)}\n--- stderr\n${r.stderr.slice(-4000)}`,
+      `${command} ${args.join(' ')} exited ${r.code ?? r.signal} after ${r.ms} ms\n--- ` +
+        `stdout\n${r.stdout.slice(-4000)}\n--- stderr\n${r.stderr.slice(-4000)}`,
     );
   }
   return r;

@@ -59,27 +59,30 @@ const winPath = (unixPath: string): string => `Z:${unixPath.replace(/\//g, '\\')
 describe('package: the win32-x64 prebuild under wine', function () {
   this.timeout(240_000);
 
-  it("loads in node.exe (wine 8, win10): platform 'win32', exports platform and abi only; the loader finds prebuilds/win32-x64 itself", async function () {
-    const prebuild = requirePrebuild(this, 'win32-x64');
-    const missing = missingTools({
-      wine: 'wine wine64',
-      wineserver: 'wine wine64',
-      'xvfb-run': 'xvfb',
-      xauth: 'xauth',
-    });
-    requireOrSkip(this, missing.length === 0, `missing ${missing.join(', ')}`);
-    const loader = path.join(ROOT, 'dist', 'native', 'load.js');
-    if (!fs.existsSync(loader))
-      throw new Error('dist/native/load.js is missing: run `npm run build:ts` first (npm test does)');
-    const nodeExe = await windowsNode();
+  it(
+    "loads in node.exe (wine 8, win10): platform 'win32', " +
+      'exports platform and abi only; the loader finds prebuilds/win32-x64 itself',
+    async function () {
+      const prebuild = requirePrebuild(this, 'win32-x64');
+      const missing = missingTools({
+        wine: 'wine wine64',
+        wineserver: 'wine wine64',
+        'xvfb-run': 'xvfb',
+        xauth: 'xauth',
+      });
+      requireOrSkip(this, missing.length === 0, `missing ${missing.join(', ')}`);
+      const loader = path.join(ROOT, 'dist', 'native', 'load.js');
+      if (!fs.existsSync(loader))
+        throw new Error('dist/native/load.js is missing: run `npm run build:ts` first (npm test does)');
+      const nodeExe = await windowsNode();
 
-    const { dir, cleanup } = tempDir('sl-wine-');
-    try {
-      const prefix = path.join(dir, 'prefix');
-      const out = path.join(dir, 'out.json');
-      const log = path.join(dir, 'node.log');
-      // In node.exe: the addon directly, then the package's own loader from dist/.
-      const script = `
+      const { dir, cleanup } = tempDir('sl-wine-');
+      try {
+        const prefix = path.join(dir, 'prefix');
+        const out = path.join(dir, 'out.json');
+        const log = path.join(dir, 'node.log');
+        // In node.exe: the addon directly, then the package's own loader from dist/.
+        const script = `
         const direct = require(process.argv[2]);
         const { loadAddon, addonCandidates } = require(process.argv[3]);
         const loaded = loadAddon();
@@ -88,51 +91,52 @@ describe('package: the win32-x64 prebuild under wine', function () {
           platform: direct.platform, abi: direct.abi, keys: Object.keys(direct),
           loaderPath: loaded.path, loaderPlatform: loaded.addon.platform, candidates: addonCandidates(),
         }));`;
-      fs.writeFileSync(path.join(dir, 'check.js'), script);
-      const inner = [
-        'set -e',
-        'wine wineboot -i >/dev/null 2>&1',
-        `wine reg add 'HKCU\\Software\\Wine' /v Version /d win10 /f >/dev/null 2>&1`,
-        'wineserver -w',
-        `set +e; wine "$NODE_EXE" "$CHECK_JS" "$ADDON" "$LOADER" "$OUT" > "$LOG" 2>&1; rc=$?`,
-        'wineserver -k || true',
-        'exit $rc',
-      ].join('\n');
-      const env: NodeJS.ProcessEnv = {
-        ...process.env,
-        WINEPREFIX: prefix,
-        WINEDEBUG: '-all',
-        WINEDLLOVERRIDES: 'mscoree,mshtml=',
-        NODE_EXE: nodeExe,
-        CHECK_JS: winPath(path.join(dir, 'check.js')),
-        ADDON: winPath(prebuild),
-        LOADER: winPath(loader),
-        OUT: winPath(out),
-        LOG: log,
-      };
-      delete env.SURFACELINK_ADDON; // the loader must find the prebuild by itself
-      const r = await run('xvfb-run', ['-a', '-s', '-screen 0 640x480x24', 'bash', '-c', inner], {
-        env,
-        timeoutMs: 200_000,
-      });
-      const nodeLog = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '(no log)';
-      expect(
-        r.code,
-        `wine node.exe exited ${r.code ?? r.signal} after ${r.ms} ms\n${nodeLog}\n${r.stderr.slice(-2000)}`,
-      ).to.equal(0);
-      const result = JSON.parse(fs.readFileSync(out, 'utf8'));
-      console.log(`      wine run (fresh prefix + node.exe) took ${(r.ms / 1000).toFixed(1)} s`);
-      expect(result.nodePlatform).to.equal('win32');
-      expect(result.nodeArch).to.equal('x64');
-      expect(result.nodeVersion).to.equal(`v${NODE_WIN.version}`);
-      expect(result.platform).to.equal('win32');
-      expect(result.abi).to.equal(1);
-      expect(result.keys).to.deep.equal(['platform', 'abi']);
-      expect(result.loaderPlatform).to.equal('win32');
-      expect(result.loaderPath.toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
-      expect(result.candidates.at(-1).toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
-    } finally {
-      cleanup();
-    }
-  });
+        fs.writeFileSync(path.join(dir, 'check.js'), script);
+        const inner = [
+          'set -e',
+          'wine wineboot -i >/dev/null 2>&1',
+          `wine reg add 'HKCU\\Software\\Wine' /v Version /d win10 /f >/dev/null 2>&1`,
+          'wineserver -w',
+          `set +e; wine "$NODE_EXE" "$CHECK_JS" "$ADDON" "$LOADER" "$OUT" > "$LOG" 2>&1; rc=$?`,
+          'wineserver -k || true',
+          'exit $rc',
+        ].join('\n');
+        const env: NodeJS.ProcessEnv = {
+          ...process.env,
+          WINEPREFIX: prefix,
+          WINEDEBUG: '-all',
+          WINEDLLOVERRIDES: 'mscoree,mshtml=',
+          NODE_EXE: nodeExe,
+          CHECK_JS: winPath(path.join(dir, 'check.js')),
+          ADDON: winPath(prebuild),
+          LOADER: winPath(loader),
+          OUT: winPath(out),
+          LOG: log,
+        };
+        delete env.SURFACELINK_ADDON; // the loader must find the prebuild by itself
+        const r = await run('xvfb-run', ['-a', '-s', '-screen 0 640x480x24', 'bash', '-c', inner], {
+          env,
+          timeoutMs: 200_000,
+        });
+        const nodeLog = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '(no log)';
+        expect(
+          r.code,
+          `wine node.exe exited ${r.code ?? r.signal} after ${r.ms} ms\n${nodeLog}\n${r.stderr.slice(-2000)}`,
+        ).to.equal(0);
+        const result = JSON.parse(fs.readFileSync(out, 'utf8'));
+        console.log(`      wine run (fresh prefix + node.exe) took ${(r.ms / 1000).toFixed(1)} s`);
+        expect(result.nodePlatform).to.equal('win32');
+        expect(result.nodeArch).to.equal('x64');
+        expect(result.nodeVersion).to.equal(`v${NODE_WIN.version}`);
+        expect(result.platform).to.equal('win32');
+        expect(result.abi).to.equal(1);
+        expect(result.keys).to.deep.equal(['platform', 'abi']);
+        expect(result.loaderPlatform).to.equal('win32');
+        expect(result.loaderPath.toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
+        expect(result.candidates.at(-1).toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
+      } finally {
+        cleanup();
+      }
+    },
+  );
 });

@@ -149,27 +149,36 @@ describe('negotiation (unit: pure functions)', () => {
     expect(rejected).to.have.length(1);
   });
 
-  it('a mechanism that may only be chosen at HELLO is never a fallback; nor is one that needs an attachment missing', () => {
-    const offers = [{ name: 'shm.v1' }, { name: 'remote.v1' }];
-    const rejected: Rejection[] = [];
-    expect(chooseMechanism(offers, 1, server([shm, stream], { 'remote.v1': 'ws://x' }), null, rejected)).to.equal(null);
-    expect(rejected).to.deep.equal([
-      { name: 'remote.v1', reason: 'remote.v1 is chosen only at HELLO, not as a fallback' },
-    ]);
-    const none: Rejection[] = [];
-    expect(chooseMechanism([{ name: 'remote.v1' }], 0, server([stream]), null, none)).to.equal(null);
-    expect(none).to.deep.equal([{ name: 'remote.v1', reason: 'no endpoint attached' }]);
-  });
+  it(
+    'a mechanism that may only be chosen at HELLO is never a fallback; ' +
+      'nor is one that needs an attachment missing',
+    () => {
+      const offers = [{ name: 'shm.v1' }, { name: 'remote.v1' }];
+      const rejected: Rejection[] = [];
+      expect(chooseMechanism(offers, 1, server([shm, stream], { 'remote.v1': 'ws://x' }), null, rejected)).to.equal(
+        null,
+      );
+      expect(rejected).to.deep.equal([
+        { name: 'remote.v1', reason: 'remote.v1 is chosen only at HELLO, not as a fallback' },
+      ]);
+      const none: Rejection[] = [];
+      expect(chooseMechanism([{ name: 'remote.v1' }], 0, server([stream]), null, none)).to.equal(null);
+      expect(none).to.deep.equal([{ name: 'remote.v1', reason: 'no endpoint attached' }]);
+    },
+  );
 
-  it('session features: absent means frames.v1 (and WELCOME stays silent); unknown names are dropped, order kept', () => {
-    expect(chooseFeatures(undefined, ['frames.v1', 'cursor.v1'])).to.deep.equal({
-      features: ['frames.v1'],
-      announce: false,
-    });
-    expect(chooseFeatures(['cursor.v1', 'teleport.v1', 'frames.v1'], ['frames.v1', 'cursor.v1'])).to.deep.equal({
-      features: ['cursor.v1', 'frames.v1'],
-      announce: true,
-    });
-    expect(chooseFeatures(['input.v1'], ['frames.v1'])).to.deep.equal({ features: [], announce: true });
-  });
+  it(
+    'session features: absent means frames.v1 (and WELCOME stays silent); ' + 'unknown names are dropped, order kept',
+    () => {
+      expect(chooseFeatures(undefined, ['frames.v1', 'cursor.v1'])).to.deep.equal({
+        features: ['frames.v1'],
+        announce: false,
+      });
+      expect(chooseFeatures(['cursor.v1', 'teleport.v1', 'frames.v1'], ['frames.v1', 'cursor.v1'])).to.deep.equal({
+        features: ['cursor.v1', 'frames.v1'],
+        announce: true,
+      });
+      expect(chooseFeatures(['input.v1'], ['frames.v1'])).to.deep.equal({ features: [], announce: true });
+    },
+  );
 });

@@ -155,16 +155,19 @@ const RAW_PEER = path.join(ROOT, 'test', 'fixtures', 'raw_peer.py');
       });
     }
 
-    it('a modifier the client did not offer → IMPORT_FAILED with E_UNSUPPORTED_FORMAT, and the session goes on', async () => {
-      const rogue = run('python3', [RAW_PEER, 'rogue', socketPath + '.rogue', 'dmabuf-modifier'], 120000);
-      const c = group.spawn('client.ts');
-      await eventually(() => require('node:fs').existsSync(socketPath + '.rogue'), 90000, 'rogue server');
-      await c.call('connect', { path: socketPath + '.rogue', mechanisms: ['dmabuf.v1', 'shm.v1'] });
-      expect((await c.waitEvent('importFailed')).code).to.equal('E_UNSUPPORTED_FORMAT');
-      const out = JSON.parse((await rogue).stdout.trim().split('\n').pop()!);
-      expect(out.importFailed).to.equal(ErrorCode.E_UNSUPPORTED_FORMAT);
-      expect(c.events.some((e) => e.event === 'disconnect' && e.code !== 'E_PEER_CLOSED')).to.equal(false);
-    });
+    it(
+      'a modifier the client did not offer → IMPORT_FAILED with E_UNSUPPORTED_FORMAT, ' + 'and the session goes on',
+      async () => {
+        const rogue = run('python3', [RAW_PEER, 'rogue', socketPath + '.rogue', 'dmabuf-modifier'], 120000);
+        const c = group.spawn('client.ts');
+        await eventually(() => require('node:fs').existsSync(socketPath + '.rogue'), 90000, 'rogue server');
+        await c.call('connect', { path: socketPath + '.rogue', mechanisms: ['dmabuf.v1', 'shm.v1'] });
+        expect((await c.waitEvent('importFailed')).code).to.equal('E_UNSUPPORTED_FORMAT');
+        const out = JSON.parse((await rogue).stdout.trim().split('\n').pop()!);
+        expect(out.importFailed).to.equal(ErrorCode.E_UNSUPPORTED_FORMAT);
+        expect(c.events.some((e) => e.event === 'disconnect' && e.code !== 'E_PEER_CLOSED')).to.equal(false);
+      },
+    );
 
     it('a release fence that is not a sync_file → E_HANDLE_TYPE, and the server keeps serving', async () => {
       await server.call('surface', { width: 32, height: 32, allocator: 'udmabuf' });

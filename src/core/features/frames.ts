@@ -116,7 +116,8 @@ export class FramesServer implements ServerFeature {
     const code = errorCodeName(report.code);
     this.host.logger(
       'warn',
-      `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} via ${session.mechanism?.name} (${code}): ${report.reason}`,
+      `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} ` +
+        `via ${session.mechanism?.name} (${code}): ${report.reason}`,
     );
     this.fallBack(session, code, report.reason);
   }
@@ -377,7 +378,8 @@ export class FramesServer implements ServerFeature {
         if (st.held && now - st.heldSinceMs > limit) {
           session.disconnect(
             'E_RELEASE_TIMEOUT',
-            `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms (limit ${limit} ms)`,
+            `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms ` +
+              `(limit ${limit} ms)`,
             true,
           );
           break;

@@ -17,7 +17,10 @@ export interface ServerFeature {
   readonly handleRule: string;
   /** A session finished negotiation with this feature. */
   start(session: ServerSession): void;
-  /** One of its messages. Throws SurfaceLinkError for a protocol violation (the session then ends). Handles are borrowed. */
+  /**
+   * One of its messages. Throws SurfaceLinkError for a protocol violation (the session then ends).
+   * Handles are borrowed.
+   */
   onMessage(
     session: ServerSession,
     type: number,

@@ -12,6 +12,10 @@ import type { ProbeResult } from '../types.js';
 import { allocateMemfd, unmap } from '../shm.js';
 import { gbmAllocate, gbmProbe } from './gbm.js';
 
+/**
+ * Where dmabuf.v1 gets its dma-bufs: GBM on a render node, the dma-heap system heap, udmabuf over a
+ * sealed memfd, or vgem dumb buffers (only when named).
+ */
 export type AllocatorName = 'gbm' | 'dma-heap' | 'udmabuf' | 'vgem';
 
 /** Tried in this order when no allocator is named. */
@@ -197,7 +201,14 @@ export const ALLOCATOR_NAMES = Object.keys(ALLOCATORS) as AllocatorName[];
 let probes: Map<AllocatorName, ProbeResult> | undefined;
 
 /** Every allocator's probe, in preference order (vgem last: only used when named). */
-export function allocatorReports(): { name: AllocatorName; available: boolean; reason: string }[] {
+export function allocatorReports(): {
+  /** The allocator. */
+  name: AllocatorName;
+  /** Whether it allocates here. */
+  available: boolean;
+  /** Why (not), in words a person can act on. */
+  reason: string;
+}[] {
   if (!probes) {
     probes = new Map();
     const native = probeNative().addon;

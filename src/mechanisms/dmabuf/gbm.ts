@@ -60,9 +60,11 @@ const GBM_SIGNATURES = {
     'int gbm_device_get_format_modifier_plane_count(void *gbm, uint32_t format, uint64_t modifier)',
   gbm_bo_create: 'void *gbm_bo_create(void *gbm, uint32_t width, uint32_t height, uint32_t format, uint32_t flags)',
   gbm_bo_create_with_modifiers:
-    'void *gbm_bo_create_with_modifiers(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count)',
+    'void *gbm_bo_create_with_modifiers(void *gbm, uint32_t width, uint32_t height, uint32_t format, ' +
+    'const uint64_t *modifiers, unsigned int count)',
   gbm_bo_create_with_modifiers2:
-    'void *gbm_bo_create_with_modifiers2(void *gbm, uint32_t width, uint32_t height, uint32_t format, const uint64_t *modifiers, unsigned int count, uint32_t flags)',
+    'void *gbm_bo_create_with_modifiers2(void *gbm, uint32_t width, uint32_t height, uint32_t format, ' +
+    'const uint64_t *modifiers, unsigned int count, uint32_t flags)',
   gbm_bo_destroy: 'void gbm_bo_destroy(void *bo)',
   gbm_bo_get_width: 'uint32_t gbm_bo_get_width(void *bo)',
   gbm_bo_get_height: 'uint32_t gbm_bo_get_height(void *bo)',
@@ -410,10 +412,11 @@ function checkDimension(name: string, v: number): void {
  * acceptable, gbm_bo_create(…, RENDERING | LINEAR).
  *
  * Errors: E_NO_MECHANISM (no working GBM device, with the probe's reason), E_UNSUPPORTED
- * (a multi-plane buffer and a libgbm without gbm_bo_get_fd_for_plane), E_INVALID_ARGUMENT, E_UNSUPPORTED_FORMAT (GBM
- * refused the format/modifiers: unsupported format, EINVAL, or ENOSYS from a driver
- * without explicit-modifier allocation and LINEAR not acceptable), E_SYSTEM (a GBM call failed; errno attached), E_HANDLE_TYPE
- * (GBM returned something that is not a dma-buf).
+ * (a multi-plane buffer and a libgbm without gbm_bo_get_fd_for_plane), E_INVALID_ARGUMENT,
+ * E_UNSUPPORTED_FORMAT (GBM refused the format/modifiers: unsupported format, EINVAL, or ENOSYS
+ * from a driver without explicit-modifier allocation and LINEAR not acceptable), E_SYSTEM (a
+ * GBM call failed; errno attached), E_HANDLE_TYPE (GBM returned something that is not a
+ * dma-buf).
  */
 export function gbmAllocate(format: FormatInfo, width: number, height: number, modifiers: bigint[]): GbmAllocation {
   checkDimension('width', width);
@@ -468,7 +471,8 @@ export function gbmAllocate(format: FormatInfo, width: number, height: number, m
     const refused = !supported || errnos.every((e) => e === ERRNO.ENOSYS || e === ERRNO.EINVAL);
     throw new SurfaceLinkError(
       refused ? 'E_UNSUPPORTED_FORMAT' : 'E_SYSTEM',
-      `GBM (${d.device.backend} on ${d.device.node}) could not allocate ${what} with modifiers [${mods}]${supported ? '' : ' (it does not support the format for rendering)'}: ${attempts.join('; ')}`,
+      `GBM (${d.device.backend} on ${d.device.node}) could not allocate ${what} with modifiers ` +
+        `[${mods}]${supported ? '' : ' (it does not support the format for rendering)'}: ${attempts.join('; ')}`,
       { syscall: 'gbm_bo_create', errno: errnos[errnos.length - 1] },
     );
   }

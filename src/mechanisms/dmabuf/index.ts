@@ -115,7 +115,9 @@ function dmabufBacking(
       if (mechanism === NAME) {
         if (peer.formats && !peer.formats.has(format.fourcc, modifier))
           return {
-            refused: `the buffer is ${format.name} with modifier ${modifierName(modifier)}, which the client did not declare`,
+            refused:
+              `the buffer is ${format.name} with modifier ${modifierName(modifier)}, which the client ` +
+              `did not declare`,
           };
         return own;
       }
@@ -177,7 +179,9 @@ export const dmabufMechanism: Mechanism = {
     if (usable)
       return {
         available: true,
-        reason: `allocating with ${usable.name} (${usable.reason})${skipped.length ? `; skipped ${skipped.join('; ')}` : ''}`,
+        reason:
+          `allocating with ${usable.name} ` +
+          `(${usable.reason})${skipped.length ? `; skipped ${skipped.join('; ')}` : ''}`,
       };
     return { available: false, reason: `no dma-buf allocator: ${skipped.join('; ')}` };
   },
@@ -292,7 +296,8 @@ export const dmabufMechanism: Mechanism = {
     if (!(options.accepts ?? linearFormats()).has(format.fourcc, desc.modifier))
       throw new ImportRefused(
         'E_UNSUPPORTED_FORMAT',
-        `${format.name} with modifier 0x${desc.modifier.toString(16)} was not declared; this importer reads LINEAR buffers with the CPU`,
+        `${format.name} with modifier 0x${desc.modifier.toString(16)} was not declared; this importer reads ` +
+          `LINEAR buffers with the CPU`,
       );
     const memories = mapAll(
       fds,
