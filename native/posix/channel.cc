@@ -108,6 +108,8 @@ Napi::Value Channel::Start(const Napi::CallbackInfo& info) {
   max_message_ = OptionalSize(options, "maxMessage", max_message_, kHeaderSize, 16 << 20);
   max_handles_ = OptionalSize(options, "maxHandles", max_handles_, 0, kMaxHandlesHardLimit);
   max_queued_bytes_ = OptionalSize(options, "maxQueuedBytes", max_queued_bytes_, max_message_, size_t{1} << 32);
+  Napi::Value stream = options.Get("stream");
+  stream_ = stream.IsBoolean() && stream.As<Napi::Boolean>().Value();
 
   Napi::Buffer<uint8_t> rx = info[0].As<Napi::Buffer<uint8_t>>();
   if (rx.Length() < max_message_) Throw(env, "E_INVALID_ARGUMENT", "rxBuffer must hold at least maxMessage bytes");
@@ -187,20 +189,39 @@ void Channel::HandleReadable() {
       Fail("E_HANDLE_COUNT", "the peer attached more handles than one message may carry");
       return;
     }
-    if (rx_fds_.size() > max_handles_ * 2) {
+    if (!stream_ && rx_fds_.size() > max_handles_ * 2) {
       Fail("E_HANDLE_COUNT", "the peer sent handles that no message declares");
       return;
     }
     if (n == 0) {
-      if (rx_used_ > 0 || !rx_fds_.empty())
+      if (!stream_ && (rx_used_ > 0 || !rx_fds_.empty()))
         Fail("E_TRUNCATED", "the peer closed the connection in the middle of a message");
       else
         Fail("E_PEER_CLOSED", "the peer closed the connection");
       return;
     }
     rx_used_ += static_cast<size_t>(n);
-    if (!DeliverMessages()) return;
+    if (!(stream_ ? DeliverBytes() : DeliverMessages())) return;
   }
+}
+
+bool Channel::DeliverBytes() {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  Napi::Value fds = env.Undefined();
+  if (!rx_fds_.empty()) {
+    Napi::Array array = Napi::Array::New(env, rx_fds_.size());
+    for (uint32_t i = 0; !rx_fds_.empty(); i++) {
+      array.Set(i, NativeFd::Wrap(env, std::move(rx_fds_.front())));
+      rx_fds_.pop_front();
+    }
+    fds = array;
+  }
+  size_t length = rx_used_;
+  rx_used_ = 0;  // the callback reads rx_[0, length) before the next read reuses it
+  CallFromLoop(env, on_message_, async_context_.get(),
+               {Napi::Number::New(env, 0), Napi::Number::New(env, static_cast<double>(length)), fds});
+  return !closed_ && reading_;
 }
 
 bool Channel::DeliverMessages() {
@@ -295,9 +316,11 @@ Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < nfds; i++) fds[i] = NativeFd::Borrow(env, array.Get(static_cast<uint32_t>(i)));
   }
   // The header must agree with what is sent; a mismatch is a bug in the caller, caught here
-  // rather than by the peer.
-  if (length < kHeaderSize || ReadU32(data) != length || data[6] != nfds || length > max_message_)
+  // rather than by the peer. (A byte stream has no header of ours.)
+  if (!stream_ && (length < kHeaderSize || ReadU32(data) != length || data[6] != nfds || length > max_message_))
     Throw(env, "E_INVALID_ARGUMENT", "message header does not match its length or handle count");
+  if (stream_ && (length == 0 || length > max_queued_bytes_))
+    Throw(env, "E_INVALID_ARGUMENT", "a byte-stream send must be 1..maxQueuedBytes bytes");
   if (closed_ || !fd_) return Napi::Number::New(env, -1);
 
   size_t sent = 0;
@@ -584,6 +607,32 @@ static Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return pair;
 }
 
+// socketpairFds() -> [NativeFd, NativeFd]: a connected pair to hand one end to another process
+// (QEMU's display listener socket, its D-Bus peer connection).
+static Napi::Value SocketPairFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  UniqueFd a, b;
+  if (!OsSocketPair(&a, &b)) ThrowSyscall(env, "socketpair");
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, NativeFd::Wrap(env, std::move(a)));
+  pair.Set(1u, NativeFd::Wrap(env, std::move(b)));
+  return pair;
+}
+
+// channelFromFd(fd) -> Channel over a duplicate of a connected socket fd (the caller keeps its fd).
+static Napi::Value ChannelFromFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = NativeFd::Borrow(env, info[0]);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) ThrowSyscall(env, "fstat");
+  if (!S_ISSOCK(st.st_mode)) Throw(env, "E_HANDLE_TYPE", "channelFromFd needs a socket");
+  UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+  if (!copy) ThrowSyscall(env, "fcntl(F_DUPFD_CLOEXEC)");
+  int flags = ::fcntl(copy.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(copy.get(), F_SETFL, flags | O_NONBLOCK) != 0) ThrowSyscall(env, "fcntl(O_NONBLOCK)");
+  return Channel::Wrap(env, std::move(copy));
+}
+
 static void RegisterChannel(Napi::Env env, Napi::Object exports) {
   AddonData& data = GetAddonData(env);
   Napi::Function channel = Channel::Define(env);
@@ -595,6 +644,8 @@ static void RegisterChannel(Napi::Env env, Napi::Object exports) {
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
   exports.Set("connect", Napi::Function::New(env, Connect, "connect"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));
+  exports.Set("socketpairFds", Napi::Function::New(env, SocketPairFds, "socketpairFds"));
+  exports.Set("channelFromFd", Napi::Function::New(env, ChannelFromFd, "channelFromFd"));
 }
 
 SURFACELINK_MODULE(channel, RegisterChannel);

@@ -53,6 +53,8 @@ class Channel : public Napi::ObjectWrap<Channel> {
   void HandleWritable();
   // Parses and delivers every complete message in the receive buffer; false once stopped.
   bool DeliverMessages();
+  // Byte-stream mode: delivers what arrived, with the fds that came with it; false once stopped.
+  bool DeliverBytes();
   void Fail(const char* code, const char* message, int sys_errno = 0);
   void UpdatePoll();
   void Shutdown();
@@ -66,6 +68,9 @@ class Channel : public Napi::ObjectWrap<Channel> {
   bool closed_ = false;
   bool referenced_ = true;
   bool self_ref_ = false;
+  // Byte-stream mode (start option `stream`): no surfacelink framing; chunks as they arrive, for
+  // protocols with framing of their own (D-Bus, QMP) that also pass fds.
+  bool stream_ = false;
 
   // Receive side: bytes land directly in a JS-owned Buffer so a message reaches JS as
   // (offset, length) with no allocation.
@@ -103,6 +108,9 @@ class Listener : public Napi::ObjectWrap<Listener> {
   UniqueFd fd_;
   uv_poll_t* poll_ = nullptr;
   bool self_ref_ = false;
+  // Byte-stream mode (start option `stream`): no surfacelink framing; chunks as they arrive, for
+  // protocols with framing of their own (D-Bus, QMP) that also pass fds.
+  bool stream_ = false;
   Napi::FunctionReference on_connection_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 };

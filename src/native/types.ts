@@ -57,6 +57,12 @@ export interface ChannelLimits {
   maxHandles?: number;
   /** Most bytes queued for sending before send() drops messages (SendResult -2). */
   maxQueuedBytes?: number;
+  /**
+   * Byte-stream mode: no surfacelink framing. Each callback gets the bytes that arrived (at offset 0)
+   * with the fds that came with them, and send() takes any bytes. For protocols that frame messages
+   * themselves and pass fds (D-Bus, QMP).
+   */
+  stream?: boolean;
 }
 
 /** One connected AF_UNIX stream socket carrying messages with fds attached (native/posix/channel.cc). */
@@ -150,6 +156,10 @@ export interface PosixChannelApi {
   listen(path: string, backlog?: number): NativeListener;
   connect(path: string): NativeChannel;
   socketpair(): [NativeChannel, NativeChannel];
+  /** A connected socket pair as plain fds (one end to give to another process). */
+  socketpairFds(): [NativeFd, NativeFd];
+  /** A channel over a duplicate of a connected socket fd (the caller keeps its fd); E_HANDLE_TYPE if not a socket. */
+  channelFromFd(fd: NativeFd): NativeChannel;
   /** Takes ownership of an open fd from C code (e.g. libgbm); left open on failure. */
   adoptFd(fd: number): NativeFd;
   /** Detaches a mapping returned by NativeFd.map(); the memory is unmapped once nothing references it. */
