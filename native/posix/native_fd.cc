@@ -54,6 +54,7 @@ Napi::Function NativeFd::Define(Napi::Env env) {
                          InstanceMethod<&NativeFd::Stat>("stat"),
                          InstanceMethod<&NativeFd::Seals>("seals"),
                          InstanceMethod<&NativeFd::Map>("map"),
+                         InstanceMethod<&NativeFd::ReadRows>("readRows"),
                          InstanceAccessor<&NativeFd::IsClosed>("closed"),
                          InstanceAccessor<&NativeFd::DebugNumber>("debugNumber"),
                      });
@@ -153,6 +154,44 @@ Napi::Value NativeFd::Seals(const Napi::CallbackInfo& info) {
     throw MakeError(env, "E_HANDLE_TYPE", "the handle does not support seals", "fcntl(F_GET_SEALS)", err);
   }
   return Napi::Number::New(env, seals);
+}
+
+// readRows(offset, stride, rowBytes, rows, target, targetOffset, targetStride) -> rows read: copies
+// `rows` rows of `rowBytes` from the object (row r at offset + r * stride) into the Uint8Array
+// `target` (row r at targetOffset + r * targetStride) with pread(2), not a mapping: an object
+// another process shrinks meanwhile gives a short count, never SIGBUS. Stops at the first short row.
+Napi::Value NativeFd::ReadRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Require(env);
+  uint64_t offset = RequireSize(env, info[0], "offset");
+  uint64_t stride = RequireSize(env, info[1], "stride");
+  uint64_t row_bytes = RequireSize(env, info[2], "rowBytes");
+  uint64_t rows = RequireSize(env, info[3], "rows");
+  if (!info[4].IsTypedArray()) Throw(env, "E_INVALID_ARGUMENT", "target must be a Uint8Array");
+  Napi::Uint8Array target = info[4].As<Napi::Uint8Array>();
+  uint64_t target_offset = RequireSize(env, info[5], "targetOffset");
+  uint64_t target_stride = RequireSize(env, info[6], "targetStride");
+  if (rows == 0 || row_bytes == 0) return Napi::Number::New(env, 0);
+  uint64_t last = target_offset + (rows - 1) * target_stride + row_bytes;
+  if (row_bytes > target_stride && rows > 1) Throw(env, "E_INVALID_ARGUMENT", "rowBytes exceeds targetStride");
+  if (last > target.ByteLength()) Throw(env, "E_OUT_OF_BOUNDS", "the rows do not fit in target");
+  uint8_t* out = target.Data();
+  uint64_t done = 0;
+  for (; done < rows; done++) {
+    uint8_t* dst = out + target_offset + done * target_stride;
+    uint64_t at = offset + done * stride;
+    size_t want = static_cast<size_t>(row_bytes);
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = ::pread(fd, dst + got, want - got, static_cast<off_t>(at + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ThrowSyscall(env, "pread");
+      if (n == 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (got < want) break;
+  }
+  return Napi::Number::New(env, static_cast<double>(done));
 }
 
 // map(offset, length, mode[, trustUnsealed]): mode "shared" maps read-write MAP_SHARED (the

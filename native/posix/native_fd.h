@@ -30,6 +30,7 @@ class NativeFd : public Napi::ObjectWrap<NativeFd> {
   Napi::Value Stat(const Napi::CallbackInfo& info);
   Napi::Value Seals(const Napi::CallbackInfo& info);
   Napi::Value Map(const Napi::CallbackInfo& info);
+  Napi::Value ReadRows(const Napi::CallbackInfo& info);
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
   Napi::Value DebugNumber(const Napi::CallbackInfo& info);
   int Require(Napi::Env env) const;

@@ -41,6 +41,20 @@ export interface NativeFd {
    * producer adopting the memory of the program it serves, never for what a peer sends.
    */
   map(offset: number, length: number, mode: 'shared' | 'private', trustUnsealed?: boolean): ArrayBuffer;
+  /**
+   * Copies `rows` rows of `rowBytes` from the object (row r at `offset + r * stride`) into `target`
+   * (row r at `targetOffset + r * targetStride`) with pread(2) — no mapping, so an object another
+   * process shrinks meanwhile gives a short count instead of SIGBUS. Returns the rows copied whole.
+   */
+  readRows(
+    offset: number,
+    stride: number,
+    rowBytes: number,
+    rows: number,
+    target: Uint8Array,
+    targetOffset: number,
+    targetStride: number,
+  ): number;
 }
 
 /** What an fd is, as the kernel says. */
