@@ -4,7 +4,9 @@
  * buffer once and turns FRAME messages into `frame` events (./core/features/frames-client.ts).
  */
 import { EventEmitter } from 'eventemitter3';
+import { CursorClient, type CursorClientHost } from './core/features/cursor-client.js';
 import { FramesClient, type FramesClientHost } from './core/features/frames-client.js';
+import { InputClient, type InputClientHost } from './core/features/input-client.js';
 import type { ClientFeature } from './core/features/types.js';
 import { IMPLIED_FEATURES } from './core/negotiate.js';
 import { ErrorCode, SurfaceLinkError, errorCodeName, type ErrorCodeName } from './errors.js';
@@ -12,6 +14,7 @@ import type { FormatSet } from './format-set.js';
 import type { Frame } from './frame.js';
 import { closeHandles, type OsHandle } from './handles.js';
 import { peerInfo } from './host.js';
+import type { CursorState, InputMode, TouchEvent } from './input.js';
 import { mechanisms as registry } from './mechanisms/index.js';
 import type { Mechanism } from './mechanisms/types.js';
 import {
@@ -63,6 +66,13 @@ export interface ClientOptions {
    * which means frames.v1 and keeps the HELLO of a plain v1 client.
    */
   features?: string[];
+  /**
+   * Ask for input.v1 (send input with sendKey(), sendPointer(), …): adds it to `features`, or to
+   * frames.v1 when `features` is not given. Whether it was granted: `negotiation.features`.
+   */
+  input?: boolean;
+  /** Ask for cursor.v1 ('cursor' events): adds it to `features` like `input`. */
+  cursor?: boolean;
 }
 
 /** What negotiation decided: the mechanism, why, and what the server granted. */
@@ -113,8 +123,56 @@ export interface ClientEvents {
   importFailed: [SurfaceLinkError];
   /** The session ended: the server closed, failed, refused us, or we closed. */
   disconnect: [DisconnectInfo];
-  /** A non-fatal error reported by the server. */
+  /** A non-fatal error reported by the server (input.v1: E_PERMISSION, E_OUT_OF_BOUNDS), or a local one. */
   warning: [SurfaceLinkError];
+  /** input.v1: the producer wants this kind of pointer input for the surface (absolute until told). */
+  inputMode: [
+    {
+      /** The surface. */
+      surfaceId: number;
+      /** 'absolute' (send sendPointer) or 'relative' (send sendPointerMotion). */
+      mode: InputMode;
+    },
+  ];
+  /** cursor.v1: a surface's cursor changed: its image (`shapeChanged`), or its position or visibility. */
+  cursor: [
+    {
+      /** The surface. */
+      surfaceId: number;
+      /** The whole cursor now; `state.image.pixels` is a copy that belongs to the application. */
+      state: CursorState;
+      /** True when the image changed (a CURSOR_SHAPE), false for a move. */
+      shapeChanged: boolean;
+    },
+  ];
+}
+
+/** A feature's client half with its host, as the client drives it. */
+interface BoundFeature {
+  readonly name: string;
+  readonly serverMessages: ReadonlyMap<number, number>;
+  onMessage(type: number, view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void;
+  end(): void;
+}
+
+function bind<H>(feature: ClientFeature<H>, host: H): BoundFeature {
+  return {
+    name: feature.name,
+    serverMessages: feature.serverMessages,
+    onMessage: (type, view, start, length, handles) => feature.onMessage(host, type, view, start, length, handles),
+    end: () => feature.end(host),
+  };
+}
+
+/** The features a client's options ask for; undefined when they name none (a plain v1 HELLO). */
+function requestedFeatures(options: ClientOptions): string[] | undefined {
+  const extra = [options.input ? 'input.v1' : null, options.cursor ? 'cursor.v1' : null].filter(
+    (f): f is string => f !== null,
+  );
+  if (extra.length === 0) return options.features;
+  const list = [...(options.features ?? IMPLIED_FEATURES)];
+  for (const f of extra) if (!list.includes(f)) list.push(f);
+  return list;
 }
 
 let nextSerial = 1;
@@ -137,16 +195,18 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   private settle: { resolve: (c: SurfaceClient) => void; reject: (e: SurfaceLinkError) => void } | null = null;
   private readonly timer: NodeJS.Timeout;
   private readonly frames: FramesClient;
-  private readonly framesHost: FramesClientHost;
-  /** The features this client implements (frames.v1 today), whether granted or not. */
-  private readonly features: readonly ClientFeature<FramesClientHost>[];
+  private readonly input: InputClient;
+  private readonly cursor: CursorClient;
+  /** The features this client implements, whether granted or not. */
+  private readonly features: readonly BoundFeature[];
   /** Message type → the granted feature that handles it. */
-  private readonly handlers = new Map<number, ClientFeature<FramesClientHost>>();
-  private readonly requestedFeatures: readonly string[] | undefined;
+  private readonly handlers = new Map<number, BoundFeature>();
+  private readonly requestedFeatures: string[] | undefined;
+  private inputGranted = false;
 
   private constructor(options: ClientOptions) {
     super();
-    this.requestedFeatures = options.features;
+    this.requestedFeatures = requestedFeatures(options);
     this.offered = options.mechanisms
       ? options.mechanisms.map((name) => {
           const m = registry.get(name);
@@ -176,13 +236,26 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
       switchMechanism: (mechanism, reason) => this.switchMechanism(mechanism, reason),
       hasFrameListeners: () => this.listenerCount('frame') > 0,
       emitFrame: (frame) => this.emit('frame', frame),
-      emitSurfaceGone: (surfaceId) => this.emit('surfaceGone', { surfaceId }),
+      emitSurfaceGone: (surfaceId) => {
+        this.input.surfaceGone(surfaceId);
+        this.cursor.surfaceGone(surfaceId);
+        this.emit('surfaceGone', { surfaceId });
+      },
       emitImportFailed: (error) => this.emit('importFailed', error),
       fail: (code, message, tell) => this.fail(code, message, tell),
     };
-    this.framesHost = framesHost;
     this.frames = new FramesClient(framesHost);
-    this.features = [this.frames];
+    const inputHost: InputClientHost = {
+      channel: this.channel,
+      emitInputMode: (surfaceId, mode) => this.emit('inputMode', { surfaceId, mode }),
+    };
+    const cursorHost: CursorClientHost = {
+      emitCursor: (surfaceId, state, shapeChanged) => this.emit('cursor', { surfaceId, state, shapeChanged }),
+      emitWarning: (error) => this.emit('warning', error),
+    };
+    this.input = new InputClient(inputHost);
+    this.cursor = new CursorClient(cursorHost);
+    this.features = [bind(this.frames, framesHost), bind(this.input, inputHost), bind(this.cursor, cursorHost)];
     this.channel.start(this, { maxMessage: DEFAULT_MAX_MESSAGE, maxHandles: MAX_HANDLES });
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     const timeoutMs = options.timeoutMs ?? 5000;
@@ -199,7 +272,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
             ...(m.offer?.({ formats: m.caps.negotiatesFormats ? options.dmabufFormats : undefined }) ?? {}),
             name: m.name,
           })),
-          ...(options.features ? { features: options.features } : {}),
+          ...(this.requestedFeatures ? { features: this.requestedFeatures } : {}),
         }),
       );
     } catch (error) {
@@ -263,7 +336,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
           return;
         }
         default: {
-          if (feature) return feature.onMessage(this.framesHost, type, view, start, length, handles);
+          if (feature) return feature.onMessage(type, view, start, length, handles);
           const owner = this.features.find((f) => f.serverMessages.has(type));
           if (owner)
             throw new SurfaceLinkError(
@@ -305,6 +378,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
       throw new SurfaceLinkError('E_UNEXPECTED', `server granted ${extra.join(', ')}, which we did not ask for`);
     for (const f of this.features)
       if (features.includes(f.name)) for (const type of f.serverMessages.keys()) this.handlers.set(type, f);
+    this.inputGranted = features.includes(this.input.name);
     this.mechanismValue = mechanism;
     this.state = 'active';
     clearTimeout(this.timer);
@@ -338,7 +412,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     if (tellServer && !this.channel.closed)
       this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
-    for (const f of this.features) f.end(this.framesHost);
+    for (const f of this.features) f.end();
     this.disconnectInfo = { code, message };
     if (this.settle) {
       this.settle.reject(new SurfaceLinkError(code, message));
@@ -354,7 +428,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     this.state = 'closed';
     clearTimeout(this.timer);
     this.channel.close();
-    for (const f of this.features) f.end(this.framesHost);
+    for (const f of this.features) f.end();
     this.disconnectInfo = { code: 'E_CLOSED', message: 'closed by this client' };
     this.settle?.reject(new SurfaceLinkError('E_CLOSED', 'closed before negotiation finished'));
     this.settle = null;
@@ -363,5 +437,58 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   /** Same as close(), for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  // ---- input.v1 (docs/protocol.md §3.11–§3.17). Each call sends one message at once; arguments are
+  // checked here (E_INVALID_ARGUMENT), the rest by the server (warnings arrive as 'warning' events).
+
+  /** The input mode the server last announced for a surface ('absolute' until it says otherwise). */
+  inputModeOf(surfaceId: number): InputMode {
+    return this.input.modes.get(surfaceId) ?? 'absolute';
+  }
+
+  /** A key went down (`pressed`) or up: a Linux evdev code, 1..0x2ff (KEY_A = 30). */
+  sendKey(surfaceId: number, evdevCode: number, pressed: boolean): void {
+    this.assertInput().key(surfaceId, evdevCode, pressed);
+  }
+
+  /**
+   * The pointer is at (x, y): pixels of the surface's picture as shown, (0, 0) the top-left pixel
+   * of its visible rectangle (absolute mode; dropped by the server in relative mode).
+   */
+  sendPointer(surfaceId: number, position: { x: number; y: number }): void {
+    this.assertInput().pointer(surfaceId, position?.x, position?.y);
+  }
+
+  /** The pointer moved by (dx, dy) pixels, each within ±16384 (relative mode; dropped in absolute mode). */
+  sendPointerMotion(surfaceId: number, motion: { dx: number; dy: number }): void {
+    this.assertInput().motion(surfaceId, motion?.dx, motion?.dy);
+  }
+
+  /** A mouse button went down or up: an evdev code BTN_LEFT (0x110) .. BTN_TASK (0x117). */
+  sendButton(surfaceId: number, button: number, pressed: boolean): void {
+    this.assertInput().button(surfaceId, button, pressed);
+  }
+
+  /** Wheel notches, each within ±1024: dy > 0 scrolls down, dx > 0 right. */
+  sendScroll(surfaceId: number, steps: { dx: number; dy: number }): void {
+    this.assertInput().scroll(surfaceId, steps?.dx, steps?.dy);
+  }
+
+  /** One touch point (slot 0..15) went down, moved, went up or was cancelled, at (x, y) like sendPointer. */
+  sendTouch(surfaceId: number, touch: { phase: TouchEvent['phase']; slot: number; x: number; y: number }): void {
+    this.assertInput().touch(surfaceId, touch?.phase, touch?.slot, touch?.x, touch?.y);
+  }
+
+  private assertInput(): InputClient {
+    if (this.state === 'closed') throw new SurfaceLinkError('E_CLOSED', 'the client is closed');
+    if (!this.inputGranted)
+      throw new SurfaceLinkError(
+        'E_UNSUPPORTED',
+        this.requestedFeatures?.includes('input.v1')
+          ? 'the server did not grant input.v1, so this session cannot send input'
+          : 'this session did not ask for input.v1: connect with { input: true } to send input',
+      );
+    return this.input;
   }
 }

@@ -13,6 +13,20 @@ export {
 } from './client.js';
 export { Frame } from './frame.js';
 export {
+  MAX_CURSOR_SIDE,
+  type InputMode,
+  type InputSource,
+  type InputEvent,
+  type KeyEvent,
+  type PointerEvent,
+  type MotionEvent,
+  type ButtonEvent,
+  type ScrollEvent,
+  type TouchEvent,
+  type CursorImage,
+  type CursorState,
+} from './input.js';
+export {
   SharedSurface,
   SurfaceBuffer,
   type SurfaceOptions,

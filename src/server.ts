@@ -6,7 +6,9 @@
  */
 import { EventEmitter } from 'eventemitter3';
 import type { SurfaceBuffer } from './buffer.js';
+import { CursorServer } from './core/features/cursor.js';
 import { FramesServer, type FramesHost } from './core/features/frames.js';
+import { InputServer } from './core/features/input.js';
 import type { ServerFeature } from './core/features/types.js';
 import { waitFence } from './core/fences.js';
 import type { ServerOffer } from './core/negotiate.js';
@@ -14,6 +16,7 @@ import { ServerSession, type ClientInfo, type SessionHost } from './core/session
 import { SurfaceLinkError, invalidArgument, type ErrorCodeName } from './errors.js';
 import { rethrowLater } from './events.js';
 import { monotonicNs } from './host.js';
+import type { CursorState, InputEvent, InputMode } from './input.js';
 import { stderrLogger, type Logger } from './log.js';
 import { mechanisms as defaultRegistry, type MechanismRegistry } from './mechanisms/index.js';
 import type { Mechanism } from './mechanisms/types.js';
@@ -57,6 +60,13 @@ export interface ServerOptions {
   transport?: Transport;
   /** Where log lines go; default warnings and errors to stderr. */
   logger?: Logger;
+  /**
+   * Whose input (input.v1) the server takes: 'all' (the default: local clients are already this
+   * server's own user or those in allowUids), 'none', or a function asked once per client when
+   * its session starts. A refused client is told once (a non-fatal E_PERMISSION) and its input
+   * is dropped. Remote viewers' input (StreamServer) is not subject to this.
+   */
+  input?: 'all' | 'none' | ((client: ClientInfo) => boolean);
 }
 
 /**
@@ -80,6 +90,14 @@ export interface FrameTap {
   ): void;
   /** The surface was closed (no more frames from it). */
   surfaceClosed?(surface: SharedSurface): void;
+  /**
+   * The surface's cursor changed (cursor.v1): its image (`shapeChanged`), or its position or
+   * visibility. Called at every setCursor()/moveCursor() (not coalesced), and for every surface with
+   * a cursor when the tap is added (`shapeChanged` true). `state` is an immutable snapshot.
+   */
+  cursor?(surface: SharedSurface, state: Readonly<CursorState>, shapeChanged: boolean): void;
+  /** The surface's input mode changed (setInputMode); called for every surface when the tap is added. */
+  inputMode?(surface: SharedSurface, mode: InputMode): void;
 }
 
 /** SurfaceServer's events and their arguments. */
@@ -100,6 +118,12 @@ export interface ServerEvents {
   clientMechanism: [ClientInfo];
   /** A client released a frame (presentation feedback). Positional numbers: no allocation per frame. */
   release: [surfaceId: number, bufferId: number, sequence: number, clientId: number];
+  /**
+   * Input from a viewer (input.v1, or a remote viewer through a StreamServer), validated: the
+   * surface exists, the codes are in range, positions lie inside the picture, pointer events match
+   * the surface's input mode. The event object is the listener's to keep.
+   */
+  input: [InputEvent];
 }
 
 /**
@@ -124,6 +148,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   /** Mechanisms that allocate, in this server's preference order. */
   private readonly allocating: Mechanism[];
   private readonly frames: FramesServer;
+  private readonly input: InputServer;
+  private readonly cursor: CursorServer;
   private readonly sweepTimer: NodeJS.Timeout;
   private nextClientId = 1;
   private highestSurfaceId = 0;
@@ -176,7 +202,26 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       mechanismChanged: (session) => this.emit('clientMechanism', session.info()),
     };
     this.frames = new FramesServer(framesHost);
-    const features = new Map<string, ServerFeature>([[this.frames.name, this.frames]]);
+    const policy = inputPolicy(options.input);
+    this.input = new InputServer({
+      surfaces,
+      get highestSurfaceId() {
+        return owner.highestSurfaceId;
+      },
+      logger: this.logger,
+      allowed: (session) => policy(session.info()),
+      input: (event) => {
+        try {
+          this.emit('input', event);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      },
+    });
+    this.cursor = new CursorServer({ surfaces, logger: this.logger });
+    const features = new Map<string, ServerFeature>(
+      [this.frames, this.input, this.cursor].map((f): [string, ServerFeature] => [f.name, f]),
+    );
     this.sessionHost = {
       name: this.name,
       logger: this.logger,
@@ -313,11 +358,25 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     for (const surface of this.surfaces.values()) {
       const front = surface.front;
       if (front && front.fenceReady) this.runTaps([tap], surface, front, [], 0, surface.lastPresentNs);
+      if (tap.inputMode) callTap(() => tap.inputMode!(surface, surface.inputMode));
+      if (tap.cursor && surface.cursorSet) callTap(() => tap.cursor!(surface, surface.cursor, true));
     }
     return () => {
       const i = this.taps.indexOf(tap);
       if (i >= 0) this.taps.splice(i, 1);
     };
+  }
+
+  /**
+   * @internal Input from a remote viewer (the StreamServer calls it; `source: 'remote'`): validated
+   * like input.v1 input and emitted as 'input'. Throws SurfaceLinkError: E_MALFORMED (a field out of
+   * range, an unknown kind), E_UNKNOWN_BUFFER (no such surface ever), E_OUT_OF_BOUNDS (a position
+   * outside the picture). Dropped silently, like socket input: a surface closed since, pointer input
+   * of the other mode (docs/protocol.md §3.11).
+   */
+  dispatchInput(event: InputEvent): void {
+    this.assertOpen();
+    this.input.dispatch(event);
   }
 
   /** @internal What a server component provides for one mechanism's negotiation (see Mechanism.accept). */
@@ -331,6 +390,15 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     retireBuffer: (surface, buffer) => this.frames.retire(surface, buffer),
     surfaceClosed: (surface) => this.surfaceClosed(surface),
     reclaimBuffer: (surface) => this.frames.reclaim(surface),
+    cursorChanged: (surface, shapeChanged) => {
+      if (shapeChanged) this.cursor.shapeChanged(surface);
+      else this.cursor.positionChanged(surface);
+      for (const tap of this.taps) if (tap.cursor) callTap(() => tap.cursor!(surface, surface.cursor, shapeChanged));
+    },
+    inputModeChanged: (surface) => {
+      this.input.modeChanged(surface);
+      for (const tap of this.taps) if (tap.inputMode) callTap(() => tap.inputMode!(surface, surface.inputMode));
+    },
   };
 
   private presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
@@ -352,6 +420,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       buffer.fenceReady = true;
       if (this.taps.length > 0) this.runTaps(this.taps, surface, buffer, damage, count, now);
     }
+    // The surface reaches clients now: input.v1 clients learn its input mode first.
+    if (surface.sequence === 1) this.input.surfaceAppeared(surface);
     this.frames.present(surface, buffer, damage, count);
   }
 
@@ -387,6 +457,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       }
     }
     this.frames.surfaceClosed(surface);
+    this.cursor.surfaceClosed(surface);
   }
 
   private accept(channel: MessageChannel, refusal: string | null): void {
@@ -419,6 +490,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     this.listener.close();
     for (const session of [...this.sessions]) session.disconnect('E_SHUTDOWN', 'the server is shutting down', true);
     for (const surface of [...this.surfaces.values()]) surface.close();
+    this.cursor.close();
   }
 
   /** Same as close(), for `using`. */
@@ -429,6 +501,23 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   private assertOpen(): void {
     if (this.closedValue) throw new SurfaceLinkError('E_CLOSED', 'the server is closed');
   }
+}
+
+/** Calls one tap hook; an exception is reported on the next tick and the tap stays. */
+function callTap(hook: () => void): void {
+  try {
+    hook();
+  } catch (error) {
+    rethrowLater(error);
+  }
+}
+
+/** ServerOptions.input as a function of the client. */
+function inputPolicy(option: ServerOptions['input']): (client: ClientInfo) => boolean {
+  if (option === undefined || option === 'all') return () => true;
+  if (option === 'none') return () => false;
+  if (typeof option === 'function') return option;
+  throw invalidArgument('input', "'all', 'none' or a function of the client", option);
 }
 
 function positive(value: number, name: string): number {

@@ -16,6 +16,7 @@ import { SurfaceLinkError, invalidArgument } from './errors.js';
 import { MAX_DIMENSION, formatByName, type FormatInfo, type FormatName } from './formats.js';
 import { assertFence } from './core/fences.js';
 import { closeHandle, dupHandle, type OsHandle } from './handles.js';
+import { MAX_CURSOR_SIDE, type CursorImage, type CursorState, type InputMode } from './input.js';
 import { asOsHandle } from './mechanisms/external.js';
 import type { ExternalBacking, ExternalDmabuf, Mechanism, ProducerBacking } from './mechanisms/types.js';
 import type { NativeFd } from './native/index.js';
@@ -122,7 +123,15 @@ export interface SurfaceHost {
   surfaceClosed(surface: SharedSurface): void;
   /** Frees a buffer of `surface` by dropping the client holding the oldest frame; false if none. */
   reclaimBuffer(surface: SharedSurface): boolean;
+  /** The cursor changed: its image (`shapeChanged`), or only its position or visibility. */
+  cursorChanged(surface: SharedSurface, shapeChanged: boolean): void;
+  /** The input mode changed. */
+  inputModeChanged(surface: SharedSurface): void;
 }
+
+/** Cursor positions are i32 on the wire (docs/protocol.md §3.19). */
+const I32_MIN = -0x80000000;
+const I32_MAX = 0x7fffffff;
 
 /** How a surface gets its buffers: a mechanism allocating, or adopted buffers. */
 interface PoolSource {
@@ -165,6 +174,10 @@ export class SharedSurface {
   /** @internal When the newest present happened (monotonic ns). */
   lastPresentNs = 0;
   private readonly fullDamage: Rect[] = [];
+  private inputModeValue: InputMode = 'absolute';
+  private cursorValue: Readonly<CursorState> = Object.freeze({ image: null, x: 0, y: 0, visible: false, serial: 0 });
+  /** @internal The cursor was ever set or moved: cursor.v1 clients and taps are told about it. */
+  cursorSet = false;
 
   /** @internal Use server.createSurface() or server.adoptSurface(). */
   constructor(
@@ -245,6 +258,91 @@ export class SharedSurface {
   /** The pool is someone else's buffers (adoptSurface): it can neither grow nor be resized. */
   get external(): boolean {
     return this.source.adopted !== undefined;
+  }
+
+  /**
+   * Whether the producer wants absolute pointer positions ('absolute', the default: a tablet) or
+   * relative motion ('relative': a grabbed mouse). Viewers learn it from `INPUT_MODE` (input.v1);
+   * pointer events of the other kind are dropped by the server.
+   */
+  get inputMode(): InputMode {
+    return this.inputModeValue;
+  }
+
+  /** Changes the input mode; input.v1 clients and frame taps are told (nothing happens if it is the same). */
+  setInputMode(mode: InputMode): void {
+    this.assertOpen();
+    if (mode !== 'absolute' && mode !== 'relative') throw invalidArgument('mode', "'absolute' or 'relative'", mode);
+    if (mode === this.inputModeValue) return;
+    this.inputModeValue = mode;
+    this.host.inputModeChanged(this);
+  }
+
+  /**
+   * The cursor as viewers see it: a plane of its own, never drawn into the frames. A snapshot,
+   * replaced (not changed) by setCursor() and moveCursor().
+   */
+  get cursor(): Readonly<CursorState> {
+    return this.cursorValue;
+  }
+
+  /**
+   * Sets the cursor image (ARGB8888, rows of width × 4 bytes; the pixels are copied) with its
+   * hotspot, or none (null). Each change goes to every cursor.v1 client once, as a small memfd of
+   * its own (CURSOR_SHAPE). An image wider or taller than MAX_CURSOR_SIDE (256), or a hotspot
+   * outside it, is E_BAD_GEOMETRY.
+   */
+  setCursor(image: CursorImage | null): void {
+    this.assertOpen();
+    let copy: CursorImage | null = null;
+    if (image !== null) {
+      if (typeof image !== 'object') throw invalidArgument('image', 'a CursorImage or null', image);
+      const { width, height, hotspotX, hotspotY, pixels } = image;
+      for (const [name, v] of [
+        ['width', width],
+        ['height', height],
+        ['hotspotX', hotspotX],
+        ['hotspotY', hotspotY],
+      ] as const)
+        if (!Number.isInteger(v)) throw invalidArgument(`image.${name}`, 'an integer', v);
+      if (width < 1 || height < 1 || width > MAX_CURSOR_SIDE || height > MAX_CURSOR_SIDE)
+        throw new SurfaceLinkError(
+          'E_BAD_GEOMETRY',
+          `a cursor image is 1..${MAX_CURSOR_SIDE} pixels on each side; got ${width}x${height}`,
+        );
+      if (hotspotX < 0 || hotspotY < 0 || hotspotX >= width || hotspotY >= height)
+        throw new SurfaceLinkError(
+          'E_BAD_GEOMETRY',
+          `the hotspot ${hotspotX},${hotspotY} is not inside the ${width}x${height} cursor image`,
+        );
+      const size = width * height * 4;
+      if (!(pixels instanceof Uint8Array) || pixels.length < size)
+        throw invalidArgument('image.pixels', `a Uint8Array of at least ${size} bytes (${width}x${height}x4)`, pixels);
+      copy = Object.freeze({ width, height, hotspotX, hotspotY, pixels: pixels.slice(0, size) });
+    } else if (this.cursorValue.image === null) {
+      return; // no image before, none now: nothing changed
+    }
+    const c = this.cursorValue;
+    this.cursorValue = Object.freeze({ image: copy, x: c.x, y: c.y, visible: c.visible, serial: (c.serial + 1) >>> 0 });
+    this.cursorSet = true;
+    this.host.cursorChanged(this, true);
+  }
+
+  /**
+   * Moves the cursor's hotspot to (x, y), pixels of the picture as shown (0, 0 is the top-left
+   * pixel of the visible rectangle), and shows or hides it. Clients get the newest position
+   * (CURSOR_MOVE): moves are coalesced, a client that reads slowly skips stale ones.
+   */
+  moveCursor(x: number, y: number, visible = true): void {
+    this.assertOpen();
+    if (!Number.isInteger(x) || x < I32_MIN || x > I32_MAX) throw invalidArgument('x', 'a 32-bit integer', x);
+    if (!Number.isInteger(y) || y < I32_MIN || y > I32_MAX) throw invalidArgument('y', 'a 32-bit integer', y);
+    if (typeof visible !== 'boolean') throw invalidArgument('visible', 'a boolean', visible);
+    const c = this.cursorValue;
+    if (this.cursorSet && c.x === x && c.y === y && c.visible === visible) return;
+    this.cursorValue = Object.freeze({ image: c.image, x, y, visible, serial: c.serial });
+    this.cursorSet = true;
+    this.host.cursorChanged(this, false);
   }
 
   private make(index: number): SurfaceBuffer {

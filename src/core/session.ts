@@ -20,7 +20,7 @@ import {
   type WelcomeInfo,
 } from '../protocol/codec.js';
 import { MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
-import type { MessageChannel, MessageHandler } from '../transport/types.js';
+import type { MessageChannel, MessageHandler, SendResult } from '../transport/types.js';
 import type { ServerFeature } from './features/types.js';
 import {
   chooseFeatures,
@@ -157,7 +157,10 @@ export class ServerSession implements MessageHandler {
     let allowed = 0;
     for (const f of this.host.features.values()) allowed = Math.max(allowed, f.clientMessages.get(type) ?? 0);
     if (count <= allowed) return;
-    const rules = [...this.host.features.values()].map((f) => f.handleRule).join('; ');
+    const rules = [...this.host.features.values()]
+      .map((f) => f.handleRule)
+      .filter((rule) => rule.length > 0)
+      .join('; ');
     throw new SurfaceLinkError(
       'E_HANDLE_COUNT',
       `${count} handle(s) came with a message of type 0x${type.toString(16)}; ${rules}`,
@@ -169,11 +172,18 @@ export class ServerSession implements MessageHandler {
    * peer is gone (its channel reports that) or stopped reading (the session is then ended).
    */
   send(length: number, handles?: readonly OsHandle[]): boolean {
+    return this.trySend(length, handles) >= 0;
+  }
+
+  /**
+   * send(), saying how it went: 0 written at once, 1 queued behind what the client has not read
+   * yet (it is behind), -1 the peer is gone, -2 the client stopped reading (the session is ended).
+   */
+  trySend(length: number, handles?: readonly OsHandle[]): SendResult {
     const result = this.channel.send(length, handles);
-    if (result >= 0) return true;
     if (result === -2)
       this.disconnect('E_BACKPRESSURE', 'the client stopped reading and its send queue is full', false);
-    return false;
+    return result;
   }
 
   private welcome(hello: ReturnType<typeof readHello>): void {

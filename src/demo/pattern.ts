@@ -8,6 +8,11 @@
  * Everything is a pure function of (layout, frame number): the producer can repaint any
  * pooled buffer from whatever frame it last held, touching only what differs, and
  * allocates nothing per frame.
+ *
+ * Once someone interacts with the demo (input.v1), a frame is a Scene instead: the box where
+ * the pointer put it, its colour changed by clicks, and the keys held shown as their evdev codes
+ * in a panel at the bottom. The plain pattern is the scene sceneOf(frame); drawPattern() and
+ * paintPattern() draw exactly what they drew before scenes existed.
  */
 import type { Rect } from '../index.js';
 
@@ -23,6 +28,18 @@ const BG = [0x1c, 0x16, 0x14] as const;
 const GRID_LINE = [0x3a, 0x32, 0x2e] as const;
 const PANEL = [0x00, 0x00, 0x00] as const;
 const INK = [0xf0, 0xf0, 0xf0] as const;
+/** Box fills a click cycles through (B, G, R); colour 0 is the pattern's own drifting hue. */
+const PALETTE: readonly (readonly [number, number, number])[] = [
+  [0xff, 0x80, 0x20],
+  [0x40, 0xd0, 0x40],
+  [0x20, 0x20, 0xe0],
+  [0xe0, 0x40, 0xc0],
+  [0x20, 0xe0, 0xf0],
+];
+/** Digits per key code in the keys panel (evdev codes are at most 0x2ff = 767). */
+const KEY_DIGITS = 3;
+/** Most keys the panel shows. */
+const MAX_KEY_SLOTS = 6;
 
 /*
  * Digit glyphs, one string per row, '#' lit. Drawn for this project; every glyph differs
@@ -71,6 +88,26 @@ export interface PatternLayout {
   readonly scale: number;
   /** Rectangles patternDamage() fills: old box, new box, counter (if any). */
   readonly damageCount: number;
+  /** The panel showing held keys (scenes with keys), or null when the surface is too small for it. */
+  readonly keys: Readonly<Rect> | null;
+  /** How many key codes the panel shows (0 without a panel). */
+  readonly keySlots: number;
+}
+
+/**
+ * What one frame shows. The plain pattern's frame `n` is sceneOf(layout, n); an interactive
+ * producer moves the box, changes its colour and shows the keys held.
+ */
+export interface Scene {
+  /** The frame number the counter shows. */
+  frame: number;
+  /** The box's top-left corner, inside the surface. */
+  boxX: number;
+  boxY: number;
+  /** 0: the pattern's own hue, drifting with the frame; n ≥ 1: palette colour n (cycling). */
+  colour: number;
+  /** Evdev codes of the keys held, in the order pressed; the panel shows the first layout.keySlots. */
+  keys: number[];
 }
 
 export function patternLayout(width: number, height: number): PatternLayout {
@@ -90,6 +127,22 @@ export function patternLayout(width: number, height: number): PatternLayout {
       break;
     }
   }
+  const s = Math.max(scale, 1);
+  // The keys panel: bottom left, as many 3-digit codes as fit (each followed by a blank cell), below the counter.
+  let keys: Rect | null = null;
+  let keySlots = 0;
+  const margin = 2 * s;
+  const h = (GLYPH_H + 2) * s;
+  for (let slots = MAX_KEY_SLOTS; slots >= 1; slots--) {
+    const w = (slots * (KEY_DIGITS + 1) - 1) * (GLYPH_W + 1) * s + s;
+    const y = height - margin - h;
+    const top = counter ? counter.y + counter.height + margin : margin;
+    if (margin + w <= width && y >= top) {
+      keys = { x: margin, y, width: w, height: h };
+      keySlots = slots;
+      break;
+    }
+  }
   return Object.freeze({
     width,
     height,
@@ -97,8 +150,10 @@ export function patternLayout(width: number, height: number): PatternLayout {
     vx: 3 * speed,
     vy: 2 * speed,
     counter: counter && Object.freeze(counter),
-    scale: Math.max(scale, 1),
+    scale: s,
     damageCount: counter ? 3 : 2,
+    keys: keys && Object.freeze(keys),
+    keySlots,
   });
 }
 
@@ -129,15 +184,94 @@ export function drawPattern(
   frame: number,
   previous?: number,
 ): void {
+  const shown = previous === undefined || previous < 0 ? undefined : sceneOf(layout, previous, SCRATCH_PREVIOUS);
+  drawScene(layout, pixels, stride, sceneOf(layout, frame, SCRATCH_SCENE), shown);
+}
+
+/** Scratch scenes for drawPattern/paintPattern: they allocate nothing per frame. */
+const SCRATCH_SCENE: Scene = { frame: 0, boxX: 0, boxY: 0, colour: 0, keys: [] };
+const SCRATCH_PREVIOUS: Scene = { frame: 0, boxX: 0, boxY: 0, colour: 0, keys: [] };
+
+/** The plain pattern's frame `frame` as a scene (written into `out` if given). */
+export function sceneOf(layout: PatternLayout, frame: number, out?: Scene): Scene {
+  const scene = out ?? { frame, boxX: 0, boxY: 0, colour: 0, keys: [] };
+  scene.frame = frame;
+  scene.boxX = boxX(layout, frame);
+  scene.boxY = boxY(layout, frame);
+  scene.colour = 0;
+  scene.keys.length = 0;
+  return scene;
+}
+
+/** Copies scene `from` into `to` (keys included, no allocation once `to.keys` has grown). */
+export function copyScene(from: Scene, to: Scene): Scene {
+  to.frame = from.frame;
+  to.boxX = from.boxX;
+  to.boxY = from.boxY;
+  to.colour = from.colour;
+  to.keys.length = 0;
+  for (let i = 0; i < from.keys.length; i++) to.keys.push(from.keys[i]);
+  return to;
+}
+
+/** Whether the keys panel shows for this scene. */
+const showsKeys = (layout: PatternLayout, scene: Scene): boolean => layout.keys !== null && scene.keys.length > 0;
+
+/**
+ * Makes `pixels` show `scene`. `previous` is the scene the buffer shows now, if any: then only
+ * the old box, the keys panel, the new box and the counter are repainted; without it all of it.
+ */
+export function drawScene(
+  layout: PatternLayout,
+  pixels: Uint8Array,
+  stride: number,
+  scene: Scene,
+  previous?: Scene,
+): void {
   checkTarget(layout, pixels, stride);
-  if (previous === undefined || previous < 0) {
+  checkScene(layout, scene);
+  const b = layout.box;
+  if (previous === undefined) {
     drawBackground(layout, pixels, stride);
-  } else if (previous !== frame) {
-    const b = layout.box;
-    fillBackgroundRect(pixels, stride, boxX(layout, previous), boxY(layout, previous), b, b);
+  } else {
+    fillBackgroundRect(pixels, stride, previous.boxX, previous.boxY, b, b);
+    const k = layout.keys;
+    if (k && showsKeys(layout, previous) && !showsKeys(layout, scene))
+      fillBackgroundRect(pixels, stride, k.x, k.y, k.width, k.height);
   }
-  drawBox(layout, pixels, stride, frame);
-  drawCounter(layout, pixels, stride, frame);
+  drawBox(layout, pixels, stride, scene);
+  if (showsKeys(layout, scene)) drawKeys(layout, pixels, stride, scene);
+  drawCounter(layout, pixels, stride, scene.frame);
+}
+
+/**
+ * What changed from scene `before` to `after` (the previous present and this one), written into
+ * `out` (at least sceneRects(layout).length entries; no allocation): the box's old and new
+ * places, the counter, and the keys panel when either scene shows it. Returns the count.
+ */
+export function sceneDamage(layout: PatternLayout, before: Scene, after: Scene, out: Rect[]): number {
+  const b = layout.box;
+  let n = 0;
+  setRect(out[n++], before.boxX, before.boxY, b, b);
+  setRect(out[n++], after.boxX, after.boxY, b, b);
+  const c = layout.counter;
+  if (c) setRect(out[n++], c.x, c.y, c.width, c.height);
+  const k = layout.keys;
+  if (k && (showsKeys(layout, before) || showsKeys(layout, after))) setRect(out[n++], k.x, k.y, k.width, k.height);
+  return n;
+}
+
+/** Enough rectangles for sceneDamage() and paintScene(), allocated once per surface. */
+export function sceneRects(layout: PatternLayout): Rect[] {
+  return Array.from({ length: layout.damageCount + 1 }, () => ({ x: 0, y: 0, width: 1, height: 1 }));
+}
+
+function checkScene(layout: PatternLayout, scene: Scene): void {
+  const { boxX: x, boxY: y } = scene;
+  if (!Number.isInteger(x) || !Number.isInteger(y) || x < 0 || y < 0 || x > layout.width - layout.box)
+    throw new RangeError(`the box at ${x},${y} is not inside the ${layout.width}x${layout.height} surface`);
+  if (y > layout.height - layout.box)
+    throw new RangeError(`the box at ${x},${y} is not inside the ${layout.width}x${layout.height} surface`);
 }
 
 /**
@@ -247,12 +381,22 @@ function fillBackgroundRect(pixels: Uint8Array, stride: number, x0: number, y0: 
   }
 }
 
-function drawBox(layout: PatternLayout, pixels: Uint8Array, stride: number, frame: number): void {
-  const b = layout.box;
-  const x0 = boxX(layout, frame);
-  const y0 = boxY(layout, frame);
+/** The box's inner colour (B, G, R) in `scene`, as three bytes packed 0xBBGGRR. */
+function boxFill(scene: Scene): number {
   // The hue drifts with the frame so a stuck frame is visible even when the box is at rest.
-  const g = 0x60 + ((frame * 2) & 0x7f);
+  if (scene.colour === 0) return (0x20 << 16) | ((0x60 + ((scene.frame * 2) & 0x7f)) << 8) | 0xff;
+  const c = PALETTE[(scene.colour - 1) % PALETTE.length];
+  return (c[0] << 16) | (c[1] << 8) | c[2];
+}
+
+function drawBox(layout: PatternLayout, pixels: Uint8Array, stride: number, scene: Scene): void {
+  const b = layout.box;
+  const x0 = scene.boxX;
+  const y0 = scene.boxY;
+  const fillColour = boxFill(scene);
+  const fb = fillColour >> 16;
+  const g = (fillColour >> 8) & 0xff;
+  const fr = fillColour & 0xff;
   const edge = Math.max(1, b >> 4);
   for (let y = 0; y < b; y++) {
     const row = (y0 + y) * stride;
@@ -264,9 +408,9 @@ function drawBox(layout: PatternLayout, pixels: Uint8Array, stride: number, fram
         pixels[i + 1] = 0xff;
         pixels[i + 2] = 0xff;
       } else {
-        pixels[i] = 0x20;
+        pixels[i] = fb;
         pixels[i + 1] = g;
-        pixels[i + 2] = 0xff;
+        pixels[i + 2] = fr;
       }
       pixels[i + 3] = 0xff;
     }
@@ -276,18 +420,51 @@ function drawBox(layout: PatternLayout, pixels: Uint8Array, stride: number, fram
 function drawCounter(layout: PatternLayout, pixels: Uint8Array, stride: number, frame: number): void {
   const c = layout.counter;
   if (!c) return;
+  fillPanel(pixels, stride, c);
+  drawDigits(pixels, stride, c.x + layout.scale, c.y + layout.scale, layout.scale, counterValue(frame), COUNTER_DIGITS);
+}
+
+/** The keys panel: each held key's code in 3 digits, one blank cell between codes. */
+function drawKeys(layout: PatternLayout, pixels: Uint8Array, stride: number, scene: Scene): void {
+  const k = layout.keys!;
   const s = layout.scale;
+  fillPanel(pixels, stride, k);
+  const shown = Math.min(scene.keys.length, layout.keySlots);
+  for (let i = 0; i < shown; i++)
+    drawDigits(
+      pixels,
+      stride,
+      k.x + s + i * (KEY_DIGITS + 1) * (GLYPH_W + 1) * s,
+      k.y + s,
+      s,
+      scene.keys[i],
+      KEY_DIGITS,
+    );
+}
+
+function fillPanel(pixels: Uint8Array, stride: number, c: Readonly<Rect>): void {
   for (let y = c.y; y < c.y + c.height; y++) {
     const row = y * stride;
     for (let x = c.x; x < c.x + c.width; x++) put(pixels, row + x * 4, PANEL);
   }
+}
+
+/** `count` digits of `value` (zero-padded) in cells of scale `s` from (x, y). */
+function drawDigits(
+  pixels: Uint8Array,
+  stride: number,
+  x: number,
+  y: number,
+  s: number,
+  value: number,
+  count: number,
+): void {
   // Digits right to left, so no string is built for the number.
-  let value = counterValue(frame);
-  for (let d = COUNTER_DIGITS - 1; d >= 0; d--) {
+  for (let d = count - 1; d >= 0; d--) {
     const glyph = GLYPHS[value % 10];
     value = Math.floor(value / 10);
-    const x0 = c.x + s + d * (GLYPH_W + 1) * s;
-    const y0 = c.y + s;
+    const x0 = x + d * (GLYPH_W + 1) * s;
+    const y0 = y;
     for (let r = 0; r < GLYPH_H; r++) {
       const bits = glyph[r];
       for (let col = 0; col < GLYPH_W; col++) {
@@ -323,35 +500,67 @@ export function paintPattern(
   previous: number | undefined,
   repainted: Rect[],
 ): number {
+  const shown = previous === undefined || previous < 0 ? undefined : sceneOf(layout, previous, SCRATCH_PREVIOUS);
+  return paintScene(layout, painter, sceneOf(layout, frame, SCRATCH_SCENE), shown, repainted);
+}
+
+/**
+ * drawScene() as rectangle fills: the same pixels, byte for byte. Returns how many of
+ * `repainted` (sceneRects(layout) is enough) it filled, or 0 when it drew everything.
+ */
+export function paintScene(
+  layout: PatternLayout,
+  painter: RectPainter,
+  scene: Scene,
+  previous: Scene | undefined,
+  repainted: Rect[],
+): number {
+  checkScene(layout, scene);
   const b = layout.box;
   let count = 0;
-  if (previous === undefined || previous < 0) {
+  const k = layout.keys;
+  if (previous === undefined) {
     paintBackground(painter, 0, 0, layout.width, layout.height);
-  } else if (previous !== frame) {
-    paintBackground(painter, boxX(layout, previous), boxY(layout, previous), b, b);
-    setRect(repainted[count++], boxX(layout, previous), boxY(layout, previous), b, b);
+  } else {
+    paintBackground(painter, previous.boxX, previous.boxY, b, b);
+    setRect(repainted[count++], previous.boxX, previous.boxY, b, b);
+    if (k && showsKeys(layout, previous) && !showsKeys(layout, scene)) {
+      paintBackground(painter, k.x, k.y, k.width, k.height);
+      setRect(repainted[count++], k.x, k.y, k.width, k.height);
+    }
   }
-  const x0 = boxX(layout, frame);
-  const y0 = boxY(layout, frame);
+  const x0 = scene.boxX;
+  const y0 = scene.boxY;
   const edge = Math.max(1, b >> 4);
   painter.fillRect(x0, y0, b, b, 0xff, 0xff, 0xff);
+  const inner = boxFill(scene);
   if (b > 2 * edge)
-    painter.fillRect(x0 + edge, y0 + edge, b - 2 * edge, b - 2 * edge, 0xff, 0x60 + ((frame * 2) & 0x7f), 0x20);
-  if (previous !== undefined && previous >= 0) setRect(repainted[count++], x0, y0, b, b);
+    painter.fillRect(x0 + edge, y0 + edge, b - 2 * edge, b - 2 * edge, inner & 0xff, (inner >> 8) & 0xff, inner >> 16);
+  if (previous !== undefined) setRect(repainted[count++], x0, y0, b, b);
+  const s = layout.scale;
+  if (k && showsKeys(layout, scene)) {
+    fill(painter, k.x, k.y, k.width, k.height, PANEL);
+    if (previous !== undefined) setRect(repainted[count++], k.x, k.y, k.width, k.height);
+    const shown = Math.min(scene.keys.length, layout.keySlots);
+    for (let i = 0; i < shown; i++)
+      paintDigits(painter, k.x + s + i * (KEY_DIGITS + 1) * (GLYPH_W + 1) * s, k.y + s, s, scene.keys[i], KEY_DIGITS);
+  }
   const c = layout.counter;
   if (!c) return count;
   fill(painter, c.x, c.y, c.width, c.height, PANEL);
-  if (previous !== undefined && previous >= 0) setRect(repainted[count++], c.x, c.y, c.width, c.height);
-  const s = layout.scale;
-  let value = counterValue(frame);
-  for (let d = COUNTER_DIGITS - 1; d >= 0; d--) {
+  if (previous !== undefined) setRect(repainted[count++], c.x, c.y, c.width, c.height);
+  paintDigits(painter, c.x + s, c.y + s, s, counterValue(scene.frame), COUNTER_DIGITS);
+  return count;
+}
+
+/** drawDigits() as fills: runs of lit cells in a row are one fill. */
+function paintDigits(painter: RectPainter, x: number, y: number, s: number, value: number, count: number): void {
+  for (let d = count - 1; d >= 0; d--) {
     const glyph = GLYPHS[value % 10];
     value = Math.floor(value / 10);
-    const gx = c.x + s + d * (GLYPH_W + 1) * s;
-    const gy = c.y + s;
+    const gx = x + d * (GLYPH_W + 1) * s;
     for (let r = 0; r < GLYPH_H; r++) {
       const bits = glyph[r];
-      // Runs of lit cells in a row are one fill.
       for (let col = 0; col < GLYPH_W;) {
         if (((bits >> (GLYPH_W - 1 - col)) & 1) === 0) {
           col++;
@@ -359,12 +568,11 @@ export function paintPattern(
         }
         let end = col + 1;
         while (end < GLYPH_W && ((bits >> (GLYPH_W - 1 - end)) & 1) === 1) end++;
-        fill(painter, gx + col * s, gy + r * s, (end - col) * s, s, INK);
+        fill(painter, gx + col * s, y + r * s, (end - col) * s, s, INK);
         col = end;
       }
     }
   }
-  return count;
 }
 
 /** The background (with its grid lines) inside one rectangle. */

@@ -4,6 +4,11 @@
  * Presenting never waits on clients (the pool grows, slow clients skip frames), so a tick
  * costs the repaint of two boxes and the counter.
  *
+ * It answers input (input.v1 clients, browsers through the stream server): the box follows the
+ * pointer, clicks change its colour, held keys show up, and an arrow cursor moves on its own plane
+ * (cursor.v1), never in the frames (./interaction.ts). Until the first event the frames are the
+ * plain pattern, which the tests compare pixel for pixel.
+ *
  * The pattern is drawn with GL when asked (`gl: 'angle' | 'system'`; the demo asks for ANGLE):
  * rectangle fills into a framebuffer over the shared buffer (SurfaceRenderer: zero-copy on
  * ANGLE/SwiftShader when the stride allows, else rendered and the repainted rectangles read
@@ -14,7 +19,17 @@ import * as path from 'node:path';
 import { SurfaceServer, type Logger, type PresentOptions, type SharedSurface, type SurfaceBuffer } from '../index.js';
 import { openGpuContext, SurfaceRenderer, type GpuContext } from '../gl/index.js';
 import { StreamServer } from '../stream/server.js';
-import { damageRects, drawPattern, paintPattern, patternDamage, patternLayout, type PatternLayout } from './pattern.js';
+import { DemoInput } from './interaction.js';
+import {
+  copyScene,
+  drawScene,
+  paintScene,
+  patternLayout,
+  sceneDamage,
+  sceneRects,
+  type PatternLayout,
+  type Scene,
+} from './pattern.js';
 import type { StopMessage } from './consumer.js';
 
 export interface ProducerOptions {
@@ -48,10 +63,16 @@ export class PatternProducer {
   /** Frames presented so far. */
   presented = 0;
   private readonly layout: PatternLayout;
-  /** Which frame each pooled buffer shows, so a reused buffer is repainted only where it differs. */
-  private readonly shows = new Map<SurfaceBuffer, number>();
-  private readonly damage: PresentOptions;
+  /** What each pooled buffer shows, so a reused buffer is repainted only where it differs. */
+  private readonly shows = new Map<SurfaceBuffer, Scene>();
+  /** The scene being drawn, and the one presented last (damage is relative to it). */
+  private readonly next: Scene = { frame: 0, boxX: 0, boxY: 0, colour: 0, keys: [] };
+  private readonly last: Scene = { frame: 0, boxX: 0, boxY: 0, colour: 0, keys: [] };
+  /** Present options for 1..rects.length damage rectangles (the same Rect objects): no allocation per frame. */
+  private readonly damageBy: PresentOptions[];
   private readonly rects;
+  /** What input did to the picture. */
+  readonly input: DemoInput;
   private readonly periodMs: number;
   private dueMs = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -68,10 +89,13 @@ export class PatternProducer {
     fps: number,
   ) {
     this.layout = patternLayout(surface.width, surface.height);
-    this.rects = damageRects(this.layout);
-    this.repainted = damageRects(this.layout);
-    this.damage = { damage: this.rects };
+    this.rects = sceneRects(this.layout);
+    this.repainted = sceneRects(this.layout);
+    this.damageBy = this.rects.map((_r, i) => ({ damage: this.rects.slice(0, i + 1) }));
     this.periodMs = 1000 / fps;
+    this.input = new DemoInput(this.layout, surface);
+    this.input.installCursor();
+    server.on('input', (event) => this.input.handle(event, this.surface.sequence));
   }
 
   /** Opens GL for drawing; on failure stays on the CPU and records why. */
@@ -139,11 +163,16 @@ export class PatternProducer {
     this.dueMs = now - this.dueMs > CATCH_UP_FRAMES * this.periodMs ? now + this.periodMs : this.dueMs + this.periodMs;
     try {
       const frame = this.surface.sequence + 1;
+      const scene = this.input.scene(frame, this.next);
       const buffer = this.surface.acquire();
-      if (this.gl) this.paint(buffer, frame);
-      else drawPattern(this.layout, buffer.pixels(), buffer.stride, frame, this.shows.get(buffer));
-      this.shows.set(buffer, frame);
-      this.surface.present(buffer, patternDamage(this.layout, frame, this.rects) === 0 ? FULL : this.damage);
+      const shown = this.shows.get(buffer);
+      if (this.gl) this.paint(buffer, scene, shown);
+      else drawScene(this.layout, buffer.pixels(), buffer.stride, scene, shown);
+      if (shown) copyScene(scene, shown);
+      else this.shows.set(buffer, copyScene(scene, { frame: 0, boxX: 0, boxY: 0, colour: 0, keys: [] }));
+      const count = frame <= 1 ? 0 : sceneDamage(this.layout, this.last, scene, this.rects);
+      copyScene(scene, this.last);
+      this.surface.present(buffer, count === 0 ? FULL : this.damageBy[count - 1]);
       this.presented++;
     } catch (error) {
       this.stopTimer();
@@ -152,14 +181,14 @@ export class PatternProducer {
     }
   }
 
-  private paint(buffer: SurfaceBuffer, frame: number): void {
+  private paint(buffer: SurfaceBuffer, scene: Scene, shown: Scene | undefined): void {
     const renderer = this.gl!.renderer;
     const path = renderer.begin(buffer);
     if (this.presented === 0) {
       this.rendering.path = path;
       this.rendering.reason = renderer.reason;
     }
-    const count = paintPattern(this.layout, renderer, frame, this.shows.get(buffer), this.repainted);
+    const count = paintScene(this.layout, renderer, scene, shown, this.repainted);
     // Zero-copy: end() waits for GL. Readback: only what was repainted is copied into the buffer.
     renderer.end(this.repainted, count);
   }

@@ -6,6 +6,7 @@
 import { SurfaceLinkError } from '../errors.js';
 import {
   BodySize,
+  CURSOR_FLAG_VISIBLE,
   DEFAULT_MAX_MESSAGE,
   ERROR_FLAG_FATAL,
   FRAME_FLAG_FENCE,
@@ -221,6 +222,12 @@ export class MessageWriter {
     this.pos += 4;
     return this;
   }
+  /** Appends a little-endian two's-complement i32. */
+  i32(v: number): this {
+    this.view.setInt32(this.pos, v, true);
+    this.pos += 4;
+    return this;
+  }
   /** A u64 from a JS number (exact below 2^53). */
   u64n(v: number): this {
     this.view.setUint32(this.pos, v % 0x100000000, true);
@@ -357,6 +364,103 @@ export function writeImportFailed(
 
 export function writeMechanism(w: MessageWriter, mechanism: string, reason: string): number {
   return w.begin(MessageType.MECHANISM, 0).utf8(JSON.stringify({ mechanism, reason })).end();
+}
+
+// input.v1 (docs/protocol.md §3.11–§3.17): fixed bodies, surface id first.
+
+/** KEY: evdev key `code` of `surfaceId` went down (`pressed`) or up. */
+export function writeKey(w: MessageWriter, surfaceId: number, code: number, pressed: boolean): number {
+  return w
+    .begin(MessageType.KEY, 0)
+    .u32(surfaceId)
+    .u32(code)
+    .u32(pressed ? 1 : 0)
+    .end();
+}
+
+/** POINTER: the pointer is at (x, y), pixels of the surface's picture (absolute mode). */
+export function writePointer(w: MessageWriter, surfaceId: number, x: number, y: number): number {
+  return w.begin(MessageType.POINTER, 0).u32(surfaceId).u32(x).u32(y).end();
+}
+
+/** MOTION: the pointer moved by (dx, dy) pixels (relative mode). */
+export function writeMotion(w: MessageWriter, surfaceId: number, dx: number, dy: number): number {
+  return w.begin(MessageType.MOTION, 0).u32(surfaceId).i32(dx).i32(dy).end();
+}
+
+/** BUTTON: evdev button `button` (BTN_LEFT 0x110 …) went down (`pressed`) or up. */
+export function writeButton(w: MessageWriter, surfaceId: number, button: number, pressed: boolean): number {
+  return w
+    .begin(MessageType.BUTTON, 0)
+    .u32(surfaceId)
+    .u32(button)
+    .u32(pressed ? 1 : 0)
+    .end();
+}
+
+/** SCROLL: (dx, dy) wheel notches; dy > 0 scrolls down, dx > 0 right. */
+export function writeScroll(w: MessageWriter, surfaceId: number, dx: number, dy: number): number {
+  return w.begin(MessageType.SCROLL, 0).u32(surfaceId).i32(dx).i32(dy).end();
+}
+
+/** TOUCH: touch point `slot` in `phase` (0 down, 1 move, 2 up, 3 cancel) at (x, y). */
+export function writeTouch(
+  w: MessageWriter,
+  surfaceId: number,
+  phase: number,
+  slot: number,
+  x: number,
+  y: number,
+): number {
+  return w.begin(MessageType.TOUCH, 0).u32(surfaceId).u32(phase).u32(slot).u32(x).u32(y).end();
+}
+
+/** INPUT_MODE: the surface wants absolute (0) or relative (1) pointer input. */
+export function writeInputMode(w: MessageWriter, surfaceId: number, mode: number): number {
+  return w.begin(MessageType.INPUT_MODE, 0).u32(surfaceId).u32(mode).end();
+}
+
+// cursor.v1 (§3.18, §3.19)
+
+/** What a CURSOR_SHAPE says: width = height = 0 (and no handle) means the surface has no cursor image. */
+export interface CursorShapeBody {
+  /** The surface. */
+  surfaceId: number;
+  /** Bumped by every shape change (CursorState.serial). */
+  serial: number;
+  /** Image width in pixels (0: no image). */
+  width: number;
+  /** Image height in pixels (0: no image). */
+  height: number;
+  /** The hotspot: the image pixel that sits at the cursor position. */
+  hotspotX: number;
+  /** The hotspot's row. */
+  hotspotY: number;
+}
+
+/** CURSOR_SHAPE; with an image (width, height ≥ 1) its memfd is the message's one handle. */
+export function writeCursorShape(w: MessageWriter, s: CursorShapeBody): number {
+  const image = s.width > 0 && s.height > 0;
+  return w
+    .begin(MessageType.CURSOR_SHAPE, image ? 1 : 0)
+    .u32(s.surfaceId)
+    .u32(s.serial)
+    .u32(s.width)
+    .u32(s.height)
+    .u32(s.hotspotX)
+    .u32(s.hotspotY)
+    .end();
+}
+
+/** CURSOR_MOVE: the cursor's hotspot is at (x, y), pixels of the surface's picture; `visible` or hidden. */
+export function writeCursorMove(w: MessageWriter, surfaceId: number, x: number, y: number, visible: boolean): number {
+  return w
+    .begin(MessageType.CURSOR_MOVE, 0)
+    .u32(surfaceId)
+    .i32(x)
+    .i32(y)
+    .u32(visible ? CURSOR_FLAG_VISIBLE : 0)
+    .end();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,4 +744,128 @@ export function readMechanism(view: DataView, start: number, length: number): { 
   const o = json(view, start + HEADER_SIZE, start + length, 'MECHANISM');
   if (!isStr(o.mechanism) || !isStr(o.reason)) throw malformed('MECHANISM: mechanism and reason are required');
   return { mechanism: o.mechanism, reason: o.reason };
+}
+
+// input.v1. The server reads these field by field (no allocation per event): `checkBody` checks the
+// shape, `bodyU32` / `bodyI32` read the i-th 4-byte field of the body. The read* functions below
+// return objects, for clients, tools and tests; they check the shape, not the ranges (§3.11).
+
+/** Checks the header flags and the exact body size of a fixed-size message. */
+export function checkBody(view: DataView, start: number, length: number, size: number, name: string): void {
+  expectBody(view, start, length, size, true, name);
+}
+/** The i-th u32 of a message's body. */
+export const bodyU32 = (view: DataView, start: number, i: number): number =>
+  view.getUint32(start + HEADER_SIZE + 4 * i, true);
+/** The i-th 4-byte field of a message's body, read as an i32. */
+export const bodyI32 = (view: DataView, start: number, i: number): number =>
+  view.getInt32(start + HEADER_SIZE + 4 * i, true);
+
+export function readKey(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; code: number; pressed: number } {
+  checkBody(view, start, length, BodySize.KEY, 'KEY');
+  return { surfaceId: bodyU32(view, start, 0), code: bodyU32(view, start, 1), pressed: bodyU32(view, start, 2) };
+}
+
+export function readPointer(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; x: number; y: number } {
+  checkBody(view, start, length, BodySize.POINTER, 'POINTER');
+  return { surfaceId: bodyU32(view, start, 0), x: bodyU32(view, start, 1), y: bodyU32(view, start, 2) };
+}
+
+export function readMotion(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; dx: number; dy: number } {
+  checkBody(view, start, length, BodySize.MOTION, 'MOTION');
+  return { surfaceId: bodyU32(view, start, 0), dx: bodyI32(view, start, 1), dy: bodyI32(view, start, 2) };
+}
+
+export function readButton(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; button: number; pressed: number } {
+  checkBody(view, start, length, BodySize.BUTTON, 'BUTTON');
+  return { surfaceId: bodyU32(view, start, 0), button: bodyU32(view, start, 1), pressed: bodyU32(view, start, 2) };
+}
+
+export function readScroll(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; dx: number; dy: number } {
+  checkBody(view, start, length, BodySize.SCROLL, 'SCROLL');
+  return { surfaceId: bodyU32(view, start, 0), dx: bodyI32(view, start, 1), dy: bodyI32(view, start, 2) };
+}
+
+export function readTouch(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; phase: number; slot: number; x: number; y: number } {
+  checkBody(view, start, length, BodySize.TOUCH, 'TOUCH');
+  return {
+    surfaceId: bodyU32(view, start, 0),
+    phase: bodyU32(view, start, 1),
+    slot: bodyU32(view, start, 2),
+    x: bodyU32(view, start, 3),
+    y: bodyU32(view, start, 4),
+  };
+}
+
+/** INPUT_MODE; a mode other than 0 or 1 is E_MALFORMED. */
+export function readInputMode(view: DataView, start: number, length: number): { surfaceId: number; mode: number } {
+  checkBody(view, start, length, BodySize.INPUT_MODE, 'INPUT_MODE');
+  const mode = bodyU32(view, start, 1);
+  if (mode > 1) throw malformed(`INPUT_MODE: mode ${mode} is neither absolute (0) nor relative (1)`);
+  return { surfaceId: bodyU32(view, start, 0), mode };
+}
+
+/**
+ * CURSOR_SHAPE: the shape only (the receiver checks the sizes and the memfd). `handles` must be 1
+ * with an image and 0 without one (E_HANDLE_COUNT).
+ */
+export function readCursorShape(view: DataView, start: number, length: number): CursorShapeBody {
+  checkBody(view, start, length, BodySize.CURSOR_SHAPE, 'CURSOR_SHAPE');
+  const s: CursorShapeBody = {
+    surfaceId: bodyU32(view, start, 0),
+    serial: bodyU32(view, start, 1),
+    width: bodyU32(view, start, 2),
+    height: bodyU32(view, start, 3),
+    hotspotX: bodyU32(view, start, 4),
+    hotspotY: bodyU32(view, start, 5),
+  };
+  const image = s.width > 0 || s.height > 0;
+  if (messageHandles(view, start) !== (image ? 1 : 0))
+    throw new ProtocolError(
+      'E_HANDLE_COUNT',
+      `CURSOR_SHAPE: ${image ? 'an image needs its memfd as the one handle' : 'no image, so no handle'}; ` +
+        `${messageHandles(view, start)} attached`,
+    );
+  return s;
+}
+
+/** CURSOR_MOVE; unknown flag bits are E_MALFORMED. */
+export function readCursorMove(
+  view: DataView,
+  start: number,
+  length: number,
+): { surfaceId: number; x: number; y: number; visible: boolean } {
+  checkBody(view, start, length, BodySize.CURSOR_MOVE, 'CURSOR_MOVE');
+  const flags = bodyU32(view, start, 3);
+  if ((flags & ~CURSOR_FLAG_VISIBLE) !== 0) throw malformed(`CURSOR_MOVE: unknown flags 0x${flags.toString(16)}`);
+  return {
+    surfaceId: bodyU32(view, start, 0),
+    x: bodyI32(view, start, 1),
+    y: bodyI32(view, start, 2),
+    visible: (flags & CURSOR_FLAG_VISIBLE) !== 0,
+  };
 }

@@ -26,6 +26,17 @@ export const MessageType = {
   SURFACE_GONE: 0x14,
   IMPORT_FAILED: 0x20,
   MECHANISM: 0x21,
+  // input.v1 (docs/protocol.md §3.11–§3.17)
+  KEY: 0x30,
+  POINTER: 0x31,
+  MOTION: 0x32,
+  BUTTON: 0x33,
+  SCROLL: 0x34,
+  TOUCH: 0x35,
+  INPUT_MODE: 0x36,
+  // cursor.v1 (§3.18, §3.19)
+  CURSOR_SHAPE: 0x40,
+  CURSOR_MOVE: 0x41,
 } as const;
 export type MessageTypeName = keyof typeof MessageType;
 
@@ -34,12 +45,21 @@ const SENDER: ReadonlyMap<number, 'client' | 'server' | 'both'> = new Map([
   [MessageType.HELLO, 'client'],
   [MessageType.RELEASE, 'client'],
   [MessageType.IMPORT_FAILED, 'client'],
+  [MessageType.KEY, 'client'],
+  [MessageType.POINTER, 'client'],
+  [MessageType.MOTION, 'client'],
+  [MessageType.BUTTON, 'client'],
+  [MessageType.SCROLL, 'client'],
+  [MessageType.TOUCH, 'client'],
   [MessageType.WELCOME, 'server'],
   [MessageType.SCANOUT, 'server'],
   [MessageType.FRAME, 'server'],
   [MessageType.RETIRE, 'server'],
   [MessageType.SURFACE_GONE, 'server'],
   [MessageType.MECHANISM, 'server'],
+  [MessageType.INPUT_MODE, 'server'],
+  [MessageType.CURSOR_SHAPE, 'server'],
+  [MessageType.CURSOR_MOVE, 'server'],
   [MessageType.ERROR, 'both'],
 ]);
 
@@ -66,4 +86,31 @@ export const BodySize = {
   RETIRE: 8,
   SURFACE_GONE: 8,
   IMPORT_FAILED_FIXED: 16,
+  KEY: 12,
+  POINTER: 12,
+  MOTION: 12,
+  BUTTON: 12,
+  SCROLL: 12,
+  TOUCH: 20,
+  INPUT_MODE: 8,
+  CURSOR_SHAPE: 24,
+  CURSOR_MOVE: 16,
 } as const;
+
+/** input.v1: the highest evdev key code (KEY_MAX); KEY carries 1..KEY_MAX. */
+export const KEY_CODE_MAX = 0x2ff;
+/** input.v1: BUTTON carries an evdev mouse button, BTN_LEFT (0x110) .. BTN_TASK (0x117). */
+export const BUTTON_MIN = 0x110;
+export const BUTTON_MAX = 0x117;
+/** input.v1: MOTION deltas lie within ±MAX_MOTION pixels. */
+export const MAX_MOTION = 16384;
+/** input.v1: SCROLL deltas lie within ±MAX_SCROLL notches. */
+export const MAX_SCROLL = 1024;
+/** input.v1: TOUCH slots are 0..MAX_TOUCH_SLOTS-1. */
+export const MAX_TOUCH_SLOTS = 16;
+/** input.v1: TOUCH phase values on the wire, in order: down, move, up, cancel. */
+export const TOUCH_PHASES = ['down', 'move', 'up', 'cancel'] as const;
+/** input.v1: INPUT_MODE mode values on the wire: 0 absolute, 1 relative. */
+export const INPUT_MODES = ['absolute', 'relative'] as const;
+/** cursor.v1: CURSOR_MOVE flags, bit 0: the cursor is visible. */
+export const CURSOR_FLAG_VISIBLE = 1;

@@ -13,7 +13,10 @@ export interface ServerFeature {
   readonly name: string;
   /** Message types clients send for it, with how many handles each may carry. */
   readonly clientMessages: ReadonlyMap<number, number>;
-  /** Said to a client that attached handles where its messages may carry none. */
+  /**
+   * Said to a client that attached handles where its messages may carry none: the feature's rule for
+   * client handles ('' for a feature whose client messages carry none, which adds nothing to say).
+   */
   readonly handleRule: string;
   /** A session finished negotiation with this feature. */
   start(session: ServerSession): void;
