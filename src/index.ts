@@ -130,6 +130,7 @@ export {
   type RemoteClientOptions,
   type RemoteWelcome,
   type RemoteFrame,
+  type RemoteCursor,
   type RemoteClientEvents,
   type StreamStats,
 } from './stream/client.js';

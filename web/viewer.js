@@ -4,13 +4,19 @@
  * DecompressionStream, draws onto one canvas at the surface's resolution scaled to fit the
  * window, and shows fps, latency, bitrate and codec in an overlay.
  *
- * Plain ES2020 module, no dependencies, nothing fetched at run time. The token comes in the
- * URL fragment (#token=…) and is removed from the address bar at once.
+ * Keyboard, mouse, wheel and touch on the canvas go to the producer, and its cursor is drawn
+ * over the canvas (./input.js); "view only" shows when the server takes no input from us.
+ *
+ * Plain ES2020 modules (this one, input.js, keymap.js), no dependencies, nothing fetched at run
+ * time. The token comes in the URL fragment (#token=…) and is removed from the address bar at once.
  *
  * For tests and benchmarks, window.surfacelinkViewer exposes the state, counters, latency
  * samples, an atomic snapshot of the canvas with the sequence it shows, and hooks that
  * break the decoder on purpose.
  */
+
+import { RemoteInput } from './input.js';
+import { EVDEV_KEYS } from './keymap.js';
 
 const SUBPROTOCOL = 'surfacelink.stream.v1';
 const HEADER_BYTES = 32;
@@ -47,6 +53,7 @@ const ERROR_TEXT = {
   E_NO_MECHANISM: 'The server and this browser share no codec.',
   E_ENCODER: "The server's encoder failed.",
   E_RELEASE_TIMEOUT: 'The server gave up on this viewer: it stopped acknowledging frames.',
+  E_LIMIT: 'The server cut this viewer off: it sent more messages than the server allows.',
 };
 
 const CLOSE_TEXT = {
@@ -55,6 +62,7 @@ const CLOSE_TEXT = {
   4404: 'No such surface.',
   4406: 'The server and this browser share no codec.',
   4408: ERROR_TEXT.E_RELEASE_TIMEOUT,
+  4429: ERROR_TEXT.E_LIMIT,
   4500: ERROR_TEXT.E_ENCODER,
 };
 
@@ -167,6 +175,8 @@ class Viewer {
     this.dom = dom;
     this.token = options.token;
     this.forcedCodec = options.forcedCodec;
+    /** The surface asked for (?surface=N), or undefined: the server's first. */
+    this.surfaceId = options.surfaceId;
     /** The codecs sent in `hello`, in preference order. */
     this.offered = [];
     this.state = 'starting';
@@ -239,6 +249,12 @@ class Viewer {
     this.tilePumping = false;
 
     this.onResize = () => this.fit();
+    this.input = new RemoteInput(this, {
+      stage: dom.stage,
+      layer: dom.cursorLayer,
+      cursor: dom.cursor,
+      status: dom.status,
+    });
   }
 
   async start() {
@@ -256,6 +272,7 @@ class Viewer {
     this.offered = codecs;
 
     addEventListener('resize', this.onResize);
+    this.input.start();
     this.dom.overlay.addEventListener('click', () => this.dom.overlay.classList.toggle('collapsed'));
     this.connect(codecs);
   }
@@ -273,7 +290,9 @@ class Viewer {
     this.ws = ws;
     ws.onopen = () => {
       this.state = 'authenticating';
-      this.send({ type: 'hello', token: this.token, name: 'browser viewer', codecs });
+      const hello = { type: 'hello', token: this.token, name: 'browser viewer', codecs };
+      if (this.surfaceId !== undefined) hello.surface = this.surfaceId;
+      this.send(hello);
     };
     ws.onmessage = (event) => {
       if (typeof event.data === 'string') this.onText(event.data);
@@ -311,6 +330,14 @@ class Viewer {
         this.noteError(`encoder ${m.state}: ${m.reason}`, false);
         this.needKeyframe = true;
         return;
+      case 'cursor':
+        return this.input.setCursor(m);
+      case 'cursorMove':
+        return this.input.moveCursor(m);
+      case 'inputMode':
+        return this.input.setMode(m.mode);
+      case 'warning':
+        return this.input.warning(m);
       case 'gone':
         this.showMessage(`The surface was closed${m.reason ? `: ${m.reason}` : ''}.`, false);
         this.closedByError = true;
@@ -336,6 +363,7 @@ class Viewer {
     this.state = 'streaming';
     this.hideMessage();
     this.setSurfaceSize(m.surface.width, m.surface.height, m.surface.format);
+    this.input.welcome(m);
     for (let i = 0; i < PING_BURST; i++) setTimeout(() => this.ping(), i * PING_BURST_GAP_MS);
     this.tickAt = now();
     this.timer = setInterval(() => this.tick(), 1000);
@@ -361,6 +389,7 @@ class Viewer {
   onClose(event) {
     clearInterval(this.timer);
     this.timer = 0;
+    this.input.closed();
     this.closeDecoder();
     if (this.closedByError) {
       if (this.state !== 'gone') this.state = 'error';
@@ -723,8 +752,10 @@ class Viewer {
     canvas.setAttribute('aria-label', this.canvas.getAttribute('aria-label') || 'remote surface');
     canvas.width = width;
     canvas.height = height;
-    this.canvas.replaceWith(canvas);
+    const old = this.canvas;
+    old.replaceWith(canvas);
     this.canvas = canvas;
+    this.input.canvasReplaced(old, canvas);
     // Tiles read back exactly only from a CPU-backed canvas; H.264 frames draw faster on the GPU's.
     this.ctx = canvas.getContext('2d', { alpha: this.format.alpha, willReadFrequently: this.codec === 'tiles' });
     this.image = this.codec === 'tiles' ? new ImageData(width, height) : null;
@@ -741,6 +772,7 @@ class Viewer {
     const scale = Math.min(innerWidth / this.width, innerHeight / this.height);
     this.canvas.style.width = `${Math.max(1, Math.floor(this.width * scale))}px`;
     this.canvas.style.height = `${Math.max(1, Math.floor(this.height * scale))}px`;
+    this.input.layout();
   }
 
   /** Once a second: rates, percentiles, the `stats` message, clock pings, the overlay. */
@@ -879,13 +911,23 @@ function boot() {
   const token = fragment.get('token') ?? '';
   // The token leaves the address bar (and history) before anything else happens.
   if (location.hash) history.replaceState(history.state, '', location.pathname + location.search);
-  const forced = new URLSearchParams(location.search).get('codec');
+  const query = new URLSearchParams(location.search);
+  const forced = query.get('codec');
+  const surface = query.has('surface') ? Number(query.get('surface')) : NaN;
   const dom = {
+    stage: document.getElementById('stage'),
     canvas: document.getElementById('screen'),
+    cursorLayer: document.getElementById('cursor-layer'),
+    cursor: document.getElementById('cursor'),
+    status: document.getElementById('input-status'),
     overlay: document.getElementById('overlay'),
     message: document.getElementById('message'),
   };
-  const viewer = new Viewer(dom, { token, forcedCodec: forced === 'tiles' || forced === 'h264' ? forced : null });
+  const viewer = new Viewer(dom, {
+    token,
+    forcedCodec: forced === 'tiles' || forced === 'h264' ? forced : null,
+    surfaceId: Number.isInteger(surface) && surface >= 0 ? surface : undefined,
+  });
   window.surfacelinkViewer = {
     get state() {
       return viewer.state;
@@ -912,6 +954,12 @@ function boot() {
     /** Acts as if the decoder had errored: reset, drop until a keyframe, ask for one. */
     failDecoder: () => viewer.decoderFailed(new Error('failed on request (test hook)')),
     requestKeyframe: () => viewer.requestKeyframe(),
+    /** Input and cursor state: allowed, mode, captured, locked, keys held, messages sent, the overlay's place. */
+    input: () => viewer.input.state(),
+    /** The cursor overlay's pixels (RGBA, base64). */
+    cursorPixels: () => viewer.input.cursorPixels(),
+    /** KeyboardEvent.code → evdev code, as sent. */
+    keyTable: () => ({ ...EVDEV_KEYS }),
   };
   // A new token pasted into this tab's address bar is a same-document navigation: start over with it.
   addEventListener('hashchange', () => {

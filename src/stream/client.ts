@@ -10,6 +10,7 @@ import { EventEmitter } from 'eventemitter3';
 import WebSocket from 'ws';
 import { SurfaceLinkError, isErrorCodeName, type ErrorCodeName } from '../errors.js';
 import { rethrowLater } from '../events.js';
+import { MAX_CURSOR_SIDE, type CursorImage, type InputMode } from '../input.js';
 import { H264Decoder, type H264DecodedFrame } from './h264.js';
 import {
   CODECS,
@@ -19,6 +20,7 @@ import {
   STREAM_PATH,
   SUBPROTOCOL,
   clockMs,
+  parseClientMessage,
   readFrameHeader,
   type Codec,
   type FrameHeader,
@@ -70,6 +72,26 @@ export interface RemoteWelcome {
   bitrateKbps: number | null;
   /** Frames the server sends ahead of our acks. */
   window: number;
+  /** Whether the server takes our input (false: we connected with its view-only token, or an older server). */
+  input: boolean;
+  /** The surface's input mode: 'absolute' (send pointer) or 'relative' (send motion). */
+  inputMode: InputMode;
+  /** Messages per second the server accepts from us (more is E_LIMIT), or null if it did not say. */
+  maxMessageRate: number | null;
+}
+
+/** The surface's cursor as the server last described it, in the picture's pixels (top row first). */
+export interface RemoteCursor {
+  /** Its image (ARGB8888: bytes B, G, R, A; rows of width × 4 bytes; top row first), or null: none defined. */
+  image: CursorImage | null;
+  /** The server's serial of the image (bumped per change). */
+  serial: number;
+  /** Where the hotspot is, picture pixels. */
+  x: number;
+  /** Where the hotspot is, picture pixels. */
+  y: number;
+  /** Whether the producer shows it. */
+  visible: boolean;
 }
 
 /** One decoded frame. `pixels` is valid during the 'frame' listeners only: copy what you keep. */
@@ -124,6 +146,34 @@ export interface RemoteClientEvents {
       reason: string;
     },
   ];
+  /** The cursor's image changed (sent once per change): `image` null means the surface has none. */
+  cursor: [
+    {
+      /** The new image, or null. */
+      image: CursorImage | null;
+      /** The server's serial of the image. */
+      serial: number;
+    },
+  ];
+  /** The cursor moved or was shown or hidden (picture pixels; latest wins: intermediate moves may be skipped). */
+  cursorMove: [
+    {
+      /** Hotspot column. */
+      x: number;
+      /** Hotspot row. */
+      y: number;
+      /** Whether it shows. */
+      visible: boolean;
+    },
+  ];
+  /** The surface's input mode changed. */
+  inputMode: [InputMode];
+  /**
+   * A non-fatal warning from the server; the connection stays open. E_PERMISSION (once): our input
+   * is refused (a view-only token) and dropped from now on; E_OUT_OF_BOUNDS (at most once a
+   * second): a position outside the picture, that event dropped.
+   */
+  warning: [SurfaceLinkError];
   /** The surface was closed on the server. */
   gone: [
     {
@@ -251,6 +301,10 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
   welcome: RemoteWelcome | null = null;
   /** What this viewer measured: `stats.snapshot()` gives fps, kbit/s and latency percentiles. */
   readonly stats = new StreamStats();
+  /** The surface's cursor (picture pixels), once the server described it; null before. */
+  cursor: RemoteCursor | null = null;
+  /** The surface's input mode (from the welcome, then `inputMode` messages). */
+  inputMode: InputMode = 'absolute';
   private readonly ws: WebSocket;
   private width = 0;
   private height = 0;
@@ -376,6 +430,54 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     });
   }
 
+  /** Whether the server takes our input (the welcome said so, and no E_PERMISSION warning since); false before. */
+  get inputAllowed(): boolean {
+    return this.welcome?.input ?? false;
+  }
+
+  /** A key went down or up: `code` is a Linux evdev code (KEY_A = 30; docs/remote.md §3.1). */
+  sendKey(code: number, pressed: boolean): void {
+    this.sendInput({ type: 'key', code, pressed });
+  }
+
+  /**
+   * The pointer is at (x, y): pixels of the picture (integers; (0, 0) its top-left pixel, as frames show
+   * it), inside it (absolute mode; dropped in relative mode).
+   */
+  sendPointer(x: number, y: number): void {
+    this.sendInput({ type: 'pointer', x, y });
+  }
+
+  /** The pointer moved by (dx, dy) pixels, integers within ±16384 (relative mode; dropped in absolute mode). */
+  sendMotion(dx: number, dy: number): void {
+    this.sendInput({ type: 'motion', dx, dy });
+  }
+
+  /** A mouse button went down or up: an evdev code, BTN_LEFT 0x110 … BTN_TASK 0x117. */
+  sendButton(button: number, pressed: boolean): void {
+    this.sendInput({ type: 'button', button, pressed });
+  }
+
+  /** Wheel notches, integers within ±1024: dy > 0 scrolls down, dx > 0 right. */
+  sendScroll(dx: number, dy: number): void {
+    this.sendInput({ type: 'scroll', dx, dy });
+  }
+
+  /** A touch point (slot 0–15) went down, moved, went up or was cancelled at (x, y), picture pixels. */
+  sendTouch(phase: 'down' | 'move' | 'up' | 'cancel', slot: number, x: number, y: number): void {
+    this.sendInput({ type: 'touch', phase, slot, x, y });
+  }
+
+  /** Checks an input message as the server will (E_INVALID_ARGUMENT here instead of a closed connection). */
+  private sendInput(message: { type: string; [key: string]: unknown }): void {
+    try {
+      parseClientMessage(JSON.stringify(message), 0);
+    } catch (error) {
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', (error as Error).message);
+    }
+    this.send(message);
+  }
+
   /** Sends a raw message (tests use it for bad input). */
   send(message: object | string | Buffer): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
@@ -431,7 +533,11 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
           maxFps: m.maxFps,
           bitrateKbps: m.bitrateKbps,
           window: m.window,
+          input: m.input === true,
+          inputMode: m.inputMode === 'relative' ? 'relative' : 'absolute',
+          maxMessageRate: typeof m.maxMessageRate === 'number' ? m.maxMessageRate : null,
         };
+        this.inputMode = this.welcome.inputMode;
         this.setSize(m.surface.width, m.surface.height);
         if (m.codec === 'h264') this.decoderReady = this.startDecoder();
         this.emit('welcome', this.welcome);
@@ -457,6 +563,32 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
       case 'gone':
         this.emit('gone', { reason: m.reason });
         return;
+      case 'cursor': {
+        const image: CursorImage | null = m.image && {
+          width: m.image.width,
+          height: m.image.height,
+          hotspotX: m.image.hotspotX,
+          hotspotY: m.image.hotspotY,
+          pixels: new Uint8Array(Buffer.from(m.image.pixels, 'base64')),
+        };
+        this.cursor = { x: 0, y: 0, visible: false, ...this.cursor, image, serial: m.serial };
+        this.emit('cursor', { image, serial: m.serial });
+        return;
+      }
+      case 'cursorMove':
+        this.cursor = { image: null, serial: 0, ...this.cursor, x: m.x, y: m.y, visible: m.visible };
+        this.emit('cursorMove', { x: m.x, y: m.y, visible: m.visible });
+        return;
+      case 'inputMode':
+        this.inputMode = m.mode;
+        this.emit('inputMode', m.mode);
+        return;
+      case 'warning': {
+        const code: ErrorCodeName = isErrorCodeName(m.code) ? m.code : 'E_UNEXPECTED';
+        if (code === 'E_PERMISSION' && this.welcome) this.welcome.input = false;
+        this.emit('warning', new SurfaceLinkError(code, String(m.message ?? code)));
+        return;
+      }
       case 'error': {
         const code: ErrorCodeName = isErrorCodeName(m.code) ? m.code : 'E_UNEXPECTED';
         this.emit('error', new SurfaceLinkError(code, String(m.message ?? code)));
@@ -659,7 +791,35 @@ function malformedServerMessage(m: Record<string, any> | null): string | null {
       return isDimension(m.width) && isDimension(m.height) ? null : 'no valid width and height';
     case 'pong':
       return Number.isFinite(m.t) && Number.isFinite(m.serverMs) ? null : 't and serverMs must be numbers';
+    case 'cursor':
+      return malformedCursor(m);
+    case 'cursorMove':
+      return Number.isFinite(m.x) && Number.isFinite(m.y) && typeof m.visible === 'boolean'
+        ? null
+        : 'x and y must be numbers, visible a boolean';
+    case 'inputMode':
+      return m.mode === 'absolute' || m.mode === 'relative' ? null : `mode ${JSON.stringify(m.mode)}`;
     default:
       return null;
   }
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** What is wrong with a `cursor` message, or null. */
+function malformedCursor(m: Record<string, any>): string | null {
+  if (!Number.isInteger(m.serial)) return 'serial must be an integer';
+  const i = m.image;
+  if (i === null) return null;
+  if (typeof i !== 'object') return 'image must be an object or null';
+  const side = (v: unknown): boolean => Number.isInteger(v) && (v as number) > 0 && (v as number) <= MAX_CURSOR_SIDE;
+  if (!side(i.width) || !side(i.height)) return `width and height must be 1 to ${MAX_CURSOR_SIDE}`;
+  const inside = (v: unknown, size: number): boolean =>
+    Number.isInteger(v) && (v as number) >= 0 && (v as number) < size;
+  if (!inside(i.hotspotX, i.width) || !inside(i.hotspotY, i.height)) return 'the hotspot must lie inside the image';
+  if (typeof i.pixels !== 'string' || !BASE64.test(i.pixels)) return 'pixels must be base64';
+  const bytes = (i.pixels.length / 4) * 3 - (i.pixels.endsWith('==') ? 2 : i.pixels.endsWith('=') ? 1 : 0);
+  if (i.pixels.length % 4 !== 0 || bytes !== i.width * i.height * 4)
+    return `pixels must hold width × height × 4 = ${i.width * i.height * 4} bytes`;
+  return null;
 }

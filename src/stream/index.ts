@@ -16,6 +16,7 @@ export {
   type RemoteClientOptions,
   type RemoteWelcome,
   type RemoteFrame,
+  type RemoteCursor,
   type RemoteClientEvents,
   type StreamStats,
 } from './client.js';

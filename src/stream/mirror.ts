@@ -4,6 +4,7 @@
  */
 import type { Rect } from '../protocol/codec.js';
 import type { SharedSurface, SurfaceBuffer } from '../surface.js';
+import { MirrorCursor } from './input.js';
 
 /** What a mirror tells its clients. */
 export interface MirrorClient {
@@ -29,6 +30,8 @@ export class SurfaceMirror<Client extends MirrorClient = MirrorClient> {
   /** A frame has been copied in. */
   ready = false;
   readonly sessions = new Set<Client>();
+  /** The surface's cursor and input mode, as its viewers get them. */
+  readonly cursor: MirrorCursor;
   /** Buffer views of the surface's pixel arrays, so copying allocates nothing per frame. */
   private readonly views = new WeakMap<Uint8Array, Buffer>();
   /** Damage in mirror coordinates when the picture is not the buffer as stored (reused objects). */
@@ -39,6 +42,7 @@ export class SurfaceMirror<Client extends MirrorClient = MirrorClient> {
     this.height = surface.visible.height;
     this.stride = this.width * 4;
     this.pixels = Buffer.alloc(this.stride * this.height);
+    this.cursor = new MirrorCursor(surface);
   }
 
   update(buffer: SurfaceBuffer, damage: readonly Rect[], count: number, presentNs: number): void {

@@ -5,6 +5,14 @@
  */
 import { SurfaceLinkError, type ErrorCodeName } from '../errors.js';
 import { monotonicNs } from '../host.js';
+import {
+  BUTTON_MAX,
+  BUTTON_MIN,
+  KEY_CODE_MAX,
+  MAX_MOTION,
+  MAX_SCROLL,
+  MAX_TOUCH_SLOTS,
+} from '../protocol/constants.js';
 
 /** The WebSocket subprotocol; an upgrade that does not offer it is refused. */
 export const SUBPROTOCOL = 'surfacelink.stream.v1';
@@ -24,6 +32,13 @@ export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 export const HELLO_TIMEOUT_MS = 5000;
 /** A client with frames in flight that has not acked for this long is disconnected. */
 export const ACK_TIMEOUT_MS = 10_000;
+/** Messages per second a client may send (a burst of as many is allowed); more is E_LIMIT. */
+export const MAX_MESSAGE_RATE = 1000;
+
+// Input (docs/remote.md §3.1) uses the core's input.v1 ranges (KEY_CODE_MAX, BUTTON_MIN…, imported above),
+// so what passes here passes SurfaceServer.dispatchInput.
+/** Largest coordinate a pointer or touch message may carry (the picture's size is checked after). */
+export const MAX_COORDINATE = 65535;
 
 /**
  * How frames travel to a remote viewer: 'h264' (GStreamer encoder, lossy) or 'tiles' (lossless,
@@ -41,6 +56,8 @@ export const CloseCode = {
   NO_SURFACE: 4404,
   NO_CODEC: 4406,
   ACK_TIMEOUT: 4408,
+  /** Too many messages: over the per-client rate cap (E_LIMIT). */
+  LIMIT: 4429,
   ENCODER: 4500,
 } as const;
 
@@ -58,6 +75,8 @@ export function closeCodeFor(code: ErrorCodeName): number {
       return CloseCode.GOING_AWAY;
     case 'E_ENCODER':
       return CloseCode.ENCODER;
+    case 'E_LIMIT':
+      return CloseCode.LIMIT;
     default:
       return CloseCode.MALFORMED;
   }
@@ -133,12 +152,26 @@ export interface HelloMessage {
   maxBitrateKbps?: number;
 }
 
+/** Input from a viewer, validated for shape and range; coordinates are the picture's pixels (top row first). */
+export type InputMessage =
+  | { type: 'key'; code: number; pressed: boolean }
+  | { type: 'pointer'; x: number; y: number }
+  | { type: 'motion'; dx: number; dy: number }
+  | { type: 'button'; button: number; pressed: boolean }
+  | { type: 'scroll'; dx: number; dy: number }
+  | { type: 'touch'; phase: 'down' | 'move' | 'up' | 'cancel'; slot: number; x: number; y: number };
+
 export type ClientMessage =
   | HelloMessage
+  | InputMessage
   | { type: 'ack'; seq: number; decodedMs?: number }
   | { type: 'keyframe' }
   | { type: 'ping'; t: number }
   | { type: 'stats'; fps?: number; latencyP50Ms?: number; latencyP99Ms?: number; decoded?: number; errors?: number };
+
+/** The message types that carry input (refused for view-only viewers). */
+export const INPUT_TYPES: ReadonlySet<string> = new Set(['key', 'pointer', 'motion', 'button', 'scroll', 'touch']);
+const TOUCH_PHASES: ReadonlySet<string> = new Set(['down', 'move', 'up', 'cancel']);
 
 const malformed = (message: string): SurfaceLinkError => new SurfaceLinkError('E_MALFORMED', message);
 
@@ -146,6 +179,19 @@ function optionalPositive(o: Record<string, unknown>, key: string): number | und
   const v = o[key];
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw malformed(`${key} must be a positive number`);
+  return v;
+}
+
+function integerIn(o: Record<string, unknown>, key: string, min: number, max: number, what: string): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw malformed(`${o.type} needs ${key}, ${what}`);
+  return v;
+}
+
+function flag(o: Record<string, unknown>, key: string): boolean {
+  const v = o[key];
+  if (typeof v !== 'boolean') throw malformed(`${o.type} needs ${key}, true or false`);
   return v;
 }
 
@@ -212,6 +258,53 @@ export function parseClientMessage(text: string | Buffer, byteLength: number): C
     }
     case 'keyframe':
       return { type: 'keyframe' };
+    case 'key':
+      return {
+        type: 'key',
+        code: integerIn(o, 'code', 1, KEY_CODE_MAX, `an evdev key code from 1 to ${KEY_CODE_MAX}`),
+        pressed: flag(o, 'pressed'),
+      };
+    case 'button':
+      return {
+        type: 'button',
+        button: integerIn(
+          o,
+          'button',
+          BUTTON_MIN,
+          BUTTON_MAX,
+          `an evdev BTN_* code from ${BUTTON_MIN} to ${BUTTON_MAX}`,
+        ),
+        pressed: flag(o, 'pressed'),
+      };
+    case 'pointer':
+      return {
+        type: 'pointer',
+        x: integerIn(o, 'x', 0, MAX_COORDINATE, 'a pixel column'),
+        y: integerIn(o, 'y', 0, MAX_COORDINATE, 'a pixel row'),
+      };
+    case 'motion':
+      return {
+        type: 'motion',
+        dx: integerIn(o, 'dx', -MAX_MOTION, MAX_MOTION, `whole pixels from -${MAX_MOTION} to ${MAX_MOTION}`),
+        dy: integerIn(o, 'dy', -MAX_MOTION, MAX_MOTION, `whole pixels from -${MAX_MOTION} to ${MAX_MOTION}`),
+      };
+    case 'scroll':
+      return {
+        type: 'scroll',
+        dx: integerIn(o, 'dx', -MAX_SCROLL, MAX_SCROLL, `whole notches from -${MAX_SCROLL} to ${MAX_SCROLL}`),
+        dy: integerIn(o, 'dy', -MAX_SCROLL, MAX_SCROLL, `whole notches from -${MAX_SCROLL} to ${MAX_SCROLL}`),
+      };
+    case 'touch': {
+      if (typeof o.phase !== 'string' || !TOUCH_PHASES.has(o.phase))
+        throw malformed('touch needs phase, one of down, move, up, cancel');
+      return {
+        type: 'touch',
+        phase: o.phase as 'down' | 'move' | 'up' | 'cancel',
+        slot: integerIn(o, 'slot', 0, MAX_TOUCH_SLOTS - 1, `a touch slot from 0 to ${MAX_TOUCH_SLOTS - 1}`),
+        x: integerIn(o, 'x', 0, MAX_COORDINATE, 'a pixel column'),
+        y: integerIn(o, 'y', 0, MAX_COORDINATE, 'a pixel row'),
+      };
+    }
     case 'ping': {
       const t = optionalFinite(o, 't');
       if (t === undefined) throw malformed('ping needs t, a number');

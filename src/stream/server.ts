@@ -20,16 +20,20 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { SurfaceLinkError, invalidArgument, type ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { stderrLogger } from '../log.js';
+import type { InputEvent } from '../input.js';
 import type { FrameTap, SurfaceServer } from '../server.js';
 import type { SharedSurface } from '../surface.js';
 import { probeH264, type H264Probe } from './h264.js';
 import { hostForUrl, isLoopback, listWebFiles, originAllowed, serveFile, tokenMatches } from './http.js';
+import { isEvent, rateExceeded } from './input.js';
 import { STREAMABLE, SurfaceMirror } from './mirror.js';
 import {
   ACK_TIMEOUT_MS,
   CODECS,
   CloseCode,
   HELLO_TIMEOUT_MS,
+  INPUT_TYPES,
+  MAX_MESSAGE_RATE,
   STREAM_PATH,
   SUBPROTOCOL,
   clockMs,
@@ -37,6 +41,7 @@ import {
   parseClientMessage,
   type Codec,
   type HelloMessage,
+  type InputMessage,
 } from './protocol.js';
 import { StreamSession } from './session.js';
 import type { StreamClientInfo, StreamServerEvents, StreamServerOptions } from './types.js';
@@ -52,8 +57,10 @@ export type { StreamClientInfo, StreamServerEvents, StreamServerOptions, ViewerS
  * gets fewer frames. close() (or `using`) is idempotent.
  */
 export class StreamServer extends EventEmitter<StreamServerEvents> {
-  /** The token clients must present. Secret: whoever has it can watch the surfaces. */
+  /** The token clients must present. Secret: whoever has it can watch the surfaces and send them input. */
   readonly token: string;
+  /** The view-only token (`options.viewToken`): frames and the cursor, no input; null if none. */
+  readonly viewToken: string | null;
   /** The address it is bound to. */
   readonly host: string;
   /** The port it listens on (the one chosen when `options.port` was 0). */
@@ -78,10 +85,14 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     readonly surfaceServer: SurfaceServer,
     httpServer: http.Server,
     private readonly options: Required<
-      Omit<StreamServerOptions, 'token' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs'>
+      Omit<
+        StreamServerOptions,
+        'token' | 'viewToken' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs'
+      >
     >,
     settings: {
       token: string;
+      viewToken: string | null;
       host: string;
       port: number;
       name: string;
@@ -96,6 +107,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     super();
     this.http = httpServer;
     this.token = settings.token;
+    this.viewToken = settings.viewToken;
     this.host = settings.host;
     this.port = settings.port;
     this.name = settings.name;
@@ -136,6 +148,18 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         }
       },
       surfaceClosed: (surface) => this.surfaceGone(surface),
+      cursor: (surface, state) => {
+        const m = this.mirrors.get(surface.id);
+        if (!m) return;
+        m.cursor.state = state;
+        for (const s of m.sessions) s.cursorChanged();
+      },
+      inputMode: (surface, mode) => {
+        const m = this.mirrors.get(surface.id);
+        if (!m) return;
+        m.cursor.mode = mode;
+        for (const s of m.sessions) s.inputModeChanged();
+      },
     };
     this.sweepTimer = setInterval(() => this.sweep(), 1000);
     this.sweepTimer.unref();
@@ -159,6 +183,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const token = options.token ?? process.env.SURFACELINK_STREAM_TOKEN ?? crypto.randomBytes(32).toString('hex');
     if (typeof token !== 'string' || token.length < 16)
       throw invalidArgument('token', 'a string of at least 16 characters', token);
+    const viewToken = options.viewToken ?? null;
+    if (viewToken !== null && (typeof viewToken !== 'string' || viewToken.length < 16 || viewToken === token))
+      throw invalidArgument('viewToken', 'a string of at least 16 characters, other than token', '(not shown)');
+    const maxMessageRate = positive(options.maxMessageRate ?? MAX_MESSAGE_RATE, 'maxMessageRate');
     const codecs = options.codecs ?? [...CODECS];
     if (!Array.isArray(codecs) || codecs.length === 0 || codecs.some((c) => !CODECS.includes(c)))
       throw invalidArgument('codecs', `a non-empty list of ${CODECS.join(', ')}`, String(codecs));
@@ -204,9 +232,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return new StreamServer(
       surfaceServer,
       httpServer,
-      { maxFps, bitrateKbps, window, maxClients, tileLevel, ackTimeoutMs, helloTimeoutMs },
+      { maxFps, bitrateKbps, window, maxClients, tileLevel, ackTimeoutMs, helloTimeoutMs, maxMessageRate },
       {
         token,
+        viewToken,
         host,
         port: address.port,
         name: options.name ?? surfaceServer.name,
@@ -227,6 +256,12 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
    */
   get url(): string {
     return `http://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.token }).toString()}`;
+  }
+
+  /** The browser viewer's URL with the view-only token (frames and the cursor, no input); null if there is none. */
+  get viewUrl(): string | null {
+    if (this.viewToken === null) return null;
+    return `http://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.viewToken }).toString()}`;
   }
 
   /** The WebSocket endpoint (the token goes in the hello, not the URL). */
@@ -299,6 +334,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       bitrateKbps: this.options.bitrateKbps,
       window: this.options.window,
       tileLevel: this.options.tileLevel,
+      maxMessageRate: this.options.maxMessageRate,
     });
     this.sessions.add(session);
     session.helloTimer = setTimeout(
@@ -315,6 +351,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
   private onMessage(session: StreamSession, data: Buffer, isBinary: boolean): void {
     if (session.state === 'closed') return;
     try {
+      // Every message costs the producer's process something: a flood ends the session.
+      if (!session.rate.take()) throw rateExceeded(this.options.maxMessageRate);
       if (isBinary) throw new SurfaceLinkError('E_MALFORMED', 'clients send text (JSON) messages only');
       const m = parseClientMessage(data, data.length);
       if (session.state === 'hello') {
@@ -342,6 +380,9 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
           session.viewer = stats;
           return;
         }
+        default:
+          if (INPUT_TYPES.has(m.type)) this.input(session, m as InputMessage);
+          return;
       }
     } catch (error) {
       this.failWith(session, error);
@@ -353,8 +394,37 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     this.fail(session, e.code, e.message, (error as { closeCode?: number }).closeCode);
   }
 
+  /** A viewer's input: refused for view-only viewers, checked against its picture, handed to the core. */
+  private input(session: StreamSession, m: InputMessage): void {
+    // Before the welcome (an encoder starting) the viewer has seen no picture: nothing to point at.
+    if (session.state !== 'active' || !session.mirror) return;
+    if (!session.inputAllowed)
+      return session.warn('E_PERMISSION', 'this viewer connected with the view-only token: its input is dropped');
+    const result = session.viewerInput.toEvent(m, session.mirror.surface, session.picture, session.id);
+    if (result === null) return;
+    if (!isEvent(result)) return session.warn(result.code, result.message);
+    this.dispatch(session, result);
+  }
+
+  /** Hands an event to the core (which emits 'input'); its E_MALFORMED and such end the session. */
+  private dispatch(session: StreamSession, event: InputEvent): void {
+    try {
+      this.surfaceServer.dispatchInput(event);
+    } catch (error) {
+      const e = SurfaceLinkError.fromNative(error);
+      // A position the core finds outside the picture (the picture changed under us): dropped, as for local clients.
+      if (e.code === 'E_OUT_OF_BOUNDS') return session.warn(e.code, `${e.message}; the event was dropped`);
+      throw e;
+    }
+    session.viewerInput.commit(event);
+  }
+
   private async hello(session: StreamSession, m: HelloMessage): Promise<void> {
-    if (!tokenMatches(m.token, this.token)) throw new SurfaceLinkError('E_AUTH', 'wrong token');
+    // Both compared, whichever matches, so the time taken says nothing about which one was tried.
+    const full = tokenMatches(m.token, this.token);
+    const viewOnly = this.viewToken !== null && tokenMatches(m.token, this.viewToken);
+    if (!full && !viewOnly) throw new SurfaceLinkError('E_AUTH', 'wrong token');
+    session.inputAllowed = full;
     session.name = m.name;
     const surface =
       m.surface === undefined
@@ -512,6 +582,16 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
 
   private detach(session: StreamSession, wasActive: boolean): void {
     session.dispose();
+    // What it held down is let go, so the producer is not left with a stuck key or button.
+    const surface = session.mirror?.surface;
+    if (surface && !surface.closed && !this.surfaceServer.closed)
+      for (const event of session.viewerInput.releaseAll(surface.id, session.id)) {
+        try {
+          this.surfaceServer.dispatchInput(event);
+        } catch {
+          /* the surface or the server is going away */
+        }
+      }
     this.sessions.delete(session);
     const mirror = session.mirror;
     if (mirror) {

@@ -7,6 +7,7 @@ import type { WebSocket } from 'ws';
 import type { ErrorCodeName } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
 import { H264Encoder, type H264AccessUnit, type H264InputFormat } from './h264.js';
+import { RateLimit, ViewerInput, WARNING_INTERVAL_MS } from './input.js';
 import type { SurfaceMirror } from './mirror.js';
 import {
   FLAG_KEYFRAME,
@@ -30,6 +31,8 @@ export interface SessionOwner {
 }
 
 const BINARY = { binary: true } as const;
+/** At most this many cursorMove messages per second per viewer (latest wins in between). */
+const CURSOR_MOVES_PER_SECOND = 120;
 
 interface InFlight {
   sequence: number;
@@ -77,6 +80,30 @@ export class StreamSession implements StreamClientInfo {
   private h264Restarting = false;
   goneCode: ErrorCodeName = 'E_PEER_CLOSED';
   goneMessage = 'the client closed the connection';
+  // Input.
+  /** Whether its token allows input (set at hello). */
+  inputAllowed = false;
+  readonly viewerInput = new ViewerInput();
+  /** Every message it sends takes a token (docs/remote.md §3.1). */
+  readonly rate: RateLimit;
+  /** Server clock when a resize was last announced to it. */
+  resizedAtMs = 0;
+  // Cursor: what this viewer was last sent, and what is waiting (latest wins).
+  private cursorSerialSent: number | null = null;
+  private cursorImageSent: unknown = undefined;
+  private cursorMovePending = false;
+  private cursorInFlight = false;
+  private cursorTimer: NodeJS.Timeout | null = null;
+  private nextCursorMs = 0;
+  private modeSent: string | null = null;
+  private readonly cursorSent = (): void => {
+    this.cursorInFlight = false;
+    this.scheduleCursor();
+  };
+  private readonly cursorFlushBound = (): void => {
+    this.cursorTimer = null;
+    this.flushCursor();
+  };
 
   private readonly pumpBound = (): void => this.pump();
   private readonly retryBound = (): void => {
@@ -91,12 +118,15 @@ export class StreamSession implements StreamClientInfo {
     readonly server: SessionOwner,
     readonly ws: WebSocket,
     remoteAddress: string,
-    readonly options: Required<Pick<StreamServerOptions, 'maxFps' | 'bitrateKbps' | 'window' | 'tileLevel'>>,
+    readonly options: Required<
+      Pick<StreamServerOptions, 'maxFps' | 'bitrateKbps' | 'window' | 'tileLevel' | 'maxMessageRate'>
+    >,
   ) {
     this.remoteAddress = remoteAddress;
     this.window = options.window;
     this.maxFps = options.maxFps;
     this.bitrateKbps = options.bitrateKbps;
+    this.rate = new RateLimit(options.maxMessageRate);
   }
 
   get surfaceId(): number | null {
@@ -110,6 +140,16 @@ export class StreamSession implements StreamClientInfo {
   }
   get bufferedAmount(): number {
     return this.ws.bufferedAmount;
+  }
+  get inputEvents(): number {
+    return this.viewerInput.events;
+  }
+  get input(): boolean {
+    return this.inputAllowed;
+  }
+  /** The picture size this viewer was last told (welcome / resize): input coordinates are checked against it. */
+  get picture(): { width: number; height: number; resizedAtMs: number } {
+    return { width: this.knownWidth, height: this.knownHeight, resizedAtMs: this.resizedAtMs };
   }
 
   info(): StreamClientInfo {
@@ -131,6 +171,7 @@ export class StreamSession implements StreamClientInfo {
       inFlight,
       bufferedAmount,
       viewer,
+      inputEvents,
     } = this;
     return {
       id,
@@ -150,11 +191,14 @@ export class StreamSession implements StreamClientInfo {
       inFlight,
       bufferedAmount,
       viewer: viewer && { ...viewer },
+      input: this.inputAllowed,
+      inputEvents,
     };
   }
 
-  sendJson(message: object): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(message));
+  sendJson(message: object | string, sent?: (error?: Error) => void): void {
+    if (this.ws.readyState === this.ws.OPEN)
+      this.ws.send(typeof message === 'string' ? message : JSON.stringify(message), sent);
   }
 
   // ---- set-up ----
@@ -217,8 +261,73 @@ export class StreamSession implements StreamClientInfo {
       bitrateKbps: this.codec === 'h264' ? this.bitrateKbps : null,
       window: this.window,
       serverMs: clockMs(),
+      input: this.inputAllowed,
+      inputMode: mirror.cursor.mode,
+      maxMessageRate: this.options.maxMessageRate,
     });
+    this.modeSent = mirror.cursor.mode;
+    this.cursorChanged();
     if (mirror.ready) this.pump();
+  }
+
+  // ---- cursor and input mode ----
+
+  /**
+   * A non-fatal `warning` (the connection stays): E_PERMISSION once in all (view only: its input is
+   * dropped from then on), others at most once per WARNING_INTERVAL_MS.
+   */
+  warn(code: ErrorCodeName, message: string): void {
+    const input = this.viewerInput;
+    if (code === 'E_PERMISSION') {
+      if (input.refused) return;
+      input.refused = true;
+    } else {
+      const now = clockMs();
+      if (now - input.lastWarningMs < WARNING_INTERVAL_MS) return;
+      input.lastWarningMs = now;
+    }
+    this.sendJson({ type: 'warning', code, message });
+  }
+
+  /** The surface's input mode changed: tell this viewer, unless it already knows. */
+  inputModeChanged(): void {
+    const mode = this.mirror?.cursor.mode;
+    if (this.state !== 'active' || !mode || mode === this.modeSent) return;
+    this.modeSent = mode;
+    this.sendJson({ type: 'inputMode', mode });
+  }
+
+  /** The cursor moved or changed shape: sent soon, latest wins. */
+  cursorChanged(): void {
+    if (this.state !== 'active' || !this.mirror?.cursor.state) return;
+    this.cursorMovePending = true;
+    this.scheduleCursor();
+  }
+
+  /**
+   * Cursor messages are paced: at most one batch (shape if it changed, then position) waits in
+   * the socket at a time, and at most CURSOR_MOVES_PER_SECOND batches go out; in between only
+   * the newest state is kept, so a viewer that reads slowly gets fewer moves, never a queue.
+   */
+  private scheduleCursor(): void {
+    if (this.cursorTimer || this.cursorInFlight || !this.cursorMovePending || this.state !== 'active') return;
+    this.cursorTimer = setTimeout(this.cursorFlushBound, Math.max(0, Math.ceil(this.nextCursorMs - clockMs())));
+  }
+
+  private flushCursor(): void {
+    const cursor = this.mirror?.cursor;
+    const state = cursor?.state;
+    if (this.state !== 'active' || !cursor || !state || this.ws.readyState !== this.ws.OPEN) return;
+    this.cursorMovePending = false;
+    this.nextCursorMs = clockMs() + 1000 / CURSOR_MOVES_PER_SECOND;
+    this.cursorInFlight = true;
+    if (state.serial !== this.cursorSerialSent || state.image !== this.cursorImageSent) {
+      this.cursorSerialSent = state.serial;
+      this.cursorImageSent = state.image;
+      this.sendJson(cursor.shapeMessage());
+    }
+    // Picture pixels on both sides (SharedSurface.moveCursor): sent as the producer gave them.
+    this.sendJson({ type: 'cursorMove', x: state.x, y: state.y, visible: state.visible }, this.cursorSent);
   }
 
   // ---- frames ----
@@ -291,6 +400,7 @@ export class StreamSession implements StreamClientInfo {
   private resized(mirror: SurfaceMirror<StreamSession>): void {
     this.knownWidth = mirror.width;
     this.knownHeight = mirror.height;
+    this.resizedAtMs = clockMs();
     this.sendJson({ type: 'resize', width: mirror.width, height: mirror.height, format: mirror.surface.format.name });
     if (this.tiles) {
       this.tiles.resize(mirror.width, mirror.height);
@@ -378,7 +488,8 @@ export class StreamSession implements StreamClientInfo {
     this.state = 'closed';
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.helloTimer) clearTimeout(this.helloTimer);
-    this.retryTimer = this.helloTimer = null;
+    if (this.cursorTimer) clearTimeout(this.cursorTimer);
+    this.retryTimer = this.helloTimer = this.cursorTimer = null;
     const h = this.h264;
     this.h264 = null;
     h?.close();

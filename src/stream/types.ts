@@ -9,8 +9,18 @@ export interface StreamServerOptions {
   host?: string;
   /** Port; default 0 (any free port: read `.port` / `.url`). */
   port?: number;
-  /** The token clients must present; default $SURFACELINK_STREAM_TOKEN, else 32 random bytes as hex. */
+  /**
+   * The token clients must present for full access (frames and input); default
+   * $SURFACELINK_STREAM_TOKEN, else 32 random bytes as hex.
+   */
   token?: string;
+  /**
+   * A second token that gives frames and the cursor but no input (view only): its clients' input is
+   * refused with E_PERMISSION, once, then dropped. Default none; at least 16 characters, not `token`.
+   */
+  viewToken?: string;
+  /** Messages per second a client may send, in bursts of up to as many; more is E_LIMIT (close 4429). Default 1000. */
+  maxMessageRate?: number;
   /** Origins (scheme://host:port) allowed besides the server's own. */
   allowOrigins?: string[];
   /** Codecs this server may use; default both. H.264 also needs an encoder (probeH264). */
@@ -87,6 +97,10 @@ export interface StreamClientInfo {
   readonly bufferedAmount: number;
   /** What it last reported about itself (null until its first `stats`). */
   readonly viewer: ViewerStats | null;
+  /** Whether it may send input: false for a client of the view-only token (and before its hello). */
+  readonly input: boolean;
+  /** Input events it sent that reached the producer (SurfaceServer 'input'). */
+  readonly inputEvents: number;
 }
 
 /** StreamServer's events and their arguments. */
