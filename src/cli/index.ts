@@ -146,9 +146,14 @@ Exit status: 0 when at least one mechanism is available, else 1.
     help:
       `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N] [--stream [--stream-host H] ` +
       `[--stream-port P]]
+       surfacelink serve --qemu QMP-SOCKET | --qemu-dbus BUS-ADDRESS [--qemu-name NAME] [--path P] [--stream …]
 
 Serves the demo's test pattern in the foreground and prints each client that connects
 or leaves, with its mechanism and the reason. Ctrl-C stops it (exit 130).
+
+With --qemu or --qemu-dbus it serves a running VM's display instead: every graphic console
+of QEMU's -display dbus becomes a surface, viewers' keys and pointer go to the guest, and
+the guest's hardware cursor is sent as a cursor plane (docs/qemu.md).
 
 Options:
   --path P           socket path (default ${defaultSocketPath()})
@@ -160,10 +165,18 @@ Options:
                      SURFACELINK_STREAM_TOKEN is set
   --stream-host H    address the stream binds (default 127.0.0.1: this host only)
   --stream-port P    its port (default: any free port)
+  --qemu QMP-SOCKET  the VM's QMP socket (QEMU run with -display dbus,p2p=yes and
+                     -qmp unix:QMP-SOCKET,server=on,wait=off): attaches over QMP as libvirt does
+  --qemu-dbus ADDR   the D-Bus bus QEMU's display is on (-display dbus,addr=ADDR; libvirt's
+                     <graphics type='dbus'/>), e.g. unix:path=/run/…/dbus.sock
+  --qemu-name NAME   QEMU's name on that bus (default org.qemu)
 `,
     options: {
       path: { type: 'string' },
       ...SIZE_OPTIONS,
+      qemu: { type: 'string' },
+      'qemu-dbus': { type: 'string' },
+      'qemu-name': { type: 'string' },
       stream: { type: 'boolean' },
       'stream-host': { type: 'string' },
       'stream-port': { type: 'string' },
@@ -171,7 +184,19 @@ Options:
     run: (v) => {
       if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined))
         throw new UsageError('--stream-host and --stream-port need --stream');
+      if (v.qemu !== undefined && v['qemu-dbus'] !== undefined)
+        throw new UsageError('give the VM with one of --qemu or --qemu-dbus, not both');
+      if (v['qemu-name'] !== undefined && v['qemu-dbus'] === undefined)
+        throw new UsageError('--qemu-name needs --qemu-dbus');
+      const qmp = stringOption(v, 'qemu');
+      const bus = stringOption(v, 'qemu-dbus');
       return runServe({
+        qemu:
+          qmp !== undefined
+            ? { qmp }
+            : bus !== undefined
+              ? { dbus: bus, busName: stringOption(v, 'qemu-name') }
+              : undefined,
         path: socketPathOption(v),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StreamServer, defaultSocketPath, type ClientInfo, type StreamClientInfo } from '../index.js';
+import { StreamServer, SurfaceServer, defaultSocketPath, type ClientInfo, type StreamClientInfo } from '../index.js';
+import { QemuBridge, type QemuConsoleInfo } from '../bridges/qemu-dbus/bridge.js';
 import { PatternProducer } from '../demo/producer.js';
 import { ensurePrivateDir } from '../transport/index.js';
 import { SIGNAL_EXIT, shellQuote } from './view.js';
@@ -24,6 +25,52 @@ export interface StreamServeOptions {
   port?: number;
 }
 
+/** A running VM to serve instead of the test pattern: its QMP socket, or the D-Bus bus its display is on. */
+export type QemuSource = { qmp: string } | { dbus: string; busName?: string };
+
+/** What `serve` serves: the server, a line saying what it shows, and how to stop it. */
+interface Source {
+  server: SurfaceServer;
+  describe(): string;
+  /** What a stop line reports. */
+  summary(): string;
+  stop(): void;
+}
+
+const consoleLine = (c: QemuConsoleInfo): string =>
+  c.surfaceId === null
+    ? `console ${c.index} (${c.label}): no picture yet`
+    : `console ${c.index} (${c.label}): surface ${c.surfaceId}, ${c.width}x${c.height}, ${c.path}: ${c.reason}`;
+
+/** A SurfaceServer with a QEMU bridge attached, as a Source. */
+async function qemuSource(socketPath: string, qemu: QemuSource, onError: (e: Error) => void): Promise<Source> {
+  const logger = (level: string, message: string): void => {
+    if (level === 'error' || level === 'warn') process.stderr.write(`surfacelink serve: ${message}\n`);
+  };
+  const server = await SurfaceServer.listen({ path: socketPath, name: 'surfacelink-qemu', logger });
+  let bridge: QemuBridge;
+  try {
+    bridge = await QemuBridge.attach(server, { ...qemu, logger });
+  } catch (error) {
+    server.close();
+    throw error;
+  }
+  bridge.on('console', (c) => process.stdout.write(`* ${consoleLine(c)}\n`));
+  bridge.on('close', (e) => e.code !== 'E_CLOSED' && onError(e));
+  return {
+    server,
+    describe: () => {
+      const qemu = bridge.vm.qemu ? `QEMU ${bridge.vm.qemu}, ` : '';
+      return `serving VM "${bridge.vm.name}" (${qemu}${bridge.consoleList.length} console(s)) on ${server.path}`;
+    },
+    summary: () => `stopped (${bridge.consoleList.map(consoleLine).join('; ')})`,
+    stop: () => {
+      bridge.close();
+      server.close();
+    },
+  };
+}
+
 /** Resolves with the exit status: 1 if serving failed, 130/143 when stopped by SIGINT/SIGTERM. */
 export async function runServe(options: {
   path?: string;
@@ -31,6 +78,8 @@ export async function runServe(options: {
   height: number;
   fps: number;
   stream?: StreamServeOptions | null;
+  /** Serve a running VM's display instead of the test pattern. */
+  qemu?: QemuSource;
 }): Promise<number> {
   const fail1 = (line: string): number => {
     process.stderr.write(`surfacelink serve: ${line}\n`);
@@ -53,16 +102,29 @@ export async function runServe(options: {
   }
   let fail: ((error: Error) => void) | null = null;
   let early: Error | null = null; // a failure before anyone was listening for one
-  let producer: PatternProducer;
+  const onError = (e: Error): void => (fail ? fail(e) : void (early = e));
+  let source: Source;
   try {
-    producer = await PatternProducer.start({
-      ...options,
-      path: socketPath,
-      name: 'surfacelink-serve',
-      // Disconnects and fallbacks arrive as events and are printed below; only the rest is logged.
-      logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
-      onError: (e) => (fail ? fail(e) : (early = e)),
-    });
+    if (options.qemu) source = await qemuSource(socketPath, options.qemu, onError);
+    else {
+      const producer = await PatternProducer.start({
+        ...options,
+        path: socketPath,
+        name: 'surfacelink-serve',
+        // Disconnects and fallbacks arrive as events and are printed below; only the rest is logged.
+        logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
+        onError,
+      });
+      const surface = producer.surface;
+      source = {
+        server: producer.server,
+        describe: () =>
+          `serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps ` +
+          `via ${surface.mechanism} on ${producer.server.path}`,
+        summary: () => `stopped after ${producer.presented} frames`,
+        stop: () => producer.stop(),
+      };
+    }
   } catch (error) {
     const where = options.path === undefined ? `the default socket ${socketPath}` : `--path ${socketPath}`;
     const why = socketProblem(socketPath, error);
@@ -70,7 +132,7 @@ export async function runServe(options: {
     const e = error as { code?: string; message?: string };
     return fail1(`${e.code ?? 'error'}: ${e.message ?? String(error)}`);
   }
-  const { server, surface } = producer;
+  const { server } = source;
   let streamServer: StreamServer | null = null;
   if (options.stream) {
     try {
@@ -80,14 +142,11 @@ export async function runServe(options: {
         logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
       });
     } catch (error) {
-      producer.stop();
+      source.stop();
       return fail1(streamProblem(options.stream, error));
     }
   }
-  process.stdout.write(
-    `serving ${surface.width}x${surface.height} ${surface.format.name} at ${options.fps} fps ` +
-      `via ${surface.mechanism} on ${server.path}\n`,
-  );
+  process.stdout.write(`${source.describe()}\n`);
   const viewArgs = server.path === defaultSocketPath() ? '' : ` --path ${shellQuote(server.path)}`;
   process.stdout.write(`view it with: surfacelink view${viewArgs}   (Ctrl-C stops)\n`);
   const stream = streamServer;
@@ -116,18 +175,19 @@ export async function runServe(options: {
       process.off('SIGTERM', onSigterm);
       fail = null;
       streamServer?.close();
-      producer.stop();
+      source.stop();
       out.write(`${line}\n`);
       resolve(code);
     };
-    const onSigint = (): void => stop(SIGNAL_EXIT.SIGINT, `stopped after ${producer.presented} frames`);
-    const onSigterm = (): void => stop(SIGNAL_EXIT.SIGTERM, `stopped after ${producer.presented} frames`);
+    const onSigint = (): void => stop(SIGNAL_EXIT.SIGINT, source.summary());
+    const onSigterm = (): void => stop(SIGNAL_EXIT.SIGTERM, source.summary());
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigterm);
     fail = (e) =>
       stop(
         1,
-        `surfacelink serve: presenting failed: ${(e as { code?: string }).code ?? e.name}: ${e.message}`,
+        `surfacelink serve: ${options.qemu ? 'the VM went away' : 'presenting failed'}: ` +
+          `${(e as { code?: string }).code ?? e.name}: ${e.message}`,
         process.stderr,
       );
     if (early) fail(early);

@@ -4,7 +4,6 @@
  * whose counter is what proves the pixels crossed intact.
  */
 import { expect } from 'chai';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -18,60 +17,9 @@ import {
   patternLayout,
   readCounter,
 } from '../../src/demo/pattern.js';
+import { Cli, cli, ensureCliBuilt } from '../cli-process.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'index.js');
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** A running CLI whose output is collected; `waitFor` resolves once stdout matches. */
-class Cli {
-  readonly child: ChildProcess;
-  stdout = '';
-  stderr = '';
-  readonly done: Promise<Run>;
-
-  constructor(args: string[], env?: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: env ?? process.env,
-    });
-    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
-    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.done = new Promise((resolve) =>
-      this.child.on('close', (code, signal) => resolve({ code, signal, stdout: this.stdout, stderr: this.stderr })),
-    );
-  }
-
-  async waitFor(pattern: RegExp, timeoutMs = 15000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pattern.test(this.stdout)) {
-      if (this.child.exitCode !== null || this.child.signalCode !== null)
-        throw new Error(
-          `exited (${this.child.exitCode ?? this.child.signalCode}) before printing ${pattern}; ` +
-            `stdout:\n${this.stdout}\nstderr:\n${this.stderr}`,
-        );
-      if (Date.now() > deadline)
-        throw new Error(`no ${pattern} within ${timeoutMs} ms; stdout:\n${this.stdout}\nstderr:\n${this.stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-}
-
-function cli(args: string[], env?: NodeJS.ProcessEnv): Promise<Run> {
-  return new Cli(args, env).done;
-}
-
 /**
  * The environment for a CLI child with its own $XDG_RUNTIME_DIR (so default sockets do not collide)
  * and no stream token.
@@ -94,17 +42,6 @@ function httpGet(url: string): Promise<{ status: number; body: string }> {
       })
       .on('error', reject);
   });
-}
-
-/** Newest modification time of the TypeScript sources (dist is stale if older). */
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestSource(p));
-    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
-  }
-  return newest;
 }
 
 /** Processes whose command line mentions `text` (the demo's children carry its socket path). */
@@ -131,16 +68,7 @@ describe('surfacelink CLI', function () {
   this.timeout(120000);
   const running: Cli[] = [];
 
-  before(function () {
-    // `npm test` type-checks but does not emit; the CLI under test is the compiled one.
-    if (!fs.existsSync(CLI) || fs.statSync(CLI).mtimeMs < newestSource(path.join(ROOT, 'src'))) {
-      execFileSync(
-        process.execPath,
-        [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.json')],
-        { cwd: ROOT, stdio: 'inherit' },
-      );
-    }
-  });
+  before(ensureCliBuilt);
 
   afterEach(() => {
     for (const c of running.splice(0)) c.kill();

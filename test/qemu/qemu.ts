@@ -111,6 +111,12 @@ export interface StartOptions {
   extraArgs?: string[];
   /** Milliseconds to wait for the QMP socket (default 10000). */
   startTimeoutMs?: number;
+  /**
+   * The debug console on a unix socket this process reads (instead of a file), so that each
+   * `frame N` line is timestamped on arrival ({@link RunningQemu.frameTimeNs}): the guest writes it
+   * right after presenting frame N. For latency measurements.
+   */
+  debugClock?: boolean;
 }
 
 /** A running VM; see {@link startQemu}. */
@@ -135,6 +141,8 @@ export interface RunningQemu {
   waitForFrame(frame: number, timeoutMs?: number): Promise<void>;
   /** QEMU's resident set size in bytes (VmRSS). */
   rss(): number;
+  /** With `debugClock`: when (process.hrtime, CLOCK_MONOTONIC ns) the line `frame N` arrived. */
+  frameTimeNs(frame: number): bigint | undefined;
   /** QEMU's stderr so far. */
   stderr(): string;
   /** Runs a QMP command on the first QMP socket (connect, negotiate, run, close). */
@@ -176,12 +184,37 @@ export async function startQemu(opts: StartOptions): Promise<RunningQemu> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-qemu-'));
   const qmpPaths = Array.from({ length: opts.qmpSockets ?? 1 }, (_, i) => path.join(dir, `qmp${i || ''}.sock`));
   const debugPath = path.join(dir, 'debug.log');
+  let debugText = '';
+  const frameTimes = new Map<number, bigint>();
+  let debugServer: net.Server | null = null;
+  let debugArgs = ['-debugcon', `file:${debugPath}`];
+  if (opts.debugClock) {
+    // QEMU connects to us (a client chardev), so nothing the guest writes before we read is lost.
+    const socketPath = path.join(dir, 'debug.sock');
+    let partial = '';
+    debugServer = net.createServer((conn) =>
+      conn.on('data', (d: Buffer) => {
+        const now = process.hrtime.bigint();
+        const text = partial + d.toString('latin1');
+        const lines = text.split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) {
+          debugText += line + '\n';
+          const m = /^frame (\d+)$/.exec(line);
+          if (m) frameTimes.set(Number(m[1]), now);
+        }
+        if (frameTimes.size > 100000) frameTimes.clear();
+      }),
+    );
+    await new Promise<void>((resolve, reject) => debugServer!.listen(socketPath, resolve).once('error', reject));
+    debugArgs = ['-chardev', `socket,id=dbg,path=${socketPath}`, '-device', 'isa-debugcon,iobase=0xe9,chardev=dbg'];
+  }
   const args = [
     ...qemu.args,
     ...['-machine', 'q35', '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 128), '-nodefaults'],
     ...['-vga', opts.vga ?? 'std', '-display', opts.display ?? 'dbus,p2p=yes,gl=off'],
     ...qmpPaths.flatMap((p) => ['-qmp', `unix:${p},server=on,wait=off`]),
-    ...['-kernel', kernel, '-append', opts.params ?? '', '-debugcon', `file:${debugPath}`],
+    ...['-kernel', kernel, '-append', opts.params ?? '', ...debugArgs],
     ...(opts.tablet ? ['-device', 'qemu-xhci', '-device', 'usb-tablet'] : []),
     ...(opts.trace?.length ? [...opts.trace.flatMap((t) => ['-trace', t]), '-D', path.join(dir, 'trace.log')] : []),
     ...(opts.extraArgs ?? []),
@@ -205,6 +238,7 @@ export async function startQemu(opts: StartOptions): Promise<RunningQemu> {
   while (!qmpPaths.every((p) => fs.existsSync(p))) {
     if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
+      debugServer?.close();
       fs.rmSync(dir, { recursive: true, force: true });
       throw new Error(`${exited ?? 'no QMP socket in time'}: ${args.join(' ')}\n${stderr}`);
     }
@@ -212,6 +246,7 @@ export async function startQemu(opts: StartOptions): Promise<RunningQemu> {
   }
 
   const debugLog = (): string => {
+    if (debugServer) return debugText;
     try {
       return fs.readFileSync(debugPath, 'latin1');
     } catch {
@@ -250,6 +285,7 @@ export async function startQemu(opts: StartOptions): Promise<RunningQemu> {
       const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : 0;
     },
+    frameTimeNs: (frame) => frameTimes.get(frame),
     stderr: () => stderr,
     qmp: (command, qargs) => qmpCommand(qmpPaths[0], command, qargs),
     hmp: (commandLine) => hmpCommand(qmpPaths[0], commandLine),
@@ -269,6 +305,7 @@ export async function startQemu(opts: StartOptions): Promise<RunningQemu> {
         clearTimeout(timer);
       }
       running.delete(child);
+      debugServer?.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -132,7 +132,9 @@ export class QmpClient extends EventEmitter<QmpEvents> {
     try {
       message = JSON.parse(line);
     } catch {
-      return this.fail(new SurfaceLinkError('E_MALFORMED', `QEMU sent a QMP line that is not JSON: ${line.slice(0, 80)}`));
+      return this.fail(
+        new SurfaceLinkError('E_MALFORMED', `QEMU sent a QMP line that is not JSON: ${line.slice(0, 80)}`),
+      );
     }
     if (message.QMP) {
       const v = message.QMP?.version?.qemu;
@@ -149,7 +151,9 @@ export class QmpClient extends EventEmitter<QmpEvents> {
     clearTimeout(pending.timer);
     if ('error' in message) {
       const e = message.error ?? {};
-      pending.reject(new SurfaceLinkError('E_SYSTEM', `QMP ${pending.command}: ${e.class ?? 'Error'}: ${e.desc ?? '?'}`));
+      pending.reject(
+        new SurfaceLinkError('E_SYSTEM', `QMP ${pending.command}: ${e.class ?? 'Error'}: ${e.desc ?? '?'}`),
+      );
     } else pending.resolve(message.return);
   }
 
