@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines); GL import/draw
 # and readback (bench/gl.ts); remote streaming: H.264 encode vs the bare GStreamer pipeline,
-# tiles vs H.264 bandwidth, and browser end-to-end latency; then the handoff benchmark inside
+# tiles vs H.264 bandwidth, and browser end-to-end latency; the QEMU display bridge against a
+# bare draining listener on QEMU 7.2 and 10.0 (bench/qemu-bridge.ts); then the handoff benchmark inside
 # the test VM, where dma-bufs exist, for dmabuf.v1 beside shm.v1. Every program records JSON
 # under bench/results/. SURFACELINK_BENCH_VM=0 skips the VM part; BENCH_QUICK=1 shortens the
 # GL and streaming runs.
@@ -14,7 +15,7 @@ if [ ! -x build/fd_roundtrip ] || [ bench/native/fd_roundtrip.c -nt build/fd_rou
   "${CC:-cc}" -O2 -Wall -Wextra -o build/fd_roundtrip bench/native/fd_roundtrip.c
 fi
 node --import tsx bench/run.ts
-for program in gl stream-encode stream-bandwidth stream-latency; do
+for program in gl stream-encode stream-bandwidth stream-latency qemu-bridge; do
   [ -f "bench/$program.ts" ] || continue
   echo
   echo "== bench/$program.ts"

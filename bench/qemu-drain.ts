@@ -2,13 +2,13 @@
  * The baseline bench/qemu-bridge.ts measures the bridge against: a bare QEMU display listener in
  * its own process that registers on console 0 exactly as the bridge does (the same D-Bus code,
  * the same Listener.Unix.Map offer) and only drains: every message is answered and dropped, no
- * pixel is touched. Whatever the bridge costs beyond this is its own work (pixels into pool
+ * pixel is touched (each message's buffer is handed back for the next, as the bridge does). Whatever the bridge costs beyond this is its own work (pixels into pool
  * buffers, presents, serving viewers).
  *
  *   node --import tsx bench/qemu-drain.ts QMP-SOCKET   (a forked child: IPC 'counts' → message counts)
  */
 import type { NativeFd } from '../src/native/index.js';
-import { Variant, type DBusMessage } from '../src/bridges/qemu-dbus/dbus/index.js';
+import { Variant, type DBusConnection, type DBusMessage } from '../src/bridges/qemu-dbus/dbus/index.js';
 import {
   LISTENER,
   LISTENER_MAP,
@@ -20,17 +20,21 @@ import {
 
 const counts: Record<string, number> = {};
 
+let listener: DBusConnection | null = null;
+
 function drain(member: string) {
   return (m: DBusMessage): undefined => {
     counts[member] = (counts[member] ?? 0) + 1;
     for (const fd of m.fds as NativeFd[]) fd.close();
+    listener?.release(m); // the message's buffer takes the next one, as in the bridge
     return undefined;
   };
 }
 
 async function main(): Promise<void> {
   const { control } = await connectDisplay({ qmp: process.argv[2] }, 10000);
-  const listener = await registerListener(control, undefined, `${ROOT}/Console_0`, 10000, (conn) => {
+  listener = await registerListener(control, undefined, `${ROOT}/Console_0`, 10000, (conn) => {
+    listener = conn;
     const names = ['Scanout', 'Update', 'ScanoutDMABUF', 'UpdateDMABUF', 'Disable', 'MouseSet', 'CursorDefine'];
     conn.export(LISTENER_PATH, LISTENER, Object.fromEntries(names.map((n) => [n, drain(n)])), {
       Interfaces: new Variant('as', [LISTENER_MAP]),

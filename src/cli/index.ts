@@ -12,7 +12,7 @@ import { runDemo } from './demo.js';
 import { defaultSocketPath } from '../index.js';
 import { parseStreamUrl } from '../stream/client.js';
 import { runDoctor } from './doctor.js';
-import { MAX_SOCKET_PATH_BYTES, runServe } from './serve.js';
+import { MAX_SOCKET_PATH_BYTES, runQemuView, runServe, type QemuSource } from './serve.js';
 import { runRemoteView, runStreamView, runView } from './view.js';
 
 const VERSION = readVersion();
@@ -184,19 +184,8 @@ Options:
     run: (v) => {
       if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined))
         throw new UsageError('--stream-host and --stream-port need --stream');
-      if (v.qemu !== undefined && v['qemu-dbus'] !== undefined)
-        throw new UsageError('give the VM with one of --qemu or --qemu-dbus, not both');
-      if (v['qemu-name'] !== undefined && v['qemu-dbus'] === undefined)
-        throw new UsageError('--qemu-name needs --qemu-dbus');
-      const qmp = stringOption(v, 'qemu');
-      const bus = stringOption(v, 'qemu-dbus');
       return runServe({
-        qemu:
-          qmp !== undefined
-            ? { qmp }
-            : bus !== undefined
-              ? { dbus: bus, busName: stringOption(v, 'qemu-name') }
-              : undefined,
+        qemu: qemuOption(v),
         path: socketPathOption(v),
         width: intOption(v, 'width', 1280, 1, 16384),
         height: intOption(v, 'height', 720, 1, 16384),
@@ -213,6 +202,7 @@ Options:
     help: `Usage: surfacelink view [--path P]
        surfacelink view --remote URL [--token T] [--codec h264|tiles] [--max-fps N]
        surfacelink view --stream [--path P] [--codec h264|tiles] [--max-fps N]
+       surfacelink view --qemu QMP-SOCKET | --qemu-dbus BUS-ADDRESS [--qemu-name NAME]
 
 Connects to a server, prints the negotiated mechanism and why, then a stats line once a
 second (as the demo does; the counter check reads "n/a" unless the server draws the test
@@ -225,6 +215,11 @@ the server → decoded here, across hosts via clock sync), bitrate and the codec
 With --stream, negotiates stream.v1 on the local socket (no handles: what a sandboxed
 viewer does), then follows the WebSocket endpoint and token the server answers with.
 
+With --qemu or --qemu-dbus, attaches to a running VM's display itself (the bridge of
+\`serve --qemu\`, in this process, serving nothing to others) and prints what each console
+delivers and how, then the same stats (docs/qemu.md). To see the picture, use
+\`surfacelink serve --qemu … --stream\` and open the URL it prints.
+
 Options:
   --path P        socket path (default ${defaultSocketPath()})
   --remote URL    ws://host:port/stream, or the viewer URL http://host:port/#token=…
@@ -232,6 +227,9 @@ Options:
   --stream        negotiate stream.v1 on the socket, then watch as with --remote
   --codec C       ask for one codec only (default: h264, then tiles)
   --max-fps N     ask for at most N frames per second
+  --qemu QMP-SOCKET  a VM run with -display dbus,p2p=yes and -qmp unix:QMP-SOCKET,server=on,wait=off
+  --qemu-dbus ADDR   the D-Bus bus its display is on (-display dbus,addr=ADDR)
+  --qemu-name NAME   QEMU's name on that bus (default org.qemu)
 
 Exit status: 0 when the server shut down cleanly; 1 when connecting failed or the
 connection ended with an error (its code is printed); 130 after Ctrl-C.
@@ -243,8 +241,17 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
       token: { type: 'string' },
       codec: { type: 'string' },
       'max-fps': { type: 'string' },
+      qemu: { type: 'string' },
+      'qemu-dbus': { type: 'string' },
+      'qemu-name': { type: 'string' },
     },
     run: (v) => {
+      const vm = qemuOption(v);
+      if (vm) {
+        for (const other of ['path', 'remote', 'stream', 'token', 'codec', 'max-fps'])
+          if (v[other] !== undefined) throw new UsageError(`--${other} does not go with --qemu / --qemu-dbus`);
+        return runQemuView(vm);
+      }
       const url = stringOption(v, 'remote');
       const codec = stringOption(v, 'codec');
       if (codec !== undefined && codec !== 'h264' && codec !== 'tiles')
@@ -392,6 +399,18 @@ function editDistance(a: string, b: string): number {
         d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
     }
   return d[a.length][b.length];
+}
+
+/** --qemu QMP / --qemu-dbus ADDR [--qemu-name N] (serve and view): the VM, or undefined. */
+function qemuOption(v: Values): QemuSource | undefined {
+  if (v.qemu !== undefined && v['qemu-dbus'] !== undefined)
+    throw new UsageError('give the VM with one of --qemu or --qemu-dbus, not both');
+  if (v['qemu-name'] !== undefined && v['qemu-dbus'] === undefined)
+    throw new UsageError('--qemu-name needs --qemu-dbus');
+  const qmp = stringOption(v, 'qemu');
+  if (qmp !== undefined) return { qmp };
+  const bus = stringOption(v, 'qemu-dbus');
+  return bus === undefined ? undefined : { dbus: bus, busName: stringOption(v, 'qemu-name') };
 }
 
 function stringOption(v: Values, name: string): string | undefined {

@@ -12,7 +12,7 @@ import { StreamServer, SurfaceServer, defaultSocketPath, type ClientInfo, type S
 import { QemuBridge, type QemuConsoleInfo } from '../bridges/qemu-dbus/bridge.js';
 import { PatternProducer } from '../demo/producer.js';
 import { ensurePrivateDir } from '../transport/index.js';
-import { SIGNAL_EXIT, shellQuote } from './view.js';
+import { SIGNAL_EXIT, runView, shellQuote } from './view.js';
 
 /** sun_path holds 108 bytes, one of them the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
@@ -39,13 +39,18 @@ interface Source {
 
 const consoleLine = (c: QemuConsoleInfo): string =>
   c.surfaceId === null
-    ? `console ${c.index} (${c.label}): no picture yet`
+    ? `console ${c.index} (${c.label}): no picture (${c.reason})`
     : `console ${c.index} (${c.label}): surface ${c.surfaceId}, ${c.width}x${c.height}, ${c.path}: ${c.reason}`;
 
 /** A SurfaceServer with a QEMU bridge attached, as a Source. */
-async function qemuSource(socketPath: string, qemu: QemuSource, onError: (e: Error) => void): Promise<Source> {
+async function qemuSource(
+  socketPath: string,
+  qemu: QemuSource,
+  onError: (e: Error) => void,
+  command = 'serve',
+): Promise<Source> {
   const logger = (level: string, message: string): void => {
-    if (level === 'error' || level === 'warn') process.stderr.write(`surfacelink serve: ${message}\n`);
+    if (level === 'error' || level === 'warn') process.stderr.write(`surfacelink ${command}: ${message}\n`);
   };
   const server = await SurfaceServer.listen({ path: socketPath, name: 'surfacelink-qemu', logger });
   let bridge: QemuBridge;
@@ -69,6 +74,44 @@ async function qemuSource(socketPath: string, qemu: QemuSource, onError: (e: Err
       server.close();
     },
   };
+}
+
+/**
+ * `surfacelink view --qemu …`: the bridge and a viewer in this one process, on a private socket:
+ * what the VM's display delivers (mechanism, path, frames/s, latency), then stats once a second,
+ * as `view` prints them. Nothing is served to other programs (that is `serve --qemu`).
+ */
+export async function runQemuView(qemu: QemuSource): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'surfacelink-view-'));
+  let source: Source | null = null;
+  try {
+    let vmGone: Error | null = null;
+    try {
+      source = await qemuSource(
+        path.join(dir, 'vm.sock'),
+        qemu,
+        (e) => {
+          vmGone = e;
+          source?.stop(); // the viewer sees the server go and ends
+        },
+        'view',
+      );
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      process.stderr.write(`surfacelink view: ${e.code ?? 'error'}: ${e.message ?? String(error)}\n`);
+      return 1;
+    }
+    process.stdout.write(`${source.describe().replace(/^serving/, 'viewing')}\n`);
+    const status = await runView({ path: source.server.path });
+    if (vmGone) {
+      process.stderr.write(`surfacelink view: the VM went away: ${(vmGone as Error).message}\n`);
+      return 1;
+    }
+    return status;
+  } finally {
+    source?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Resolves with the exit status: 1 if serving failed, 130/143 when stopped by SIGINT/SIGTERM. */

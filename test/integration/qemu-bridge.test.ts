@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { Cli, ensureCliBuilt } from '../cli-process.js';
+import { findDbusDaemon, startBus } from '../fixtures/dbus/bus.js';
 import { Peer, tempDir } from '../helpers.js';
 import { type CheckResult, type GuestState, checkBgrx, cursorImage } from '../qemu/pattern.js';
 import {
@@ -295,6 +296,40 @@ for (const version of ['7.2', '10.0'] as QemuVersion[]) {
       await picture(v2, 'a picture through the second bridge', (s) => s.frame > frame + 30);
       const later = await picture(v2, 'the picture moving on', (s) => s.frame > frame + 60);
       expect(later.state.width).to.equal(640);
+    });
+
+    it('on a D-Bus bus (as libvirt sets it up): --qemu-dbus, exact pixels, keys reach the guest', async function () {
+      const daemon = findDbusDaemon();
+      if (!daemon) skipOrFail(this, 'no dbus-daemon on PATH (apt-get install dbus-daemon)');
+      const bus = await startBus(daemon);
+      try {
+        await boot(`w=640 h=480 mode=box fps=30${depth}`, { display: `dbus,gl=off,addr=${bus.address}` });
+        const socket = path.join(tmp.dir, `bridge-${sockets++}.sock`);
+        const cli = new Cli(['serve', '--qemu-dbus', bus.address, '--path', socket]);
+        clis.push(cli);
+        await cli.waitFor(/console 0 \([^)]*\): surface \d+, 640x480/, 30000);
+        const v = await viewer(socket);
+        const start = await picture(v, 'a picture through the bus', (s) => s.frame > 0);
+        await v.call('send', { method: 'sendKey', args: [start.surfaceId, KEY_A, true] });
+        await v.call('send', { method: 'sendKey', args: [start.surfaceId, KEY_A, false] });
+        await picture(v, 'A typed', (s) => s.keys === (start.state.keys + 2) % 256 && s.key === A_BREAK);
+      } finally {
+        for (const c of clis.splice(0)) c.kill();
+        await bus.cleanup();
+      }
+    });
+
+    it('surfacelink view --qemu: the bridge and a viewer in one process; says when the VM goes away', async () => {
+      const vm = await boot(`w=640 h=480 mode=box fps=30${depth}`);
+      const view = new Cli(['view', '--qemu', vm.qmpPath]);
+      clis.push(view);
+      await view.waitFor(/^viewing VM "[^"]*" \(QEMU \d+\.\d+\.\d+, 1 console\(s\)\)/m, 30000);
+      await view.waitFor(/^\* console 0 \(VGA\): surface \d+, 640x480, (scanout|map-copy): /m, 30000);
+      await view.waitFor(/^shm\.v1 640x480 +\d+\.\d fps/m, 30000);
+      await vm.stop();
+      const run = await view.done;
+      expect(run.code, run.stderr).to.equal(1);
+      expect(run.stderr).to.match(/surfacelink view: the VM went away: /);
     });
 
     it('a browser (headless Chromium, the stream viewer) types into the guest and sees the result', async function () {
