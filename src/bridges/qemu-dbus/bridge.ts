@@ -298,7 +298,13 @@ export class QemuBridge extends EventEmitter<QemuBridgeEvents> {
     const changed = props(m.body[1]);
     if (iface === 'org.qemu.Display1.Console' && (changed.Width !== undefined || changed.Height !== undefined)) {
       const surface = c.surface.surface;
-      c.surface.resize(Number(changed.Width ?? surface?.width ?? 0), Number(changed.Height ?? surface?.height ?? 0));
+      if (surface) {
+        try {
+          c.surface.resize(Number(changed.Width ?? surface.width), Number(changed.Height ?? surface.height));
+        } catch (error) {
+          this.warnOnce(`console ${c.index}: ${(error as Error).message}`);
+        }
+      }
     }
     if (iface === 'org.qemu.Display1.Mouse' && typeof changed.IsAbsolute === 'boolean') {
       c.absolute = changed.IsAbsolute;

@@ -25,6 +25,8 @@ export const PIXMAN_A8R8G8B8 = 0x20028888;
 
 /** Damage rectangles kept per buffer before they collapse into "everything". */
 const MAX_RECTS = 16;
+/** Largest console side taken (QEMU's own limit for most devices is 16384 too). */
+export const MAX_SIDE = 16384;
 /** Longest wait for QEMU's first drawing into a new surface (its refresh is 30 ms by default). */
 const HOLD_MS = 100;
 
@@ -83,6 +85,7 @@ export class ConsoleSurface {
   /** Scanout: a whole new picture of `width`×`height`, rows of `stride` bytes in `data`. */
   scanout(width: number, height: number, stride: number, format: number, data: Uint8Array): void {
     this.checkFormat(format);
+    checkSize('Scanout', width, height);
     if (stride < width * 4 || data.byteLength < stride * (height - 1) + width * 4)
       throw new SurfaceLinkError(
         'E_BAD_GEOMETRY',
@@ -105,6 +108,7 @@ export class ConsoleSurface {
   /** Update: a rectangle of the picture (rows of `stride` bytes in `data`). */
   update(x: number, y: number, w: number, h: number, stride: number, format: number, data: Uint8Array): void {
     this.checkFormat(format);
+    checkSize('Update', x + w, y + h);
     this.unhold();
     if (x < 0 || y < 0 || w < 1 || h < 1 || stride < w * 4 || data.byteLength < stride * (h - 1) + w * 4)
       throw new SurfaceLinkError(
@@ -125,7 +129,13 @@ export class ConsoleSurface {
 
   /** ScanoutMap: the picture lives in QEMU's memfd (owned by this console from now on). */
   scanoutMap(fd: NativeFd, offset: number, width: number, height: number, stride: number, format: number): void {
-    this.checkFormat(format);
+    try {
+      this.checkFormat(format);
+      checkSize('ScanoutMap', width, height);
+    } catch (error) {
+      fd.close();
+      throw error;
+    }
     const st = fd.stat();
     if (st.kind !== 'memfd') {
       fd.close();
@@ -205,6 +215,7 @@ export class ConsoleSurface {
 
   /** The console's size changed (QEMU's Width/Height properties), with or without a new Scanout. */
   resize(width: number, height: number): void {
+    checkSize('a console size', width, height);
     if (!this.source || (width === this.source.width && height === this.source.height)) return;
     if (this.memfd) return; // a mapped picture's size is the ScanoutMap's; a new ScanoutMap follows
     const old = this.image!;
@@ -418,6 +429,12 @@ export class ConsoleSurface {
     this.pending = [];
     this.onSurface(null);
   }
+}
+
+/** E_BAD_GEOMETRY unless 1..MAX_SIDE on each side (what QEMU sends is bounded before anything is allocated). */
+function checkSize(what: string, width: number, height: number): void {
+  if (!(width >= 1 && height >= 1 && width <= MAX_SIDE && height <= MAX_SIDE))
+    throw new SurfaceLinkError('E_BAD_GEOMETRY', `${what}: ${width}x${height} (each side 1..${MAX_SIDE})`);
 }
 
 /** Adds a rectangle (null: everything) to a damage list, collapsing to 'full' past MAX_RECTS. */
