@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { Cli, ensureCliBuilt } from '../cli-process.js';
 import { findDbusDaemon, startBus } from '../fixtures/dbus/bus.js';
-import { Peer, tempDir } from '../helpers.js';
+import { Peer, eventually, tempDir } from '../helpers.js';
 import { type CheckResult, type GuestState, checkBgrx, cursorImage } from '../qemu/pattern.js';
 import {
   buildGuest,
@@ -202,6 +202,28 @@ for (const version of ['7.2', '10.0'] as QemuVersion[]) {
       expect([moved.state.mouseX - start.state.mouseX, moved.state.mouseY - start.state.mouseY]).to.deep.equal([
         40, 24,
       ]);
+    });
+
+    it("absolute vs relative follows QEMU's IsAbsolute: viewers told; a position reaches QEMU's input", async () => {
+      // The guest has no USB driver: the tablet is made QEMU's current mouse by hand (HMP mouse_set),
+      // and QEMU's input trace shows what arrives.
+      const vm = await boot(`w=640 h=480 mode=static${depth}`, { tablet: true, trace: ['input_event_abs'] });
+      const { cli, socket } = await bridge(vm);
+      const v = await viewer(socket);
+      await v.waitEvent('inputMode', (e) => e.mode === 'relative', 15000);
+      const start = await picture(v, 'the first picture', () => true);
+      const tablet = /Mouse #(\d+): QEMU HID Tablet/.exec(await vm.hmp('info mice'));
+      expect(tablet, 'the usb-tablet in info mice').to.not.equal(null);
+      await vm.hmp(`mouse_set ${tablet![1]}`);
+      await v.waitEvent('inputMode', (e) => e.mode === 'absolute', 15000);
+      await v.call('send', { method: 'sendPointer', args: [start.surfaceId, { x: 320, y: 240 }] });
+      const trace = path.join(vm.dir, 'trace.log');
+      await eventually(
+        async () => fs.existsSync(trace) && /input_event_abs .*axis x, value \d+/.test(fs.readFileSync(trace, 'utf8')),
+        10000,
+        'an absolute X event in QEMU',
+      );
+      expect(cli.stderr).to.not.match(/SetAbsPosition/);
     });
 
     it('the vmware hardware cursor arrives as cursor.v1 (image, hotspot, moves), not in the frames', async () => {
