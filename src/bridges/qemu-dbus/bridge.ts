@@ -31,6 +31,7 @@ import { connectDisplay, registerListener, type DisplayAddress } from './display
 export interface QemuBridgeOptions extends DisplayAddress {
   /** How long attaching may take (default 10000 ms). */
   timeoutMs?: number;
+  /** Where the bridge's warnings go (what QEMU sends wrong, once per kind); default stderr. */
   logger?: Logger;
 }
 
@@ -42,7 +43,9 @@ export interface QemuConsoleInfo {
   label: string;
   /** The surface showing it, or null while QEMU shows nothing on it. */
   surfaceId: number | null;
+  /** Its width in pixels (0 while there is no surface). */
   width: number;
+  /** Its height in pixels (0 while there is no surface). */
   height: number;
   /** How pixels travel: in messages (one copy), from QEMU's memfd (a copy, or shared), or not yet. */
   path: ConsolePath;
@@ -79,9 +82,21 @@ function props(value: unknown): Record<string, unknown> {
   return out;
 }
 
+/**
+ * A running QEMU's display attached to a SurfaceServer: create with {@link QemuBridge.attach}, stop
+ * with close(). 'console' tells when a console's surface appears, changes or goes; 'close' when
+ * the bridge stops. docs/qemu.md has the whole story.
+ */
 export class QemuBridge extends EventEmitter<QemuBridgeEvents> {
-  /** The VM's name and UUID, and QEMU's version where QMP told it. */
-  readonly vm = { name: '', uuid: '', qemu: '' };
+  /** The VM, as QEMU describes it. */
+  readonly vm: {
+    /** QEMU's `-name` (QEMU's default when none was given). */
+    name: string;
+    /** The VM's UUID (`-uuid`; all zeros by default). */
+    uuid: string;
+    /** QEMU's version, where QMP told it ('' on a bus). */
+    qemu: string;
+  } = { name: '', uuid: '', qemu: '' };
   private readonly consoles = new Map<number, Console>();
   private readonly bySurface = new Map<number, Console>();
   private closedValue = false;
@@ -123,6 +138,7 @@ export class QemuBridge extends EventEmitter<QemuBridgeEvents> {
     return bridge;
   }
 
+  /** True once the bridge stopped (close(), or QEMU went away). */
   get closed(): boolean {
     return this.closedValue;
   }
