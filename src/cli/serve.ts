@@ -60,13 +60,19 @@ async function qemuSource(
     server.close();
     throw error;
   }
-  bridge.on('console', (c) => process.stdout.write(`* ${consoleLine(c)}\n`));
+  // Until describe() prints every console's state, changes are part of that state; then each is a line.
+  let described = false;
+  bridge.on('console', (c) => described && process.stdout.write(`* ${consoleLine(c)}\n`));
   bridge.on('close', (e) => e.code !== 'E_CLOSED' && onError(e));
   return {
     server,
     describe: () => {
+      described = true;
       const qemu = bridge.vm.qemu ? `QEMU ${bridge.vm.qemu}, ` : '';
-      return `serving VM "${bridge.vm.name}" (${qemu}${bridge.consoleList.length} console(s)) on ${server.path}`;
+      return [
+        `serving VM "${bridge.vm.name}" (${qemu}${bridge.consoleList.length} console(s)) on ${server.path}`,
+        ...bridge.consoleList.map((c) => `* ${consoleLine(c)}`),
+      ].join('\n');
     },
     summary: () => `stopped (${bridge.consoleList.map(consoleLine).join('; ')})`,
     stop: () => {

@@ -14,7 +14,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { Cli, ensureCliBuilt } from '../cli-process.js';
 import { findDbusDaemon, startBus } from '../fixtures/dbus/bus.js';
 import { Peer, eventually, tempDir } from '../helpers.js';
-import { type CheckResult, type GuestState, checkBgrx, cursorImage } from '../qemu/pattern.js';
+import { type CheckResult, type GuestState, checkBgrx, cursorImage, parsePpm } from '../qemu/pattern.js';
 import {
   buildGuest,
   findQemu,
@@ -127,13 +127,17 @@ for (const version of ['7.2', '10.0'] as QemuVersion[]) {
       v: Peer,
       what: string,
       want: (s: GuestState) => boolean,
-      { timeoutMs = 30000, strict = true } = {},
+      {
+        timeoutMs = 30000,
+        strict = true,
+        surfaceId,
+      }: { timeoutMs?: number; strict?: boolean; surfaceId?: number } = {},
     ): Promise<Checked> {
       const deadline = Date.now() + timeoutMs;
       let readable = false;
       let last: string = 'no frame yet';
       for (;;) {
-        const seen = await v.call<(Checked & { unreadable?: string }) | null>('check');
+        const seen = await v.call<(Checked & { unreadable?: string }) | null>('check', { surfaceId });
         if (seen?.unreadable !== undefined) {
           if (strict && readable)
             throw new Error(`the viewer's picture lost the guest's bar (${what}): ${seen.unreadable}`);
@@ -339,6 +343,37 @@ for (const version of ['7.2', '10.0'] as QemuVersion[]) {
         for (const c of clis.splice(0)) c.kill();
         await bus.cleanup();
       }
+    });
+
+    it('two consoles (std VGA and secondary-vga) become two surfaces, each exact', async () => {
+      const vm = await boot(`w=640 h=480 mode=box fps=30${depth}`, {
+        extraArgs: ['-device', 'secondary-vga,id=head2'],
+      });
+      const { cli, socket } = await bridge(vm);
+      await cli.waitFor(/console 1 \([^)]*\): surface \d+/, 30000);
+      const sids = [...cli.stdout.matchAll(/console (\d) \([^)]*\): surface (\d+)/g)].map((m) => [+m[1], +m[2]]);
+      const first = sids.find(([c]) => c === 0)![1];
+      const second = sids.find(([c]) => c === 1)![1];
+      expect(first).to.not.equal(second);
+      const v = await viewer(socket);
+      await picture(v, 'the guest on console 0', (s) => s.frame > 0, { surfaceId: first });
+      // Console 1: QEMU's own picture of a display the guest does not drive, compared with QEMU's screendump of it.
+      await eventually(
+        async () => (await v.call('surfaces')).some((x: { id: number }) => x.id === second),
+        10000,
+        'head 2',
+      );
+      const file = path.join(vm.dir, 'head2.ppm');
+      await vm.qmp('screendump', { filename: file, device: 'head2' });
+      const { width, height, rgb } = parsePpm(fs.readFileSync(file));
+      const shown = await v.call('dump', { surfaceId: second });
+      expect([shown.width, shown.height]).to.deep.equal([width, height]);
+      const bgrx = Buffer.from(shown.bgrx, 'base64');
+      let wrong = 0;
+      for (let i = 0; i < width * height; i++)
+        if (bgrx[i * 4] !== rgb[i * 3 + 2] || bgrx[i * 4 + 1] !== rgb[i * 3 + 1] || bgrx[i * 4 + 2] !== rgb[i * 3])
+          wrong++;
+      expect(wrong, 'pixels of console 1 differing from its screendump').to.equal(0);
     });
 
     it('surfacelink view --qemu: the bridge and a viewer in one process; says when the VM goes away', async () => {

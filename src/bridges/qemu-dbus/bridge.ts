@@ -247,14 +247,18 @@ export class QemuBridge extends EventEmitter<QemuBridgeEvents> {
             b[6] as Uint8Array,
           ),
         ),
-        ScanoutDMABUF: guard((b) => {
-          (b[0] as NativeFd).close();
-          s.disable();
-          this.warnOnce(
-            `console ${c.index}: ScanoutDMABUF (QEMU with gl=on) is not served by this bridge; run QEMU with gl=off`,
-          );
-        }),
-        UpdateDMABUF: guard(() => {}),
+        ScanoutDMABUF: guard((b) =>
+          s.scanoutDmabuf(
+            b[0] as NativeFd,
+            b[1] as number,
+            b[2] as number,
+            b[3] as number,
+            b[4] as number,
+            BigInt(b[5] as bigint),
+            b[6] as boolean,
+          ),
+        ),
+        UpdateDMABUF: guard((b) => s.updateDmabuf(b[0] as number, b[1] as number, b[2] as number, b[3] as number)),
         Disable: guard(() => s.disable()),
         MouseSet: guard((b) => s.mouseSet(b[0] as number, b[1] as number, (b[2] as number) !== 0)),
         CursorDefine: guard((b) =>

@@ -13,6 +13,7 @@
 import type { SurfaceBuffer } from '../../buffer.js';
 import { SurfaceLinkError } from '../../errors.js';
 import type { CursorImage } from '../../input.js';
+import { formatByFourcc, fourccToString } from '../../formats.js';
 import type { Logger } from '../../log.js';
 import type { NativeFd } from '../../native/index.js';
 import type { Rect } from '../../protocol/codec.js';
@@ -31,7 +32,7 @@ export const MAX_SIDE = 16384;
 const HOLD_MS = 100;
 
 /** How the console's pixels reach this side. */
-export type ConsolePath = 'scanout' | 'map-shared' | 'map-copy' | 'none';
+export type ConsolePath = 'scanout' | 'map-shared' | 'map-copy' | 'dmabuf' | 'none';
 
 /** Where the newest picture is: the bridge's own copy, or QEMU's memfd. */
 interface Source {
@@ -64,6 +65,8 @@ export class ConsoleSurface {
   private shared: { width: number; height: number } | null = null;
   /** The size or path changed since the bridge was last told. */
   private changed = false;
+  /** dmabuf: QEMU's rows run bottom-up (y0_top false). */
+  private bottomUp = false;
   /**
    * A new surface whose pixels QEMU has not drawn yet: QEMU announces a mode switch
    * (ScanoutMap, or a Scanout of a new size) before it draws into the new surface, then sends the
@@ -228,6 +231,79 @@ export class ConsoleSurface {
       this.image!.set(old.subarray(y * oldW * 4, y * oldW * 4 + rowBytes), y * width * 4);
     this.announce();
     this.damage(null);
+  }
+
+  /**
+   * ScanoutDMABUF (QEMU with `gl=on`): the picture is a dma-buf QEMU's GL renders into, shared as it
+   * is (adoptSurface: `dmabuf.v1` for viewers that import it, a copy for `shm.v1` ones); its rows
+   * run bottom-up unless `y0Top`. The fd is this console's (closed here; the surface keeps its own).
+   */
+  scanoutDmabuf(
+    fd: NativeFd,
+    width: number,
+    height: number,
+    stride: number,
+    fourcc: number,
+    modifier: bigint,
+    y0Top: boolean,
+  ): void {
+    try {
+      checkSize('ScanoutDMABUF', width, height);
+      const format = formatByFourcc(fourcc);
+      if (!format || format.planes.length !== 1)
+        throw new SurfaceLinkError(
+          'E_UNSUPPORTED_FORMAT',
+          `ScanoutDMABUF of fourcc ${fourccToString(fourcc)}: not a single-plane format surfacelink knows`,
+        );
+      this.unhold();
+      this.releaseMemfd();
+      this.image = null;
+      this.source = null;
+      this.closeSurface();
+      this.counts.scanouts++;
+      try {
+        this.surface = this.server.adoptSurface({
+          width,
+          height,
+          format: format.name,
+          backing: { kind: 'dmabuf', buffers: [{ fds: [fd], planes: [{ fdIndex: 0, offset: 0, stride }] }], modifier },
+          orientation: y0Top ? 'top-down' : 'bottom-up',
+          label: `qemu-${this.label}`,
+        });
+      } catch (error) {
+        this.shared = null;
+        this.setPath('none', `QEMU's GL scanout (a dma-buf) cannot be shared here: ${(error as Error).message}`);
+        this.changed = false;
+        throw error;
+      }
+    } finally {
+      fd.close();
+    }
+    this.shared = { width, height };
+    this.bottomUp = !y0Top;
+    this.setPath(
+      'dmabuf',
+      "QEMU renders with GL and hands over its dma-buf: shared as it is (dmabuf.v1 viewers import QEMU's buffer; " +
+        'shm.v1 viewers get a copy)',
+    );
+    this.changed = false;
+    this.restoreCursor();
+    this.onSurface(this.surface);
+    this.damage(null);
+  }
+
+  /** UpdateDMABUF: QEMU rendered into the dma-buf again (damage in QEMU's coordinates). */
+  updateDmabuf(x: number, y: number, w: number, h: number): void {
+    if (this.path !== 'dmabuf' || !this.shared) return;
+    if (x < 0 || y < 0 || w < 1 || h < 1 || x + w > this.shared.width || y + h > this.shared.height)
+      throw new SurfaceLinkError(
+        'E_BAD_GEOMETRY',
+        `UpdateDMABUF ${x},${y} ${w}x${h} outside ${this.shared.width}x${this.shared.height}`,
+      );
+    this.counts.updates++;
+    // Rows stored bottom-up: whether QEMU's rectangle counts rows as stored or as shown is not
+    // pinned down by QEMU's interface description, so the whole surface counts as changed.
+    this.damage(this.bottomUp ? null : { x, y, width: w, height: h });
   }
 
   /** Disable: the console shows nothing; its surface goes away (viewers get SURFACE_GONE). */
