@@ -2,8 +2,9 @@
  * The baseline bench/qemu-bridge.ts measures the bridge against: a bare QEMU display listener in
  * its own process that registers on console 0 exactly as the bridge does (the same D-Bus code,
  * the same Listener.Unix.Map offer) and only drains: every message is answered and dropped, no
- * pixel is touched (each message's buffer is handed back for the next, as the bridge does). Whatever the bridge costs beyond this is its own work (pixels into pool
- * buffers, presents, serving viewers).
+ * pixel is touched (each message's buffer is handed back for the next, as the bridge does).
+ * Whatever the bridge costs beyond this is its own work (pixels into pool buffers, presents,
+ * serving viewers).
  *
  *   node --import tsx bench/qemu-drain.ts QMP-SOCKET   (a forked child: IPC 'counts' → message counts)
  */
