@@ -108,9 +108,6 @@ class Listener : public Napi::ObjectWrap<Listener> {
   UniqueFd fd_;
   uv_poll_t* poll_ = nullptr;
   bool self_ref_ = false;
-  // Byte-stream mode (start option `stream`): no surfacelink framing; chunks as they arrive, for
-  // protocols with framing of their own (D-Bus, QMP) that also pass fds.
-  bool stream_ = false;
   Napi::FunctionReference on_connection_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 };
