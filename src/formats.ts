@@ -110,7 +110,8 @@ export const FORMATS: Readonly<Record<FormatName, FormatInfo>> = {
     hasAlpha: false,
     planes: [bgra8],
     pixman: 0x20020888,
-    dxgi: 88,
+    // B8G8R8A8, not B8G8R8X8: the BGRA format every D3D11 sharing path uses (dxgi.v1); X is ignored.
+    dxgi: 87,
     iosurface: ostype('BGRA'),
   },
   ARGB8888: {

@@ -14,17 +14,10 @@
  * A side that keeps a handle past a call duplicates it (`dupHandle`).
  */
 import { SurfaceLinkError } from './errors.js';
-import type { NativeFd } from './native/index.js';
+import type { NativeFd, NativeNtHandle } from './native/index.js';
 
-/** A Windows NT HANDLE owner (native/windows, not written yet). */
-export interface NativeHandle {
-  /** True once closed. */
-  readonly closed: boolean;
-  /** Closes the handle. Idempotent. */
-  close(): void;
-  /** A new owner of the same object (DuplicateHandle); the caller owns both. */
-  dup(): NativeHandle;
-}
+/** A Windows HANDLE owner (native/windows/handle.cc). */
+export type NativeHandle = NativeNtHandle;
 
 /** A macOS mach send right (native/macos, not written yet). */
 export interface NativeMachPort {
@@ -60,6 +53,18 @@ export type OsHandle =
 /** Wraps an fd owner (the OsHandle takes over its ownership). */
 export function fdHandle(fd: NativeFd): OsHandle {
   return { kind: 'fd', fd };
+}
+
+/** Wraps a HANDLE owner (the OsHandle takes over its ownership). */
+export function ntHandle(handle: NativeNtHandle): OsHandle {
+  return { kind: 'nt', handle };
+}
+
+/** The HANDLE owner inside `handle`; E_HANDLE_TYPE if it is another kind. */
+export function handleNt(handle: OsHandle, what = 'the handle'): NativeNtHandle {
+  if (handle.kind !== 'nt')
+    throw new SurfaceLinkError('E_HANDLE_TYPE', `${what} must be a Windows HANDLE; it is a ${handle.kind} handle`);
+  return handle.handle;
 }
 
 /** The fd inside `handle`; E_HANDLE_TYPE if it is another kind. */

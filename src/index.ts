@@ -71,9 +71,18 @@ export type {
   SyncKind,
 } from './mechanisms/types.js';
 export { FormatSet, modifierName } from './format-set.js';
-export type { ChannelLimits, CpuAccess, FdKind, NativeFd, SendResult } from './native/index.js';
+export type {
+  ChannelLimits,
+  CpuAccess,
+  FdKind,
+  NativeFd,
+  NativeNtHandle,
+  NtObjectType,
+  SendResult,
+} from './native/index.js';
 export {
   fdHandle,
+  ntHandle,
   handleIdentity,
   type OsHandle,
   type BufferKey,
@@ -107,6 +116,8 @@ export type {
 } from './protocol/codec.js';
 export {
   defaultSocketPath,
+  defaultPipePath,
+  defaultAddress,
   availableTransports,
   type Transport,
   type PeerIdentity,

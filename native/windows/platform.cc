@@ -1,15 +1,17 @@
-// Windows registration. The Windows backend (named-pipe channel with DuplicateHandle,
-// file mappings, D3D11 shared textures) is not written yet, so this registers nothing:
-// the addon loads and reports `platform: "win32"`, and the TypeScript layer says at run
-// time that no mechanism is available on this OS yet. Cross-built with mingw-w64
-// (cmake/mingw-w64-x86_64.cmake) and loaded under wine by test/package/.
+// Windows registration: the HANDLE owner (NtHandle) here, then every module this build compiled
+// in (named-pipe channel and listener, sections, D3D11: each registers itself).
+// Cross-built with mingw-w64 (cmake/mingw-w64-x86_64.cmake) and tested under wine.
 #include "../common/addon.h"
 #include "../common/modules.h"
+#include "handle.h"
 
 namespace surfacelink {
 
-const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& /*data*/) {
-  RegisterModules(env, exports);  // none are built for this OS yet
+const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& data) {
+  Napi::Function nt_handle = NtHandle::Define(env);
+  data.nt_handle_ctor = Napi::Persistent(nt_handle);
+  exports.Set("NtHandle", nt_handle);
+  RegisterModules(env, exports);
   return "win32";
 }
 

@@ -5,7 +5,7 @@
  */
 import * as os from 'node:os';
 import { mechanismReports, mechanisms as registry, type MechanismReport } from '../mechanisms/index.js';
-import { TRANSPORTS, defaultSocketPath } from '../transport/index.js';
+import { TRANSPORTS, defaultAddress } from '../transport/index.js';
 import { probeH264, type H264Probe } from '../stream/h264.js';
 import { hostIdentity } from '../host.js';
 import { probeNative } from '../native/index.js';
@@ -177,7 +177,7 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
       error: error ? `${error.code}: ${error.message}` : null,
     },
     host: { ...hostIdentity() },
-    socketPath: defaultSocketPath(),
+    socketPath: defaultAddress(),
     backend: backendSummary(addon?.platform ?? null, serving, connecting),
     transports,
     mechanisms,
@@ -194,7 +194,7 @@ function backendSummary(platform: string | null, serving: string[], connecting: 
     return { complete: true, summary: `${platform}: serves ${serving.join(', ')} over ${connecting.join(', ')}` };
   const missing =
     process.platform === 'win32'
-      ? 'named pipes and DXGI/file-mapping sharing'
+      ? 'a working named pipe and file-mapping section'
       : process.platform === 'darwin'
         ? 'the unix-socket channel and IOSurface/shared-memory sharing'
         : 'a working mechanism or transport';
@@ -222,7 +222,7 @@ export function formatDoctor(r: DoctorReport): string {
   }
   row('boot id', r.host.bootId ?? '(unknown: /proc/sys/kernel/random/boot_id unreadable)');
   row('machine id', r.host.machineId ?? '(unknown: /etc/machine-id unreadable)');
-  row('socket', `${r.socketPath} (default)`);
+  row(process.platform === 'win32' ? 'pipe' : 'socket', `${r.socketPath} (default)`);
   row('backend', r.backend.summary);
   lines.push('transports');
   for (const t of r.transports) lines.push(`  ${t.available ? '✔' : '✘'} ${t.name}  ${t.reason}`);

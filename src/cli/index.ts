@@ -9,7 +9,10 @@ import * as path from 'node:path';
 import { consumerMain } from '../demo/consumer.js';
 import { producerMain } from '../demo/producer.js';
 import { runDemo } from './demo.js';
-import { defaultSocketPath } from '../index.js';
+import { defaultAddress } from '../index.js';
+
+/** What --path names on this OS. */
+const ADDRESS_WORD = process.platform === 'win32' ? 'named pipe' : 'socket path';
 import { parseStreamUrl } from '../stream/client.js';
 import { runDoctor } from './doctor.js';
 import { MAX_SOCKET_PATH_BYTES, runQemuView, runServe, type QemuSource } from './serve.js';
@@ -156,7 +159,7 @@ of QEMU's -display dbus becomes a surface, viewers' keys and pointer go to the g
 the guest's hardware cursor is sent as a cursor plane (docs/qemu.md).
 
 Options:
-  --path P           socket path (default ${defaultSocketPath()})
+  --path P           ${ADDRESS_WORD} (default ${defaultAddress()})
   --width W          surface width (default 1280)
   --height H         surface height (default 720)
   --fps N            frames presented per second (default 60)
@@ -221,7 +224,7 @@ delivers and how, then the same stats (docs/qemu.md). To see the picture, use
 \`surfacelink serve --qemu … --stream\` and open the URL it prints.
 
 Options:
-  --path P        socket path (default ${defaultSocketPath()})
+  --path P        ${ADDRESS_WORD} (default ${defaultAddress()})
   --remote URL    ws://host:port/stream, or the viewer URL http://host:port/#token=…
   --token T       the stream's token (default: the URL's #token=, else $SURFACELINK_STREAM_TOKEN)
   --stream        negotiate stream.v1 on the socket, then watch as with --remote

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StreamServer, SurfaceServer, defaultSocketPath, type ClientInfo, type StreamClientInfo } from '../index.js';
+import { StreamServer, SurfaceServer, defaultAddress, type ClientInfo, type StreamClientInfo } from '../index.js';
 import { QemuBridge, type QemuConsoleInfo } from '../bridges/qemu-dbus/bridge.js';
 import { PatternProducer } from '../demo/producer.js';
 import { ensurePrivateDir } from '../transport/index.js';
@@ -139,7 +139,7 @@ export async function runServe(options: {
    * derive a path from the server's name instead). Its directory is made here, as the library
    * does for its own default, so that a problem with it can name the fix.
    */
-  const socketPath = options.path ?? defaultSocketPath();
+  const socketPath = options.path ?? defaultAddress();
   if (options.path === undefined) {
     const problem = defaultDirProblem(path.dirname(socketPath));
     if (problem) return fail1(problem);
@@ -196,7 +196,7 @@ export async function runServe(options: {
     }
   }
   process.stdout.write(`${source.describe()}\n`);
-  const viewArgs = server.path === defaultSocketPath() ? '' : ` --path ${shellQuote(server.path)}`;
+  const viewArgs = server.path === defaultAddress() ? '' : ` --path ${shellQuote(server.path)}`;
   process.stdout.write(`view it with: surfacelink view${viewArgs}   (Ctrl-C stops)\n`);
   const stream = streamServer;
   if (stream) {

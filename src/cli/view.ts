@@ -3,7 +3,7 @@
  * consumer statistics once a second until Ctrl-C or the server goes away; with --remote, the
  * same for a stream (docs/remote.md). Also home of the status line the demo shares.
  */
-import { RemoteStreamClient, SurfaceClient, defaultSocketPath, type StreamCodec } from '../index.js';
+import { RemoteStreamClient, SurfaceClient, defaultAddress, type StreamCodec } from '../index.js';
 import { FrameStats, consumeFrames, formatStatus, formatSummary } from '../demo/consumer.js';
 
 /**
@@ -98,7 +98,7 @@ class ViewSession {
  * failed or ended with an error, 130/143 when stopped by SIGINT/SIGTERM.
  */
 export function runView(options: { path?: string }): Promise<number> {
-  const socketPath = options.path ?? defaultSocketPath();
+  const socketPath = options.path ?? defaultAddress();
   const stats = new FrameStats();
   const summary = (): string => {
     const s = stats.snapshot();
@@ -225,7 +225,7 @@ export async function runStreamView(options: {
   codecs?: StreamCodec[];
   maxFps?: number;
 }): Promise<number> {
-  const socketPath = options.path ?? defaultSocketPath();
+  const socketPath = options.path ?? defaultAddress();
   let endpoint;
   try {
     const client = await SurfaceClient.connect({

@@ -25,6 +25,13 @@ export const EGL = Object.freeze({
   OPENGL_ES_API: 0x30a0,
   CONTEXT_MAJOR_VERSION: 0x3098, // = EGL_CONTEXT_CLIENT_VERSION
   CONTEXT_MINOR_VERSION: 0x30fb,
+  // EGL 1.x configs and pbuffers (a context on an EGL without EGL_KHR_no_config_context /
+  // EGL_KHR_surfaceless_context, e.g. ANGLE 2.x on D3D11, is made current on a 1x1 pbuffer)
+  RED_SIZE: 0x3024,
+  GREEN_SIZE: 0x3023,
+  BLUE_SIZE: 0x3022,
+  ALPHA_SIZE: 0x3021,
+  OPENGL_ES3_BIT: 0x0040, // EGL_OPENGL_ES3_BIT_KHR (EGL_KHR_create_context, EGL 1.5)
   // EGL_KHR_image_base / EGL_KHR_gl_texture_2D_image
   IMAGE_PRESERVED_KHR: 0x30d2,
   GL_TEXTURE_2D_KHR: 0x30b1,
@@ -38,6 +45,10 @@ export const EGL = Object.freeze({
   PLATFORM_ANGLE_DEVICE_TYPE_ANGLE: 0x3209,
   PLATFORM_ANGLE_DEVICE_TYPE_SWIFTSHADER_ANGLE: 0x3487,
   PLATFORM_ANGLE_NATIVE_PLATFORM_TYPE_ANGLE: 0x348f,
+  // EGL_ANGLE_platform_angle_d3d (Windows): ANGLE on Direct3D 11 (or 9), on a hardware device
+  PLATFORM_ANGLE_TYPE_D3D9_ANGLE: 0x3207,
+  PLATFORM_ANGLE_TYPE_D3D11_ANGLE: 0x3208,
+  PLATFORM_ANGLE_DEVICE_TYPE_HARDWARE_ANGLE: 0x320a,
   // EGL_EXT_image_dma_buf_import
   LINUX_DMA_BUF_EXT: 0x3270,
   LINUX_DRM_FOURCC_EXT: 0x3271,
@@ -160,6 +171,9 @@ export const GL = Object.freeze({
   DEPTH_TEST: 0x0b71,
   COLOR_BUFFER_BIT: 0x4000,
   TRIANGLES: 0x0004,
+  ARRAY_BUFFER: 0x8892,
+  STATIC_DRAW: 0x88e4,
+  FLOAT: 0x1406,
   TEXTURE0: 0x84c0,
   VERTEX_SHADER: 0x8b31,
   FRAGMENT_SHADER: 0x8b30,

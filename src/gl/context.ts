@@ -56,13 +56,37 @@ export function angleSurfacelessDisplay(options: { swiftshader?: boolean } = {})
   };
 }
 
+/**
+ * ANGLE on Direct3D 11 (Windows), on the default hardware adapter: EGL_PLATFORM_ANGLE_ANGLE
+ * with EGL_DEFAULT_DISPLAY and [TYPE = D3D11, DEVICE_TYPE = HARDWARE]. Needs the client
+ * extension EGL_ANGLE_platform_angle_d3d. Older ANGLE (2.x, as in Chromium ≤ 60) lacks
+ * EGL_KHR_no_config_context / EGL_KHR_surfaceless_context there, so GpuContext.open() makes
+ * its context current on a 1x1 pbuffer instead (see `surface`).
+ */
+export function angleD3D11Display(): GpuDisplaySpec {
+  return {
+    name: 'ANGLE D3D11',
+    platform: EGL.PLATFORM_ANGLE_ANGLE,
+    attributes: [
+      EGL.PLATFORM_ANGLE_TYPE_ANGLE,
+      EGL.PLATFORM_ANGLE_TYPE_D3D11_ANGLE,
+      EGL.PLATFORM_ANGLE_DEVICE_TYPE_ANGLE,
+      EGL.PLATFORM_ANGLE_DEVICE_TYPE_HARDWARE_ANGLE,
+    ],
+    clientExtension: 'EGL_ANGLE_platform_angle_d3d',
+  };
+}
+
 /** How `GpuContext.open()` finds EGL/GLES and which display and GLES version it asks for. */
 export interface GpuContextOptions {
   /** Library pairs to try in order (default: the system's libEGL.so.1 / libGLESv2.so.2). */
   libraries?: GlLibraries | readonly GlLibraries[];
   /** Which EGL display to open; default SURFACELESS_MESA_DISPLAY. */
   display?: GpuDisplaySpec;
-  /** OpenGL ES version to ask for; default 3.0 (a driver may return a higher compatible one). */
+  /**
+   * OpenGL ES version to ask for; default 3.0 (a driver may return a higher compatible one),
+   * and 2.0 where no 3.0 context can be made. A version given here is not replaced.
+   */
   glesVersion?: {
     /** Major version, e.g. 3. */
     major: number;
@@ -144,6 +168,19 @@ export class GpuContext implements Disposable {
   readonly display: bigint;
   /** EGLContext. */
   readonly handle: bigint;
+  /**
+   * The 1x1 pbuffer the context is current on, or null when it is current without a surface
+   * (EGL_KHR_surfaceless_context + EGL_KHR_no_config_context: Mesa, ANGLE on Vulkan). Framebuffer
+   * 0 is this pbuffer; surfacelink draws only into framebuffers of its own.
+   */
+  readonly surface: bigint | null;
+  /** The OpenGL ES version the context was created for (3.0, or 2.0 where 3.0 could not be made). */
+  readonly glesVersion: {
+    /** The major version (3, or 2 where ES 3 is unavailable). */
+    readonly major: number;
+    /** The minor version. */
+    readonly minor: number;
+  };
   /** The display it was opened on. */
   readonly displaySpec: GpuDisplaySpec;
   /** EGL_VERSION of the display, e.g. '1.5 Mesa 24.2.8'. */
@@ -180,6 +217,8 @@ export class GpuContext implements Disposable {
     api: GlApi;
     display: bigint;
     handle: bigint;
+    surface: bigint | null;
+    glesVersion: { major: number; minor: number };
     displaySpec: GpuDisplaySpec;
     eglVersion: string;
     eglVendor: string;
@@ -189,6 +228,8 @@ export class GpuContext implements Disposable {
     this.api = init.api;
     this.display = init.display;
     this.handle = init.handle;
+    this.surface = init.surface;
+    this.glesVersion = Object.freeze({ ...init.glesVersion });
     this.displaySpec = init.displaySpec;
     this.eglVersion = init.eglVersion;
     this.eglVendor = init.eglVendor;
@@ -221,7 +262,12 @@ export class GpuContext implements Disposable {
   static open(options: GpuContextOptions = {}): GpuContext {
     const api = loadGlLibraries(options.libraries ?? SYSTEM_GL_LIBRARIES);
     const spec = options.display ?? SURFACELESS_MESA_DISPLAY;
-    const version = options.glesVersion ?? { major: 3, minor: 0 };
+    const versions = options.glesVersion
+      ? [options.glesVersion]
+      : [
+          { major: 3, minor: 0 },
+          { major: 2, minor: 0 },
+        ];
     const egl = api.egl;
     const where = `${spec.name} via ${api.libraries.egl} [${api.libraries.source}]`;
 
@@ -258,45 +304,84 @@ export class GpuContext implements Disposable {
     displayUsers.set(display, users + 1);
 
     let context: Ptr = null;
+    let surface: Ptr = null;
     try {
       const displayExtensions = new ExtensionList('display', egl.eglQueryString(display, EGL.EXTENSIONS));
       const eglVersion = egl.eglQueryString(display, EGL.VERSION) ?? '';
       const eglVendor = egl.eglQueryString(display, EGL.VENDOR) ?? '';
       const apis = egl.eglQueryString(display, EGL.CLIENT_APIS) ?? '';
-      for (const needed of ['EGL_KHR_no_config_context', 'EGL_KHR_surfaceless_context']) {
-        if (!displayExtensions.has(needed))
-          throw new SurfaceLinkError(
-            'E_UNSUPPORTED',
-            `${needed} is not advertised by ${where} (EGL ${eglVersion}); a context without config and ` +
-              `surface needs it`,
-          );
-      }
       if (!apis.split(/\s+/).includes('OpenGL_ES'))
         throw new SurfaceLinkError('E_UNSUPPORTED', `${where} offers no OpenGL ES (client APIs: ${apis || 'none'})`);
       if (egl.eglBindAPI(EGL.OPENGL_ES_API) !== EGL.TRUE)
         throw eglFailure(api, 'E_UNSUPPORTED', `eglBindAPI(EGL_OPENGL_ES_API) failed on ${where}`);
-      const attribs = new Int32Array([
-        EGL.CONTEXT_MAJOR_VERSION,
-        version.major,
-        EGL.CONTEXT_MINOR_VERSION,
-        version.minor,
-        EGL.NONE,
-      ]);
-      context = egl.eglCreateContext(display, null, null, attribs);
-      if (context === null || context === 0n) {
-        context = null;
+      // Without a config and surface where EGL allows it (Mesa, ANGLE on Vulkan); otherwise
+      // (ANGLE 2.x on D3D11 has neither extension) a config and a 1x1 pbuffer to be current on.
+      const missing = ['EGL_KHR_no_config_context', 'EGL_KHR_surfaceless_context'].filter(
+        (name) => !displayExtensions.has(name),
+      );
+      // EGL_CONTEXT_MINOR_VERSION is EGL_KHR_create_context's (or EGL 1.5's); EGL 1.4 knows only the major.
+      const minorAllowed = displayExtensions.has('EGL_KHR_create_context') || !/^1\.[0-4]\b/.test(eglVersion);
+      const failures: string[] = [];
+      let version = versions[0];
+      for (const candidate of versions) {
+        version = candidate;
+        let config: bigint | null = null;
+        if (missing.length > 0) {
+          config = chooseConfig(api, display, candidate.major >= 3 ? EGL.OPENGL_ES3_BIT : EGL.OPENGL_ES2_BIT);
+          if (config === null) {
+            failures.push(
+              `OpenGL ES ${candidate.major}.${candidate.minor}: no RGBA8 pbuffer EGLConfig for it ` +
+                `(needed because ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not advertised)`,
+            );
+            continue;
+          }
+        }
+        const attribs = new Int32Array([
+          EGL.CONTEXT_MAJOR_VERSION,
+          candidate.major,
+          ...(minorAllowed ? [EGL.CONTEXT_MINOR_VERSION, candidate.minor] : []),
+          EGL.NONE,
+        ]);
+        context = egl.eglCreateContext(display, config, null, attribs);
+        if (context === null || context === 0n) {
+          context = null;
+          failures.push(
+            eglFailure(
+              api,
+              'E_UNSUPPORTED',
+              `eglCreateContext(OpenGL ES ${candidate.major}.${candidate.minor}, ` +
+                `${config === null ? 'no config' : 'pbuffer config'}) failed`,
+            ).message,
+          );
+          continue;
+        }
+        if (config !== null) {
+          surface = egl.eglCreatePbufferSurface(
+            display,
+            config,
+            new Int32Array([EGL.WIDTH, 1, EGL.HEIGHT, 1, EGL.NONE]),
+          );
+          if (surface === null || surface === 0n) {
+            surface = null;
+            throw eglFailure(api, 'E_SYSTEM', `eglCreatePbufferSurface(1x1) failed on ${where}`);
+          }
+        }
+        break;
+      }
+      if (context === null)
+        throw new SurfaceLinkError('E_UNSUPPORTED', `no OpenGL ES context on ${where}: ${failures.join('; ')}`);
+      if (egl.eglMakeCurrent(display, surface, surface, context) !== EGL.TRUE)
         throw eglFailure(
           api,
-          'E_UNSUPPORTED',
-          `eglCreateContext(OpenGL ES ${version.major}.${version.minor}, no config) failed on ${where}`,
+          'E_SYSTEM',
+          `eglMakeCurrent(${surface === null ? 'surfaceless' : '1x1 pbuffer'}) failed on ${where}`,
         );
-      }
-      if (egl.eglMakeCurrent(display, null, null, context) !== EGL.TRUE)
-        throw eglFailure(api, 'E_SYSTEM', `eglMakeCurrent(surfaceless) failed on ${where}`);
       return new GpuContext({
         api,
         display,
         handle: context,
+        surface,
+        glesVersion: version,
         displaySpec: spec,
         eglVersion,
         eglVendor,
@@ -308,6 +393,7 @@ export class GpuContext implements Disposable {
         egl.eglMakeCurrent(display, null, null, null);
         egl.eglDestroyContext(display, context);
       }
+      if (surface !== null) egl.eglDestroySurface(display, surface);
       releaseDisplay(api, display);
       throw error;
     }
@@ -332,7 +418,7 @@ export class GpuContext implements Disposable {
     if (this.isClosed) throw new SurfaceLinkError('E_CLOSED', 'this GpuContext is closed');
     const egl = this.api.egl;
     if (egl.eglGetCurrentContext() === this.handle) return;
-    if (egl.eglMakeCurrent(this.display, null, null, this.handle) !== EGL.TRUE)
+    if (egl.eglMakeCurrent(this.display, this.surface, this.surface, this.handle) !== EGL.TRUE)
       throw eglFailure(this.api, 'E_SYSTEM', 'eglMakeCurrent failed');
   }
 
@@ -376,6 +462,7 @@ export class GpuContext implements Disposable {
     const egl = this.api.egl;
     if (egl.eglGetCurrentContext() === this.handle) egl.eglMakeCurrent(this.display, null, null, null);
     egl.eglDestroyContext(this.display, this.handle);
+    if (this.surface !== null) egl.eglDestroySurface(this.display, this.surface);
     releaseDisplay(this.api, this.display);
   }
 
@@ -383,6 +470,32 @@ export class GpuContext implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** An RGBA8 pbuffer config that renders `renderable` (EGL_OPENGL_ES{2,3}_BIT), or null if there is none. */
+function chooseConfig(api: GlApi, display: bigint, renderable: number): bigint | null {
+  const configs = new BigUint64Array(1);
+  const count = new Int32Array(1);
+  const attribs = new Int32Array([
+    EGL.SURFACE_TYPE,
+    EGL.PBUFFER_BIT,
+    EGL.RENDERABLE_TYPE,
+    renderable,
+    EGL.RED_SIZE,
+    8,
+    EGL.GREEN_SIZE,
+    8,
+    EGL.BLUE_SIZE,
+    8,
+    EGL.ALPHA_SIZE,
+    8,
+    EGL.NONE,
+  ]);
+  if (api.egl.eglChooseConfig(display, attribs, configs, 1, count) !== EGL.TRUE || count[0] < 1) {
+    api.egl.eglGetError();
+    return null;
+  }
+  return configs[0];
 }
 
 function releaseDisplay(api: GlApi, display: bigint): void {

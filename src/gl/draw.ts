@@ -147,11 +147,16 @@ export class RenderTexture implements Disposable {
 }
 
 const VERTEX_SHADER = `#version 300 es
-// One triangle that covers the viewport; no vertex buffers.
+// One triangle that covers the viewport, from a 3-vertex buffer (not gl_VertexID: ANGLE 2.x on
+// D3D11 does not know it).
+layout(location = 0) in vec2 position;
 void main() {
-  gl_Position = vec4(gl_VertexID == 1 ? 3.0 : -1.0, gl_VertexID == 2 ? 3.0 : -1.0, 0.0, 1.0);
+  gl_Position = vec4(position, 0.0, 1.0);
 }
 `;
+
+/** The triangle's corners: (-1,-1), (3,-1), (-1,3) cover the viewport. */
+const TRIANGLE = new Float32Array([-1, -1, 3, -1, -1, 3]);
 
 const COPY_SHADER = `#version 300 es
 precision highp float;
@@ -168,6 +173,8 @@ interface CopyProgram {
   program: number;
   source: number;
   origin: number;
+  /** A vertex array with TRIANGLE bound to attribute 0. */
+  vertexArray: number;
 }
 
 const programs = new WeakMap<GpuContext, CopyProgram>();
@@ -222,16 +229,31 @@ function copyProgram(ctx: GpuContext): CopyProgram {
       `program link failed on ${ctx.renderer}: ${Buffer.from(log.subarray(0, length[0])).toString()}`,
     );
   }
+  const vertexArray = new Uint32Array(1);
+  const vertexBuffer = new Uint32Array(1);
+  gl.glGenVertexArrays(1, vertexArray);
+  gl.glGenBuffers(1, vertexBuffer);
+  gl.glBindVertexArray(vertexArray[0]);
+  gl.glBindBuffer(GL.ARRAY_BUFFER, vertexBuffer[0]);
+  gl.glBufferData(GL.ARRAY_BUFFER, TRIANGLE.byteLength, TRIANGLE, GL.STATIC_DRAW);
+  gl.glEnableVertexAttribArray(0);
+  gl.glVertexAttribPointer(0, 2, GL.FLOAT, 0, 0, null);
+  gl.glBindVertexArray(0);
+  gl.glBindBuffer(GL.ARRAY_BUFFER, 0);
   const result = {
     program,
     source: gl.glGetUniformLocation(program, 'source'),
     origin: gl.glGetUniformLocation(program, 'origin'),
+    vertexArray: vertexArray[0],
   };
   programs.set(ctx, result);
   ctx.track({
     destroy() {
       programs.delete(ctx);
-      if (!ctx.closed) gl.glDeleteProgram(program);
+      if (ctx.closed) return;
+      gl.glDeleteProgram(program);
+      gl.glDeleteVertexArrays(1, vertexArray);
+      gl.glDeleteBuffers(1, vertexBuffer);
     },
   });
   return result;
@@ -253,7 +275,9 @@ export function drawTexture(ctx: GpuContext, texture: number, width: number, hei
   gl.glBindTexture(GL.TEXTURE_2D, texture);
   gl.glUniform1i(p.source, 0);
   gl.glUniform2i(p.origin, x, y);
+  gl.glBindVertexArray(p.vertexArray);
   gl.glDrawArrays(GL.TRIANGLES, 0, 3);
+  gl.glBindVertexArray(0);
   gl.glBindTexture(GL.TEXTURE_2D, 0);
   gl.glUseProgram(0);
 }

@@ -24,6 +24,12 @@ export interface GlLibraries {
   gles: string;
   /** Who chose this pair, e.g. 'system' or 'angle (@sparticuz/chromium 147.0.0)'. */
   source: string;
+  /**
+   * Libraries to load first, by absolute path, so that the pair's own by-name loads find them
+   * already loaded: on Windows the d3dcompiler_47.dll next to ANGLE's DLLs (ANGLE loads it by
+   * name, which searches the executable's folder and System32, not ANGLE's folder).
+   */
+  preload?: readonly string[];
 }
 
 /** The system's glvnd/Mesa libraries, by soname (Debian: libegl1, libgles2, libegl-mesa0, libgl1-mesa-dri). */
@@ -70,6 +76,8 @@ export interface EglCore {
   eglBindTexImage(dpy: bigint, surface: bigint, buffer: number): number;
   eglReleaseTexImage(dpy: bigint, surface: bigint, buffer: number): number;
   eglDestroySurface(dpy: bigint, surface: bigint): number;
+  /** A pbuffer surface: the context's drawable where surfaceless contexts are missing (ANGLE 2.x). */
+  eglCreatePbufferSurface(dpy: bigint, config: bigint, attribs: Int32Array): Ptr;
 }
 
 /**
@@ -154,6 +162,25 @@ export interface GlesCore {
   glGenVertexArrays(n: number, out: Uint32Array): void;
   glBindVertexArray(array: number): void;
   glDeleteVertexArrays(n: number, arrays: Uint32Array): void;
+  /** Names `n` buffer objects. */
+  glGenBuffers(n: number, out: Uint32Array): void;
+  /** Deletes buffer objects. */
+  glDeleteBuffers(n: number, buffers: Uint32Array): void;
+  /** Binds a buffer object to `target`. */
+  glBindBuffer(target: number, buffer: number): void;
+  /** Fills the bound buffer object. */
+  glBufferData(target: number, size: number, data: Float32Array, usage: number): void;
+  /** Points a vertex attribute at the bound buffer object. */
+  glVertexAttribPointer(
+    index: number,
+    size: number,
+    type: number,
+    normalized: number,
+    stride: number,
+    offset: null,
+  ): void;
+  /** Enables a vertex attribute array. */
+  glEnableVertexAttribArray(index: number): void;
 }
 
 // Extension function types (fetched with eglGetProcAddress, only when advertised).
@@ -226,6 +253,7 @@ const EGL_CORE: Record<keyof EglCore, string> = {
   eglBindTexImage: 'uint32_t eglBindTexImage(void *dpy, void *surface, int buffer)',
   eglReleaseTexImage: 'uint32_t eglReleaseTexImage(void *dpy, void *surface, int buffer)',
   eglDestroySurface: 'uint32_t eglDestroySurface(void *dpy, void *surface)',
+  eglCreatePbufferSurface: 'void *eglCreatePbufferSurface(void *dpy, void *config, const int *attrib_list)',
 };
 
 const GLES_CORE: Record<keyof GlesCore, string> = {
@@ -284,6 +312,14 @@ const GLES_CORE: Record<keyof GlesCore, string> = {
   glGenVertexArrays: 'void glGenVertexArrays(int n, _Out_ uint32_t *arrays)',
   glBindVertexArray: 'void glBindVertexArray(uint32_t array)',
   glDeleteVertexArrays: 'void glDeleteVertexArrays(int n, const uint32_t *arrays)',
+  glGenBuffers: 'void glGenBuffers(int n, _Out_ uint32_t *buffers)',
+  glDeleteBuffers: 'void glDeleteBuffers(int n, const uint32_t *buffers)',
+  glBindBuffer: 'void glBindBuffer(uint32_t target, uint32_t buffer)',
+  glBufferData: 'void glBufferData(uint32_t target, intptr_t size, const void *data, uint32_t usage)',
+  glVertexAttribPointer:
+    'void glVertexAttribPointer(uint32_t index, int size, uint32_t type, uint8_t normalized, int stride, ' +
+    'const void *pointer)',
+  glEnableVertexAttribArray: 'void glEnableVertexAttribArray(uint32_t index)',
 };
 
 /** Extension entry points: C prototype and the extension string that must advertise it. */
@@ -402,6 +438,17 @@ function koffi(): typeof Koffi {
 
 const protoCache = new Map<string, Koffi.TypeObject>();
 
+/**
+ * A C declaration with the calling convention of EGLAPIENTRY / GL_APIENTRY: `__stdcall` on
+ * Windows (KHRONOS_APIENTRY = __stdcall; on x64 there is only one convention and koffi accepts
+ * and ignores it, on ia32 it matters), the platform default elsewhere. `platform` is for tests.
+ */
+export function withApiEntry(decl: string, platform: NodeJS.Platform = process.platform): string {
+  if (platform !== 'win32') return decl;
+  // 'const char *eglQueryString(…)' → 'const char * __stdcall eglQueryString(…)'
+  return decl.replace(/^(.*?)\s*\b([A-Za-z_]\w*)\(/, '$1 __stdcall $2(');
+}
+
 /** One loaded EGL + GLES pair with its typed functions. */
 export class GlApi {
   private readonly procs = new Map<string, unknown>();
@@ -421,7 +468,7 @@ export class GlApi {
       const out: Record<string, unknown> = {};
       for (const [name, decl] of Object.entries(table)) {
         try {
-          out[name] = lib.func(decl);
+          out[name] = lib.func(withApiEntry(decl));
         } catch (error) {
           throw new Error(`${file} lacks ${name}: ${(error as Error).message}`, { cause: error });
         }
@@ -463,7 +510,7 @@ export class GlApi {
     }
     const k = koffi();
     let type = protoCache.get(name);
-    if (!type) protoCache.set(name, (type = k.proto(proto)));
+    if (!type) protoCache.set(name, (type = k.proto(withApiEntry(proto))));
     const fn = k.decode(address, type) as ExtensionProcTypes[N];
     this.procs.set(name, fn);
     return fn;
@@ -492,13 +539,21 @@ export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[]
     } catch (error) {
       tried.push(
         `  [${libs.source}] koffi (the FFI module) did not load: ${firstLine(error)} (was the optional ` +
-          `dependency @koromix/koffi-linux-x64 omitted?)`,
+          `dependency @koromix/koffi-${process.platform}-${process.arch} omitted?)`,
       );
       break;
     }
     let eglLib: Koffi.LibraryHandle | undefined;
     let glesLib: Koffi.LibraryHandle | undefined;
     try {
+      for (const file of libs.preload ?? []) {
+        try {
+          // Kept loaded for the life of the process, like the pair itself.
+          k.load(file);
+        } catch (error) {
+          throw new Error(`${file}: ${firstLine(error)}`, { cause: error });
+        }
+      }
       try {
         eglLib = k.load(libs.egl);
       } catch (error) {
@@ -529,7 +584,12 @@ export function loadGlLibraries(candidates: GlLibraries | readonly GlLibraries[]
       `EGL/OpenGL ES libraries could not be loaded on ${process.platform}-${process.arch}. Tried:`,
       ...tried,
       'Possible solutions:',
-      '  - install them: `apt-get install -y libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri` (Debian/Ubuntu);',
+      ...(process.platform === 'win32'
+        ? [
+            '  - Windows has no system EGL: point SURFACELINK_ANGLE_DIR (or the angleDir option) at a folder with ' +
+              "ANGLE's libEGL.dll, libGLESv2.dll and d3dcompiler_47.dll (e.g. from a Chromium/Electron build);",
+          ]
+        : ['  - install them: `apt-get install -y libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri` (Debian/Ubuntu);']),
       '  - pass GpuContext.open({ libraries: { egl, gles, source } }) with absolute paths to another EGL (e.g. ANGLE).',
     ].join('\n'),
   );

@@ -15,7 +15,13 @@ import {
   verbose,
   type AngleExtraction,
 } from './angle.js';
-import { GpuContext, SURFACELESS_MESA_DISPLAY, angleSurfacelessDisplay, type GpuDisplaySpec } from './context.js';
+import {
+  GpuContext,
+  SURFACELESS_MESA_DISPLAY,
+  angleD3D11Display,
+  angleSurfacelessDisplay,
+  type GpuDisplaySpec,
+} from './context.js';
 import { SYSTEM_GL_LIBRARIES, type GlLibraries } from './egl.js';
 
 /** File names of an ANGLE build on each platform. */
@@ -28,7 +34,13 @@ function angleFileNames(platform: NodeJS.Platform = process.platform): { egl: st
 /** The library pair of an ANGLE folder. */
 export function angleLibraries(dir: string, source = `angle (${dir})`): GlLibraries {
   const names = angleFileNames();
-  return { egl: path.join(dir, names.egl), gles: path.join(dir, names.gles), source };
+  const libraries: GlLibraries = { egl: path.join(dir, names.egl), gles: path.join(dir, names.gles), source };
+  // ANGLE's D3D backends load the HLSL compiler by name; the folder's own copy is loaded first
+  // so that it is the one used (else System32's, or under wine, wine's own, whose HLSL
+  // compiler rejects ANGLE 2.x's shaders).
+  const compiler = path.join(dir, 'd3dcompiler_47.dll');
+  if (process.platform === 'win32' && fs.existsSync(compiler)) libraries.preload = [compiler];
+  return libraries;
 }
 
 /** Which GL locateGl() and openGpuContext() may choose, and in which order. */
@@ -75,17 +87,29 @@ function explicitCandidate(dir: string, origin: string): GlCandidate {
   if (!st.isDirectory()) throw new Error(`${origin} ${abs}: not a folder`);
   const missing = [libraries.egl, libraries.gles].filter((f) => !fs.existsSync(f)).map((f) => path.basename(f));
   if (missing.length > 0) throw new Error(`${origin} ${abs}: no ${missing.join(' and no ')} in it`);
-  // SwiftShader when its ICD is alongside (as in the bundled build); else ANGLE's default device.
-  // On Linux ANGLE uses Vulkan; other platforms' ANGLE (Metal, D3D11) is not verified here.
-  const swiftshader = fs.existsSync(path.join(abs, 'vk_swiftshader_icd.json'));
-  return { libraries, display: 'angle', displaySpec: angleSurfacelessDisplay({ swiftshader }) };
+  return { libraries, display: 'angle', displaySpec: angleDisplayFor(abs) };
+}
+
+/**
+ * The display to open on an ANGLE folder: D3D11 on Windows (verified under wine with ANGLE 2.1;
+ * docs/gl-windows.md); Vulkan elsewhere, on SwiftShader when its ICD is alongside (as in the
+ * bundled build), else ANGLE's default device. macOS (Metal) is not verified.
+ */
+function angleDisplayFor(dir: string, platform: NodeJS.Platform = process.platform): GpuDisplaySpec {
+  if (platform === 'win32') return angleD3D11Display();
+  const swiftshader = fs.existsSync(path.join(dir, 'vk_swiftshader_icd.json'));
+  return angleSurfacelessDisplay({ swiftshader });
 }
 
 function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidate; note: string } {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new Error(
       `bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}): linux-x64 only, ` +
-        `this is ${process.platform}-${process.arch}`,
+        `this is ${process.platform}-${process.arch}` +
+        (process.platform === 'win32'
+          ? ' (the package vendors no ANGLE for Windows: set SURFACELINK_ANGLE_DIR or the angleDir option to ' +
+            "a folder with ANGLE's libEGL.dll and libGLESv2.dll)"
+          : ''),
     );
   }
   let result: AngleExtraction;
@@ -151,10 +175,14 @@ function candidates(options: LocateGlOptions, tried: string[]): Preparer[] {
     const { candidate, note } = bundledCandidate(options.cacheDir);
     return { candidate, note: `bundled ANGLE: ${note}` };
   };
-  const system: Preparer = () => ({
-    candidate: SYSTEM_CANDIDATE,
-    note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}`,
-  });
+  const system: Preparer = () => {
+    if (process.platform === 'win32')
+      throw new Error('system EGL: Windows has none (OpenGL ES on Windows comes from an ANGLE build)');
+    return {
+      candidate: SYSTEM_CANDIDATE,
+      note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}`,
+    };
+  };
   return options.prefer === 'system' ? [system, bundled] : [bundled, system];
 }
 
@@ -171,6 +199,12 @@ function locateError(tried: string[], summary: string, solutions: string[]): Sur
   Object.defineProperty(error, 'tried', { value: [...tried], enumerable: true });
   return error;
 }
+
+const WINDOWS_SOLUTIONS = [
+  "  - point SURFACELINK_ANGLE_DIR (or the angleDir option) at a folder holding ANGLE's libEGL.dll and " +
+    'libGLESv2.dll (an Electron or Chromium build has them; d3dcompiler_47.dll next to them or in System32);',
+  '  - surfacelink vendors no ANGLE for Windows, and Windows has no system EGL.',
+];
 
 const GENERAL_SOLUTIONS = [
   `  - reinstall surfacelink: its package ships ${ANGLE_VENDORED_ARCHIVE}; in a development clone ` +
@@ -197,7 +231,11 @@ export function locateGl(options: LocateGlOptions = {}): LocatedGl {
       tried.push(error instanceof Error ? error.message : String(error));
     }
   }
-  throw locateError(tried, 'no candidate could be prepared', GENERAL_SOLUTIONS);
+  throw locateError(
+    tried,
+    'no candidate could be prepared',
+    process.platform === 'win32' ? WINDOWS_SOLUTIONS : GENERAL_SOLUTIONS,
+  );
 }
 
 /** What openGpuContext() may choose, and the GLES version it asks for. */
@@ -250,11 +288,14 @@ export function openGpuContext(options: OpenGpuContextOptions = {}): GpuContext 
   const solutions = explicit
     ? [
         `  - check that ${explicit} holds a complete ANGLE build for ${process.platform}-${process.arch} ` +
-          `(libEGL, libGLESv2 and, on Linux, libvulkan.so.1 + an ICD such as SwiftShader's);`,
+          `(libEGL, libGLESv2 and, on Linux, libvulkan.so.1 + an ICD such as SwiftShader's; on Windows ` +
+          `D3D11 with d3dcompiler_47.dll);`,
         `  - or ${options.angleDir !== undefined ? 'leave angleDir out' : 'unset SURFACELINK_ANGLE_DIR'} to ` +
           `use the bundled ANGLE (${ANGLE_PACKAGE} ${ANGLE_PACKAGE_VERSION}) or the system EGL.`,
       ]
-    : GENERAL_SOLUTIONS;
+    : process.platform === 'win32'
+      ? WINDOWS_SOLUTIONS
+      : GENERAL_SOLUTIONS;
   throw locateError(tried, 'every candidate failed', solutions);
 }
 

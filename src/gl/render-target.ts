@@ -65,6 +65,12 @@ export interface SurfaceRendererOptions {
   allow?: readonly RenderPath[];
 }
 
+function checkRect(r: Rect | undefined, i: number, width: number, height: number): asserts r is Rect {
+  if (!r || r.x < 0 || r.y < 0 || r.width < 0 || r.height < 0 || r.x + r.width > width || r.y + r.height > height) {
+    throw new SurfaceLinkError('E_OUT_OF_BOUNDS', `damage rectangle ${i} lies outside the ${width}x${height} buffer`);
+  }
+}
+
 /** Framebuffers over producer buffers; one per GpuContext. See the file comment. */
 export class SurfaceRenderer implements Disposable {
   /** The path of the buffer last begun, and why (null before the first). */
@@ -74,6 +80,13 @@ export class SurfaceRenderer implements Disposable {
   /** Why the context cannot render into memfds at all, or null when it can. */
   readonly memoryObjectUnavailable: string | null;
   private readonly targets = new Map<object, Target>();
+  /**
+   * Whether glReadPixels honours GL_PACK_ROW_LENGTH / SKIP_* (ES 3.0 core; ANGLE 2.x on D3D11
+   * answers GL_INVALID_OPERATION): probed on the first readback. Without them, each rectangle is
+   * read into a packed scratch buffer and copied into the mapping row by row.
+   */
+  private packParameters: boolean | undefined;
+  private scratch = new Uint8Array(0);
   private current: Target | null = null;
   private closed = false;
   private readonly untrack: () => void;
@@ -154,6 +167,17 @@ export class SurfaceRenderer implements Disposable {
       const { width, height } = t.buffer;
       const pixels = t.buffer.pixels();
       gl.glPixelStorei(GL.PACK_ALIGNMENT, 4);
+      this.packParameters ??= this.probePackParameters();
+      if (!this.packParameters) {
+        const rects = !damage || count === 0 ? [{ x: 0, y: 0, width, height }] : damage.slice(0, count);
+        for (let i = 0; i < rects.length; i++) {
+          const r = rects[i];
+          checkRect(r, i, width, height);
+          if (r.width === 0 || r.height === 0) continue;
+          bytes += this.readPacked(r, pixels, t.buffer.stride);
+        }
+        return bytes;
+      }
       gl.glPixelStorei(GL.PACK_ROW_LENGTH, t.buffer.stride / 4);
       if (!damage || count === 0) {
         gl.glPixelStorei(GL.PACK_SKIP_PIXELS, 0);
@@ -163,20 +187,7 @@ export class SurfaceRenderer implements Disposable {
       } else {
         for (let i = 0; i < count; i++) {
           const r = damage[i];
-          if (
-            !r ||
-            r.x < 0 ||
-            r.y < 0 ||
-            r.width < 0 ||
-            r.height < 0 ||
-            r.x + r.width > width ||
-            r.y + r.height > height
-          ) {
-            throw new SurfaceLinkError(
-              'E_OUT_OF_BOUNDS',
-              `damage rectangle ${i} lies outside the ${width}x${height} buffer`,
-            );
-          }
+          checkRect(r, i, width, height);
           if (r.width === 0 || r.height === 0) continue;
           gl.glPixelStorei(GL.PACK_SKIP_PIXELS, r.x);
           gl.glPixelStorei(GL.PACK_SKIP_ROWS, r.y);
@@ -193,6 +204,30 @@ export class SurfaceRenderer implements Disposable {
       }
       gl.glBindFramebuffer(GL.FRAMEBUFFER, 0);
     }
+  }
+
+  /** Reads 1x1 with GL_PACK_ROW_LENGTH 2 from the bound framebuffer: true when GL accepts it. */
+  private probePackParameters(): boolean {
+    const gl = this.ctx.api.gl;
+    this.ctx.drainGlErrors();
+    gl.glPixelStorei(GL.PACK_ROW_LENGTH, 2);
+    gl.glReadPixels(0, 0, 1, 1, GL.RGBA, GL.UNSIGNED_BYTE, new Uint8Array(8));
+    gl.glPixelStorei(GL.PACK_ROW_LENGTH, 0);
+    return this.ctx.drainGlErrors().length === 0;
+  }
+
+  /** Reads rectangle `r` packed into the scratch buffer, then copies its rows into `pixels` (stride `stride`). */
+  private readPacked(r: Rect, pixels: Uint8Array, stride: number): number {
+    const rowBytes = r.width * 4;
+    const size = rowBytes * r.height;
+    if (this.scratch.byteLength < size) this.scratch = new Uint8Array(size);
+    const scratch = this.scratch;
+    this.ctx.api.gl.glReadPixels(r.x, r.y, r.width, r.height, GL.RGBA, GL.UNSIGNED_BYTE, scratch);
+    for (let row = 0; row < r.height; row++) {
+      const from = row * rowBytes;
+      pixels.set(scratch.subarray(from, from + rowBytes), (r.y + row) * stride + r.x * 4);
+    }
+    return size;
   }
 
   private setUp(buffer: RenderableBuffer): Target {

@@ -355,19 +355,29 @@ export class SurfaceImporter implements Disposable {
     gl.glPixelStorei(GL.UNPACK_ALIGNMENT, 4);
     gl.glPixelStorei(GL.UNPACK_ROW_LENGTH, stride / 4);
     let bytes = 0;
+    gl.glPixelStorei(GL.UNPACK_SKIP_PIXELS, 0);
+    gl.glPixelStorei(GL.UNPACK_SKIP_ROWS, 0);
     if (everything) {
-      gl.glPixelStorei(GL.UNPACK_SKIP_PIXELS, 0);
-      gl.glPixelStorei(GL.UNPACK_SKIP_ROWS, 0);
       gl.glTexSubImage2D(GL.TEXTURE_2D, 0, 0, 0, frame.width, frame.height, GL.RGBA, GL.UNSIGNED_BYTE, pixels);
       bytes = frame.width * frame.height * 4;
     } else {
       for (let i = 0; i < damage.length; i++) {
         const r = damage[i];
         if (r.width === 0 || r.height === 0) continue;
-        // The client's pointer stays the mapping's start; the skips select the rectangle in it.
-        gl.glPixelStorei(GL.UNPACK_SKIP_PIXELS, r.x);
-        gl.glPixelStorei(GL.UNPACK_SKIP_ROWS, r.y);
-        gl.glTexSubImage2D(GL.TEXTURE_2D, 0, r.x, r.y, r.width, r.height, GL.RGBA, GL.UNSIGNED_BYTE, pixels);
+        // The pointer is the rectangle's first pixel in the mapping (a view, no copy), and
+        // GL_UNPACK_ROW_LENGTH steps over the rest of each row. Not GL_UNPACK_SKIP_PIXELS/ROWS:
+        // ANGLE 2.x on D3D11 does not honour them (the rectangle was not updated).
+        gl.glTexSubImage2D(
+          GL.TEXTURE_2D,
+          0,
+          r.x,
+          r.y,
+          r.width,
+          r.height,
+          GL.RGBA,
+          GL.UNSIGNED_BYTE,
+          pixels.subarray(r.y * stride + r.x * 4),
+        );
         bytes += r.width * r.height * 4;
       }
     }

@@ -4,9 +4,11 @@
  * registry and asks it capabilities, never its name.
  */
 import { dmabufMechanism } from './dmabuf/index.js';
+import { dxgiMechanism } from './dxgi.js';
 import { MechanismRegistry } from './registry.js';
 import { shmMechanism } from './shm.js';
 import { streamMechanism } from './stream.js';
+import { winshmMechanism } from './winshm.js';
 
 export type * from './types.js';
 export { ImportRefused, isRefusal, noCpuAccess } from './types.js';
@@ -14,11 +16,13 @@ export { MechanismRegistry, type MechanismReport } from './registry.js';
 
 /** The process-wide registry servers and clients use unless given another. */
 export const mechanisms = new MechanismRegistry()
+  // Zero-copy GPU first: dxgi.v1 (Windows) where both processes share the adapter, else winshm.v1.
+  .register(dxgiMechanism)
   .register(dmabufMechanism)
   .register(shmMechanism)
+  .register(winshmMechanism)
   .register(streamMechanism)
-  .plan('iosurface.v1', 'IOSurface sharing is macOS/iOS only and not implemented in this version')
-  .plan('dxgi.v1', 'DXGI shared handles are Windows only and not implemented in this version');
+  .plan('iosurface.v1', 'IOSurface sharing is macOS/iOS only and not implemented in this version');
 
 /** Every mechanism with why it is (not) available here: what `surfacelink doctor` prints. */
 export function mechanismReports() {

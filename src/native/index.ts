@@ -5,7 +5,7 @@
  */
 import { SurfaceLinkError } from '../errors.js';
 import { loadAddon } from './load.js';
-import type { LinuxAddon, NativeAddon, PosixChannelApi } from './types.js';
+import type { LinuxAddon, NativeAddon, PosixChannelApi, Win32Addon } from './types.js';
 
 export type * from './types.js';
 export { addonCandidates } from './load.js';
@@ -38,5 +38,13 @@ export function posixChannels(): PosixChannelApi {
   const addon = loadNative();
   if (addon.platform !== 'linux')
     throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
+  return addon;
+}
+
+/** The Windows addon (named pipes, HANDLEs, sections, D3D11); E_UNSUPPORTED elsewhere. */
+export function win32Native(): Win32Addon {
+  const addon = loadNative();
+  if (addon.platform !== 'win32')
+    throw new SurfaceLinkError('E_UNSUPPORTED', `this needs Windows; the addon is built for ${addon.platform}`);
   return addon;
 }

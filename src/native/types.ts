@@ -197,9 +197,157 @@ export interface DarwinAddon extends AddonBase {
   readonly platform: 'darwin';
 }
 
-/** Windows: native/windows. No backend is written yet (named pipes and DXGI come next). */
+/** What a Windows kernel object is, by the kernel's own answer (NtQueryObject's type name). */
+export type NtObjectType = 'section' | 'event' | 'process' | 'file' | 'mutant' | 'other';
+
+/** Owner of one Windows HANDLE in this process (native/windows/handle.cc). The value is never part of the API. */
+export interface NativeNtHandle {
+  /** True once closed. */
+  readonly closed: boolean;
+  /** For diagnostics only; never use it to address the handle. */
+  readonly debugValue: number;
+  /** CloseHandle. Idempotent. */
+  close(): void;
+  /** A new owner of a DuplicateHandle'd copy (same object, same access). */
+  dup(): NativeNtHandle;
+  /** What the object is (NtQueryObject ObjectTypeInformation), never what a peer claims. */
+  type(): NtObjectType;
+}
+
+/** One connected named-pipe instance carrying framed messages with HANDLEs (native/windows/pipe.cc). */
+export interface NativePipeChannel {
+  /**
+   * The peer, from GetNamedPipeClientProcessId/ServerProcessId and its process token, read at connect;
+   * null when either is unknown (the process could not be opened). Sending handles needs it.
+   */
+  readonly peer: { pid: number; sid: string } | null;
+  readonly queuedBytes: number;
+  readonly closed: boolean;
+  /** Same contract as NativeChannel.start (framing of docs/protocol.md §2, handle values per §9.2). */
+  start(
+    rx: Buffer,
+    onMessage: (offset: number, length: number, handles: NativeNtHandle[] | undefined) => void,
+    onError: (code: string, message: string, errno: number) => void,
+    limits?: ChannelLimits,
+  ): void;
+  /**
+   * Sends bytes[0, length ?? bytes.length), duplicating each handle into the peer process and appending
+   * the values (u64 each) to the message; the caller keeps its handles.
+   */
+  send(bytes: Uint8Array, handles?: readonly NativeNtHandle[], length?: number): SendResult;
+  /**
+   * Tests only: writes `bytes` to the pipe as they are (no header check, no handle duplication), to play a
+   * misbehaving peer (bogus handle values, malformed headers). Returns what send() returns.
+   */
+  _sendRaw(bytes: Uint8Array): SendResult;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+/** A listening named pipe (instances created one ahead, current-user DACL, remote clients rejected). */
+export interface NativePipeListener {
+  start(onConnection: (channel: NativePipeChannel | null, code?: string, message?: string) => void): void;
+  close(): void;
+}
+
+/**
+ * One D3D11 texture shared by NT handle with a keyed mutex (native/windows/d3d11.cc), made here
+ * (`createTexture`) or opened from a peer's handle (`openTexture`). Its COM references are
+ * dropped by close() or when the object is collected.
+ */
+export interface NativeD3D11Texture {
+  /** Width in pixels (GetDesc). */
+  readonly width: number;
+  /** Height in pixels (GetDesc). */
+  readonly height: number;
+  /** Its DXGI_FORMAT (GetDesc): what the texture is, never what a peer claims. */
+  readonly format: number;
+  /** True once closed. */
+  readonly closed: boolean;
+  /** A new NT handle to the texture (IDXGIResource1::CreateSharedHandle, read + write), owned by the caller. */
+  sharedHandle(): NativeNtHandle;
+  /**
+   * IDXGIKeyedMutex::AcquireSync(key, timeoutMs): true once acquired, false on timeout. E_PEER_CLOSED
+   * when abandoned; E_INVALID_ARGUMENT when this object already holds it.
+   */
+  acquire(key: number | bigint, timeoutMs: number): boolean;
+  /** Flushes this device's work on the texture, then IDXGIKeyedMutex::ReleaseSync(key). */
+  release(key: number | bigint): void;
+  /**
+   * Uploads the whole texture from CPU memory (a staging texture, then CopyResource): plane i's
+   * rows start at `planes[i].offset` in `source`, `planes[i].stride` bytes apart. Hold the mutex.
+   */
+  write(source: ArrayBuffer | ArrayBufferView, planes: readonly { offset: number; stride: number }[]): void;
+  /** Reads the whole texture into CPU memory (CopyResource to a staging texture, then Map). Hold the mutex. */
+  read(target: ArrayBuffer | ArrayBufferView, planes: readonly { offset: number; stride: number }[]): void;
+  /** Releases the mutex if this object holds it, then drops the texture. Idempotent. */
+  close(): void;
+}
+
+/** D3D11/DXGI (native/windows/d3d11.cc): shared textures for dxgi.v1. */
+export interface NativeD3D11 {
+  /**
+   * Creates a device on the default adapter and tries to really share a texture (CreateSharedHandle on a
+   * SHARED_NTHANDLE | SHARED_KEYEDMUTEX texture, then OpenSharedResource1 of it on a second device): what
+   * dxgi.v1's probe reports. `reason` names the call that failed and its HRESULT; `luid` is 'hhhhhhhh:llllllll'
+   * ('' when no device could be made); `wine` is Wine's version under Wine, else null.
+   */
+  probe(): { available: boolean; reason: string; adapter: string; luid: string; wine: string | null };
+  /** The adapter LUID of this process's device (made once, on first use), as 'hhhhhhhh:llllllll'. */
+  luid(): string;
+  /**
+   * A new texture on this process's device, SHARED_NTHANDLE | SHARED_KEYEDMUTEX (key 0 free).
+   * Formats: B8G8R8A8, B8G8R8X8, R8G8B8A8, B5G6R5, NV12 (even sizes); E_UNSUPPORTED_FORMAT otherwise.
+   */
+  createTexture(width: number, height: number, dxgiFormat: number): NativeD3D11Texture;
+  /**
+   * A peer's texture from its NT handle (OpenSharedResource1; the caller keeps the handle). E_HANDLE_TYPE
+   * when the handle is not a shared texture or has no keyed mutex; E_IMPORT_FAILED for other failures.
+   */
+  openTexture(handle: NativeNtHandle): NativeD3D11Texture;
+}
+
+/** Windows: native/windows — named pipes, HANDLEs, file-mapping sections, D3D11. */
 export interface Win32Addon extends AddonBase {
   readonly platform: 'win32';
+  /** The current process token's user SID ('S-1-5-21-…'). */
+  currentUserSid(): string;
+  /**
+   * Listens on `\\.\pipe\<name>`: FILE_FLAG_FIRST_PIPE_INSTANCE (E_ADDRESS_IN_USE if it exists),
+   * PIPE_REJECT_REMOTE_CLIENTS, a DACL granting only the current user (and SYSTEM).
+   */
+  pipeListen(name: string): NativePipeListener;
+  /** Connects to `\\.\pipe\<name>` (E_CONNECT when nobody listens, E_PERMISSION when refused). */
+  pipeConnect(name: string): NativePipeChannel;
+  /** Two connected channels in this process. */
+  pipePair(): [NativePipeChannel, NativePipeChannel];
+  /** A pagefile-backed section (CreateFileMapping) of `size` bytes, read-write. */
+  createSection(size: number): NativeNtHandle;
+  /** The section's size (page-rounded: what a view of it may touch). E_HANDLE_TYPE if not a section. */
+  sectionSize(section: NativeNtHandle): number;
+  /**
+   * Maps [offset, offset+length) of a section: 'write' (FILE_MAP_WRITE), 'read' (FILE_MAP_READ), or 'copy'
+   * (FILE_MAP_COPY: copy-on-write like MAP_PRIVATE; the producer's writes show, this process's stay private).
+   * Any offset (the view starts at the allocation granularity below it); E_OUT_OF_BOUNDS past sectionSize.
+   */
+  mapSection(section: NativeNtHandle, offset: number, length: number, mode: 'write' | 'read' | 'copy'): ArrayBuffer;
+  /** A new handle to the same section that can only be mapped for reading (SECTION_QUERY | SECTION_MAP_READ). */
+  readOnlySection(section: NativeNtHandle): NativeNtHandle;
+  /**
+   * Unmaps a view returned by mapSection now and detaches the ArrayBuffer. Idempotent; E_INVALID_ARGUMENT for
+   * other buffers.
+   */
+  unmap(memory: ArrayBuffer): void;
+  /** An unnamed auto-reset event (CreateEvent): tests send it where a section belongs. */
+  createEvent(): NativeNtHandle;
+  /**
+   * GetProcessHandleCount of this process (tests count leaks with it; under wine, which answers 0, a probe of the
+   * handle table).
+   */
+  processHandleCount(): number;
+  /** Present in builds with D3D11. */
+  readonly d3d11?: NativeD3D11;
 }
 
 /** The addon as loaded: narrow it by `platform`. */

