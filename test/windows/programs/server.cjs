@@ -1,9 +1,10 @@
 /**
  * A SurfaceServer on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs }. It waits for `clients` clients, then presents
- * `frames` frames of the common.cjs picture (each frame redraws the whole buffer from its model
- * and reports only the square it changed as damage), one whenever no client holds a frame (or
- * every paceMs), and reports usage every 1000 frames and whenever a client comes or goes.
+ * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs }. It waits for
+ * `clients` clients, then presents `frames` frames of the common.cjs picture (each frame redraws
+ * the whole buffer from its model and reports only the square it changed as damage), one whenever
+ * no client holds a frame (or every paceMs), and reports usage every 1000 frames, whenever a
+ * client comes or goes, and every usageEveryMs.
  */
 const { lib, emit, usage, square, gradient, advance } = require('./common.cjs');
 
