@@ -146,3 +146,22 @@ export const winshmMechanism: Mechanism = {
     return sectionParts(section, memory, planes, size) as ConsumerBuffer;
   },
 };
+
+/**
+ * A section holding a copy of `bytes`, as a read-only handle (cursor.v1's images on Windows: the
+ * counterpart of a sealed memfd). The caller owns the handle.
+ */
+export function readOnlySectionOf(bytes: Uint8Array, label: string): OsHandle {
+  const addon = win32Native();
+  const section = addon.createSection(Math.max(bytes.length, 1));
+  try {
+    const memory = addon.mapSection(section, 0, Math.max(bytes.length, 1), 'write');
+    new Uint8Array(memory).set(bytes);
+    addon.unmap(memory);
+    return ntHandle(addon.readOnlySection(section));
+  } catch (error) {
+    throw new SurfaceLinkError('E_SYSTEM', `${label}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    section.close();
+  }
+}

@@ -90,6 +90,31 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
     server.kill();
   });
 
+  it('input and cursor: the viewer sees the cursor (a section); its key, pointer, button, scroll arrive', async () => {
+    const pipe = pipeName();
+    const server = session.spawn('server', 'server.cjs', [
+      pipe,
+      JSON.stringify({ frames: 1e9, paceMs: 20, cursor: true }),
+    ]);
+    await server.waitFor('listening');
+    const client = session.spawn('client', 'client.cjs', [pipe, JSON.stringify({ cursor: true, input: true })]);
+    const shape = await client.waitFor('cursor', (e) => e.shapeChanged === true);
+    expect(shape.image).to.deep.equal({ width: 24, height: 16, hotspotX: 2, hotspotY: 3 });
+    expect(shape.uniform).to.equal(0xff3366cc);
+    const moved = await client.waitFor('cursor', (e) => e.x === 5);
+    expect(moved).to.include({ x: 5, y: 6, visible: true });
+    const kinds: string[] = [];
+    for (const kind of ['key', 'pointer', 'button', 'scroll']) {
+      const e = await server.waitFor('input', (x) => (x.input as { kind: string }).kind === kind);
+      kinds.push((e.input as { kind: string }).kind);
+      if (kind === 'pointer') expect(e.input).to.include({ x: 10, y: 20, source: 'local' });
+      if (kind === 'key') expect(e.input).to.include({ code: 30, pressed: true });
+    }
+    expect(kinds).to.deep.equal(['key', 'pointer', 'button', 'scroll']);
+    client.kill();
+    server.kill();
+  });
+
   it('the server killed: each client gets `disconnect` with E_PEER_CLOSED', async () => {
     const pipe = pipeName();
     const server = session.spawn('server', 'server.cjs', [pipe, JSON.stringify({ frames: 1e9, paceMs: 15 })]);

@@ -8,6 +8,7 @@ import { formatByName } from '../../formats.js';
 import { closeHandles, type OsHandle } from '../../handles.js';
 import { MAX_CURSOR_SIDE, type CursorImage, type CursorState } from '../../input.js';
 import { shmMechanism } from '../../mechanisms/shm.js';
+import { winshmMechanism } from '../../mechanisms/winshm.js';
 import { ImportRefused } from '../../mechanisms/types.js';
 import { readCursorMove, readCursorShape, type CursorShapeBody } from '../../protocol/codec.js';
 import { MessageType } from '../../protocol/constants.js';
@@ -69,7 +70,8 @@ export class CursorClient implements ClientFeature<CursorClientHost> {
 
   /**
    * Validates the memfd as shm.v1 validates a buffer (a memfd, sealed against shrinking, at least
-   * width × height × 4 bytes), maps it, copies the pixels out and unmaps it.
+   * width × height × 4 bytes) — on Windows the section as winshm.v1 does — maps it, copies the
+   * pixels out and unmaps it.
    */
   private importImage(s: CursorShapeBody, handle: OsHandle): CursorImage | null {
     const { width, height, hotspotX, hotspotY } = s;
@@ -86,7 +88,9 @@ export class CursorClient implements ClientFeature<CursorClientHost> {
     const size = width * height * 4;
     let pixels: Uint8Array;
     try {
-      const mapped = shmMechanism.importBuffer!(
+      // A memfd checked as shm.v1 checks one; on Windows a section checked as winshm.v1 does.
+      const mechanism = handle.kind === 'nt' ? winshmMechanism : shmMechanism;
+      const mapped = mechanism.importBuffer!(
         {
           surfaceId: s.surfaceId,
           bufferId: 0,

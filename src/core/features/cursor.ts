@@ -9,6 +9,7 @@
  */
 import { fdHandle, closeHandle, type OsHandle } from '../../handles.js';
 import type { Logger } from '../../log.js';
+import { readOnlySectionOf } from '../../mechanisms/winshm.js';
 import { linuxNative } from '../../native/index.js';
 import { writeCursorMove, writeCursorShape } from '../../protocol/codec.js';
 import type { SharedSurface } from '../../surface.js';
@@ -161,7 +162,13 @@ export class CursorServer implements ServerFeature {
     this.dropImage(surface);
     const image = c.image!;
     const size = image.width * image.height * 4;
-    // Rows of width × 4 bytes, no padding; sealed against shrinking and growing (createMemfd).
+    // Rows of width × 4 bytes, no padding: a memfd sealed against shrinking and growing (createMemfd),
+    // on Windows a section clients can only map for reading.
+    if (process.platform === 'win32') {
+      const handle = readOnlySectionOf(image.pixels.subarray(0, size), `the cursor image of surface ${surface.id}`);
+      this.images.set(surface, { serial: c.serial, handle });
+      return handle;
+    }
     const fd = linuxNative().createMemfd(`surfacelink-cursor-${surface.id}`, size);
     try {
       const memory = fd.map(0, size, 'shared');

@@ -1,9 +1,11 @@
 /**
  * A SurfaceClient on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { frames, hold, every }. For every frame it checks the pixels against the picture the
+ * { frames, hold, every, cursor, input }. For every frame it checks the pixels against the picture the
  * server drew at that sequence (pixel-exact) and against its own copy built only from the damage
  * rectangles (damage exact), releases the frame (unless `hold`: then it keeps the first frame
- * and never releases), and reports; it exits after `frames` frames.
+ * and never releases), and reports; it exits after `frames` frames. With `cursor` it reports the
+ * cursor it is shown; with `input` it sends a key, a pointer position, a button and a scroll
+ * after the first frame.
  */
 const { lib, emit, usage, gradient, advance } = require('./common.cjs');
 
@@ -11,7 +13,25 @@ const pipe = process.argv[2];
 const opts = JSON.parse(process.argv[3] || '{}');
 
 (async () => {
-  const client = await lib.SurfaceClient.connect({ path: pipe, name: process.env.SL_NAME });
+  const client = await lib.SurfaceClient.connect({
+    path: pipe,
+    name: process.env.SL_NAME,
+    ...(opts.cursor ? { cursor: true } : {}),
+    ...(opts.input ? { input: true } : {}),
+  });
+  client.on('cursor', ({ surfaceId, state, shapeChanged }) => {
+    const img = state.image;
+    const px = img && new Uint32Array(img.pixels.buffer, img.pixels.byteOffset, img.pixels.length / 4);
+    emit('cursor', {
+      surfaceId,
+      shapeChanged,
+      x: state.x,
+      y: state.y,
+      visible: state.visible,
+      image: img && { width: img.width, height: img.height, hotspotX: img.hotspotX, hotspotY: img.hotspotY },
+      uniform: px ? px.every((v) => v === px[0]) && px[0] >>> 0 : null,
+    });
+  });
   emit('connected', {
     mechanism: client.mechanism,
     reason: client.negotiation && client.negotiation.reason,
@@ -54,6 +74,13 @@ const opts = JSON.parse(process.argv[3] || '{}');
     }
     frames++;
     lastSeq = frame.sequence;
+    if (opts.input && frames === 1) {
+      const id = frame.surfaceId;
+      client.sendKey(id, 30, true);
+      client.sendPointer(id, { x: 10, y: 20 });
+      client.sendButton(id, 0x110, true);
+      client.sendScroll(id, { dx: 0, dy: -2 });
+    }
     if (frames === 1 || frames % (opts.every ?? 1000) === 0 || (opts.frames && frame.sequence >= opts.frames))
       emit('frame', {
         seq: frame.sequence,

@@ -1,10 +1,11 @@
 /**
  * A SurfaceServer on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs }. It waits for
+ * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs, cursor }. It waits for
  * `clients` clients, then presents `frames` frames of the common.cjs picture (each frame redraws
  * the whole buffer from its model and reports only the square it changed as damage), one whenever
  * no client holds a frame (or every paceMs), and reports usage every 1000 frames, whenever a
- * client comes or goes, and every usageEveryMs.
+ * client comes or goes, and every usageEveryMs. With `cursor`, the surface has a 24x16 cursor
+ * (every pixel 0xff3366cc) at 5,6; every input event a client sends is reported.
  */
 const { lib, emit, usage, square, gradient, advance } = require('./common.cjs');
 
@@ -26,6 +27,13 @@ const wantClients = opts.clients ?? 1;
   let seq = 0;
   const live = new Set(); // clients past HELLO (a raw peer that never said HELLO is gone without having come)
   let started = false;
+  if (opts.cursor) {
+    const pixels = new Uint8Array(24 * 16 * 4);
+    new Uint32Array(pixels.buffer).fill(0xff3366cc);
+    surface.setCursor({ width: 24, height: 16, hotspotX: 2, hotspotY: 3, pixels });
+    surface.moveCursor(5, 6);
+  }
+  server.on('input', (e) => emit('input', { input: e }));
   emit('listening', { path: server.path, mechanism: surface.mechanism, ...usage() });
   if (opts.usageEveryMs)
     setInterval(
