@@ -171,6 +171,8 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
       ['not-a-handle', 'E_HANDLE_TYPE', 'a handle value that is not a handle in the client'],
       ['lying-handle-count', 'E_MALFORMED', 'a header declaring 3 handles in a 12-byte message'],
     ];
+    /** Per scenario: the client's handle count after the session minus before it (each client a fresh process). */
+    const deltas = new Map<string, number>();
     for (const [scenario, code, what] of cases)
       it(`${what} → ${code}; the client survives, says why, and closes what it received`, async () => {
         const pipe = pipeName();
@@ -182,8 +184,16 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
         const reply = (await rogue.waitFor('reply')).reply as { code?: number; channelError?: string };
         // The client told the rogue why (an ERROR), unless the pipe itself was the problem.
         if (reply.code !== undefined) expect(reply.code).to.equal(ErrorCode[code]);
+        deltas.set(scenario, num(d, 'after') - num(d, 'beforeConnect'));
         client.kill();
       });
+    it('every handle a rejected message carried was closed: the count ends as when none was received', () => {
+      // 'lying-handle-count' delivers no handle at all: its count is what the session itself leaves (lazily made
+      // process-wide objects such as the completion port).
+      const reference = deltas.get('lying-handle-count');
+      if (reference === undefined || deltas.size < cases.length) throw new Error('the scenarios above did not all run');
+      for (const [scenario, delta] of deltas) expect(delta, scenario).to.equal(reference);
+    });
   });
 
   describe('bad input sent to a server by a raw client', () => {

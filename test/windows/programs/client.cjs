@@ -13,6 +13,7 @@ const pipe = process.argv[2];
 const opts = JSON.parse(process.argv[3] || '{}');
 
 (async () => {
+  const beforeConnect = usage().handles;
   const client = await lib.SurfaceClient.connect({
     path: pipe,
     name: process.env.SL_NAME,
@@ -45,7 +46,18 @@ const opts = JSON.parse(process.argv[3] || '{}');
   let damageMismatches = 0;
   let held = null;
   let lastSeq = 0;
-  client.on('disconnect', (d) => emit('disconnect', { code: d.code, message: d.message, frames }));
+  // Handles once the session is torn down, beside the count before it began: each client is a fresh
+  // process, so what differs between bad-input scenarios is what a message leaked. The lowest of a
+  // few samples: closing a pipe completes its aborted reads asynchronously.
+  client.on('disconnect', (d) => {
+    const samples = [];
+    const sample = () => {
+      samples.push(usage().handles);
+      if (samples.length < 5) setTimeout(sample, 100);
+      else emit('disconnect', { code: d.code, message: d.message, frames, beforeConnect, after: Math.min(...samples) });
+    };
+    setImmediate(sample);
+  });
   client.on('importFailed', (e) => emit('importFailed', { code: e.code, message: e.message }));
   client.on('frame', (frame) => {
     const { width, height, stride } = frame;
