@@ -140,7 +140,8 @@ export async function runServe(options: {
    * does for its own default, so that a problem with it can name the fix.
    */
   const socketPath = options.path ?? defaultAddress();
-  if (options.path === undefined) {
+  // (On Windows the default is a named pipe: no directory, no length to check.)
+  if (options.path === undefined && process.platform !== 'win32') {
     const problem = defaultDirProblem(path.dirname(socketPath));
     if (problem) return fail1(problem);
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES)
@@ -175,7 +176,8 @@ export async function runServe(options: {
       };
     }
   } catch (error) {
-    const where = options.path === undefined ? `the default socket ${socketPath}` : `--path ${socketPath}`;
+    const kind = process.platform === 'win32' ? 'pipe' : 'socket';
+    const where = options.path === undefined ? `the default ${kind} ${socketPath}` : `--path ${socketPath}`;
     const why = socketProblem(socketPath, error);
     if (why) return fail1(`${where}: ${why}`);
     const e = error as { code?: string; message?: string };
@@ -299,6 +301,10 @@ function defaultDirProblem(dir: string): string | null {
 export function socketProblem(socketPath: string, error: unknown): string | null {
   const errno = errnoOf(error);
   const code = (error as { code?: string }).code;
+  if (process.platform === 'win32')
+    return code === 'E_ADDRESS_IN_USE'
+      ? 'another server is already listening on that pipe; stop it or choose another --path'
+      : null;
   const bytes = Buffer.byteLength(socketPath);
   if (bytes > MAX_SOCKET_PATH_BYTES)
     return (

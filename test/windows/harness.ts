@@ -98,7 +98,7 @@ export class WindowsProgram {
     this.logFile = `${base}.log`;
     fs.writeFileSync(this.outFile, '');
     const logFd = fs.openSync(this.logFile, 'w');
-    const programPath = path.join(ROOT, 'test', 'windows', 'programs', program);
+    const programPath = path.isAbsolute(program) ? program : path.join(ROOT, 'test', 'windows', 'programs', program);
     const file = session.where === 'wine' ? 'wine' : process.execPath;
     const argv = [...(session.where === 'wine' ? [session.nodeExe] : []), session.toWindows(programPath), ...args];
     this.child = spawn(file, argv, {
@@ -275,7 +275,7 @@ export class WindowsSession {
     return this.where === 'wine' ? winePath(hostPath) : hostPath;
   }
 
-  /** Starts `program` (a file in test/windows/programs/) with `args`. */
+  /** Starts `program` (a file in test/windows/programs/, or an absolute path) with `args`. */
   spawn(name: string, program: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): WindowsProgram {
     const p = new WindowsProgram(name, this, program, args, env);
     this.programs.push(p);

@@ -8,11 +8,21 @@
  */
 import { expect } from 'chai';
 import { ErrorCode } from '../../src/errors.js';
-import { WindowsSession, requireWindows, type ProgramEvent } from './harness';
+import * as path from 'node:path';
+import { ROOT, WindowsSession, requireWindows, type ProgramEvent, type WindowsProgram } from './harness';
 
 let pipeNo = 0;
 const pipeName = (): string => `\\\\.\\pipe\\surfacelink-test-${process.pid}-${++pipeNo}`;
 const num = (e: ProgramEvent, key: string): number => e[key] as number;
+
+/** Waits until `ok()` holds, or fails with the program's output. */
+async function eventually(ok: () => boolean, program: WindowsProgram, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`${program.name}: gave up waiting; its output:\n${program.log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 describe('Windows: named pipe + winshm.v1 between node.exe processes', function () {
   this.timeout(240_000);
@@ -113,6 +123,19 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
     expect(kinds).to.deep.equal(['key', 'pointer', 'button', 'scroll']);
     client.kill();
     server.kill();
+  });
+
+  it('the CLI: `surfacelink serve` and `surfacelink view` meet on the default pipe; frames checked', async () => {
+    const cli = path.join(ROOT, 'dist', 'cli', 'index.js');
+    const serve = session.spawn('serve', cli, ['serve']);
+    await eventually(() => /serving .* via winshm\.v1 on \\\\\.\\pipe\\surfacelink-/.test(serve.log()), serve);
+    const view = session.spawn('view', cli, ['view']);
+    // Two once-a-second reports: the pattern's counter checked in every frame, none dropped.
+    const checked = /winshm\.v1 1280x720 .* dropped 0 {2}counter OK/g;
+    await eventually(() => (view.log().match(checked) ?? []).length >= 2, view);
+    expect(view.log()).to.match(/mechanism winshm\.v1/);
+    view.kill();
+    serve.kill();
   });
 
   it('the server killed: each client gets `disconnect` with E_PEER_CLOSED', async () => {
