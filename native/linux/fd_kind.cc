@@ -77,4 +77,6 @@ int64_t FdObjectSize(int fd, FdKind kind) {
 
 int GetSeals(int fd) { return ::fcntl(fd, F_GET_SEALS); }
 
+const char* NoSealsReason() { return nullptr; }
+
 }  // namespace surfacelink

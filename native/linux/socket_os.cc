@@ -1,6 +1,7 @@
 // Linux socket shims: SOCK_CLOEXEC/NONBLOCK at creation, accept4, MSG_CMSG_CLOEXEC, SO_PEERCRED.
 #include "../posix/socket_os.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -20,6 +21,15 @@ bool OsSocketPair(UniqueFd* a, UniqueFd* b) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return false;
   a->reset(sv[0]);
   b->reset(sv[1]);
+  return true;
+}
+
+bool OsAdoptSocket(int fd, const char** failed_syscall) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    *failed_syscall = "fcntl(O_NONBLOCK)";
+    return false;
+  }
   return true;
 }
 

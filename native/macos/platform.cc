@@ -1,14 +1,20 @@
-// macOS registration. The macOS backend (unix-socket channel with SCM_RIGHTS, shm_open
-// memory, IOSurface) is not written yet, so this registers nothing: the addon loads and
-// reports `platform: "darwin"`, and the TypeScript layer says at run time that no
-// mechanism is available on this OS yet. Cross-built with Zig (cmake/zig-macos.cmake).
+// macOS registration: the POSIX fd owner here, then every module this build compiled in (today
+// the SCM_RIGHTS channel, native/posix/channel.cc, over native/macos/socket_os.cc). shm_open
+// memory and IOSurface are later slices; memfd, dma-buf, DRM and sync_file are Linux's.
+// Cross-built with Zig (cmake/zig-macos.cmake).
 #include "../common/addon.h"
 #include "../common/modules.h"
+#include "../posix/native_fd.h"
 
 namespace surfacelink {
 
-const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& /*data*/) {
-  RegisterModules(env, exports);  // none are built for this OS yet
+const char* RegisterPlatform(Napi::Env env, Napi::Object exports, AddonData& data) {
+  Napi::Function native_fd = NativeFd::Define(env);
+  data.native_fd_ctor = Napi::Persistent(native_fd);
+  exports.Set("NativeFd", native_fd);
+  exports.Set("unmap", Napi::Function::New(env, DetachMapping, "unmap"));
+  exports.Set("adoptFd", Napi::Function::New(env, AdoptFd, "adoptFd"));
+  RegisterModules(env, exports);
   return "darwin";
 }
 

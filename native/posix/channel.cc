@@ -628,8 +628,8 @@ static Napi::Value ChannelFromFd(const Napi::CallbackInfo& info) {
   if (!S_ISSOCK(st.st_mode)) Throw(env, "E_HANDLE_TYPE", "channelFromFd needs a socket");
   UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
   if (!copy) ThrowSyscall(env, "fcntl(F_DUPFD_CLOEXEC)");
-  int flags = ::fcntl(copy.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(copy.get(), F_SETFL, flags | O_NONBLOCK) != 0) ThrowSyscall(env, "fcntl(O_NONBLOCK)");
+  const char* failed = nullptr;
+  if (!OsAdoptSocket(copy.get(), &failed)) ThrowSyscall(env, failed);
   return Channel::Wrap(env, std::move(copy));
 }
 

@@ -1,5 +1,5 @@
 // What an fd really is, decided by the kernel's own answers (fstat / fstatfs / /proc), never
-// by what a peer claims. Implemented per OS.
+// by what a peer claims. Implemented per OS (native/linux/fd_kind.cc, native/macos/fd_kind.cc).
 #pragma once
 
 #include <cstdint>
@@ -17,5 +17,9 @@ int64_t FdObjectSize(int fd, FdKind kind);
 
 // memfd seals (F_GET_SEALS); -1 with errno when the fd does not support sealing.
 int GetSeals(int fd);
+
+// nullptr where the OS has file seals (Linux); otherwise why it has none, for E_UNSUPPORTED
+// (NativeFd.seals() on macOS).
+const char* NoSealsReason();
 
 }  // namespace surfacelink

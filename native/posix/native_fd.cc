@@ -148,7 +148,9 @@ Napi::Value NativeFd::Stat(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeFd::Seals(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int seals = GetSeals(Require(env));
+  int fd = Require(env);
+  if (const char* why = NoSealsReason()) Throw(env, "E_UNSUPPORTED", why);
+  int seals = GetSeals(fd);
   if (seals < 0) {
     int err = errno;
     throw MakeError(env, "E_HANDLE_TYPE", "the handle does not support seals", "fcntl(F_GET_SEALS)", err);

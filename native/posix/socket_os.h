@@ -23,6 +23,9 @@ UniqueFd OsSocket();
 // Accepts one connection as a non-blocking, close-on-exec socket; invalid (errno set) if none.
 UniqueFd OsAccept(int listen_fd);
 bool OsSocketPair(UniqueFd* a, UniqueFd* b);
+// Makes a connected socket that came from elsewhere (channelFromFd) fit for a Channel:
+// non-blocking, and on macOS SO_NOSIGPIPE. On failure sets `*failed_syscall` (errno is set).
+bool OsAdoptSocket(int fd, const char** failed_syscall);
 bool OsPeerCred(int fd, PeerCred* out);
 
 // recvmsg with room for `max_fds` descriptors, installed close-on-exec. Received fds are

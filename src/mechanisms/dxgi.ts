@@ -21,7 +21,7 @@
 import { SurfaceLinkError } from '../errors.js';
 import { MODIFIER_LINEAR, linearLayout, type FormatInfo, type PlaneLayout } from '../formats.js';
 import { closeHandles, handleNt, ntHandle, type OsHandle } from '../handles.js';
-import { probeNative, type NativeD3D11, type NativeD3D11Texture } from '../native/index.js';
+import { addonMissingReason, loadNative, type NativeD3D11, type NativeD3D11Texture } from '../native/index.js';
 import type { MechanismOffer, ScanoutBody } from '../protocol/codec.js';
 import { validateDescriptor } from '../protocol/validate.js';
 import {
@@ -46,12 +46,9 @@ const LUID_PATTERN = /^[0-9a-f]{8}:[0-9a-f]{8}$/;
 /** The native D3D11 module, or why there is none. */
 function d3d11Module(): NativeD3D11 | string {
   if (process.platform !== 'win32') return `DXGI is Windows-only (this is ${process.platform})`;
-  const { addon, error } = probeNative();
-  if (!addon)
-    return (
-      `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; ` +
-      `\`surfacelink doctor\` shows every path tried)`
-    );
+  const missing = addonMissingReason();
+  if (missing) return missing;
+  const addon = loadNative();
   if (addon.platform !== 'win32') return `the addon is built for ${addon.platform}, not win32`;
   return addon.d3d11 ?? 'this build of the addon has no D3D11 support';
 }

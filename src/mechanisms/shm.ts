@@ -12,7 +12,7 @@
 import { SurfaceLinkError } from '../errors.js';
 import { MODIFIER_LINEAR, linearLayout, type FormatInfo, type PlaneLayout } from '../formats.js';
 import { fdHandle, handleFd, type OsHandle } from '../handles.js';
-import { linuxNative, probeNative, type NativeFd } from '../native/index.js';
+import { addonMissingReason, linuxNative, type NativeFd } from '../native/index.js';
 import type { ScanoutBody } from '../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
 import { asOsHandle } from './external.js';
@@ -120,14 +120,8 @@ export const shmMechanism: Mechanism = {
   probe(): ProbeResult {
     if (process.platform !== 'linux')
       return { available: false, reason: `memfd is Linux-only (this is ${process.platform})` };
-    const { addon, error } = probeNative();
-    if (!addon)
-      return {
-        available: false,
-        reason:
-          `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; ` +
-          `\`surfacelink doctor\` shows every path tried)`,
-      };
+    const missing = addonMissingReason();
+    if (missing) return { available: false, reason: missing };
     try {
       linuxNative().createMemfd('surfacelink-probe', 4096).close();
       return { available: true, reason: 'sealed memfd works' };

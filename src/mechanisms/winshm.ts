@@ -12,7 +12,7 @@
 import { SurfaceLinkError } from '../errors.js';
 import { MODIFIER_LINEAR, linearLayout, type FormatInfo, type PlaneLayout } from '../formats.js';
 import { handleNt, ntHandle, type OsHandle } from '../handles.js';
-import { probeNative, win32Native, type NativeNtHandle } from '../native/index.js';
+import { addonMissingReason, win32Native, type NativeNtHandle } from '../native/index.js';
 import type { ScanoutBody } from '../protocol/codec.js';
 import { checkPlanesFit, validateDescriptor } from '../protocol/validate.js';
 import {
@@ -55,14 +55,8 @@ export const winshmMechanism: Mechanism = {
   probe(): ProbeResult {
     if (process.platform !== 'win32')
       return { available: false, reason: `file-mapping sections are Windows-only (this is ${process.platform})` };
-    const { addon, error } = probeNative();
-    if (!addon)
-      return {
-        available: false,
-        reason:
-          `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; ` +
-          `\`surfacelink doctor\` shows every path tried)`,
-      };
+    const missing = addonMissingReason();
+    if (missing) return { available: false, reason: missing };
     try {
       const addon = win32Native();
       const section = addon.createSection(4096);

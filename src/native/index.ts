@@ -25,6 +25,15 @@ export function probeNative(): { addon?: NativeAddon; path?: string; error?: Sur
   }
 }
 
+/** Why the addon is not loaded, in the words mechanism probes report; null when it is. */
+export function addonMissingReason(): string | null {
+  const { addon, error } = probeNative();
+  return addon
+    ? null
+    : `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'}; ` +
+        `\`surfacelink doctor\` shows every path tried)`;
+}
+
 /** The Linux addon; E_UNSUPPORTED elsewhere (memfd, dma-bufs, DRM and sync_file are Linux's). */
 export function linuxNative(): LinuxAddon {
   const addon = loadNative();
@@ -33,10 +42,10 @@ export function linuxNative(): LinuxAddon {
   return addon;
 }
 
-/** The POSIX fd owner and SCM_RIGHTS channel; E_UNSUPPORTED on an OS whose build has none yet. */
+/** The POSIX fd owner and SCM_RIGHTS channel (Linux and macOS); E_UNSUPPORTED on Windows. */
 export function posixChannels(): PosixChannelApi {
   const addon = loadNative();
-  if (addon.platform !== 'linux')
+  if (addon.platform !== 'linux' && addon.platform !== 'darwin')
     throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
   return addon;
 }

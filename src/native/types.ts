@@ -192,8 +192,13 @@ export interface LinuxAddon extends AddonBase, PosixChannelApi {
   readonly fence?: NativeFence;
 }
 
-/** macOS: native/macos. No backend is written yet (IOSurface and the unix-socket channel come next). */
-export interface DarwinAddon extends AddonBase {
+/**
+ * macOS: native/posix + native/macos: the fd owner and the SCM_RIGHTS channel over macOS's socket
+ * shims (FD_CLOEXEC set after receiving, SO_NOSIGPIPE, getpeereid + LOCAL_PEERPID, 104-byte sun_path).
+ * No file seals (NativeFd.seals() throws E_UNSUPPORTED) and nothing map() accepts yet: shm_open
+ * memory and IOSurface come next.
+ */
+export interface DarwinAddon extends AddonBase, PosixChannelApi {
   readonly platform: 'darwin';
 }
 

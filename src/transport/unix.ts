@@ -1,7 +1,7 @@
 /**
- * The unix-socket transport (Linux; macOS once its channel is built): an AF_UNIX stream socket
- * whose messages carry fds as SCM_RIGHTS (native/posix/channel.cc), the default socket
- * location, the socket file's mode, and the peer-credential policy (SO_PEERCRED).
+ * The unix-socket transport (Linux and macOS): an AF_UNIX stream socket whose messages carry fds
+ * as SCM_RIGHTS (native/posix/channel.cc), the default socket location, the socket file's mode,
+ * and the peer-credential policy (SO_PEERCRED on Linux; getpeereid and LOCAL_PEERPID on macOS).
  * Mechanisms never see sockets; this file never interprets pixels.
  */
 import * as fs from 'node:fs';
@@ -28,8 +28,8 @@ import type {
   Transport,
 } from './types.js';
 
-/** sun_path is 108 bytes with its NUL. */
-const MAX_SOCKET_PATH = 107;
+/** sun_path is 108 bytes with its NUL on Linux, 104 on macOS. */
+const MAX_SOCKET_PATH = process.platform === 'darwin' ? 103 : 107;
 const LISTEN_BACKLOG = 64;
 
 const ownUid = (): number => (typeof process.getuid === 'function' ? process.getuid() : -1);
@@ -177,6 +177,11 @@ export const unixTransport: Transport = {
     const { addon, error } = probeNative();
     if (!addon)
       return { available: false, reason: `the native addon is not loaded (${error?.code ?? 'E_NATIVE_UNAVAILABLE'})` };
+    if (addon.platform === 'darwin')
+      return {
+        available: true,
+        reason: 'AF_UNIX stream socket, fds as SCM_RIGHTS, peers checked with getpeereid (uid) and LOCAL_PEERPID (pid)',
+      };
     if (addon.platform !== 'linux')
       return { available: false, reason: `the unix-socket channel is not written for ${addon.platform} yet` };
     return { available: true, reason: 'AF_UNIX stream socket, fds as SCM_RIGHTS, peers checked with SO_PEERCRED' };

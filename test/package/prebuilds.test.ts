@@ -119,6 +119,13 @@ describe('package: the prebuilt addons (npm run prebuild)', function () {
           ).to.equal('@rpath/surfacelink.node');
           if (target === 'darwin-arm64')
             expect(headers, 'arm64 macOS refuses unsigned code').to.match(/cmd LC_CODE_SIGNATURE/);
+          // The POSIX channel is in (native/macos/socket_os.cc), and libuv, like Node-API, is looked up in
+          // node at load time (-undefined dynamic_lookup: flat namespace), never in a library of its own.
+          const binds = (await runOk('llvm-objdump', ['--macho', '--bind', '--lazy-bind', file])).stdout;
+          for (const symbol of ['_napi_get_uv_event_loop', '_uv_poll_start'])
+            expect(binds, symbol).to.match(new RegExp(`flat-namespace\\s+${symbol}$`, 'm'));
+          for (const symbol of ['_getpeereid', '_sendmsg', '_recvmsg'])
+            expect(binds, symbol).to.match(new RegExp(`libSystem\\s+${symbol}$`, 'm'));
         },
       );
     } else {
@@ -225,19 +232,32 @@ describe('package: native/ layout', () => {
     expect(fs.existsSync(path.join(ROOT, 'native', 'posix', 'unique_fd.h'))).to.equal(true);
   });
 
-  it('macOS has a RegisterPlatform that registers nothing of its own and names its platform; Windows names its', () => {
+  it('macOS registers the POSIX fd owner and channel and names its platform; Windows names its', () => {
     const windows = fs.readFileSync(path.join(ROOT, 'native', 'windows', 'platform.cc'), 'utf8');
     expect(windows).to.match(/const char\* RegisterPlatform\(/);
     expect(windows).to.include('return "win32";');
     expect(windows).to.include('RegisterModules(env, exports);');
-    for (const [dir, name] of [['macos', 'darwin']]) {
-      const text = fs.readFileSync(path.join(ROOT, 'native', dir, 'platform.cc'), 'utf8');
-      expect(text).to.match(/const char\* RegisterPlatform\(/);
-      expect(text).to.include(`return "${name}";`);
-      // RegisterModules runs the native modules compiled for that OS: none yet (the wine test checks the exports).
-      expect(text, `${dir}/platform.cc registers something`).not.to.match(
-        /exports\.Set|Persistent|Register(?!Modules\()[A-Z]\w*\(env/,
-      );
-    }
+    const macos = fs
+      .readFileSync(path.join(ROOT, 'native', 'macos', 'platform.cc'), 'utf8')
+      .replace(/\/\/.*$/gm, ''); // code only: the comments may name what is not registered
+    expect(macos).to.match(/const char\* RegisterPlatform\(/);
+    expect(macos).to.include('return "darwin";');
+    expect(macos).to.include('RegisterModules(env, exports);');
+    // What Linux's platform.cc registers itself (NativeFd, unmap, adoptFd), and nothing Linux-only.
+    for (const name of ['NativeFd', 'unmap', 'adoptFd']) expect(macos).to.include(`exports.Set("${name}"`);
+    expect(macos).not.to.match(/createMemfd|dmabuf|drm|fence/i);
+    // The channel is a module (native/posix/channel.cc, registered by RegisterModules) built for macOS.
+    const cmake = fs.readFileSync(path.join(ROOT, 'CMakeLists.txt'), 'utf8');
+    const apple = cmake.slice(cmake.indexOf('elseif(APPLE)'), cmake.indexOf('elseif(WIN32)'));
+    for (const source of [
+      'native/posix/native_fd.cc',
+      'native/posix/channel.cc',
+      'native/macos/socket_os.cc',
+      'native/macos/fd_kind.cc',
+      'native/macos/platform.cc',
+    ])
+      expect(apple).to.include(source);
+    expect(apple).not.to.include('native/linux/');
+    expect(apple).to.match(/set\(SL_NEEDS_UV ON\)/);
   });
 });
