@@ -196,7 +196,7 @@ function backendSummary(platform: string | null, serving: string[], connecting: 
     process.platform === 'win32'
       ? 'a working named pipe and file-mapping section'
       : process.platform === 'darwin'
-        ? 'the unix-socket channel and IOSurface/shared-memory sharing'
+        ? 'IOSurface and shared-memory sharing'
         : 'a working mechanism or transport';
   return {
     complete: false,

@@ -14,8 +14,8 @@ import { PatternProducer } from '../demo/producer.js';
 import { ensurePrivateDir } from '../transport/index.js';
 import { SIGNAL_EXIT, runView, shellQuote } from './view.js';
 
-/** sun_path holds 108 bytes, one of them the terminating NUL. */
-export const MAX_SOCKET_PATH_BYTES = 107;
+/** sun_path minus its terminating NUL: 108 bytes on Linux, 104 on macOS. */
+export const MAX_SOCKET_PATH_BYTES = process.platform === 'darwin' ? 103 : 107;
 
 const who = (c: ClientInfo): string => `client ${c.id} "${c.name}" (pid ${c.pid})`;
 const remote = (c: StreamClientInfo): string => `stream client ${c.id} "${c.name}" (${c.remoteAddress})`;

@@ -237,9 +237,9 @@ describe('package: native/ layout', () => {
     expect(windows).to.match(/const char\* RegisterPlatform\(/);
     expect(windows).to.include('return "win32";');
     expect(windows).to.include('RegisterModules(env, exports);');
-    const macos = fs
-      .readFileSync(path.join(ROOT, 'native', 'macos', 'platform.cc'), 'utf8')
-      .replace(/\/\/.*$/gm, ''); // code only: the comments may name what is not registered
+    // Code only: the comments may name what is not registered.
+    const source = fs.readFileSync(path.join(ROOT, 'native', 'macos', 'platform.cc'), 'utf8');
+    const macos = source.replace(/\/\/.*$/gm, '');
     expect(macos).to.match(/const char\* RegisterPlatform\(/);
     expect(macos).to.include('return "darwin";');
     expect(macos).to.include('RegisterModules(env, exports);');
