@@ -2,7 +2,8 @@
 # npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines); GL import/draw
 # and readback (bench/gl.ts); remote streaming: H.264 encode vs the bare GStreamer pipeline,
 # tiles vs H.264 bandwidth, and browser end-to-end latency; the QEMU display bridge against a
-# bare draining listener on QEMU 7.2 and 10.0 (bench/qemu-bridge.ts); then the handoff benchmark inside
+# bare draining listener on QEMU 7.2 and 10.0 (bench/qemu-bridge.ts); the Windows path under wine against
+# Linux with the same programs (bench/windows.ts); then the handoff benchmark inside
 # the test VM, where dma-bufs exist, for dmabuf.v1 beside shm.v1. Every program records JSON
 # under bench/results/. SURFACELINK_BENCH_VM=0 skips the VM part; BENCH_QUICK=1 shortens the
 # GL and streaming runs.
@@ -15,7 +16,7 @@ if [ ! -x build/fd_roundtrip ] || [ bench/native/fd_roundtrip.c -nt build/fd_rou
   "${CC:-cc}" -O2 -Wall -Wextra -o build/fd_roundtrip bench/native/fd_roundtrip.c
 fi
 node --import tsx bench/run.ts
-for program in gl stream-encode stream-bandwidth stream-latency qemu-bridge; do
+for program in gl stream-encode stream-bandwidth stream-latency qemu-bridge windows; do
   [ -f "bench/$program.ts" ] || continue
   echo
   echo "== bench/$program.ts"

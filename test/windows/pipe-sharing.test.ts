@@ -130,8 +130,9 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
     const serve = session.spawn('serve', cli, ['serve']);
     await eventually(() => /serving .* via winshm\.v1 on \\\\\.\\pipe\\surfacelink-/.test(serve.log()), serve);
     const view = session.spawn('view', cli, ['view']);
-    // Two once-a-second reports: the pattern's counter checked in every frame, none dropped.
-    const checked = /winshm\.v1 1280x720 .* dropped 0 {2}counter OK/g;
+    // Two once-a-second reports with the pattern's counter checked in every frame (a loaded machine may skip
+    // frames: delivery is latest-wins, and the report counts them as dropped).
+    const checked = /winshm\.v1 1280x720 .* fps .* counter OK/g;
     await eventually(() => (view.log().match(checked) ?? []).length >= 2, view);
     expect(view.log()).to.match(/mechanism winshm\.v1/);
     view.kill();

@@ -1,11 +1,12 @@
 /**
  * A SurfaceClient on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { frames, hold, every, cursor, input }. For every frame it checks the pixels against the picture the
+ * { frames, hold, every, cursor, input, check }. For every frame it checks the pixels against the picture the
  * server drew at that sequence (pixel-exact) and against its own copy built only from the damage
  * rectangles (damage exact), releases the frame (unless `hold`: then it keeps the first frame
  * and never releases), and reports; it exits after `frames` frames. With `cursor` it reports the
  * cursor it is shown; with `input` it sends a key, a pointer position, a button and a scroll
- * after the first frame.
+ * after the first frame. `check: false` skips the pixel checks (bench/windows.ts times delivery
+ * alone); `done` then carries the time from the first frame to the last.
  */
 const { lib, emit, usage, gradient, advance } = require('./common.cjs');
 
@@ -46,6 +47,7 @@ const opts = JSON.parse(process.argv[3] || '{}');
   let damageMismatches = 0;
   let held = null;
   let lastSeq = 0;
+  let firstAt = 0;
   // Handles once the session is torn down, beside the count before it began: each client is a fresh
   // process, so what differs between bad-input scenarios is what a message leaked. The lowest of a
   // few samples: closing a pipe completes its aborted reads asynchronously.
@@ -62,6 +64,17 @@ const opts = JSON.parse(process.argv[3] || '{}');
   client.on('frame', (frame) => {
     const { width, height, stride } = frame;
     const px = frame.pixels(0);
+    if (frames === 0) firstAt = performance.now();
+    if (opts.check === false) {
+      frames++;
+      lastSeq = frame.sequence;
+      frame.release();
+      if (opts.frames && frame.sequence >= opts.frames) {
+        emit('done', { frames, lastSeq, elapsedMs: performance.now() - firstAt, ...usage() });
+        client.close();
+      }
+      return;
+    }
     if (!expected) {
       expected = gradient(width, height);
       expectedSeq = 1;
