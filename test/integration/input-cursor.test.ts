@@ -207,6 +207,9 @@ describe('input.v1 between processes', function () {
   it('a session without input.v1 that sends input gets E_UNEXPECTED (named or implied features)', async () => {
     for (const features of [['frames.v1'], undefined]) {
       const p = await rawPeer(group.socketPath, features);
+      // The surface's SCANOUT (with a memfd) and FRAME come first: take them before the server's fatal ERROR
+      // and close, which a Node socket (read(), not recvmsg) may otherwise lose behind the fd.
+      await nextOf(p.reader, 0x11);
       p.sock.write(message(T.KEY, [surfaceId, 30, 1]));
       const error = await nextOf(p.reader, 0x03);
       expect(error.readUInt32LE(8)).to.equal(CODE.E_UNEXPECTED);
