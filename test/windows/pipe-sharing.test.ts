@@ -63,7 +63,7 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
     const pipe = pipeName();
     const server = session.spawn('server', 'server.cjs', [
       pipe,
-      JSON.stringify({ frames: 1e9, paceMs: 15, releaseTimeoutMs: 120_000, usageEveryMs: 250 }),
+      JSON.stringify({ frames: 1e9, paceMs: 15, releaseTimeoutMs: 120_000, usageEveryMs: 250, buffers: 4 }),
     ]);
     await server.waitFor('listening');
     const other = session.spawn('other', 'client.cjs', [pipe, JSON.stringify({ every: 10 })]);
@@ -78,8 +78,8 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
       expect(num(gone, 'clients')).to.equal(1);
       return gone;
     };
-    // The first kill may grow the pool (a held buffer is replaced): the count after it settles is the
-    // baseline. Counts move a little while finalizers run, so each side takes the lowest of its samples.
+    // A fixed pool of 4 (it never grows, so buffers cannot account for a difference); the count after the
+    // first kill settles is the baseline. Counts move a little while finalizers run: the lowest sample counts.
     const first = await killHolder('holder1', 0);
     const settled = async (after: number): Promise<number> => {
       await server.waitFor('usage', (e) => e.t > after + 1500, 30_000);
@@ -89,7 +89,14 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
     const baseline = await settled(first.t);
     const gone = await killHolder('holder2', first.t + 1500);
     expect(gone.buffers, 'buffers in the pool').to.equal(first.buffers);
-    expect(await settled(gone.t), 'server handles after the second kill').to.equal(baseline);
+    // Back to the baseline: a sample at or below it within 20 s (closing the dead peer's pipe and process handles
+    // completes asynchronously, slower on a loaded machine); a leaked handle never gets there.
+    const back = await server
+      .waitFor('usage', (e) => e.t > gone.t && num(e, 'clients') === 1 && num(e, 'handles') <= baseline, 20_000)
+      .catch(() => null);
+    expect(back ? num(back, 'handles') : await settled(gone.t), 'server handles after the second kill').to.be.at.most(
+      baseline,
+    );
     // The other client is still served after the kills.
     const last = other
       .events()

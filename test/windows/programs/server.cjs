@@ -1,6 +1,6 @@
 /**
  * A SurfaceServer on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs, cursor }. It waits for
+ * { width, height, frames, clients, paceMs, releaseTimeoutMs, usageEveryMs, cursor, buffers }. It waits for
  * `clients` clients, then presents `frames` frames of the common.cjs picture (each frame redraws
  * the whole buffer from its model and reports only the square it changed as damage), one whenever
  * no client holds a frame (or every paceMs), and reports usage every 1000 frames, whenever a
@@ -22,7 +22,9 @@ const wantClients = opts.clients ?? 1;
     logger: () => {},
     ...(opts.releaseTimeoutMs ? { releaseTimeoutMs: opts.releaseTimeoutMs } : {}),
   });
-  const surface = server.createSurface({ width, height, format: 'XRGB8888' });
+  // `buffers`: a fixed pool of that many (it never grows; a tick with none free is skipped).
+  const pool = opts.buffers ? { buffers: opts.buffers, maxBuffers: opts.buffers } : {};
+  const surface = server.createSurface({ width, height, format: 'XRGB8888', ...pool });
   const model = gradient(width, height);
   let seq = 0;
   const live = new Set(); // clients past HELLO (a raw peer that never said HELLO is gone without having come)
@@ -57,9 +59,15 @@ const wantClients = opts.clients ?? 1;
   });
 
   function present() {
+    let b;
+    try {
+      b = surface.acquire();
+    } catch (e) {
+      if (e.code === 'E_POOL_EXHAUSTED') return; // every buffer is held: skip this tick
+      throw e;
+    }
     seq++;
     advance(model, width, height, seq - 1, seq);
-    const b = surface.acquire();
     const px = b.pixels(0);
     const rowBytes = width * 4;
     const bytes = new Uint8Array(model.buffer);
