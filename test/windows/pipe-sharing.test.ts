@@ -87,15 +87,23 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
       return Math.min(...samples.map((e) => num(e, 'handles')));
     };
     const baseline = await settled(first.t);
-    const gone = await killHolder('holder2', first.t + 1500);
-    expect(gone.buffers, 'buffers in the pool').to.equal(first.buffers);
-    // Back to the baseline: a sample at or below it within 20 s (closing the dead peer's pipe and process handles
-    // completes asynchronously, slower on a loaded machine); a leaked handle never gets there.
+    // Three more kills. Wine's own bookkeeping moves a process's count by one now and then, so one handle
+    // over the baseline is allowed; a handle leaked per killed client would be three.
+    let after = first.t + 1500;
+    let gone: ProgramEvent = first;
+    for (const name of ['holder2', 'holder3', 'holder4']) {
+      gone = await killHolder(name, after);
+      expect(gone.buffers, 'buffers in the pool').to.equal(first.buffers);
+      await server.waitFor('usage', (e) => e.t > gone.t + 1500, 30_000);
+      after = gone.t + 1500;
+    }
+    // Back to the baseline: a sample at or below baseline + 1 within 20 s (closing a dead peer's pipe and
+    // process handles completes asynchronously, slower on a loaded machine).
     const back = await server
-      .waitFor('usage', (e) => e.t > gone.t && num(e, 'clients') === 1 && num(e, 'handles') <= baseline, 20_000)
+      .waitFor('usage', (e) => e.t > gone.t && num(e, 'clients') === 1 && num(e, 'handles') <= baseline + 1, 20_000)
       .catch(() => null);
-    expect(back ? num(back, 'handles') : await settled(gone.t), 'server handles after the second kill').to.be.at.most(
-      baseline,
+    expect(back ? num(back, 'handles') : await settled(gone.t), 'server handles after three more kills').to.be.at.most(
+      baseline + 1,
     );
     // The other client is still served after the kills.
     const last = other
@@ -223,7 +231,11 @@ describe('Windows: named pipe + winshm.v1 between node.exe processes', function 
       // process-wide objects such as the completion port).
       const reference = deltas.get('lying-handle-count');
       if (reference === undefined || deltas.size < cases.length) throw new Error('the scenarios above did not all run');
-      for (const [scenario, delta] of deltas) expect(delta, scenario).to.equal(reference);
+      // Wine moves a fresh process's count by one now and then: a scenario may be one off, but a leak of what
+      // messages carry would show in most of them, and by more than one where two handles came (wrong-count).
+      const off = [...deltas].filter(([, d]) => d !== reference);
+      for (const [scenario, delta] of off) expect(Math.abs(delta - reference), scenario).to.be.at.most(1);
+      expect(off.length, `scenarios off the reference: ${JSON.stringify(off)}`).to.be.at.most(2);
     });
   });
 
