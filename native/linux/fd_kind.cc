@@ -20,19 +20,6 @@
 
 namespace surfacelink {
 
-const char* FdKindName(FdKind kind) {
-  switch (kind) {
-    case FdKind::kMemfd: return "memfd";
-    case FdKind::kDmabuf: return "dmabuf";
-    case FdKind::kSyncFile: return "syncfile";
-    case FdKind::kSocket: return "socket";
-    case FdKind::kPipe: return "pipe";
-    case FdKind::kFile: return "file";
-    case FdKind::kOther: return "other";
-  }
-  return "other";
-}
-
 static bool LinkStartsWith(int fd, const char* prefix) {
   char path[64];
   char target[256];

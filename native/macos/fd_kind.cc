@@ -10,19 +10,6 @@
 
 namespace surfacelink {
 
-const char* FdKindName(FdKind kind) {
-  switch (kind) {
-    case FdKind::kMemfd: return "memfd";
-    case FdKind::kDmabuf: return "dmabuf";
-    case FdKind::kSyncFile: return "syncfile";
-    case FdKind::kSocket: return "socket";
-    case FdKind::kPipe: return "pipe";
-    case FdKind::kFile: return "file";
-    case FdKind::kOther: return "other";
-  }
-  return "other";
-}
-
 FdKind ClassifyFd(int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return FdKind::kOther;

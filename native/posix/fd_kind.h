@@ -8,7 +8,20 @@ namespace surfacelink {
 
 enum class FdKind { kMemfd, kDmabuf, kSyncFile, kSocket, kPipe, kFile, kOther };
 
-const char* FdKindName(FdKind kind);
+// The name JS sees (NativeFd.stat().kind); the same on every OS.
+inline const char* FdKindName(FdKind kind) {
+  switch (kind) {
+    case FdKind::kMemfd: return "memfd";
+    case FdKind::kDmabuf: return "dmabuf";
+    case FdKind::kSyncFile: return "syncfile";
+    case FdKind::kSocket: return "socket";
+    case FdKind::kPipe: return "pipe";
+    case FdKind::kFile: return "file";
+    case FdKind::kOther: return "other";
+  }
+  return "other";
+}
+
 FdKind ClassifyFd(int fd);
 
 // Size of the object behind fd in bytes (fstat for files/memfd, lseek(SEEK_END) for dma-buf).
