@@ -197,6 +197,12 @@ check_one() {
     darwin-*)
       llvm-objdump --macho --exports-trie "$f" | grep -qE '(^|\s)_napi_register_module_v1(\s|$)' ||
         fail "_napi_register_module_v1 is not exported"
+      # Nothing of ours beyond the Node-API entry points (hidden visibility holds); the statically
+      # linked libc++'s weak operator new/delete and the linker's own symbols are expected.
+      local extra_exports
+      extra_exports=$(llvm-objdump --macho --exports-trie "$f" | awk '/^0x/ {print $2}' |
+        grep -vE '^(_napi_register_module_v1|_node_api_module_get_api_version_v1|__Z(nw|na|dl|da)[A-Za-z0-9_]*|___dso_handle|__mh_dylib_header)$' || true)
+      [ -z "$extra_exports" ] || fail "exports more than the Node-API entry points: $(echo $extra_exports | head -c 200)"
       local dylibs bad
       dylibs=$(llvm-objdump --macho --private-headers "$f" |
         awk '/cmd LC_(LOAD|LOAD_WEAK|REEXPORT|LAZY_LOAD|LOAD_UPWARD)_DYLIB/ {want=1} want && /^ *name / {print $2; want=0}')

@@ -16,7 +16,7 @@ import { closeHandles, type OsHandle } from './handles.js';
 import { peerInfo } from './host.js';
 import type { CursorState, InputMode, TouchEvent } from './input.js';
 import { mechanisms as registry } from './mechanisms/index.js';
-import type { Mechanism } from './mechanisms/types.js';
+import { ImportRefused, type CourierClient, type Mechanism } from './mechanisms/types.js';
 import {
   messageType,
   readError,
@@ -34,7 +34,7 @@ import {
   PROTOCOL_VERSION_MAX,
   PROTOCOL_VERSION_MIN,
 } from './protocol/constants.js';
-import { platformTransport, type MessageChannel, type Transport } from './transport/index.js';
+import { platformTransport, type MessageChannel, type PeerIdentity, type Transport } from './transport/index.js';
 
 export { Frame } from './frame.js';
 
@@ -123,7 +123,10 @@ export interface ClientEvents {
   importFailed: [SurfaceLinkError];
   /** The session ended: the server closed, failed, refused us, or we closed. */
   disconnect: [DisconnectInfo];
-  /** A non-fatal error reported by the server (input.v1: E_PERMISSION, E_OUT_OF_BOUNDS), or a local one. */
+  /**
+   * A non-fatal error reported by the server (input.v1: E_PERMISSION, E_OUT_OF_BOUNDS), or a local one
+   * (E_TRUNCATED: a shm.v1 buffer whose memory shrank under the mapping read zeros and was dropped).
+   */
   warning: [SurfaceLinkError];
   /** input.v1: the producer wants this kind of pointer input for the surface (absolute until told). */
   inputMode: [
@@ -189,6 +192,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   private readonly offered: Mechanism[];
   private negotiationValue: Negotiation | null = null;
   private mechanismValue: Mechanism | null = null;
+  private courier: CourierClient | null = null;
   private state: 'hello' | 'active' | 'closed' = 'hello';
   private disconnectInfo: DisconnectInfo | null = null;
   private readonly ready: Promise<SurfaceClient>;
@@ -233,6 +237,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
       },
       offered: this.offered,
       declared: options.dmabufFormats,
+      get courier() {
+        return owner.courier;
+      },
       switchMechanism: (mechanism, reason) => this.switchMechanism(mechanism, reason),
       hasFrameListeners: () => this.listenerCount('frame') > 0,
       emitFrame: (frame) => this.emit('frame', frame),
@@ -242,6 +249,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
         this.emit('surfaceGone', { surfaceId });
       },
       emitImportFailed: (error) => this.emit('importFailed', error),
+      emitWarning: (error) => this.emit('warning', error),
       fail: (code, message, tell) => this.fail(code, message, tell),
     };
     this.frames = new FramesClient(framesHost);
@@ -371,6 +379,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     if (!mechanism)
       throw new SurfaceLinkError('E_UNEXPECTED', `server chose ${info.mechanism}, which we did not offer`);
     mechanism.checkWelcome?.(info);
+    if (mechanism.courier) this.courier = startCourier(mechanism, info, this.channel.peer);
     const features = info.features ?? [...IMPLIED_FEATURES];
     const asked = this.requestedFeatures ?? IMPLIED_FEATURES;
     const extra = features.filter((f) => !asked.includes(f));
@@ -399,6 +408,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   }
 
   private switchMechanism(mechanism: Mechanism, reason: string): void {
+    // Fallbacks never go to a courier mechanism (they are chosen only at HELLO).
+    this.courier?.close();
+    this.courier = null;
     this.mechanismValue = mechanism;
     if (!this.negotiationValue) return;
     this.negotiationValue = { ...this.negotiationValue, mechanism: mechanism.name, reason };
@@ -412,6 +424,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     if (tellServer && !this.channel.closed)
       this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
+    this.courier?.close();
     for (const f of this.features) f.end();
     this.disconnectInfo = { code, message };
     if (this.settle) {
@@ -428,6 +441,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     this.state = 'closed';
     clearTimeout(this.timer);
     this.channel.close();
+    this.courier?.close();
     for (const f of this.features) f.end();
     this.disconnectInfo = { code: 'E_CLOSED', message: 'closed by this client' };
     this.settle?.reject(new SurfaceLinkError('E_CLOSED', 'closed before negotiation finished'));
@@ -490,5 +504,24 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
           : 'this session did not ask for input.v1: connect with { input: true } to send input',
       );
     return this.input;
+  }
+}
+
+/**
+ * The client side of a courier mechanism's handle courier. One that cannot start fails its first
+ * SCANOUT instead, which the server hears as an import failure and falls back from.
+ */
+function startCourier(mechanism: Mechanism, welcome: WelcomeInfo, server: PeerIdentity): CourierClient {
+  try {
+    return mechanism.courier!.client(welcome, server);
+  } catch (error) {
+    const e = SurfaceLinkError.fromNative(error);
+    const failed = new ImportRefused(e.code, `${mechanism.name}: its handle courier could not start: ${e.message}`);
+    return {
+      collect() {
+        throw failed;
+      },
+      close() {},
+    };
   }
 }

@@ -11,7 +11,10 @@ export const ErrorCode = {
   E_UNKNOWN_TYPE: 3,
   /** A message over the size limit (64 KiB), received or about to be sent. */
   E_TOO_LARGE: 4,
-  /** The connection ended in the middle of a message, or with handles no message claimed. */
+  /**
+   * The connection ended in the middle of a message, or with handles no message claimed; also (local,
+   * a client's warning) a shm.v1 buffer whose shm object shrank under the mapping: it read zeros and was dropped.
+   */
   E_TRUNCATED: 5,
   /** A message carries the wrong number of handles for its type and mechanism. */
   E_HANDLE_COUNT: 6,
@@ -69,6 +72,8 @@ export const ErrorCode = {
   E_AUTH: 32,
   /** Remote stream: the video encoder/decoder pipeline failed or is unavailable. */
   E_ENCODER: 33,
+  /** A handle names an object its producer already destroyed (iosurface-pipe.v1: the ID pipe's writer is closed). */
+  E_STALE: 34,
 } as const;
 
 /** The name of an error code, e.g. 'E_CLOSED': what `SurfaceLinkError.code` holds. */

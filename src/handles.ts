@@ -14,20 +14,12 @@
  * A side that keeps a handle past a call duplicates it (`dupHandle`).
  */
 import { SurfaceLinkError } from './errors.js';
-import type { NativeFd, NativeNtHandle } from './native/index.js';
+import type { NativeFd, NativeMachPort, NativeNtHandle } from './native/index.js';
+
+export type { NativeMachPort };
 
 /** A Windows HANDLE owner (native/windows/handle.cc). */
 export type NativeHandle = NativeNtHandle;
-
-/** A macOS mach send right (native/macos, not written yet). */
-export interface NativeMachPort {
-  /** True once closed. */
-  readonly closed: boolean;
-  /** Releases the send right. Idempotent. */
-  close(): void;
-  /** A new send right to the same port; the caller owns both. */
-  dup(): NativeMachPort;
-}
 
 /** One kernel object reference, tagged by its kind. */
 export type OsHandle =

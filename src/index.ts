@@ -134,6 +134,7 @@ export {
   type StreamServerOptions,
   type StreamClientInfo,
   type StreamServerEvents,
+  type StreamServerStats,
   type ViewerStats,
 } from './stream/server.js';
 export {

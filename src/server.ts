@@ -17,7 +17,7 @@ import { SurfaceLinkError, invalidArgument, type ErrorCodeName } from './errors.
 import { rethrowLater } from './events.js';
 import { monotonicNs } from './host.js';
 import type { CursorState, InputEvent, InputMode } from './input.js';
-import { stderrLogger, type Logger } from './log.js';
+import { PeerLog, peerText, stderrLogger, type Logger } from './log.js';
 import { mechanisms as defaultRegistry, type MechanismRegistry } from './mechanisms/index.js';
 import type { Mechanism } from './mechanisms/types.js';
 import type { Rect, WelcomeInfo } from './protocol/codec.js';
@@ -52,8 +52,9 @@ export interface ServerOptions {
   maxClients?: number;
   /**
    * Handle mechanisms this server may use, in its own preference order (default: every
-   * available one). Mechanisms that carry no handles (stream.v1) are served whenever they can
-   * be: stream.v1 as soon as a StreamServer is started for this server.
+   * available one except those served only when named here: iosurface-pipe.v1, whose surfaces any
+   * process on the Mac can read). Mechanisms that carry no handles (stream.v1) are served whenever
+   * they can be: stream.v1 as soon as a StreamServer is started for this server.
    */
   mechanisms?: string[];
   /** The transport to listen on (default: this platform's, see transport/index.ts). */
@@ -173,7 +174,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
 
     const offer: ServerOffer = {
       served: new Map(served.map((m) => [m.name, m])),
-      unavailableReason: (name) => this.registry.unavailableReason(name),
+      // A mechanism that works here but is not served: say why (explicitOnly says how to enable it).
+      unavailableReason: (name) => this.registry.unavailableReason(name) ?? this.registry.get(name)?.explicitOnly,
       context: { attachment: (name) => this.attachments.get(name) },
     };
     const limits: WelcomeInfo['limits'] = {
@@ -225,6 +227,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
     this.sessionHost = {
       name: this.name,
       logger: this.logger,
+      peerLog: new PeerLog(this.logger),
       limits,
       offer,
       features,
@@ -259,7 +262,8 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   /** The mechanisms this server serves: the named ones (each must be available), or every available one. */
   private chooseMechanisms(names: string[] | undefined): Mechanism[] {
     const available = this.registry.available(this.logger);
-    if (!names) return available;
+    // Some mechanisms are served only when named (iosurface-pipe.v1: it makes surfaces global).
+    if (!names) return available.filter((m) => !m.explicitOnly);
     const named = names.map((name) => {
       const m = this.registry.get(name);
       const why = this.registry.unavailableReason(name);
@@ -387,7 +391,10 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
 
   private readonly surfaceHost: SurfaceHost = {
     presentFrame: (surface, buffer, damage, count) => this.presentFrame(surface, buffer, damage, count),
-    retireBuffer: (surface, buffer) => this.frames.retire(surface, buffer),
+    retireBuffer: (surface, buffer, why) => {
+      if (why) this.logger('warn', `surface ${surface.id}: buffer ${buffer.id} retired: ${why}`);
+      this.frames.retire(surface, buffer);
+    },
     surfaceClosed: (surface) => this.surfaceClosed(surface),
     reclaimBuffer: (surface) => this.frames.reclaim(surface),
     cursorChanged: (surface, shapeChanged) => {
@@ -478,7 +485,11 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   private sessionEnded(session: ServerSession, code: ErrorCodeName, message: string, wasActive: boolean): void {
     this.sessions.delete(session);
     if (code !== 'E_PEER_CLOSED' && code !== 'E_SHUTDOWN')
-      this.logger('warn', `client ${session.id} (pid ${session.pid}) disconnected: ${code}: ${message}`);
+      this.sessionHost.peerLog.final(
+        session.logPeer,
+        'warn',
+        `client ${session.id} (pid ${session.pid}) disconnected: ${code}: ${peerText(message, 400)}`,
+      );
     if (wasActive || code !== 'E_PEER_CLOSED') this.emit('clientGone', session.info(), { code, message });
   }
 

@@ -119,7 +119,8 @@ export interface PresentOptions {
 /** What the server does for a surface; the surface never touches clients itself. */
 export interface SurfaceHost {
   presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void;
-  retireBuffer(surface: SharedSurface, buffer: SurfaceBuffer): void;
+  /** RETIRE to the clients that know the buffer; `why` (logged) when it is not a resize's doing. */
+  retireBuffer(surface: SharedSurface, buffer: SurfaceBuffer, why?: string): void;
   surfaceClosed(surface: SharedSurface): void;
   /** Frees a buffer of `surface` by dropping the client holding the oldest frame; false if none. */
   reclaimBuffer(surface: SharedSurface): boolean;
@@ -128,6 +129,9 @@ export interface SurfaceHost {
   /** The input mode changed. */
   inputModeChanged(surface: SharedSurface): void;
 }
+
+/** Why a buffer was retired when its memory shrank under the mapping. */
+const TRUNCATED = 'its memory shrank under the mapping (another process truncated the shm object)';
 
 /** Cursor positions are i32 on the wire (docs/protocol.md §3.19). */
 const I32_MIN = -0x80000000;
@@ -399,7 +403,11 @@ export class SharedSurface {
   acquire(): SurfaceBuffer {
     this.assertOpen();
     for (;;) {
-      for (const b of this.pool) if (b !== this.front && this.unused(b)) return this.take(b);
+      const free = this.pool.find((b) => b !== this.front && this.unused(b));
+      if (free) {
+        if (this.retireTruncated(free)) continue;
+        return this.take(free);
+      }
       // Adopted buffers cannot be multiplied: the producer may rewrite the front buffer
       // (as a VM display does) once no client holds it.
       if (this.external && this.front && this.unused(this.front)) {
@@ -419,6 +427,43 @@ export class SharedSurface {
             `discard some`,
         );
     }
+  }
+
+  /**
+   * Retires a buffer whose memory another process shrank (a posix-shm object truncated through the
+   * fd a client holds; our mapping is guarded, so the producer did not crash): never reused, RETIRE
+   * to the clients that know it, freed once nobody holds it. acquire() makes a new one as needed.
+   */
+  private retireTruncated(b: SurfaceBuffer): boolean {
+    if (this.external || !b.store.truncated?.()) return false;
+    const i = this.pool.indexOf(b);
+    if (i >= 0) this.pool.splice(i, 1);
+    if (this.front === b) this.front = null;
+    b.retired = true;
+    this.host.retireBuffer(this, b, TRUNCATED);
+    this.retiredHeld.add(b);
+    this.collect(b);
+    return true;
+  }
+
+  /**
+   * present() of a buffer whose memory shrank since acquire(): what the producer wrote (what the
+   * guard's zero pages now hold) is copied to a new buffer, which is presented in its place; the
+   * shrunk one is retired.
+   */
+  private replaceTruncated(old: SurfaceBuffer): SurfaceBuffer {
+    const fresh = this.make(this.pool.length);
+    old.store.views.forEach((view, i) => fresh.store.views[i]?.set(view.subarray(0, fresh.store.views[i].length)));
+    const i = this.pool.indexOf(old);
+    if (i >= 0) this.pool[i] = fresh;
+    else this.pool.push(fresh);
+    old.store.endCpuAccess('rw');
+    old.acquired = false;
+    old.retired = true;
+    this.host.retireBuffer(this, old, TRUNCATED);
+    this.retiredHeld.add(old);
+    this.collect(old);
+    return this.take(fresh);
   }
 
   /** Gives an acquired buffer back without presenting it. */
@@ -444,6 +489,8 @@ export class SharedSurface {
     }
     const damage = options?.damage ?? this.fullDamage;
     if (damage.length > 0) validateDamage(damage, this.widthValue, this.heightValue);
+    // Its memory shrank since acquire() (a client truncated the shm object): present a copy instead.
+    if (!this.external && buffer.store.truncated?.()) buffer = this.replaceTruncated(buffer);
     // With no fence given, GPU work still attached to the buffer becomes the fence: nobody may
     // start CPU access on it before it signals (that would block the JS thread).
     const fences = buffer.store.fences;

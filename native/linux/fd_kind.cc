@@ -43,6 +43,9 @@ FdKind ClassifyFd(int fd) {
        static_cast<unsigned long>(fs.f_type) == HUGETLBFS_MAGIC) &&
       LinkStartsWith(fd, "/memfd:"))
     return FdKind::kMemfd;
+  // A POSIX shm object: glibc's (and musl's) shm_open makes a file in the tmpfs at /dev/shm.
+  if (S_ISREG(st.st_mode) && static_cast<unsigned long>(fs.f_type) == TMPFS_MAGIC && LinkStartsWith(fd, "/dev/shm/"))
+    return FdKind::kShm;
   if (static_cast<unsigned long>(fs.f_type) == ANON_INODE_FS_MAGIC && LinkStartsWith(fd, "anon_inode:sync_file"))
     return FdKind::kSyncFile;
   if (S_ISREG(st.st_mode)) return FdKind::kFile;

@@ -3,11 +3,12 @@
 // after each socket or received fd appears. That is not atomic: a fork+exec on another thread in
 // that window inherits the fd (libuv on macOS has the same window). SIGPIPE is suppressed per
 // socket with SO_NOSIGPIPE (MSG_NOSIGNAL is not in the macOS 11 SDK). Peer credentials come
-// from getpeereid (uid, gid) and LOCAL_PEERPID (pid); sun_path is 104 bytes, which channel.cc
-// reads from sizeof(sockaddr_un::sun_path).
+// from getpeereid (uid, gid), LOCAL_PEERPID (pid) and LOCAL_PEERTOKEN (the audit token, shown as
+// peer.auditToken); sun_path is 104 bytes, which channel.cc reads from sizeof(sockaddr_un::sun_path).
 #include "../posix/socket_os.h"
 
 #include <fcntl.h>
+#include <mach/message.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -96,6 +97,15 @@ bool OsPeerCred(int fd, PeerCred* out) {
   socklen_t len = sizeof pid;
   if (::getsockopt(fd, SOL_LOCAL, LOCAL_PEERPID, &pid, &len) != 0 || len != sizeof pid) pid = -1;
   out->pid = pid;
+  // The audit token (pid, its version, uids, …), best effort like the pid: the Mach rendezvous
+  // (native/macos/mach_rendezvous.cc) matches it against a CONNECT message's audit trailer.
+  audit_token_t token{};
+  len = sizeof token;
+  if (::getsockopt(fd, SOL_LOCAL, LOCAL_PEERTOKEN, &token, &len) == 0 && len == sizeof token) {
+    static_assert(sizeof token == sizeof out->audit_token, "audit_token_t is 32 bytes");
+    std::memcpy(out->audit_token, &token, sizeof token);
+    out->has_audit_token = true;
+  }
   return true;
 }
 

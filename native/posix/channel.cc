@@ -428,6 +428,8 @@ Napi::Value Channel::GetPeer(const Napi::CallbackInfo& info) {
   peer.Set("pid", Napi::Number::New(env, static_cast<double>(peer_.pid)));
   peer.Set("uid", Napi::Number::New(env, static_cast<double>(peer_.uid)));
   peer.Set("gid", Napi::Number::New(env, static_cast<double>(peer_.gid)));
+  if (peer_.has_audit_token)  // macOS only (socket_os.h)
+    peer.Set("auditToken", Napi::Buffer<uint8_t>::Copy(env, peer_.audit_token, sizeof peer_.audit_token));
   return peer;
 }
 

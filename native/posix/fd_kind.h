@@ -6,7 +6,8 @@
 
 namespace surfacelink {
 
-enum class FdKind { kMemfd, kDmabuf, kSyncFile, kSocket, kPipe, kFile, kOther };
+// kShm: a POSIX shm object (shm_open): on Linux a tmpfs file under /dev/shm, on macOS a pshm.
+enum class FdKind { kMemfd, kDmabuf, kSyncFile, kSocket, kPipe, kFile, kOther, kShm };
 
 // The name JS sees (NativeFd.stat().kind); the same on every OS.
 inline const char* FdKindName(FdKind kind) {
@@ -18,6 +19,7 @@ inline const char* FdKindName(FdKind kind) {
     case FdKind::kPipe: return "pipe";
     case FdKind::kFile: return "file";
     case FdKind::kOther: return "other";
+    case FdKind::kShm: return "shm";
   }
   return "other";
 }

@@ -13,6 +13,7 @@
 #include "../common/addon.h"
 #include "../common/errors.h"
 #include "fd_kind.h"
+#include "sigbus_guard.h"
 
 #ifndef F_SEAL_SHRINK
 #define F_SEAL_SHRINK 0x0002
@@ -25,11 +26,13 @@ namespace {
 struct Mapping {
   void* base;
   size_t length;
+  int guard_slot;  // its SIGBUS guard slot (shm objects), or -1
 };
 
 // Runs when the ArrayBuffer's backing store dies: after collection, or after JS detaches
 // it (NativeFd users call `unmap(buffer)` which detaches). The only place that unmaps.
 void UnmapFinalizer(Napi::Env /*env*/, void* /*data*/, Mapping* mapping) {
+  if (mapping->guard_slot >= 0) UnguardMapping(mapping->guard_slot);  // before munmap, never after
   ::munmap(mapping->base, mapping->length);
   delete mapping;
 }
@@ -199,9 +202,15 @@ Napi::Value NativeFd::ReadRows(const Napi::CallbackInfo& info) {
 // map(offset, length, mode[, trustUnsealed]): mode "shared" maps read-write MAP_SHARED (the
 // producer's view); "private" maps MAP_PRIVATE read-write: the consumer sees the producer's
 // writes on pages it has not written itself, and a stray JS write cannot fault or reach the
-// producer. Refuses objects that could shrink under the mapping (SIGBUS) and ranges past their
+// producer. Refuses memfds that could shrink under the mapping (SIGBUS) and ranges past their
 // end. `trustUnsealed` (a shared mapping only) accepts an unsealed memfd: for a producer adopting
 // memory from the program it serves (QEMU's display), which would have to shrink its own memory.
+//
+// A POSIX shm object (kShm, every OS) has no seals. Its size is checked with fstat now (on macOS
+// XNU fixed it at the object's one ftruncate, so that check stays true); it is always mapped
+// MAP_SHARED (XNU refuses MAP_PRIVATE for shm: a "private" mapping's stray write reaches the
+// object, which the fd's holder could write anyway); and the mapping is guarded against SIGBUS
+// (sigbus_guard.h), since on Linux anyone holding a writable fd can shrink it.
 Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Require(env);
@@ -213,7 +222,8 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   if (length == 0) Throw(env, "E_BAD_GEOMETRY", "cannot map zero bytes");
 
   FdKind kind = Kind(fd);
-  if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf)
+  bool shm = kind == FdKind::kShm;
+  if (kind != FdKind::kMemfd && kind != FdKind::kDmabuf && !shm)
     Throw(env, "E_HANDLE_TYPE", std::string("cannot map a handle of kind ") + FdKindName(kind));
   bool trust_unsealed = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
   if (trust_unsealed && mode != "shared") Throw(env, "E_INVALID_ARGUMENT", "only a shared mapping may trust an unsealed memfd");
@@ -233,10 +243,24 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
   long page = ::sysconf(_SC_PAGESIZE);
   uint64_t aligned = offset - offset % static_cast<uint64_t>(page);
   size_t span = static_cast<size_t>(length + (offset - aligned));
-  void* base = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, mode == "shared" ? MAP_SHARED : MAP_PRIVATE, fd,
-                      static_cast<off_t>(aligned));
+  void* base = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, mode == "shared" || shm ? MAP_SHARED : MAP_PRIVATE,
+                      fd, static_cast<off_t>(aligned));
   if (base == MAP_FAILED) ThrowSyscall(env, "mmap");
-  auto* mapping = new Mapping{base, span};
+  int slot = -1;
+  if (shm) {
+    // Guarded before anyone can read it: from here a shrink turns into zero pages, not SIGBUS.
+    slot = GuardMapping(base, span);
+    if (slot < 0) {
+      int err = errno;
+      ::munmap(base, span);
+      if (slot == kGuardFull)
+        Throw(env, "E_LIMIT",
+              "the SIGBUS guard already guards " + std::to_string(kSigbusGuardSlots) +
+                  " shm mappings in this process (its limit); unmap some first");
+      throw MakeError(env, "E_SYSTEM", "installing the SIGBUS guard failed", "sigaction", err);
+    }
+  }
+  auto* mapping = new Mapping{base, span, slot};
   uint8_t* start = static_cast<uint8_t*>(base) + (offset - aligned);
   napi_value buffer;
   napi_status status = napi_create_external_arraybuffer(
@@ -244,6 +268,7 @@ Napi::Value NativeFd::Map(const Napi::CallbackInfo& info) {
       [](napi_env e, void* data, void* hint) { UnmapFinalizer(Napi::Env(e), data, static_cast<Mapping*>(hint)); },
       mapping, &buffer);
   if (status != napi_ok) {
+    if (slot >= 0) UnguardMapping(slot);
     ::munmap(base, span);
     delete mapping;
     Throw(env, "E_SYSTEM", "this runtime refuses external ArrayBuffers (napi_create_external_arraybuffer)");

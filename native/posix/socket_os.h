@@ -16,6 +16,10 @@ struct PeerCred {
   int64_t pid = -1;
   int64_t uid = -1;
   int64_t gid = -1;
+  // macOS only: the peer's audit_token_t (getsockopt LOCAL_PEERTOKEN), which the Mach rendezvous
+  // compares with a CONNECT's audit trailer. Left unset on Linux (the channel then shows no auditToken).
+  bool has_audit_token = false;
+  uint8_t audit_token[32] = {};
 };
 
 // A non-blocking, close-on-exec AF_UNIX stream socket.

@@ -161,7 +161,7 @@ export function doctorReport(version: string, options: { gl?: boolean } = {}): D
   const transports = TRANSPORTS.map((t) => ({ name: t.name, ...t.probe() }));
   const serving = registry
     .available()
-    .filter((m) => m.allocate)
+    .filter((m) => m.allocate && !m.explicitOnly)
     .map((m) => m.name);
   const connecting = transports.filter((t) => t.available).map((t) => t.name);
   const ok = serving.length > 0 && connecting.length > 0;

@@ -57,8 +57,8 @@ export function ordinal(n: number): string {
 
 /**
  * The first of `offers` from index `from` on that the server can serve, in the client's order,
- * with the reason; every offer passed over lands in `rejected` with why. `from > 0` is a
- * fallback: mechanisms that may only be chosen at HELLO are passed over.
+ * with the reason; every offer passed over lands in `rejected` with why. Unless `atHello` (by
+ * default: `from` is 0) this is a fallback: mechanisms that may only be chosen at HELLO are passed over.
  */
 export function chooseMechanism(
   offers: readonly MechanismOffer[],
@@ -66,6 +66,7 @@ export function chooseMechanism(
   server: ServerOffer,
   otherHost: string | null,
   rejected: Rejection[],
+  atHello = from === 0,
 ): MechanismChoice | null {
   for (let i = from; i < offers.length; i++) {
     const offer = offers[i];
@@ -95,7 +96,7 @@ export function chooseMechanism(
       rejected.push({ name: offer.name, reason: acceptance.refused });
       continue;
     }
-    if (from > 0 && !mechanism.caps.fallback) {
+    if (!atHello && !mechanism.caps.fallback) {
       rejected.push({ name: offer.name, reason: `${offer.name} is chosen only at HELLO, not as a fallback` });
       continue;
     }

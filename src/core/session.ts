@@ -7,8 +7,8 @@ import { ErrorCode, SurfaceLinkError, errorCodeName, type ErrorCodeName } from '
 import type { FormatSet } from '../format-set.js';
 import { closeHandles, type OsHandle } from '../handles.js';
 import { hostIdentity, peerInfo } from '../host.js';
-import type { Logger } from '../log.js';
-import type { Mechanism } from '../mechanisms/types.js';
+import { TokenBucket, peerText, type Logger, type PeerLog } from '../log.js';
+import type { CourierServer, Mechanism } from '../mechanisms/types.js';
 import {
   messageType,
   readError,
@@ -57,6 +57,8 @@ export interface ClientInfo {
 export interface SessionHost {
   readonly name: string;
   readonly logger: Logger;
+  /** Rate-limits the log lines clients cause (docs/protocol.md §6.2). */
+  readonly peerLog: PeerLog;
   readonly limits: WelcomeInfo['limits'];
   readonly offer: ServerOffer;
   /** Features this server runs, by name. */
@@ -67,12 +69,17 @@ export interface SessionHost {
   sessionEnded(session: ServerSession, code: ErrorCodeName, message: string, wasActive: boolean): void;
 }
 
+/** Non-fatal ERRORs a client may send per second, in bursts of as many; more is E_LIMIT (docs/protocol.md §6.2). */
+export const CLIENT_ERROR_RATE = 10;
+
 export class ServerSession implements MessageHandler {
   readonly pid: number;
   readonly uid: number;
   name = '?';
   /** The negotiated mechanism. */
   mechanism: Mechanism | null = null;
+  /** Its handle courier, for a mechanism whose handles the transport cannot carry (Mechanism.courier). */
+  courier: CourierServer | null = null;
   reason = '';
   offers: MechanismOffer[] = [];
   /** Formats × modifiers the client declared and the server shares (mechanisms that negotiate formats). */
@@ -85,6 +92,11 @@ export class ServerSession implements MessageHandler {
   framesSkipped = 0;
   helloTimer: NodeJS.Timeout | null = null;
   private readonly handlers = new Map<number, ServerFeature>();
+  /** Log lines this client causes, within its budget (PeerLog): use this, not the server's logger. */
+  readonly log: Logger;
+  /** Whom its log lines count against (PeerLog): its process, so a client reconnecting in a loop stays one peer. */
+  readonly logPeer: string;
+  private readonly errorBudget = new TokenBucket(CLIENT_ERROR_RATE);
 
   constructor(
     private readonly host: SessionHost,
@@ -93,6 +105,8 @@ export class ServerSession implements MessageHandler {
   ) {
     this.pid = channel.peer.pid;
     this.uid = channel.peer.uid;
+    this.logPeer = this.pid >= 0 ? `client pid ${this.pid}` : `client ${id}`;
+    this.log = host.peerLog.for(this.logPeer);
   }
 
   info(): ClientInfo {
@@ -123,8 +137,13 @@ export class ServerSession implements MessageHandler {
           return this.welcome(readHello(view, start, length));
         case MessageType.ERROR: {
           const e = readError(view, start, length);
-          if (e.fatal) return this.disconnect(errorCodeName(e.code), `client reported: ${e.message}`, false);
-          this.host.logger('warn', `client ${this.id} (${this.name}) reported ${errorCodeName(e.code)}: ${e.message}`);
+          if (e.fatal) return this.disconnect(errorCodeName(e.code), `client reported: ${peerText(e.message)}`, false);
+          if (!this.errorBudget.take())
+            throw new SurfaceLinkError('E_LIMIT', `more than ${CLIENT_ERROR_RATE} non-fatal ERROR messages per second`);
+          this.log(
+            'warn',
+            `client ${this.id} (${peerText(this.name)}) reported ${errorCodeName(e.code)}: ${peerText(e.message)}`,
+          );
           return;
         }
         default: {
@@ -198,7 +217,10 @@ export class ServerSession implements MessageHandler {
     this.offers = hello.info.mechanisms;
     this.otherHost = otherHostReason(hostIdentity().bootId, hello.info.host.bootId);
     const rejected: { name: string; reason: string }[] = [];
-    const choice = chooseMechanism(this.offers, 0, this.host.offer, this.otherHost, rejected);
+    let choice = chooseMechanism(this.offers, 0, this.host.offer, this.otherHost, rejected);
+    // A courier mechanism whose courier cannot start is passed over like any refused offer (still at HELLO).
+    while (choice && !this.startCourier(choice, rejected))
+      choice = chooseMechanism(this.offers, choice.index + 1, this.host.offer, this.otherHost, rejected, true);
     if (!choice)
       throw new SurfaceLinkError(
         'E_NO_MECHANISM',
@@ -219,19 +241,41 @@ export class ServerSession implements MessageHandler {
       rejected,
       limits: this.host.limits,
       ...choice.welcome,
+      ...this.courier?.welcome,
       ...(granted.announce ? { features: granted.features } : {}),
     };
     if (!this.send(writeWelcome(this.channel.writer, version, welcome))) return;
-    this.host.logger(
+    this.log(
       'info',
-      `client ${this.id} "${this.name}" (pid ${this.pid}): ${choice.mechanism.name} — ${this.reason}`,
+      `client ${this.id} "${peerText(this.name)}" (pid ${this.pid}): ${choice.mechanism.name} — ${this.reason}`,
     );
     this.host.sessionActive(this);
     for (const f of this.features) if (this.state === 'active') f.start(this);
   }
 
+  /**
+   * For a mechanism whose handles travel by courier (iosurface.v1): starts this session's courier.
+   * If it cannot start, the offer joins `rejected` with why and the next one is tried.
+   */
+  private startCourier(choice: MechanismChoice, rejected: { name: string; reason: string }[]): boolean {
+    const factory = choice.mechanism.courier;
+    if (!factory) return true;
+    try {
+      this.courier = factory.server(this.channel.peer);
+      return true;
+    } catch (error) {
+      rejected.push({ name: choice.mechanism.name, reason: `its handle courier failed: ${(error as Error).message}` });
+      return false;
+    }
+  }
+
   /** Takes a negotiated (or fallback) mechanism choice. */
   adopt(choice: MechanismChoice, reason = choice.reason): void {
+    // A fallback never goes to a courier mechanism (they are HELLO-only): the old courier ends here.
+    if (this.courier && choice.mechanism !== this.mechanism) {
+      this.courier.close();
+      this.courier = null;
+    }
     this.mechanism = choice.mechanism;
     this.formats = choice.formats;
     this.reason = reason;
@@ -247,6 +291,8 @@ export class ServerSession implements MessageHandler {
     if (tell && !this.channel.closed)
       this.channel.send(writeError(this.channel.writer, ErrorCode[code], true, message));
     this.channel.close();
+    this.courier?.close();
+    this.courier = null;
     for (const f of this.features) f.end(this);
     this.host.sessionEnded(this, code, message, wasActive);
   }

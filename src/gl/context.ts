@@ -77,6 +77,23 @@ export function angleD3D11Display(): GpuDisplaySpec {
   };
 }
 
+/**
+ * ANGLE on Metal (macOS; `backend: 'opengl'` for Apple's deprecated desktop OpenGL), on the default
+ * display. IOSurfaces import as 2D textures on Metal and as rectangle textures on OpenGL
+ * (EGL_ANGLE_iosurface_client_buffer). UNVERIFIED: never run (no Mac here).
+ */
+export function angleMacDisplay(backend: 'metal' | 'opengl' = 'metal'): GpuDisplaySpec {
+  return {
+    name: backend === 'metal' ? 'ANGLE Metal' : 'ANGLE OpenGL (macOS)',
+    platform: EGL.PLATFORM_ANGLE_ANGLE,
+    attributes: [
+      EGL.PLATFORM_ANGLE_TYPE_ANGLE,
+      backend === 'metal' ? EGL.PLATFORM_ANGLE_TYPE_METAL_ANGLE : EGL.PLATFORM_ANGLE_TYPE_OPENGL_ANGLE,
+    ],
+    clientExtension: backend === 'metal' ? 'EGL_ANGLE_platform_angle_metal' : 'EGL_ANGLE_platform_angle',
+  };
+}
+
 /** How `GpuContext.open()` finds EGL/GLES and which display and GLES version it asks for. */
 export interface GpuContextOptions {
   /** Library pairs to try in order (default: the system's libEGL.so.1 / libGLESv2.so.2). */

@@ -8,6 +8,7 @@ export {
   CAPABILITY_EXTENSIONS,
   angleSurfacelessDisplay,
   angleD3D11Display,
+  angleMacDisplay,
   type GpuContextOptions,
   type GpuDisplaySpec,
   type GpuCapabilities,

@@ -19,6 +19,7 @@ import {
   GpuContext,
   SURFACELESS_MESA_DISPLAY,
   angleD3D11Display,
+  angleMacDisplay,
   angleSurfacelessDisplay,
   type GpuDisplaySpec,
 } from './context.js';
@@ -97,6 +98,7 @@ function explicitCandidate(dir: string, origin: string): GlCandidate {
  */
 function angleDisplayFor(dir: string, platform: NodeJS.Platform = process.platform): GpuDisplaySpec {
   if (platform === 'win32') return angleD3D11Display();
+  if (platform === 'darwin') return angleMacDisplay('metal');
   const swiftshader = fs.existsSync(path.join(dir, 'vk_swiftshader_icd.json'));
   return angleSurfacelessDisplay({ swiftshader });
 }
@@ -109,7 +111,10 @@ function bundledCandidate(cacheDir: string | undefined): { candidate: GlCandidat
         (process.platform === 'win32'
           ? ' (the package vendors no ANGLE for Windows: set SURFACELINK_ANGLE_DIR or the angleDir option to ' +
             "a folder with ANGLE's libEGL.dll and libGLESv2.dll)"
-          : ''),
+          : process.platform === 'darwin'
+            ? " (on macOS ANGLE is the embedding app's, as UTM bundles one: set SURFACELINK_ANGLE_DIR or the " +
+              'angleDir option to the folder with its libEGL.dylib and libGLESv2.dylib)'
+            : ''),
     );
   }
   let result: AngleExtraction;
@@ -178,6 +183,8 @@ function candidates(options: LocateGlOptions, tried: string[]): Preparer[] {
   const system: Preparer = () => {
     if (process.platform === 'win32')
       throw new Error('system EGL: Windows has none (OpenGL ES on Windows comes from an ANGLE build)');
+    if (process.platform === 'darwin')
+      throw new Error("system EGL: macOS has none (OpenGL ES on macOS comes from an ANGLE build, e.g. the app's own)");
     return {
       candidate: SYSTEM_CANDIDATE,
       note: `system EGL: ${SYSTEM_GL_LIBRARIES.egl} + ${SYSTEM_GL_LIBRARIES.gles}`,

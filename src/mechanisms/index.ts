@@ -5,6 +5,7 @@
  */
 import { dmabufMechanism } from './dmabuf/index.js';
 import { dxgiMechanism } from './dxgi.js';
+import { iosurfaceMechanism, iosurfacePipeMechanism } from './iosurface.js';
 import { MechanismRegistry } from './registry.js';
 import { shmMechanism } from './shm.js';
 import { streamMechanism } from './stream.js';
@@ -19,10 +20,12 @@ export const mechanisms = new MechanismRegistry()
   // Zero-copy GPU first: dxgi.v1 (Windows) where both processes share the adapter, else winshm.v1.
   .register(dxgiMechanism)
   .register(dmabufMechanism)
+  // macOS: IOSurface by mach port; the UTM-compatible global-ID mode only where a server names it.
+  .register(iosurfaceMechanism)
+  .register(iosurfacePipeMechanism)
   .register(shmMechanism)
   .register(winshmMechanism)
-  .register(streamMechanism)
-  .plan('iosurface.v1', 'IOSurface sharing is macOS/iOS only and not implemented in this version');
+  .register(streamMechanism);
 
 /** Every mechanism with why it is (not) available here: what `surfacelink doctor` prints. */
 export function mechanismReports() {

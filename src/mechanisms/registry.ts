@@ -95,7 +95,15 @@ export class MechanismRegistry {
 
   /** Every mechanism with its probe, then the planned ones. */
   reports(): MechanismReport[] {
-    const reports: MechanismReport[] = this.list.map((m) => ({ name: m.name, ...this.probe(m) }));
+    const reports: MechanismReport[] = this.list.map((m) => {
+      const p = this.probe(m);
+      // Works here but is served only where a server names it: say so beside why it works.
+      return {
+        name: m.name,
+        ...p,
+        ...(p.available && m.explicitOnly ? { reason: `${p.reason}. ${m.explicitOnly}` } : {}),
+      };
+    });
     for (const [name, reason] of this.planned) reports.push({ name, available: false, reason });
     return reports;
   }

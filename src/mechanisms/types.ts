@@ -12,6 +12,7 @@ import type { FormatInfo, PlaneLayout } from '../formats.js';
 import type { OsHandle } from '../handles.js';
 import type { CpuAccess, NativeFd } from '../native/index.js';
 import type { MechanismOffer, ScanoutBody, WelcomeInfo } from '../protocol/codec.js';
+import type { PeerIdentity } from '../transport/types.js';
 
 /** Whether a mechanism, allocator or transport works in this process. */
 export interface ProbeResult {
@@ -53,7 +54,10 @@ export const noCpuAccess: CpuAccessor = { beginCpuAccess() {}, endCpuAccess() {}
 
 /** What the memory is, so tests and tools can prove two processes share one object. */
 export interface BackingIdentity {
-  /** What the object is: 'memfd', 'dmabuf', or 'dmabuf:<allocator>' / 'dmabuf:external' on the producer's side. */
+  /**
+   * What the object is: 'memfd', 'shm' (a POSIX shm object), 'dmabuf', or 'dmabuf:<allocator>' /
+   * 'dmabuf:external' on the producer's side.
+   */
   kind: string;
   /** The kernel's inode number of the object: equal in every process that shares it. */
   inode: bigint;
@@ -129,6 +133,12 @@ export interface ProducerBacking extends CpuAccessor {
   exportSame(mechanism: string, peer: PeerParams): BufferExport | Refusal | null;
   /** Present where the buffer carries implicit GPU fences (dma-bufs). */
   readonly fences?: ImplicitFences;
+  /**
+   * Present where another process can shrink the memory under this process's mapping (a POSIX shm
+   * object: the fd its clients hold is writable): true once it did. The mapping then reads zeros
+   * (the SIGBUS guard) and the pool retires the buffer instead of reusing it.
+   */
+  truncated?(): boolean;
   /** Frees it; called once nobody uses the buffer any more. */
   close(): void;
 }
@@ -145,6 +155,12 @@ export interface ConsumerBuffer extends CpuAccessor {
   readonly identity: BackingIdentity;
   /** The handles holding the planes, owned by the buffer: for GL import. */
   readonly handles: readonly OsHandle[];
+  /**
+   * Present where the producer (or anyone holding the handle) can shrink the memory under the
+   * mapping (a POSIX shm object): true once it did. The mapping then reads zeros instead of
+   * raising SIGBUS; the client drops the buffer and reports E_TRUNCATED.
+   */
+  truncated?(): boolean;
   /** Unmaps and closes its handles. Idempotent. */
   close(): void;
 }
@@ -262,6 +278,36 @@ export type Acceptance =
     };
 
 /**
+ * Server side of a handle courier: one per session of a mechanism whose handles the transport
+ * cannot carry (iosurface.v1: mach ports cannot cross a unix socket). The SCANOUT then declares
+ * no handles; the courier hands them over first, in order, on its own channel.
+ */
+export interface CourierServer {
+  /** WELCOME fields the client needs to reach the courier (iosurface.v1: the mach service and a nonce). */
+  readonly welcome: Record<string, unknown>;
+  /** Sends `handles` (those of the SCANOUT about to go out) ahead of it; throws SurfaceLinkError. */
+  deliver(handles: readonly OsHandle[]): void;
+  /** Ends it: the session ended or moved to another mechanism. Idempotent. */
+  close(): void;
+}
+
+/** Client side of a handle courier (see CourierServer). */
+export interface CourierClient {
+  /** The handles delivered for the SCANOUT just received, in order; throws SurfaceLinkError. */
+  collect(): OsHandle[];
+  /** Ends it. Idempotent. */
+  close(): void;
+}
+
+/** Makes both sides of a mechanism's handle courier. */
+export interface CourierFactory {
+  /** Server: when the mechanism is chosen for a session; `peer` is the transport's view of the client. */
+  server(peer: PeerIdentity): CourierServer;
+  /** Client: from the WELCOME that chose the mechanism; `server` is the transport's view of the server. */
+  client(welcome: WelcomeInfo, server: PeerIdentity): CourierClient;
+}
+
+/**
  * A way to share buffers between processes: shm.v1 (memfds), dmabuf.v1 (dma-bufs), stream.v1 (an
  * encoded stream). Register an implementation with `mechanisms.register()`; the core asks its
  * `caps` and never compares its name. Methods marked "Client" run in the viewer's process, "Server"
@@ -298,6 +344,17 @@ export interface Mechanism {
   checkWelcome?(welcome: WelcomeInfo): void;
   /** Validates `handles` against `desc` before touching them; throws SurfaceLinkError with a stable code. */
   importBuffer?(desc: ScanoutBody, format: FormatInfo, handles: OsHandle[], options: ImportOptions): ConsumerBuffer;
+  /**
+   * Present where the transport cannot carry this mechanism's handles: they travel through a
+   * per-session courier instead, and the SCANOUT declares none (docs/protocol.md §9.1.3).
+   * Such a mechanism is chosen only at HELLO (`caps.fallback` false).
+   */
+  readonly courier?: CourierFactory;
+  /**
+   * Present where a server must name the mechanism in `ServerOptions.mechanisms` to serve it (it is
+   * never served by default); says why, for the negotiation reason and `doctor`.
+   */
+  readonly explicitOnly?: string;
 }
 
 /**

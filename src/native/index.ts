@@ -5,7 +5,7 @@
  */
 import { SurfaceLinkError } from '../errors.js';
 import { loadAddon } from './load.js';
-import type { LinuxAddon, NativeAddon, PosixChannelApi, Win32Addon } from './types.js';
+import type { DarwinAddon, IdPipeApi, LinuxAddon, NativeAddon, PosixChannelApi, Win32Addon } from './types.js';
 
 export type * from './types.js';
 export { addonCandidates } from './load.js';
@@ -47,6 +47,22 @@ export function posixChannels(): PosixChannelApi {
   const addon = loadNative();
   if (addon.platform !== 'linux' && addon.platform !== 'darwin')
     throw new SurfaceLinkError('E_UNSUPPORTED', `the unix-socket channel is not written for ${addon.platform} yet`);
+  return addon;
+}
+
+/** The surface-ID pipe of iosurface-pipe.v1 (POSIX: Linux and macOS builds); E_UNSUPPORTED elsewhere. */
+export function idPipes(): IdPipeApi {
+  const addon = loadNative();
+  if (addon.platform !== 'linux' && addon.platform !== 'darwin')
+    throw new SurfaceLinkError('E_UNSUPPORTED', `surface-ID pipes are POSIX pipes; this addon is built for ${addon.platform}`);
+  return addon;
+}
+
+/** The macOS addon (IOSurface, mach ports); E_UNSUPPORTED elsewhere. */
+export function darwinNative(): DarwinAddon {
+  const addon = loadNative();
+  if (addon.platform !== 'darwin')
+    throw new SurfaceLinkError('E_UNSUPPORTED', `this needs macOS; the addon is built for ${addon.platform}`);
   return addon;
 }
 

@@ -38,7 +38,11 @@ export interface NativeFd {
   /**
    * Maps [offset, offset+length). The mapping lives until the ArrayBuffer is detached or collected.
    * A memfd must be sealed against shrinking, unless `trustUnsealed` (shared mappings only): for a
-   * producer adopting the memory of the program it serves, never for what a peer sends.
+   * producer adopting the memory of the program it serves, never for what a peer sends. A shm object
+   * (kind 'shm') needs no seal: its size is checked now (fstat), it is always mapped MAP_SHARED (also
+   * for 'private': macOS refuses MAP_PRIVATE for shm, so a stray write reaches the object), and the
+   * mapping is guarded against SIGBUS (see PosixShmApi.mappingTruncated). E_LIMIT when the guard's
+   * registry is full.
    */
   map(offset: number, length: number, mode: 'shared' | 'private', trustUnsealed?: boolean): ArrayBuffer;
   /**
@@ -57,8 +61,11 @@ export interface NativeFd {
   ): number;
 }
 
-/** What an fd is, as the kernel says. */
-export type FdKind = 'memfd' | 'dmabuf' | 'syncfile' | 'socket' | 'pipe' | 'file' | 'other';
+/**
+ * What an fd is, as the kernel says. 'shm': a POSIX shm object (shm_open; Linux: a tmpfs file under
+ * /dev/shm, macOS: a pshm, recognised with proc_pidfdinfo).
+ */
+export type FdKind = 'memfd' | 'shm' | 'dmabuf' | 'syncfile' | 'socket' | 'pipe' | 'file' | 'other';
 
 /** 0 written, 1 queued, -1 peer gone (dropped), -2 send queue full (dropped). */
 export type SendResult = 0 | 1 | -1 | -2;
@@ -82,7 +89,7 @@ export interface ChannelLimits {
 /** One connected AF_UNIX stream socket carrying messages with fds attached (native/posix/channel.cc). */
 export interface NativeChannel {
   /** The peer's credentials (SO_PEERCRED), read once at connect/accept; null if unknown. */
-  readonly peer: { pid: number; uid: number; gid: number } | null;
+  readonly peer: { pid: number; uid: number; gid: number; auditToken?: Buffer } | null;
   readonly queuedBytes: number;
   readonly closed: boolean;
   start(
@@ -181,8 +188,39 @@ export interface PosixChannelApi {
   readonly NativeFd: abstract new (...args: never[]) => NativeFd;
 }
 
+/**
+ * The surface-ID pipe of iosurface-pipe.v1 (native/posix/id_pipe.cc): plain POSIX, so built on
+ * Linux too, where its cross-process behaviour is tested. Nothing here blocks.
+ */
+export interface IdPipeApi {
+  /** A pipe holding `id` as 4 little-endian bytes: send `readEnd`, keep `writeEnd` open while the surface lives. */
+  createIdPipe(id: number): [readEnd: NativeFd, writeEnd: NativeFd];
+  /** Consumes the 4-byte ID; E_STALE if the writer closed first, E_MALFORMED for short data or ID 0. */
+  readIdPipe(readEnd: NativeFd): number;
+  /** After readIdPipe: true once every write end is closed (POLLHUP); E_MALFORMED if more bytes follow. */
+  idPipeStale(readEnd: NativeFd): boolean;
+}
+
+/**
+ * POSIX shared memory (native/posix/shm.cc, native/posix/sigbus_guard.cc): shm.v1's backing where
+ * there are no sealed memfds (macOS), and on Linux with SURFACELINK_SHM_BACKING=posix-shm.
+ */
+export interface PosixShmApi {
+  /**
+   * A POSIX shm object of exactly `size` bytes (1..4 GiB), read-write, close-on-exec, unlinked before
+   * this returns (a random name, never reused: nothing is left in the shm namespace). `label` is not
+   * visible anywhere (the object has no name once unlinked); it is taken for symmetry with createMemfd.
+   */
+  createShm(label: string, size: number): NativeFd;
+  /**
+   * True once the SIGBUS guard replaced the mapping behind `memory` (from NativeFd.map() of a shm
+   * object) with zero pages: the object shrank under it. False for unguarded or detached buffers.
+   */
+  mappingTruncated(memory: ArrayBuffer): boolean;
+}
+
 /** Linux: native/posix + native/linux (memfd, dma-buf, DRM, sync_file). */
-export interface LinuxAddon extends AddonBase, PosixChannelApi {
+export interface LinuxAddon extends AddonBase, PosixChannelApi, IdPipeApi, PosixShmApi {
   readonly platform: 'linux';
   createMemfd(name: string, size: number): NativeFd;
   readonly seals: { SEAL: number; SHRINK: number; GROW: number; WRITE: number; FUTURE_WRITE: number };
@@ -195,11 +233,173 @@ export interface LinuxAddon extends AddonBase, PosixChannelApi {
 /**
  * macOS: native/posix + native/macos: the fd owner and the SCM_RIGHTS channel over macOS's socket
  * shims (FD_CLOEXEC set after receiving, SO_NOSIGPIPE, getpeereid + LOCAL_PEERPID, 104-byte sun_path).
- * No file seals (NativeFd.seals() throws E_UNSUPPORTED) and nothing map() accepts yet: shm_open
- * memory and IOSurface come next.
+ * No file seals (NativeFd.seals() throws E_UNSUPPORTED); map() takes POSIX shm objects (PosixShmApi:
+ * XNU fixes their size at the one ftruncate), and IOSurface with its Mach-port rendezvous is
+ * below (native/macos/iosurface.cc, mach_rendezvous.cc; UNVERIFIED: never run, compiled only).
  */
-export interface DarwinAddon extends AddonBase, PosixChannelApi {
+export interface DarwinAddon extends AddonBase, PosixChannelApi, IdPipeApi, PosixShmApi {
   readonly platform: 'darwin';
+  /**
+   * Null when CoreFoundation and IOSurface.framework loaded (dlopen at first use, never linked: the
+   * addon links libSystem only), else which dlopen/dlsym failed; every IOSurface call then throws
+   * E_UNSUPPORTED with this text (native/macos/apple_api.cc). UNVERIFIED: never run, compiled only.
+   */
+  iosurfaceMissingReason(): string | null;
+  /**
+   * A new IOSurface (IOSurfaceCreate). width, height: 1..16384; bytesPerElement: 1..16; pixelFormat: an
+   * OSType (FourCC) 0..2^32-1; bytesPerRow, when given: width × bytesPerElement..1 MiB (omitted: IOSurface
+   * chooses an aligned one); at most 2 GiB in all. E_INVALID_ARGUMENT for a missing or non-integer number,
+   * E_BAD_GEOMETRY out of range, E_IOSURFACE when IOSurfaceCreate refuses. `global: true` sets
+   * kIOSurfaceIsGlobal, which is INSECURE: any process of any user can IOSurfaceLookup a guessed 32-bit
+   * ID. Only for the UTM-compatible mode; share through createMachPort() otherwise.
+   * UNVERIFIED: never run, compiled only.
+   */
+  createIOSurface(options: {
+    width: number;
+    height: number;
+    pixelFormat: number;
+    bytesPerElement: number;
+    bytesPerRow?: number;
+    global?: boolean;
+  }): NativeIOSurface;
+  /**
+   * A global surface by its IOSurfaceID (IOSurfaceLookup); E_NOT_FOUND when there is none. The object
+   * reports `global: true`. UNVERIFIED: never run, compiled only.
+   */
+  lookupIOSurface(id: number): NativeIOSurface;
+  /**
+   * The surface a send right made by IOSurfaceCreateMachPort (in any task) names
+   * (IOSurfaceLookupFromMachPort); the caller keeps owning `port`. E_NOT_FOUND when it names none,
+   * E_HANDLE_TYPE for a receive right. UNVERIFIED: never run, compiled only.
+   */
+  ioSurfaceFromMachPort(port: NativeMachPort): NativeIOSurface;
+  /**
+   * Server side of the Mach rendezvous (native/macos/mach_rendezvous.cc): registers the bootstrap service
+   * `${prefix}.${pid}.${16 random hex chars}` (`name`; prefix: 1..64 of [A-Za-z0-9._-]) and calls
+   * `onConnect` for every valid CONNECT message with its 16-byte nonce, the sender's 32-byte audit token
+   * (from the kernel's audit trailer: compare it with the socket's `peer.auditToken`) and a send right to
+   * the client (owned by the callee: close it when the session ends). Invalid messages are destroyed and
+   * reported to `onError` (E_MALFORMED, E_MACH) at most once a second. Does not keep the event loop alive.
+   * E_MACH (errno: the kern_return_t) when bootstrap_check_in fails. UNVERIFIED: never run, compiled only.
+   */
+  machService(
+    prefix: string,
+    onConnect: (nonce: Buffer, auditToken: Buffer, client: NativeMachPort) => void,
+    onError: (code: string, message: string, errno: number) => void,
+  ): NativeMachService;
+  /**
+   * Sends one PORTS message to a client: `key` (u64) and 1..4 send rights (copied: the caller keeps
+   * its own). Never blocks: E_WOULD_BLOCK when the client's queue is full (a slow client), E_PEER_GONE
+   * when the client's port is dead, E_MACH otherwise. UNVERIFIED: never run, compiled only.
+   */
+  machSend(client: NativeMachPort, key: bigint, ports: readonly NativeMachPort[]): void;
+  /**
+   * Client side: looks up the service `name` (E_NOT_FOUND when absent), sends CONNECT with the 16-byte
+   * `nonce` and a send right to a receive port of its own (waits at most 1 s for room in the service's
+   * queue: E_WOULD_BLOCK; E_PEER_GONE if the service died), then calls `onPorts` for every valid PORTS
+   * message (the ports are owned by the callee). Without `onPorts`, PORTS messages wait (at most 64) for
+   * NativeMachClient.take(). Invalid messages are destroyed and reported to `onError` (when given) at most
+   * once a second. Does not keep the event loop alive. UNVERIFIED: never run, compiled only.
+   */
+  machConnect(
+    name: string,
+    nonce: Buffer,
+    onPorts?: (key: bigint, ports: NativeMachPort[]) => void,
+    onError?: (code: string, message: string, errno: number) => void,
+  ): NativeMachClient;
+}
+
+/**
+ * One IOSurface (native/macos/iosurface.cc): owns one reference of its IOSurfaceRef, dropped by
+ * release() or when the object is collected. The geometry is read once, when the object is made.
+ * UNVERIFIED: never run, compiled only.
+ */
+export interface NativeIOSurface {
+  /** IOSurfaceGetID: the 32-bit ID (what lookupIOSurface takes for a global surface). */
+  readonly id: number;
+  /** Width in pixels (IOSurfaceGetWidth). */
+  readonly width: number;
+  /** Height in pixels (IOSurfaceGetHeight). */
+  readonly height: number;
+  /** The OSType (FourCC) pixel format (IOSurfaceGetPixelFormat). */
+  readonly pixelFormat: number;
+  /** IOSurfaceGetBytesPerRow: the row stride, as IOSurface aligned it. */
+  readonly bytesPerRow: number;
+  /** IOSurfaceGetBytesPerElement. */
+  readonly bytesPerElement: number;
+  /** IOSurfaceGetAllocSize: the bytes lock() exposes. */
+  readonly allocSize: number;
+  /** IOSurfaceGetPlaneCount (0 for a non-planar surface). */
+  readonly planeCount: number;
+  /** Made with `global: true`, or found by lookupIOSurface (so global). */
+  readonly global: boolean;
+  /** True once release() ran. */
+  readonly released: boolean;
+  /** This process's use count of the surface (IOSurfaceGetUseCount; all objects together); 0 once released. */
+  readonly useCount: number;
+  /** IOSurfaceIsInUse: in use by any process; false once released. */
+  readonly inUse: boolean;
+  /** The IOSurfaceRef pointer, for EGL_ANGLE_iosurface_client_buffer; 0n once released. */
+  readonly address: bigint;
+  /**
+   * IOSurfaceLock (kIOSurfaceLockReadOnly when `readOnly`), then an ArrayBuffer over the whole
+   * allocation (allocSize bytes) until unlock() or release() detaches it. E_INVALID_STATE when this
+   * object already holds a lock; E_IOSURFACE (errno: the kern_return_t) when the lock fails.
+   */
+  lock(readOnly: boolean): ArrayBuffer;
+  /** Detaches lock()'s ArrayBuffer, then IOSurfaceUnlock with the lock's options. E_INVALID_STATE when not locked. */
+  unlock(): void;
+  /** IOSurfaceIncrementUseCount; counted per object. */
+  incrementUseCount(): void;
+  /** IOSurfaceDecrementUseCount of a count this object added (E_INVALID_STATE when it added none). */
+  decrementUseCount(): void;
+  /** IOSurfaceCreateMachPort: a new send right naming the surface, owned by the caller. */
+  createMachPort(): NativeMachPort;
+  /** Unlocks (detaching the buffer), drops the use counts this object added, then its reference. Idempotent. */
+  release(): void;
+}
+
+/**
+ * Owner of one user reference of a Mach port right (send or receive) in this process. The name is
+ * never part of the API. UNVERIFIED: never run, compiled only.
+ */
+export interface NativeMachPort {
+  /** True once closed. */
+  readonly closed: boolean;
+  /** The port name, for diagnostics only. */
+  readonly debugName: number;
+  /** mach_port_deallocate (send right) or mach_port_mod_refs(RECEIVE, -1). Idempotent. */
+  close(): void;
+  /** A new owner of one more reference of the same send right (E_HANDLE_TYPE for a receive right). */
+  dup(): NativeMachPort;
+}
+
+/** A per-session bootstrap service (machService). UNVERIFIED: never run, compiled only. */
+export interface NativeMachService {
+  /** The registered bootstrap name, `${prefix}.${pid}.${16 hex chars}`: what a client passes to machConnect. */
+  readonly name: string;
+  /** True once closed. */
+  readonly closed: boolean;
+  /**
+   * Stops listening, destroys what is queued, and drops the receive right. Per launch(3) a checked-in
+   * right goes back to launchd, so the name may stay advertised (answered by nobody) until this process
+   * exits: prefer one service per process over one per session. Idempotent.
+   */
+  close(): void;
+}
+
+/** The client end of the rendezvous (machConnect). UNVERIFIED: never run, compiled only. */
+export interface NativeMachClient {
+  /** True once closed. */
+  readonly closed: boolean;
+  /** Stops listening and drops the receive right (the server's sends then fail with E_PEER_GONE). Idempotent. */
+  close(): void;
+  /**
+   * For a client made without `onPorts`: the ports of the PORTS message with `key`, waiting for it up to
+   * `timeoutMs` (0..60000; this BLOCKS the JS thread meanwhile), or null on timeout. Messages queued with a
+   * smaller key are discarded. E_INVALID_STATE for a client with `onPorts`, E_CLOSED once closed.
+   */
+  take(key: bigint, timeoutMs: number): NativeMachPort[] | null;
 }
 
 /** What a Windows kernel object is, by the kernel's own answer (NtQueryObject's type name). */

@@ -119,3 +119,24 @@ export function listWebFiles(root: string): Map<string, string> {
   walk(root, '', 0);
   return files;
 }
+
+/**
+ * The key connection budgets count by: the IP address (an IPv4-mapped IPv6 address as IPv4), an
+ * IPv6 address by its /64, which one host can fill with addresses of its own.
+ */
+export function addressKey(address: string): string {
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4) return v4[1];
+  if (!address.includes(':')) return address;
+  const [head, tail] = address.split('::', 2) as [string, string | undefined];
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined
+      ? left
+      : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (parseInt(g, 16) || 0).toString(16))
+    .join(':')}::/64`;
+}

@@ -8,6 +8,7 @@ export {
   type StreamServerOptions,
   type StreamClientInfo,
   type StreamServerEvents,
+  type StreamServerStats,
   type ViewerStats,
 } from './server.js';
 export {

@@ -29,7 +29,23 @@ export const FLAG_KEYFRAME = 1;
 export const MAX_CLIENT_MESSAGE = 64 * 1024;
 /** Over this many bytes queued on a socket, frames are not sent to that client. */
 export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
-export const HELLO_TIMEOUT_MS = 5000;
+/** A connection that has not sent its hello by then is closed (E_TIMEOUT): short, as it has proven nothing yet. */
+export const HELLO_TIMEOUT_MS = 2000;
+/** Connections still waiting for their hello, per remote address (IPv6: per /64); beyond, upgrades get 429. */
+export const MAX_PENDING_PER_ADDRESS = 8;
+/** Connections still waiting for their hello, all addresses; beyond, the upgrade is refused 503. */
+export const MAX_PENDING = 64;
+/** `hello.maxFps` is clamped to this range (docs/remote.md §3). */
+export const FPS_RANGE = { min: 1, max: 240 } as const;
+/** `hello.maxBitrateKbps` is clamped to this range, in kbit/s (docs/remote.md §3). */
+export const BITRATE_KBPS_RANGE = { min: 100, max: 1_000_000 } as const;
+/** The longest timer the server arms for a client; a longer wait is re-checked when it fires. */
+export const MAX_TIMER_MS = 1000;
+
+/** A delay computed from a client's numbers, made safe for setTimeout: 0…MAX_TIMER_MS whole milliseconds. */
+export function timerDelay(ms: number): number {
+  return Number.isFinite(ms) ? Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(ms))) : MAX_TIMER_MS;
+}
 /** A client with frames in flight that has not acked for this long is disconnected. */
 export const ACK_TIMEOUT_MS = 10_000;
 /** Messages per second a client may send (a burst of as many is allowed); more is E_LIMIT. */
@@ -56,7 +72,7 @@ export const CloseCode = {
   NO_SURFACE: 4404,
   NO_CODEC: 4406,
   ACK_TIMEOUT: 4408,
-  /** Too many messages: over the per-client rate cap (E_LIMIT). */
+  /** Too many messages: over the per-client rate cap; or no viewer slot left at hello (E_LIMIT). */
   LIMIT: 4429,
   ENCODER: 4500,
 } as const;
@@ -175,11 +191,17 @@ const TOUCH_PHASES: ReadonlySet<string> = new Set(['down', 'move', 'up', 'cancel
 
 const malformed = (message: string): SurfaceLinkError => new SurfaceLinkError('E_MALFORMED', message);
 
-function optionalPositive(o: Record<string, unknown>, key: string): number | undefined {
+/** An optional positive rate, clamped to `range`; anything but a finite number > 0 is E_MALFORMED. */
+function optionalRate(
+  o: Record<string, unknown>,
+  key: string,
+  range: { readonly min: number; readonly max: number },
+): number | undefined {
   const v = o[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw malformed(`${key} must be a positive number`);
-  return v;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    throw malformed(`${key} must be a positive number (it is clamped to ${range.min}…${range.max})`);
+  return Math.min(range.max, Math.max(range.min, v));
 }
 
 function integerIn(o: Record<string, unknown>, key: string, min: number, max: number, what: string): number {
@@ -247,8 +269,8 @@ export function parseClientMessage(text: string | Buffer, byteLength: number): C
         name,
         codecs: o.codecs as string[],
         surface,
-        maxFps: optionalPositive(o, 'maxFps'),
-        maxBitrateKbps: optionalPositive(o, 'maxBitrateKbps'),
+        maxFps: optionalRate(o, 'maxFps', FPS_RANGE),
+        maxBitrateKbps: optionalRate(o, 'maxBitrateKbps', BITRATE_KBPS_RANGE),
       };
     }
     case 'ack': {

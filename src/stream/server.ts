@@ -18,13 +18,12 @@ import type { Duplex } from 'node:stream';
 import { EventEmitter } from 'eventemitter3';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SurfaceLinkError, invalidArgument, type ErrorCodeName } from '../errors.js';
-import type { Logger } from '../log.js';
-import { stderrLogger } from '../log.js';
+import { PeerLog, peerText, stderrLogger, type Logger } from '../log.js';
 import type { InputEvent } from '../input.js';
 import type { FrameTap, SurfaceServer } from '../server.js';
 import type { SharedSurface } from '../surface.js';
 import { probeH264, type H264Probe } from './h264.js';
-import { hostForUrl, isLoopback, listWebFiles, originAllowed, serveFile, tokenMatches } from './http.js';
+import { addressKey, hostForUrl, isLoopback, listWebFiles, originAllowed, serveFile, tokenMatches } from './http.js';
 import { isEvent, rateExceeded } from './input.js';
 import { STREAMABLE, SurfaceMirror } from './mirror.js';
 import {
@@ -34,6 +33,8 @@ import {
   HELLO_TIMEOUT_MS,
   INPUT_TYPES,
   MAX_MESSAGE_RATE,
+  MAX_PENDING,
+  MAX_PENDING_PER_ADDRESS,
   STREAM_PATH,
   SUBPROTOCOL,
   clockMs,
@@ -43,10 +44,16 @@ import {
   type HelloMessage,
   type InputMessage,
 } from './protocol.js';
-import { StreamSession } from './session.js';
-import type { StreamClientInfo, StreamServerEvents, StreamServerOptions } from './types.js';
+import { StreamSession, type PendingSlot } from './session.js';
+import type { StreamClientInfo, StreamServerEvents, StreamServerOptions, StreamServerStats } from './types.js';
 
-export type { StreamClientInfo, StreamServerEvents, StreamServerOptions, ViewerStats } from './types.js';
+export type {
+  StreamClientInfo,
+  StreamServerEvents,
+  StreamServerOptions,
+  StreamServerStats,
+  ViewerStats,
+} from './types.js';
 
 // Not `implements SessionOwner`: `fail` is tagged internal, so stripInternal removes it from the .d.ts, where
 // the clause would then fail to check. `new StreamSession(this, …)` still checks the shape.
@@ -79,6 +86,14 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
   private closedValue = false;
   private readonly tap: FrameTap;
   private readonly logger: Logger;
+  /** Log lines remote peers cause, rate-limited per address. */
+  private readonly peerLog: PeerLog;
+  /** Connections waiting for their hello, per address key (addressKey). */
+  private readonly pendingByAddress = new Map<string, number>();
+  private pendingCount = 0;
+  /** Sessions past a good hello (they hold viewer slots; pending connections never do). */
+  private authenticatedCount = 0;
+  private readonly counters = { refusedPerAddress: 0, refusedPending: 0, refusedClients: 0, helloTimeouts: 0 };
 
   private constructor(
     /** The SurfaceServer whose surfaces it streams. */
@@ -164,6 +179,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     this.sweepTimer = setInterval(() => this.sweep(), 1000);
     this.sweepTimer.unref();
     this.logger = settings.logger;
+    this.peerLog = new PeerLog(this.logger);
     // Local clients that offer stream.v1 on the unix socket are pointed here (docs/protocol.md §4.4).
     surfaceServer.attach('stream.v1', {
       wsUrl: this.wsUrl,
@@ -201,6 +217,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const maxClients = positive(options.maxClients ?? 16, 'maxClients');
     const ackTimeoutMs = positive(options.ackTimeoutMs ?? ACK_TIMEOUT_MS, 'ackTimeoutMs');
     const helloTimeoutMs = positive(options.helloTimeoutMs ?? HELLO_TIMEOUT_MS, 'helloTimeoutMs');
+    const maxPending = positive(options.maxPending ?? MAX_PENDING, 'maxPending');
+    const maxPendingPerAddress = positive(
+      options.maxPendingPerAddress ?? MAX_PENDING_PER_ADDRESS,
+      'maxPendingPerAddress',
+    );
     const webRoot = options.webRoot === undefined ? path.join(__dirname, '..', '..', 'web') : options.webRoot;
     const files = webRoot === null ? new Map<string, string>() : listWebFiles(webRoot);
 
@@ -232,7 +253,18 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return new StreamServer(
       surfaceServer,
       httpServer,
-      { maxFps, bitrateKbps, window, maxClients, tileLevel, ackTimeoutMs, helloTimeoutMs, maxMessageRate },
+      {
+        maxFps,
+        bitrateKbps,
+        window,
+        maxClients,
+        tileLevel,
+        ackTimeoutMs,
+        helloTimeoutMs,
+        maxMessageRate,
+        maxPending,
+        maxPendingPerAddress,
+      },
       {
         token,
         viewToken,
@@ -296,6 +328,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     return [...this.sessions].filter((s) => s.state === 'active').map((s) => s.info());
   }
 
+  /** Connections now, and what the connection budgets refused so far (docs/remote.md §2.1). */
+  get stats(): StreamServerStats {
+    return { pending: this.pendingCount, authenticated: this.authenticatedCount, ...this.counters };
+  }
+
   /** The H.264 encoder that h264 clients get, or null (and `availableCodecs` says why). */
   get h264Encoder(): string | null {
     return this.h264Probe?.encoder ?? null;
@@ -306,6 +343,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const refuse = (status: number, text: string): void => {
       socket.end(
         `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n` +
+          (status === 429 || status === 503 ? 'Retry-After: 1\r\n' : '') +
           `Content-Type: text/plain\r\nContent-Length: ${text.length + 1}\r\n\r\n${text}\n`,
       );
     };
@@ -322,13 +360,46 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       return refuse(403, 'origin not allowed');
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     if (!offered.includes(SUBPROTOCOL)) return refuse(400, `the WebSocket subprotocol must be ${SUBPROTOCOL}`);
-    if (this.sessions.size >= this.options.maxClients) return refuse(503, 'too many stream clients');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? '?'));
+    // Viewer slots are held by authenticated clients only; connections that have not said a good
+    // hello yet are bounded on their own, per address and in total, so they can never fill them.
+    if (this.authenticatedCount >= this.options.maxClients) {
+      this.counters.refusedClients++;
+      return refuse(503, `too many stream clients (maxClients ${this.options.maxClients})`);
+    }
+    const remoteAddress = req.socket.remoteAddress ?? '?';
+    const address = addressKey(remoteAddress);
+    if ((this.pendingByAddress.get(address) ?? 0) >= this.options.maxPendingPerAddress) {
+      this.counters.refusedPerAddress++;
+      return refuse(
+        429,
+        `too many connections from ${address} waiting for their hello ` +
+          `(maxPendingPerAddress ${this.options.maxPendingPerAddress})`,
+      );
+    }
+    if (this.pendingCount >= this.options.maxPending) {
+      this.counters.refusedPending++;
+      return refuse(503, `too many connections waiting for their hello (maxPending ${this.options.maxPending})`);
+    }
+    const slot: PendingSlot = { address, released: false };
+    this.pendingByAddress.set(address, (this.pendingByAddress.get(address) ?? 0) + 1);
+    this.pendingCount++;
+    // Whatever becomes of the upgrade (refused by ws, closed before or after its hello), the slot is freed.
+    socket.once('close', () => this.releasePending(slot));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, remoteAddress, slot));
+  }
+
+  private releasePending(slot: PendingSlot): void {
+    if (slot.released) return;
+    slot.released = true;
+    this.pendingCount--;
+    const n = (this.pendingByAddress.get(slot.address) ?? 1) - 1;
+    if (n > 0) this.pendingByAddress.set(slot.address, n);
+    else this.pendingByAddress.delete(slot.address);
   }
 
   // ---- sessions ----
 
-  private accept(ws: WebSocket, remoteAddress: string): void {
+  private accept(ws: WebSocket, remoteAddress: string, slot: PendingSlot): void {
     const session = new StreamSession(this, ws, remoteAddress, {
       maxFps: this.options.maxFps,
       bitrateKbps: this.options.bitrateKbps,
@@ -336,11 +407,12 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       tileLevel: this.options.tileLevel,
       maxMessageRate: this.options.maxMessageRate,
     });
+    session.pendingSlot = slot;
     this.sessions.add(session);
-    session.helloTimer = setTimeout(
-      () => this.fail(session, 'E_TIMEOUT', `no hello within ${this.options.helloTimeoutMs} ms`),
-      this.options.helloTimeoutMs,
-    );
+    session.helloTimer = setTimeout(() => {
+      this.counters.helloTimeouts++;
+      this.fail(session, 'E_TIMEOUT', `no hello within ${this.options.helloTimeoutMs} ms`);
+    }, this.options.helloTimeoutMs);
     ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(session, data, isBinary));
     ws.on('error', () => {
       /* a protocol violation or a reset; 'close' follows */
@@ -424,6 +496,15 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const full = tokenMatches(m.token, this.token);
     const viewOnly = this.viewToken !== null && tokenMatches(m.token, this.viewToken);
     if (!full && !viewOnly) throw new SurfaceLinkError('E_AUTH', 'wrong token');
+    // Authenticated: from pending to a viewer slot, if one is left.
+    if (this.authenticatedCount >= this.options.maxClients) {
+      this.counters.refusedClients++;
+      throw new SurfaceLinkError('E_LIMIT', `too many stream clients (maxClients ${this.options.maxClients})`);
+    }
+    if (session.pendingSlot) this.releasePending(session.pendingSlot);
+    session.pendingSlot = null;
+    session.authenticated = true;
+    this.authenticatedCount++;
     session.inputAllowed = full;
     session.name = m.name;
     const surface =
@@ -446,10 +527,12 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         ),
         { closeCode: CloseCode.NO_CODEC },
       );
+    // Both already clamped to their documented ranges (parseClientMessage).
     if (m.maxFps !== undefined) session.maxFps = Math.min(session.maxFps, m.maxFps);
     if (m.maxBitrateKbps !== undefined) {
       session.bitrateKbps = Math.min(session.bitrateKbps, m.maxBitrateKbps);
       session.tileKbps = m.maxBitrateKbps;
+      session.maxBitrateKbps = m.maxBitrateKbps;
     }
     const choice = this.chooseCodec(m.codecs);
     session.reason = choice.reason;
@@ -471,9 +554,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     if (session.state === 'closed') return;
     mirror.sessions.add(session);
     session.activate(mirror);
-    this.logger(
+    this.peerLog.log(
+      `stream ${addressKey(session.remoteAddress)}`,
       'info',
-      `stream client ${session.id} "${session.name}" from ${session.remoteAddress}: ${session.codec} ` +
+      `stream client ${session.id} "${peerText(session.name)}" from ${session.remoteAddress}: ${session.codec} ` +
         `— ${session.reason}`,
     );
     this.emit('client', session.info());
@@ -582,6 +666,12 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
 
   private detach(session: StreamSession, wasActive: boolean): void {
     session.dispose();
+    if (session.pendingSlot) this.releasePending(session.pendingSlot);
+    session.pendingSlot = null;
+    if (session.authenticated) {
+      session.authenticated = false;
+      this.authenticatedCount--;
+    }
     // What it held down is let go, so the producer is not left with a stuck key or button.
     const surface = session.mirror?.surface;
     if (surface && !surface.closed && !this.surfaceServer.closed)
@@ -609,9 +699,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       }
     }
     if (wasActive) {
-      this.logger(
+      this.peerLog.log(
+        `stream ${addressKey(session.remoteAddress)}`,
         'info',
-        `stream client ${session.id} "${session.name}" left (${session.goneCode}): ${session.goneMessage}`,
+        `stream client ${session.id} "${peerText(session.name)}" left (${session.goneCode}): ${session.goneMessage}`,
       );
       this.emit('clientGone', session.info(), { code: session.goneCode, message: session.goneMessage });
     }

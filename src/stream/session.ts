@@ -17,6 +17,7 @@ import {
   STREAM_VERSION,
   clockMs,
   stampSendMs,
+  timerDelay,
   writeFrameHeader,
   type Codec,
 } from './protocol.js';
@@ -40,6 +41,13 @@ interface InFlight {
   sentMs: number;
 }
 
+/** A connection counted as pending (no good hello yet), from its upgrade until it authenticates or closes. */
+export interface PendingSlot {
+  /** The address key it counts against (addressKey). */
+  readonly address: string;
+  released: boolean;
+}
+
 let nextSessionId = 1;
 
 /** One remote client. */
@@ -55,6 +63,10 @@ export class StreamSession implements StreamClientInfo {
   bitrateKbps: number;
   /** Tiles: a cap only when the client asked for one. */
   tileKbps = 0;
+  /** The client's `hello.maxBitrateKbps`, clamped; null if it gave none. */
+  maxBitrateKbps: number | null = null;
+  /** Past its hello with a good token: it holds a viewer slot (no longer a pending connection). */
+  authenticated = false;
   framesSent = 0;
   framesSkipped = 0;
   keyframes = 0;
@@ -68,6 +80,8 @@ export class StreamSession implements StreamClientInfo {
   private lastSequence = 0;
   private retryTimer: NodeJS.Timeout | null = null;
   helloTimer: NodeJS.Timeout | null = null;
+  /** Its place among the pending connections until its hello authenticates it (StreamServer). */
+  pendingSlot: PendingSlot | null = null;
   /** Size the client was last told about (welcome / resize). */
   private knownWidth = 0;
   private knownHeight = 0;
@@ -163,6 +177,7 @@ export class StreamSession implements StreamClientInfo {
       encoder,
       encoderPid,
       maxFps,
+      maxBitrateKbps,
       window,
       framesSent,
       framesSkipped,
@@ -183,6 +198,7 @@ export class StreamSession implements StreamClientInfo {
       encoder,
       encoderPid,
       maxFps,
+      maxBitrateKbps,
       window,
       framesSent,
       framesSkipped,
@@ -311,7 +327,7 @@ export class StreamSession implements StreamClientInfo {
    */
   private scheduleCursor(): void {
     if (this.cursorTimer || this.cursorInFlight || !this.cursorMovePending || this.state !== 'active') return;
-    this.cursorTimer = setTimeout(this.cursorFlushBound, Math.max(0, Math.ceil(this.nextCursorMs - clockMs())));
+    this.cursorTimer = setTimeout(this.cursorFlushBound, timerDelay(this.nextCursorMs - clockMs()));
   }
 
   private flushCursor(): void {
@@ -373,9 +389,12 @@ export class StreamSession implements StreamClientInfo {
     // While a replacement encoder starts, a further resize waits for it (pump() runs when it is up):
     // starting a second one at once would orphan the first.
     if (this.h264Restarting) return;
+    // A tile frame still compressing is of the size the client knows: it goes out (tileDone → transmit
+    // → pump) before a resize is announced, so nothing at the old size follows the `resize` message.
+    if (this.tiles && this.tileEncoder!.busy) return;
     if (mirror.width !== this.knownWidth || mirror.height !== this.knownHeight) return this.resized(mirror);
     if (this.tiles) {
-      if (!this.tiles.pending || this.tileEncoder!.busy) return;
+      if (!this.tiles.pending) return;
     } else if (!this.h264Dirty || !this.h264) return;
     const now = clockMs();
     // Sends keep to a grid of 1/maxFps, with a quarter period of slack: a producer presenting at
@@ -383,7 +402,8 @@ export class StreamSession implements StreamClientInfo {
     const period = 1000 / this.maxFps;
     const slack = period / 4;
     if (now < this.nextAllowedMs - slack) {
-      if (!this.retryTimer) this.retryTimer = setTimeout(this.retryBound, Math.ceil(this.nextAllowedMs - slack - now));
+      // Clamped: the wait comes from the client's maxFps / maxBitrateKbps; a longer one is re-checked when it fires.
+      if (!this.retryTimer) this.retryTimer = setTimeout(this.retryBound, timerDelay(this.nextAllowedMs - slack - now));
       return;
     }
     this.nextAllowedMs = Math.max(this.nextAllowedMs, now - slack) + period;

@@ -33,18 +33,41 @@ export interface StreamServerOptions {
   window?: number;
   /** Folder of the browser viewer; default the package's web/; null serves no pages. */
   webRoot?: string | null;
-  /** Most stream clients at once; default 16. */
+  /** Most stream clients at once (past a good hello; pending connections are bounded apart); default 16. */
   maxClients?: number;
   /** zlib level of the tile codec (1–9); default 1. */
   tileLevel?: number;
   /** A client with frames in flight and no ack for this long is disconnected; default 10000 ms. */
   ackTimeoutMs?: number;
-  /** A client that has not sent its hello by then is disconnected (E_TIMEOUT); default 5000 ms. */
+  /** A client that has not sent its hello by then is disconnected (E_TIMEOUT); default 2000 ms. */
   helloTimeoutMs?: number;
+  /**
+   * Connections still waiting for their hello from one address (IPv6: one /64); another is refused
+   * with HTTP 429. Default 8. They never take a `maxClients` slot.
+   */
+  maxPendingPerAddress?: number;
+  /** Connections still waiting for their hello, all addresses; another is refused with HTTP 503. Default 64. */
+  maxPending?: number;
   /** Server name sent in `welcome`; default the SurfaceServer's. */
   name?: string;
   /** Where log lines go; default warnings and errors to stderr. */
   logger?: Logger;
+}
+
+/** A StreamServer's connections and what its connection budgets refused (docs/remote.md §2.1). */
+export interface StreamServerStats {
+  /** Connections that have not yet said a good hello (they hold no viewer slot). */
+  readonly pending: number;
+  /** Clients past a good hello: the ones `maxClients` counts. */
+  readonly authenticated: number;
+  /** Upgrades refused (HTTP 429) because their address had `maxPendingPerAddress` connections pending. */
+  readonly refusedPerAddress: number;
+  /** Upgrades refused (HTTP 503) because `maxPending` connections were pending. */
+  readonly refusedPending: number;
+  /** Upgrades refused (HTTP 503) or hellos refused (E_LIMIT) because `maxClients` clients were connected. */
+  readonly refusedClients: number;
+  /** Connections closed because they sent no hello within `helloTimeoutMs` (E_TIMEOUT). */
+  readonly helloTimeouts: number;
 }
 
 /** What the viewer last reported about itself (`stats` messages). */
@@ -79,8 +102,10 @@ export interface StreamClientInfo {
   readonly encoder: string | null;
   /** The H.264 encoder's worker process, else null. */
   readonly encoderPid: number | null;
-  /** Its frame cap: the smaller of the server's and its own. */
+  /** Its frame cap: the smaller of the server's and its own (`hello.maxFps`, clamped to 1…240). */
   readonly maxFps: number;
+  /** The byte budget it asked for (`hello.maxBitrateKbps`, clamped to 100…1,000,000 kbit/s); null if none. */
+  readonly maxBitrateKbps: number | null;
   /** Frames it may have in flight (sent, not yet acked). */
   readonly window: number;
   /** Frames sent to it. */

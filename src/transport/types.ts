@@ -21,6 +21,11 @@ export interface PeerIdentity {
   readonly uid: number;
   /** The user in the transport's own terms: `uid 1000`, or a Windows SID. */
   readonly user: string;
+  /**
+   * macOS: the peer's audit token (LOCAL_PEERTOKEN, 32 bytes), which names one process for its
+   * whole life (unlike a pid); what iosurface.v1's courier compares a mach message's sender with.
+   */
+  readonly auditToken?: Uint8Array;
 }
 
 /** Who may connect, and who may be connected to. Both sides always allow their own user. */

@@ -62,7 +62,7 @@ export function ensurePrivateDir(dir: string): void {
 function peerOf(native: NativeChannel): PeerIdentity {
   const p = native.peer;
   const uid = p?.uid ?? -1;
-  return { pid: p?.pid ?? -1, uid, user: `uid ${uid}` };
+  return { pid: p?.pid ?? -1, uid, user: `uid ${uid}`, ...(p?.auditToken ? { auditToken: p.auditToken } : {}) };
 }
 
 function frame(native: NativeChannel): FramedChannel<NativeFd> {

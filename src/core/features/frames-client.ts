@@ -11,7 +11,7 @@ import { Frame, ImportedSurfaceBuffer, type FrameOwner } from '../../frame.js';
 import { bufferKey, closeHandles, type OsHandle } from '../../handles.js';
 import { monotonicNs } from '../../host.js';
 import { asOsHandle } from '../../mechanisms/external.js';
-import { ImportRefused, type ConsumerBuffer, type Mechanism } from '../../mechanisms/types.js';
+import { ImportRefused, type ConsumerBuffer, type CourierClient, type Mechanism } from '../../mechanisms/types.js';
 import type { NativeFd } from '../../native/index.js';
 import {
   readFrame,
@@ -21,6 +21,7 @@ import {
   readSurfaceGone,
   writeImportFailed,
   writeRelease,
+  type ScanoutBody,
 } from '../../protocol/codec.js';
 import { MAX_HANDLES, MessageType } from '../../protocol/constants.js';
 import { validateDamage } from '../../protocol/validate.js';
@@ -40,11 +41,15 @@ export interface FramesClientHost {
   readonly offered: readonly Mechanism[];
   /** Formats × modifiers declared for mechanisms that negotiate formats. */
   readonly declared: FormatSet | undefined;
+  /** The session's handle courier, for a mechanism whose handles the transport cannot carry; else null. */
+  readonly courier: CourierClient | null;
   switchMechanism(mechanism: Mechanism, reason: string): void;
   hasFrameListeners(): boolean;
   emitFrame(frame: Frame): void;
   emitSurfaceGone(surfaceId: number): void;
   emitImportFailed(error: SurfaceLinkError): void;
+  /** A local, non-fatal problem (E_TRUNCATED: a buffer whose memory shrank was dropped). */
+  emitWarning(error: SurfaceLinkError): void;
   fail(code: SurfaceLinkError['code'], message: string, tellServer: boolean): void;
 }
 
@@ -60,7 +65,10 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
     [MessageType.MECHANISM, 0],
   ]);
   private readonly imports = new Map<number, Map<number, ImportedSurfaceBuffer>>();
-  /** Buffers we told the server we could not import; their FRAMEs (already in flight) are released unseen. */
+  /**
+   * Buffers we told the server we could not import, or dropped because their memory shrank under the
+   * mapping (E_TRUNCATED): their FRAMEs are released unseen.
+   */
   private readonly failedImports = new Map<number, Set<number>>();
 
   constructor(private readonly host: FramesClientHost) {}
@@ -81,6 +89,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       case MessageType.RETIRE: {
         const { surfaceId, bufferId } = readRetire(view, start, length);
         const b = this.imports.get(surfaceId)?.get(bufferId);
+        this.failedImports.get(surfaceId)?.delete(bufferId);
         if (b) {
           b.retired = true;
           this.imports.get(surfaceId)?.delete(bufferId);
@@ -116,7 +125,27 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         'E_UNEXPECTED',
         `SCANOUT on a ${mechanism?.name} connection, which carries no handles`,
       );
-    const desc = readScanout(view, start, length, handles.length);
+    const courier = this.host.courier;
+    if (courier !== null) {
+      // A courier mechanism's SCANOUT declares no handles: they came ahead of it (docs/protocol.md §9.1.3).
+      if (handles.length > 0) {
+        closeHandles(handles);
+        throw new SurfaceLinkError('E_HANDLE_COUNT', `a ${mechanism.name} SCANOUT carries no handles on the socket`);
+      }
+      try {
+        handles = courier.collect();
+      } catch (error) {
+        // Nothing to import: reported like a failed import, so the server falls back to the next offer.
+        return this.importFailed(readScanout(view, start, length, MAX_HANDLES), SurfaceLinkError.fromNative(error));
+      }
+    }
+    let desc: ScanoutBody;
+    try {
+      desc = readScanout(view, start, length, handles.length);
+    } catch (error) {
+      if (courier !== null) closeHandles(handles);
+      throw error;
+    }
     const format = formatByFourcc(desc.format);
     if (!format) throw new SurfaceLinkError('E_UNSUPPORTED_FORMAT', `unknown DRM format 0x${desc.format.toString(16)}`);
     if (desc.orientation > 1)
@@ -134,14 +163,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       // server, which falls back to another mechanism.
       if (e.code !== 'E_SYSTEM' && !(e instanceof ImportRefused)) throw e;
       closeHandles(handles);
-      let failed = this.failedImports.get(desc.surfaceId);
-      if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
-      failed.add(desc.bufferId);
-      this.host.channel.send(
-        writeImportFailed(this.host.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode[e.code], e.message),
-      );
-      this.host.emitImportFailed(e);
-      return;
+      return this.importFailed(desc, e);
     }
     let perSurface = this.imports.get(desc.surfaceId);
     if (!perSurface) this.imports.set(desc.surfaceId, (perSurface = new Map()));
@@ -162,6 +184,17 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         imported,
       ),
     );
+  }
+
+  /** Tells the server this buffer could not be imported (it falls back); its FRAMEs are released unseen. */
+  private importFailed(desc: ScanoutBody, e: SurfaceLinkError): void {
+    let failed = this.failedImports.get(desc.surfaceId);
+    if (!failed) this.failedImports.set(desc.surfaceId, (failed = new Set()));
+    failed.add(desc.bufferId);
+    this.host.channel.send(
+      writeImportFailed(this.host.channel.writer, desc.surfaceId, desc.bufferId, ErrorCode[e.code], e.message),
+    );
+    this.host.emitImportFailed(e);
   }
 
   private onFrame(view: DataView, start: number, length: number, fence: OsHandle | undefined): void {
@@ -189,6 +222,10 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
     }
     if (buffer.held) throw new SurfaceLinkError('E_UNEXPECTED', `FRAME for buffer ${f.bufferId}, which we still hold`);
     validateDamage(f.damage, buffer.width, buffer.height);
+    if (this.dropIfTruncated(buffer)) {
+      this.host.channel.send(writeRelease(this.host.channel.writer, f.surfaceId, f.bufferId, f.sequence));
+      return;
+    }
     buffer.held = true;
     const frame = new Frame(
       this,
@@ -247,6 +284,33 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         fence ? [fence] : undefined,
       );
     if (buffer.retired || !this.host.active) buffer.close();
+    else this.dropIfTruncated(buffer);
+  }
+
+  /**
+   * Drops a buffer whose memory shrank under our mapping (a shm object its producer, or another
+   * client holding the fd, truncated): the SIGBUS guard made the mapping read zeros instead of
+   * crashing us. Checked when a frame of it is released and when the next one arrives; the buffer
+   * is forgotten (later FRAMEs of it are released unseen) and E_TRUNCATED is reported as a warning.
+   * The session goes on: the server retires a truncated buffer of its own pool.
+   */
+  private dropIfTruncated(buffer: ImportedSurfaceBuffer): boolean {
+    if (!buffer.imported.truncated?.()) return false;
+    const perSurface = this.imports.get(buffer.surfaceId);
+    if (perSurface?.get(buffer.bufferId) === buffer) perSurface.delete(buffer.bufferId);
+    let failed = this.failedImports.get(buffer.surfaceId);
+    if (!failed) this.failedImports.set(buffer.surfaceId, (failed = new Set()));
+    failed.add(buffer.bufferId);
+    buffer.retired = true;
+    if (!buffer.held) buffer.close();
+    this.host.emitWarning(
+      new SurfaceLinkError(
+        'E_TRUNCATED',
+        `buffer ${buffer.bufferId} of surface ${buffer.surfaceId} shrank under its mapping (the shm object was ` +
+          `truncated by another process); it read zeros and was dropped`,
+      ),
+    );
+    return true;
   }
 
   private dropSurface(surfaceId: number): void {

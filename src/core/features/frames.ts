@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import type { SurfaceBuffer } from '../../buffer.js';
 import { SurfaceLinkError, errorCodeName, type ErrorCodeName } from '../../errors.js';
 import type { OsHandle } from '../../handles.js';
-import type { Logger } from '../../log.js';
+import { peerText, type Logger } from '../../log.js';
 import { isRefusal, type BufferExport } from '../../mechanisms/types.js';
 import {
   checkRelease,
@@ -114,12 +114,12 @@ export class FramesServer implements ServerFeature {
     }
     const report = readImportFailed(view, start, length);
     const code = errorCodeName(report.code);
-    this.host.logger(
+    session.log(
       'warn',
       `client ${session.id} could not import buffer ${report.bufferId} of surface ${report.surfaceId} ` +
-        `via ${session.mechanism?.name} (${code}): ${report.reason}`,
+        `via ${session.mechanism?.name} (${code}): ${peerText(report.reason)}`,
     );
-    this.fallBack(session, code, report.reason);
+    this.fallBack(session, code, peerText(report.reason));
   }
 
   private state(session: ServerSession, surface: SharedSurface): SurfaceState {
@@ -183,7 +183,7 @@ export class FramesServer implements ServerFeature {
     session.adopt(next, `fell back from ${session.offers[current]?.name} after ${code}: ${reason}`);
     this.forgetBuffers(session);
     for (const st of this.clients.get(session)?.values() ?? []) st.needsFull = true;
-    this.host.logger('info', `client ${session.id}: ${next.mechanism.name} — ${session.reason}`);
+    session.log('info', `client ${session.id}: ${next.mechanism.name} — ${session.reason}`);
     if (!session.send(writeMechanism(session.channel.writer, next.mechanism.name, session.reason))) return false;
     this.host.mechanismChanged(session);
     return true;
@@ -215,7 +215,7 @@ export class FramesServer implements ServerFeature {
     }
     const ch = session.channel;
     if (!buffer.knownBy.has(session)) {
-      if (!session.send(this.scanout(session, surface, buffer, exp), exp.handles)) return;
+      if (!this.sendScanout(session, surface, buffer, exp)) return;
       buffer.knownBy.add(session);
     }
     // Damage is relative to the last frame this client saw: everything it skipped is included.
@@ -253,7 +253,35 @@ export class FramesServer implements ServerFeature {
     session.framesDelivered++;
   }
 
-  private scanout(session: ServerSession, surface: SharedSurface, buffer: SurfaceBuffer, exp: BufferExport): number {
+  /**
+   * The SCANOUT with its handles on the channel; for a mechanism whose handles travel by courier
+   * (iosurface.v1), the courier gets them first and the SCANOUT declares none.
+   */
+  private sendScanout(session: ServerSession, surface: SharedSurface, buffer: SurfaceBuffer, exp: BufferExport) {
+    const courier = session.courier;
+    if (courier === null)
+      return session.send(this.scanout(session, surface, buffer, exp, exp.handles.length), exp.handles);
+    try {
+      courier.deliver(exp.handles);
+    } catch (error) {
+      const e = SurfaceLinkError.fromNative(error);
+      session.disconnect(
+        e.code,
+        `surface ${surface.id}: its buffer's handles could not be delivered: ${e.message}`,
+        true,
+      );
+      return false;
+    }
+    return session.send(this.scanout(session, surface, buffer, exp, 0));
+  }
+
+  private scanout(
+    session: ServerSession,
+    surface: SharedSurface,
+    buffer: SurfaceBuffer,
+    exp: BufferExport,
+    handles: number,
+  ): number {
     return writeScanout(
       session.channel.writer,
       {
@@ -273,7 +301,7 @@ export class FramesServer implements ServerFeature {
           size: p.layout.size,
         })),
       },
-      exp.handles.length,
+      handles,
     );
   }
 

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCode, SurfaceLinkError, type ErrorCodeName } from '../../errors.js';
 import type { OsHandle } from '../../handles.js';
 import type { InputEvent, InputMode, InputSource } from '../../input.js';
-import type { Logger } from '../../log.js';
+import { peerText, type Logger } from '../../log.js';
 import { bodyI32, bodyU32, checkBody, writeError, writeInputMode } from '../../protocol/codec.js';
 import {
   BUTTON_MAX,
@@ -188,7 +188,7 @@ export class InputServer implements ServerFeature {
     if (!st.allowed) {
       if (st.refusedTold) return;
       st.refusedTold = true;
-      this.host.logger('warn', `client ${session.id} (${session.name}) may not send input; its input is dropped`);
+      session.log('warn', `client ${session.id} (${peerText(session.name)}) may not send input; its input is dropped`);
       session.send(
         writeError(
           session.channel.writer,
