@@ -272,7 +272,7 @@ export class ServerSession implements MessageHandler {
   /** Takes a negotiated (or fallback) mechanism choice. */
   adopt(choice: MechanismChoice, reason = choice.reason): void {
     // A fallback never goes to a courier mechanism (they are HELLO-only): the old courier ends here.
-    if (this.courier && choice.mechanism !== this.mechanism) {
+    if (this.courier && this.mechanism !== null && choice.mechanism !== this.mechanism) {
       this.courier.close();
       this.courier = null;
     }

@@ -399,7 +399,7 @@ function courierServer(peer: PeerIdentity): CourierServer {
 
 /** Client side: binds to the server's service with the nonce, then takes each SCANOUT's ports in order. */
 function courierClient(welcome: WelcomeInfo): CourierClient {
-  const { machService, machNonce } = welcome as WelcomeInfo & { machService: string; machNonce: string };
+  const { machService, machNonce } = welcome.extra as { machService: string; machNonce: string };
   let connection: NativeMachClient;
   try {
     connection = native().machConnect(machService, Buffer.from(machNonce, 'hex'));
@@ -451,7 +451,7 @@ export const iosurfaceMechanism: Mechanism = {
   accept: () => ({}),
   allocate: (request) => surfaceBacking(request, false),
   checkWelcome(welcome) {
-    const w = welcome as WelcomeInfo & { machService?: unknown; machNonce?: unknown };
+    const w = welcome.extra ?? {};
     if (typeof w.machService !== 'string' || w.machService.length === 0 || w.machService.length > 127)
       throw new SurfaceLinkError('E_MALFORMED', 'WELCOME for iosurface.v1 needs machService (a bootstrap name)');
     if (typeof w.machNonce !== 'string' || !/^[0-9a-f]{32}$/.test(w.machNonce))

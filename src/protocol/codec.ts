@@ -144,6 +144,11 @@ export interface WelcomeInfo {
   stream?: StreamEndpoint;
   /** The session features granted; present only when HELLO named features (§4.5). */
   features?: string[];
+  /**
+   * The chosen mechanism's own WELCOME keys, as received (iosurface.v1: `machService`, `machNonce`,
+   * docs/protocol.md §9.1.3); the mechanism's `checkWelcome` validates them. Absent when there are none.
+   */
+  extra?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -591,6 +596,8 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
     stream = { wsUrl: s.wsUrl, token: s.token, url: s.url, codecs: s.codecs as string[] };
   }
   const features = o.features === undefined ? undefined : nameList(o.features, 'WELCOME: features', 0);
+  const extraKeys = Object.keys(o).filter((k) => !WELCOME_KEYS.has(k));
+  const extra = extraKeys.length > 0 ? Object.fromEntries(extraKeys.map((k) => [k, o[k]])) : undefined;
   return {
     version,
     info: {
@@ -609,9 +616,13 @@ export function readWelcome(view: DataView, start: number, length: number): { ve
       },
       ...(stream ? { stream } : {}),
       ...(features ? { features } : {}),
+      ...(extra ? { extra } : {}),
     },
   };
 }
+
+/** The keys of WELCOME this codec reads itself; any other is the chosen mechanism's (`WelcomeInfo.extra`). */
+const WELCOME_KEYS = new Set(['server', 'clientId', 'mechanism', 'reason', 'rejected', 'limits', 'stream', 'features']);
 
 export function readError(
   view: DataView,

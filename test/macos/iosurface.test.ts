@@ -75,7 +75,7 @@ describe('macOS: IOSurface sharing', function () {
       a.close();
       expect(own).to.be.instanceOf(Buffer);
       const server = courierServerFor({ pid: process.pid, uid: 0, user: 'self', auditToken: own });
-      const client = courierClientFor(server.welcome as unknown as WelcomeInfo);
+      const client = courierClientFor({ extra: server.welcome } as unknown as WelcomeInfo);
       const s = darwinNative().createIOSurface({
         width: 16,
         height: 16,
@@ -105,7 +105,7 @@ describe('macOS: IOSurface sharing', function () {
     it("refuses a process that is not the socket's peer, even with the nonce", () => {
       const stranger = { pid: 1, uid: 0, user: 'launchd', auditToken: randomBytes(32) };
       const server = courierServerFor(stranger);
-      const client = courierClientFor(server.welcome as unknown as WelcomeInfo);
+      const client = courierClientFor({ extra: server.welcome } as unknown as WelcomeInfo);
       const s = darwinNative().createIOSurface({
         width: 16,
         height: 16,

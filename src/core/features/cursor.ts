@@ -10,7 +10,8 @@
 import { fdHandle, closeHandle, type OsHandle } from '../../handles.js';
 import type { Logger } from '../../log.js';
 import { readOnlySectionOf } from '../../mechanisms/winshm.js';
-import { linuxNative } from '../../native/index.js';
+import { shmBacking } from '../../mechanisms/shm.js';
+import { linuxNative, loadNative, type DarwinAddon, type LinuxAddon } from '../../native/index.js';
 import { writeCursorMove, writeCursorShape } from '../../protocol/codec.js';
 import type { SharedSurface } from '../../surface.js';
 import type { ServerSession } from '../session.js';
@@ -162,18 +163,21 @@ export class CursorServer implements ServerFeature {
     this.dropImage(surface);
     const image = c.image!;
     const size = image.width * image.height * 4;
-    // Rows of width × 4 bytes, no padding: a memfd sealed against shrinking and growing (createMemfd),
-    // on Windows a section clients can only map for reading.
+    // Rows of width × 4 bytes, no padding; on Windows a section clients can only map for reading.
     if (process.platform === 'win32') {
       const handle = readOnlySectionOf(image.pixels.subarray(0, size), `the cursor image of surface ${surface.id}`);
       this.images.set(surface, { serial: c.serial, handle });
       return handle;
     }
-    const fd = linuxNative().createMemfd(`surfacelink-cursor-${surface.id}`, size);
+    // shm.v1's backing, exactly `size` bytes: a sealed memfd on Linux, a shm_open object on macOS (clients
+    // check either as shm.v1 checks a buffer).
+    const posix = loadNative() as LinuxAddon | DarwinAddon;
+    const label = `surfacelink-cursor-${surface.id}`;
+    const fd = shmBacking() === 'memfd' ? linuxNative().createMemfd(label, size) : posix.createShm(label, size);
     try {
       const memory = fd.map(0, size, 'shared');
       new Uint8Array(memory).set(image.pixels.subarray(0, size));
-      linuxNative().unmap(memory);
+      posix.unmap(memory);
     } catch (error) {
       fd.close();
       throw error;

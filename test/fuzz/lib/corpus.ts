@@ -57,7 +57,12 @@ export function saveCorpus(entry: CorpusEntry): string {
 export function planFromEntry(entry: UnixCorpusEntry): SessionPlan {
   return {
     seed: entry.seed ?? 1,
-    sends: entry.sends.map((s) => ({ bytes: Buffer.from(s.hex, 'hex'), fds: s.fds, boundary: true, yieldBefore: false })),
+    sends: entry.sends.map((s) => ({
+      bytes: Buffer.from(s.hex, 'hex'),
+      fds: s.fds,
+      boundary: true,
+      yieldBefore: false,
+    })),
     reaction: { release: 0, mutate: 0, fence: 0 },
     lingerMs: 20,
     closeMidMessage: false,

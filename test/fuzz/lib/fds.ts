@@ -28,7 +28,7 @@ const O_CLOEXEC = 0o2000000;
 function pipeEnd(): NativeFd {
   if (!pipe2) {
     const koffi = require('koffi') as typeof import('koffi');
-    pipe2 = koffi.load('libc.so.6').func('int pipe2(_Out_ int *fds, int flags)') as typeof pipe2;
+    pipe2 = koffi.load('libc.so.6').func('int pipe2(_Out_ int *fds, int flags)') as unknown as typeof pipe2;
   }
   const ends = new Int32Array(2);
   if (pipe2!(ends, O_CLOEXEC) !== 0) throw new Error('pipe2 failed');

@@ -134,8 +134,11 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     });
     const bystander = group.spawn('client.ts');
     await bystander.call('connect', { path: group.socketPath, name: BYSTANDER_NAME, releaseMode: 'auto' });
+    let stopping = false;
     const goneEvent = server.waitEvent('bystanderGone', () => true, 24 * 3600 * 1000).catch(() => null);
-    void goneEvent.then((g) => (report.bystander.gone = g));
+    void goneEvent.then((g) => {
+      if (!stopping) report.bystander.gone = g;
+    });
 
     // The machine's own noise: an idle producer (only the bystander connected).
     await server.call('phase', { name: 'idle-before' });
@@ -143,6 +146,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     report.idle.push((await server.call('phase', { name: 'fuzz' })).intervals);
     const base = await server.call('stats');
     report.fds.baseline = base.fds;
+    const baseTargets = new Set<string>(base.fdTargets);
     report.rss.baseline = base.rss;
     o.log(
       `idle producer: present interval p50 ${report.idle[0].p50.toFixed(1)} ms, ` +
@@ -169,7 +173,11 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       });
     }
     if (wsCorpus.length && wsWorkers.length) {
-      const r = await wsWorkers[0].call('replay', { wsUrl: info.wsUrl, token: info.token, entries: wsCorpus.map((c) => c.entry) });
+      const r = await wsWorkers[0].call('replay', {
+        wsUrl: info.wsUrl,
+        token: info.token,
+        entries: wsCorpus.map((c) => c.entry),
+      });
       r.results.forEach((res: { violations: string[] }, i: number) => {
         report.corpus.replayed++;
         if (res.violations.length) report.corpus.failed.push({ file: wsCorpus[i].file, violations: res.violations });
@@ -237,7 +245,11 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       after = await server.call('stats');
     }
     report.fds.after = after.fds;
-    if (after.fds !== report.fds.baseline) report.fds.afterTargets = after.fdTargets;
+    if (after.fds !== report.fds.baseline)
+      report.fds.afterTargets = [
+        ...after.fdTargets.filter((t: string) => !baseTargets.has(t)).map((t: string) => `+${t}`),
+        ...[...baseTargets].filter((t) => !after.fdTargets.includes(t)).map((t) => `-${t}`),
+      ];
     report.rss.after = after.rss;
     report.rss.max = after.maxRss;
     report.server.suspicious = after.suspicious;
@@ -263,6 +275,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       framesSkipped: after.bystander.framesSkipped,
       late: after.bystander.late,
     });
+    stopping = true;
     await server.call('stop');
   } finally {
     report.server.crashed = crashed;
@@ -297,7 +310,8 @@ export function judgeReport(r: FuzzReport, periodMs: number): string[] {
     failures.push(`server fds ${r.fds.after}, baseline ${r.fds.baseline}: ${r.fds.afterTargets.join(' ')}`);
   if (r.bystander.gone) failures.push(`the bystander was disconnected: ${JSON.stringify(r.bystander.gone)}`);
   if (r.bystander.gaps.length) failures.push(`the bystander missed frames: ${r.bystander.gaps.join(',')}`);
-  if (r.bystander.framesSkipped !== 0) failures.push(`the server skipped ${r.bystander.framesSkipped} bystander frames`);
+  if (r.bystander.framesSkipped !== 0)
+    failures.push(`the server skipped ${r.bystander.framesSkipped} bystander frames`);
   if (r.bystander.released !== r.bystander.presented)
     failures.push(`the bystander released ${r.bystander.released}, presented ${r.bystander.presented}`);
   if (r.bystander.lastSequence !== r.bystander.presented)

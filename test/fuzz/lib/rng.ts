@@ -47,16 +47,18 @@ export class Rng {
 
   /** A u32 that is often on an edge (0, 1, 2^31, 2^32-1, small, near limits). */
   edgeU32(): number {
-    return this.weighted<() => number>([
-      [3, () => 0],
-      [3, () => 1],
-      [2, () => 0xffffffff],
-      [2, () => 0x80000000],
-      [2, () => 0x7fffffff],
-      [4, () => this.int(64)],
-      [2, () => 65535 + this.range(-2, 2)],
-      [4, () => this.int(0x100000000)],
-    ])() >>> 0;
+    return (
+      this.weighted<() => number>([
+        [3, () => 0],
+        [3, () => 1],
+        [2, () => 0xffffffff],
+        [2, () => 0x80000000],
+        [2, () => 0x7fffffff],
+        [4, () => this.int(64)],
+        [2, () => 65535 + this.range(-2, 2)],
+        [4, () => this.int(0x100000000)],
+      ])() >>> 0
+    );
   }
 
   bytes(n: number): Buffer {

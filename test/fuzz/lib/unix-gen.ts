@@ -105,11 +105,14 @@ const MECHANISM_NAMES = ['shm.v1', 'stream.v1', 'dmabuf.v1', 'iosurface.v1', 'wi
 const FEATURE_NAMES = ['frames.v1', 'input.v1', 'cursor.v1', 'later.v2'];
 const CODES = Object.values(ErrorCode);
 
-function surfaceId(rng: Rng): number {
+function surfaceId(rng: Rng, hostile: boolean): number {
+  if (!hostile)
+    return rng.weighted([
+      [90, FUZZ_SURFACES.live.id],
+      [6, FUZZ_SURFACES.idle.id],
+      [4, FUZZ_SURFACES.gone.id],
+    ] as const);
   return rng.weighted<() => number>([
-    [70, () => FUZZ_SURFACES.live.id],
-    [8, () => FUZZ_SURFACES.idle.id],
-    [5, () => FUZZ_SURFACES.gone.id],
     [4, () => 0],
     [4, () => 4],
     [3, () => rng.edgeU32()],
@@ -205,7 +208,15 @@ function hello(rng: Rng, tag: string): Msg {
   ] as const);
   const info = helloInfo(rng, tag, kind === 'bad-json-field');
   let [min, max] = [1, 1];
-  if (kind === 'version') [min, max] = rng.pick([[0, 0], [2, 3], [0, 1], [1, 5], [3, 1], [65535, 65535]] as const);
+  if (kind === 'version')
+    [min, max] = rng.pick([
+      [0, 0],
+      [2, 3],
+      [0, 1],
+      [1, 5],
+      [3, 1],
+      [65535, 65535],
+    ] as const);
   const n = writeHello(writer, min, max, info as unknown as HelloInfo);
   const bytes = take(n);
   if (kind === 'not-json' || kind === 'not-object') {
@@ -221,13 +232,17 @@ function hello(rng: Rng, tag: string): Msg {
   return { bytes, fds: [], note: `HELLO ${kind} v${min}..${max}` };
 }
 
-function inRange(rng: Rng, lo: number, hi: number, edges: number[]): number {
-  return rng.chance(0.92) ? rng.range(lo, hi) : rng.pick(edges);
+/** One message: benign (taken, ignored or warned about, never fatal) unless `hostile`. */
+function message(rng: Rng, tag: string, valid = false): Msg {
+  if (valid) return validInput(rng);
+  return rng.chance(0.97) ? benign(rng) : hostile(rng, tag);
 }
 
-/** One message of any type, valid in shape (the codec's writer) with values mostly in range. */
-function message(rng: Rng, tag: string): Msg {
+/** Input of every kind to every surface, positions sometimes outside the picture; RELEASEs that are ignored. */
+function benign(rng: Rng): Msg {
   const live = FUZZ_SURFACES.live;
+  const sid = surfaceId(rng, false);
+  const pos = (max: number): number => (rng.chance(0.97) ? rng.int(max) : rng.pick([max, max + 1, 0xffffffff]));
   const kind = rng.weighted([
     [14, 'KEY'],
     [14, 'POINTER'],
@@ -235,61 +250,105 @@ function message(rng: Rng, tag: string): Msg {
     [8, 'BUTTON'],
     [6, 'SCROLL'],
     [8, 'TOUCH'],
-    [4, 'RELEASE'],
-    [1, 'IMPORT_FAILED'],
-    [2, 'ERROR'],
-    [3, 'SERVER'],
-    [2, 'UNKNOWN'],
-    [1, 'HELLO'],
+    [1, 'RELEASE'],
+    [1, 'ERROR'],
   ] as const);
   let n = 0;
   switch (kind) {
     case 'KEY':
-      n = writeKey(writer, surfaceId(rng), inRange(rng, 1, 0x2ff, [0, 0x300, 0xffffffff]), rng.chance(0.5));
-      if (rng.chance(0.03)) writer.bytes.writeUInt32LE(rng.pick([2, 0xffffffff]), 16);
+      n = writeKey(writer, sid, rng.chance(0.9) ? rng.range(1, 40) : rng.pick([1, 0x2ff]), rng.chance(0.5));
       break;
     case 'POINTER':
-      n = writePointer(
-        writer,
-        surfaceId(rng),
-        inRange(rng, 0, live.width - 1, [live.width, 0xffffffff, 1 << 31]),
-        inRange(rng, 0, live.height - 1, [live.height, 65535]),
-      );
+      n = writePointer(writer, sid, pos(live.width), pos(live.height));
+      break;
+    case 'MOTION':
+      n = writeMotion(writer, sid, rng.pick([rng.range(-9, 9), 16384, -16384]), rng.range(-9, 9));
+      break;
+    case 'BUTTON':
+      n = writeButton(writer, sid, rng.range(0x110, 0x117), rng.chance(0.5));
+      break;
+    case 'SCROLL':
+      n = writeScroll(writer, sid, rng.pick([0, 1, -1, 1024, -1024]), rng.range(-3, 3));
+      break;
+    case 'TOUCH':
+      n = writeTouch(writer, sid, rng.int(4), rng.int(16), pos(live.width), pos(live.height));
+      break;
+    case 'RELEASE':
+      // A surface no client has state for (never presented, or closed): ignored (§3.6 step 2).
+      n = writeRelease(writer, rng.pick([FUZZ_SURFACES.idle.id, FUZZ_SURFACES.gone.id]), rng.int(9), rng.int(99));
+      break;
+    case 'ERROR':
+      n = writeError(writer, rng.pick(CODES), false, text(rng, 300));
+      break;
+  }
+  return { bytes: take(n), fds: [], note: kind };
+}
+
+function inRange(rng: Rng, lo: number, hi: number, edges: number[]): number {
+  return rng.chance(0.5) ? rng.range(lo, hi) : rng.pick(edges);
+}
+
+/** One message that the spec makes fatal, or nearly: out of range, bad surface, wrong type, wrong time. */
+function hostile(rng: Rng, tag: string): Msg {
+  const live = FUZZ_SURFACES.live;
+  const surface = (): number => (rng.chance(0.5) ? live.id : surfaceId(rng, true));
+  const kind = rng.weighted([
+    [6, 'KEY'],
+    [4, 'POINTER'],
+    [4, 'MOTION'],
+    [4, 'BUTTON'],
+    [4, 'SCROLL'],
+    [4, 'TOUCH'],
+    [6, 'RELEASE'],
+    [3, 'IMPORT_FAILED'],
+    [4, 'ERROR'],
+    [6, 'SERVER'],
+    [4, 'UNKNOWN'],
+    [2, 'HELLO'],
+  ] as const);
+  let n = 0;
+  switch (kind) {
+    case 'KEY':
+      n = writeKey(writer, surface(), inRange(rng, 1, 0x2ff, [0, 0x300, 0xffffffff]), rng.chance(0.5));
+      if (rng.chance(0.3)) writer.bytes.writeUInt32LE(rng.pick([2, 0xffffffff]), 16);
+      break;
+    case 'POINTER':
+      n = writePointer(writer, surface(), rng.edgeU32(), rng.edgeU32());
       break;
     case 'MOTION':
       n = writeMotion(
         writer,
-        surfaceId(rng),
+        surface(),
         inRange(rng, -16384, 16384, [16385, -16385, 2 ** 31 - 1, -(2 ** 31)]),
         inRange(rng, -50, 50, [16385, -16385]),
       );
       break;
     case 'BUTTON':
-      n = writeButton(writer, surfaceId(rng), inRange(rng, 0x110, 0x117, [0x10f, 0x118, 0]), rng.chance(0.5));
-      if (rng.chance(0.03)) writer.bytes.writeUInt32LE(rng.pick([2, 0xffffffff]), 16);
+      n = writeButton(writer, surface(), inRange(rng, 0x110, 0x117, [0x10f, 0x118, 0]), rng.chance(0.5));
+      if (rng.chance(0.3)) writer.bytes.writeUInt32LE(rng.pick([2, 0xffffffff]), 16);
       break;
     case 'SCROLL':
-      n = writeScroll(writer, surfaceId(rng), inRange(rng, -1024, 1024, [1025, -1025]), inRange(rng, -3, 3, [4096]));
+      n = writeScroll(writer, surface(), inRange(rng, -1024, 1024, [1025, -1025]), inRange(rng, -3, 3, [4096]));
       break;
     case 'TOUCH':
       n = writeTouch(
         writer,
-        surfaceId(rng),
+        surface(),
         inRange(rng, 0, 3, [4, 0xffffffff]),
         inRange(rng, 0, 15, [16, 0xffffffff]),
-        inRange(rng, 0, live.width - 1, [live.width, 0x7fffffff]),
-        inRange(rng, 0, live.height - 1, [live.height]),
+        rng.edgeU32(),
+        rng.edgeU32(),
       );
       break;
     case 'RELEASE':
       // Values no FRAME carries (sequence 0 or beyond 2^40): never a real release by accident.
-      n = writeRelease(writer, surfaceId(rng), rng.edgeU32(), rng.chance(0.5) ? 0 : 2 ** 40 + rng.int(1 << 20));
+      n = writeRelease(writer, surface(), rng.edgeU32(), rng.chance(0.5) ? 0 : 2 ** 40 + rng.int(1 << 20));
       break;
     case 'IMPORT_FAILED':
-      n = writeImportFailed(writer, surfaceId(rng), rng.int(8), rng.pick(CODES), text(rng, 1100));
+      n = writeImportFailed(writer, surface(), rng.int(8), rng.pick(CODES), text(rng, 1100));
       break;
     case 'ERROR':
-      n = writeError(writer, rng.chance(0.8) ? rng.pick(CODES) : rng.edgeU32(), rng.chance(0.15), text(rng, 1100));
+      n = writeError(writer, rng.chance(0.8) ? rng.pick(CODES) : rng.edgeU32(), rng.chance(0.5), text(rng, 1100));
       if (rng.chance(0.1)) writer.bytes.writeUInt32LE((rng.edgeU32() & ~1) >>> 0, 12);
       break;
     case 'SERVER':
@@ -301,7 +360,21 @@ function message(rng: Rng, tag: string): Msg {
     case 'HELLO':
       return { ...hello(rng, tag), note: 'second HELLO' };
   }
-  return { bytes: take(n), fds: [], note: kind };
+  return { bytes: take(n), fds: [], note: `hostile ${kind}` };
+}
+
+/** An input message every server must take (surface 1, values in range, inside the picture). */
+function validInput(rng: Rng): Msg {
+  const live = FUZZ_SURFACES.live;
+  const id = live.id;
+  const n = rng.weighted<() => number>([
+    [3, () => writeKey(writer, id, rng.range(1, 0x2ff), rng.chance(0.5))],
+    [3, () => writePointer(writer, id, rng.int(live.width), rng.int(live.height))],
+    [2, () => writeButton(writer, id, rng.range(0x110, 0x117), rng.chance(0.5))],
+    [2, () => writeScroll(writer, id, rng.range(-1024, 1024), rng.range(-1024, 1024))],
+    [2, () => writeTouch(writer, id, rng.int(4), rng.int(16), rng.int(live.width), rng.int(live.height))],
+  ])();
+  return { bytes: take(n), fds: [], note: 'valid input' };
 }
 
 function serverMessage(rng: Rng): number {
@@ -442,37 +515,63 @@ export function planSession(seed: number, tag: string): SessionPlan {
   const rng = new Rng(seed);
   const notes: string[] = [];
   const msgs: Msg[] = [];
-  const opening = rng.weighted([
-    [90, 'hello'],
-    [4, 'other-first'],
-    [3, 'nothing'],
-    [3, 'raw-garbage'],
-  ] as const);
-  if (opening === 'hello') msgs.push(hello(rng, tag));
+  const valid = rng.chance(0.15); // a well-behaved session now and then: all of it must be taken
+  const opening = valid
+    ? 'valid-hello'
+    : rng.weighted([
+        [94, 'hello'],
+        [3, 'other-first'],
+        [1, 'nothing'],
+        [2, 'raw-garbage'],
+      ] as const);
+  if (opening === 'valid-hello') {
+    const info = {
+      name: tag,
+      pid: process.pid,
+      platform: 'linux',
+      host: { bootId: null, machineId: null },
+      mechanisms: [{ name: 'shm.v1' }],
+      features: ['frames.v1', 'input.v1', 'cursor.v1'],
+    };
+    msgs.push({ bytes: take(writeHello(writer, 1, 1, info)), fds: [], note: 'valid HELLO' });
+  } else if (opening === 'hello') msgs.push(hello(rng, tag));
   else if (opening === 'other-first') msgs.push(message(rng, tag));
   else if (opening === 'raw-garbage') msgs.push({ bytes: rng.bytes(rng.range(1, 64)), fds: [], note: 'garbage' });
   const count = rng.weighted<() => number>([
-    [3, () => 0],
-    [10, () => rng.range(1, 10)],
-    [10, () => rng.range(10, 60)],
-    [3, () => rng.range(60, 200)],
+    [1, () => 0],
+    [4, () => rng.range(1, 20)],
+    [10, () => rng.range(20, 150)],
+    [6, () => rng.range(150, 400)],
   ])();
-  for (let k = 0; k < count; k++) msgs.push(message(rng, tag));
-  notes.push(...msgs.map((m) => m.note));
-  const mutationRate = rng.pick([0, 0.01, 0.03, 0.1, 0.3]);
-  for (let i = 0; i < msgs.length; i++) {
-    if (!rng.chance(mutationRate) && !(i === 0 && rng.chance(0.05))) continue;
+  for (let k = 0; k < count; k++) msgs.push(message(rng, tag, valid));
+  notes.push(...msgs.slice(0, 30).map((m) => m.note));
+  if (msgs.length > 30) notes.push(`… ${msgs.length - 30} more`);
+  // Mutations mostly late in the session, so that most of its messages are parsed first.
+  const mutations = valid
+    ? 0
+    : rng.weighted([
+        [2, 0],
+        [6, 1],
+        [2, 2],
+        [1, rng.range(3, 8)],
+      ] as const);
+  for (let k = 0; k < mutations && msgs.length > 0; k++) {
+    const i = rng.chance(0.1)
+      ? rng.int(Math.min(2, msgs.length))
+      : msgs.length - 1 - rng.int(Math.ceil(msgs.length / 3));
     notes.push(`#${i} ${msgs[i].note}: ${mutate(rng, msgs, i)}`);
   }
   const sends = chunk(rng, msgs);
   return {
     seed,
     sends,
-    reaction: {
-      release: rng.pick([1, 1, 1, 0.9, 0.5, 0]),
-      mutate: rng.pick([0, 0, 0.05, 0.3]),
-      fence: rng.pick([0, 0, 0, 0.1]),
-    },
+    reaction: valid
+      ? { release: 1, mutate: 0, fence: 0 }
+      : {
+          release: rng.pick([1, 1, 1, 0.9, 0.5, 0]),
+          mutate: rng.pick([0, 0, 0.05, 0.3]),
+          fence: rng.pick([0, 0, 0, 0.1]),
+        },
     lingerMs: rng.pick([0, 5, 20, 60, 150]),
     closeMidMessage: rng.chance(0.03),
     notes,

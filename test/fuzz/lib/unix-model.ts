@@ -13,8 +13,7 @@ import type { FdKind } from './fds.js';
 import { FUZZ_HIGHEST_SURFACE, FUZZ_SURFACES, NO_INPUT_PREFIX } from './layout.js';
 
 export type LogEntry =
-  | { t: 'send'; bytes: Buffer; fds: FdKind[] }
-  | { t: 'frame'; surfaceId: number; bufferId: number; sequence: number };
+  { t: 'send'; bytes: Buffer; fds: FdKind[] } | { t: 'frame'; surfaceId: number; bufferId: number; sequence: number };
 
 /** What the server offers, as a client can learn it (a probe HELLO): the mechanisms it serves, its boot id. */
 export interface ServerFacts {
@@ -61,8 +60,7 @@ const HANDLE_MECHANISMS = new Set(['shm.v1', 'dmabuf.v1', 'winshm.v1', 'dxgi.v1'
 const SUPPORTED_FEATURES = ['frames.v1', 'input.v1', 'cursor.v1'];
 const isSafeInt = (v: unknown): boolean => typeof v === 'number' && Number.isSafeInteger(v);
 const isStr = (v: unknown): v is string => typeof v === 'string';
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 class Fatal {
   constructor(
@@ -86,6 +84,8 @@ interface State {
   nonFatalErrors: number;
   permissionTold: boolean;
   end: Fatal | Silent | null;
+  /** Index of the send during which the session ended. */
+  endedAt: number;
 }
 
 /** The spec's answers for a session's log. */
@@ -115,27 +115,44 @@ export function expectSession(log: readonly LogEntry[], facts: ServerFacts): Exp
       nonFatalErrors: 0,
       permissionTold: false,
       end: null,
+      endedAt: -1,
     },
   ];
   let everHeld = false;
+  let sendIndex = -1;
+  const fdSends: number[] = [];
   for (const entry of log) {
     if (entry.t === 'frame') {
       everHeld = true;
       for (const s of states) if (s.end === null) s.held = { bufferId: entry.bufferId, sequence: entry.sequence };
       continue;
     }
+    sendIndex++;
+    if (entry.fds.length > 0) fdSends.push(sendIndex);
     const next: State[] = [];
     for (const s of states) {
       if (s.end !== null) {
         next.push(s);
         continue;
       }
-      next.push(...receive(s, entry.bytes, entry.fds, facts, out));
+      for (const r of receive(s, entry.bytes, entry.fds, facts, out)) {
+        if (r.end !== null && r.endedAt < 0) r.endedAt = sendIndex;
+        next.push(r);
+      }
     }
     states = next.length > 16 ? next.slice(0, 16) : next;
     if (next.length > 16) out.exact = false;
   }
   for (const s of states) {
+    // One recvmsg() may return the bytes of several sends: fds of a later send are queued (and
+    // MSG_CTRUNC, more than 16, checked) before the earlier bytes are delivered (§2.4), and a
+    // message short of fds takes the later send's. Then E_HANDLE_COUNT (or, for a RELEASE that
+    // takes a later fd as its fence, E_HANDLE_TYPE) may come first.
+    if (s.end !== null && fdSends.some((i) => i > s.endedAt || (i === s.endedAt && s.end instanceof Silent))) {
+      out.fatal.add('E_HANDLE_COUNT');
+      out.fatal.add('E_HANDLE_TYPE');
+      out.why.push('a later send with fds may share the read');
+    }
     if (s.end instanceof Fatal) {
       out.fatal.add(s.end.code);
       out.why.push(`${s.end.code}: ${s.end.why}`);
@@ -156,7 +173,7 @@ export function expectSession(log: readonly LogEntry[], facts: ServerFacts): Exp
 }
 
 function clone(s: State): State {
-  return { ...s, fdq: [...s.fdq], held: s.held && s.held !== 'unknown' ? { ...s.held } : s.held };
+  return { ...s, endedAt: -1, fdq: [...s.fdq], held: s.held && s.held !== 'unknown' ? { ...s.held } : s.held };
 }
 
 /** One sendmsg() arriving (§2.4's order: fds queued, MSG_CTRUNC, more than 16, then the bytes). */
