@@ -128,6 +128,13 @@ export class Frame {
   get handles(): readonly OsHandle[] {
     return this.buffer.imported.handles;
   }
+  /**
+   * macOS IOSurface frames (iosurface.v1, iosurface-pipe.v1): the IOSurfaceRef's address, for a
+   * zero-copy GL import (`surfacelink/gl`: SurfaceImporter, importIOSurfaceTexture); else undefined.
+   */
+  get ioSurface(): bigint | undefined {
+    return this.buffer.imported.ioSurface;
+  }
   /** True once release() was called. */
   get released(): boolean {
     return this.releasedValue;

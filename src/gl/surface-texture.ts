@@ -12,8 +12,10 @@
  *                       damage rectangles only, straight from the shared mapping
  *                       (GL_UNPACK_ROW_LENGTH = stride / 4, GL_UNPACK_SKIP_PIXELS/ROWS).
  *
- * macOS IOSurfaces and Windows D3D11 textures have their own entry points (client-buffer.ts);
- * they are not reached from Linux frames.
+ *   'iosurface'         zero-copy: a macOS IOSurface frame bound as a texture
+ *                       (EGL_ANGLE_iosurface_client_buffer; written, never run: no Mac here).
+ *
+ * Windows D3D11 textures have their own entry point (client-buffer.ts).
  *
  * Textures hold the buffer's bytes in memory order and sample as RGBA through their swizzle
  * (draw.ts). Rows: GL row y is surface row y (the first row in memory), so a damage rectangle's
@@ -23,6 +25,7 @@
 import { handleClosed, handleFd, type BufferKey, type OsHandle } from '../handles.js';
 import { SurfaceLinkError } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
+import { importIOSurfaceTexture } from './client-buffer.js';
 import type { GpuContext } from './context.js';
 import { importDmabufTexture } from './dmabuf-import.js';
 import { isRgba32, setNearest, setSwizzle } from './draw.js';
@@ -51,6 +54,8 @@ export interface ImportableFrame extends BufferLayout {
   readonly surfaceId?: number;
   /** The plane's bytes (the shared mapping), for 'upload'. */
   pixels(plane?: number): Uint8Array;
+  /** macOS IOSurface frames: the IOSurfaceRef's address, for 'iosurface'. */
+  readonly ioSurface?: bigint;
 }
 
 /**
@@ -189,6 +194,30 @@ export class SurfaceImporter implements Disposable {
       if (result !== null) this.evict();
       return result;
     };
+    if (backing.kind === 'iosurface') {
+      const problem = !this.allow.has('iosurface')
+        ? 'not allowed by the caller'
+        : !frame.ioSurface
+          ? 'the frame does not carry its IOSurfaceRef'
+          : null;
+      if (problem === null) {
+        try {
+          // UNVERIFIED (no Mac here): ANGLE's Metal backend binds IOSurfaces as 2D textures.
+          const texture = importIOSurfaceTexture(this.ctx, frame.ioSurface!, {
+            width: frame.width,
+            height: frame.height,
+          });
+          this.ctx.api.gl.glBindTexture(texture.target, texture.texture);
+          setSwizzle(this.ctx, frame.format);
+          this.ctx.api.gl.glBindTexture(texture.target, 0);
+          const reason = `IOSurface bound as a texture (EGL_ANGLE_iosurface_client_buffer on ${this.ctx.renderer})`;
+          return remember(this.entry(texture.texture, frame, 'iosurface', reason, () => texture.destroy()));
+        } catch (error) {
+          why.push(`iosurface: ${(error as Error).message}`);
+        }
+      } else why.push(`iosurface: ${problem}`);
+      return remember(null);
+    }
     if (backing.kind === 'dmabuf') {
       const problem = !this.allow.has('dmabuf-egl-image')
         ? 'not allowed by the caller'

@@ -267,6 +267,9 @@ function consumerSurface(
     views: locked.views,
     identity: { kind: 'iosurface', inode: BigInt(surface.id), device: 0n, size: surface.allocSize },
     handles: [],
+    get ioSurface() {
+      return surface.released ? 0n : surface.address;
+    },
     beginCpuAccess: (access) => {
       if (access !== 'read')
         throw new SurfaceLinkError('E_INVALID_ARGUMENT', 'a consumer reads an IOSurface; it never writes it');

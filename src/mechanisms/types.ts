@@ -155,6 +155,8 @@ export interface ConsumerBuffer extends CpuAccessor {
   readonly identity: BackingIdentity;
   /** The handles holding the planes, owned by the buffer: for GL import. */
   readonly handles: readonly OsHandle[];
+  /** macOS IOSurface buffers: the IOSurfaceRef's address, for EGL_ANGLE_iosurface_client_buffer (0n once closed). */
+  readonly ioSurface?: bigint;
   /**
    * Present where the producer (or anyone holding the handle) can shrink the memory under the
    * mapping (a POSIX shm object): true once it did. The mapping then reads zeros instead of

@@ -519,7 +519,14 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSaf
 
 function peerInfo(o: Record<string, unknown>, name: string): PeerInfo {
   const host = o.host as Record<string, unknown> | undefined;
-  if (!isStr(o.name) || !isInt(o.pid) || !isStr(o.platform) || typeof host !== 'object' || host === null)
+  if (
+    !isStr(o.name) ||
+    !isInt(o.pid) ||
+    !isStr(o.platform) ||
+    typeof host !== 'object' ||
+    host === null ||
+    Array.isArray(host)
+  )
     throw malformed(`${name}: name, pid, platform and host are required`);
   const id = (v: unknown) => (isStr(v) ? v : null);
   return {

@@ -133,12 +133,53 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       streamOptions: { maxPendingPerAddress: 64, maxPending: 128, maxClients: 64 },
     });
     const bystander = group.spawn('client.ts');
-    await bystander.call('connect', { path: group.socketPath, name: BYSTANDER_NAME, releaseMode: 'auto' });
+    // It takes input.v1 and cursor.v1 too, so the server's lazily made state (the cursor's memfd) exists at the baseline.
+    await bystander.call('connect', {
+      path: group.socketPath,
+      name: BYSTANDER_NAME,
+      releaseMode: 'auto',
+      features: ['frames.v1', 'input.v1', 'cursor.v1'],
+    });
     let stopping = false;
     const goneEvent = server.waitEvent('bystanderGone', () => true, 24 * 3600 * 1000).catch(() => null);
     void goneEvent.then((g) => {
       if (!stopping) report.bystander.gone = g;
     });
+
+    const unixWorkers = Array.from({ length: o.unixWorkers }, () => group.spawn('fuzz-unix-worker.ts'));
+    const wsWorkers = Array.from({ length: o.wsWorkers }, () => group.spawn('fuzz-ws-worker.ts'));
+    for (const w of [...unixWorkers, ...wsWorkers]) nice(w);
+
+    // The corpus first: every input that once broke something. It also warms the server up (modules
+    // loaded on first use), before the idle noise and the fd baseline are taken.
+    const unixCorpus = loadCorpus('unix');
+    const wsCorpus = loadCorpus('ws');
+    const replays: Promise<void>[] = [];
+    if (unixWorkers.length)
+      replays.push(
+        unixWorkers[0]
+          .call('replay', { path: group.socketPath, bootId: info.bootId, entries: unixCorpus.map((c) => c.entry) })
+          .then((r) =>
+            r.results.forEach((res: { violations: string[] }, i: number) => {
+              report.corpus.replayed++;
+              if (res.violations.length)
+                report.corpus.failed.push({ file: unixCorpus[i].file, violations: res.violations });
+            }),
+          ),
+      );
+    if (wsWorkers.length)
+      replays.push(
+        wsWorkers[0]
+          .call('replay', { wsUrl: info.wsUrl, token: info.token, entries: wsCorpus.map((c) => c.entry) })
+          .then((r) =>
+            r.results.forEach((res: { violations: string[] }, i: number) => {
+              report.corpus.replayed++;
+              if (res.violations.length) report.corpus.failed.push({ file: wsCorpus[i].file, violations: res.violations });
+            }),
+          ),
+      );
+    await Promise.all(replays);
+    o.log(`corpus: ${report.corpus.replayed} entries replayed, ${report.corpus.failed.length} failed`);
 
     // The machine's own noise: an idle producer (only the bystander connected).
     await server.call('phase', { name: 'idle-before' });
@@ -153,37 +194,6 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
         `p99 ${report.idle[0].p99.toFixed(1)} ms, max ${report.idle[0].max.toFixed(1)} ms; ` +
         `server fds ${base.fds}, RSS ${(base.rss / 2 ** 20).toFixed(1)} MiB`,
     );
-
-    const unixWorkers = Array.from({ length: o.unixWorkers }, () => group.spawn('fuzz-unix-worker.ts'));
-    const wsWorkers = Array.from({ length: o.wsWorkers }, () => group.spawn('fuzz-ws-worker.ts'));
-    for (const w of [...unixWorkers, ...wsWorkers]) nice(w);
-
-    // The corpus first: every input that once broke something.
-    const unixCorpus = loadCorpus('unix');
-    const wsCorpus = loadCorpus('ws');
-    if (unixCorpus.length && unixWorkers.length) {
-      const r = await unixWorkers[0].call('replay', {
-        path: group.socketPath,
-        bootId: info.bootId,
-        entries: unixCorpus.map((c) => c.entry),
-      });
-      r.results.forEach((res: { violations: string[] }, i: number) => {
-        report.corpus.replayed++;
-        if (res.violations.length) report.corpus.failed.push({ file: unixCorpus[i].file, violations: res.violations });
-      });
-    }
-    if (wsCorpus.length && wsWorkers.length) {
-      const r = await wsWorkers[0].call('replay', {
-        wsUrl: info.wsUrl,
-        token: info.token,
-        entries: wsCorpus.map((c) => c.entry),
-      });
-      r.results.forEach((res: { violations: string[] }, i: number) => {
-        report.corpus.replayed++;
-        if (res.violations.length) report.corpus.failed.push({ file: wsCorpus[i].file, violations: res.violations });
-      });
-    }
-    o.log(`corpus: ${report.corpus.replayed} entries replayed, ${report.corpus.failed.length} failed`);
 
     const started = Date.now();
     const remaining = Math.max(1000, o.durationMs - (Date.now() - t0));
@@ -233,6 +243,10 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     clearInterval(progress);
     if (crashed) throw new Error(crashed);
     report.fuzz = (await server.call('phase', { name: 'idle-after' })).intervals;
+    o.log(
+      `under fuzzing: present interval p50 ${report.fuzz.p50.toFixed(1)} ms, p99 ${report.fuzz.p99.toFixed(1)} ms, ` +
+        `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks)`,
+    );
     await sleep(o.idleMs);
     const afterPhase = await server.call('phase', { name: 'done' });
     report.idle.push(afterPhase.intervals);
