@@ -5,7 +5,7 @@
 //                                  E_UNSUPPORTED with that text.
 //   createIOSurface(options)       a new surface: { width, height, pixelFormat, bytesPerElement,
 //                                  bytesPerRow?, global? } → IOSurfaceCreate.
-//   lookupIOSurface(id)            IOSurfaceLookup of a global surface (E_NOT_FOUND when none).
+//   lookupIOSurface(id)            IOSurfaceLookup of a global surface (E_IMPORT_FAILED when none).
 //   ioSurfaceFromMachPort(port)    IOSurfaceLookupFromMachPort of a send right that
 //                                  IOSurfaceCreateMachPort made in some task (the caller keeps the port).
 //
@@ -191,15 +191,15 @@ class NativeIOSurface : public Napi::ObjectWrap<NativeIOSurface> {
     Napi::Env env = info.Env();
     apple::IOSurfaceRef surface = Require(env);
     if (!info[0].IsBoolean()) Throw(env, "E_INVALID_ARGUMENT", "lock(readOnly: boolean)");
-    if (locked_) Throw(env, "E_INVALID_STATE", "the IOSurface is already locked by this object: unlock() first");
+    if (locked_) Throw(env, "E_UNEXPECTED", "the IOSurface is already locked by this object: unlock() first");
     apple::IOSurfaceLockOptions options = info[0].As<Napi::Boolean>().Value() ? apple::kIOSurfaceLockReadOnly : 0;
     kern_return_t kr = api_->IOSurfaceLock(surface, options, nullptr);
-    if (kr != KERN_SUCCESS) throw MakeMachError(env, "E_IOSURFACE", "IOSurfaceLock", kr);
+    if (kr != KERN_SUCCESS) throw MakeMachError(env, "E_SYSTEM", "IOSurfaceLock", kr);
     void* base = api_->IOSurfaceGetBaseAddress(surface);
     size_t size = api_->IOSurfaceGetAllocSize(surface);
     if (base == nullptr || size == 0) {
       api_->IOSurfaceUnlock(surface, options, nullptr);
-      Throw(env, "E_IOSURFACE", "the locked IOSurface has no base address");
+      Throw(env, "E_SYSTEM", "the locked IOSurface has no base address");
     }
     api_->CFRetain(surface);  // the buffer's own reference (LockedBufferFinalizer drops it)
     napi_value buffer;
@@ -219,16 +219,16 @@ class NativeIOSurface : public Napi::ObjectWrap<NativeIOSurface> {
   Napi::Value Unlock(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Require(env);
-    if (!locked_) Throw(env, "E_INVALID_STATE", "the IOSurface is not locked by this object");
+    if (!locked_) Throw(env, "E_UNEXPECTED", "the IOSurface is not locked by this object");
     kern_return_t kr = UnlockNow(true);
-    if (kr != KERN_SUCCESS) throw MakeMachError(env, "E_IOSURFACE", "IOSurfaceUnlock", kr);
+    if (kr != KERN_SUCCESS) throw MakeMachError(env, "E_SYSTEM", "IOSurfaceUnlock", kr);
     return env.Undefined();
   }
 
   Napi::Value IncrementUseCount(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     apple::IOSurfaceRef surface = Require(env);
-    if (use_counts_added_ >= INT32_MAX) Throw(env, "E_INVALID_STATE", "too many use counts");
+    if (use_counts_added_ >= INT32_MAX) Throw(env, "E_UNEXPECTED", "too many use counts");
     api_->IOSurfaceIncrementUseCount(surface);
     use_counts_added_++;
     return env.Undefined();
@@ -239,7 +239,7 @@ class NativeIOSurface : public Napi::ObjectWrap<NativeIOSurface> {
     Napi::Env env = info.Env();
     apple::IOSurfaceRef surface = Require(env);
     if (use_counts_added_ <= 0)
-      Throw(env, "E_INVALID_STATE", "this object holds no use count (incrementUseCount() was not called)");
+      Throw(env, "E_UNEXPECTED", "this object holds no use count (incrementUseCount() was not called)");
     api_->IOSurfaceDecrementUseCount(surface);
     use_counts_added_--;
     return env.Undefined();
@@ -250,7 +250,7 @@ class NativeIOSurface : public Napi::ObjectWrap<NativeIOSurface> {
     Napi::Env env = info.Env();
     apple::IOSurfaceRef surface = Require(env);
     mach_port_t port = api_->IOSurfaceCreateMachPort(surface);
-    if (!MACH_PORT_VALID(port)) Throw(env, "E_IOSURFACE", "IOSurfaceCreateMachPort returned no port");
+    if (!MACH_PORT_VALID(port)) Throw(env, "E_SYSTEM", "IOSurfaceCreateMachPort returned no port");
     return NativeMachPort::Wrap(env, port, MachRight::kSend);
   }
 
@@ -374,7 +374,7 @@ Napi::Value CreateIOSurface(const Napi::CallbackInfo& info) {
   if (properties.get() == nullptr) Throw(env, "E_SYSTEM", "CFDictionaryCreate failed");
   apple::IOSurfaceRef surface = api.IOSurfaceCreate(static_cast<apple::CFDictionaryRef>(properties.get()));
   if (surface == nullptr)
-    Throw(env, "E_IOSURFACE", "IOSurfaceCreate refused " + std::to_string(width) + "x" + std::to_string(height) +
+    Throw(env, "E_SYSTEM", "IOSurfaceCreate refused " + std::to_string(width) + "x" + std::to_string(height) +
                                   " (pixelFormat " + std::to_string(pixel_format) + ", " +
                                   std::to_string(bytes_per_element) + " bytes per element)");
   return NativeIOSurface::Wrap(env, api, surface, global);
@@ -386,7 +386,7 @@ Napi::Value LookupIOSurface(const Napi::CallbackInfo& info) {
   uint64_t id = RequireInteger(env, info[0], "id", 0xFFFFFFFFull);
   const apple::Api& api = RequireApi(env);
   apple::IOSurfaceRef surface = api.IOSurfaceLookup(static_cast<apple::IOSurfaceID>(id));
-  if (surface == nullptr) Throw(env, "E_NOT_FOUND", "no global IOSurface has the ID " + std::to_string(id));
+  if (surface == nullptr) Throw(env, "E_IMPORT_FAILED", "no global IOSurface has the ID " + std::to_string(id));
   return NativeIOSurface::Wrap(env, api, surface, true);
 }
 
@@ -396,7 +396,7 @@ Napi::Value IOSurfaceFromMachPort(const Napi::CallbackInfo& info) {
   mach_port_name_t port = NativeMachPort::Borrow(env, info[0], MachRight::kSend);
   const apple::Api& api = RequireApi(env);
   apple::IOSurfaceRef surface = api.IOSurfaceLookupFromMachPort(port);
-  if (surface == nullptr) Throw(env, "E_NOT_FOUND", "the Mach port does not name an IOSurface");
+  if (surface == nullptr) Throw(env, "E_IMPORT_FAILED", "the Mach port does not name an IOSurface");
   return NativeIOSurface::Wrap(env, api, surface, false);
 }
 

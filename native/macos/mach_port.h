@@ -1,5 +1,5 @@
 // NativeMachPort: the JS-visible owner of one user reference of a Mach port right in this task
-// (a send right, or a receive right), and the E_MACH error helpers the macOS modules share
+// (a send right, or a receive right), and the E_SYSTEM error helpers the macOS modules share
 // (iosurface.cc, mach_rendezvous.cc, which implements all of this). JS never sees the name
 // except through debugName (diagnostics). close() is idempotent; the reference is also dropped
 // if the object is garbage-collected while open (a safety net, not the contract). dup() (send
@@ -47,7 +47,7 @@ class NativeMachPort : public Napi::ObjectWrap<NativeMachPort> {
 std::string KernReturnText(kern_return_t kr);
 
 // An Error with .code = `code`, .syscall = `call`, .errno = kr and a message naming the call
-// and the kern_return_t ("E_MACH" unless the caller maps the failure to something better).
+// and the kern_return_t ("E_SYSTEM" unless the caller maps the failure to something better).
 Napi::Error MakeMachError(Napi::Env env, const char* code, const std::string& call, kern_return_t kr,
                           const std::string& context = "");
 [[noreturn]] void ThrowMach(Napi::Env env, const char* code, const std::string& call, kern_return_t kr,

@@ -46,7 +46,7 @@
 // brought is owned by exactly one thing at any time: the message buffer, an Event on its way to
 // JS, or a NativeMachPort.
 //
-// Also here: NativeMachPort (mach_port.h) and the E_MACH helpers.
+// Also here: NativeMachPort (mach_port.h) and the E_SYSTEM helpers.
 // UNVERIFIED: compiled and linked only; nothing here has run on a Mac.
 #include <dispatch/dispatch.h>
 #include <mach/mach.h>
@@ -268,7 +268,7 @@ Napi::Value NativeMachPort::Dup(const Napi::CallbackInfo& info) {
   if (right_ != MachRight::kSend) Throw(env, "E_HANDLE_TYPE", "only a send right can be duplicated");
   kern_return_t kr = ::mach_port_mod_refs(mach_task_self(), name_, MACH_PORT_RIGHT_SEND, 1);
   if (kr == KERN_INVALID_RIGHT) kr = ::mach_port_mod_refs(mach_task_self(), name_, MACH_PORT_RIGHT_DEAD_NAME, 1);
-  if (kr != KERN_SUCCESS) ThrowMach(env, "E_MACH", "mach_port_mod_refs(+1)", kr);
+  if (kr != KERN_SUCCESS) ThrowMach(env, "E_SYSTEM", "mach_port_mod_refs(+1)", kr);
   return Wrap(env, name_, MachRight::kSend);
 }
 
@@ -712,7 +712,7 @@ void Receiver::Drain() {
     if (mr == MACH_RCV_INVALID_NAME || mr == MACH_RCV_PORT_DIED || mr == MACH_RCV_PORT_CHANGED) return;  // closing
     if (mr != MACH_MSG_SUCCESS) {
       // MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR (e.g. no room for a right): the kernel destroyed it.
-      Report("E_MACH", "mach_msg(MACH_RCV_MSG) failed: " + KernReturnText(mr), mr);
+      Report("E_SYSTEM", "mach_msg(MACH_RCV_MSG) failed: " + KernReturnText(mr), mr);
       if ((mr & ~MACH_MSG_MASK) == MACH_RCV_HEADER_ERROR || (mr & ~MACH_MSG_MASK) == MACH_RCV_BODY_ERROR) continue;
       return;
     }
@@ -922,7 +922,7 @@ class NativeMachClient : public Napi::ObjectWrap<NativeMachClient> {
 
   // take(key, timeoutMs) -> NativeMachPort[] | null: the PORTS message with `key` from the inbox,
   // waiting (blocking this thread) up to timeoutMs for it; null on timeout. Discards queued
-  // messages with a smaller key. Only for a client made without onPorts (E_INVALID_STATE).
+  // messages with a smaller key. Only for a client made without onPorts (E_UNEXPECTED).
   Napi::Value Take(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsBigInt()) Throw(env, "E_INVALID_ARGUMENT", "take(key: bigint, timeoutMs: number)");
@@ -934,7 +934,7 @@ class NativeMachClient : public Napi::ObjectWrap<NativeMachClient> {
     if (!(timeout >= 0) || timeout != std::floor(timeout) || timeout > static_cast<double>(kMaxTakeTimeoutMs))
       Throw(env, "E_INVALID_ARGUMENT", "timeoutMs must be an integer from 0 to 60000");
     if (!receiver_->inbox_mode())
-      Throw(env, "E_INVALID_STATE", "take() is for a client made without onPorts (its ports go to onPorts)");
+      Throw(env, "E_UNEXPECTED", "take() is for a client made without onPorts (its ports go to onPorts)");
     if (receiver_->closed()) Throw(env, "E_CLOSED", "the client is closed");
     std::unique_ptr<Event> event =
         receiver_->Take(key, std::chrono::milliseconds(static_cast<int64_t>(timeout)));
@@ -977,7 +977,7 @@ Napi::Value MachService(const Napi::CallbackInfo& info) {
 
   mach_port_t port = MACH_PORT_NULL;
   kern_return_t kr = ::bootstrap_check_in(bootstrap_port, name.c_str(), &port);
-  if (kr != KERN_SUCCESS) ThrowMach(env, "E_MACH", "bootstrap_check_in", kr, "cannot register " + name);
+  if (kr != KERN_SUCCESS) ThrowMach(env, "E_SYSTEM", "bootstrap_check_in", kr, "cannot register " + name);
   RaiseQueueLimit(port);
   auto receiver = std::make_shared<Receiver>(Receiver::Kind::kService, port);
   Receiver::Start(env, receiver, on_connect, on_error, "surfacelink:MachService");  // owns `port` now
@@ -1023,10 +1023,10 @@ Napi::Value MachSend(const Napi::CallbackInfo& info) {
   mach_msg_return_t mr = SendMessage(&message.header, message.header.msgh_size, 0);
   if (mr == MACH_MSG_SUCCESS) return env.Undefined();
   if (mr == MACH_SEND_TIMED_OUT)
-    throw MakeMachError(env, "E_WOULD_BLOCK", "mach_msg(MACH_SEND_MSG)", mr, "the client's queue is full");
+    throw MakeMachError(env, "E_BACKPRESSURE", "mach_msg(MACH_SEND_MSG)", mr, "the client's queue is full");
   if (mr == MACH_SEND_INVALID_DEST)
-    throw MakeMachError(env, "E_PEER_GONE", "mach_msg(MACH_SEND_MSG)", mr, "the client is gone");
-  ThrowMach(env, "E_MACH", "mach_msg(MACH_SEND_MSG)", mr, "cannot send PORTS");
+    throw MakeMachError(env, "E_PEER_CLOSED", "mach_msg(MACH_SEND_MSG)", mr, "the client is gone");
+  ThrowMach(env, "E_SYSTEM", "mach_msg(MACH_SEND_MSG)", mr, "cannot send PORTS");
 }
 
 // machConnect(name, nonce, onPorts, onError) -> NativeMachClient
@@ -1047,14 +1047,14 @@ Napi::Value MachConnect(const Napi::CallbackInfo& info) {
   mach_port_t service = MACH_PORT_NULL;
   kern_return_t kr = ::bootstrap_look_up(bootstrap_port, name.c_str(), &service);
   if (kr == apple::kBootstrapUnknownService)
-    throw MakeMachError(env, "E_NOT_FOUND", "bootstrap_look_up", kr, "no service named " + name);
-  if (kr != KERN_SUCCESS) ThrowMach(env, "E_MACH", "bootstrap_look_up", kr, "cannot look up " + name);
+    throw MakeMachError(env, "E_IMPORT_FAILED", "bootstrap_look_up", kr, "no service named " + name);
+  if (kr != KERN_SUCCESS) ThrowMach(env, "E_SYSTEM", "bootstrap_look_up", kr, "cannot look up " + name);
 
   mach_port_name_t port = MACH_PORT_NULL;
   kr = ::mach_port_allocate(mach_task_self(), MACH_PORT_RIGHT_RECEIVE, &port);
   if (kr != KERN_SUCCESS) {
     NativeMachPort::Drop(service, MachRight::kSend);
-    ThrowMach(env, "E_MACH", "mach_port_allocate(MACH_PORT_RIGHT_RECEIVE)", kr);
+    ThrowMach(env, "E_SYSTEM", "mach_port_allocate(MACH_PORT_RIGHT_RECEIVE)", kr);
   }
   RaiseQueueLimit(port);
 
@@ -1075,11 +1075,11 @@ Napi::Value MachConnect(const Napi::CallbackInfo& info) {
   if (mr != MACH_MSG_SUCCESS) {
     NativeMachPort::Drop(port, MachRight::kReceive);
     if (mr == MACH_SEND_INVALID_DEST)
-      throw MakeMachError(env, "E_PEER_GONE", "mach_msg(MACH_SEND_MSG)", mr, "the service " + name + " is gone");
+      throw MakeMachError(env, "E_PEER_CLOSED", "mach_msg(MACH_SEND_MSG)", mr, "the service " + name + " is gone");
     if (mr == MACH_SEND_TIMED_OUT)
-      throw MakeMachError(env, "E_WOULD_BLOCK", "mach_msg(MACH_SEND_MSG)", mr,
+      throw MakeMachError(env, "E_BACKPRESSURE", "mach_msg(MACH_SEND_MSG)", mr,
                           "the service's queue stayed full for 1 s");
-    ThrowMach(env, "E_MACH", "mach_msg(MACH_SEND_MSG)", mr, "cannot send CONNECT to " + name);
+    ThrowMach(env, "E_SYSTEM", "mach_msg(MACH_SEND_MSG)", mr, "cannot send CONNECT to " + name);
   }
 
   auto receiver = std::make_shared<Receiver>(Receiver::Kind::kClient, port, on_ports.IsEmpty());

@@ -323,12 +323,10 @@ function courierService(addon: DarwinAddon): { name: string; sessions: Map<strin
   return (service = { name: native.name, sessions });
 }
 
-/** The native error's own code (E_WOULD_BLOCK, E_PEER_GONE …) turned into a stable one. */
+/** A failed machSend: E_BACKPRESSURE (the client's queue is full), E_PEER_CLOSED (its port is dead), E_SYSTEM. */
 function sendError(error: unknown): SurfaceLinkError {
-  const raw = (error as { code?: unknown }).code;
   const e = SurfaceLinkError.fromNative(error);
-  const code = raw === 'E_WOULD_BLOCK' ? 'E_BACKPRESSURE' : raw === 'E_PEER_GONE' ? 'E_PEER_CLOSED' : e.code;
-  return new SurfaceLinkError(code, `sending a buffer's mach port to the client failed: ${e.message}`, {
+  return new SurfaceLinkError(e.code, `sending a buffer's mach port to the client failed: ${e.message}`, {
     cause: error,
   });
 }

@@ -249,7 +249,7 @@ export interface DarwinAddon extends AddonBase, PosixChannelApi, IdPipeApi, Posi
    * A new IOSurface (IOSurfaceCreate). width, height: 1..16384; bytesPerElement: 1..16; pixelFormat: an
    * OSType (FourCC) 0..2^32-1; bytesPerRow, when given: width × bytesPerElement..1 MiB (omitted: IOSurface
    * chooses an aligned one); at most 2 GiB in all. E_INVALID_ARGUMENT for a missing or non-integer number,
-   * E_BAD_GEOMETRY out of range, E_IOSURFACE when IOSurfaceCreate refuses. `global: true` sets
+   * E_BAD_GEOMETRY out of range, E_SYSTEM when IOSurfaceCreate refuses. `global: true` sets
    * kIOSurfaceIsGlobal, which is INSECURE: any process of any user can IOSurfaceLookup a guessed 32-bit
    * ID. Only for the UTM-compatible mode; share through createMachPort() otherwise.
    * UNVERIFIED: never run, compiled only.
@@ -263,13 +263,13 @@ export interface DarwinAddon extends AddonBase, PosixChannelApi, IdPipeApi, Posi
     global?: boolean;
   }): NativeIOSurface;
   /**
-   * A global surface by its IOSurfaceID (IOSurfaceLookup); E_NOT_FOUND when there is none. The object
+   * A global surface by its IOSurfaceID (IOSurfaceLookup); E_IMPORT_FAILED when there is none. The object
    * reports `global: true`. UNVERIFIED: never run, compiled only.
    */
   lookupIOSurface(id: number): NativeIOSurface;
   /**
    * The surface a send right made by IOSurfaceCreateMachPort (in any task) names
-   * (IOSurfaceLookupFromMachPort); the caller keeps owning `port`. E_NOT_FOUND when it names none,
+   * (IOSurfaceLookupFromMachPort); the caller keeps owning `port`. E_IMPORT_FAILED when it names none,
    * E_HANDLE_TYPE for a receive right. UNVERIFIED: never run, compiled only.
    */
   ioSurfaceFromMachPort(port: NativeMachPort): NativeIOSurface;
@@ -279,8 +279,8 @@ export interface DarwinAddon extends AddonBase, PosixChannelApi, IdPipeApi, Posi
    * `onConnect` for every valid CONNECT message with its 16-byte nonce, the sender's 32-byte audit token
    * (from the kernel's audit trailer: compare it with the socket's `peer.auditToken`) and a send right to
    * the client (owned by the callee: close it when the session ends). Invalid messages are destroyed and
-   * reported to `onError` (E_MALFORMED, E_MACH) at most once a second. Does not keep the event loop alive.
-   * E_MACH (errno: the kern_return_t) when bootstrap_check_in fails. UNVERIFIED: never run, compiled only.
+   * reported to `onError` (E_MALFORMED, E_SYSTEM) at most once a second. Does not keep the event loop alive.
+   * E_SYSTEM (errno: the kern_return_t) when bootstrap_check_in fails. UNVERIFIED: never run, compiled only.
    */
   machService(
     prefix: string,
@@ -289,14 +289,14 @@ export interface DarwinAddon extends AddonBase, PosixChannelApi, IdPipeApi, Posi
   ): NativeMachService;
   /**
    * Sends one PORTS message to a client: `key` (u64) and 1..4 send rights (copied: the caller keeps
-   * its own). Never blocks: E_WOULD_BLOCK when the client's queue is full (a slow client), E_PEER_GONE
-   * when the client's port is dead, E_MACH otherwise. UNVERIFIED: never run, compiled only.
+   * its own). Never blocks: E_BACKPRESSURE when the client's queue is full (a slow client), E_PEER_CLOSED
+   * when the client's port is dead, E_SYSTEM otherwise. UNVERIFIED: never run, compiled only.
    */
   machSend(client: NativeMachPort, key: bigint, ports: readonly NativeMachPort[]): void;
   /**
-   * Client side: looks up the service `name` (E_NOT_FOUND when absent), sends CONNECT with the 16-byte
+   * Client side: looks up the service `name` (E_IMPORT_FAILED when absent), sends CONNECT with the 16-byte
    * `nonce` and a send right to a receive port of its own (waits at most 1 s for room in the service's
-   * queue: E_WOULD_BLOCK; E_PEER_GONE if the service died), then calls `onPorts` for every valid PORTS
+   * queue: E_BACKPRESSURE; E_PEER_CLOSED if the service died), then calls `onPorts` for every valid PORTS
    * message (the ports are owned by the callee). Without `onPorts`, PORTS messages wait (at most 64) for
    * NativeMachClient.take(). Invalid messages are destroyed and reported to `onError` (when given) at most
    * once a second. Does not keep the event loop alive. UNVERIFIED: never run, compiled only.
@@ -343,15 +343,15 @@ export interface NativeIOSurface {
   readonly address: bigint;
   /**
    * IOSurfaceLock (kIOSurfaceLockReadOnly when `readOnly`), then an ArrayBuffer over the whole
-   * allocation (allocSize bytes) until unlock() or release() detaches it. E_INVALID_STATE when this
-   * object already holds a lock; E_IOSURFACE (errno: the kern_return_t) when the lock fails.
+   * allocation (allocSize bytes) until unlock() or release() detaches it. E_UNEXPECTED when this
+   * object already holds a lock; E_SYSTEM (errno: the kern_return_t) when the lock fails.
    */
   lock(readOnly: boolean): ArrayBuffer;
-  /** Detaches lock()'s ArrayBuffer, then IOSurfaceUnlock with the lock's options. E_INVALID_STATE when not locked. */
+  /** Detaches lock()'s ArrayBuffer, then IOSurfaceUnlock with the lock's options. E_UNEXPECTED when not locked. */
   unlock(): void;
   /** IOSurfaceIncrementUseCount; counted per object. */
   incrementUseCount(): void;
-  /** IOSurfaceDecrementUseCount of a count this object added (E_INVALID_STATE when it added none). */
+  /** IOSurfaceDecrementUseCount of a count this object added (E_UNEXPECTED when it added none). */
   decrementUseCount(): void;
   /** IOSurfaceCreateMachPort: a new send right naming the surface, owned by the caller. */
   createMachPort(): NativeMachPort;
@@ -392,12 +392,12 @@ export interface NativeMachService {
 export interface NativeMachClient {
   /** True once closed. */
   readonly closed: boolean;
-  /** Stops listening and drops the receive right (the server's sends then fail with E_PEER_GONE). Idempotent. */
+  /** Stops listening and drops the receive right (the server's sends then fail with E_PEER_CLOSED). Idempotent. */
   close(): void;
   /**
    * For a client made without `onPorts`: the ports of the PORTS message with `key`, waiting for it up to
    * `timeoutMs` (0..60000; this BLOCKS the JS thread meanwhile), or null on timeout. Messages queued with a
-   * smaller key are discarded. E_INVALID_STATE for a client with `onPorts`, E_CLOSED once closed.
+   * smaller key are discarded. E_UNEXPECTED for a client with `onPorts`, E_CLOSED once closed.
    */
   take(key: bigint, timeoutMs: number): NativeMachPort[] | null;
 }

@@ -126,9 +126,11 @@ describe('flood: a client flooding non-fatal ERRORs costs the producer a bounded
       const post = await callWithin<ServerStats>(server, 'stats');
       const baselineP99 = Math.max(base.intervals.p99, post.intervals.p99);
       const report =
-        `flood: ${JSON.stringify(result)}; rss ${(base.rss / MB).toFixed(1)} MB → peak ${(peakRss / MB).toFixed(1)} MB; ` +
+        `flood: ${JSON.stringify(result)}; ` +
+        `rss ${(base.rss / MB).toFixed(1)} MB → peak ${(peakRss / MB).toFixed(1)} MB; ` +
         `present p99 ${during.intervals.p99.toFixed(1)} ms (max ${during.intervals.max.toFixed(1)}) vs baseline ` +
-        `${base.intervals.p99.toFixed(1)} / ${post.intervals.p99.toFixed(1)} ms; stderr queued ${during.stderrQueued} B`;
+        `${base.intervals.p99.toFixed(1)} / ${post.intervals.p99.toFixed(1)} ms; ` +
+        `stderr queued ${during.stderrQueued} B`;
 
       expect(during.stderrQueued, `bytes waiting in the producer's stderr; ${report}`).to.be.at.most(64 * 1024);
       expect(during.intervals.n, report).to.be.greaterThan(2 * FPS); // it kept presenting

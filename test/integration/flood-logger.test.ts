@@ -23,7 +23,7 @@ function callWithin<T>(peer: Peer, cmd: string, args: Record<string, unknown> = 
 describe('flood: the default logger and the log budgets (issue 13)', function () {
   this.timeout(60000);
 
-  it('stderrLogger, stderr on a pipe nobody reads: at most 64 KiB (LOG_QUEUE_LIMIT) wait; the rest is dropped and counted', async () => {
+  it('stderrLogger, stderr on a pipe nobody reads: at most 64 KiB wait; the rest is dropped and counted', async () => {
     const peer = new Peer('flood-logger.ts');
     try {
       // Nobody reads the pipe until the end.
@@ -69,7 +69,7 @@ describe('flood: the default logger and the log budgets (issue 13)', function ()
     }
   });
 
-  it('peerText: control characters escaped (one line stays one line), cut at PEER_TEXT_MAX with the length noted', () => {
+  it('peerText: control characters escaped (one line stays one line), cut with the length noted', () => {
     expect(peerText('fine')).to.equal('fine');
     expect(peerText('two\nlines\r\u0000\u2028')).to.equal('two\\u000alines\\u000d\\u0000\\u2028');
     const long = 'z'.repeat(70000);
@@ -77,7 +77,7 @@ describe('flood: the default logger and the log budgets (issue 13)', function ()
     expect(peerText(long, 10)).to.equal(`${'z'.repeat(10)}… (70000 characters)`);
   });
 
-  it('PeerLog: a burst per peer, then suppressed and counted; the next line that gets through says how many', async () => {
+  it('PeerLog: a burst per peer, then suppressed and counted; the next line through says how many', async () => {
     const lines: string[] = [];
     const log = new PeerLog((_level: LogLevel, message: string) => lines.push(message));
     for (let i = 0; i < 100; i++) log.log('client pid 1', 'warn', `a ${i}`);

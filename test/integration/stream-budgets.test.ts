@@ -220,7 +220,8 @@ describe('stream budgets: what a remote peer may cost the producer (issue 13)', 
       await sleep(1000);
       const flooded = await cpuOver(producer.peer, 3000);
       const warnings: Record<string, number> = await producer.peer.call('warnings');
-      const report = `CPU ${flooded.toFixed(3)} s vs baseline ${baseline.toFixed(3)} s; warnings ${JSON.stringify(warnings)}`;
+      const report =
+        `CPU ${flooded.toFixed(3)} s vs baseline ${baseline.toFixed(3)} s; ` + `warnings ${JSON.stringify(warnings)}`;
 
       expect(warnings.TimeoutOverflowWarning ?? 0, report).to.equal(0);
       expect(flooded, report).to.be.at.most(2 * baseline + 0.15);
@@ -237,7 +238,8 @@ describe('stream budgets: what a remote peer may cost the producer (issue 13)', 
 
       // Not a finite positive number: E_MALFORMED (JSON has no NaN; 1e999 parses as Infinity).
       const hello = (field: string, value: string): string =>
-        `{"type":"hello","token":${JSON.stringify(producer.token)},"name":"bad","codecs":["tiles"],"${field}":${value}}`;
+        `{"type":"hello","token":${JSON.stringify(producer.token)},` +
+        `"name":"bad","codecs":["tiles"],"${field}":${value}}`;
       for (const [field, value] of [
         ['maxFps', '1e999'],
         ['maxFps', '-30'],
@@ -256,7 +258,7 @@ describe('stream budgets: what a remote peer may cost the producer (issue 13)', 
     },
   );
 
-  it('after each of 200 resizes with frames in flight, every frame is at the new size and the first is a full refresh', async () => {
+  it('200 resizes with frames in flight: every frame after each is at the new size, the first full', async () => {
     const sizes = [
       { width: 480, height: 360 },
       { width: 544, height: 400 },

@@ -174,7 +174,8 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
           .then((r) =>
             r.results.forEach((res: { violations: string[] }, i: number) => {
               report.corpus.replayed++;
-              if (res.violations.length) report.corpus.failed.push({ file: wsCorpus[i].file, violations: res.violations });
+              if (res.violations.length)
+                report.corpus.failed.push({ file: wsCorpus[i].file, violations: res.violations });
             }),
           ),
       );

@@ -246,6 +246,7 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInt
 export function expectWs(sent: WsOut[], token: string): WsExpectation {
   const out: WsExpectation = { fatal: new Set(), open: false, warnings: new Set(), delivered: 0, why: [], gaps: [] };
   let phase: 'hello' | 'active' = 'hello';
+  let pic: { width: number; height: number; relative: boolean } = { ...FUZZ_SURFACES.live, relative: false };
   for (let i = 0; i < sent.length; i++) {
     out.delivered++;
     // The rate cap: a burst of maxMessageRate (1000), refilled at as many a second.
@@ -280,26 +281,23 @@ export function expectWs(sent: WsOut[], token: string): WsExpectation {
       if (r.surface !== undefined && ![FUZZ_SURFACES.live.id, FUZZ_SURFACES.idle.id].includes(r.surface as number))
         return fail('E_INVALID_ARGUMENT');
       if (!(r.codecs as string[]).includes('tiles')) return fail('E_NO_MECHANISM');
+      if (r.surface === FUZZ_SURFACES.idle.id) pic = { ...FUZZ_SURFACES.idle, relative: true };
       phase = 'active';
       continue;
     }
     if (type === 'hello') return fail('E_MALFORMED');
     if (shape !== null) return fail(shape);
-    if (INPUT.has(type)) {
-      const pic = FUZZ_SURFACES.live;
+    if (type === 'pointer' || type === 'touch') {
       const x = r.x as number;
       const y = r.y as number;
-      if ((type === 'pointer' || type === 'touch') && (x >= pic.width || y >= pic.height)) {
-        out.warnings.add('E_OUT_OF_BOUNDS');
-        if (x > 65535 || y > 65535) {
-          // remote.md: integers ≥ 0, outside the picture a warning; the server's MAX_COORDINATE (65535)
-          // makes them E_MALFORMED. Not said by the document: both readings allowed, and counted.
-          out.gaps.push(`#${i}: coordinate ${Math.max(x, y)} beyond 65535`);
-          const rest = expectWs(sent.slice(i + 1), token);
-          out.fatal.add('E_MALFORMED');
-          void rest;
-        }
+      if (x > 65535 || y > 65535) {
+        // remote.md: integers ≥ 0, a warning outside the picture; the server's MAX_COORDINATE (65535)
+        // makes them E_MALFORMED. The document does not say: both readings are allowed, and counted.
+        out.gaps.push(`#${i}: coordinate ${Math.max(x, y)} beyond 65535`);
+        out.fatal.add('E_MALFORMED');
       }
+      const dropped = type === 'pointer' && pic.relative; // §3.1 step 3: before the position is looked at
+      if (!dropped && (x >= pic.width || y >= pic.height)) out.warnings.add('E_OUT_OF_BOUNDS');
     }
   }
   out.open = true;
@@ -490,7 +488,8 @@ export async function runWsSession(
 function judgeWs(o: WsOutcome, e: WsExpectation, violations: string[]): void {
   const why = e.why.length ? ` (the spec's reading: ${e.why.slice(0, 3).join(' | ')})` : '';
   if (o.error !== null) {
-    if (!e.fatal.has(o.error)) violations.push(`error ${o.error}, the spec expects ${[...e.fatal].join('/') || 'none'}${why}`);
+    if (!e.fatal.has(o.error))
+      violations.push(`error ${o.error}, the spec expects ${[...e.fatal].join('/') || 'none'}${why}`);
     else if (o.closeCode !== null && o.closeCode !== CLOSE_FOR[o.error] && o.closeCode !== 1006)
       violations.push(`error ${o.error} closed ${o.closeCode}, remote.md says ${CLOSE_FOR[o.error]}`);
   } else if (o.closeCode !== null && o.closeCode !== 1000 && o.closeCode !== 1005) {
