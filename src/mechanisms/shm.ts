@@ -105,15 +105,15 @@ export function shmExport(memfd: NativeFd | OsHandle, planes: readonly PlaneLayo
   };
 }
 
-/** A sealed memfd sized for `format` at width×height, mapped read-write. */
-export function allocateMemfd(
+/** Memory for `format` at width×height, mapped read-write: `make(size)` creates the object. */
+function allocateWith(
+  make: (size: number) => NativeFd,
   format: FormatInfo,
   width: number,
   height: number,
-  label: string,
 ): { fd: NativeFd; memory: ArrayBuffer; planes: PlaneLayout[]; size: number } {
   const { planes, totalSize } = linearLayout(format, width, height);
-  const fd = linuxNative().createMemfd(label, totalSize);
+  const fd = make(totalSize);
   try {
     return { fd, memory: fd.map(0, totalSize, 'shared'), planes, size: totalSize };
   } catch (error) {
@@ -122,21 +122,14 @@ export function allocateMemfd(
   }
 }
 
+/** A sealed memfd sized for `format` at width×height, mapped read-write. */
+export function allocateMemfd(format: FormatInfo, width: number, height: number, label: string) {
+  return allocateWith((size) => linuxNative().createMemfd(label, size), format, width, height);
+}
+
 /** A POSIX shm object sized for `format` at width×height, mapped read-write through the SIGBUS guard. */
-export function allocateShm(
-  format: FormatInfo,
-  width: number,
-  height: number,
-  label: string,
-): { fd: NativeFd; memory: ArrayBuffer; planes: PlaneLayout[]; size: number } {
-  const { planes, totalSize } = linearLayout(format, width, height);
-  const fd = posix().createShm(label, totalSize);
-  try {
-    return { fd, memory: fd.map(0, totalSize, 'shared'), planes, size: totalSize };
-  } catch (error) {
-    fd.close();
-    throw SurfaceLinkError.fromNative(error);
-  }
+export function allocateShm(format: FormatInfo, width: number, height: number, label: string) {
+  return allocateWith((size) => posix().createShm(label, size), format, width, height);
 }
 
 /**

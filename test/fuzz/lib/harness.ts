@@ -36,6 +36,8 @@ export interface IntervalStats {
   p50: number;
   p99: number;
   max: number;
+  /** The longest intervals, each with the CPU time the server process used in it. */
+  longest?: { ms: number; cpuMs: number }[];
 }
 
 export interface FuzzReport {
@@ -246,7 +248,8 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     report.fuzz = (await server.call('phase', { name: 'idle-after' })).intervals;
     o.log(
       `under fuzzing: present interval p50 ${report.fuzz.p50.toFixed(1)} ms, p99 ${report.fuzz.p99.toFixed(1)} ms, ` +
-        `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks)`,
+        `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks); longest (ms, server CPU ms in it): ` +
+        (report.fuzz.longest ?? []).map((l) => `${l.ms.toFixed(1)}/${l.cpuMs.toFixed(1)}`).join(' '),
     );
     await sleep(o.idleMs);
     const afterPhase = await server.call('phase', { name: 'done' });

@@ -278,7 +278,7 @@ export function expectWs(sent: WsOut[], token: string): WsExpectation {
       const tokenOk = typeof r.token === 'string' && r.token === token;
       if (!tokenOk) return shape === null ? fail('E_AUTH') : fail('E_AUTH', shape);
       if (shape !== null) return fail(shape);
-      if (r.surface !== undefined && ![FUZZ_SURFACES.live.id, FUZZ_SURFACES.idle.id].includes(r.surface as number))
+      if (r.surface !== undefined && !([FUZZ_SURFACES.live.id, FUZZ_SURFACES.idle.id] as number[]).includes(r.surface as number))
         return fail('E_INVALID_ARGUMENT');
       if (!(r.codecs as string[]).includes('tiles')) return fail('E_NO_MECHANISM');
       if (r.surface === FUZZ_SURFACES.idle.id) pic = { ...FUZZ_SURFACES.idle, relative: true };
