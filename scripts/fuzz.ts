@@ -39,7 +39,7 @@ async function main(): Promise<void> {
       1,
     ),
   );
-  const failures = judgeReport(report, periodMs);
+  const failures = judgeReport(report);
   for (const f of failures) console.log(`FAIL: ${f}`);
   console.log(failures.length ? `${failures.length} oracle(s) failed` : 'every oracle passed');
   process.exit(failures.length ? 1 : 0);

@@ -4,6 +4,7 @@
  * buffer once and turns FRAME messages into `frame` events (./core/features/frames-client.ts).
  */
 import { EventEmitter } from 'eventemitter3';
+import { performance } from 'node:perf_hooks';
 import { CursorClient, type CursorClientHost } from './core/features/cursor-client.js';
 import { FramesClient, type FramesClientHost } from './core/features/frames-client.js';
 import { InputClient, type InputClientHost } from './core/features/input-client.js';
@@ -34,6 +35,7 @@ import {
   PROTOCOL_VERSION_MAX,
   PROTOCOL_VERSION_MIN,
 } from './protocol/constants.js';
+import type { ClientTelemetry } from './telemetry.js';
 import { platformTransport, type MessageChannel, type PeerIdentity, type Transport } from './transport/index.js';
 
 export { Frame } from './frame.js';
@@ -50,8 +52,20 @@ export interface ClientOptions {
    * endpoint and token to give RemoteStreamClient, and no frames arrive on this connection.
    */
   mechanisms?: string[];
-  /** Give up if negotiation has not finished by then (default 5000 ms). */
+  /**
+   * Give up if negotiation has not finished by then (default 5000 ms), connect retries
+   * (`retryConnect`) included.
+   */
   timeoutMs?: number;
+  /**
+   * Retry a connect the server could not take yet, with backoff, until `timeoutMs` has passed
+   * (default true): EAGAIN (the server's listen queue is full: many clients connecting at once
+   * while its loop is busy) and ECONNREFUSED (the socket file is there but nobody listens yet: a
+   * server restarting). The first retry comes after about 5 ms, each next after twice as long (at
+   * most 250 ms), each with ±50 % jitter. A missing socket (ENOENT) or a refusal by permission
+   * fails at once. False: every connect error fails at once.
+   */
+  retryConnect?: boolean;
   /** Server uids to trust besides our own and root's. */
   allowServerUids?: number[];
   /**
@@ -180,6 +194,17 @@ function requestedFeatures(options: ClientOptions): string[] | undefined {
 
 let nextSerial = 1;
 
+/** Connect retries (ClientOptions.retryConnect): the first delay, doubled up to the last. */
+const CONNECT_RETRY_FIRST_MS = 5;
+const CONNECT_RETRY_MAX_MS = 250;
+
+/** A connect the server could not take yet: its listen queue was full (EAGAIN) or nobody listened (ECONNREFUSED). */
+function retryableConnect(e: SurfaceLinkError): boolean {
+  if (e.code !== 'E_CONNECT') return false;
+  const name = (e.cause as { errnoName?: unknown } | undefined)?.errnoName;
+  return name === 'EAGAIN' || name === 'EWOULDBLOCK' || name === 'ECONNREFUSED';
+}
+
 // Not `implements MessageHandler`: its handler methods are tagged internal, so stripInternal removes them from
 // the .d.ts, where the clause would then fail to check. `channel.start(this, …)` still checks the shape.
 /**
@@ -208,7 +233,7 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   private readonly requestedFeatures: string[] | undefined;
   private inputGranted = false;
 
-  private constructor(options: ClientOptions) {
+  private constructor(options: ClientOptions, deadlineMs?: number) {
     super();
     this.requestedFeatures = requestedFeatures(options);
     this.offered = options.mechanisms
@@ -268,9 +293,11 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     const timeoutMs = options.timeoutMs ?? 5000;
     const where = options.path ?? transport.defaultAddress();
+    // After connect retries, only what is left of timeoutMs.
+    const leftMs = deadlineMs === undefined ? timeoutMs : Math.max(0, deadlineMs - performance.now());
     this.timer = setTimeout(
       () => this.fail('E_TIMEOUT', `no WELCOME from ${where} within ${timeoutMs} ms`, true),
-      timeoutMs,
+      leftMs,
     );
     try {
       this.channel.send(
@@ -292,13 +319,49 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
     }
   }
 
-  /** Connects and negotiates. Resolves once frames can arrive; `negotiated` fires right after. */
+  /**
+   * Connects and negotiates. Resolves once frames can arrive; `negotiated` fires right after. A
+   * connect the server cannot take yet is retried within `timeoutMs` (see `retryConnect`).
+   */
   static connect(options: ClientOptions = {}): Promise<SurfaceClient> {
+    const startMs = performance.now();
     try {
       return new SurfaceClient(options).ready;
     } catch (error) {
-      return Promise.reject(SurfaceLinkError.fromNative(error));
+      const e = SurfaceLinkError.fromNative(error);
+      if (options.retryConnect === false || !retryableConnect(e)) return Promise.reject(e);
+      return SurfaceClient.connectRetrying(options, startMs + (options.timeoutMs ?? 5000), e);
     }
+  }
+
+  /** The retries of connect(): backoff with jitter until `deadlineMs` (performance.now()). */
+  private static async connectRetrying(
+    options: ClientOptions,
+    deadlineMs: number,
+    first: SurfaceLinkError,
+  ): Promise<SurfaceClient> {
+    let last = first;
+    let attempts = 1;
+    for (let delayMs = CONNECT_RETRY_FIRST_MS; ; delayMs = Math.min(delayMs * 2, CONNECT_RETRY_MAX_MS)) {
+      const waitMs = Math.min(delayMs * (0.5 + Math.random()), deadlineMs - performance.now());
+      if (waitMs <= 0) break;
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      let client: SurfaceClient;
+      try {
+        attempts++;
+        client = new SurfaceClient(options, deadlineMs);
+      } catch (error) {
+        last = SurfaceLinkError.fromNative(error);
+        if (!retryableConnect(last)) throw last;
+        continue;
+      }
+      return client.ready;
+    }
+    throw new SurfaceLinkError(
+      last.code,
+      `${last.message} (${attempts} attempts in ${options.timeoutMs ?? 5000} ms)`,
+      { cause: last.cause ?? last },
+    );
   }
 
   /** The mechanism in use and why it was chosen (null before negotiation). */
@@ -316,6 +379,14 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
   /** Why the session ended, once it has. */
   get disconnectReason(): DisconnectInfo | null {
     return this.disconnectInfo;
+  }
+  /**
+   * How long the frames released so far took, stage by stage: present → received (the FRAME read
+   * here) → imported (handed to the application: fence signalled, CPU access begun) → released,
+   * for all surfaces and for each. Counts, and p50/p99/mean/max of the most recent frames, in ms.
+   */
+  get telemetry(): ClientTelemetry {
+    return this.frames.telemetry();
   }
 
   /** @internal Messages from the channel. */

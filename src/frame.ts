@@ -52,6 +52,8 @@ export class Frame {
   private releasedValue = false;
   /** @internal A CPU read bracket is open on the buffer (closed by release). */
   cpuAccess = false;
+  /** @internal When it was handed to the application (monotonic ms), for telemetry. */
+  importedMs = 0;
 
   /** @internal Made by SurfaceClient. */
   constructor(

@@ -3,7 +3,21 @@
  * handle, shared memory where it cannot, an encoded stream for remote peers. See README.md
  * and docs/. GL import/rendering is `surfacelink/gl`; remote viewers are `surfacelink/stream`.
  */
-export { SurfaceServer, type ServerOptions, type ClientInfo, type ServerEvents, type FrameTap } from './server.js';
+export {
+  SurfaceServer,
+  type ServerOptions,
+  type ClientInfo,
+  type ServerEvents,
+  type FrameTap,
+  type PoolEvent,
+} from './server.js';
+export {
+  TELEMETRY_WINDOW,
+  type StageStats,
+  type ServerFrameTelemetry,
+  type ClientStageTelemetry,
+  type ClientTelemetry,
+} from './telemetry.js';
 export {
   SurfaceClient,
   type ClientOptions,
@@ -36,6 +50,7 @@ export {
   type PresentOptions,
   type Orientation,
   type Viewport,
+  type PoolStats,
 } from './surface.js';
 export { allocatorReports, type AllocatorName } from './mechanisms/dmabuf/index.js';
 export {
@@ -55,6 +70,9 @@ export type {
   BackingIdentity,
   BufferExport,
   ConsumerBuffer,
+  CourierClient,
+  CourierFactory,
+  CourierServer,
   CpuAccessor,
   ExternalBacking,
   ExternalDmabuf,
@@ -76,6 +94,7 @@ export type {
   CpuAccess,
   FdKind,
   NativeFd,
+  NativeIOSurface,
   NativeNtHandle,
   NtObjectType,
   SendResult,

@@ -26,6 +26,7 @@ import {
   SharedSurface,
   type AdoptSurfaceOptions,
   type DmabufSurfaceOptions,
+  type PoolStats,
   type PresentOptions,
   type SurfaceHost,
   type SurfaceOptions,
@@ -44,12 +45,24 @@ export interface ServerOptions {
   allowUids?: number[];
   /** Mode of the socket file; default 0o600. Widen it only together with allowUids. */
   socketMode?: number;
-  /** A client holding a frame longer than this is disconnected (E_RELEASE_TIMEOUT). Default 2000 ms. */
+  /**
+   * A client holding a frame longer than this is disconnected (E_RELEASE_TIMEOUT). Default 2000 ms.
+   * Each client is judged by its own frames only, on CLOCK_MONOTONIC, from when the FRAME was handed
+   * to the socket until its RELEASE was read; before a client is dropped, what it sent that waits
+   * unread is read first, so a loop busy with the producer's work never shortens the deadline.
+   * Nothing else drops a client for holding frames (a full pool makes the producer skip a frame).
+   */
   releaseTimeoutMs?: number;
   /** A client that has not said HELLO by then is disconnected (E_TIMEOUT). Default 5000 ms. */
   helloTimeoutMs?: number;
   /** Most clients at once (E_LIMIT beyond). Default 32. */
   maxClients?: number;
+  /**
+   * Connections that may wait to be accepted (the listen backlog): default 4096, which the kernel
+   * caps at net.core.somaxconn (4096 since Linux 5.4, 128 before). Clients retry a connect the
+   * queue refuses (ClientOptions.retryConnect).
+   */
+  listenBacklog?: number;
   /**
    * Handle mechanisms this server may use, in its own preference order (default: every
    * available one except those served only when named here: iosurface-pipe.v1, whose surfaces any
@@ -101,6 +114,18 @@ export interface FrameTap {
   inputMode?(surface: SharedSurface, mode: InputMode): void;
 }
 
+/** What the 'pool' event says. */
+export interface PoolEvent {
+  /** The surface. */
+  surfaceId: number;
+  /** 'grew': a buffer was added on demand; 'shrank': an unneeded one was given back (RETIRE). */
+  change: 'grew' | 'shrank';
+  /** The buffer added or given back. */
+  bufferId: number;
+  /** The pool after the change, with its bounds and counters. */
+  pool: PoolStats;
+}
+
 /** SurfaceServer's events and their arguments. */
 export interface ServerEvents {
   /** A client finished negotiation. */
@@ -119,6 +144,11 @@ export interface ServerEvents {
   clientMechanism: [ClientInfo];
   /** A client released a frame (presentation feedback). Positional numbers: no allocation per frame. */
   release: [surfaceId: number, bufferId: number, sequence: number, clientId: number];
+  /**
+   * A surface's pool grew (every buffer was in use; at most up to `maxBuffers`) or shrank (a buffer
+   * it grew by was not needed for `shrinkDelayMs` and was retired). Also logged at 'info'.
+   */
+  pool: [PoolEvent];
   /**
    * Input from a viewer (input.v1, or a remote viewer through a StreamServer), validated: the
    * surface exists, the codes are in range, positions lie inside the picture, pointer events match
@@ -239,14 +269,21 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       address: options.path,
       name: options.name ?? 'default',
       policy: { allowUids: options.allowUids, mode: options.socketMode },
+      ...(options.listenBacklog !== undefined ? { backlog: options.listenBacklog } : {}),
     });
     this.path = this.listener.address;
     this.listener.start(
       (channel, refusal) => this.accept(channel, refusal),
       (message) => this.logger('error', message),
     );
-    // One sweep for all release deadlines: no per-frame timers.
-    this.sweepTimer = setInterval(() => this.frames.sweep(), Math.max(10, Math.min(250, releaseTimeoutMs / 4)));
+    // One sweep for all release deadlines and pool shrinking: no per-frame timers.
+    this.sweepTimer = setInterval(
+      () => {
+        this.frames.sweep();
+        for (const surface of this.surfaces.values()) surface.trim();
+      },
+      Math.max(10, Math.min(250, releaseTimeoutMs / 4)),
+    );
     this.sweepTimer.unref();
   }
 
@@ -395,8 +432,24 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
       if (why) this.logger('warn', `surface ${surface.id}: buffer ${buffer.id} retired: ${why}`);
       this.frames.retire(surface, buffer);
     },
+    shrinkBuffer: (surface, buffer) => this.frames.retire(surface, buffer, false),
+    poolChanged: (surface, change, buffer) => {
+      const pool = surface.poolStats;
+      this.logger(
+        'info',
+        change === 'grew'
+          ? `surface ${surface.id}: pool grew to ${pool.buffers} buffers (configured ${pool.configured}, ` +
+              `max ${pool.maxBuffers}): every buffer was in use`
+          : `surface ${surface.id}: pool shrank to ${pool.buffers} buffers (configured ${pool.configured}): ` +
+              `buffer ${buffer.id} was not needed; retired`,
+      );
+      try {
+        this.emit('pool', { surfaceId: surface.id, change, bufferId: buffer.id, pool });
+      } catch (error) {
+        rethrowLater(error);
+      }
+    },
     surfaceClosed: (surface) => this.surfaceClosed(surface),
-    reclaimBuffer: (surface) => this.frames.reclaim(surface),
     cursorChanged: (surface, shapeChanged) => {
       if (shapeChanged) this.cursor.shapeChanged(surface);
       else this.cursor.positionChanged(surface);

@@ -5,7 +5,9 @@
  * it; each client that receives it *holds* it until it *releases* it. A buffer is free when the
  * producer does not have it, it is not the newest presented (front) buffer, and no client holds
  * it. The pool grows on demand up to `maxBuffers`, so acquire() never blocks; past that the
- * client holding the oldest frame is dropped.
+ * producer skips the frame (tryAcquire() returns null, acquire() throws E_POOL_EXHAUSTED): a client
+ * is dropped for holding a frame only at its own release deadline, never to free a buffer. Buffers
+ * beyond the configured count go back (RETIRE) once no acquire has needed them for `shrinkDelayMs`.
  *
  * A surface's buffers are made by one mechanism (allocated), or are someone else's buffers
  * adopted as they are (dma-bufs, memfds: see SurfaceServer.adoptSurface); an adopted pool can
@@ -23,6 +25,7 @@ import type { NativeFd } from './native/index.js';
 import type { Rect } from './protocol/codec.js';
 import { MAX_DAMAGE_RECTS } from './protocol/constants.js';
 import { validateDamage } from './protocol/validate.js';
+import { monotonicMs } from './telemetry.js';
 
 export { SurfaceBuffer } from './buffer.js';
 
@@ -52,6 +55,12 @@ export interface SurfaceOptions extends Viewport {
   buffers?: number;
   /** The pool never grows past this (default 8, or `buffers` if that is more). */
   maxBuffers?: number;
+  /**
+   * Buffers the pool grew by beyond `buffers` are given back (RETIRE to the clients that know them,
+   * then freed) once no acquire() has needed them for this long: default 2000 ms. It shrinks at most
+   * once per this period, never below `buffers`, and only by buffers that are free.
+   */
+  shrinkDelayMs?: number;
   /** A label for the buffers (visible in /proc/<pid>/fd as memfd:<label>). */
   label?: string;
   /** Back the surface with this mechanism instead of the server's first (e.g. 'shm.v1'). */
@@ -121,9 +130,11 @@ export interface SurfaceHost {
   presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void;
   /** RETIRE to the clients that know the buffer; `why` (logged) when it is not a resize's doing. */
   retireBuffer(surface: SharedSurface, buffer: SurfaceBuffer, why?: string): void;
+  /** RETIRE to the clients that know a free buffer the pool gives back (shrinking; not a new generation). */
+  shrinkBuffer(surface: SharedSurface, buffer: SurfaceBuffer): void;
+  /** The pool grew or shrank by `buffer` (for the 'pool' event and the log). */
+  poolChanged(surface: SharedSurface, change: 'grew' | 'shrank', buffer: SurfaceBuffer): void;
   surfaceClosed(surface: SharedSurface): void;
-  /** Frees a buffer of `surface` by dropping the client holding the oldest frame; false if none. */
-  reclaimBuffer(surface: SharedSurface): boolean;
   /** The cursor changed: its image (`shapeChanged`), or only its position or visibility. */
   cursorChanged(surface: SharedSurface, shapeChanged: boolean): void;
   /** The input mode changed. */
@@ -147,6 +158,26 @@ interface PoolSource {
 
 let nextSurfaceId = 1;
 
+/** A surface's buffer pool, as SharedSurface.poolStats reports it. Plain data. */
+export interface PoolStats {
+  /** Buffers in the pool now. */
+  buffers: number;
+  /** The count it shrinks back to: `SurfaceOptions.buffers` (adopted surfaces: all of theirs). */
+  configured: number;
+  /** The most it may have: `SurfaceOptions.maxBuffers`. */
+  maxBuffers: number;
+  /** The most it has had at once. */
+  peak: number;
+  /** Buffers in use now: acquired by the producer, the newest frame, held by a client, or busy. */
+  inUse: number;
+  /** Buffers added on demand beyond the initial ones, over the surface's life. */
+  grown: number;
+  /** Buffers given back (RETIRE) after `shrinkDelayMs` without being needed, over the surface's life. */
+  shrunk: number;
+  /** acquire()/tryAcquire() calls that found every buffer in use at `maxBuffers`: frames the producer skipped. */
+  exhausted: number;
+}
+
 /**
  * A surface a SurfaceServer serves: a pool of buffers the producer acquires, writes and presents.
  * Every method runs on the event loop and never blocks; close() (or `using`) frees the buffers once
@@ -169,6 +200,16 @@ export class SharedSurface {
   private readonly retiredHeld = new Set<SurfaceBuffer>();
   private nextBufferId = 1;
   private readonly maxBuffers: number;
+  /** What the pool shrinks back to. */
+  private readonly configuredBuffers: number;
+  private readonly shrinkDelayMs: number;
+  /** The most buffers an acquire() needed (in use + the one taken) since windowStartMs. */
+  private demandPeak = 0;
+  private windowStartMs = monotonicMs();
+  private peakBuffers = 0;
+  private grownCount = 0;
+  private shrunkCount = 0;
+  private exhaustedCount = 0;
   private closedValue = false;
   private source: PoolSource;
   /** @internal The newest presented buffer. */
@@ -204,16 +245,24 @@ export class SharedSurface {
       if (count < 1 || count > 64)
         throw invalidArgument('backing.buffers', 'a list of 1..64 buffers', Array.isArray(list) ? count : list);
       this.maxBuffers = count;
+      this.configuredBuffers = count;
+      this.shrinkDelayMs = 0;
       this.fillPool(count);
+      this.peakBuffers = count;
       return;
     }
     const initial = options.buffers ?? 3;
     this.maxBuffers = options.maxBuffers ?? Math.max(8, initial);
+    this.configuredBuffers = initial;
+    this.shrinkDelayMs = options.shrinkDelayMs ?? 2000;
     if (!Number.isInteger(initial) || initial < 2 || initial > 64)
       throw invalidArgument('buffers', 'an integer in 2..64', initial);
     if (!Number.isInteger(this.maxBuffers) || this.maxBuffers < initial || this.maxBuffers > 64)
       throw invalidArgument('maxBuffers', `an integer in ${initial}..64`, this.maxBuffers);
+    if (typeof this.shrinkDelayMs !== 'number' || !(this.shrinkDelayMs >= 0) || !Number.isFinite(this.shrinkDelayMs))
+      throw invalidArgument('shrinkDelayMs', 'a number of milliseconds ≥ 0', this.shrinkDelayMs);
     this.fillPool(initial);
+    this.peakBuffers = initial;
   }
 
   /**
@@ -254,6 +303,21 @@ export class SharedSurface {
   /** Buffers currently in the pool. */
   get bufferCount(): number {
     return this.pool.length;
+  }
+  /** The pool now and over the surface's life: its size, bounds, growth, shrinking and exhaustion. */
+  get poolStats(): PoolStats {
+    let inUse = 0;
+    for (let i = 0; i < this.pool.length; i++) if (this.pool[i] === this.front || !this.unused(this.pool[i])) inUse++;
+    return {
+      buffers: this.pool.length,
+      configured: this.configuredBuffers,
+      maxBuffers: this.maxBuffers,
+      peak: this.peakBuffers,
+      inUse,
+      grown: this.grownCount,
+      shrunk: this.shrunkCount,
+      exhausted: this.exhaustedCount,
+    };
   }
   /** The mechanism whose buffers back the surface. */
   get mechanism(): string {
@@ -398,12 +462,36 @@ export class SharedSurface {
 
   /**
    * A free buffer for the producer to write. Never blocks: grows the pool when every buffer is
-   * busy, and past `maxBuffers` drops the client holding the oldest frame.
+   * busy (up to `maxBuffers`). When even that is in use — clients hold the rest, each within its
+   * release deadline — it throws E_POOL_EXHAUSTED: skip this frame (latest wins) and present the
+   * next one; tryAcquire() says the same with null. No client is dropped to free a buffer.
    */
   acquire(): SurfaceBuffer {
+    const b = this.tryAcquire();
+    if (b) return b;
+    throw new SurfaceLinkError(
+      'E_POOL_EXHAUSTED',
+      `all ${this.pool.length} buffers of surface ${this.id} (maxBuffers ${this.maxBuffers}) are acquired, the ` +
+        `newest frame, or held by clients within their release deadlines; skip this frame`,
+    );
+  }
+
+  /**
+   * acquire(), but null instead of E_POOL_EXHAUSTED when every buffer is in use at `maxBuffers`:
+   * the producer skips this frame (counted in `poolStats.exhausted`) and tries again at the next.
+   */
+  tryAcquire(): SurfaceBuffer | null {
     this.assertOpen();
     for (;;) {
-      const free = this.pool.find((b) => b !== this.front && this.unused(b));
+      // The first free buffer: the pool's own ones before those it grew by, so those stay free to give back.
+      let free: SurfaceBuffer | null = null;
+      let inUse = 0;
+      for (let i = 0; i < this.pool.length; i++) {
+        const b = this.pool[i];
+        if (b === this.front || !this.unused(b)) inUse++;
+        else free ??= b;
+      }
+      if (inUse + 1 > this.demandPeak) this.demandPeak = inUse + 1;
       if (free) {
         if (this.retireTruncated(free)) continue;
         return this.take(free);
@@ -418,14 +506,35 @@ export class SharedSurface {
       if (!this.external && this.pool.length < this.maxBuffers) {
         const b = this.make(this.pool.length);
         this.pool.push(b);
+        this.grownCount++;
+        if (this.pool.length > this.peakBuffers) this.peakBuffers = this.pool.length;
+        this.host.poolChanged(this, 'grew', b);
         return this.take(b);
       }
-      if (!this.host.reclaimBuffer(this))
-        throw new SurfaceLinkError(
-          'E_POOL_EXHAUSTED',
-          `all ${this.pool.length} buffers are acquired by the producer or are the newest frame; present or ` +
-            `discard some`,
-        );
+      this.exhaustedCount++;
+      return null;
+    }
+  }
+
+  /**
+   * @internal Gives back buffers beyond the configured count that no acquire() needed during the
+   * last `shrinkDelayMs` (the server calls this from its timer): each is free (not the front, not
+   * held, not busy), retired (RETIRE to the clients that know it) and freed. At most once per period.
+   */
+  trim(now = monotonicMs()): void {
+    if (this.closedValue || this.external || now - this.windowStartMs < this.shrinkDelayMs) return;
+    const target = Math.max(this.configuredBuffers, this.demandPeak);
+    this.windowStartMs = now;
+    this.demandPeak = 0;
+    for (let i = this.pool.length - 1; i >= 0 && this.pool.length > target; i--) {
+      const b = this.pool[i];
+      if (b === this.front || !this.unused(b)) continue;
+      this.pool.splice(i, 1);
+      b.retired = true;
+      this.host.shrinkBuffer(this, b);
+      this.shrunkCount++;
+      this.collect(b);
+      this.host.poolChanged(this, 'shrank', b);
     }
   }
 

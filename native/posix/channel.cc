@@ -69,6 +69,8 @@ Napi::Function Channel::Define(Napi::Env env) {
                          InstanceMethod<&Channel::Unref>("unref"),
                          InstanceAccessor<&Channel::GetPeer>("peer"),
                          InstanceAccessor<&Channel::GetQueuedBytes>("queuedBytes"),
+                         InstanceAccessor<&Channel::GetSentBytes>("sentBytes"),
+                         InstanceMethod<&Channel::ReadPending>("readPending"),
                          InstanceAccessor<&Channel::GetClosed>("closed"),
                      });
 }
@@ -327,6 +329,7 @@ Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
   if (tx_.empty()) {
     ssize_t n = OsSend(fd_.get(), data, length, fds, nfds);
     if (n < 0 && !IsWouldBlock(errno)) return Napi::Number::New(env, -1);  // the read side reports why
+    if (n > 0) sent_total_ += static_cast<double>(n);
     if (n == static_cast<ssize_t>(length)) return Napi::Number::New(env, 0);
     if (n > 0) {
       sent = static_cast<size_t>(n);
@@ -360,6 +363,7 @@ bool Channel::FlushQueue() {
     out.fds.clear();
     out.sent += static_cast<size_t>(n);
     tx_bytes_ -= static_cast<size_t>(n);
+    sent_total_ += static_cast<double>(n);
     if (out.sent == out.bytes.size()) tx_.pop_front();
   }
   return true;
@@ -438,6 +442,20 @@ Napi::Value Channel::GetQueuedBytes(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Channel::GetClosed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), closed_); }
+
+// sentBytes: every byte handed to the kernel so far. A message sent when this plus queuedBytes
+// was M has left our queue once sentBytes reaches M.
+Napi::Value Channel::GetSentBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), sent_total_); }
+
+// readPending(): reads what the peer has sent that waits in the socket and delivers it now, from
+// this call (onMessage/onError run before it returns), as a readable poll would. For judging a
+// peer fairly after our own loop was busy: what it sent meanwhile is read before it is judged.
+// Does nothing on a channel that is not reading (not started, failed or closed).
+Napi::Value Channel::ReadPending(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (reading_ && !closed_ && !failed_ && fd_) HandleReadable();
+  return env.Undefined();
+}
 
 // ---------------------------------------------------------------------------------------
 // Listener

@@ -6,7 +6,8 @@
 // handle count; everything else is the TypeScript protocol layer's job.
 //
 // Loop rules: all methods run on the JS thread that created the channel; callbacks are
-// made from the loop, never re-entrantly from send()/close().
+// made from the loop, never re-entrantly from send()/close() (readPending() alone delivers
+// from within the call: that is what it is for).
 #pragma once
 
 #include <napi.h>
@@ -46,7 +47,10 @@ class Channel : public Napi::ObjectWrap<Channel> {
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value GetPeer(const Napi::CallbackInfo& info);
   Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info);
+  Napi::Value GetSentBytes(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
+  // readPending(): reads and delivers, now, what the peer has sent (see channel.cc).
+  Napi::Value ReadPending(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   void HandleReadable();
@@ -83,6 +87,8 @@ class Channel : public Napi::ObjectWrap<Channel> {
 
   std::deque<Outgoing> tx_;
   size_t tx_bytes_ = 0;
+  // Every byte handed to the kernel so far (written at once or flushed from tx_).
+  double sent_total_ = 0;
 
   size_t max_message_ = 65536;
   size_t max_handles_ = 8;
@@ -112,6 +118,6 @@ class Listener : public Napi::ObjectWrap<Listener> {
   std::unique_ptr<Napi::AsyncContext> async_context_;
 };
 
-// listen(path, backlog) -> Listener; connect(path) -> Channel; socketpair() -> [Channel, Channel]
+// listen(path, backlog) -> Listener (the kernel caps backlog at net.core.somaxconn); connect(path) -> Channel; socketpair() -> [Channel, Channel]
 
 }  // namespace surfacelink

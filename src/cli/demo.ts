@@ -10,13 +10,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   counterVerdict,
+  formatStages,
   formatStatus,
   formatSummary,
   type ConsumerMessage,
+  type StagesSnapshot,
   type StatsSnapshot,
 } from '../demo/consumer.js';
 import type { ProducerMessage } from '../demo/producer.js';
-import { SIGNAL_EXIT, StatusLine } from './view.js';
+import { SIGNAL_EXIT, STAGES_EVERY, StatusLine } from './view.js';
 
 export interface DemoOptions {
   width: number;
@@ -47,6 +49,9 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
   let state: 'starting' | 'running' | 'stopping' = 'starting';
   let stats: StatsSnapshot | null = null;
   let presented = 0;
+  /** The producer's view of the consumer's frames (present → sent → released). */
+  let serverStages: StagesSnapshot | null = null;
+  let statsTicks = 0;
   let producerGl = o.gl === 'cpu' ? 'producer drew on the CPU (--gl cpu)' : 'producer GL unknown';
   let consumerGl = o.gl === 'cpu' ? 'consumer GL off (--gl cpu)' : 'consumer GL not reported';
   let durationTimer: NodeJS.Timeout | null = null;
@@ -110,6 +115,9 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
           spawn('consumer', ['--gl', o.gl]).on('message', onConsumer);
           return;
         case 'stats':
+          serverStages = m.stages;
+          presented = m.presented;
+          return;
         case 'final':
           presented = m.presented;
           return;
@@ -131,7 +139,13 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
           return;
         case 'stats':
           stats = m.stats;
-          if (state === 'running') status.update(formatStatus(m.stats));
+          if (state !== 'running') return;
+          // Every few seconds, each side's per-stage durations on lines of their own.
+          if (m.stats.stages && m.stats.stages.frames > 0 && statsTicks++ % STAGES_EVERY === 0) {
+            status.log(formatStages('consumer stages', m.stats.stages));
+            if (serverStages && serverStages.frames > 0) status.log(formatStages('server stages', serverStages));
+          }
+          status.update(formatStatus(m.stats));
           return;
         case 'final':
           stats = m.stats;
@@ -206,7 +220,9 @@ export function runDemo(o: DemoOptions, entry: string): Promise<number> {
       const gl = `; ${producerGl}; ${consumerGl}`;
       const summary =
         s && s.total.frames > 0
-          ? `${formatSummary(s)}; producer presented ${presented}${gl}`
+          ? `${formatSummary(s)}; producer presented ${presented}` +
+            (serverStages && serverStages.frames > 0 ? `; ${formatStages('server stages', serverStages)}` : '') +
+            gl
           : `no frames received (producer presented ${presented})${gl}`;
       status.finish(`surfacelink demo: ${summary}`);
       for (const f of failures) process.stderr.write(`surfacelink demo: ${f}\n`);

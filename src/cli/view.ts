@@ -1,10 +1,14 @@
 /**
  * `surfacelink view`: connect to a server, say what was negotiated and why, then print the
- * consumer statistics once a second until Ctrl-C or the server goes away; with --remote, the
+ * consumer statistics once a second (and every five seconds the per-stage durations: present →
+ * received → imported → released) until Ctrl-C or the server goes away; with --remote, the
  * same for a stream (docs/remote.md). Also home of the status line the demo shares.
  */
 import { RemoteStreamClient, SurfaceClient, defaultAddress, type StreamCodec } from '../index.js';
-import { FrameStats, consumeFrames, formatStatus, formatSummary } from '../demo/consumer.js';
+import { FrameStats, consumeFrames, formatStages, formatStatus, formatSummary } from '../demo/consumer.js';
+
+/** How often (in status updates, one a second) the per-stage durations get a line of their own. */
+export const STAGES_EVERY = 5;
 
 /**
  * One status line. On a terminal it is rewritten in place (so it must never wrap); into a
@@ -134,7 +138,14 @@ export function runView(options: { path?: string }): Promise<number> {
           else
             view.end(1, `surfacelink view: lost the server: ${info.code}: ${info.message}${summary()}`, process.stderr);
         });
-        view.every(1000, () => status.update(formatStatus(stats.snapshot())));
+        let ticks = 0;
+        view.every(1000, () => {
+          const snap = stats.snapshot();
+          // The stages (present → received → imported → released) on a line of their own, every few seconds.
+          if (snap.stages && snap.stages.frames > 0 && ticks++ % STAGES_EVERY === 0)
+            status.log(formatStages('stages', snap.stages));
+          status.update(formatStatus(snap));
+        });
       },
       (error: { code?: string; message?: string }) =>
         view.failed(error, error.code === 'E_CONNECT' ? `%s${connectHint(options.path, socketPath)}` : undefined),

@@ -20,6 +20,7 @@ import {
   type WelcomeInfo,
 } from '../protocol/codec.js';
 import { MessageType, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
+import { ServerStages, type ServerFrameTelemetry } from '../telemetry.js';
 import type { MessageChannel, MessageHandler, SendResult } from '../transport/types.js';
 import type { ServerFeature } from './features/types.js';
 import {
@@ -51,6 +52,12 @@ export interface ClientInfo {
   readonly framesDelivered: number;
   /** Frames it never saw because it still held an older one (latest wins). */
   readonly framesSkipped: number;
+  /**
+   * How long its frames took, stage by stage, as this server sees them (present → FRAME handed to
+   * the socket → RELEASE read), over the frames it released: counts, and p50/p99/mean/max of its
+   * most recent ones. A snapshot taken when this object was made.
+   */
+  readonly telemetry: ServerFrameTelemetry;
 }
 
 /** What a session needs from its server. */
@@ -90,6 +97,8 @@ export class ServerSession implements MessageHandler {
   features: readonly ServerFeature[] = [];
   framesDelivered = 0;
   framesSkipped = 0;
+  /** Per-stage durations of its released frames (frames.v1 records them; preallocated). */
+  readonly stages = new ServerStages();
   helloTimer: NodeJS.Timeout | null = null;
   private readonly handlers = new Map<number, ServerFeature>();
   /** Log lines this client causes, within its budget (PeerLog): use this, not the server's logger. */
@@ -121,6 +130,7 @@ export class ServerSession implements MessageHandler {
       features: this.features.map((f) => f.name),
       framesDelivered,
       framesSkipped,
+      telemetry: this.stages.summary(),
     };
   }
 

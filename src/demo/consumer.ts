@@ -9,7 +9,14 @@
  * uploaded), draws it as a textured quad into an offscreen framebuffer and waits for GL before
  * releasing the frame. The counter check stays on the CPU view of the same shared memory.
  */
-import { SurfaceClient, type Frame } from '../index.js';
+import {
+  SurfaceClient,
+  type ClientStageTelemetry,
+  type ClientTelemetry,
+  type Frame,
+  type ServerFrameTelemetry,
+  type StageStats,
+} from '../index.js';
 import { RenderTexture, SurfaceImporter, drawTexture, openGpuContext, type GpuContext } from '../gl/index.js';
 import { counterValue, patternLayout, readCounter, type PatternLayout } from './pattern.js';
 
@@ -56,6 +63,8 @@ export interface StatsSnapshot {
   total: { seconds: number; frames: number; fps: number; p50Us: number | null; p99Us: number | null };
   /** Sequence numbers never seen between two that were (the server skipped them for us). */
   dropped: number;
+  /** Per-stage durations of the frames released so far (SurfaceClient.telemetry), once there are any. */
+  stages: StagesSnapshot | null;
   /** `skipped`: frames too small to carry a counter (the pattern leaves it out). */
   counter: {
     verified: number;
@@ -66,8 +75,45 @@ export interface StatsSnapshot {
   };
 }
 
+/** Per-stage durations, p50 and p99 in ms, in the order of a frame's trip. Plain data (it crosses IPC). */
+export interface StagesSnapshot {
+  /** Frames measured. */
+  frames: number;
+  stages: { name: string; p50Ms: number; p99Ms: number }[];
+}
+
+function stagesOf(frames: number, stages: [string, StageStats][]): StagesSnapshot {
+  return { frames, stages: stages.map(([name, s]) => ({ name, p50Ms: s.p50Ms, p99Ms: s.p99Ms })) };
+}
+
+/** A client's stages (SurfaceClient.telemetry) as a StagesSnapshot. */
+export function clientStages(t: ClientStageTelemetry): StagesSnapshot {
+  return stagesOf(t.presentToReleased.count, [
+    ['present→received', t.presentToReceived],
+    ['received→imported', t.receivedToImported],
+    ['imported→released', t.importedToReleased],
+  ]);
+}
+
+/** The server's stages for one client (ClientInfo.telemetry) as a StagesSnapshot. */
+export function serverStages(t: ServerFrameTelemetry): StagesSnapshot {
+  return stagesOf(t.presentToReleased.count, [
+    ['present→sent', t.presentToSent],
+    ['sent→released', t.sentToReleased],
+  ]);
+}
+
+/** "<label> p50/p99 ms: present→received 0.31/0.90, … (n frames)". */
+export function formatStages(label: string, s: StagesSnapshot): string {
+  const ms = (v: number): string => (v >= 10 ? v.toFixed(1) : v.toFixed(2));
+  const parts = s.stages.map((x) => `${x.name} ${ms(x.p50Ms)}/${ms(x.p99Ms)}`);
+  return `${label} p50/p99 ms: ${parts.join(', ')} (${s.frames} frames)`;
+}
+
 export class FrameStats {
   mechanism: string | null = null;
+  /** Where the per-stage durations come from (consumeFrames sets it to the client's). */
+  telemetry: (() => ClientTelemetry) | null = null;
   private width = 0;
   private height = 0;
   private layout: PatternLayout | null = null;
@@ -142,6 +188,7 @@ export class FrameStats {
         p99Us: orNull(this.totalLatency.percentile(0.99)),
       },
       dropped: this.dropped,
+      stages: this.telemetry ? clientStages(this.telemetry()) : null,
       counter: {
         verified: this.verified,
         wrong: this.wrong,
@@ -204,7 +251,8 @@ export function formatSummary(s: StatsSnapshot): string {
   return (
     `${s.mechanism ?? 'no mechanism'} ${s.width}x${s.height}, ${t.frames} frames in ${t.seconds.toFixed(1)} s ` +
     `(${t.fps.toFixed(1)} fps), ` +
-    `latency p50 ${us(t.p50Us)} µs p99 ${us(t.p99Us)} µs, dropped ${s.dropped}, ${counterText(s)}`
+    `latency p50 ${us(t.p50Us)} µs p99 ${us(t.p99Us)} µs, dropped ${s.dropped}, ${counterText(s)}` +
+    (s.stages && s.stages.frames > 0 ? `; ${formatStages('stages', s.stages)}` : '')
   );
 }
 
@@ -278,6 +326,7 @@ export class GlFrameView {
  */
 export function consumeFrames(client: SurfaceClient, stats: FrameStats, view?: GlFrameView): void {
   stats.mechanism = client.mechanism;
+  stats.telemetry = () => client.telemetry;
   client.on('negotiated', (n) => (stats.mechanism = n.mechanism));
   client.on('frame', (frame) => {
     try {

@@ -30,7 +30,7 @@ import {
   type PatternLayout,
   type Scene,
 } from './pattern.js';
-import type { StopMessage } from './consumer.js';
+import { serverStages, type StagesSnapshot, type StopMessage } from './consumer.js';
 
 export interface ProducerOptions {
   /** Socket path; default the library's default path. */
@@ -220,7 +220,13 @@ export type ProducerMessage =
       viewer: { url: string; codecs: string } | null;
       viewerError: string | null;
     }
-  | { type: 'stats'; presented: number; clients: number }
+  | {
+      type: 'stats';
+      presented: number;
+      clients: number;
+      /** The server's per-stage durations for its first client (the demo's consumer), once it has one. */
+      stages: StagesSnapshot | null;
+    }
   | { type: 'final'; presented: number }
   | { type: 'error'; message: string };
 
@@ -312,8 +318,14 @@ export async function producerMain(options: {
     viewer,
     viewerError,
   });
-  timer = setInterval(
-    () => send({ type: 'stats', presented: producer?.presented ?? 0, clients: producer?.server.clients.length ?? 0 }),
-    1000,
-  );
+  timer = setInterval(() => {
+    const clients = producer?.server.clients ?? [];
+    const first = clients[0];
+    send({
+      type: 'stats',
+      presented: producer?.presented ?? 0,
+      clients: clients.length,
+      stages: first ? serverStages(first.telemetry) : null,
+    });
+  }, 1000);
 }

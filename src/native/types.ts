@@ -91,7 +91,14 @@ export interface NativeChannel {
   /** The peer's credentials (SO_PEERCRED), read once at connect/accept; null if unknown. */
   readonly peer: { pid: number; uid: number; gid: number; auditToken?: Buffer } | null;
   readonly queuedBytes: number;
+  /** Every byte handed to the kernel so far (absent in addons built before it existed). */
+  readonly sentBytes?: number;
   readonly closed: boolean;
+  /**
+   * Reads what the peer sent that waits in the socket and delivers it from within this call (absent
+   * in addons built before it existed).
+   */
+  readPending?(): void;
   start(
     rx: Buffer,
     onMessage: (offset: number, length: number, fds: NativeFd[] | undefined) => void,

@@ -370,13 +370,20 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         ),
       );
       client.ws.on('unexpected-response', (_req, res) => {
-        settle(
-          new SurfaceLinkError(
-            res.statusCode === 403 ? 'E_AUTH' : 'E_CONNECT',
-            `${wsUrl} refused the upgrade: HTTP ${res.statusCode}`,
-          ),
-        );
-        res.resume();
+        // The server says why in the body (e.g. 429: too many connections from this address waiting for their hello).
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body = (body + d).slice(0, 300)));
+        const refused = (): void =>
+          settle(
+            new SurfaceLinkError(
+              res.statusCode === 403 ? 'E_AUTH' : 'E_CONNECT',
+              `${wsUrl} refused the upgrade: HTTP ${res.statusCode}${body.trim() ? `: ${body.trim()}` : ''}`,
+            ),
+          );
+        res.on('end', refused);
+        res.on('error', refused);
+        res.on('close', refused);
       });
       client.ws.on('open', () => {
         client.send({

@@ -22,6 +22,9 @@ export interface NativeFramedChannel<H> {
   ): void;
   send(bytes: Uint8Array, handles?: readonly H[], length?: number): SendResult;
   close(): void;
+  readonly queuedBytes?: number;
+  readonly sentBytes?: number;
+  readPending?(): void;
 }
 
 export class FramedChannel<H> implements MessageChannel {
@@ -73,5 +76,18 @@ export class FramedChannel<H> implements MessageChannel {
 
   close(): void {
     this.native.close();
+  }
+
+  sendMark(): number | undefined {
+    const { sentBytes, queuedBytes } = this.native;
+    return sentBytes === undefined || queuedBytes === undefined ? undefined : sentBytes + queuedBytes;
+  }
+
+  get sentBytes(): number | undefined {
+    return this.native.sentBytes;
+  }
+
+  readPending(): void {
+    if (!this.native.closed) this.native.readPending?.();
   }
 }

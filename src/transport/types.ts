@@ -64,6 +64,20 @@ export interface MessageChannel {
   send(length: number, handles?: readonly OsHandle[]): SendResult;
   /** Closes the channel. Idempotent; nothing is called back afterwards. */
   close(): void;
+  /**
+   * Where a message just sent ends in this channel's outgoing byte stream: once `sentBytes` reaches
+   * it, the message has been handed to the OS. Undefined where the channel cannot tell (then treat a
+   * sent message as handed over at once).
+   */
+  sendMark?(): number | undefined;
+  /** Bytes handed to the OS so far (see sendMark); undefined where the channel cannot tell. */
+  readonly sentBytes?: number;
+  /**
+   * Reads what the peer has sent that waits unread and delivers it to the handler now, from within
+   * this call. The server calls it before judging a client's deadline, so that what the client sent
+   * while this process was busy counts. A no-op where the channel cannot do it.
+   */
+  readPending?(): void;
 }
 
 /** A listening address. */
@@ -88,6 +102,12 @@ export interface ListenOptions {
   name?: string;
   /** Who may connect. */
   policy: AccessPolicy;
+  /**
+   * How many connections may wait to be accepted (the listen backlog). Unix sockets: default
+   * 4096; the kernel caps it at net.core.somaxconn (4096 since Linux 5.4, 128 before). A connect
+   * beyond it fails with EAGAIN, which SurfaceClient retries (ClientOptions.retryConnect).
+   */
+  backlog?: number;
 }
 
 /** How to connect: the server's address (default: the default server's) and whom to trust. */

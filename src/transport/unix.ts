@@ -30,7 +30,11 @@ import type {
 
 /** sun_path is 108 bytes with its NUL on Linux, 104 on macOS. */
 const MAX_SOCKET_PATH = process.platform === 'darwin' ? 103 : 107;
-const LISTEN_BACKLOG = 64;
+/**
+ * Connections that may wait to be accepted: enough for hundreds of clients connecting at once while
+ * the server's loop is busy. The kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
+ */
+export const DEFAULT_LISTEN_BACKLOG = 4096;
 
 const ownUid = (): number => (typeof process.getuid === 'function' ? process.getuid() : -1);
 
@@ -94,7 +98,7 @@ function listenError(error: unknown, socketPath: string): SurfaceLinkError {
 }
 
 /** Binds and listens; replaces a stale socket file (nobody listening) but never a live one. */
-function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener {
+function bindSocket(addon: PosixChannelApi, socketPath: string, backlog: number): NativeListener {
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH)
     throw new SurfaceLinkError(
       'E_INVALID_ARGUMENT',
@@ -102,7 +106,7 @@ function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener 
         `most ${MAX_SOCKET_PATH}`,
     );
   try {
-    return addon.listen(socketPath, LISTEN_BACKLOG);
+    return addon.listen(socketPath, backlog);
   } catch (error) {
     if ((error as { errnoName?: string }).errnoName !== 'EADDRINUSE') throw listenError(error, socketPath);
   }
@@ -118,7 +122,7 @@ function bindSocket(addon: PosixChannelApi, socketPath: string): NativeListener 
     throw new SurfaceLinkError('E_ADDRESS_IN_USE', `${socketPath} exists and is not a socket; not removing it`);
   fs.unlinkSync(socketPath);
   try {
-    return addon.listen(socketPath, LISTEN_BACKLOG);
+    return addon.listen(socketPath, backlog);
   } catch (error) {
     throw listenError(error, socketPath);
   }
@@ -197,7 +201,10 @@ export const unixTransport: Transport = {
     // The default directory is made private whether the path was given or derived from a name.
     if (path.dirname(socketPath) === defaultSocketDir()) ensurePrivateDir(path.dirname(socketPath));
     // The native side creates the socket 0600 (chmod between bind and listen); a wider mode is the embedder's choice.
-    const native = bindSocket(addon, socketPath);
+    const backlog = options.backlog ?? DEFAULT_LISTEN_BACKLOG;
+    if (!Number.isInteger(backlog) || backlog < 1 || backlog > 0x7fffffff)
+      throw new SurfaceLinkError('E_INVALID_ARGUMENT', `backlog must be a positive integer; got ${String(backlog)}`);
+    const native = bindSocket(addon, socketPath, backlog);
     if (options.policy.mode !== undefined) {
       try {
         fs.chmodSync(socketPath, options.policy.mode);

@@ -12,12 +12,11 @@ const MB = 1024 * 1024;
 
 /** peer.call, failing after `ms` (a process blocked writing to a full pipe never answers). */
 function callWithin<T>(peer: Peer, cmd: string, args: Record<string, unknown> = {}, ms = 15000): Promise<T> {
-  return Promise.race([
-    peer.call<T>(cmd, args),
-    new Promise<T>((_resolve, reject) =>
-      setTimeout(() => reject(new Error(`${cmd}: no answer within ${ms} ms (blocked writing to stderr?)`)), ms).unref(),
-    ),
-  ]);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${cmd}: no answer within ${ms} ms (blocked writing to stderr?)`)), ms);
+  });
+  return Promise.race([peer.call<T>(cmd, args), late]).finally(() => clearTimeout(timer));
 }
 
 describe('flood: the default logger and the log budgets (issue 13)', function () {

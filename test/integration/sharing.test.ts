@@ -174,12 +174,12 @@ describe('sharing between processes (shm.v1)', function () {
     expect(serverAfter.bufferCount).to.be.at.most(8);
   });
 
-  it('grows the pool instead of blocking, and drops the oldest holder when it must', async () => {
+  it('grows the pool instead of blocking, and at its maximum skips the frame rather than drop a client', async () => {
     await server.call('close');
     await server.stop();
     server = await group.server({ releaseTimeoutMs: 60000 });
     await server.call('surface', { width: 16, height: 16, buffers: 2, maxBuffers: 3 });
-    const a = await client({ releaseMode: 'never' });
+    const a = await client({ releaseMode: 'hold' });
     await server.call('present', { fill: 1 });
     await a.waitEvent('frame');
     await server.call('present', { fill: 2 }); // a still holds frame 1's buffer
@@ -187,8 +187,19 @@ describe('sharing between processes (shm.v1)', function () {
     await b.waitEvent('frame', (f) => f.sequence === 2); // b holds frame 2's buffer, also the front
     await server.call('present', { fill: 3 });
     expect((await server.call('stats')).bufferCount).to.equal(3); // grew instead of blocking
-    // Every buffer is busy and the pool is at its maximum: the oldest holder (a) goes.
-    await server.call('present', { fill: 4 });
-    expect((await a.waitEvent('disconnect')).code).to.equal('E_POOL_EXHAUSTED');
+    // Every buffer is busy and the pool is at its maximum: the producer is told to skip this frame;
+    // a and b, within their (60 s) deadlines, stay (issue 13: nobody is dropped to free a buffer).
+    const refused = await server.call('present', { fill: 4 }).then(
+      () => null,
+      (error: { code?: string }) => error.code,
+    );
+    expect(refused).to.equal('E_POOL_EXHAUSTED');
+    const { clients } = await server.call('stats');
+    expect(clients.map((c: { pid: number }) => c.pid).sort()).to.deep.equal([a.pid, b.pid].sort());
+    expect(a.events.filter((e) => e.event === 'disconnect')).to.deep.equal([]);
+    // Once a releases its frame, its buffer is free again and the next present goes out.
+    expect(await a.call('releaseHeld')).to.equal(1);
+    await a.waitEvent('frame', (f) => f.sequence === 3); // the newest, pending while a held frame 1
+    expect((await server.call('present', { fill: 5 })).sequence).to.equal(4);
   });
 });

@@ -11,6 +11,7 @@
  */
 import { expect } from 'chai';
 import WebSocket from 'ws';
+import { addressKey } from '../../src/stream/http.js';
 import { FLAG_KEYFRAME, SUBPROTOCOL } from '../../src/stream/protocol.js';
 import type { StreamClientInfo, StreamServerStats } from '../../src/stream/server.js';
 import { Peer, eventually, sleep } from '../helpers.js';
@@ -180,6 +181,15 @@ describe('stream budgets: what a remote peer may cost the producer (issue 13)', 
       expect(refusal?.message).to.match(/too many connections from 127\.0\.0\.4 waiting for their hello/);
     },
   );
+
+  it('pending connections count per IPv4 address, IPv4-mapped as IPv4, IPv6 per /64', () => {
+    expect(addressKey('127.0.0.1')).to.equal('127.0.0.1');
+    expect(addressKey('::ffff:10.1.2.3')).to.equal('10.1.2.3');
+    expect(addressKey('2001:db8:1:2:3:4:5:6')).to.equal('2001:db8:1:2::/64');
+    expect(addressKey('2001:db8:1:2::9')).to.equal(addressKey('2001:db8:1:2:ffff::1'));
+    expect(addressKey('2001:db8:1:3::9')).to.not.equal(addressKey('2001:db8:1:2::9'));
+    expect(addressKey('::1')).to.equal('0:0:0:0::/64');
+  });
 
   it(
     'hello.maxFps / maxBitrateKbps of 1e-9 are clamped (1 fps, 100 kbit/s): no TimeoutOverflowWarning, ' +

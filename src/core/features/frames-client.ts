@@ -25,6 +25,7 @@ import {
 } from '../../protocol/codec.js';
 import { MAX_HANDLES, MessageType } from '../../protocol/constants.js';
 import { validateDamage } from '../../protocol/validate.js';
+import { ClientStages, monotonicMs, type ClientTelemetry } from '../../telemetry.js';
 import type { MessageChannel } from '../../transport/types.js';
 import { assertFence, waitFence } from '../fences.js';
 import type { ClientFeature } from './types.js';
@@ -70,8 +71,19 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
    * mapping (E_TRUNCATED): their FRAMEs are released unseen.
    */
   private readonly failedImports = new Map<number, Set<number>>();
+  /** Per-stage durations of released frames: all surfaces, and each surface (until it is gone). */
+  private readonly stages = new ClientStages();
+  private readonly surfaceStages = new Map<number, ClientStages>();
 
   constructor(private readonly host: FramesClientHost) {}
+
+  /** The per-stage durations of the frames released so far (allocates: for reports). */
+  telemetry(): ClientTelemetry {
+    return {
+      ...this.stages.summary(),
+      surfaces: [...this.surfaceStages].map(([surfaceId, stages]) => ({ surfaceId, ...stages.summary() })),
+    };
+  }
 
   onMessage(
     _host: FramesClientHost,
@@ -101,6 +113,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
         const { surfaceId } = readSurfaceGone(view, start, length);
         this.dropSurface(surfaceId);
         this.failedImports.delete(surfaceId);
+        this.surfaceStages.delete(surfaceId);
         this.host.emitSurfaceGone(surfaceId);
         return;
       }
@@ -252,6 +265,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
   }
 
   private deliverFrame(frame: Frame): void {
+    frame.importedMs = monotonicMs();
     // Nobody is looking: give it straight back so the server never has to time us out.
     if (!this.host.hasFrameListeners()) return frame.release();
     // Mechanisms the CPU can read get a read bracket for the frame's life (dma-bufs: DMA_BUF_IOCTL_SYNC).
@@ -273,6 +287,8 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       throw new SurfaceLinkError('E_INVALID_ARGUMENT', `${frame.mechanism} has no release fences`);
     if (fence) assertFence(fence, 'a release fence');
     const buffer = frame.buffer;
+    // Frames released before they reached the application (a fence still pending) are not measured.
+    if (frame.importedMs > 0) this.record(frame, monotonicMs());
     buffer.held = false;
     buffer.cancelWait?.();
     buffer.cancelWait = null;
@@ -285,6 +301,16 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       );
     if (buffer.retired || !this.host.active) buffer.close();
     else this.dropIfTruncated(buffer);
+  }
+
+  /** One released frame into the telemetry rings (no allocation but a surface's first). */
+  private record(frame: Frame, releasedMs: number): void {
+    const presentMs = frame.presentTimeNs / 1e6;
+    const receivedMs = frame.receiveTimeNs / 1e6;
+    this.stages.record(presentMs, receivedMs, frame.importedMs, releasedMs);
+    let perSurface = this.surfaceStages.get(frame.surfaceId);
+    if (!perSurface) this.surfaceStages.set(frame.surfaceId, (perSurface = new ClientStages()));
+    perSurface.record(presentMs, receivedMs, frame.importedMs, releasedMs);
   }
 
   /**

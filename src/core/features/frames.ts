@@ -2,9 +2,14 @@
  * frames.v1, the server's half: buffers announced once (SCANOUT), frames delivered latest-wins
  * (FRAME), held until released (RELEASE), RETIRE on resize, SURFACE_GONE, and the per-client
  * mechanism fallback (IMPORT_FAILED → MECHANISM). A client that is slow only skips frames; one
- * that holds a frame past its deadline is dropped; nothing here ever waits for a client.
+ * that holds a frame past its own deadline is dropped, and only then; nothing here ever waits for
+ * a client.
+ *
+ * The deadline runs on CLOCK_MONOTONIC from when the FRAME was handed to the socket (a FRAME
+ * still in our send queue has not reached the client) until its RELEASE is read, and before a
+ * client is judged, whatever it sent that waits unread is read first: a RELEASE that arrived while
+ * this process's loop was busy never counts against it.
  */
-import { performance } from 'node:perf_hooks';
 import type { SurfaceBuffer } from '../../buffer.js';
 import { SurfaceLinkError, errorCodeName, type ErrorCodeName } from '../../errors.js';
 import type { OsHandle } from '../../handles.js';
@@ -25,6 +30,7 @@ import {
 } from '../../protocol/codec.js';
 import { MAX_DAMAGE_RECTS, MessageType, Orientation } from '../../protocol/constants.js';
 import type { SharedSurface } from '../../surface.js';
+import { monotonicMs } from '../../telemetry.js';
 import { assertFence, waitFence } from '../fences.js';
 import { chooseMechanism, type ServerOffer } from '../negotiate.js';
 import type { ServerSession } from '../session.js';
@@ -48,7 +54,12 @@ export interface FramesHost {
 interface SurfaceState {
   held: SurfaceBuffer | null;
   heldSequence: number;
-  heldSinceMs: number;
+  /** When the held frame's FRAME was handed to the socket (monotonic ms); NaN while it waits in our queue. */
+  sentAtMs: number;
+  /** While sentAtMs is NaN: the channel's sendMark() after that FRAME (it is handed over once sentBytes reaches it). */
+  sendMark: number;
+  /** When the held frame was presented (monotonic ms). */
+  presentMs: number;
   pending: boolean;
   /** Damage accumulated over frames this client skipped; `accumFull` wins over the list. */
   accum: Rect[];
@@ -129,7 +140,9 @@ export class FramesServer implements ServerFeature {
       st = {
         held: null,
         heldSequence: 0,
-        heldSinceMs: 0,
+        sentAtMs: 0,
+        sendMark: 0,
+        presentMs: 0,
         pending: false,
         accum: [],
         accumFull: false,
@@ -235,22 +248,42 @@ export class FramesServer implements ServerFeature {
       count,
       withFence,
     );
-    let sent: boolean;
+    let sent: number;
     if (withFence) {
       this.fenceList[0] = buffer.fence as OsHandle;
-      sent = session.send(length, this.fenceList);
+      sent = session.trySend(length, this.fenceList);
       this.fenceList.length = 0;
-    } else sent = session.send(length);
+    } else sent = session.trySend(length);
     st.accum.length = 0; // reused: no allocation per frame
     st.accumFull = false;
     st.needsFull = false;
     st.pending = false;
-    if (!sent) return;
+    if (sent < 0) return;
     st.held = buffer;
     st.heldSequence = surface.sequence;
-    st.heldSinceMs = performance.now();
+    st.presentMs = surface.lastPresentNs / 1e6;
+    // The deadline starts once the FRAME is handed to the socket: now, or when our queue drains that far.
+    const mark = sent === 0 ? undefined : ch.sendMark?.();
+    if (mark === undefined) st.sentAtMs = monotonicMs();
+    else {
+      st.sentAtMs = NaN;
+      st.sendMark = mark;
+    }
     buffer.holders++;
     session.framesDelivered++;
+  }
+
+  /**
+   * When the held frame's FRAME was handed to the socket (monotonic ms), NaN while it still waits in
+   * our send queue. A queued FRAME is taken as handed over when it is first seen to have left the
+   * queue (`now`): never earlier than it was.
+   */
+  private sentAt(session: ServerSession, st: SurfaceState, now: number): number {
+    if (Number.isNaN(st.sentAtMs)) {
+      const sentBytes = session.channel.sentBytes;
+      if (sentBytes === undefined || sentBytes >= st.sendMark) st.sentAtMs = now;
+    }
+    return st.sentAtMs;
   }
 
   /**
@@ -326,6 +359,8 @@ export class FramesServer implements ServerFeature {
         'E_UNEXPECTED',
         `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`,
       );
+    const releasedMs = monotonicMs();
+    session.stages.record(st.presentMs, this.sentAt(session, st, releasedMs), releasedMs);
     st.held = null;
     held.holders--;
     if (fence) {
@@ -341,13 +376,16 @@ export class FramesServer implements ServerFeature {
     if (st.pending && surface.front) this.deliver(session, st, surface, surface.front, st.accum, st.accum.length);
   }
 
-  /** RETIRE to every client that knows the buffer; its next frame of the surface is a full one. */
-  retire(surface: SharedSurface, buffer: SurfaceBuffer): void {
+  /**
+   * RETIRE to every client that knows the buffer. After a new generation (`newGeneration`), its next
+   * frame of the surface is a full one; a buffer the pool gave back (shrinking) changes nothing else.
+   */
+  retire(surface: SharedSurface, buffer: SurfaceBuffer, newGeneration = true): void {
     for (const session of this.clients.keys()) {
       if (!buffer.knownBy.has(session)) continue;
       if (!session.send(writeRetire(session.channel.writer, surface.id, buffer.id))) continue;
       const st = this.clients.get(session)?.get(surface.id);
-      if (st) {
+      if (st && newGeneration) {
         st.needsFull = true;
         st.pending = false;
       }
@@ -368,52 +406,38 @@ export class FramesServer implements ServerFeature {
   }
 
   /**
-   * Frees one buffer of `surface` by dropping every client that holds it. Only a buffer that
-   * this would actually free (not the front, not the producer's) is chosen: the one whose
-   * oldest hold is oldest.
+   * Drops the clients that hold a frame past the release deadline: from when its FRAME was handed to
+   * the socket until now, with whatever the client sent meanwhile read first (a RELEASE that waits
+   * unread because this process was busy is the server's delay, not the client's).
    */
-  reclaim(surface: SharedSurface): boolean {
-    let victim: SurfaceBuffer | null = null;
-    let oldest = Infinity;
-    for (const states of this.clients.values()) {
-      const st = states.get(surface.id);
-      const held = st?.held;
-      if (!st || !held || held === surface.front || held.acquired) continue;
-      if (st.heldSinceMs < oldest) {
-        oldest = st.heldSinceMs;
-        victim = held;
-      }
-    }
-    if (!victim) return false;
-    const age = Math.round(performance.now() - oldest);
-    for (const [session, states] of [...this.clients]) {
-      if (states.get(surface.id)?.held === victim)
-        session.disconnect(
-          'E_POOL_EXHAUSTED',
-          `surface ${surface.id}'s pool is exhausted; dropping the clients holding its oldest frame (${age} ms)`,
-          true,
-        );
-    }
-    return true;
-  }
-
-  /** Drops clients that held a frame past the release deadline. */
   sweep(): void {
-    const now = performance.now();
     const limit = this.host.releaseTimeoutMs;
+    let now = monotonicMs();
     for (const [session, states] of [...this.clients]) {
+      if (!this.overdue(session, states, now, limit)) continue;
+      session.channel.readPending?.();
+      if (session.state !== 'active' || this.clients.get(session) !== states) continue;
+      now = monotonicMs();
       for (const [surfaceId, st] of states) {
-        if (st.held && now - st.heldSinceMs > limit) {
+        if (!st.held) continue;
+        const heldMs = now - this.sentAt(session, st, now);
+        if (heldMs > limit) {
           session.disconnect(
             'E_RELEASE_TIMEOUT',
-            `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(now - st.heldSinceMs)} ms ` +
-              `(limit ${limit} ms)`,
+            `held frame ${st.heldSequence} of surface ${surfaceId} for ${Math.round(heldMs)} ms ` +
+              `(limit ${limit} ms, from when its FRAME was handed to the socket)`,
             true,
           );
           break;
         }
       }
     }
+  }
+
+  /** Whether `session` holds a frame whose FRAME was handed to the socket more than `limit` ms before `now`. */
+  private overdue(session: ServerSession, states: Map<number, SurfaceState>, now: number, limit: number): boolean {
+    for (const st of states.values()) if (st.held && now - this.sentAt(session, st, now) > limit) return true;
+    return false;
   }
 
   /** The client no longer has any buffer's handles: each is announced (SCANOUT) again before use. */

@@ -25,8 +25,10 @@ export interface WsCorpusEntry {
   seed?: number;
   /** Text messages as sent; `{"binary": "<hex>"}` entries are binary messages. */
   messages: (string | { binary: string })[];
-  /** Whether the first message gets the server's real token substituted for "$TOKEN". */
+  /** Whether "$TOKEN" in the messages stands for the server's real token. */
   token?: boolean;
+  /** A known server bug this entry reproduces (ws-fuzz.ts KNOWN_WS_BUGS): reported, not failed, while it does. */
+  known?: string;
 }
 
 export type CorpusEntry = UnixCorpusEntry | WsCorpusEntry;

@@ -278,14 +278,21 @@ export function expectWs(sent: WsOut[], token: string): WsExpectation {
       const tokenOk = typeof r.token === 'string' && r.token === token;
       if (!tokenOk) return shape === null ? fail('E_AUTH') : fail('E_AUTH', shape);
       if (shape !== null) return fail(shape);
-      if (r.surface !== undefined && !([FUZZ_SURFACES.live.id, FUZZ_SURFACES.idle.id] as number[]).includes(r.surface as number))
+      if (
+        r.surface !== undefined &&
+        !([FUZZ_SURFACES.live.id, FUZZ_SURFACES.idle.id] as number[]).includes(r.surface as number)
+      )
         return fail('E_INVALID_ARGUMENT');
       if (!(r.codecs as string[]).includes('tiles')) return fail('E_NO_MECHANISM');
       if (r.surface === FUZZ_SURFACES.idle.id) pic = { ...FUZZ_SURFACES.idle, relative: true };
       phase = 'active';
       continue;
     }
-    if (type === 'hello') return fail('E_MALFORMED');
+    if (type === 'hello') {
+      // "hello twice" is E_MALFORMED; a second hello without a token is also "no token" (E_AUTH): not said which wins.
+      if (shape === 'E_AUTH') out.gaps.push(`#${i}: a second hello without a token`);
+      return shape === 'E_AUTH' ? fail('E_MALFORMED', 'E_AUTH') : fail('E_MALFORMED');
+    }
     if (shape !== null) return fail(shape);
     if (type === 'pointer' || type === 'touch') {
       const x = r.x as number;
@@ -463,32 +470,56 @@ export async function runWsSession(
     else if (m.type === 'warning') outcome.warnings.push(String(m.code));
     else if (m.type === 'error') outcome.error = String(m.code);
   });
+  // Messages go out in batches of one write each (corked), as a busy viewer's do: the server then
+  // gets several in one read, which is where ordering bugs live.
+  const socket = (ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+  socket.cork();
   for (const m of plan.messages) {
     if (ws.readyState !== WebSocket.OPEN) break;
     put(m);
-    if (sent.length % 50 === 0) await new Promise((r) => setImmediate(r));
+    if (sent.length % 50 === 0) {
+      socket.uncork();
+      await new Promise((r) => setImmediate(r));
+      socket.cork();
+    }
   }
+  socket.uncork();
   let expectation = expectWs(sent, token);
   await Promise.race([closed, new Promise((r) => setTimeout(r, expectation.open ? options.graceMs : options.hangMs))]);
   await new Promise((r) => setImmediate(r));
   expectation = expectWs(sent, token);
   outcome.messages = expectation.delivered;
-  if (ws.readyState === WebSocket.OPEN) {
+  const stillOpen = ws.readyState === WebSocket.OPEN;
+  if (stillOpen) {
     ws.close(1000);
     await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
   }
   if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
-  if (outcome.open) {
-    // We closed it: the session was open when we stopped.
-  }
-  judgeWs(outcome, expectation, violations);
+  outcome.open = stillOpen;
+  if (stillOpen) outcome.closeCode = null;
+  judgeWs(outcome, expectation, violations, sent.length);
   return { plan, sent, outcome, expectation, violations };
 }
 
-function judgeWs(o: WsOutcome, e: WsExpectation, violations: string[]): void {
+/**
+ * Known server bugs the fuzzer keeps finding, by tag: reported (and counted) apart, so the CI run
+ * stays meaningful for everything else. Each names where it is.
+ */
+export const KNOWN_WS_BUGS = {
+  'ws-hello-verdict-late':
+    "src/stream/server.ts onMessage: a refused hello's verdict (E_AUTH, E_INVALID_ARGUMENT, E_NO_MECHANISM, thrown " +
+    'in the async hello()) is delivered in a microtask, after ws has already handed over the messages that came ' +
+    'in the same read, so a malformed one of those is answered instead (remote.md §2: a wrong token is E_AUTH)',
+} as const;
+
+function judgeWs(o: WsOutcome, e: WsExpectation, violations: string[], sent: number): void {
   const why = e.why.length ? ` (the spec's reading: ${e.why.slice(0, 3).join(' | ')})` : '';
   if (o.error !== null) {
-    if (!e.fatal.has(o.error))
+    const helloVerdict = e.why.length === 1 && e.why[0].startsWith('#0:');
+    const refused = [...e.fatal].every((c) => ['E_AUTH', 'E_INVALID_ARGUMENT', 'E_NO_MECHANISM'].includes(c));
+    if (!e.fatal.has(o.error) && helloVerdict && refused && sent > 1)
+      violations.push(`KNOWN ws-hello-verdict-late: error ${o.error}, the spec expects ${[...e.fatal].join('/')}`);
+    else if (!e.fatal.has(o.error))
       violations.push(`error ${o.error}, the spec expects ${[...e.fatal].join('/') || 'none'}${why}`);
     else if (o.closeCode !== null && o.closeCode !== CLOSE_FOR[o.error] && o.closeCode !== 1006)
       violations.push(`error ${o.error} closed ${o.closeCode}, remote.md says ${CLOSE_FOR[o.error]}`);
