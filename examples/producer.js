@@ -76,7 +76,10 @@ async function main() {
 
   function presentNext() {
     const n = frame + 1;
-    const buffer = surface.acquire(); // never blocks: a free buffer, or the pool grows
+    // Never blocks: a free buffer, or the pool grows; null when every buffer (up to maxBuffers) is held by
+    // viewers within their release deadlines: skip this frame, the next tick presents the newest.
+    const buffer = surface.tryAcquire();
+    if (!buffer) return;
     try {
       paintFrame(buffer.pixels(), buffer.stride, n, shows.get(buffer));
     } catch (error) {

@@ -357,11 +357,9 @@ export class SurfaceClient extends EventEmitter<ClientEvents> {
       }
       return client.ready;
     }
-    throw new SurfaceLinkError(
-      last.code,
-      `${last.message} (${attempts} attempts in ${options.timeoutMs ?? 5000} ms)`,
-      { cause: last.cause ?? last },
-    );
+    throw new SurfaceLinkError(last.code, `${last.message} (${attempts} attempts in ${options.timeoutMs ?? 5000} ms)`, {
+      cause: last.cause ?? last,
+    });
   }
 
   /** The mechanism in use and why it was chosen (null before negotiation). */

@@ -52,6 +52,8 @@ export class Frame {
   private releasedValue = false;
   /** @internal A CPU read bracket is open on the buffer (closed by release). */
   cpuAccess = false;
+  /** @internal When its FRAME was read (telemetry's monotonicMs(): one clock for the client's stages). */
+  receivedMs = 0;
   /** @internal When it was handed to the application (monotonic ms), for telemetry. */
   importedMs = 0;
 

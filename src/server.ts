@@ -31,6 +31,7 @@ import {
   type SurfaceHost,
   type SurfaceOptions,
 } from './surface.js';
+import { monotonicMs } from './telemetry.js';
 import { platformTransport, type Listener, type MessageChannel, type Transport } from './transport/index.js';
 
 export type { ClientInfo } from './core/session.js';
@@ -464,6 +465,7 @@ export class SurfaceServer extends EventEmitter<ServerEvents> {
   private presentFrame(surface: SharedSurface, buffer: SurfaceBuffer, damage: readonly Rect[], count: number): void {
     const now = monotonicNs();
     surface.lastPresentNs = now;
+    surface.lastPresentMs = monotonicMs();
     if (buffer.fence) {
       // Clients that cannot wait on a fence get this frame once it has signalled.
       buffer.fenceReady = false;

@@ -218,6 +218,8 @@ export class SharedSurface {
   sequence = 0;
   /** @internal When the newest present happened (monotonic ns). */
   lastPresentNs = 0;
+  /** @internal The same, as telemetry's monotonicMs() read it (the clock the server's stages use). */
+  lastPresentMs = 0;
   private readonly fullDamage: Rect[] = [];
   private inputModeValue: InputMode = 'absolute';
   private cursorValue: Readonly<CursorState> = Object.freeze({ image: null, x: 0, y: 0, visible: false, serial: 0 });

@@ -14,8 +14,25 @@ import { performance } from 'node:perf_hooks';
 /** Samples each stage keeps for its percentiles (the most recent ones). */
 export const TELEMETRY_WINDOW = 256;
 
-/** `performance.now()` is CLOCK_MONOTONIC minus this process's time origin: the offset, once. */
-const monotonicOriginMs = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+/**
+ * `performance.now()` is CLOCK_MONOTONIC (uv_hrtime) minus this process's time origin: the offset,
+ * measured once. The first calls are slow (lazy setup), so it is taken as the tightest of a few
+ * brackets (hrtime between two performance.now() readings), accurate to a few microseconds.
+ */
+const monotonicOriginMs = ((): number => {
+  let best = Infinity;
+  let offset = 0;
+  for (let i = 0; i < 8; i++) {
+    const before = performance.now();
+    const ns = process.hrtime.bigint();
+    const after = performance.now();
+    if (after - before < best) {
+      best = after - before;
+      offset = Number(ns) / 1e6 - (before + after) / 2;
+    }
+  }
+  return offset;
+})();
 
 /** CLOCK_MONOTONIC in milliseconds (as `present_time_ns` / 1e6), without allocating. */
 export function monotonicMs(): number {

@@ -1,8 +1,8 @@
 /**
  * The producer half of the demo, also what `surfacelink serve` runs: a SurfaceServer with
  * one XRGB8888 surface showing the test pattern, presented on a timer with damage.
- * Presenting never waits on clients (the pool grows, slow clients skip frames), so a tick
- * costs the repaint of two boxes and the counter.
+ * Presenting never waits on clients (the pool grows, slow clients skip frames, and a pool at its
+ * maximum makes the producer skip one), so a tick costs the repaint of two boxes and the counter.
  *
  * It answers input (input.v1 clients, browsers through the stream server): the box follows the
  * pointer, clicks change its colour, held keys show up, and an arrow cursor moves on its own plane
@@ -62,6 +62,8 @@ const CATCH_UP_FRAMES = 4;
 export class PatternProducer {
   /** Frames presented so far. */
   presented = 0;
+  /** Frames skipped because the pool was exhausted (SharedSurface.tryAcquire returned null). */
+  skipped = 0;
   private readonly layout: PatternLayout;
   /** What each pooled buffer shows, so a reused buffer is repainted only where it differs. */
   private readonly shows = new Map<SurfaceBuffer, Scene>();
@@ -162,9 +164,14 @@ export class PatternProducer {
     // A late tick is made up over the next (early) ones; only a long stall resets the clock.
     this.dueMs = now - this.dueMs > CATCH_UP_FRAMES * this.periodMs ? now + this.periodMs : this.dueMs + this.periodMs;
     try {
+      // Every buffer in use at maxBuffers (viewers holding them, each within its deadline): skip this frame.
+      const buffer = this.surface.tryAcquire();
+      if (!buffer) {
+        this.skipped++;
+        return;
+      }
       const frame = this.surface.sequence + 1;
       const scene = this.input.scene(frame, this.next);
-      const buffer = this.surface.acquire();
       const shown = this.shows.get(buffer);
       if (this.gl) this.paint(buffer, scene, shown);
       else drawScene(this.layout, buffer.pixels(), buffer.stride, scene, shown);

@@ -54,7 +54,10 @@ export function posixChannels(): PosixChannelApi {
 export function idPipes(): IdPipeApi {
   const addon = loadNative();
   if (addon.platform !== 'linux' && addon.platform !== 'darwin')
-    throw new SurfaceLinkError('E_UNSUPPORTED', `surface-ID pipes are POSIX pipes; this addon is built for ${addon.platform}`);
+    throw new SurfaceLinkError(
+      'E_UNSUPPORTED',
+      `surface-ID pipes are POSIX pipes; this addon is built for ${addon.platform}`,
+    );
   return addon;
 }
 

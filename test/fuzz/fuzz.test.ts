@@ -47,7 +47,9 @@ describe('fuzz (bounded CI run)', function () {
     );
     log(
       `server: fds ${report.fds.baseline} → ${report.fds.after}, RSS ${(report.rss.baseline / 2 ** 20).toFixed(1)} → ` +
-        `${(report.rss.after / 2 ** 20).toFixed(1)} MiB (max ${(report.rss.max / 2 ** 20).toFixed(1)}); ` +
+        `${(report.rss.after / 2 ** 20).toFixed(1)} MiB (max ${(report.rss.max / 2 ** 20).toFixed(1)}), ` +
+        `heap after GC ${(report.heap.baseline / 2 ** 20).toFixed(1)} → ` +
+        `${(report.heap.after / 2 ** 20).toFixed(1)} MiB; ` +
         `sessions ended ${JSON.stringify(report.server.ended)}; in ${report.seconds.toFixed(0)} s`,
     );
     for (const f of report.findings)

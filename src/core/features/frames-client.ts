@@ -219,6 +219,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
   }
 
   private receiveFrame(view: DataView, start: number, length: number, fence: OsHandle | undefined): void {
+    const receivedMs = monotonicMs();
     const f = readFrame(view, start, length);
     if (fence) assertFence(fence, 'an acquire fence');
     const buffer = this.imports.get(f.surfaceId)?.get(f.bufferId);
@@ -249,6 +250,7 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       f.presentTimeNs,
       monotonicNs(),
     );
+    frame.receivedMs = receivedMs;
     if (!fence) return this.deliverFrame(frame);
     // The producer's GPU may still be writing: wait for the fence on the event loop.
     buffer.cancelWait = waitFence(fence, (error) => {
@@ -305,12 +307,12 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
 
   /** One released frame into the telemetry rings (no allocation but a surface's first). */
   private record(frame: Frame, releasedMs: number): void {
+    // The producer's present_time_ns is CLOCK_MONOTONIC of this same host: the one clock, in ms.
     const presentMs = frame.presentTimeNs / 1e6;
-    const receivedMs = frame.receiveTimeNs / 1e6;
-    this.stages.record(presentMs, receivedMs, frame.importedMs, releasedMs);
+    this.stages.record(presentMs, frame.receivedMs, frame.importedMs, releasedMs);
     let perSurface = this.surfaceStages.get(frame.surfaceId);
     if (!perSurface) this.surfaceStages.set(frame.surfaceId, (perSurface = new ClientStages()));
-    perSurface.record(presentMs, receivedMs, frame.importedMs, releasedMs);
+    perSurface.record(presentMs, frame.receivedMs, frame.importedMs, releasedMs);
   }
 
   /**

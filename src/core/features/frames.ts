@@ -261,7 +261,7 @@ export class FramesServer implements ServerFeature {
     if (sent < 0) return;
     st.held = buffer;
     st.heldSequence = surface.sequence;
-    st.presentMs = surface.lastPresentNs / 1e6;
+    st.presentMs = surface.lastPresentMs;
     // The deadline starts once the FRAME is handed to the socket: now, or when our queue drains that far.
     const mark = sent === 0 ? undefined : ch.sendMark?.();
     if (mark === undefined) st.sentAtMs = monotonicMs();
@@ -360,7 +360,9 @@ export class FramesServer implements ServerFeature {
         `RELEASE of buffer ${bufferId} frame ${sequence}, which this client does not hold`,
       );
     const releasedMs = monotonicMs();
-    session.stages.record(st.presentMs, this.sentAt(session, st, releasedMs), releasedMs);
+    const sentMs = this.sentAt(session, st, releasedMs);
+    // A RELEASE of a FRAME still in our queue (only a client guessing could send one): sent = released.
+    session.stages.record(st.presentMs, Number.isNaN(sentMs) ? releasedMs : sentMs, releasedMs);
     st.held = null;
     held.holders--;
     if (fence) {

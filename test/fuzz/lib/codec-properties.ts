@@ -211,7 +211,7 @@ function same(actual: unknown, expected: unknown): void {
 
 const viewOf = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
-/** A header (8 bytes, type among the known ones or not, length maybe lying) and a body: what a peer's bytes look like. */
+/** A header (8 bytes; a known type or not; a length that may lie) and a body: what a peer's bytes look like. */
 const messageLike = fc
   .record({
     type: fc.oneof(
@@ -280,7 +280,8 @@ export function runCodecProperties(runs: number, seed: number, log: (s: string) 
     const out = fc.check(prop, { numRuns: n, seed, endOnFailure: false });
     if (out.failed)
       throw new Error(
-        `${name}: counterexample ${fc.stringify(out.counterexample)} (seed ${out.seed}, path ${out.counterexamplePath}): ` +
+        `${name}: counterexample ${fc.stringify(out.counterexample)} ` +
+          `(seed ${out.seed}, path ${out.counterexamplePath}): ` +
           `${(out.errorInstance as Error)?.message ?? out.errorInstance}`,
       );
     results.push({ name, runs: out.numRuns, ms: performance.now() - t0 });
@@ -523,7 +524,7 @@ export function toChunks(
   const out: { bytes: Buffer; fds: number }[] = [];
   for (const c of chunks) {
     let rest = c.bytes;
-    let fds = c.fds;
+    const fds = c.fds;
     for (const cut of cuts) {
       if (fds > 0 || rest.length < 2) break; // fds go with the first piece; split only fd-less sends
       const at = 1 + (cut % (rest.length - 1));
@@ -531,7 +532,6 @@ export function toChunks(
       rest = rest.subarray(at);
     }
     if (rest.length) out.push({ bytes: rest, fds });
-    fds = 0;
   }
   return out;
 }

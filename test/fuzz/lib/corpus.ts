@@ -43,15 +43,20 @@ export function loadCorpus(kind: 'unix' | 'ws'): { file: string; entry: CorpusEn
     .map((f) => ({ file: path.join(dir, f), entry: JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) }));
 }
 
-/** Writes a new entry; returns its path. The name is derived from the content, so a rerun finding the same input does not add a second copy. */
-export function saveCorpus(entry: CorpusEntry): string {
+/**
+ * Writes a new entry (formatted as `prettier --check` wants); returns its path. The name comes from
+ * the content: a rerun that finds the same input does not add a second copy.
+ */
+export async function saveCorpus(entry: CorpusEntry): Promise<string> {
   const dir = path.join(CORPUS_DIR, entry.kind);
   fs.mkdirSync(dir, { recursive: true });
-  const body = JSON.stringify(entry, null, 1);
+  const body = JSON.stringify(entry, null, 2);
   let h = 0x811c9dc5;
   for (let i = 0; i < body.length; i++) h = Math.imul(h ^ body.charCodeAt(i), 16777619) >>> 0;
   const file = path.join(dir, `found-${h.toString(16).padStart(8, '0')}.json`);
-  fs.writeFileSync(file, body + '\n');
+  const prettier = await import('prettier');
+  const options = (await prettier.resolveConfig(file)) ?? {};
+  fs.writeFileSync(file, await prettier.format(body, { ...options, filepath: file }));
   return file;
 }
 

@@ -57,6 +57,8 @@ export interface FuzzReport {
   presentMs: IntervalStats;
   fds: { baseline: number; after: number; afterTargets: string[] };
   rss: { baseline: number; max: number; after: number };
+  /** The server's JS heap after a full GC. */
+  heap: { baseline: number; after: number };
   bystander: {
     frames: number;
     gaps: number[];
@@ -129,6 +131,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     presentMs: { n: 0, p50: 0, p99: 0, max: 0 },
     fds: { baseline: 0, after: 0, afterTargets: [] },
     rss: { baseline: 0, max: 0, after: 0 },
+    heap: { baseline: 0, after: 0 },
     bystander: {
       frames: 0,
       gaps: [],
@@ -156,7 +159,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       streamOptions: { maxPendingPerAddress: 64, maxPending: 128, maxClients: 64 },
     });
     const bystander = group.spawn('client.ts');
-    // It takes input.v1 and cursor.v1 too, so the server's lazily made state (the cursor's memfd) exists at the baseline.
+    // It takes input.v1 and cursor.v1 too: the server's lazily made state (the cursor's memfd) exists at the baseline.
     await bystander.call('connect', {
       path: group.socketPath,
       name: BYSTANDER_NAME,
@@ -222,6 +225,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     report.fds.baseline = base.fds;
     const baseTargets = new Set<string>(base.fdTargets);
     report.rss.baseline = base.rss;
+    report.heap.baseline = base.heapUsed;
     o.log(
       `idle producer: present interval p50 ${report.idle[0].p50.toFixed(1)} ms, ` +
         `p99 ${report.idle[0].p99.toFixed(1)} ms, max ${report.idle[0].max.toFixed(1)} ms; ` +
@@ -282,14 +286,16 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       `under fuzzing: present interval p50 ${report.fuzz.p50.toFixed(1)} ms, p99 ${report.fuzz.p99.toFixed(1)} ms, ` +
         `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks); longest (ms, server CPU ms in it): ` +
         (report.fuzz.longest ?? []).map((l) => `${l.ms.toFixed(1)}/${l.cpuMs.toFixed(1)}`).join(' ') +
-        `; less run-queue waits: p99 ${report.fuzzCorrected.p99.toFixed(1)} ms, max ${report.fuzzCorrected.max.toFixed(1)} ms`,
+        `; less run-queue waits: p99 ${report.fuzzCorrected.p99.toFixed(1)} ms, ` +
+        `max ${report.fuzzCorrected.max.toFixed(1)} ms`,
     );
     await sleep(o.idleMs);
     const afterPhase = await server.call('phase', { name: 'done' });
     report.idle.push(afterPhase.intervals);
     report.idleCorrected.push(afterPhase.corrected);
     o.log(
-      `idle producer again: p99 ${afterPhase.intervals.p99.toFixed(1)} ms, max ${afterPhase.intervals.max.toFixed(1)} ms; ` +
+      `idle producer again: p99 ${afterPhase.intervals.p99.toFixed(1)} ms, ` +
+        `max ${afterPhase.intervals.max.toFixed(1)} ms; ` +
         `less run-queue waits (before, after): p99 ${report.idleCorrected.map((i) => i.p99.toFixed(1)).join(', ')} ms`,
     );
 
@@ -307,6 +313,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
         ...[...baseTargets].filter((t) => !after.fdTargets.includes(t)).map((t) => `-${t}`),
       ];
     report.rss.after = after.rss;
+    report.heap.after = after.heapUsed;
     report.rss.max = after.maxRss;
     report.server.suspicious = after.suspicious;
     report.server.ended = after.ended;
@@ -341,10 +348,10 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
   return report;
 }
 
-function collect(report: FuzzReport, kind: 'unix' | 'ws', r: any, o: FuzzRunOptions): void {
+async function collect(report: FuzzReport, kind: 'unix' | 'ws', r: any, o: FuzzRunOptions): Promise<void> {
   addTotals(report[kind], r);
   for (const f of r.findings as { seed: number; violations: string[]; entry: CorpusEntry }[]) {
-    const saved = o.saveFindings ? saveCorpus(f.entry) : undefined;
+    const saved = o.saveFindings ? await saveCorpus(f.entry) : undefined;
     report.findings.push({ kind, seed: f.seed, violations: f.violations, saved, detail: f });
   }
   o.log(
@@ -380,5 +387,8 @@ export function judgeReport(r: FuzzReport): string[] {
     failures.push(`the producer's event loop stalled ${r.fuzzCorrected.max.toFixed(0)} ms under fuzzing`);
   const rssGrowth = r.rss.after - r.rss.baseline;
   if (rssGrowth > 96 * 2 ** 20) failures.push(`server RSS grew ${(rssGrowth / 2 ** 20).toFixed(1)} MiB`);
+  const heapGrowth = r.heap.after - r.heap.baseline;
+  if (heapGrowth > 16 * 2 ** 20)
+    failures.push(`the server's JS heap (after GC) grew ${(heapGrowth / 2 ** 20).toFixed(1)} MiB`);
   return failures;
 }

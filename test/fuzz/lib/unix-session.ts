@@ -95,8 +95,8 @@ export async function runUnixSession(
   const react = (surfaceId: number, bufferId: number, sequence: number): void => {
     if (!rng.chance(plan.reaction.release)) return;
     const out: Buffer[] = [];
-    let n = writeRelease(writer, surfaceId, bufferId, sequence);
-    let bytes = Buffer.from(writer.bytes.subarray(0, n));
+    const n = writeRelease(writer, surfaceId, bufferId, sequence);
+    const bytes = Buffer.from(writer.bytes.subarray(0, n));
     if (rng.chance(plan.reaction.mutate)) {
       const how = rng.int(6);
       if (how === 0) bytes.writeUInt32LE(sequence + 1, 16);
@@ -112,10 +112,9 @@ export async function runUnixSession(
       if (atBoundary) {
         const fence = rng.chance(plan.reaction.fence) ? [rng.pick<FdKind>(['pipe', 'memfd-sealed', 'file'])] : [];
         if (fence.length) {
-          n = b.length;
-          bytes = Buffer.from(b);
-          bytes[6] = 1;
-          send(bytes, fence);
+          const fenced = Buffer.from(b);
+          fenced[6] = 1;
+          send(fenced, fence);
         } else send(b, []);
       } else deferred.push([b]);
     }
@@ -195,8 +194,14 @@ export async function runUnixSession(
       await tick();
     }
     if (!closed && plan.closeMidMessage && expectation.open) {
-      const half = Buffer.from([20, 0, 0, 0, 0x30, 0, 0, 0, 1, 0]);
-      send(half, []);
+      // Half a KEY, then the close: the server sees E_TRUNCATED (these bytes may also complete a message).
+      send(Buffer.from([20, 0, 0, 0, 0x30, 0, 0, 0, 1, 0]), []);
+      if (!expectSession(log, facts).open)
+        await new Promise<void>((resolve) => {
+          closedWaiter = resolve;
+          setTimeout(resolve, options.hangMs);
+        });
+      await tick();
     }
     expectation = expectSession(log, facts);
     outcome.open = !closed;
