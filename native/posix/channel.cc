@@ -173,8 +173,12 @@ void Channel::OnPoll(uv_poll_t* handle, int status, int events) {
 }
 
 void Channel::HandleReadable() {
-  // Bounded work per wakeup so one busy peer cannot starve the loop.
-  for (int reads = 0; reads < 32 && reading_ && !closed_; reads++) {
+  // Bounded work per wakeup so one busy peer cannot starve the loop. A message channel (a peer of
+  // the surfacelink protocol, possibly hostile) gets one read per wakeup: at most the receive
+  // buffer of small messages, a few milliseconds of JS; the rest waits for the next wakeup (the
+  // poll is level-triggered). A byte stream (D-Bus to QEMU, whose frames can be megabytes) gets 32.
+  const int reads_per_wakeup = stream_ ? 32 : 1;
+  for (int reads = 0; reads < reads_per_wakeup && reading_ && !closed_; reads++) {
     size_t space = rx_capacity_ - rx_used_;
     recv_scratch_.clear();
     bool truncated = false;

@@ -78,6 +78,12 @@ export interface SessionHost {
 
 /** Non-fatal ERRORs a client may send per second, in bursts of as many; more is E_LIMIT (docs/protocol.md §6.2). */
 export const CLIENT_ERROR_RATE = 10;
+/**
+ * Messages of any type a client may send per second, in bursts of twice as many; more is E_LIMIT
+ * (docs/protocol.md §6.5). Far above what a viewer needs (a RELEASE per frame, input at a
+ * 1000 Hz mouse's rate), far below what makes the producer's loop late.
+ */
+export const CLIENT_MESSAGE_RATE = 4000;
 
 export class ServerSession implements MessageHandler {
   readonly pid: number;
@@ -106,6 +112,7 @@ export class ServerSession implements MessageHandler {
   /** Whom its log lines count against (PeerLog): its process, so a client reconnecting in a loop stays one peer. */
   readonly logPeer: string;
   private readonly errorBudget = new TokenBucket(CLIENT_ERROR_RATE);
+  private readonly messageBudget = new TokenBucket(CLIENT_MESSAGE_RATE, 2 * CLIENT_MESSAGE_RATE);
 
   constructor(
     private readonly host: SessionHost,
@@ -137,6 +144,8 @@ export class ServerSession implements MessageHandler {
   onMessage(view: DataView, start: number, length: number, handles: OsHandle[] | undefined): void {
     if (this.state === 'closed') return closeHandles(handles);
     try {
+      if (!this.messageBudget.take())
+        throw new SurfaceLinkError('E_LIMIT', `more than ${CLIENT_MESSAGE_RATE} messages per second`);
       const type = messageType(view, start);
       if (handles) this.checkHandles(type, handles.length);
       if (this.state === 'hello' && type !== MessageType.HELLO)

@@ -432,7 +432,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         session.state = 'starting';
         if (session.helloTimer) clearTimeout(session.helloTimer);
         session.helloTimer = null;
-        this.hello(session, m).catch((error) => this.failWith(session, error));
+        // Checked now, not in a later microtask: a refused hello is answered with its own code before
+        // anything else that came in the same read is looked at.
+        const admitted = this.admit(session, m);
+        this.startStream(session, m, admitted).catch((error) => this.failWith(session, error));
         return;
       }
       switch (m.type) {
@@ -491,7 +494,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     session.viewerInput.commit(event);
   }
 
-  private async hello(session: StreamSession, m: HelloMessage): Promise<void> {
+  /** The synchronous half of a hello: the token, a viewer slot, the surface, its format, the codec. */
+  private admit(session: StreamSession, m: HelloMessage) {
     // Both compared, whichever matches, so the time taken says nothing about which one was tried.
     const full = tokenMatches(m.token, this.token);
     const viewOnly = this.viewToken !== null && tokenMatches(m.token, this.viewToken);
@@ -536,6 +540,15 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     }
     const choice = this.chooseCodec(m.codecs);
     session.reason = choice.reason;
+    return { surface, choice };
+  }
+
+  /** The asynchronous half: the encoder starts (H.264 may fall back to tiles), then frames flow. */
+  private async startStream(
+    session: StreamSession,
+    m: HelloMessage,
+    { surface, choice }: ReturnType<StreamServer['admit']>,
+  ): Promise<void> {
     const mirror = this.mirrorFor(surface);
     session.mirror = mirror;
     if (choice.codec === 'h264') {

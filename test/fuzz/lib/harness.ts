@@ -167,9 +167,9 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
       features: ['frames.v1', 'input.v1', 'cursor.v1'],
     });
     let stopping = false;
-    const goneEvent = server.waitEvent('bystanderGone', () => true, 24 * 3600 * 1000).catch(() => null);
-    void goneEvent.then((g) => {
-      if (!stopping) report.bystander.gone = g;
+    // Watched without a timer (waitEvent's would keep the process alive after a failure).
+    server.child.on('message', (m: { event?: string }) => {
+      if (m?.event === 'bystanderGone' && !stopping) report.bystander.gone = m;
     });
 
     const unixWorkers = Array.from({ length: o.unixWorkers }, () => group.spawn('fuzz-unix-worker.ts'));
@@ -276,8 +276,11 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
         // the server's answer is checked below
       }
     }, 10000);
-    await Promise.all(jobs);
-    clearInterval(progress);
+    try {
+      await Promise.all(jobs);
+    } finally {
+      clearInterval(progress);
+    }
     if (crashed) throw new Error(crashed);
     const fuzzPhase = await server.call('phase', { name: 'idle-after' });
     report.fuzz = fuzzPhase.intervals;

@@ -451,7 +451,7 @@ function mutate(rng: Rng, list: Msg[], i: number): string {
     }
     case 'length': {
       const v = rng.pick([0, 1, 7, 8, b.length - 1, b.length + 1, b.length + 8, 65536, 65537, 0xffffffff]);
-      b.writeUInt32LE(Math.max(0, v) >>> 0, 0);
+      if (b.length >= 4) b.writeUInt32LE(Math.max(0, v) >>> 0, 0);
       return `length=${v}`;
     }
     case 'truncate':
