@@ -80,7 +80,7 @@ describe('the courier seam: handles that travel beside the socket (iosurface.v1 
     server = await SurfaceServer.listen({
       path: path.join(tmp.dir, 's.sock'),
       mechanisms: [NAME, 'shm.v1'],
-      logger: (level, message) => process.env.DEBUG_COURIER && console.log(level, message),
+      logger: () => {},
     });
   });
 
@@ -94,11 +94,6 @@ describe('the courier seam: handles that travel beside the socket (iosurface.v1 
     offers: string[],
   ): Promise<{ client: SurfaceClient; frames: { mechanism: string; first: number }[] }> {
     const client = await SurfaceClient.connect({ path: path.join(tmp.dir, 's.sock'), mechanisms: offers });
-    if (process.env.DEBUG_COURIER) {
-      client.on('disconnect', (d) => console.log('disconnect', d));
-      client.on('importFailed', (e) => console.log('importFailed', e));
-      client.on('warning', (e) => console.log('warning', e));
-    }
     const frames: { mechanism: string; first: number }[] = [];
     client.on('frame', (f: Frame) => {
       frames.push({ mechanism: f.mechanism, first: f.pixels()[0] });
