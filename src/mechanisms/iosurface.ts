@@ -229,18 +229,16 @@ function surfaceBacking(request: AllocateRequest, global: boolean): ProducerBack
   };
 }
 
-/** Checks a looked-up surface against the SCANOUT that named it, then wraps it for reading. */
-function consumerSurface(
+/** The one plane of `planes` if `surface` is what the SCANOUT says (E_BAD_GEOMETRY, E_OUT_OF_BOUNDS otherwise). */
+function checkAgainstDescriptor(
   surface: NativeIOSurface,
   desc: ScanoutBody,
   format: FormatInfo,
-  handles: OsHandle[],
-): ConsumerBuffer {
+  planes: PlaneLayout[],
+): PlaneLayout {
   const fail = (why: string): never => {
-    surface.release();
     throw new SurfaceLinkError('E_BAD_GEOMETRY', why);
   };
-  const { planes } = validateDescriptor(desc);
   if (planes.length !== 1)
     fail(`${format.name} has ${planes.length} planes; IOSurface sharing takes single-plane formats`);
   const plane = planes[0];
@@ -258,9 +256,28 @@ function consumerSurface(
       'E_OUT_OF_BOUNDS',
       `the plane ends at ${plane.offset + plane.size}, past the surface's ${surface.allocSize} bytes`,
     );
-  const locked = new LockedViews(surface, plane, true);
-  // The surface is held by its IOSurfaceRef now; the port or pipe is not needed any more.
+  return plane;
+}
+
+/** Checks a looked-up surface against the SCANOUT that named it, then wraps it for reading. */
+function consumerSurface(
+  surface: NativeIOSurface,
+  desc: ScanoutBody,
+  format: FormatInfo,
+  handles: OsHandle[],
+): ConsumerBuffer {
+  // The IOSurfaceRef holds the surface now: the port or pipe is not needed, whatever happens next.
   closeHandles(handles);
+  let plane: PlaneLayout;
+  let planes: PlaneLayout[];
+  try {
+    ({ planes } = validateDescriptor(desc));
+    plane = checkAgainstDescriptor(surface, desc, format, planes);
+  } catch (error) {
+    surface.release();
+    throw error;
+  }
+  const locked = new LockedViews(surface, plane, true);
   return {
     planes,
     planeHandles: [0],
@@ -386,7 +403,14 @@ function courierServer(peer: PeerIdentity): CourierServer {
           'E_BACKPRESSURE',
           `the client has not bound its mach port after ${COURIER_MAX_QUEUED} buffers`,
         );
-      queued.push({ key, ports: ports.map((p) => p.dup()) });
+      const copies: NativeMachPort[] = [];
+      try {
+        for (const p of ports) copies.push(p.dup());
+      } catch (error) {
+        for (const c of copies) c.close();
+        throw SurfaceLinkError.fromNative(error);
+      }
+      queued.push({ key, ports: copies });
     },
     close() {
       if (closed) return;

@@ -14,6 +14,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { courierClientFor, courierServerFor } from '../../src/mechanisms/iosurface.js';
 import { darwinNative } from '../../src/native/index.js';
+import type { CourierClient } from '../../src/mechanisms/types.js';
 import type { WelcomeInfo } from '../../src/protocol/codec.js';
 import { PeerGroup } from '../helpers.js';
 
@@ -69,12 +70,9 @@ describe('macOS: IOSurface sharing', function () {
   });
 
   describe("iosurface.v1's courier binds only the socket's own peer", () => {
-    it('delivers ports to the peer whose audit token and nonce match', () => {
-      const [a] = darwinNative().socketpair();
-      const own = a.peer?.auditToken;
-      a.close();
-      expect(own).to.be.instanceOf(Buffer);
-      const server = courierServerFor({ pid: process.pid, uid: 0, user: 'self', auditToken: own });
+    /** A courier pair for a peer with `auditToken`, and one surface's port delivered through it. */
+    function deliverOne(auditToken: Buffer, check: (client: CourierClient, surfaceId: number) => void): void {
+      const server = courierServerFor({ pid: process.pid, uid: 0, user: 'test', auditToken });
       const client = courierClientFor({ extra: server.welcome } as unknown as WelcomeInfo);
       const s = darwinNative().createIOSurface({
         width: 16,
@@ -87,43 +85,35 @@ describe('macOS: IOSurface sharing', function () {
       const port = s.createMachPort();
       try {
         server.deliver([{ kind: 'mach', port }]);
+        check(client, s.id);
+      } finally {
+        port.close();
+        s.release();
+        client.close();
+        server.close();
+      }
+    }
+
+    it('delivers ports to the peer whose audit token and nonce match', () => {
+      const [a] = darwinNative().socketpair();
+      const own = a.peer?.auditToken;
+      a.close();
+      expect(own).to.be.instanceOf(Buffer);
+      deliverOne(own!, (client, surfaceId) => {
         const got = client.collect();
         expect(got).to.have.length(1);
         const handle = got[0];
         if (handle.kind !== 'mach') throw new Error(`a ${handle.kind} handle arrived instead of a mach port`);
         const back = darwinNative().ioSurfaceFromMachPort(handle.port);
-        expect(back.id).to.equal(s.id);
+        handle.port.close();
+        expect(back.id).to.equal(surfaceId);
         back.release();
-      } finally {
-        port.close();
-        s.release();
-        client.close();
-        server.close();
-      }
+      });
     });
 
     it("refuses a process that is not the socket's peer, even with the nonce", () => {
-      const stranger = { pid: 1, uid: 0, user: 'launchd', auditToken: randomBytes(32) };
-      const server = courierServerFor(stranger);
-      const client = courierClientFor({ extra: server.welcome } as unknown as WelcomeInfo);
-      const s = darwinNative().createIOSurface({
-        width: 16,
-        height: 16,
-        pixelFormat: BGRA,
-        bytesPerElement: 4,
-        bytesPerRow: 64,
-        global: false,
-      });
-      const port = s.createMachPort();
-      try {
-        server.deliver([{ kind: 'mach', port }]); // queued: nobody is bound
-        expect(() => client.collect()).to.throw(/did not arrive/);
-      } finally {
-        port.close();
-        s.release();
-        client.close();
-        server.close();
-      }
+      // Queued for a client that never binds: the stranger's CONNECT carries another audit token.
+      deliverOne(randomBytes(32), (client) => expect(() => client.collect()).to.throw(/did not arrive/));
     });
   });
 

@@ -174,7 +174,11 @@ export class FramesClient implements ClientFeature<FramesClientHost>, FrameOwner
       // An invalid descriptor or handle is a protocol violation. A valid buffer we cannot take
       // (a modifier we did not declare, a mapping the system refused) is reported to the
       // server, which falls back to another mechanism.
-      if (e.code !== 'E_SYSTEM' && !(e instanceof ImportRefused)) throw e;
+      // Handles from the socket are closed by the caller on a throw; the courier's are ours.
+      if (e.code !== 'E_SYSTEM' && !(e instanceof ImportRefused)) {
+        if (courier !== null) closeHandles(handles);
+        throw e;
+      }
       closeHandles(handles);
       return this.importFailed(desc, e);
     }
