@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines); GL import/draw
+# npm run bench: the host benchmark (shm.v1 and the fd round-trip baselines); fan-out of one 1080p60
+# surface to 1-256 clients (bench/fanout.ts); GL import/draw
 # and readback (bench/gl.ts); remote streaming: H.264 encode vs the bare GStreamer pipeline,
 # tiles vs H.264 bandwidth, and browser end-to-end latency; the QEMU display bridge against a
 # bare draining listener on QEMU 7.2 and 10.0 (bench/qemu-bridge.ts); the Windows path under wine against
@@ -16,7 +17,7 @@ if [ ! -x build/fd_roundtrip ] || [ bench/native/fd_roundtrip.c -nt build/fd_rou
   "${CC:-cc}" -O2 -Wall -Wextra -o build/fd_roundtrip bench/native/fd_roundtrip.c
 fi
 node --import tsx bench/run.ts
-for program in gl stream-encode stream-bandwidth stream-latency qemu-bridge windows; do
+for program in fanout gl stream-encode stream-bandwidth stream-latency qemu-bridge windows; do
   [ -f "bench/$program.ts" ] || continue
   echo
   echo "== bench/$program.ts"
