@@ -7,7 +7,7 @@ Run by src/stream/h264.ts, one process per encoder or decoder:
       Prints one JSON object: the H.264 encoders present (hardware first, x264enc last),
       whether each reaches PLAYING and encodes a frame, and whether avdec_h264 exists.
   surfacelink_gst.py encode --width W --height H --format XRGB8888 --fps 30 --bitrate 8000
-                            [--element x264enc] [--threads N]
+                            [--element x264enc] [--threads N] [--input copy|shared]
   surfacelink_gst.py decode
 
 Framing (encode and decode modes). stdin and stdout carry records, each a 32-byte
@@ -18,19 +18,42 @@ little-endian header followed by `length` payload bytes:
    1      u8    flags: bit 0 = keyframe (KIND_AU)
    2      u16   reserved, 0
    4      u32   length of the payload
-   8      u32   sequence  (KIND_BITRATE: kbit/s)
-  12      u32   width     (KIND_FRAME out of decode; 0 elsewhere)
-  16      u32   height    (KIND_FRAME out of decode; 0 elsewhere)
+   8      u32   sequence  (KIND_BITRATE: kbit/s; KIND_BUFFER, KIND_FORGET: the buffer id)
+  12      u32   width     (KIND_FRAME out of decode, KIND_BUFFER; 0 elsewhere)
+  16      u32   height    (KIND_FRAME out of decode, KIND_BUFFER; 0 elsewhere)
   20      u32   token: any value; an output record carries the token of its input
   24      f64   presentMs
 
 Into the worker: KIND_FRAME=1 (encode: width*height*4 bytes, tight rows, in --format),
 KIND_AU=2 (decode: one Annex B access unit), KIND_KEYFRAME=3 (the next frame read is encoded
 as an IDR with SPS/PPS), KIND_BITRATE=4, KIND_QUIT=5 (finish and exit 0; so does end of input).
-Out of the worker: KIND_READY=16 (JSON: element, hardware, gstreamer) once the pipeline is
-PLAYING, KIND_AU=2 (encode), KIND_FRAME=1 (decode: BGRx, tight rows, with width and height),
-KIND_DROP=17 (decode: that access unit gave no picture), KIND_ERROR=18 (JSON: message), after
-which the worker exits non-zero.
+Out of the worker: KIND_READY=16 (JSON: element, hardware, gstreamer, input, and `settings`: the
+encoder's properties as set, `name=value` strings gst-launch takes) once the pipeline is PLAYING,
+KIND_AU=2 (encode), KIND_FRAME=1 (decode: BGRx, tight rows, with width and height), KIND_DROP=17
+(decode: that access unit gave no picture), KIND_DONE=19 (encode, shared input: the worker has
+finished reading that frame's memory), KIND_ERROR=18 (JSON: message), after which the worker
+exits non-zero.
+
+Shared input (encode --input shared). fd 3 is a unix stream socket, and every input record comes
+through it instead of stdin, in the same framing; records may carry fds (SCM_RIGHTS, attached to
+their first byte). The producer's buffers are mapped here, not copied:
+
+  KIND_BUFFER=6   sequence = buffer id, width, height = the picture; one fd (a memfd, or a dma-buf
+                  when flags bit 0 of the payload is set), sent once per buffer per worker. Payload
+                  (24 bytes): u64 size of the object, u32 offset of the picture's first pixel, u32
+                  stride (bytes per row), u32 DRM fourcc (must be --format's), u32 flags (bit 0:
+                  dma-buf). The fd is checked (its real size must hold the picture), wrapped once as
+                  GstMemory (GstAllocators.FdAllocator / DmaBufAllocator, kept mapped) and kept
+                  until KIND_FORGET.
+  KIND_FORGET=7   sequence = buffer id: drop the memory (unmap, close the fd).
+  KIND_SHARED=8   a frame in a known buffer: sequence, token, presentMs; payload (8 bytes): u32
+                  buffer id, u32 0. It is pushed as a GstBuffer over that memory with a
+                  GstVideoMeta (offset, stride): videoconvert reads the producer's pixels.
+                  When videoconvert's output for it leaves (a pad probe), KIND_DONE goes out with
+                  its tag: from then on the producer may reuse the buffer.
+  KIND_PIPED=9    the frame's pixels were copied after all: the next record on stdin is a
+                  KIND_FRAME with them (a bottom-up buffer, one without an fd, ...).
+  KIND_KEYFRAME, KIND_BITRATE, KIND_QUIT as above, through the socket.
 
 The sequence, token and presentMs of an input record come back on the record it produced:
 the worker maps them through the buffer's PTS (a running frame index), which encoders and
@@ -39,8 +62,10 @@ Nothing but records is written to stdout: fd 1 is moved away at start and pointe
 so a library that prints cannot corrupt the stream.
 """
 
+import collections
 import json
 import os
+import socket
 import struct
 import sys
 import threading
@@ -53,11 +78,23 @@ KIND_AU = 2
 KIND_KEYFRAME = 3
 KIND_BITRATE = 4
 KIND_QUIT = 5
+KIND_BUFFER = 6
+KIND_FORGET = 7
+KIND_SHARED = 8
+KIND_PIPED = 9
 KIND_READY = 16
 KIND_DROP = 17
 KIND_ERROR = 18
+KIND_DONE = 19
 
 FLAG_KEYFRAME = 1
+
+# KIND_BUFFER's payload: size, offset, stride, fourcc, flags; KIND_SHARED's: buffer id, 0.
+BUFFER_INFO = struct.Struct('<QIIII')
+SHARED_INFO = struct.Struct('<II')
+BUFFER_FLAG_DMABUF = 1
+# The socket of shared input (encode --input shared), passed by Node as fd 3.
+SHARED_FD = 3
 
 # Largest payload accepted: a 16384x16384 frame. Anything bigger is a framing error.
 MAX_PAYLOAD = 16384 * 16384 * 4
@@ -69,6 +106,9 @@ HARDWARE = set(ENCODERS[:-1])
 
 # DRM format name -> GStreamer's name for the same memory order.
 GST_FORMATS = {'XRGB8888': 'BGRx', 'ARGB8888': 'BGRA', 'XBGR8888': 'RGBx', 'ABGR8888': 'RGBA'}
+# DRM format name -> its fourcc, as KIND_BUFFER carries it.
+FOURCCS = {name: struct.unpack('<I', code.encode())[0]
+           for name, code in (('XRGB8888', 'XR24'), ('ARGB8888', 'AR24'), ('XBGR8888', 'XB24'), ('ABGR8888', 'AB24'))}
 
 # The PTS we stamp: a frame index, only ever compared for equality (tags map through it).
 # It starts at 1000 hours because x264enc shifts any earlier timestamps up to there (its
@@ -118,6 +158,62 @@ def read_exact(stream, n):
     if data is None or len(data) < n:
         return None
     return data
+
+
+class SocketInput:
+    """Records from the shared-input socket: its bytes as a stream (read), and the fds that
+    came with them (SCM_RIGHTS) in arrival order (take_fd). An fd arrives with the first byte of
+    its record, so once a whole KIND_BUFFER record has been read its fd is next in line."""
+
+    def __init__(self, fileno):
+        self.sock = socket.socket(fileno=fileno)
+        self.sock.setblocking(True)
+        self.data = bytearray()
+        self.fds = collections.deque()
+
+    def read(self, n):
+        while len(self.data) < n:
+            chunk, fds, flags, _addr = socket.recv_fds(self.sock, 1 << 16, 16)
+            self.fds.extend(fds)
+            if flags & socket.MSG_CTRUNC:
+                raise RuntimeError('fds were lost in transit (MSG_CTRUNC)')
+            if not chunk:
+                break
+            self.data += chunk
+        out = bytes(self.data[:n])
+        del self.data[:n]
+        return out
+
+    def take_fd(self):
+        return self.fds.popleft() if self.fds else None
+
+
+def gst_launch_value(value):
+    """A property value as gst-launch-1.0 takes it (enums and flags by nick)."""
+    from gi.repository import GObject
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, GObject.GFlags):
+        return '+'.join(value.value_nicks) or '0'
+    if isinstance(value, GObject.GEnum):
+        return value.value_nick
+    return str(value)
+
+
+def changed_properties(element):
+    """`name=value` for every property set away from the element's default, sorted: what a
+    gst-launch-1.0 pipeline must say to configure the same element the same way."""
+    from gi.repository import GObject
+    out = []
+    for spec in element.list_properties():
+        if spec.name in ('name', 'parent'):
+            continue
+        if not (spec.flags & GObject.ParamFlags.READABLE and spec.flags & GObject.ParamFlags.WRITABLE):
+            continue
+        value = element.get_property(spec.name)
+        if value != spec.default_value:
+            out.append(f'{spec.name}={gst_launch_value(value)}')
+    return sorted(out)
 
 
 def describe_error(msg):
@@ -196,8 +292,11 @@ class Worker:
         self.Gst = Gst
         self.out = out
         self.tags = {}
+        # Shared-input frames whose KIND_DONE is owed, by PTS (encode).
+        self.done = {}
         self.tags_lock = threading.Lock()
         self.next_pts = PTS_BASE
+        self.last_size = (0, 0)
         self.failed = threading.Event()
         self.pipeline = None
         self.src = None
@@ -235,7 +334,9 @@ class Worker:
         header = read_exact(stdin, HEADER.size)
         if header is None:
             return None
-        kind, _flags, _r, length, sequence, _w, _h, token, present_ms = HEADER.unpack(header)
+        kind, _flags, _r, length, sequence, width, height, token, present_ms = HEADER.unpack(header)
+        # Only KIND_BUFFER gives these a meaning on input (the picture's size).
+        self.last_size = (width, height)
         self.check_length(kind, length)
         payload = read_exact(stdin, length) if length else b''
         if payload is None:
@@ -247,11 +348,16 @@ class Worker:
             self.fail(f'record of {length} bytes is too large')
 
     def push(self, data, tag):
-        Gst = self.Gst
         # A copy GStreamer owns. (new_wrapped would hand it the Python object's own memory,
         # which Python frees or reuses while the frame may still be queued.)
         buf = self.new_buffer(len(data))
         buf.fill(0, data)
+        self.push_buffer(buf, tag)
+
+    def push_buffer(self, buf, tag, done=False):
+        """Stamps `buf` with the next PTS, remembers its tag (and, with `done`, that KIND_DONE is
+        owed once it is converted), and pushes it; returns the PTS."""
+        Gst = self.Gst
         pts = self.next_pts
         self.next_pts += PTS_STEP
         buf.pts = pts
@@ -259,9 +365,12 @@ class Worker:
         buf.duration = PTS_STEP
         with self.tags_lock:
             self.tags[pts] = tag
+            if done:
+                self.done[pts] = tag
         self.prepare(pts)
         if self.src.push_buffer(buf) != Gst.FlowReturn.OK:
             self.fail(self.bus_error() or 'appsrc refused a buffer (pipeline stopped)')
+        return pts
 
     def prepare(self, pts):
         pass
@@ -302,6 +411,10 @@ class Encoder(Worker):
         self.frame_bytes = args.width * args.height * 4
         self.keyframe_next = False
         self.force_pts = set()
+        # Shared input: the producer's buffers, by id: (GstMemory over its fd, offset, stride).
+        self.shared = {}
+        self.allocators = None
+        self.gst_format = None
         # Frames are copied into pooled GstBuffers: no fresh 8 MB allocation (and its page
         # faults) per 1080p frame. (The read itself must be bytes: PyGObject copies a
         # bytearray or memoryview into a GstBuffer element by element, 50x slower.)
@@ -325,20 +438,43 @@ class Encoder(Worker):
         fmt = GST_FORMATS[a.format]
         raw = (f'video/x-raw,format={fmt},width={a.width},height={a.height},framerate={a.fps}/1,'
                'pixel-aspect-ratio=1/1,colorimetry=sRGB')
+        shared = a.input == 'shared'
+        if shared:
+            self.load_allocators()
         self.start(
             f'appsrc name=src format=time is-live=false block=true max-bytes={self.frame_bytes * 2} caps="{raw}" '
             f'! videoconvert name=convert n-threads={a.threads} ! {raw_for_encoder(a.element)} '
             f'! {a.element} name=enc ! {encoder_caps(a.element)} '
             '! appsink name=sink sync=false max-buffers=16 enable-last-sample=false',
             self.configure)
-        self.out.json(KIND_READY, {'element': a.element, 'hardware': a.element in HARDWARE, 'gstreamer': self.Gst.version_string()})
+        pipeline = self.pipeline
+        self.out.json(KIND_READY, {
+            'element': a.element, 'hardware': a.element in HARDWARE, 'gstreamer': self.Gst.version_string(),
+            'input': a.input,
+            'settings': {'encoder': changed_properties(self.enc),
+                         'convert': changed_properties(pipeline.get_by_name('convert'))}})
+        source = SocketInput(SHARED_FD) if shared else stdin
         while True:
-            record = self.read_record(stdin)
+            record = self.read_record(source)
             if record is None:
                 return
             kind, payload, tag = record
-            if kind == KIND_FRAME:
+            if kind == KIND_FRAME and not shared:
                 self.push(payload, tag)
+            elif kind == KIND_SHARED and shared:
+                buffer_id, _reserved = SHARED_INFO.unpack(payload)
+                self.push_shared(buffer_id, tag)
+            elif kind == KIND_PIPED and shared:
+                piped = self.read_record(stdin)
+                if piped is None:
+                    return
+                if piped[0] != KIND_FRAME:
+                    self.fail(f'expected a frame on stdin after KIND_PIPED; got kind {piped[0]}')
+                self.push(piped[1], tag)
+            elif kind == KIND_BUFFER and shared:
+                self.add_buffer(tag[0], payload, source.take_fd(), self.last_size)
+            elif kind == KIND_FORGET and shared:
+                self.shared.pop(tag[0], None)
             elif kind == KIND_KEYFRAME:
                 self.keyframe_next = True
             elif kind == KIND_BITRATE:
@@ -348,10 +484,70 @@ class Encoder(Worker):
             else:
                 self.fail(f'unexpected record kind {kind}')
 
+    def load_allocators(self):
+        import gi
+        gi.require_version('GstAllocators', '1.0')
+        from gi.repository import GstAllocators
+        self.GstAllocators = GstAllocators
+        self.allocators = (GstAllocators.FdAllocator.new(), GstAllocators.DmaBufAllocator.new())
+        self.gst_format = self.GstVideo.VideoFormat.from_string(GST_FORMATS[self.args.format])
+
+    def add_buffer(self, buffer_id, payload, fd, picture):
+        """KIND_BUFFER: wraps the fd once as GstMemory, after checking it can hold the picture."""
+        a = self.args
+        if fd is None:
+            self.fail(f'buffer {buffer_id} came without its fd')
+        try:
+            size, offset, stride, fourcc, flags = BUFFER_INFO.unpack(payload)
+            width, height = picture
+            # The kernel's size, not the claimed one: mapping past the end would fault.
+            real = os.lseek(fd, 0, os.SEEK_END)
+            problem = None
+            if (width, height) != (a.width, a.height):
+                problem = f'picture {width}x{height}; the encoder is {a.width}x{a.height}'
+            elif fourcc != FOURCCS[a.format]:
+                problem = f'fourcc {fourcc:#x}; the encoder takes {a.format}'
+            elif stride < width * 4 or offset + stride * (height - 1) + width * 4 > min(size, real):
+                problem = f'offset {offset} stride {stride} do not fit {width}x{height} in {min(size, real)} bytes'
+            if problem is not None:
+                raise ValueError(problem)
+            A = self.GstAllocators
+            # Kept mapped from the first frame until KIND_FORGET; the memory owns (and closes) the fd.
+            keep = A.FdMemoryFlags.KEEP_MAPPED
+            if flags & BUFFER_FLAG_DMABUF:
+                mem = A.DmaBufAllocator.alloc_with_flags(self.allocators[1], fd, real, keep)
+            else:
+                mem = A.FdAllocator.alloc(self.allocators[0], fd, real, keep)
+            if mem is None:
+                raise ValueError('the allocator refused the fd')
+        except Exception as e:
+            os.close(fd)
+            self.fail(f'shared buffer {buffer_id}: {e}')
+            return
+        self.shared[buffer_id] = (mem, offset, stride)
+
+    def push_shared(self, buffer_id, tag):
+        """KIND_SHARED: a GstBuffer over the buffer's memory, its layout in a GstVideoMeta."""
+        entry = self.shared.get(buffer_id)
+        if entry is None:
+            self.fail(f'frame in unknown buffer {buffer_id}')
+        mem, offset, stride = entry
+        a = self.args
+        buf = self.Gst.Buffer.new()
+        buf.append_memory(mem)
+        self.GstVideo.buffer_add_video_meta_full(
+            buf, self.GstVideo.VideoFrameFlags.NONE, self.gst_format, a.width, a.height, 1,
+            [offset, 0, 0, 0], [stride, 0, 0, 0])
+        self.push_buffer(buf, tag, done=True)
+
     def check_length(self, kind, length):
         # A frame is checked before it is read: exactly one picture of the size given at start.
         if kind == KIND_FRAME and length != self.frame_bytes:
             self.fail(f'frame of {length} bytes; expected {self.frame_bytes}')
+        if kind == KIND_BUFFER and length != BUFFER_INFO.size:
+            self.fail(f'buffer record of {length} bytes; expected {BUFFER_INFO.size}')
+        if kind == KIND_SHARED and length != SHARED_INFO.size:
+            self.fail(f'shared frame record of {length} bytes; expected {SHARED_INFO.size}')
         super().check_length(kind, length)
 
     def configure(self, pipeline):
@@ -374,10 +570,14 @@ class Encoder(Worker):
             forced = buf.pts in self.force_pts
             if forced:
                 self.force_pts.discard(buf.pts)
+            done = self.done.pop(buf.pts, None) if self.done else None
         if forced:
             event = self.GstVideo.video_event_new_downstream_force_key_unit(
                 self.Gst.CLOCK_TIME_NONE, self.Gst.CLOCK_TIME_NONE, self.Gst.CLOCK_TIME_NONE, True, 0)
             pad.push_event(event)
+        if done is not None:
+            # videoconvert has written its own (I420/NV12) copy: the producer's memory is free again.
+            self.out.write(KIND_DONE, b'', 0, done)
         return self.Gst.PadProbeReturn.OK
 
     def emit(self, sample):
@@ -482,6 +682,8 @@ def main():
     e.add_argument('--bitrate', type=int, default=8000, help='kbit/s')
     e.add_argument('--element', choices=ENCODERS, default='x264enc')
     e.add_argument('--threads', type=int, default=0, help='0: automatic')
+    e.add_argument('--input', choices=['copy', 'shared'], default='copy',
+                   help='shared: records (and the buffers\' fds) come through the socket on fd 3')
     sub.add_parser('decode')
     args = parser.parse_args()
 

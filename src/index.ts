@@ -166,3 +166,5 @@ export {
   type StreamStats,
 } from './stream/client.js';
 export type { Codec as StreamCodec } from './stream/protocol.js';
+export type { StreamTlsOption, StreamTlsPem, StreamCertificateInfo } from './stream/tls.js';
+export type { BitrateState } from './stream/bitrate.js';

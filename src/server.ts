@@ -143,7 +143,10 @@ export interface ServerEvents {
   ];
   /** A client's mechanism changed after an import failure. */
   clientMechanism: [ClientInfo];
-  /** A client released a frame (presentation feedback). Positional numbers: no allocation per frame. */
+  /**
+   * A client released a frame (presentation feedback); clientId 0: a StreamServer's H.264 encoders,
+   * which hold buffers they read in place. Positional numbers: no allocation per frame.
+   */
   release: [surfaceId: number, bufferId: number, sequence: number, clientId: number];
   /**
    * A surface's pool grew (every buffer was in use; at most up to `maxBuffers`) or shrank (a buffer

@@ -36,6 +36,27 @@ const PING_BURST_GAP_MS = 100;
 const CLOCK_SAMPLES = 8;
 /** While waiting for a keyframe, ask again after this long. */
 const KEYFRAME_RETRY_MS = 1000;
+/**
+ * The decoder watchdog: a chunk submitted this long ago with no picture out of the decoder since
+ * means the decoder sits on its frames (hardware decoders are known to, until more input comes,
+ * which the server's in-flight window never sends): reset it and ask for a keyframe.
+ */
+const DECODER_WATCHDOG_MS = 1000;
+/** Reconnecting after a drop: the first wait, doubled per failed attempt up to the cap, ±20% jitter. */
+const RECONNECT_BASE_MS = 500;
+const RECONNECT_MAX_MS = 10000;
+/** Server errors after which reconnecting cannot help (the same hello would fail the same way). */
+const FINAL_ERRORS = new Set([
+  'E_AUTH',
+  'E_MALFORMED',
+  'E_TOO_LARGE',
+  'E_UNKNOWN_TYPE',
+  'E_INVALID_ARGUMENT',
+  'E_NO_MECHANISM',
+  'E_UNSUPPORTED_FORMAT',
+]);
+/** Close codes of those errors, for a close that came without its `error` message. */
+const FINAL_CLOSE_CODES = new Set([4400, 4401, 4404, 4406]);
 /** Codec strings tried, in order, to decide whether H.264 can be offered at all. */
 const H264_PROBES = ['avc1.42E01F', 'avc1.42001F', 'avc1.640028'];
 
@@ -183,6 +204,13 @@ class Viewer {
     this.ws = null;
     this.closedByError = false;
     this.errorCode = null;
+    // Reconnecting: attempts since the last welcome, welcomes after the first, the pending timer,
+    // and a transient error the server gave before closing (it says why in the next message).
+    this.reconnectAttempt = 0;
+    this.reconnects = 0;
+    this.welcomes = 0;
+    this.reconnectTimer = 0;
+    this.transientError = null;
 
     // What the server said in `welcome` / `resize`.
     this.codec = null;
@@ -241,6 +269,10 @@ class Viewer {
     // Submitted chunks in decode order: their sequences and presentMs, until output or reset.
     this.decodeSeq = new Uint32Array(DECODE_RING);
     this.decodePresent = new Float64Array(DECODE_RING);
+    /** When each chunk was submitted (the watchdog looks at the oldest). */
+    this.decodeAt = new Float64Array(DECODE_RING);
+    this.watchdogResets = 0;
+    this.watchdogTimer = 0;
     this.decodeHead = 0;
     this.decodeCount = 0;
 
@@ -288,17 +320,21 @@ class Viewer {
     }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
+    this.closedByError = false;
+    this.transientError = null;
     ws.onopen = () => {
       this.state = 'authenticating';
       const hello = { type: 'hello', token: this.token, name: 'browser viewer', codecs };
       if (this.surfaceId !== undefined) hello.surface = this.surfaceId;
       this.send(hello);
     };
+    // A socket already replaced (a reconnect) says nothing more.
     ws.onmessage = (event) => {
+      if (this.ws !== ws) return;
       if (typeof event.data === 'string') this.onText(event.data);
       else this.onBinary(event.data);
     };
-    ws.onclose = (event) => this.onClose(event);
+    ws.onclose = (event) => this.ws === ws && this.onClose(event);
     this.render();
   }
 
@@ -344,6 +380,12 @@ class Viewer {
         this.state = 'gone';
         return;
       case 'error':
+        if (!FINAL_ERRORS.has(m.code)) {
+          // Transient (a full server, an encoder that failed, …): the close follows, then a reconnect.
+          this.transientError = { code: m.code, message: m.message };
+          this.noteError(`${m.code}: ${m.message}`);
+          return;
+        }
         this.closedByError = true;
         this.fail(ERROR_TEXT[m.code] ?? (m.message || 'The server reported an error.'), m.code, m.message);
         return;
@@ -354,6 +396,9 @@ class Viewer {
   }
 
   onWelcome(m) {
+    if (this.welcomes++ > 0) this.reconnects++;
+    this.reconnectAttempt = 0;
+    this.errorCode = null;
     this.codec = m.codec;
     this.encoder = m.encoder ?? null;
     this.reason = m.reason ?? '';
@@ -367,6 +412,7 @@ class Viewer {
     for (let i = 0; i < PING_BURST; i++) setTimeout(() => this.ping(), i * PING_BURST_GAP_MS);
     this.tickAt = now();
     this.timer = setInterval(() => this.tick(), 1000);
+    this.watchdogTimer = setInterval(() => this.watchdog(), DECODER_WATCHDOG_MS / 4);
     this.render();
   }
 
@@ -388,23 +434,47 @@ class Viewer {
 
   onClose(event) {
     clearInterval(this.timer);
+    clearInterval(this.watchdogTimer);
     this.timer = 0;
+    this.watchdogTimer = 0;
     this.input.closed();
     this.closeDecoder();
+    this.needKeyframe = true;
+    // Frames of the old connection still queued for inflating are of no use now.
+    this.tileQueue.length = 0;
     if (this.closedByError) {
       if (this.state !== 'gone') this.state = 'error';
-    } else if (CLOSE_TEXT[event.code]) {
+    } else if (FINAL_CLOSE_CODES.has(event.code)) {
       this.fail(CLOSE_TEXT[event.code], event.code === 4401 ? 'E_AUTH' : `close ${event.code}`, event.reason);
-    } else if (this.state === 'connecting') {
-      this.fail('Cannot reach the stream server.', `close ${event.code}`);
     } else {
-      this.state = 'closed';
-      this.showMessage(
-        `Disconnected (WebSocket close ${event.code}${event.reason ? `: ${event.reason}` : ''}). Reload to reconnect.`,
-        true,
-      );
+      this.scheduleReconnect(event);
     }
     this.render();
+  }
+
+  /**
+   * The connection dropped, or the server closed it for a reason that may pass (it restarted, it
+   * was full, an encoder failed): try again, with the same token, after a backoff.
+   */
+  scheduleReconnect(event) {
+    const attempt = ++this.reconnectAttempt;
+    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (attempt - 1));
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    const why = this.transientError
+      ? `${ERROR_TEXT[this.transientError.code] ?? this.transientError.message} (${this.transientError.code})`
+      : this.welcomes === 0 && attempt === 1
+        ? `Cannot reach the stream server (WebSocket close ${event.code})`
+        : `Disconnected (WebSocket close ${event.code}${event.reason ? `: ${event.reason}` : ''})`;
+    this.state = 'reconnecting';
+    this.showMessage(`${why}. Reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})…`, false);
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = 0;
+      // Server clock samples belong to the old connection (the server may be a new process).
+      this.clockSamples = [];
+      this.clockOffset = NaN;
+      this.connect(this.offered);
+    }, delay);
   }
 
   // ---- frames ------------------------------------------------------------------------
@@ -493,12 +563,28 @@ class Viewer {
     }
     this.decodeSeq[slot] = seq;
     this.decodePresent[slot] = presentMs;
+    this.decodeAt[slot] = now();
     this.decodeCount++;
     try {
       this.decoder.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: seq, data: chunkData }));
     } catch (error) {
       this.decoderFailed(error);
     }
+  }
+
+  /**
+   * Every quarter of DECODER_WATCHDOG_MS while streaming: a decoder holding a chunk that long with
+   * nothing out is reset (its chunks acked as dropped, so the server's window opens) and a keyframe
+   * asked for.
+   */
+  watchdog() {
+    if (this.decodeCount === 0 || !this.decoder) return;
+    const waited = now() - this.decodeAt[this.decodeHead];
+    if (waited < DECODER_WATCHDOG_MS) return;
+    this.watchdogResets++;
+    this.noteError(`decoder stalled: ${this.decodeCount} chunks in, no picture for ${Math.round(waited)} ms`);
+    this.resetDecoder();
+    this.requestKeyframe();
   }
 
   /** A frame that cannot be decoded now: acked so the window stays open, and a keyframe asked for. */
@@ -864,6 +950,10 @@ class Viewer {
       errorCode: this.errorCode,
       keyframeRequests: this.keyframeRequests,
       keyframesReceived: this.keyframesReceived,
+      watchdogResets: this.watchdogResets,
+      reconnects: this.reconnects,
+      reconnectAttempt: this.reconnectAttempt,
+      secureContext: window.isSecureContext,
       lastSeq: this.lastSeq,
       canvasSeq: this.canvasSeq,
       bytesReceived: this.bytesReceived,

@@ -14,6 +14,7 @@ import { defaultAddress } from '../index.js';
 /** What --path names on this OS. */
 const ADDRESS_WORD = process.platform === 'win32' ? 'named pipe' : 'socket path';
 import { parseStreamUrl } from '../stream/client.js';
+import { normalizeFingerprint, type StreamTlsOption } from '../stream/tls.js';
 import { runDoctor } from './doctor.js';
 import { MAX_SOCKET_PATH_BYTES, runQemuView, runServe, type QemuSource } from './serve.js';
 import { runRemoteView, runStreamView, runView } from './view.js';
@@ -148,7 +149,7 @@ Exit status: 0 when at least one mechanism is available, else 1.
     summary: 'serve the test pattern',
     help:
       `Usage: surfacelink serve [--path P] [--width W] [--height H] [--fps N] [--stream [--stream-host H] ` +
-      `[--stream-port P]]
+      `[--stream-port P] [--stream-self-signed | --stream-cert FILE --stream-key FILE]]
        surfacelink serve --qemu QMP-SOCKET | --qemu-dbus BUS-ADDRESS [--qemu-name NAME] [--path P] [--stream …]
 
 Serves the demo's test pattern in the foreground and prints each client that connects
@@ -168,6 +169,12 @@ Options:
                      SURFACELINK_STREAM_TOKEN is set
   --stream-host H    address the stream binds (default 127.0.0.1: this host only)
   --stream-port P    its port (default: any free port)
+  --stream-self-signed  serve HTTPS/WSS with a certificate made at start (for every address
+                     of this server); prints its SHA-256 fingerprint to compare in the browser's
+                     warning, or to pin with \`surfacelink view --remote URL --fingerprint FP\`.
+                     Browsers decode H.264 only in secure contexts: over the network that is HTTPS
+  --stream-cert FILE, --stream-key FILE
+                     serve HTTPS/WSS with this certificate (PEM chain) and its private key (PEM)
   --qemu QMP-SOCKET  the VM's QMP socket (QEMU run with -display dbus,p2p=yes and
                      -qmp unix:QMP-SOCKET,server=on,wait=off): attaches over QMP as libvirt does
   --qemu-dbus ADDR   the D-Bus bus QEMU's display is on (-display dbus,addr=ADDR; libvirt's
@@ -183,10 +190,15 @@ Options:
       stream: { type: 'boolean' },
       'stream-host': { type: 'string' },
       'stream-port': { type: 'string' },
+      'stream-self-signed': { type: 'boolean' },
+      'stream-cert': { type: 'string' },
+      'stream-key': { type: 'string' },
     },
     run: (v) => {
-      if (v.stream !== true && (v['stream-host'] !== undefined || v['stream-port'] !== undefined))
-        throw new UsageError('--stream-host and --stream-port need --stream');
+      const streamOnly = ['stream-host', 'stream-port', 'stream-self-signed', 'stream-cert', 'stream-key'];
+      const given = streamOnly.filter((o) => v[o] !== undefined).map((o) => `--${o}`);
+      if (v.stream !== true && given.length > 0)
+        throw new UsageError(`${given.join(' and ')} ${given.length > 1 ? 'need' : 'needs'} --stream`);
       return runServe({
         qemu: qemuOption(v),
         path: socketPathOption(v),
@@ -195,7 +207,11 @@ Options:
         fps: numberOption(v, 'fps', 60, 1, 1000),
         stream:
           v.stream === true
-            ? { host: stringOption(v, 'stream-host'), port: intOption(v, 'stream-port', 0, 0, 65535) }
+            ? {
+                host: stringOption(v, 'stream-host'),
+                port: intOption(v, 'stream-port', 0, 0, 65535),
+                tls: tlsOption(v),
+              }
             : null,
       });
     },
@@ -203,7 +219,7 @@ Options:
   view: {
     summary: 'connect and print stats',
     help: `Usage: surfacelink view [--path P]
-       surfacelink view --remote URL [--token T] [--codec h264|tiles] [--max-fps N]
+       surfacelink view --remote URL [--token T] [--fingerprint FP | --ca FILE] [--codec h264|tiles] [--max-fps N]
        surfacelink view --stream [--path P] [--codec h264|tiles] [--max-fps N]
        surfacelink view --qemu QMP-SOCKET | --qemu-dbus BUS-ADDRESS [--qemu-name NAME]
 
@@ -227,6 +243,9 @@ Options:
   --path P        ${ADDRESS_WORD} (default ${defaultAddress()})
   --remote URL    ws://host:port/stream, or the viewer URL http://host:port/#token=…
   --token T       the stream's token (default: the URL's #token=, else $SURFACELINK_STREAM_TOKEN)
+  --fingerprint FP  https/wss: trust the server's certificate only if its SHA-256 fingerprint is FP
+                  (what \`serve --stream-self-signed\` prints); checked before the token is sent
+  --ca FILE       https/wss: also trust this certificate (PEM), e.g. the server's own
   --stream        negotiate stream.v1 on the socket, then watch as with --remote
   --codec C       ask for one codec only (default: h264, then tiles)
   --max-fps N     ask for at most N frames per second
@@ -242,6 +261,8 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
       remote: { type: 'string' },
       stream: { type: 'boolean' },
       token: { type: 'string' },
+      fingerprint: { type: 'string' },
+      ca: { type: 'string' },
       codec: { type: 'string' },
       'max-fps': { type: 'string' },
       qemu: { type: 'string' },
@@ -251,7 +272,7 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
     run: (v) => {
       const vm = qemuOption(v);
       if (vm) {
-        for (const other of ['path', 'remote', 'stream', 'token', 'codec', 'max-fps'])
+        for (const other of ['path', 'remote', 'stream', 'token', 'fingerprint', 'ca', 'codec', 'max-fps'])
           if (v[other] !== undefined) throw new UsageError(`--${other} does not go with --qemu / --qemu-dbus`);
         return runQemuView(vm);
       }
@@ -265,13 +286,21 @@ connection ended with an error (its code is printed); 130 after Ctrl-C.
           throw new UsageError('--stream takes its endpoint and token from the server; leave out --remote and --token');
         return runStreamView({ path: socketPathOption(v), codecs: codec === undefined ? undefined : [codec], maxFps });
       }
+      if (url === undefined && (v.fingerprint !== undefined || v.ca !== undefined))
+        throw new UsageError('--fingerprint and --ca need --remote (an https:// or wss:// URL)');
       if (url === undefined) {
         if (v.token !== undefined || v.codec !== undefined || v['max-fps'] !== undefined)
           throw new UsageError('--token, --codec and --max-fps need --remote or --stream');
         return runView({ path: socketPathOption(v) });
       }
       if (v.path !== undefined) throw new UsageError('--path and --remote exclude each other');
-      return runRemoteView({ url, ...remoteToken(v, url), codecs: codec === undefined ? undefined : [codec], maxFps });
+      return runRemoteView({
+        url,
+        ...remoteToken(v, url),
+        ...remoteTrust(v),
+        codecs: codec === undefined ? undefined : [codec],
+        maxFps,
+      });
     },
   },
   help: {
@@ -463,6 +492,43 @@ function socketPathOption(v: Values): string | undefined {
  * view --remote's token and where it came from: --token, else the URL's #token=, else
  * $SURFACELINK_STREAM_TOKEN. Without one there is nothing to try: say how to give one.
  */
+/** `serve --stream`'s TLS: `--stream-self-signed`, or `--stream-cert` + `--stream-key` (PEM files, read now). */
+function tlsOption(v: Values): StreamTlsOption | undefined {
+  const cert = stringOption(v, 'stream-cert');
+  const key = stringOption(v, 'stream-key');
+  if (v['stream-self-signed'] === true) {
+    if (cert !== undefined || key !== undefined)
+      throw new UsageError('--stream-self-signed and --stream-cert/--stream-key exclude each other');
+    return 'self-signed';
+  }
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined)
+    throw new UsageError('--stream-cert and --stream-key go together (the certificate and its private key, PEM)');
+  return { cert: readPem(cert, '--stream-cert'), key: readPem(key, '--stream-key') };
+}
+
+function readPem(file: string, flag: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new UsageError(`${flag} ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+}
+
+/** `view --remote`'s trust for https/wss: `--fingerprint` (a pin) or `--ca` (a PEM file, read now). */
+function remoteTrust(v: Values): { fingerprint?: string; ca?: string } {
+  const fingerprint = stringOption(v, 'fingerprint');
+  const ca = stringOption(v, 'ca');
+  if (fingerprint !== undefined && normalizeFingerprint(fingerprint) === null)
+    throw new UsageError(
+      `--fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional); got ${fingerprint}`,
+    );
+  return {
+    ...(fingerprint !== undefined ? { fingerprint } : {}),
+    ...(ca !== undefined ? { ca: readPem(ca, '--ca') } : {}),
+  };
+}
+
 function remoteToken(v: Values, url: string): { token: string; tokenSource: string } {
   let fromUrl: string | null;
   try {

@@ -8,7 +8,14 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StreamServer, SurfaceServer, defaultAddress, type ClientInfo, type StreamClientInfo } from '../index.js';
+import {
+  StreamServer,
+  SurfaceServer,
+  defaultAddress,
+  type ClientInfo,
+  type StreamClientInfo,
+  type StreamTlsOption,
+} from '../index.js';
 import { QemuBridge, type QemuConsoleInfo } from '../bridges/qemu-dbus/bridge.js';
 import { PatternProducer } from '../demo/producer.js';
 import { ensurePrivateDir } from '../transport/index.js';
@@ -23,6 +30,8 @@ const remote = (c: StreamClientInfo): string => `stream client ${c.id} "${c.name
 export interface StreamServeOptions {
   host?: string;
   port?: number;
+  /** HTTPS/WSS: a certificate and key (PEM), or 'self-signed'. */
+  tls?: StreamTlsOption;
 }
 
 /** A running VM to serve instead of the test pattern: its QMP socket, or the D-Bus bus its display is on. */
@@ -190,6 +199,7 @@ export async function runServe(options: {
       streamServer = await StreamServer.start(server, {
         host: options.stream.host,
         port: options.stream.port,
+        tls: options.stream.tls,
         logger: (level, message) => level === 'error' && process.stderr.write(`surfacelink serve: ${message}\n`),
       });
     } catch (error) {
@@ -403,8 +413,9 @@ export function viewerUrls(
   port: number,
   fragment: string,
   interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces(),
+  scheme: 'http' | 'https' = 'http',
 ): { url: string; where: string }[] {
-  const url = (address: string): string => `http://${hostForUrl(address)}:${port}/${fragment}`;
+  const url = (address: string): string => `${scheme}://${hostForUrl(address)}:${port}/${fragment}`;
   const wildcard = isWildcardHost(host);
   if (!wildcard) return [{ url: url(host), where: isLoopbackHost(host) ? 'this host' : host }];
   const urls = [{ url: url(wildcard === 'IPv4' ? '127.0.0.1' : '::1'), where: 'this host' }];
@@ -420,7 +431,8 @@ export function viewerUrls(
 /** What serve prints about its stream: the URL(s) to open, the browser caveat, the codecs. */
 function streamLines(stream: StreamServer): string[] {
   const fragment = stream.url.slice(stream.url.indexOf('#'));
-  const [first, ...others] = viewerUrls(stream.host, stream.port, fragment);
+  const cert = stream.certificate;
+  const [first, ...others] = viewerUrls(stream.host, stream.port, fragment, undefined, cert ? 'https' : 'http');
   const lines = [`stream: ${first.url}`];
   const wildcard = isWildcardHost(stream.host);
   if (wildcard) {
@@ -431,8 +443,16 @@ function streamLines(stream: StreamServer): string[] {
     const width = Math.max(0, ...others.map((o) => o.url.length));
     for (const o of others) lines.push(`    ${o.url.padEnd(width)}   (${o.where})`);
   }
-  lines.push(`  open ${wildcard ? 'a' : 'that'} URL in a browser, or: surfacelink view --remote '${first.url}'`);
-  if (!isLoopbackHost(stream.host))
+  const pin = cert?.selfSigned ? ` --fingerprint ${cert.fingerprint256}` : '';
+  lines.push(`  open ${wildcard ? 'a' : 'that'} URL in a browser, or: surfacelink view --remote '${first.url}'${pin}`);
+  if (cert)
+    lines.push(
+      cert.selfSigned
+        ? `  certificate: self-signed (made now), SHA-256 ${cert.fingerprint256}; browsers warn until you accept ` +
+            'it: accept it only if the fingerprint they show is this one'
+        : `  certificate: SHA-256 ${cert.fingerprint256}, valid until ${cert.validTo}`,
+    );
+  else if (!isLoopbackHost(stream.host))
     lines.push(
       '  note: browsers decode H.264 (WebCodecs) only over HTTPS or on 127.0.0.1/localhost; from another machine over http:// the viewer falls back to tiles (docs/remote.md §8)',
     );

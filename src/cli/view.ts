@@ -165,6 +165,10 @@ export function runRemoteView(options: {
   tokenSource?: string;
   codecs?: StreamCodec[];
   maxFps?: number;
+  /** https/wss: the pinned certificate fingerprint (SHA-256). */
+  fingerprint?: string;
+  /** https/wss: a certificate (PEM) to trust. */
+  ca?: string;
 }): Promise<number> {
   let client: RemoteStreamClient | null = null;
   const summary = (): string =>
@@ -176,6 +180,8 @@ export function runRemoteView(options: {
       token: options.token,
       codecs: options.codecs,
       maxFps: options.maxFps,
+      fingerprint: options.fingerprint,
+      ca: options.ca,
       name: `surfacelink-view-${process.pid}`,
     }).then(
       (c) => {

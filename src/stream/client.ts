@@ -6,9 +6,10 @@
  * Times: the server's clock is estimated from ping/pong (the sample with the shortest round
  * trip wins), so latencyMs — present on the server → decoded here — holds across hosts.
  */
+import type { TLSSocket } from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
 import WebSocket from 'ws';
-import { SurfaceLinkError, isErrorCodeName, type ErrorCodeName } from '../errors.js';
+import { SurfaceLinkError, invalidArgument, isErrorCodeName, type ErrorCodeName } from '../errors.js';
 import { rethrowLater } from '../events.js';
 import { MAX_CURSOR_SIDE, type CursorImage, type InputMode } from '../input.js';
 import { H264Decoder, type H264DecodedFrame } from './h264.js';
@@ -26,6 +27,7 @@ import {
   type FrameHeader,
 } from './protocol.js';
 import { applyTiles } from './tiles.js';
+import { normalizeFingerprint } from './tls.js';
 
 /** How `RemoteStreamClient.connect()` authenticates and what it asks the server for. */
 export interface RemoteClientOptions {
@@ -43,6 +45,14 @@ export interface RemoteClientOptions {
   surface?: number;
   /** connect() gives up after this long; default 10000 ms. */
   timeoutMs?: number;
+  /**
+   * wss:// only: the SHA-256 fingerprint of the server's certificate (as the server prints it;
+   * any case, colons optional). The certificate is then trusted if and only if it matches, checked
+   * before the token is sent: how a self-signed certificate (`tls: 'self-signed'`) is pinned.
+   */
+  fingerprint?: string;
+  /** wss:// only: certificates (PEM) to trust besides the system's, e.g. the server's own or its CA. */
+  ca?: string | Buffer | Array<string | Buffer>;
 }
 
 /** The server's welcome: what it will send this client, and how (docs/remote.md §3). */
@@ -322,10 +332,16 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
   /** Arrival times and sizes of H.264 frames in the decoder, by sequence. */
   private readonly pendingH264 = new Map<number, { receivedMs: number; bytes: number; keyframe: boolean }>();
 
-  private constructor(wsUrl: string) {
+  private constructor(wsUrl: string, tls: { ca?: RemoteClientOptions['ca']; pinned: boolean }) {
     super();
     this.wsUrl = wsUrl;
-    this.ws = new WebSocket(wsUrl, SUBPROTOCOL, { perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 });
+    this.ws = new WebSocket(wsUrl, SUBPROTOCOL, {
+      perMessageDeflate: false,
+      maxPayload: 512 * 1024 * 1024,
+      ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+      // A pinned certificate is checked by its fingerprint at the upgrade, instead of by a CA.
+      ...(tls.pinned ? { rejectUnauthorized: false } : {}),
+    });
   }
 
   /**
@@ -345,7 +361,17 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     if (!secret)
       return Promise.reject(new SurfaceLinkError('E_AUTH', 'no token: pass options.token or a URL with #token=…'));
     const codecs = options.codecs ?? [...CODECS];
-    const client = new RemoteStreamClient(wsUrl);
+    let pin: string | null = null;
+    if (options.fingerprint !== undefined) {
+      pin = typeof options.fingerprint === 'string' ? normalizeFingerprint(options.fingerprint) : null;
+      if (pin === null)
+        return Promise.reject(
+          invalidArgument('fingerprint', 'a SHA-256 fingerprint: 64 hex digits, colons optional', options.fingerprint),
+        );
+      if (!wsUrl.startsWith('wss:'))
+        return Promise.reject(invalidArgument('fingerprint', 'a wss:// or https:// URL to go with it', wsUrl));
+    }
+    const client = new RemoteStreamClient(wsUrl, { ca: options.ca, pinned: pin !== null });
     return new Promise((resolve, reject) => {
       let settled = false;
       const settle = (error: SurfaceLinkError | null): void => {
@@ -385,6 +411,21 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         res.on('error', refused);
         res.on('close', refused);
       });
+      client.ws.on('upgrade', (res) => {
+        if (pin === null) return;
+        // Before 'open', so before the token leaves: a certificate other than the pinned one gets nothing.
+        const cert = (res.socket as TLSSocket).getPeerCertificate?.();
+        const seen = cert && 'fingerprint256' in cert ? cert.fingerprint256 : '(none)';
+        if (seen === pin) return;
+        client.ws.terminate();
+        settle(
+          new SurfaceLinkError(
+            'E_AUTH',
+            `${wsUrl} presented a certificate with SHA-256 fingerprint ${seen}, not the pinned ${pin}; ` +
+              'nothing was sent to it',
+          ),
+        );
+      });
       client.ws.on('open', () => {
         client.send({
           type: 'hello',
@@ -399,9 +440,16 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         client.pingTimer = setInterval(() => client.ping(), PING_INTERVAL_MS);
         client.pingTimer.unref();
       });
-      client.ws.on('error', (error) =>
-        settle(new SurfaceLinkError('E_CONNECT', `cannot connect to ${wsUrl}: ${error.message}`, { cause: error })),
-      );
+      client.ws.on('error', (error: NodeJS.ErrnoException) => {
+        const selfSigned = error.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || error.code === 'SELF_SIGNED_CERT_IN_CHAIN';
+        const hint = selfSigned
+          ? ' (pin it with the fingerprint the server printed: options.fingerprint, `view --fingerprint`; ' +
+            'or trust it with options.ca, `view --ca`)'
+          : '';
+        settle(
+          new SurfaceLinkError('E_CONNECT', `cannot connect to ${wsUrl}: ${error.message}${hint}`, { cause: error }),
+        );
+      });
       client.ws.on('message', (data: Buffer, isBinary: boolean) =>
         isBinary ? client.onFrame(data) : client.onText(data),
       );

@@ -1,11 +1,14 @@
 /**
  * The GStreamer worker process (gst/surfacelink_gst.py) seen from Node: spawning it, its
- * record framing on stdin/stdout (documented at the top of the .py), and the restart policy
- * the encoder and decoder share. Internal to src/stream.
+ * record framing on stdin/stdout (documented at the top of the .py) and, for shared input, on
+ * a unix socket given to it as fd 3, and the restart policy the encoder and decoder share.
+ * Internal to src/stream.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SurfaceLinkError } from '../errors.js';
+import type { NativeFd } from '../native/index.js';
 import { clockMs } from './protocol.js';
 
 export const RECORD_HEADER_BYTES = 32;
@@ -17,10 +20,26 @@ export const RecordKind = {
   KEYFRAME: 3,
   BITRATE: 4,
   QUIT: 5,
+  /** Shared input (socket): a buffer's fd and layout, once per buffer per worker. */
+  BUFFER: 6,
+  /** Shared input: the worker drops a buffer (unmaps it, closes its fd). */
+  FORGET: 7,
+  /** Shared input: a frame in a buffer the worker has. */
+  SHARED: 8,
+  /** Shared input: this frame's pixels were copied after all; its FRAME record follows on stdin. */
+  PIPED: 9,
   READY: 16,
   DROP: 17,
   ERROR: 18,
+  /** The worker has finished reading a shared frame's memory. */
+  DONE: 19,
 } as const;
+
+/** Payload bytes of a BUFFER record (u64 size, u32 offset, stride, fourcc, flags) and of a SHARED one (u32 id, 0). */
+export const BUFFER_INFO_BYTES = 24;
+export const SHARED_INFO_BYTES = 8;
+/** BUFFER flags: the fd is a dma-buf (else a memfd). */
+export const BUFFER_FLAG_DMABUF = 1;
 
 export const FLAG_KEYFRAME = 1;
 
@@ -148,6 +167,10 @@ export interface WorkerReady {
   element: string;
   hardware?: boolean;
   gstreamer?: string;
+  /** How frames reach it: 'shared' (the socket on fd 3) or 'copy' (stdin only). */
+  input?: string;
+  /** Properties set away from their defaults, as gst-launch-1.0 takes them ("name=value"). */
+  settings?: { encoder: string[]; convert: string[] };
 }
 
 /**
@@ -164,14 +187,27 @@ export class GstWorkerProcess {
   onRecord: (record: WorkerRecord) => void = () => {};
   onExit: (reason: string) => void = () => {};
 
-  constructor(args: string[], readyTimeoutMs = 20000) {
+  /**
+   * `socket`: one end of a unix socket pair, given to the worker as its fd 3 (shared input); the
+   * caller keeps its own NativeFd and closes it once this returns.
+   */
+  constructor(args: string[], readyTimeoutMs = 20000, socket?: NativeFd) {
     this.ready = new Promise<WorkerReady>((resolve, reject) => {
       this.settleReady = (v) => (v instanceof SurfaceLinkError ? reject(v) : resolve(v));
     });
     // Until start() awaits it, a failed start must not surface as an unhandled rejection.
     this.ready.catch(() => {});
     const python = workerPython();
-    this.child = spawn(python, [WORKER_SCRIPT, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+    // A close-on-exec duplicate that spawn() dup2()s to the child's fd 3 (which clears the flag there).
+    const fd3 = socket ? socket.dupRaw() : -1;
+    try {
+      this.child = spawn(python, [WORKER_SCRIPT, ...args], {
+        stdio: fd3 >= 0 ? ['pipe', 'pipe', 'pipe', fd3] : ['pipe', 'pipe', 'pipe'],
+        env: process.env,
+      }) as ChildProcessWithoutNullStreams;
+    } finally {
+      if (fd3 >= 0) fs.closeSync(fd3);
+    }
     const reader = new RecordReader(
       (r) => this.dispatch(r),
       (message) => this.fail(message),

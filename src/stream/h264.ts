@@ -7,16 +7,27 @@
  * with backoff and the stream resumes at a keyframe; three deaths within 10 s end it with
  * E_ENCODER. Nothing here blocks the event loop: frames are copied into pooled buffers and
  * written asynchronously, and a full pipeline refuses frames rather than queueing them.
+ *
+ * Shared input (Linux): the encoder's worker also gets a unix socket (its fd 3). A producer's
+ * buffer (a memfd or a linear dma-buf) goes to it once, as an fd (BUFFER); each frame is then a
+ * 40-byte record naming the buffer (SHARED), and the worker's videoconvert reads the producer's
+ * memory itself. The buffer is held from the hand-off until the worker says it has read it (DONE).
  */
 import { EventEmitter } from 'eventemitter3';
 import { SurfaceLinkError, invalidArgument } from '../errors.js';
+import { formatByName } from '../formats.js';
+import { posixChannels, type NativeChannel, type NativeFd } from '../native/index.js';
 import {
+  BUFFER_FLAG_DMABUF,
+  BUFFER_INFO_BYTES,
   FLAG_KEYFRAME,
   GstWorkerProcess,
   RECORD_HEADER_BYTES,
   RecordKind,
   RestartPolicy,
+  SHARED_INFO_BYTES,
   writeHeader,
+  type WorkerReady,
   type WorkerRecord,
 } from './gst-worker.js';
 import { clockMs } from './protocol.js';
@@ -30,6 +41,49 @@ export const H264_ENCODERS = ['vah264enc', 'vaapih264enc', 'nvh264enc', 'msdkh26
 export type H264EncoderElement = (typeof H264_ENCODERS)[number];
 /** Pixel formats the encoder takes (DRM names; memory order BGRX, BGRA, RGBX, RGBA). */
 export type H264InputFormat = 'XRGB8888' | 'ARGB8888' | 'XBGR8888' | 'ABGR8888';
+/**
+ * How frames reach the encoder's worker: 'shared' — the producer's own buffer, by fd, read in place
+ * (0 copies; frames that cannot be shared are still copied, one by one); 'copy' — every frame's
+ * pixels copied and written through a pipe.
+ */
+export type H264Input = 'shared' | 'copy';
+
+/**
+ * A buffer the worker can map itself (H264Encoder.encodeShared): a memfd, or a linear dma-buf,
+ * with the picture at `offset`, rows of `stride` bytes. The encoder sends the worker a duplicate of
+ * `fd` once per worker, holds the buffer (hold()) from each hand-off until the worker has read it,
+ * then release()s it; once `live` is false and it holds it no more, the worker forgets it.
+ */
+export interface H264SharedBuffer {
+  /** The memory; borrowed (the encoder's worker gets a duplicate). */
+  readonly fd: NativeFd;
+  /** A dma-buf (mapped with DMA_BUF_IOCTL_SYNC brackets), else a memfd. */
+  readonly dmabuf: boolean;
+  /** Bytes of the object (the worker also checks the kernel's size). */
+  readonly size: number;
+  /** Where the picture's first pixel is, and bytes per row. */
+  readonly offset: number;
+  readonly stride: number;
+  /** The picture: the encoder's size and format. */
+  readonly width: number;
+  readonly height: number;
+  readonly format: H264InputFormat;
+  /** False once the memory may be freed or reused for something else. */
+  readonly live: boolean;
+  /** The worker is about to read it: nobody may write it until release(). */
+  hold(): void;
+  /** The worker has read it (or never will). */
+  release(): void;
+}
+
+/** What encodeShared() did with a frame. */
+export type H264SharedResult =
+  /** Handed to the worker. */
+  | 'sent'
+  /** The worker is busy: held as the next frame to send (an older one waiting was let go). */
+  | 'queued'
+  /** Not taken: the worker is restarting, or the buffer is no longer live. */
+  | 'refused';
 
 export interface H264Candidate {
   element: H264EncoderElement;
@@ -65,6 +119,12 @@ export interface H264EncoderOptions {
   element?: H264EncoderElement;
   /** Frames queued to the worker and not yet encoded before encode() refuses more. Default 2. */
   maxInFlight?: number;
+  /**
+   * 'shared' (default where it works: Linux with the native addon) gives the worker a socket for
+   * shared buffers (encodeShared) besides the pipe; 'copy' takes copies only, as before. `input`
+   * and `inputReason` say what the encoder got.
+   */
+  input?: H264Input;
 }
 
 export interface H264AccessUnit {
@@ -92,6 +152,8 @@ export interface H264DecodedFrame {
 
 export interface H264EncoderEvents {
   au: (au: H264AccessUnit) => void;
+  /** A shared frame encodeShared() held as the next one ('queued') was handed to the worker. */
+  dequeued: (sequence: number) => void;
   /** The worker died or stalled and was restarted; the next access unit is a keyframe. */
   restart: (reason: string) => void;
   /** Restarts are exhausted (or the worker cannot start again); the encoder is closed. */
@@ -134,8 +196,17 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
   private readonly policy = new RestartPolicy();
   private restartTimer: NodeJS.Timeout | null = null;
   private started = false;
+  /** What the newest worker said when it was ready. */
+  protected readyInfo: WorkerReady | null = null;
 
   protected abstract workerArgs(): string[];
+  /**
+   * One end of a socket pair for the next worker's fd 3, or null for none; the subclass keeps the
+   * other end. Called before each spawn; the end returned is closed once the worker has it.
+   */
+  protected workerSocket(): NativeFd | null {
+    return null;
+  }
   protected abstract onRecord(record: WorkerRecord): void;
   /** The worker went away: forget what was sent to it. */
   protected abstract onWorkerLost(): void;
@@ -153,9 +224,17 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
 
   /** Starts the first worker; rejects with E_ENCODER (and closes) if it does not get ready. */
   protected async startWorker(): Promise<void> {
-    const worker = this.spawnWorker();
+    let worker: GstWorkerProcess;
     try {
-      await worker.ready;
+      worker = this.spawnWorker();
+    } catch (error) {
+      this.close();
+      throw new SurfaceLinkError('E_ENCODER', `cannot start the GStreamer worker: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    try {
+      this.readyInfo = await worker.ready;
     } catch (error) {
       this.close();
       throw error;
@@ -165,7 +244,13 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
   }
 
   private spawnWorker(): GstWorkerProcess {
-    const worker = new GstWorkerProcess(this.workerArgs());
+    const socket = this.workerSocket();
+    let worker: GstWorkerProcess;
+    try {
+      worker = new GstWorkerProcess(this.workerArgs(), undefined, socket ?? undefined);
+    } finally {
+      socket?.close();
+    }
     this.worker = worker;
     worker.onRecord = (record) => {
       if (this.worker === worker) this.onRecord(record);
@@ -203,10 +288,17 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       if (this.isClosed) return;
-      const worker = this.spawnWorker();
+      let worker: GstWorkerProcess;
+      try {
+        worker = this.spawnWorker();
+      } catch (error) {
+        // No socket pair or no process to be had (out of fds): counts as another death.
+        return this.workerDied(`cannot start a worker: ${(error as Error).message}`);
+      }
       worker.ready.then(
-        () => {
+        (info) => {
           if (this.worker !== worker || this.isClosed) return;
+          this.readyInfo = info;
           this.accepting = true;
           this.onWorkerReplaced();
           (this as EventEmitter<SupervisedEvents>).emit('restart', reason);
@@ -247,10 +339,43 @@ interface InputSlot {
   readonly written: () => void;
 }
 
+/** One frame handed to the worker, until its access unit is back. Pooled: no allocation per frame. */
+interface Ticket {
+  token: number;
+  /** A copied frame: the record its pixels were written from. */
+  slot: InputSlot | null;
+  /** A shared frame: its buffer, held until the worker has read it (then null). */
+  shared: H264SharedBuffer | null;
+}
+
+/** Receive buffer of the shared-input socket (the worker sends nothing on it). */
+const SOCKET_RX_BYTES = 4096;
+/** What the socket may queue: records of a few dozen bytes, never pixels. */
+const SOCKET_QUEUE_BYTES = 1 << 20;
+
+let sharedProblem: string | null | undefined;
+
+/** Why this process cannot give a worker shared buffers, or null when it can. */
+function sharedInputProblem(): string | null {
+  if (sharedProblem !== undefined) return sharedProblem;
+  if (process.platform !== 'linux') {
+    sharedProblem = `shared input passes memfds and dma-bufs, which ${process.platform} does not have`;
+  } else {
+    try {
+      posixChannels();
+      sharedProblem = null;
+    } catch (error) {
+      sharedProblem = `shared input needs the native addon: ${(error as Error).message}`;
+    }
+  }
+  return sharedProblem;
+}
+
 /**
  * One H.264 encoder: raw frames in, access units out ('au'), one per frame, in order, no
  * B-frames. The first access unit, the first after a restart and the first after
- * requestKeyframe() are IDRs carrying SPS and PPS.
+ * requestKeyframe() are IDRs carrying SPS and PPS. Frames come as copies (encode()) or, with
+ * shared input, as the producer's own buffers (encodeShared()).
  */
 export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   readonly element: H264EncoderElement;
@@ -260,15 +385,39 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   readonly format: H264InputFormat;
   readonly fps: number;
   readonly maxInFlight: number;
+  /** What this encoder takes: 'shared' (encodeShared() and encode()) or 'copy' (encode() only). */
+  readonly input: H264Input;
+  /** Why `input` is 'copy' (asked for, or shared input not possible here); '' when it is 'shared'. */
+  readonly inputReason: string;
   /** A worker with frames pending and no output for this long is restarted. */
   stallMs = 5000;
   private bitrate: number;
   private readonly frameBytes: number;
   private slots: InputSlot[] = [];
-  private readonly pending: InputSlot[] = [];
+  private readonly pending: Ticket[] = [];
+  private readonly spareTickets: Ticket[] = [];
   private nextToken = 0;
   private lastProgressMs = 0;
   private readonly stallTimer: NodeJS.Timeout;
+  // Shared input: the socket to the current worker, and the buffers it has been given.
+  private channel: NativeChannel | null = null;
+  private readonly socketRx: Buffer | null;
+  /** The id the current worker knows each buffer by (BUFFER sent), and the same buffers as a list. */
+  private readonly known = new Map<H264SharedBuffer, number>();
+  private readonly knownList: H264SharedBuffer[] = [];
+  private nextBufferId = 1;
+  /** Scratch for socket records (the addon copies what it has to queue). */
+  private readonly record = Buffer.alloc(RECORD_HEADER_BYTES + BUFFER_INFO_BYTES);
+  private readonly fdList: NativeFd[] = [];
+  private readonly fourcc: number;
+  /** The newest shared frame offered while the worker was busy: held, sent when there is room. */
+  private queued: H264SharedBuffer | null = null;
+  private queuedSequence = 0;
+  private queuedPresentMs = 0;
+  private lastInputValue: H264Input | null = null;
+  private sharedCount = 0;
+  private copiedCount = 0;
+  private heldCount = 0;
   private static readonly KEYFRAME_RECORD = (() => {
     const b = Buffer.alloc(RECORD_HEADER_BYTES);
     writeHeader(b, RecordKind.KEYFRAME, 0, 0, 0, 0);
@@ -297,6 +446,9 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     const maxInFlight = options.maxInFlight ?? 2;
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 16)
       throw invalidArgument('maxInFlight', 'an integer in 1..16', maxInFlight);
+    const wanted = options.input ?? 'shared';
+    if (wanted !== 'shared' && wanted !== 'copy') throw invalidArgument('input', "'shared' | 'copy'", wanted);
+    const problem = wanted === 'shared' ? sharedInputProblem() : 'copy input was asked for';
     let element = options.element;
     let hardware: boolean;
     if (element !== undefined) {
@@ -308,7 +460,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
       element = probe.encoder;
       hardware = probe.hardware;
     }
-    const encoder = new H264Encoder(element, hardware, width, height, format, fps, bitrateKbps, maxInFlight);
+    const encoder = new H264Encoder(element, hardware, width, height, format, fps, bitrateKbps, maxInFlight, problem);
     await encoder.startWorker();
     return encoder;
   }
@@ -322,6 +474,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     fps: number,
     bitrateKbps: number,
     maxInFlight: number,
+    copyReason: string | null,
   ) {
     super();
     this.element = element;
@@ -332,6 +485,10 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     this.fps = fps;
     this.bitrate = bitrateKbps;
     this.maxInFlight = maxInFlight;
+    this.input = copyReason === null ? 'shared' : 'copy';
+    this.inputReason = copyReason ?? '';
+    this.socketRx = copyReason === null ? Buffer.alloc(SOCKET_RX_BYTES) : null;
+    this.fourcc = formatByName(format).fourcc;
     this.frameBytes = width * height * 4;
     this.stallTimer = setInterval(() => this.checkStall(), STALL_CHECK_MS);
     this.stallTimer.unref();
@@ -344,6 +501,32 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   /** Frames handed to the worker whose access units have not come back. */
   get inFlight(): number {
     return this.pending.length;
+  }
+
+  /** How the newest frame reached the worker: 'shared' (its memory read in place), 'copy', or null before any. */
+  get lastInput(): H264Input | null {
+    return this.lastInputValue;
+  }
+
+  /** Frames handed over as shared buffers, and as copies, since start (restarts included). */
+  get framesShared(): number {
+    return this.sharedCount;
+  }
+  get framesCopied(): number {
+    return this.copiedCount;
+  }
+
+  /** Shared buffers this encoder holds now (handed over and not yet read, or queued). */
+  get held(): number {
+    return this.heldCount;
+  }
+
+  /**
+   * The worker's encoder and videoconvert properties set away from their defaults, as gst-launch-1.0
+   * takes them (`name=value`): what a bare pipeline must say to encode the same way. Null if unknown.
+   */
+  get settings(): { encoder: string[]; convert: string[] } | null {
+    return this.readyInfo?.settings ?? null;
   }
 
   protected workerArgs(): string[] {
@@ -361,7 +544,36 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
       String(this.bitrate),
       '--element',
       this.element,
+      '--input',
+      this.input,
     ];
+  }
+
+  /** Shared input: a fresh socket pair per worker; this side becomes `channel`, the other its fd 3. */
+  protected override workerSocket(): NativeFd | null {
+    if (this.input !== 'shared') return null;
+    this.channel?.close();
+    this.channel = null;
+    const api = posixChannels();
+    const [mine, theirs] = api.socketpairFds();
+    try {
+      const channel = api.channelFromFd(mine);
+      // Nothing comes back on it (answers use stdout); a dead worker is reported by its exit.
+      channel.start(
+        this.socketRx!,
+        () => {},
+        () => {},
+        { stream: true, maxMessage: SOCKET_RX_BYTES, maxHandles: 0, maxQueuedBytes: SOCKET_QUEUE_BYTES },
+      );
+      channel.unref();
+      this.channel = channel;
+    } catch (error) {
+      theirs.close();
+      throw error;
+    } finally {
+      mine.close();
+    }
+    return theirs;
   }
 
   /**
@@ -384,9 +596,7 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
         `at least ${needed} bytes (${this.height} rows of stride ${stride})`,
         `${pixels.length} bytes`,
       );
-    if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff)
-      throw invalidArgument('sequence', 'a u32', sequence);
-    if (!Number.isFinite(presentMs)) throw invalidArgument('presentMs', 'a finite number', presentMs);
+    checkTag(sequence, presentMs);
     if (!this.accepting || !this.worker || this.pending.length >= this.maxInFlight) return false;
     const slot = this.freeSlot();
     if (!slot) return false;
@@ -404,17 +614,59 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     slot.token = token;
     slot.pending = true;
     slot.writing = true;
+    const ticket = this.ticket(token);
+    ticket.slot = slot;
     if (this.pending.length === 0) this.lastProgressMs = clockMs();
-    this.pending.push(slot);
+    this.pending.push(ticket);
     this.worker.write(slot.buf, slot.written);
+    // A worker reading the socket learns there that this frame's pixels are on stdin.
+    if (this.channel) {
+      writeHeader(this.record, RecordKind.PIPED, 0, sequence, token, presentMs);
+      this.sendSocket(RECORD_HEADER_BYTES);
+    }
+    this.lastInputValue = 'copy';
+    this.copiedCount++;
     return true;
+  }
+
+  /**
+   * Hands the worker one frame in a buffer it maps itself: no pixels are copied. The buffer is
+   * held (source.hold()) until the worker has read it, then released; the first time a worker sees
+   * a buffer it gets its fd. While maxInFlight frames are pending the frame is held as the next
+   * one instead ('queued'; a frame queued before is released: latest wins) and 'dequeued' says
+   * when it goes. 'refused' while the worker restarts or when the buffer is no longer live.
+   * Throws E_CLOSED after close(), E_UNSUPPORTED when `input` is 'copy', E_INVALID_ARGUMENT for a
+   * buffer of another size or format.
+   */
+  encodeShared(source: H264SharedBuffer, sequence: number, presentMs: number): H264SharedResult {
+    if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 encoder is closed');
+    if (this.input !== 'shared')
+      throw new SurfaceLinkError('E_UNSUPPORTED', `this encoder takes copies only: ${this.inputReason}`);
+    if (source.width !== this.width || source.height !== this.height || source.format !== this.format)
+      throw invalidArgument(
+        'source',
+        `a ${this.width}x${this.height} ${this.format} buffer`,
+        `${source.width}x${source.height} ${source.format}`,
+      );
+    checkTag(sequence, presentMs);
+    if (!this.accepting || !this.worker || !source.live) return 'refused';
+    this.take(source);
+    if (this.pending.length >= this.maxInFlight) {
+      const older = this.queued;
+      this.queued = source;
+      this.queuedSequence = sequence;
+      this.queuedPresentMs = presentMs;
+      if (older) this.letGo(older);
+      return 'queued';
+    }
+    return this.sendShared(source, sequence, presentMs) ? 'sent' : 'refused';
   }
 
   /** The next frame encoded after this call is an IDR with SPS and PPS. */
   requestKeyframe(): void {
     if (this.closed) throw new SurfaceLinkError('E_CLOSED', 'the H.264 encoder is closed');
     // Between restarts there is nothing to ask: the replacement starts with a keyframe anyway.
-    this.worker?.write(H264Encoder.KEYFRAME_RECORD);
+    this.control(H264Encoder.KEYFRAME_RECORD);
   }
 
   /**
@@ -428,12 +680,131 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
     this.bitrate = kbps;
     const record = Buffer.alloc(RECORD_HEADER_BYTES);
     writeHeader(record, RecordKind.BITRATE, 0, kbps, 0, 0);
-    this.worker?.write(record);
+    this.control(record);
   }
 
   override close(): void {
     clearInterval(this.stallTimer);
     super.close();
+  }
+
+  /** A record for the worker: through the socket when it reads one (keeps it in order with frames), else stdin. */
+  private control(record: Buffer): void {
+    if (!this.worker) return;
+    if (this.channel) {
+      record.copy(this.record, 0, 0, RECORD_HEADER_BYTES);
+      this.sendSocket(RECORD_HEADER_BYTES);
+    } else this.worker.write(record);
+  }
+
+  /**
+   * Sends `this.record[0, length)` (with `fd` attached) on the socket. False if it could not: the
+   * worker is gone (its exit restarts it) or stopped reading (the stall check restarts it).
+   */
+  private sendSocket(length: number, fd?: NativeFd): boolean {
+    const channel = this.channel;
+    if (!channel || channel.closed) return false;
+    if (!fd) return channel.send(this.record, undefined, length) >= 0;
+    this.fdList[0] = fd;
+    const result = channel.send(this.record, this.fdList, length);
+    this.fdList.length = 0;
+    return result >= 0;
+  }
+
+  /** Sends a shared frame whose hold the caller has taken (take()); on failure lets it go. */
+  private sendShared(source: H264SharedBuffer, sequence: number, presentMs: number): boolean {
+    this.forgetRetired();
+    const b = this.record;
+    let id = this.known.get(source);
+    if (id === undefined) {
+      id = this.nextBufferId;
+      this.nextBufferId = this.nextBufferId >= 0xffffffff ? 1 : this.nextBufferId + 1;
+      writeHeader(b, RecordKind.BUFFER, BUFFER_INFO_BYTES, id, 0, 0);
+      b.writeUInt32LE(source.width, 12);
+      b.writeUInt32LE(source.height, 16);
+      b.writeUInt32LE(source.size % 0x100000000, RECORD_HEADER_BYTES);
+      b.writeUInt32LE(Math.floor(source.size / 0x100000000), RECORD_HEADER_BYTES + 4);
+      b.writeUInt32LE(source.offset, RECORD_HEADER_BYTES + 8);
+      b.writeUInt32LE(source.stride, RECORD_HEADER_BYTES + 12);
+      b.writeUInt32LE(this.fourcc, RECORD_HEADER_BYTES + 16);
+      b.writeUInt32LE(source.dmabuf ? BUFFER_FLAG_DMABUF : 0, RECORD_HEADER_BYTES + 20);
+      if (!this.sendSocket(RECORD_HEADER_BYTES + BUFFER_INFO_BYTES, source.fd)) {
+        this.letGo(source);
+        return false;
+      }
+      this.known.set(source, id);
+      this.knownList.push(source);
+    }
+    const token = this.nextToken;
+    this.nextToken = (this.nextToken + 1) >>> 0;
+    writeHeader(b, RecordKind.SHARED, SHARED_INFO_BYTES, sequence, token, presentMs);
+    b.writeUInt32LE(id, RECORD_HEADER_BYTES);
+    b.writeUInt32LE(0, RECORD_HEADER_BYTES + 4);
+    if (!this.sendSocket(RECORD_HEADER_BYTES + SHARED_INFO_BYTES)) {
+      this.letGo(source);
+      return false;
+    }
+    const ticket = this.ticket(token);
+    ticket.shared = source;
+    if (this.pending.length === 0) this.lastProgressMs = clockMs();
+    this.pending.push(ticket);
+    this.lastInputValue = 'shared';
+    this.sharedCount++;
+    return true;
+  }
+
+  /** There is room again: the frame held as the next one goes now. */
+  private sendQueued(): void {
+    const source = this.queued;
+    if (!source || this.pending.length >= this.maxInFlight || !this.accepting) return;
+    this.queued = null;
+    if (!source.live) return this.letGo(source);
+    const sequence = this.queuedSequence;
+    if (this.sendShared(source, sequence, this.queuedPresentMs)) this.emit('dequeued', sequence);
+  }
+
+  private take(source: H264SharedBuffer): void {
+    source.hold();
+    this.heldCount++;
+  }
+
+  private letGo(source: H264SharedBuffer): void {
+    this.heldCount--;
+    source.release();
+  }
+
+  /** FORGET for every buffer the worker has that is no longer live and not held here. */
+  private forgetRetired(): void {
+    const list = this.knownList;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const source = list[i];
+      if (source.live || this.holds(source)) continue;
+      writeHeader(this.record, RecordKind.FORGET, 0, this.known.get(source)!, 0, 0);
+      this.known.delete(source);
+      list.splice(i, 1);
+      this.sendSocket(RECORD_HEADER_BYTES);
+    }
+  }
+
+  private holds(source: H264SharedBuffer): boolean {
+    if (this.queued === source) return true;
+    for (const t of this.pending) if (t.shared === source) return true;
+    return false;
+  }
+
+  private ticket(token: number): Ticket {
+    const t = this.spareTickets.pop() ?? { token: 0, slot: null, shared: null };
+    t.token = token;
+    return t;
+  }
+
+  /** A frame's access unit is back (or its worker is gone): its slot is free, its buffer let go. */
+  private retire(t: Ticket): void {
+    if (t.slot) t.slot.pending = false;
+    if (t.shared) this.letGo(t.shared);
+    t.slot = null;
+    t.shared = null;
+    this.spareTickets.push(t);
   }
 
   /** A slot neither being written nor awaiting its access unit; the pool grows to maxInFlight + 1. */
@@ -454,12 +825,22 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   }
 
   protected onRecord(record: WorkerRecord): void {
+    if (record.kind === RecordKind.DONE) {
+      // The worker has read this shared frame, and (in order) every one before it.
+      for (const t of this.pending) {
+        if (!issuedBy(t.token, record.token)) break;
+        if (t.shared) this.letGo(t.shared);
+        t.shared = null;
+      }
+      this.forgetRetired();
+      return;
+    }
     if (record.kind !== RecordKind.AU) return;
     // Everything sent up to this frame has been read by the worker: those slots are free.
-    while (this.pending.length > 0 && issuedBy(this.pending[0].token, record.token))
-      this.pending.shift()!.pending = false;
+    while (this.pending.length > 0 && issuedBy(this.pending[0].token, record.token)) this.retire(this.pending.shift()!);
     const now = clockMs();
     this.lastProgressMs = now;
+    this.sendQueued();
     this.emit('au', {
       data: record.payload.slice(),
       keyframe: (record.flags & FLAG_KEYFRAME) !== 0,
@@ -470,22 +851,38 @@ export class H264Encoder extends SupervisedWorker<H264EncoderEvents> {
   }
 
   protected onWorkerLost(): void {
-    for (const slot of this.pending) slot.pending = false;
+    // Nothing the dead worker had is read any more: every hold is let go, every buffer forgotten.
+    for (const t of this.pending) this.retire(t);
     this.pending.length = 0;
+    const queued = this.queued;
+    this.queued = null;
+    if (queued) this.letGo(queued);
     // The dead worker's pipe may still hold writes of these buffers: new ones for the next.
     this.slots = [];
+    // The next worker is told about each buffer again (BUFFER) as it is used.
+    this.known.clear();
+    this.knownList.length = 0;
+    this.channel?.close();
+    this.channel = null;
   }
 
   protected override onWorkerReplaced(): void {
-    this.worker?.write(H264Encoder.KEYFRAME_RECORD);
+    this.control(H264Encoder.KEYFRAME_RECORD);
   }
 
   private checkStall(): void {
+    this.forgetRetired();
     if (this.pending.length === 0 || !this.accepting) return;
     const idle = clockMs() - this.lastProgressMs;
     if (idle > this.stallMs)
       this.restart(`stalled: no access unit for ${Math.round(idle)} ms with ${this.pending.length} frames pending`);
   }
+}
+
+function checkTag(sequence: number, presentMs: number): void {
+  if (!Number.isInteger(sequence) || sequence < 0 || sequence > 0xffffffff)
+    throw invalidArgument('sequence', 'a u32', sequence);
+  if (!Number.isFinite(presentMs)) throw invalidArgument('presentMs', 'a finite number', presentMs);
 }
 
 // ---- decoder -------------------------------------------------------------------------------

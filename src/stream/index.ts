@@ -22,3 +22,5 @@ export {
   type StreamStats,
 } from './client.js';
 export type { Codec as StreamCodec } from './protocol.js';
+export type { StreamTlsOption, StreamTlsPem, StreamCertificateInfo } from './tls.js';
+export type { BitrateState } from './bitrate.js';

@@ -12,12 +12,14 @@
  */
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { EventEmitter } from 'eventemitter3';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { SurfaceLinkError, invalidArgument, type ErrorCodeName } from '../errors.js';
+import { rethrowLater } from '../events.js';
 import { PeerLog, peerText, stderrLogger, type Logger } from '../log.js';
 import type { InputEvent } from '../input.js';
 import type { FrameTap, SurfaceServer } from '../server.js';
@@ -45,6 +47,7 @@ import {
   type InputMessage,
 } from './protocol.js';
 import { StreamSession, type PendingSlot } from './session.js';
+import { resolveTls, type StreamCertificateInfo } from './tls.js';
 import type { StreamClientInfo, StreamServerEvents, StreamServerOptions, StreamServerStats } from './types.js';
 
 export type {
@@ -74,6 +77,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
   readonly port: number;
   /** The server name sent in `welcome`. */
   readonly name: string;
+  /** The certificate served (`options.tls`), or null for plain HTTP. */
+  readonly certificate: StreamCertificateInfo | null;
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
   private readonly sessions = new Set<StreamSession>();
@@ -102,7 +107,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     private readonly options: Required<
       Omit<
         StreamServerOptions,
-        'token' | 'viewToken' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs'
+        'token' | 'viewToken' | 'allowOrigins' | 'webRoot' | 'port' | 'host' | 'name' | 'logger' | 'codecs' | 'tls'
       >
     >,
     settings: {
@@ -115,6 +120,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       files: Map<string, string>;
       codecs: Codec[];
       logger: Logger;
+      certificate: StreamCertificateInfo | null;
     },
     private readonly h264Probe: H264Probe | null,
     private readonly h264Unavailable: string,
@@ -126,12 +132,18 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     this.host = settings.host;
     this.port = settings.port;
     this.name = settings.name;
+    this.certificate = settings.certificate;
     this.files = settings.files;
     this.codecs = settings.codecs;
     const hostPart = hostForUrl(this.host);
-    const own = [`http://${hostPart}:${this.port}`];
+    const scheme = this.certificate ? 'https' : 'http';
+    const own = [`${scheme}://${hostPart}:${this.port}`];
     if (isLoopback(this.host))
-      own.push(`http://localhost:${this.port}`, `http://127.0.0.1:${this.port}`, `http://[::1]:${this.port}`);
+      own.push(
+        `${scheme}://localhost:${this.port}`,
+        `${scheme}://127.0.0.1:${this.port}`,
+        `${scheme}://[::1]:${this.port}`,
+      );
     this.allowOrigins = new Set([...own, ...settings.allowOrigins]);
     this.wss = new WebSocketServer({
       noServer: true,
@@ -144,10 +156,14 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     httpServer.on('request', (req, res) => serveFile(this.files, req, res));
     httpServer.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     httpServer.on('clientError', (_e, socket) => socket.destroy());
+    // A failed TLS handshake (a browser that has not accepted the certificate yet, a port scan):
+    // nothing to log per peer, the socket is already gone.
+    httpServer.on('tlsClientError', (_e, socket) => socket.destroy());
     this.tap = {
       frame: (surface, buffer, damage, count, presentTimeNs) => {
         const m = this.mirrors.get(surface.id);
-        // Skip a repeat of the frame the mirror already holds (a re-installed tap replays it).
+        // Skip a repeat of the frame the mirror already holds (a re-installed tap replays it), unless
+        // the mirror was asked to copy it in (it keeps no copy while its clients read the buffer itself).
         if (
           m &&
           !(
@@ -155,7 +171,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
             count === 0 &&
             m.sequence === surface.sequence &&
             surface.visible.width === m.width &&
-            surface.visible.height === m.height
+            surface.visible.height === m.height &&
+            (m.pixelsValid || !m.needsCopy())
           )
         ) {
           m.update(buffer, damage, count, presentTimeNs);
@@ -214,6 +231,11 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
     const tileLevel = options.tileLevel ?? 1;
     if (!Number.isInteger(tileLevel) || tileLevel < 1 || tileLevel > 9)
       throw invalidArgument('tileLevel', 'an integer from 1 to 9', tileLevel);
+    const adaptiveBitrate = options.adaptiveBitrate ?? true;
+    if (typeof adaptiveBitrate !== 'boolean') throw invalidArgument('adaptiveBitrate', 'a boolean', adaptiveBitrate);
+    const h264Input = options.h264Input ?? 'shared';
+    if (h264Input !== 'shared' && h264Input !== 'copy')
+      throw invalidArgument('h264Input', "'shared' | 'copy'", h264Input);
     const maxClients = positive(options.maxClients ?? 16, 'maxClients');
     const ackTimeoutMs = positive(options.ackTimeoutMs ?? ACK_TIMEOUT_MS, 'ackTimeoutMs');
     const helloTimeoutMs = positive(options.helloTimeoutMs ?? HELLO_TIMEOUT_MS, 'helloTimeoutMs');
@@ -236,7 +258,10 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       }
     }
 
-    const httpServer = http.createServer();
+    let tls: ReturnType<typeof resolveTls> | null = null;
+    if (options.tls !== undefined) tls = resolveTls(options.tls, host);
+    // A TLS handshake has as long as a hello has: a connection that never finishes one holds nothing longer.
+    const httpServer = tls ? https.createServer({ ...tls.pem, handshakeTimeout: helloTimeoutMs }) : http.createServer();
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', (error: NodeJS.ErrnoException) =>
         reject(
@@ -259,6 +284,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         window,
         maxClients,
         tileLevel,
+        h264Input,
+        adaptiveBitrate,
         ackTimeoutMs,
         helloTimeoutMs,
         maxMessageRate,
@@ -275,6 +302,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
         files,
         codecs,
         logger: options.logger ?? stderrLogger,
+        certificate: tls?.info ?? null,
       },
       probe,
       unavailable,
@@ -287,18 +315,22 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
    * loopback address: a wildcard is not an address a browser can open (the CLI lists the others).
    */
   get url(): string {
-    return `http://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.token }).toString()}`;
+    return `${this.httpScheme}://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.token }).toString()}`;
   }
 
   /** The browser viewer's URL with the view-only token (frames and the cursor, no input); null if there is none. */
   get viewUrl(): string | null {
     if (this.viewToken === null) return null;
-    return `http://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.viewToken }).toString()}`;
+    return `${this.httpScheme}://${this.advertisedHost}:${this.port}/#${new URLSearchParams({ token: this.viewToken }).toString()}`;
   }
 
   /** The WebSocket endpoint (the token goes in the hello, not the URL). */
   get wsUrl(): string {
-    return `ws://${this.advertisedHost}:${this.port}${STREAM_PATH}`;
+    return `${this.certificate ? 'wss' : 'ws'}://${this.advertisedHost}:${this.port}${STREAM_PATH}`;
+  }
+
+  private get httpScheme(): string {
+    return this.certificate ? 'https' : 'http';
   }
 
   private get advertisedHost(): string {
@@ -406,6 +438,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       window: this.options.window,
       tileLevel: this.options.tileLevel,
       maxMessageRate: this.options.maxMessageRate,
+      h264Input: this.options.h264Input,
+      adaptiveBitrate: this.options.adaptiveBitrate,
     });
     session.pendingSlot = slot;
     this.sessions.add(session);
@@ -565,7 +599,8 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       }
     } else session.startTiles(mirror);
     if (session.state === 'closed') return;
-    mirror.sessions.add(session);
+    // With what it reads from ready: the mirror copies the current frame in if it needs the pixels.
+    mirror.addSession(session);
     session.activate(mirror);
     this.peerLog.log(
       `stream ${addressKey(session.remoteAddress)}`,
@@ -614,11 +649,26 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
   private mirrorFor(surface: SharedSurface): SurfaceMirror<StreamSession> {
     let mirror = this.mirrors.get(surface.id);
     if (!mirror) {
-      mirror = new SurfaceMirror<StreamSession>(surface);
-      this.mirrors.set(surface.id, mirror);
+      const m = new SurfaceMirror<StreamSession>(surface);
+      mirror = m;
+      this.mirrors.set(surface.id, m);
       // (Re-)installing the tap hands it every surface's current frame: the new mirror starts full.
-      this.removeTap?.();
-      this.removeTap = this.surfaceServer.closed ? null : this.surfaceServer.addTap(this.tap);
+      // A mirror that starts copying later (a tiles client, a buffer that cannot be shared) asks again.
+      m.refresh = () => {
+        if (this.mirrors.get(surface.id) !== m || this.closedValue) return;
+        this.removeTap?.();
+        this.removeTap = this.surfaceServer.closed ? null : this.surfaceServer.addTap(this.tap);
+      };
+      // An encoder gave a buffer back: presentation feedback as from a local client (clientId 0), so a
+      // producer that waits for a release to present again (the QEMU bridge's one buffer) goes on.
+      m.released = (buffer, sequence) => {
+        try {
+          this.surfaceServer.emit('release', surface.id, buffer.id, sequence, 0);
+        } catch (error) {
+          rethrowLater(error);
+        }
+      };
+      m.refresh();
     }
     return mirror;
   }
@@ -727,6 +777,7 @@ export class StreamServer extends EventEmitter<StreamServerEvents> {
       const oldest = s.oldestUnackedMs();
       if (s.state === 'active' && oldest > 0 && now - oldest > this.options.ackTimeoutMs)
         this.fail(s, 'E_RELEASE_TIMEOUT', `no ack for ${Math.round(now - oldest)} ms`);
+      else s.adaptBitrate(now);
     }
   }
 

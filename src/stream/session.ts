@@ -2,13 +2,16 @@
  * StreamSession: one remote viewer of a StreamServer — its codec and encoder, flow control
  * (a window of unacked frames, a frame-rate grid, a byte budget for tiles) and latest-wins
  * pumping from the surface's mirror. Nothing is queued but damage (tiles) or a dirty flag (H.264).
+ * H.264 with shared input hands its encoder the producer's newest buffer itself (held until the
+ * worker has read it); frames whose buffer cannot be shared go from the mirror's copy.
  */
 import type { WebSocket } from 'ws';
 import type { ErrorCodeName } from '../errors.js';
 import type { Rect } from '../protocol/codec.js';
-import { H264Encoder, type H264AccessUnit, type H264InputFormat } from './h264.js';
+import { BitrateController, type BitrateState } from './bitrate.js';
+import { H264Encoder, type H264AccessUnit, type H264Input, type H264InputFormat } from './h264.js';
 import { RateLimit, ViewerInput, WARNING_INTERVAL_MS } from './input.js';
-import type { SurfaceMirror } from './mirror.js';
+import type { SharedPicture, SurfaceMirror } from './mirror.js';
 import {
   FLAG_KEYFRAME,
   FRAME_HEADER_SIZE,
@@ -39,6 +42,8 @@ interface InFlight {
   sequence: number;
   /** Server clock when it was handed to the socket; 0 while still encoding. */
   sentMs: number;
+  /** Its size on the wire, once sent (the bitrate controller counts acked bytes). */
+  bytes: number;
 }
 
 /** A connection counted as pending (no good hello yet), from its upgrade until it authenticates or closes. */
@@ -92,6 +97,14 @@ export class StreamSession implements StreamClientInfo {
   h264: H264Encoder | null = null;
   private h264Dirty = false;
   private h264Restarting = false;
+  /** Frames handed to its encoders as shared buffers, and as copies (every encoder it had). */
+  framesShared = 0;
+  framesCopied = 0;
+  /** H.264 with adaptiveBitrate: the controller (made at the first sample), and what it is fed each second. */
+  bitrateControl: BitrateController | null = null;
+  private ackedBytes = 0;
+  private framesReady = 0;
+  private windowStalls = 0;
   goneCode: ErrorCodeName = 'E_PEER_CLOSED';
   goneMessage = 'the client closed the connection';
   // Input.
@@ -133,7 +146,10 @@ export class StreamSession implements StreamClientInfo {
     readonly ws: WebSocket,
     remoteAddress: string,
     readonly options: Required<
-      Pick<StreamServerOptions, 'maxFps' | 'bitrateKbps' | 'window' | 'tileLevel' | 'maxMessageRate'>
+      Pick<
+        StreamServerOptions,
+        'maxFps' | 'bitrateKbps' | 'window' | 'tileLevel' | 'maxMessageRate' | 'h264Input' | 'adaptiveBitrate'
+      >
     >,
   ) {
     this.remoteAddress = remoteAddress;
@@ -161,6 +177,28 @@ export class StreamSession implements StreamClientInfo {
   get input(): boolean {
     return this.inputAllowed;
   }
+  /** What it encodes from (SurfaceMirror): the producer's buffers (H.264, shared input) or the mirror's copy. */
+  get source(): 'pixels' | 'shared' {
+    if (this.codec !== 'h264') return 'pixels';
+    // Between encoders (a resize) the next one is expected to take what this one took.
+    return (this.h264?.input ?? this.options.h264Input) === 'shared' ? 'shared' : 'pixels';
+  }
+  /** H.264: how the newest frame reached the encoder; null for tiles or before the first frame. */
+  get h264Input(): H264Input | null {
+    return this.h264?.lastInput ?? null;
+  }
+  /** H.264: copies of the newest frame's picture out of the producer's memory (0 shared, 1 copied). */
+  get copiesPerFrame(): number | null {
+    const path = this.h264Input;
+    return path === null ? null : path === 'shared' ? 0 : 1;
+  }
+  /** H.264: why its frames are copied, or null while they are shared (and for tiles). */
+  get h264InputReason(): string | null {
+    const h = this.h264;
+    if (!h || h.lastInput !== 'copy') return null;
+    if (h.input === 'copy') return h.inputReason;
+    return this.mirror?.notShared || 'the newest buffer could not be handed over';
+  }
   /** The picture size this viewer was last told (welcome / resize): input coordinates are checked against it. */
   get picture(): { width: number; height: number; resizedAtMs: number } {
     return { width: this.knownWidth, height: this.knownHeight, resizedAtMs: this.resizedAtMs };
@@ -187,6 +225,12 @@ export class StreamSession implements StreamClientInfo {
       bufferedAmount,
       viewer,
       inputEvents,
+      h264Input,
+      copiesPerFrame,
+      h264InputReason,
+      framesShared,
+      framesCopied,
+      targetBitrateKbps,
     } = this;
     return {
       id,
@@ -209,7 +253,42 @@ export class StreamSession implements StreamClientInfo {
       viewer: viewer && { ...viewer },
       input: this.inputAllowed,
       inputEvents,
+      h264Input,
+      copiesPerFrame,
+      h264InputReason,
+      framesShared,
+      framesCopied,
+      targetBitrateKbps,
+      bitrate: this.bitrate,
     };
+  }
+
+  /** H.264 with adaptiveBitrate: what the controller saw and did; else null. */
+  get bitrate(): BitrateState | null {
+    return this.bitrateControl?.state ?? null;
+  }
+
+  /** H.264: the encoder's target now (the adaptive controller's, else the cap); null for tiles. */
+  get targetBitrateKbps(): number | null {
+    if (this.codec !== 'h264') return null;
+    return this.bitrateControl?.targetKbps ?? this.bitrateKbps;
+  }
+
+  /**
+   * Once a second (the server's sweep): what this client's connection drained, to the bitrate
+   * controller; a new target goes to the encoder at once (docs/remote.md §5.1).
+   */
+  adaptBitrate(nowMs: number): void {
+    if (this.state !== 'active' || this.codec !== 'h264' || !this.options.adaptiveBitrate) return;
+    this.bitrateControl ??= new BitrateController({ maxKbps: this.bitrateKbps });
+    const next = this.bitrateControl.sample({
+      nowMs,
+      ackedBytes: this.ackedBytes,
+      framesReady: this.framesReady,
+      windowStalls: this.windowStalls,
+    });
+    this.ackedBytes = this.framesReady = this.windowStalls = 0;
+    if (next !== null && this.h264 && !this.h264.closed) this.h264.setBitrate(next);
   }
 
   sendJson(message: object | string, sent?: (error?: Error) => void): void {
@@ -234,7 +313,9 @@ export class StreamSession implements StreamClientInfo {
       height: mirror.height,
       format: mirror.surface.format.name as H264InputFormat,
       fps: this.maxFps,
-      bitrateKbps: this.bitrateKbps,
+      // A replacement encoder (a resize) starts where the controller is, not at the cap.
+      bitrateKbps: this.bitrateControl?.targetKbps ?? this.bitrateKbps,
+      input: this.options.h264Input,
     });
     if (this.state === 'closed') return void encoder.close();
     this.attachH264(encoder);
@@ -245,6 +326,12 @@ export class StreamSession implements StreamClientInfo {
     this.encoder = encoder.element;
     this.h264Dirty = true;
     encoder.on('au', (au) => this.h264Out(encoder, au));
+    // A frame it held while busy went to the worker now: it takes its window slot now.
+    encoder.on('dequeued', (sequence) => {
+      if (this.h264 !== encoder) return;
+      this.inFlightList.push({ sequence, sentMs: 0, bytes: 0 });
+      this.framesShared++;
+    });
     encoder.on('restart', (reason) => {
       if (this.h264 !== encoder) return;
       this.dropUnsent();
@@ -350,8 +437,13 @@ export class StreamSession implements StreamClientInfo {
 
   /** The mirror took new damage (count 0: all of it). */
   damaged(damage: readonly Rect[], count: number): void {
-    if (this.tiles) this.tiles.add(damage, count);
-    else this.h264Dirty = true;
+    if (this.tiles) return this.tiles.add(damage, count);
+    this.framesReady++;
+    // The frame waiting for the encoder is replaced unsent because the client has not acked: a
+    // stall of the window, which the bitrate controller reads as a connection that does not drain.
+    if (this.h264Dirty && (this.inFlightList.length >= this.window || this.ws.bufferedAmount > MAX_BUFFERED_BYTES))
+      this.windowStalls++;
+    this.h264Dirty = true;
   }
 
   requestKeyframe(): void {
@@ -367,7 +459,7 @@ export class StreamSession implements StreamClientInfo {
     const list = this.inFlightList;
     // Cumulative: an ack frees its frame and every older one (a lost ack costs nothing).
     let n = 0;
-    while (n < list.length && list[n].sentMs > 0 && list[n].sequence <= sequence) n++;
+    while (n < list.length && list[n].sentMs > 0 && list[n].sequence <= sequence) this.ackedBytes += list[n++].bytes;
     if (n > 0) {
       list.splice(0, n);
       this.pump();
@@ -393,9 +485,19 @@ export class StreamSession implements StreamClientInfo {
     // → pump) before a resize is announced, so nothing at the old size follows the `resize` message.
     if (this.tiles && this.tileEncoder!.busy) return;
     if (mirror.width !== this.knownWidth || mirror.height !== this.knownHeight) return this.resized(mirror);
+    // What this frame is encoded from: the mirror's copy, or (H.264, shared input) the producer's buffer.
+    let shared: SharedPicture | null = null;
     if (this.tiles) {
       if (!this.tiles.pending) return;
-    } else if (!this.h264Dirty || !this.h264) return;
+    } else {
+      if (!this.h264Dirty || !this.h264) return;
+      if (this.h264.input === 'shared' && mirror.picture) {
+        shared = mirror.sharedFrame();
+        // The producer took it back, or a newer frame is on its way: the tap pumps again.
+        if (!shared || shared.width !== this.h264.width || shared.height !== this.h264.height) return;
+      }
+    }
+    if (!shared && !mirror.pixelsValid) return mirror.requestPixels();
     const now = clockMs();
     // Sends keep to a grid of 1/maxFps, with a quarter period of slack: a producer presenting at
     // exactly maxFps, with timer jitter, must not be held back a whole period each time.
@@ -410,11 +512,20 @@ export class StreamSession implements StreamClientInfo {
     if (this.tiles) {
       if (this.tileEncoder!.encode(mirror.pixels, mirror.stride, this.tiles, mirror.sequence, mirror.presentMs) === 0)
         return;
+    } else if (shared) {
+      // The producer's buffer itself, held until the worker has read it.
+      const result = this.h264!.encodeShared(shared, mirror.sequence, mirror.presentMs);
+      if (result === 'refused') return;
+      this.h264Dirty = false;
+      // Held as the encoder's next frame: its window slot is taken when it goes ('dequeued').
+      if (result === 'queued') return;
+      this.framesShared++;
     } else {
       if (!this.h264!.encode(mirror.pixels, mirror.stride, mirror.sequence, mirror.presentMs)) return;
       this.h264Dirty = false;
+      this.framesCopied++;
     }
-    this.inFlightList.push({ sequence: mirror.sequence, sentMs: 0 });
+    this.inFlightList.push({ sequence: mirror.sequence, sentMs: 0, bytes: 0 });
   }
 
   private resized(mirror: SurfaceMirror<StreamSession>): void {
@@ -489,7 +600,8 @@ export class StreamSession implements StreamClientInfo {
     if (slot) {
       slot.sequence = sequence;
       slot.sentMs = now;
-    } else this.inFlightList.push({ sequence, sentMs: now });
+      slot.bytes = frame.length;
+    } else this.inFlightList.push({ sequence, sentMs: now, bytes: frame.length });
     if (this.lastSequence > 0 && sequence > this.lastSequence + 1)
       this.framesSkipped += sequence - this.lastSequence - 1;
     this.lastSequence = sequence;

@@ -1,4 +1,6 @@
 /** The public shapes of the stream server: options, client info, events (docs/remote.md). */
+import type { BitrateState } from './bitrate.js';
+import type { StreamTlsOption } from './tls.js';
 import type { ErrorCodeName } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Codec } from './protocol.js';
@@ -9,6 +11,13 @@ export interface StreamServerOptions {
   host?: string;
   /** Port; default 0 (any free port: read `.port` / `.url`). */
   port?: number;
+  /**
+   * Serve HTTPS and WSS (docs/remote.md §2.2): `{ cert, key }` (PEM) or `'self-signed'` (a
+   * certificate made at start for every address of this server; `certificate.fingerprint256` is
+   * what users compare). Browsers give WebCodecs (H.264) only to secure contexts, which plain http
+   * is only on localhost: a viewer on another machine needs this. Default: plain HTTP.
+   */
+  tls?: StreamTlsOption;
   /**
    * The token clients must present for full access (frames and input); default
    * $SURFACELINK_STREAM_TOKEN, else 32 random bytes as hex.
@@ -29,6 +38,18 @@ export interface StreamServerOptions {
   maxFps?: number;
   /** H.264 target bitrate per client in kbit/s; default 8000. */
   bitrateKbps?: number;
+  /**
+   * How H.264 encoders get frames (docs/remote.md §6.3): 'shared' (default) — the encoder's worker
+   * maps the producer's buffer and reads it in place, held until it has (Linux; a frame whose buffer
+   * cannot be shared is copied instead); 'copy' — every frame copied out and written through a pipe.
+   */
+  h264Input?: 'shared' | 'copy';
+  /**
+   * H.264: the bitrate follows what each client's connection drains (docs/remote.md §5.1): down at
+   * once to 85% of the acked rate when its window keeps stalling, up 15% per 3 s clear, never over
+   * `bitrateKbps` (or the client's `maxBitrateKbps`). Default true; false keeps the fixed target.
+   */
+  adaptiveBitrate?: boolean;
   /** Frames sent and not yet acked, per client; default 2. */
   window?: number;
   /** Folder of the browser viewer; default the package's web/; null serves no pages. */
@@ -126,6 +147,24 @@ export interface StreamClientInfo {
   readonly input: boolean;
   /** Input events it sent that reached the producer (SurfaceServer 'input'). */
   readonly inputEvents: number;
+  /**
+   * H.264: how the newest frame reached its encoder — 'shared' (the worker read the producer's
+   * buffer in place) or 'copy' (copied out of it, then written through a pipe); null for tiles or
+   * before the first frame.
+   */
+  readonly h264Input: 'shared' | 'copy' | null;
+  /** H.264: copies of that frame's picture out of the producer's memory: 0 (shared) or 1 (copy); null as above. */
+  readonly copiesPerFrame: number | null;
+  /** H.264: why that frame was copied (copy input asked for, a bottom-up buffer, …); null when shared. */
+  readonly h264InputReason: string | null;
+  /** H.264: frames handed to its encoders as the producer's shared buffers. */
+  readonly framesShared: number;
+  /** H.264: frames handed to its encoders as copies. */
+  readonly framesCopied: number;
+  /** H.264: the encoder's target now, kbit/s (adaptive: what its connection drains; else the cap); null for tiles. */
+  readonly targetBitrateKbps: number | null;
+  /** H.264 with `adaptiveBitrate`: the acked rate over the last second and how often the target moved; else null. */
+  readonly bitrate: BitrateState | null;
 }
 
 /** StreamServer's events and their arguments. */

@@ -391,10 +391,31 @@ describe('surfacelink CLI', function () {
             'serve',
           ],
           [['serve', '--stream=yes'], 'surfacelink serve: --stream takes no value', 'serve'],
+          [['serve', '--stream-port', '80'], 'surfacelink serve: --stream-port needs --stream', 'serve'],
           [
-            ['serve', '--stream-port', '80'],
-            'surfacelink serve: --stream-host and --stream-port need --stream',
+            ['serve', '--stream-host', '::', '--stream-self-signed'],
+            'surfacelink serve: --stream-host and --stream-self-signed need --stream',
             'serve',
+          ],
+          [
+            ['serve', '--stream', '--stream-cert', '/nonexistent.pem'],
+            'surfacelink serve: --stream-cert and --stream-key go together (the certificate and its private key, PEM)',
+            'serve',
+          ],
+          [
+            ['serve', '--stream', '--stream-self-signed', '--stream-key', 'k.pem'],
+            'surfacelink serve: --stream-self-signed and --stream-cert/--stream-key exclude each other',
+            'serve',
+          ],
+          [
+            ['view', '--fingerprint', 'AB'],
+            'surfacelink view: --fingerprint and --ca need --remote (an https:// or wss:// URL)',
+            'view',
+          ],
+          [
+            ['view', '--remote', 'https://h:1/#token=x', '--fingerprint', 'AB:CD'],
+            'surfacelink view: --fingerprint must be a SHA-256 fingerprint (64 hex digits, colons optional); got AB:CD',
+            'view',
           ],
           [['view', 'extra'], 'surfacelink view: unexpected argument "extra"', 'view'],
           [
@@ -518,6 +539,43 @@ describe('surfacelink CLI', function () {
         expect(page.body).to.match(/<html/i);
       },
     );
+
+    it('serve --stream --stream-self-signed: https URLs, the fingerprint; view --fingerprint pins it', async () => {
+      const serve = start(
+        [
+          'serve',
+          '--stream',
+          '--stream-self-signed',
+          '--path',
+          path.join(runtime, 's.sock'),
+          '--width',
+          '64',
+          '--height',
+          '64',
+          '--fps',
+          '10',
+        ],
+        env,
+      );
+      await serve.waitFor(/codecs: /);
+      const printed = /^stream: (https:\/\/127\.0\.0\.1:\d+\/#token=[0-9a-f]{64})$/m.exec(serve.stdout);
+      expect(printed, serve.stdout).to.not.equal(null);
+      const fingerprint = /certificate: self-signed \(made now\), SHA-256 ((?:[0-9A-F]{2}:){31}[0-9A-F]{2});/.exec(
+        serve.stdout,
+      );
+      expect(fingerprint, serve.stdout).to.not.equal(null);
+      expect(serve.stdout).to.include(`--fingerprint ${fingerprint![1]}`);
+      expect(serve.stdout, 'no plain-http caveat when serving https').to.not.match(/falls back to tiles/);
+      const view = start(['view', '--remote', printed![1], '--fingerprint', fingerprint![1], '--codec', 'tiles'], env);
+      await view.waitFor(/^tiles \| .*frames [1-9]/m);
+      expect(view.stdout).to.match(/^connected to wss:\/\/127\.0\.0\.1:\d+\/stream/m);
+      const unpinned = await cli(['view', '--remote', printed![1]], env);
+      expect(unpinned.code).to.equal(1);
+      expect(unpinned.stderr).to.match(/E_CONNECT: .*self-signed certificate .*--fingerprint/);
+      const wrong = await cli(['view', '--remote', printed![1], '--fingerprint', 'ab'.repeat(32)], env);
+      expect(wrong.code).to.equal(1);
+      expect(wrong.stderr).to.match(/E_AUTH: .*not the pinned AB:AB:.*nothing was sent/);
+    });
 
     it('serve --stream --stream-host :: prints bracketed IPv6 URLs and no wildcard', async function () {
       const v6 = Object.values(os.networkInterfaces())
