@@ -2,7 +2,12 @@
  * End-to-end latency of the remote stream on loopback, as a browser sees it: a 1920×1080
  * producer showing the demo pattern (test/fixtures/stream-producer.ts, its own process, a
  * StreamServer on it) and the browser viewer (web/) in headless Chromium (Debian's, through
- * playwright-core), first with H.264, then with lossless tiles.
+ * playwright-core): H.264 encoded from the producer's shared buffer (h264Input 'shared', the
+ * default), H.264 the previous way (h264Input 'copy': each frame copied out and piped to the
+ * encoder), then lossless tiles. Each case with a producer of its own, in the same run.
+ *
+ * CPU per frame sent: the producer process and (H.264) its encoder worker, user + system time
+ * (/proc/<pid>/stat) over the measured seconds, divided by the frames sent.
  *
  * Latency is producer present (server clock) → the frame drawn on the viewer's canvas (the
  * page's clock mapped onto the server's through its ping/pong offset; on loopback the
@@ -34,6 +39,8 @@ const CHROMIUM = process.env.SURFACELINK_CHROMIUM ?? '/usr/bin/chromium';
 interface ClientInfo {
   codec: string;
   encoder: string | null;
+  encoderPid: number | null;
+  h264Input: string | null;
   framesSent: number;
   framesSkipped: number;
   keyframes: number;
@@ -51,7 +58,11 @@ interface Distribution {
 
 interface CaseResult {
   codec: string;
+  /** H.264: 'shared' or 'copy' (how frames reached the encoder); null for tiles. */
+  input: string | null;
   producerFps: number;
+  /** CPU (producer process + encoder worker, user + system) per frame sent, ms. */
+  cpuMsPerFrame: number;
   encoder: string | null;
   seconds: number;
   latencyMs: Distribution;
@@ -77,6 +88,18 @@ function distribution(values: number[]): Distribution {
     mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)),
     max: round(s[s.length - 1] ?? NaN),
   };
+}
+
+/** utime + stime of a process in ms (Linux /proc; clock ticks of 10 ms), or 0 when it is gone. */
+function cpuMs(pid: number | null): number {
+  if (!pid) return 0;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 function round(n: number, digits = 2): number {
@@ -117,6 +140,7 @@ async function runCase(
       `${WARMUP_FRAMES} warm-up frames`,
     );
     const client0 = (await producer.call<ClientInfo[]>('clients')).find((c) => c.codec === codec)!;
+    const cpu0 = cpuMs(producer.pid) + cpuMs(client0.encoderPid);
     const presented0 = (await producer.call<{ presented: number }>('presented')).presented;
     const viewer0 = await stats();
     await page.evaluate(() => {
@@ -130,11 +154,14 @@ async function runCase(
     const seconds = (performance.now() - t0) / 1000;
     const viewer1 = await stats();
     const client1 = (await producer.call<ClientInfo[]>('clients')).find((c) => c.codec === codec)!;
+    const cpu1 = cpuMs(producer.pid) + cpuMs(client1.encoderPid);
     const presented1 = (await producer.call<{ presented: number }>('presented')).presented;
     if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
     return {
       codec,
+      input: client1.h264Input,
       producerFps: fps,
+      cpuMsPerFrame: round((cpu1 - cpu0) / Math.max(1, client1.framesSent - client0.framesSent)),
       encoder: client1.encoder,
       seconds: round(seconds),
       latencyMs: distribution(latency),
@@ -165,20 +192,27 @@ async function main(): Promise<void> {
   const chromiumVersion = browser.version();
   const results: (CaseResult | { codec: string; producerFps: number; skipped: string })[] = [];
   try {
+    const cases = [
+      { codec: 'h264', input: 'shared' },
+      { codec: 'h264', input: 'copy' },
+      { codec: 'tiles', input: 'shared' },
+    ] as const;
     for (const fps of RATES) {
-      const producer = new Peer('stream-producer.ts', [
-        '--width',
-        String(WIDTH),
-        '--height',
-        String(HEIGHT),
-        '--fps',
-        String(fps),
-        '--max-fps',
-        String(fps),
-      ]);
-      try {
-        const info = await producer.waitEvent('ready', () => true, 30000);
-        for (const codec of ['h264', 'tiles'] as const) {
+      for (const { codec, input } of cases) {
+        const producer = new Peer('stream-producer.ts', [
+          '--width',
+          String(WIDTH),
+          '--height',
+          String(HEIGHT),
+          '--fps',
+          String(fps),
+          '--max-fps',
+          String(fps),
+          '--h264-input',
+          input,
+        ]);
+        try {
+          const info = await producer.waitEvent('ready', () => true, 30000);
           if (codec === 'h264' && !info.h264Encoder) {
             results.push({ codec, producerFps: fps, skipped: 'the server has no H.264 encoder' });
             continue;
@@ -186,15 +220,16 @@ async function main(): Promise<void> {
           const r = await runCase(browser, producer, info, codec, fps);
           results.push(r);
           process.stdout.write(
-            `  ${codec} at ${fps} fps: ` +
+            `  ${codec}${codec === 'h264' ? ` (${input})` : ''} at ${fps} fps: ` +
               ('skipped' in r
                 ? `skipped: ${r.skipped}`
-                : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.sentPerSecond} sent/s`) +
+                : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.drawnPerSecond} drawn/s, ` +
+                  `${r.cpuMsPerFrame} ms CPU per frame`) +
               '\n',
           );
+        } finally {
+          await producer.stop();
         }
-      } finally {
-        await producer.stop();
       }
     }
   } finally {
@@ -202,14 +237,14 @@ async function main(): Promise<void> {
   }
   const table = [
     '| codec | producer fps | encoded + sent fps | drawn fps | latency p50 ms | latency p99 ms | server share ' +
-      'p50 / p99 ms | bitrate kb/s | samples |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+      'p50 / p99 ms | CPU ms per frame (producer + encoder) | bitrate kb/s | samples |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...results.map((r) =>
       'skipped' in r
-        ? `| ${r.codec} | ${r.producerFps} | skipped: ${r.skipped} |||||||`
-        : `| ${r.codec}${r.encoder ? ` (${r.encoder})` : ''} | ${r.presentedPerSecond} | ${r.sentPerSecond} ` +
-          `| ${r.drawnPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.serverMs.p50} ` +
-          `/ ${r.serverMs.p99} | ${r.bitrateKbps} | ${r.latencyMs.samples} |`,
+        ? `| ${r.codec} | ${r.producerFps} | skipped: ${r.skipped} ||||||||`
+        : `| ${r.codec}${r.encoder ? ` (${r.encoder}, ${r.input} input)` : ''} | ${r.presentedPerSecond} ` +
+          `| ${r.sentPerSecond} | ${r.drawnPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.serverMs.p50} ` +
+          `/ ${r.serverMs.p99} | ${r.cpuMsPerFrame} | ${r.bitrateKbps} | ${r.latencyMs.samples} |`,
     ),
   ];
   process.stdout.write(`${table.join('\n')}\n`);
