@@ -21,6 +21,8 @@ const MB = 1024 * 1024;
 interface ServerStats {
   rss: number;
   intervals: { n: number; p50: number; p99: number; max: number };
+  /** The same less run-queue waits: what other processes cost the producer taken out. */
+  corrected: { n: number; p50: number; p99: number; max: number };
   presented: number;
   stderrQueued: number;
   clients: string[];
@@ -129,17 +131,24 @@ describe('flood: a client flooding non-fatal ERRORs costs the producer a bounded
       await callWithin(server, 'mark');
       await sleep(2500);
       const post = await callWithin<ServerStats>(server, 'stats');
-      const baselineP99 = Math.max(base.intervals.p99, post.intervals.p99);
+      // Compared less run-queue waits: other processes on a loaded machine (a CI run beside this one) delay the
+      // producer's thread by tens of ms at random, in the baselines and the flood alike; what the flood itself
+      // costs (CPU spent logging, a write that blocks) is not a run-queue wait and stays in.
+      const baselineP99 = Math.max(base.corrected.p99, post.corrected.p99);
       const report =
         `flood: ${JSON.stringify(result)}; ` +
         `rss ${(base.rss / MB).toFixed(1)} MB → peak ${(peakRss / MB).toFixed(1)} MB; ` +
         `present p99 ${during.intervals.p99.toFixed(1)} ms (max ${during.intervals.max.toFixed(1)}) vs baseline ` +
-        `${base.intervals.p99.toFixed(1)} / ${post.intervals.p99.toFixed(1)} ms; ` +
+        `${base.intervals.p99.toFixed(1)} / ${post.intervals.p99.toFixed(1)} ms; less run-queue waits: ` +
+        `${during.corrected.p99.toFixed(1)} vs ${base.corrected.p99.toFixed(1)} / ` +
+        `${post.corrected.p99.toFixed(1)} ms; ` +
         `stderr queued ${during.stderrQueued} B`;
 
       expect(during.stderrQueued, `bytes waiting in the producer's stderr; ${report}`).to.be.at.most(64 * 1024);
       expect(during.intervals.n, report).to.be.greaterThan(2 * FPS); // it kept presenting
-      expect(during.intervals.p99, `present interval p99; ${report}`).to.be.at.most(baselineP99 + PERIOD_MS);
+      expect(during.corrected.p99, `present interval p99 less run-queue waits; ${report}`).to.be.at.most(
+        baselineP99 + PERIOD_MS,
+      );
       // The server dropped it with the stable code, and told it so.
       expect(
         post.gone.filter((g) => g.name === 'flooder').map((g) => g.code),
