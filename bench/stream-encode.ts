@@ -349,7 +349,7 @@ async function main(): Promise<void> {
     );
     console.log(
       `CPU: ${os.cpus().length} × ${cpu}; ${probe.gstreamer}, x264enc ${v.x264enc}, libx264 ${v.libx264}, ` +
-        `${v.python}, Node ${process.version}`,
+        `${v.python}, Node ${process.version}, kernel ${os.release()}`,
     );
     console.log(`x264: ${sei}`);
 
@@ -370,6 +370,8 @@ async function main(): Promise<void> {
       libx264: v.libx264,
       python: v.python,
       node: process.version,
+      // The kernel matters: a page fault's cost differed 20x between kernels of one machine kind (docs/benchmarks.md).
+      kernel: os.release(),
       cpus: os.cpus().length,
       cpu,
       results,
