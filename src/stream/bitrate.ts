@@ -8,8 +8,9 @@
  *   frames are skipped, latest wins, so the window bounds latency and a slow link shows up as
  *   lost frame rate rather than delay);
  * - congested (window stalls in at least a tenth of the frames the producer made ready) and
- *   the acked rate below 90% of the target: the target drops to 85% of what was acked (never
- *   below `minKbps`), at once;
+ *   the acked rate below 90% of the target: the target drops to 85% of what was acked, at once,
+ *   but to no less than half of what it was (one bad second — a GC pause, a hiccup on the
+ *   network — must not throw away what took minutes to probe) and never below `minKbps`;
  * - clear for `holdMs` (3 s) after the last change or congestion: the target rises by 15% (at
  *   least 100 kbit/s), up to `maxKbps` (the server's or the client's cap).
  *
@@ -76,6 +77,14 @@ export class BitrateController {
   }
 
   /**
+   * An interval that says nothing about the connection (the encoder was restarting: nothing was
+   * sent): forget it, and start the next one from `nowMs`.
+   */
+  skip(nowMs: number): void {
+    this.lastSampleMs = nowMs;
+  }
+
+  /**
    * One interval's observations; returns the new target (kbit/s) when it changed, else null.
    * The first call only starts the clock.
    */
@@ -89,7 +98,7 @@ export class BitrateController {
     this.acked = Math.round((s.ackedBytes * 8) / elapsed); // bytes per ms × 8 = kbit/s
     const congested = s.framesReady > 0 && s.windowStalls * 10 >= s.framesReady;
     if (congested && this.acked < this.target * 0.9) {
-      const next = Math.max(this.minKbps, Math.round(this.acked * 0.85));
+      const next = Math.max(this.minKbps, Math.round(this.acked * 0.85), Math.round(this.target / 2));
       this.lastChangeMs = s.nowMs;
       if (next >= this.target) return null;
       this.target = next;

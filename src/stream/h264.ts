@@ -217,6 +217,11 @@ abstract class SupervisedWorker<Events extends SupervisedEvents> extends EventEm
     return this.isClosed;
   }
 
+  /** False while a dead worker is being replaced (input is refused meanwhile), and once closed. */
+  get working(): boolean {
+    return this.accepting;
+  }
+
   /** The worker's process id, or null while there is none (restarting, closed). */
   get pid(): number | null {
     return this.worker?.pid ?? null;

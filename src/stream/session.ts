@@ -105,6 +105,7 @@ export class StreamSession implements StreamClientInfo {
   private ackedBytes = 0;
   private framesReady = 0;
   private windowStalls = 0;
+  private bitrateSkip = false;
   goneCode: ErrorCodeName = 'E_PEER_CLOSED';
   goneMessage = 'the client closed the connection';
   // Input.
@@ -281,6 +282,12 @@ export class StreamSession implements StreamClientInfo {
   adaptBitrate(nowMs: number): void {
     if (this.state !== 'active' || this.codec !== 'h264' || !this.options.adaptiveBitrate) return;
     this.bitrateControl ??= new BitrateController({ maxKbps: this.bitrateKbps });
+    // An encoder restarting (a worker died, a resize) sends nothing for a moment: not the connection's doing.
+    if (this.bitrateSkip || this.h264Restarting || !this.h264 || !this.h264.working) {
+      this.bitrateSkip = false;
+      this.ackedBytes = this.framesReady = this.windowStalls = 0;
+      return this.bitrateControl.skip(nowMs);
+    }
     const next = this.bitrateControl.sample({
       nowMs,
       ackedBytes: this.ackedBytes,
@@ -334,6 +341,8 @@ export class StreamSession implements StreamClientInfo {
     });
     encoder.on('restart', (reason) => {
       if (this.h264 !== encoder) return;
+      // Nothing was sent while it restarted: that second says nothing about the connection.
+      this.bitrateSkip = true;
       this.dropUnsent();
       this.h264Dirty = true;
       this.sendJson({ type: 'encoder', state: 'restarted', reason });
