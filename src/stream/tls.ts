@@ -7,12 +7,12 @@
  * what a user compares before accepting it in the browser, and what `surfacelink view --remote`
  * pins with `--fingerprint`.
  *
- * The certificate itself is built by the `selfsigned` package (node-forge): Node has no API to
- * write an X.509 certificate.
+ * The certificate itself is built by the `selfsigned` package (node-forge, loaded only when a
+ * certificate is made): Node has no API to write an X.509 certificate.
  */
 import * as crypto from 'node:crypto';
 import * as os from 'node:os';
-import { generate } from 'selfsigned';
+import type * as Selfsigned from 'selfsigned';
 import { SurfaceLinkError, invalidArgument } from '../errors.js';
 
 /** A certificate and its private key, PEM (what `https.createServer` takes). */
@@ -83,6 +83,8 @@ export function selfSignedCertificate(host: string): { cert: string; key: string
       },
     ],
   };
+  // Loaded here, not at import: node-forge takes ~80 ms to load, and only a self-signed server needs it.
+  const { generate } = require('selfsigned') as typeof Selfsigned;
   const pems = generate([{ name: 'commonName', value: `surfacelink stream (${os.hostname() || host})` }], options);
   return { cert: pems.cert, key: pems.private };
 }
