@@ -3,8 +3,10 @@
  * producer showing the demo pattern (test/fixtures/stream-producer.ts, its own process, a
  * StreamServer on it) and the browser viewer (web/) in headless Chromium (Debian's, through
  * playwright-core): H.264 encoded from the producer's shared buffer (h264Input 'shared', the
- * default), H.264 the previous way (h264Input 'copy': each frame copied out and piped to the
- * encoder), then lossless tiles. Each case with a producer of its own, in the same run.
+ * default) and painted the way the viewer picks by measuring (paint 'probe'); the same with the
+ * viewer held to its previous way of painting (drawImage, `?paint=draw`); H.264 the previous
+ * way on the server too (h264Input 'copy': each frame copied out and piped to the encoder), then
+ * lossless tiles. Each case with a producer of its own, in the same run.
  *
  * CPU per frame sent: the producer process and (H.264) its encoder worker, user + system time
  * (/proc/<pid>/stat) over the measured seconds, divided by the frames sent.
@@ -12,8 +14,9 @@
  * Latency is producer present (server clock) → the frame drawn on the viewer's canvas (the
  * page's clock mapped onto the server's through its ping/pong offset; on loopback the
  * offset's error is under the ping's round trip). Also reported: present → queued for the
- * socket (the server's share: mirror copy + encode), frames presented / sent / drawn per
- * second, and bitrate, from the viewer and from StreamServer.clients.
+ * socket (the server's share: mirror copy + encode), the viewer's stages (server send →
+ * arrival, chunk → picture out of VideoDecoder, picture out → on the canvas), frames presented /
+ * sent / drawn per second, and bitrate, from the viewer and from StreamServer.clients.
  *
  *   node --import tsx bench/stream-latency.ts                 (10 s per case; 30 and 60 fps)
  *   BENCH_QUICK=1 node --import tsx bench/stream-latency.ts   (4 s per case; 30 fps)
@@ -60,6 +63,11 @@ interface CaseResult {
   codec: string;
   /** H.264: 'shared' or 'copy' (how frames reached the encoder); null for tiles. */
   input: string | null;
+  /** H.264: how the viewer painted pictures at the end ('copy' or 'draw'), and what it was asked. */
+  paint: string | null;
+  paintAsked: string | null;
+  /** H.264: the viewer's probe medians (ms) each way, when it probed. */
+  paintProbeMs: { draw: number | null; copy: number | null } | null;
   producerFps: number;
   /** CPU (producer process + encoder worker, user + system) per frame sent, ms. */
   cpuMsPerFrame: number;
@@ -67,6 +75,12 @@ interface CaseResult {
   seconds: number;
   latencyMs: Distribution;
   serverMs: Distribution;
+  /** Server send → arrival in the page (server clock). */
+  transitMs: Distribution;
+  /** Chunk submitted to the page's VideoDecoder → picture out (H.264). */
+  decodeMs: Distribution | null;
+  /** The canvas draw of a decoded picture (H.264). */
+  drawMs: Distribution | null;
   presentedPerSecond: number;
   sentPerSecond: number;
   drawnPerSecond: number;
@@ -113,6 +127,7 @@ async function runCase(
   info: { url: string; token: string },
   codec: 'h264' | 'tiles',
   fps: number,
+  paint: 'probe' | 'draw' | null,
 ): Promise<CaseResult | { codec: string; producerFps: number; skipped: string }> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   try {
@@ -120,7 +135,7 @@ async function runCase(
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     const url = new URL(info.url);
-    url.search = `?codec=${codec}`;
+    url.search = `?codec=${codec}${paint === 'draw' ? '&paint=draw' : ''}`;
     url.hash = `token=${info.token}`;
     await page.goto(url.href);
     const stats = () => page.evaluate(() => (globalThis as any).surfacelinkViewer.stats());
@@ -146,11 +161,15 @@ async function runCase(
     await page.evaluate(() => {
       (globalThis as any).surfacelinkViewer.latencySamples(true);
       (globalThis as any).surfacelinkViewer.serverDelaySamples(true);
+      (globalThis as any).surfacelinkViewer.stageSamples(true);
     });
     const t0 = performance.now();
     await sleep(SECONDS * 1000);
     const latency: number[] = await page.evaluate(() => (globalThis as any).surfacelinkViewer.latencySamples());
     const server: number[] = await page.evaluate(() => (globalThis as any).surfacelinkViewer.serverDelaySamples());
+    const stages: Record<string, number[]> = await page.evaluate(() =>
+      (globalThis as any).surfacelinkViewer.stageSamples(),
+    );
     const seconds = (performance.now() - t0) / 1000;
     const viewer1 = await stats();
     const client1 = (await producer.call<ClientInfo[]>('clients')).find((c) => c.codec === codec)!;
@@ -160,12 +179,18 @@ async function runCase(
     return {
       codec,
       input: client1.h264Input,
+      paint: codec === 'h264' ? viewer1.paintMode : null,
+      paintAsked: paint,
+      paintProbeMs: codec === 'h264' && paint === 'probe' ? viewer1.paintProbeMs : null,
       producerFps: fps,
       cpuMsPerFrame: round((cpu1 - cpu0) / Math.max(1, client1.framesSent - client0.framesSent)),
       encoder: client1.encoder,
       seconds: round(seconds),
       latencyMs: distribution(latency),
       serverMs: distribution(server),
+      transitMs: distribution(stages.transit),
+      decodeMs: codec === 'h264' ? distribution(stages.decode) : null,
+      drawMs: codec === 'h264' ? distribution(stages.draw) : null,
       presentedPerSecond: round((presented1 - presented0) / seconds, 1),
       sentPerSecond: round((client1.framesSent - client0.framesSent) / seconds, 1),
       drawnPerSecond: round((viewer1.framesDrawn - viewer0.framesDrawn) / seconds, 1),
@@ -193,12 +218,13 @@ async function main(): Promise<void> {
   const results: (CaseResult | { codec: string; producerFps: number; skipped: string })[] = [];
   try {
     const cases = [
-      { codec: 'h264', input: 'shared' },
-      { codec: 'h264', input: 'copy' },
-      { codec: 'tiles', input: 'shared' },
+      { codec: 'h264', input: 'shared', paint: 'probe' },
+      { codec: 'h264', input: 'shared', paint: 'draw' },
+      { codec: 'h264', input: 'copy', paint: 'draw' },
+      { codec: 'tiles', input: 'shared', paint: null },
     ] as const;
     for (const fps of RATES) {
-      for (const { codec, input } of cases) {
+      for (const { codec, input, paint } of cases) {
         const producer = new Peer('stream-producer.ts', [
           '--width',
           String(WIDTH),
@@ -217,10 +243,10 @@ async function main(): Promise<void> {
             results.push({ codec, producerFps: fps, skipped: 'the server has no H.264 encoder' });
             continue;
           }
-          const r = await runCase(browser, producer, info, codec, fps);
+          const r = await runCase(browser, producer, info, codec, fps, paint);
           results.push(r);
           process.stdout.write(
-            `  ${codec}${codec === 'h264' ? ` (${input})` : ''} at ${fps} fps: ` +
+            `  ${codec}${codec === 'h264' ? ` (${input} input, paint ${paint})` : ''} at ${fps} fps: ` +
               ('skipped' in r
                 ? `skipped: ${r.skipped}`
                 : `p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms, ${r.drawnPerSecond} drawn/s, ` +
@@ -235,16 +261,20 @@ async function main(): Promise<void> {
   } finally {
     await browser.close();
   }
+  const p50 = (d: Distribution | null): string => (d ? String(d.p50) : '–');
   const table = [
     '| codec | producer fps | encoded + sent fps | drawn fps | latency p50 ms | latency p99 ms | server share ' +
-      'p50 / p99 ms | CPU ms per frame (producer + encoder) | bitrate kb/s | samples |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      'p50 / p99 ms | transit / decode / paint p50 ms | CPU ms per frame (producer + encoder) | bitrate kb/s | ' +
+      'samples |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...results.map((r) =>
       'skipped' in r
-        ? `| ${r.codec} | ${r.producerFps} | skipped: ${r.skipped} ||||||||`
-        : `| ${r.codec}${r.encoder ? ` (${r.encoder}, ${r.input} input)` : ''} | ${r.presentedPerSecond} ` +
-          `| ${r.sentPerSecond} | ${r.drawnPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.serverMs.p50} ` +
-          `/ ${r.serverMs.p99} | ${r.cpuMsPerFrame} | ${r.bitrateKbps} | ${r.latencyMs.samples} |`,
+        ? `| ${r.codec} | ${r.producerFps} | skipped: ${r.skipped} |||||||||`
+        : `| ${r.codec}${r.encoder ? ` (${r.encoder}, ${r.input} input, paint ${r.paint})` : ''} ` +
+          `| ${r.presentedPerSecond} | ${r.sentPerSecond} | ${r.drawnPerSecond} | ${r.latencyMs.p50} ` +
+          `| ${r.latencyMs.p99} | ${r.serverMs.p50} / ${r.serverMs.p99} ` +
+          `| ${p50(r.transitMs)} / ${p50(r.decodeMs)} / ${p50(r.drawMs)} | ${r.cpuMsPerFrame} | ${r.bitrateKbps} ` +
+          `| ${r.latencyMs.samples} |`,
     ),
   ];
   process.stdout.write(`${table.join('\n')}\n`);
@@ -266,6 +296,9 @@ async function main(): Promise<void> {
       quick: QUICK,
       latency: 'producer present → drawn on the browser canvas (server clock via ping/pong)',
       serverShare: 'present → queued for the socket',
+      stages:
+        'transit: server send → arrival in the page; decode: chunk submitted → picture out of VideoDecoder; ' +
+        'paint (drawMs): picture out → on the canvas',
     },
     results,
   };

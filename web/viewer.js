@@ -30,6 +30,13 @@ const ENCODING_RAW = 1;
 const SAMPLE_RING = 8192;
 /** H.264 chunks submitted and not yet output that the viewer keeps track of. */
 const DECODE_RING = 64;
+/**
+ * Decoded pictures waiting for the canvas while one is being copied (the copy is async); beyond
+ * this the oldest is dropped. Each one holds a decoder output buffer.
+ */
+const PAINT_QUEUE = 2;
+/** Pictures painted each way before the viewer keeps the faster way (see paint()). */
+const PAINT_PROBE = 8;
 const PING_BURST = 5;
 const PING_BURST_GAP_MS = 100;
 /** Clock samples kept; the offset comes from the one with the lowest round trip. */
@@ -196,6 +203,7 @@ class Viewer {
     this.dom = dom;
     this.token = options.token;
     this.forcedCodec = options.forcedCodec;
+    this.forcedPaint = options.forcedPaint ?? null;
     /** The surface asked for (?surface=N), or undefined: the server's first. */
     this.surfaceId = options.surfaceId;
     /** The codecs sent in `hello`, in preference order. */
@@ -247,6 +255,11 @@ class Viewer {
     this.bytesReceived = 0;
     this.latency = new SampleRing(SAMPLE_RING);
     this.serverDelay = new SampleRing(SAMPLE_RING);
+    // Per-stage durations (ms), each on one clock: the server's send → arrival here (needs the
+    // clock offset), chunk submitted → picture out of the decoder, and the draw itself.
+    this.transitDelay = new SampleRing(SAMPLE_RING);
+    this.decodeDelay = new SampleRing(SAMPLE_RING);
+    this.drawDelay = new SampleRing(SAMPLE_RING);
     this.fps = 0;
     this.kbps = 0;
     this.p50 = NaN;
@@ -275,6 +288,14 @@ class Viewer {
     this.watchdogTimer = 0;
     this.decodeHead = 0;
     this.decodeCount = 0;
+    // Putting decoded pictures on the canvas: 'draw' (drawImage) or 'copy' (copyTo + putImageData),
+    // or 'probe' while both are timed. Pictures wait in paintQueue while a copy is in flight.
+    this.paintMode = this.forcedPaint ?? 'probe';
+    this.paintTimes = { draw: [], copy: [] };
+    this.paintQueue = [];
+    this.painting = false;
+    this.paintImage = null;
+    this.copySupported = null;
 
     // Tiles: frames wait here while an earlier one is being inflated, so they apply in order.
     this.tileQueue = [];
@@ -498,6 +519,7 @@ class Viewer {
     this.lastSeq = seq;
     if (key) this.keyframesReceived++;
     this.serverDelay.push(sendMs - presentMs);
+    if (Number.isFinite(this.clockOffset)) this.transitDelay.push(now() + this.clockOffset - sendMs);
     if (width !== this.width || height !== this.height) this.setSurfaceSize(width, height, null);
     if (kind === KIND_H264) this.onH264(buffer, key, seq, presentMs);
     else if (kind === KIND_TILES) this.onTiles(buffer, key, seq, presentMs);
@@ -630,14 +652,17 @@ class Viewer {
   }
 
   onVideoFrame(frame) {
+    let queued = false;
     try {
       const seq = frame.timestamp >>> 0;
       // Output is in decode order (no B-frames): everything submitted before it is done too.
       let presentMs = NaN;
+      let submittedAt = NaN;
       while (this.decodeCount > 0) {
         const s = this.decodeSeq[this.decodeHead];
         if (seqAfter(s, seq)) break;
         const p = this.decodePresent[this.decodeHead];
+        submittedAt = this.decodeAt[this.decodeHead];
         this.decodeHead = (this.decodeHead + 1) % DECODE_RING;
         this.decodeCount--;
         if (s === seq) {
@@ -648,12 +673,91 @@ class Viewer {
         this.ack(s, false);
       }
       if (Number.isNaN(presentMs)) return; // from before a reset: its slot was already released
-      this.ctx.drawImage(frame, 0, 0, this.canvas.width, this.canvas.height);
+      const outAt = now();
+      this.decodeDelay.push(outAt - submittedAt);
       this.failuresSinceOutput = 0;
-      this.drawn(seq, presentMs);
+      if (this.paintQueue.length === PAINT_QUEUE) {
+        const old = this.paintQueue.shift();
+        old.frame.close();
+        this.framesDropped++;
+        this.ack(old.seq, false);
+      }
+      this.paintQueue.push({ frame, seq, presentMs, outAt });
+      queued = true;
+      if (!this.painting) this.pumpPaint();
     } finally {
-      frame.close();
+      if (!queued) frame.close();
     }
+  }
+
+  /** Paints queued pictures in order, one at a time. */
+  async pumpPaint() {
+    this.painting = true;
+    while (this.paintQueue.length > 0) {
+      const { frame, seq, presentMs, outAt } = this.paintQueue.shift();
+      try {
+        await this.paint(frame);
+        this.drawDelay.push(now() - outAt);
+        this.drawn(seq, presentMs);
+      } catch (error) {
+        this.framesDropped++;
+        this.noteError(`drawing a decoded picture: ${error && error.message ? error.message : error}`);
+        this.ack(seq, false);
+      } finally {
+        frame.close();
+      }
+    }
+    this.painting = false;
+  }
+
+  /**
+   * Puts one decoded picture on the canvas, by whichever of two ways is cheaper here. drawImage
+   * is nearly free on a GPU-backed canvas, but a software canvas converts each picture through a
+   * freshly allocated RGBA buffer: 20–30 ms per 1080p picture on a machine where page faults are
+   * slow. VideoFrame.copyTo(…, {format: 'RGBA'}) into one reused ImageData and putImageData costs
+   * ~2 ms there. The first PAINT_PROBE pictures each way are timed (on the page's own thread:
+   * what delays the next picture) and the faster way is kept; `?paint=draw|copy` forces one.
+   */
+  async paint(frame) {
+    const width = this.canvas.width;
+    const height = this.canvas.height;
+    let mode = this.paintMode;
+    if (mode === 'probe') mode = this.paintTimes.draw.length <= this.paintTimes.copy.length ? 'draw' : 'copy';
+    if (mode === 'copy' && !this.canCopy(frame, width, height)) mode = 'draw';
+    const t0 = now();
+    if (mode === 'draw') {
+      this.ctx.drawImage(frame, 0, 0, width, height);
+    } else {
+      if (!this.paintImage || this.paintImage.width !== width || this.paintImage.height !== height)
+        this.paintImage = new ImageData(width, height);
+      await frame.copyTo(this.paintImage.data, { format: 'RGBA' });
+      // The canvas may have been replaced (a resize) while the copy ran.
+      if (this.canvas.width !== width || this.canvas.height !== height) throw new Error('the surface was resized');
+      this.ctx.putImageData(this.paintImage, 0, 0);
+    }
+    if (this.paintMode === 'probe') this.probePaint(mode, now() - t0);
+  }
+
+  /** Whether copyTo can write this picture as RGBA at the canvas's size (else drawImage scales it). */
+  canCopy(frame, width, height) {
+    if (frame.visibleRect.width !== width || frame.visibleRect.height !== height) return false;
+    if (this.copySupported === null) {
+      // A browser without RGB conversion in copyTo ignores `format` and would size I420 instead.
+      try {
+        this.copySupported = frame.allocationSize({ format: 'RGBA' }) === width * height * 4;
+      } catch {
+        this.copySupported = false;
+      }
+      if (!this.copySupported && this.paintMode === 'probe') this.paintMode = 'draw';
+    }
+    return this.copySupported;
+  }
+
+  probePaint(mode, ms) {
+    const times = this.paintTimes;
+    times[mode].push(ms);
+    if (times.draw.length < PAINT_PROBE || (times.copy.length < PAINT_PROBE && this.copySupported !== false)) return;
+    this.paintMode = times.copy.length && median(times.copy) < median(times.draw) ? 'copy' : 'draw';
   }
 
   /** The decoder errored (or was made to): start over from the next keyframe. */
@@ -897,7 +1001,8 @@ class Viewer {
       `latency p50 ${ms(this.p50)}   p99 ${ms(this.p99)}`,
       `bitrate ${Math.round(this.kbps).toLocaleString()} kb/s` +
         `${this.bitrateKbps ? ` (target ${this.bitrateKbps})` : ''}`,
-      `clock rtt ${ms(this.rttMs)}${this.errors ? `   errors ${this.errors}` : ''}`,
+      `clock rtt ${ms(this.rttMs)}${this.codec === 'h264' ? `   paint ${this.paintMode}` : ''}` +
+        `${this.errors ? `   errors ${this.errors}` : ''}`,
     ].join('\n');
   }
 
@@ -951,6 +1056,8 @@ class Viewer {
       keyframeRequests: this.keyframeRequests,
       keyframesReceived: this.keyframesReceived,
       watchdogResets: this.watchdogResets,
+      paintMode: this.paintMode,
+      paintProbeMs: { draw: median(this.paintTimes.draw), copy: median(this.paintTimes.copy) },
       reconnects: this.reconnects,
       reconnectAttempt: this.reconnectAttempt,
       secureContext: window.isSecureContext,
@@ -991,6 +1098,11 @@ class Viewer {
   }
 }
 
+/** The median of an array of numbers, or null for none. */
+function median(values) {
+  return values.length ? [...values].sort((a, b) => a - b)[values.length >> 1] : null;
+}
+
 function round(v, digits) {
   const f = 10 ** digits;
   return Math.round(v * f) / f;
@@ -1003,6 +1115,7 @@ function boot() {
   if (location.hash) history.replaceState(history.state, '', location.pathname + location.search);
   const query = new URLSearchParams(location.search);
   const forced = query.get('codec');
+  const paint = query.get('paint');
   const surface = query.has('surface') ? Number(query.get('surface')) : NaN;
   const dom = {
     stage: document.getElementById('stage'),
@@ -1016,6 +1129,7 @@ function boot() {
   const viewer = new Viewer(dom, {
     token,
     forcedCodec: forced === 'tiles' || forced === 'h264' ? forced : null,
+    forcedPaint: paint === 'draw' || paint === 'copy' ? paint : null,
     surfaceId: Number.isInteger(surface) && surface >= 0 ? surface : undefined,
   });
   window.surfacelinkViewer = {
@@ -1035,6 +1149,20 @@ function boot() {
     serverDelaySamples: (clear = false) => {
       const out = viewer.serverDelay.toArray();
       if (clear) viewer.serverDelay.clear();
+      return out;
+    },
+    /**
+     * Per-stage samples (ms), oldest first: `transit` (server send → arrival, server clock),
+     * `decode` (chunk submitted → picture out; H.264 only), `draw` (picture out → on the canvas;
+     * H.264 only).
+     */
+    stageSamples: (clear = false) => {
+      const rings = { transit: viewer.transitDelay, decode: viewer.decodeDelay, draw: viewer.drawDelay };
+      const out = {};
+      for (const [name, ring] of Object.entries(rings)) {
+        out[name] = ring.toArray();
+        if (clear) ring.clear();
+      }
       return out;
     },
     /** Scrambles the slice data of the next `n` H.264 chunks (a decoder that errors on them recovers). */

@@ -164,12 +164,19 @@ void Channel::OnPoll(uv_poll_t* handle, int status, int events) {
   if (status < 0) {
     // libuv reports POLLERR (e.g. the peer died with data unread) as a bare error and stops
     // the handle; reading the socket tells what really happened (EOF, ECONNRESET, ...).
-    if (self->reading_ && !self->closed_) self->HandleReadable();
+    self->ReadFinal();
     self->Fail("E_PEER_CLOSED", "the connection failed", 0);
     return;
   }
   if ((events & UV_WRITABLE) != 0) self->HandleWritable();
   if ((events & (UV_READABLE | UV_DISCONNECT)) != 0 && self->reading_ && !self->closed_) self->HandleReadable();
+}
+
+void Channel::ReadFinal() {
+  // What the peer sent before going (typically an ERROR saying why it hung up) is still in our
+  // receive buffer: deliver it, so its reason reaches JS instead of a bare E_PEER_CLOSED. Bounded:
+  // a few reads; EOF or the error behind the data fails (closes) the channel.
+  for (int reads = 0; reads < kFinalReads && reading_ && !closed_; reads++) HandleReadable();
 }
 
 void Channel::HandleReadable() {
@@ -381,7 +388,9 @@ void Channel::HandleWritable() {
       UpdatePoll();
       return;
     }
-    Fail("E_PEER_CLOSED", "the peer stopped accepting data");
+    // The peer is gone, and a write fails first whenever we had data queued.
+    ReadFinal();
+    if (!closed_) Fail("E_PEER_CLOSED", "the peer stopped accepting data");
     return;
   }
   UpdatePoll();

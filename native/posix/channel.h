@@ -26,6 +26,8 @@ class Channel : public Napi::ObjectWrap<Channel> {
  public:
   static constexpr size_t kHeaderSize = 8;
   static constexpr size_t kMaxHandlesHardLimit = 16;
+  /** Reads made for a peer's last messages once it is known to be gone (ReadFinal). */
+  static constexpr int kFinalReads = 8;
 
   static Napi::Function Define(Napi::Env env);
   static Napi::Object Wrap(Napi::Env env, UniqueFd fd);
@@ -54,6 +56,8 @@ class Channel : public Napi::ObjectWrap<Channel> {
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
   void HandleReadable();
+  /** After the peer is known gone: reads what it sent before going (bounded), which may close us. */
+  void ReadFinal();
   void HandleWritable();
   // Parses and delivers every complete message in the receive buffer; false once stopped.
   bool DeliverMessages();

@@ -37,6 +37,13 @@ export interface SessionOwner {
 const BINARY = { binary: true } as const;
 /** At most this many cursorMove messages per second per viewer (latest wins in between). */
 const CURSOR_MOVES_PER_SECOND = 120;
+/**
+ * How far above a client's maxFps sends may go. A producer "at 30 fps" is rarely at exactly
+ * 30.000 (Node's 33 ms timers give 30.3): held to the exact rate, each of its frames would wait a
+ * little longer than the one before, a sawtooth averaging half a period of latency. 5% lets any
+ * producer at the nominal rate through undelayed; one clearly faster is still paced.
+ */
+const FPS_TOLERANCE = 1.05;
 
 interface InFlight {
   sequence: number;
@@ -508,9 +515,9 @@ export class StreamSession implements StreamClientInfo {
     }
     if (!shared && !mirror.pixelsValid) return mirror.requestPixels();
     const now = clockMs();
-    // Sends keep to a grid of 1/maxFps, with a quarter period of slack: a producer presenting at
-    // exactly maxFps, with timer jitter, must not be held back a whole period each time.
-    const period = 1000 / this.maxFps;
+    // Sends keep to a grid of 1/(maxFps · FPS_TOLERANCE), with a quarter period of slack: a producer
+    // presenting at maxFps, with timer jitter and clock drift, must not be held back at all.
+    const period = 1000 / (this.maxFps * FPS_TOLERANCE);
     const slack = period / 4;
     if (now < this.nextAllowedMs - slack) {
       // Clamped: the wait comes from the client's maxFps / maxBitrateKbps; a longer one is re-checked when it fires.

@@ -64,6 +64,8 @@ interface ViewerStats {
   keyframesReceived: number;
   canvasSeq: number;
   latencySamples: number;
+  paintMode: 'probe' | 'draw' | 'copy';
+  paintProbeMs: { draw: number | null; copy: number | null };
   message: string | null;
 }
 
@@ -239,13 +241,13 @@ describe('browser viewer (web/) in headless Chromium', function () {
   }
 
   /** Skips (or, under CI, fails) when H.264 cannot run here; otherwise a viewer showing H.264 frames. */
-  async function openH264(ctx: Mocha.Context): Promise<Viewer> {
+  async function openH264(ctx: Mocha.Context, query = '?codec=h264'): Promise<Viewer> {
     requireOrSkip(
       ctx,
       info.h264Encoder !== null,
       'the server has no H.264 encoder (GStreamer with x264enc: gstreamer1.0-plugins-ugly, python3-gi)',
     );
-    const v = await openViewer('?codec=h264');
+    const v = await openViewer(query);
     const first = await waitStats(
       v,
       'the viewer started',
@@ -380,8 +382,34 @@ describe('browser viewer (web/) in headless Chromium', function () {
     await v.page.context().close();
   });
 
-  it('H.264: known colours at known places within tolerance, the counter readable, and it moves', async function () {
+  for (const paint of ['draw', 'copy'] as const)
+    it(
+      `H.264 painted by ${paint === 'draw' ? 'drawImage' : 'copyTo + putImageData'} (?paint=${paint}): known ` +
+        'colours at known places within tolerance, the counter readable, and it moves',
+      async function () {
+        const v = await openH264(this, `?codec=h264&paint=${paint}`);
+        expect((await stats(v)).paintMode).to.equal(paint);
+        await expectH264Pattern(v);
+      },
+    );
+
+  it('H.264 paint probe: both ways timed on the first pictures, the faster kept, stages sampled', async function () {
     const v = await openH264(this);
+    const s = await waitStats(v, 'the probe decided', (st) => st.paintMode !== 'probe');
+    const { draw, copy } = s.paintProbeMs;
+    expect(draw, 'drawImage timed').to.be.a('number');
+    expect(copy, 'copyTo timed (this Chromium converts to RGBA)').to.be.a('number');
+    expect(s.paintMode).to.equal(copy! < draw! ? 'copy' : 'draw');
+    const stages = await v.page.evaluate(() => (globalThis as any).surfacelinkViewer.stageSamples());
+    for (const name of ['transit', 'decode', 'draw']) {
+      expect(stages[name].length, `${name} samples`).to.be.greaterThan(0);
+      for (const ms of stages[name]) expect(ms, name).to.be.within(-50, 10000);
+    }
+    // Whichever way won, the picture is right.
+    await expectH264Pattern(v);
+  });
+
+  async function expectH264Pattern(v: Viewer): Promise<void> {
     const a = await snapshot(v);
     expectPatternColours(a);
     await waitStats(v, 'later H.264 frames', (s) => s.canvasSeq >= a.seq + 10);
@@ -408,7 +436,7 @@ describe('browser viewer (web/) in headless Chromium', function () {
     expect(st.latencySamples).to.be.greaterThan(0);
     expectNoPageErrors(v);
     await v.page.context().close();
-  });
+  }
 
   it('a wrong token: the page shows the authentication error and draws nothing', async () => {
     const v = await openViewer('', '0'.repeat(64));

@@ -408,6 +408,25 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     expect(got[3].sequence - got[1].sequence).to.be.greaterThan(4);
   });
 
+  it('maxFps pacing adds no delay to a producer a little above the cap (20.8 fps presented, 20 allowed)', async () => {
+    // Held to exactly 20 fps, each frame of a 20.8 fps producer waits ~2 ms longer than the one before, up to a
+    // whole period (a sawtooth: half a period of latency on average, and a skipped frame each time it wraps).
+    const fast = await startProducer(['--width', '64', '--height', '48', '--fps', '20.8', '--max-fps', '20']);
+    const c = await connect({ codecs: ['tiles'], name: 'paced' }, fast.info.url);
+    await frames(c, 5);
+    const got = await frames(c, 80);
+    const delays = got.map((f) => f.receivedMs - f.presentMs).sort((x, y) => x - y);
+    let skipped = 0;
+    for (let i = 1; i < got.length; i++) skipped += got[i].sequence - got[i - 1].sequence - 1;
+    const summary =
+      `present → received p50 ${delays[40].toFixed(1)} ms, p90 ${delays[72].toFixed(1)} ms, ` + `${skipped} skipped`;
+    // The sawtooth's median is half the 50 ms period; undelayed, a few ms (tile compression, a loaded machine).
+    expect(delays[40], summary).to.be.at.most(12.5);
+    expect(skipped, summary).to.be.at.most(2);
+    c.close();
+    await fast.peer.stop();
+  });
+
   it('serves the viewer page with no-store, and nothing outside web/', async () => {
     const base = producer.info.url.replace(/#.*/, '');
     const page = await fetch(base);
