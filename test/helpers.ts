@@ -137,6 +137,58 @@ export class PeerGroup {
   }
 }
 
+/**
+ * Mean absolute difference of B, G and R (X/A ignored) between picture `a` (rows of `strideA`
+ * bytes) and `b` (tightly packed rows), over width × height: how far a lossy codec's output is
+ * from what was encoded, 0–255.
+ */
+export function meanAbsError(a: Uint8Array, b: Uint8Array, width: number, height: number, strideA: number): number {
+  let sum = 0;
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const i = y * strideA + x * 4;
+      const j = (y * width + x) * 4;
+      sum += Math.abs(a[i] - b[j]) + Math.abs(a[i + 1] - b[j + 1]) + Math.abs(a[i + 2] - b[j + 2]);
+    }
+  return sum / (width * height * 3);
+}
+
+/** Inodes the process maps (/proc/<pid>/maps: the fifth field). */
+export function mappedInodes(pid: number): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length >= 5 && fields[4] !== '0') out.add(BigInt(fields[4]));
+  }
+  return out;
+}
+
+/** Inodes behind the process's open fds (fstat through /proc/<pid>/fd/*). */
+export function fdInodes(pid: number): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.add(fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }).ino);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return out;
+}
+
+/** How many of `inodes` the process maps, and how many it has open. */
+export function sharedWith(pid: number, inodes: Iterable<bigint>): { mapped: number; open: number } {
+  const maps = mappedInodes(pid);
+  const fds = fdInodes(pid);
+  let mapped = 0;
+  let open = 0;
+  for (const i of inodes) {
+    if (maps.has(i)) mapped++;
+    if (fds.has(i)) open++;
+  }
+  return { mapped, open };
+}
+
 /** Runs a command to completion and returns its output. */
 export function run(
   cmd: string,

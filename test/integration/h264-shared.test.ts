@@ -26,7 +26,7 @@ import { H264Encoder, probeH264, type H264AccessUnit, type H264SharedBuffer } fr
 import { RemoteStreamClient, type RemoteFrame } from '../../src/stream/client.js';
 import { StreamServer, type StreamClientInfo } from '../../src/stream/server.js';
 import type { SharedSurface, SurfaceBuffer } from '../../src/surface.js';
-import { eventually, openFdCount, sleep, tempDir } from '../helpers.js';
+import { eventually, meanAbsError, openFdCount, sharedWith, sleep, tempDir } from '../helpers.js';
 
 const W = 320;
 const H = 240;
@@ -143,42 +143,6 @@ class Producer {
   }
 }
 
-/** Inodes the process maps (/proc/<pid>/maps: the fifth field). */
-function mappedInodes(pid: number): Set<bigint> {
-  const out = new Set<bigint>();
-  for (const line of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length >= 5 && fields[4] !== '0') out.add(BigInt(fields[4]));
-  }
-  return out;
-}
-
-/** Inodes behind the process's open fds (fstat through /proc/<pid>/fd/*). */
-function fdInodes(pid: number): Set<bigint> {
-  const out = new Set<bigint>();
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      out.add(fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }).ino);
-    } catch {
-      /* closed meanwhile */
-    }
-  }
-  return out;
-}
-
-/** How many of `inodes` the process maps, and how many it has open. */
-function sharedWith(pid: number, inodes: Iterable<bigint>): { mapped: number; open: number } {
-  const maps = mappedInodes(pid);
-  const fds = fdInodes(pid);
-  let mapped = 0;
-  let open = 0;
-  for (const i of inodes) {
-    if (maps.has(i)) mapped++;
-    if (fds.has(i)) open++;
-  }
-  return { mapped, open };
-}
-
 /** Resolves with the next `n` frames (their pixels copied). */
 function frames(client: RemoteStreamClient, n: number, timeoutMs = 30000): Promise<RemoteFrame[]> {
   return new Promise((resolve, reject) => {
@@ -199,24 +163,13 @@ function frames(client: RemoteStreamClient, n: number, timeoutMs = 30000): Promi
   });
 }
 
-function meanAbsError(a: Uint8Array, strideA: number, b: Uint8Array): number {
-  let sum = 0;
-  for (let y = 0; y < H; y++)
-    for (let x = 0; x < W; x++) {
-      const i = y * strideA + x * 4;
-      const j = (y * W + x) * 4;
-      sum += Math.abs(a[i] - b[j]) + Math.abs(a[i + 1] - b[j + 1]) + Math.abs(a[i + 2] - b[j + 2]);
-    }
-  return sum / (W * H * 3);
-}
-
 /** The decoded frames show the pattern of their own sequence (the counter survives the codec at the end). */
 function expectPattern(layout: PatternLayout, got: RemoteFrame[]): void {
   const want = new Uint8Array(W * H * 4);
   for (const f of got) {
     expect([f.width, f.height]).to.deep.equal([W, H]);
     drawPattern(layout, want, W * 4, f.sequence);
-    expect(meanAbsError(f.pixels, f.stride, want), `frame ${f.sequence}: mean abs error`).to.be.lessThan(6);
+    expect(meanAbsError(f.pixels, want, W, H, f.stride), `frame ${f.sequence}: mean abs error`).to.be.lessThan(6);
   }
   const last = got.at(-1)!;
   expect(readCounter(layout, last.pixels, last.stride), 'counter of the last frame').to.equal(last.sequence);

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { SurfaceClient } from '../../src/client.js';
 import { SurfaceServer } from '../../src/server.js';
-import { Peer, ROOT, eventually, run, sleep, tempDir } from '../helpers.js';
+import { Peer, ROOT, eventually, meanAbsError, run, sleep, tempDir } from '../helpers.js';
 
 interface ProducerInfo {
   url: string;
@@ -76,17 +76,6 @@ function differingPixels(a: Uint8Array, b: Uint8Array, width: number, height: nu
       if (a[i] !== b[j] || a[i + 1] !== b[j + 1] || a[i + 2] !== b[j + 2]) bad++;
     }
   return bad;
-}
-
-function meanAbsError(a: Uint8Array, b: Uint8Array, width: number, height: number, strideA: number): number {
-  let sum = 0;
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) {
-      const i = y * strideA + x * 4;
-      const j = (y * width + x) * 4;
-      sum += Math.abs(a[i] - b[j]) + Math.abs(a[i + 1] - b[j + 1]) + Math.abs(a[i + 2] - b[j + 2]);
-    }
-  return sum / (width * height * 3);
 }
 
 /** A bare WebSocket peer speaking the protocol by hand: for bad input and flow control. */
