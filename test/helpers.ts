@@ -4,6 +4,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type * as net from 'node:net';
 import * as path from 'node:path';
+import { expect } from 'chai';
+import { drawPattern, readCounter, type PatternLayout } from '../src/demo/pattern.js';
 
 export const ROOT = path.resolve(__dirname, '..');
 
@@ -151,6 +153,27 @@ export function meanAbsError(a: Uint8Array, b: Uint8Array, width: number, height
       sum += Math.abs(a[i] - b[j]) + Math.abs(a[i + 1] - b[j + 1]) + Math.abs(a[i + 2] - b[j + 2]);
     }
   return sum / (width * height * 3);
+}
+
+/**
+ * Decoded frames (a lossy codec's) show the demo pattern of their own sequence, within a mean
+ * error of 6 of 255, at the layout's size; the last one's counter reads back exactly.
+ */
+export function expectPatternFrames(
+  layout: PatternLayout,
+  frames: readonly { pixels: Uint8Array; stride: number; width: number; height: number; sequence: number }[],
+): void {
+  const { width, height } = layout;
+  const want = new Uint8Array(width * height * 4);
+  for (const f of frames) {
+    expect([f.width, f.height]).to.deep.equal([width, height]);
+    drawPattern(layout, want, width * 4, f.sequence);
+    expect(meanAbsError(f.pixels, want, width, height, f.stride), `frame ${f.sequence}: mean abs error`).to.be.lessThan(
+      6,
+    );
+  }
+  const last = frames.at(-1)!;
+  expect(readCounter(layout, last.pixels, last.stride), 'counter of the last frame').to.equal(last.sequence);
 }
 
 /** Inodes the process maps (/proc/<pid>/maps: the fifth field). */

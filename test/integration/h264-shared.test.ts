@@ -19,14 +19,14 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { drawPattern, patternLayout, readCounter, type PatternLayout } from '../../src/demo/pattern.js';
+import { drawPattern, patternLayout, type PatternLayout } from '../../src/demo/pattern.js';
 import { SurfaceServer } from '../../src/server.js';
 import { linuxNative } from '../../src/native/index.js';
 import { H264Encoder, probeH264, type H264AccessUnit, type H264SharedBuffer } from '../../src/stream/h264.js';
 import { RemoteStreamClient, type RemoteFrame } from '../../src/stream/client.js';
 import { StreamServer, type StreamClientInfo } from '../../src/stream/server.js';
 import type { SharedSurface, SurfaceBuffer } from '../../src/surface.js';
-import { eventually, meanAbsError, openFdCount, sharedWith, sleep, tempDir } from '../helpers.js';
+import { eventually, expectPatternFrames, openFdCount, sharedWith, sleep, tempDir } from '../helpers.js';
 
 const W = 320;
 const H = 240;
@@ -163,18 +163,6 @@ function frames(client: RemoteStreamClient, n: number, timeoutMs = 30000): Promi
   });
 }
 
-/** The decoded frames show the pattern of their own sequence (the counter survives the codec at the end). */
-function expectPattern(layout: PatternLayout, got: RemoteFrame[]): void {
-  const want = new Uint8Array(W * H * 4);
-  for (const f of got) {
-    expect([f.width, f.height]).to.deep.equal([W, H]);
-    drawPattern(layout, want, W * 4, f.sequence);
-    expect(meanAbsError(f.pixels, want, W, H, f.stride), `frame ${f.sequence}: mean abs error`).to.be.lessThan(6);
-  }
-  const last = got.at(-1)!;
-  expect(readCounter(layout, last.pixels, last.stride), 'counter of the last frame').to.equal(last.sequence);
-}
-
 function processGone(pid: number): boolean {
   return !fs.existsSync(`/proc/${pid}`);
 }
@@ -226,7 +214,7 @@ describe('H.264 from the shared buffer: the encoder reads the producer’s memor
         const p = await start({ h264Input });
         p.run();
         const c = await viewer(p);
-        expectPattern(p.layout, await frames(c, 12));
+        expectPatternFrames(p.layout, await frames(c, 12));
         const info = p.client;
         expect(info.encoderPid).to.be.a('number');
         const shared = sharedWith(info.encoderPid!, p.inodes().values());
@@ -250,7 +238,7 @@ describe('H.264 from the shared buffer: the encoder reads the producer’s memor
     p.run();
     const c = await viewer(p);
     expect([c.welcome!.surface.width, c.welcome!.surface.height]).to.deep.equal([W, H]);
-    expectPattern(p.layout, await frames(c, 8));
+    expectPatternFrames(p.layout, await frames(c, 8));
     expect(p.client).to.include({ h264Input: 'shared', copiesPerFrame: 0 });
     expect(sharedWith(p.client.encoderPid!, p.inodes().values()).mapped).to.be.greaterThan(0);
   });
@@ -259,7 +247,7 @@ describe('H.264 from the shared buffer: the encoder reads the producer’s memor
     const p = await start({ h264Input: 'shared', orientation: 'bottom-up' });
     p.run();
     const c = await viewer(p);
-    expectPattern(p.layout, await frames(c, 8));
+    expectPatternFrames(p.layout, await frames(c, 8));
     const info = p.client;
     expect(info).to.include({ h264Input: 'copy', copiesPerFrame: 1, framesShared: 0 });
     expect(info.h264InputReason).to.match(/bottom-up/);
@@ -325,7 +313,7 @@ describe('H.264 from the shared buffer: the encoder reads the producer’s memor
     p.run();
     const after = await frames(c, 8);
     expect(after.some((f) => f.keyframe)).to.equal(true);
-    expectPattern(p.layout, after.slice(-4));
+    expectPatternFrames(p.layout, after.slice(-4));
     const second = p.client.encoderPid!;
     expect(second).to.not.equal(first);
     // BUFFER records went to the new worker too: it maps the producer's memory as well.

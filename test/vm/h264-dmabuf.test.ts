@@ -13,12 +13,12 @@
  */
 import { expect } from 'chai';
 import * as path from 'node:path';
-import { drawPattern, patternLayout, readCounter } from '../../src/demo/pattern.js';
+import { drawPattern, patternLayout } from '../../src/demo/pattern.js';
 import { SurfaceServer } from '../../src/server.js';
 import { RemoteStreamClient, type RemoteFrame } from '../../src/stream/client.js';
 import { probeH264 } from '../../src/stream/h264.js';
 import { StreamServer } from '../../src/stream/server.js';
-import { eventually, meanAbsError, sharedWith, tempDir } from '../helpers.js';
+import { eventually, expectPatternFrames, sharedWith, tempDir } from '../helpers.js';
 
 const inVm = process.env.SURFACELINK_IN_VM === '1';
 
@@ -103,14 +103,7 @@ const inVm = process.env.SURFACELINK_IN_VM === '1';
         const shared = sharedWith(info.encoderPid!, inodes);
         expect(shared.mapped, `dma-bufs mapped in the encoder process; ${detail}`).to.be.greaterThan(0);
         expect(shared.open, `dma-bufs open in the encoder process; ${detail}`).to.be.greaterThan(0);
-        const want = new Uint8Array(W * H * 4);
-        for (const f of got) {
-          expect([f.width, f.height]).to.deep.equal([W, H]);
-          drawPattern(layout, want, W * 4, f.sequence);
-          expect(meanAbsError(f.pixels, want, W, H, f.stride), `frame ${f.sequence}: mean abs error`).to.be.lessThan(6);
-        }
-        const last = got.at(-1)!;
-        expect(readCounter(layout, last.pixels, last.stride), 'counter of the last frame').to.equal(last.sequence);
+        expectPatternFrames(layout, got);
 
         // The viewer leaves: every hold the encoder had on the buffers comes back.
         client.close();
