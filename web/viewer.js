@@ -264,6 +264,8 @@ class Viewer {
     this.kbps = 0;
     this.p50 = NaN;
     this.p99 = NaN;
+    /** Per-stage medians (ms) over the last few seconds, updated once a second by tick(). */
+    this.stageP50 = { server: NaN, transit: NaN, decode: NaN, paint: NaN };
     this.tickFrames = 0;
     this.tickBytes = 0;
     this.tickAt = now();
@@ -819,7 +821,7 @@ class Viewer {
   // ---- tiles -------------------------------------------------------------------------
 
   onTiles(buffer, key, seq, presentMs) {
-    this.tileQueue.push({ buffer, key, seq, presentMs });
+    this.tileQueue.push({ buffer, key, seq, presentMs, at: now() });
     if (!this.tilePumping) this.pumpTiles();
   }
 
@@ -840,7 +842,7 @@ class Viewer {
     this.tilePumping = false;
   }
 
-  async applyTiles({ buffer, seq, presentMs }) {
+  async applyTiles({ buffer, seq, presentMs, at }) {
     const view = new DataView(buffer, HEADER_BYTES);
     if (view.byteLength < 8) throw new Error('tile frame shorter than its counts');
     const count = view.getUint32(0, true);
@@ -870,6 +872,9 @@ class Viewer {
     } else if (rawBytes > 0) throw new Error('raw tiles but no compressed data');
     // The surface may have been resized while this frame was inflating; such a frame is stale.
     if (!this.image) throw new Error('no surface yet');
+    // Tiles' "decode" is the wait in the queue and the inflate; "paint" applying and putting them.
+    const decodedAt = now();
+    this.decodeDelay.push(decodedAt - at);
     const src32 = raw && new Uint32Array(raw.buffer, raw.byteOffset, raw.byteLength >> 2);
     const full = count > 0 && this.coversSurface(view, recordsEnd);
     let offset = 0;
@@ -886,6 +891,7 @@ class Viewer {
       if (!full) this.ctx.putImageData(this.image, 0, 0, x, y, w, h);
     }
     if (full) this.ctx.putImageData(this.image, 0, 0);
+    this.drawDelay.push(now() - decodedAt);
     this.drawn(seq, presentMs);
   }
 
@@ -974,14 +980,25 @@ class Viewer {
     this.kbps = seconds > 0 ? (this.tickBytes * 8) / 1000 / seconds : 0;
     this.tickFrames = 0;
     this.tickBytes = 0;
-    const recent = this.latency.sortedTail(Math.max(60, Math.ceil(this.fps * 5)));
+    const recentCount = Math.max(60, Math.ceil(this.fps * 5));
+    const recent = this.latency.sortedTail(recentCount);
     this.p50 = quantile(recent, 0.5);
     this.p99 = quantile(recent, 0.99);
+    const stage = (ring) => quantile(ring.sortedTail(recentCount), 0.5);
+    this.stageP50 = {
+      server: stage(this.serverDelay),
+      transit: stage(this.transitDelay),
+      decode: stage(this.decodeDelay),
+      paint: stage(this.drawDelay),
+    };
     const stats = { type: 'stats', fps: round(this.fps, 2), decoded: this.framesDrawn, errors: this.errors };
     if (Number.isFinite(this.p50)) {
       stats.latencyP50Ms = round(this.p50, 3);
       stats.latencyP99Ms = round(this.p99, 3);
     }
+    if (Number.isFinite(this.stageP50.transit)) stats.transitP50Ms = round(this.stageP50.transit, 3);
+    if (Number.isFinite(this.stageP50.decode)) stats.decodeP50Ms = round(this.stageP50.decode, 3);
+    if (Number.isFinite(this.stageP50.paint)) stats.paintP50Ms = round(this.stageP50.paint, 3);
     this.send(stats);
     if (++this.ticks % 2 === 0) this.ping();
     this.render();
@@ -999,6 +1016,8 @@ class Viewer {
       `${this.codec}${this.encoder ? ` · ${this.encoder}` : ''} · ${this.width}×${this.height}`,
       `fps ${this.fps.toFixed(1)}   drawn ${this.framesDrawn}   dropped ${this.framesDropped}`,
       `latency p50 ${ms(this.p50)}   p99 ${ms(this.p99)}`,
+      `  server ${ms(this.stageP50.server)} · transit ${ms(this.stageP50.transit)} · ` +
+        `decode ${ms(this.stageP50.decode)} · paint ${ms(this.stageP50.paint)}`,
       `bitrate ${Math.round(this.kbps).toLocaleString()} kb/s` +
         `${this.bitrateKbps ? ` (target ${this.bitrateKbps})` : ''}`,
       `clock rtt ${ms(this.rttMs)}${this.codec === 'h264' ? `   paint ${this.paintMode}` : ''}` +
@@ -1153,8 +1172,8 @@ function boot() {
     },
     /**
      * Per-stage samples (ms), oldest first: `transit` (server send → arrival, server clock),
-     * `decode` (chunk submitted → picture out; H.264 only), `draw` (picture out → on the canvas;
-     * H.264 only).
+     * `decode` (H.264: chunk submitted → picture out; tiles: arrival → inflated), `draw` (picture
+     * out → on the canvas, queueing included; tiles: applied and put).
      */
     stageSamples: (clear = false) => {
       const rings = { transit: viewer.transitDelay, decode: viewer.decodeDelay, draw: viewer.drawDelay };

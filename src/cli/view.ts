@@ -215,6 +215,7 @@ export function runRemoteView(options: {
           const s = c.stats.snapshot();
           status.update(
             `${w.codec} | ${s.fps} fps | latency p50 ${fmtMs(s.latencyP50Ms)} p99 ${fmtMs(s.latencyP99Ms)} ` +
+              `(transit ${fmtMs(s.transitP50Ms)}, decode ${fmtMs(s.decodeP50Ms)}) ` +
               `| ${fmtKbps(s.kbps)} | frames ${s.frames} | errors ${s.errors}`,
           );
           c.sendStats();

@@ -242,15 +242,24 @@ export class StreamStats {
   errors = 0;
   private readonly latencies = new Float64Array(512);
   private latencyCount = 0;
+  /** Per frame: the server's send → arrival here (server clock), and arrival → decoded. */
+  private readonly transits = new Float64Array(512);
+  private readonly decodes = new Float64Array(512);
   private readonly times = new Float64Array(512);
   private readonly sizes = new Float64Array(512);
   private timeCount = 0;
 
-  /** Counts one frame: its latency and size, received at `nowMs` (our clock). */
-  record(latencyMs: number, bytes: number, nowMs: number): void {
+  /**
+   * Counts one frame: its latency and size, received at `nowMs` (our clock); `transitMs` (the
+   * server's send → arrival) and `decodeMs` (arrival → decoded), NaN where unknown.
+   */
+  record(latencyMs: number, bytes: number, nowMs: number, transitMs = NaN, decodeMs = NaN): void {
     this.frames++;
     this.bytes += bytes;
-    this.latencies[this.latencyCount++ % this.latencies.length] = latencyMs;
+    const slot = this.latencyCount++ % this.latencies.length;
+    this.latencies[slot] = latencyMs;
+    this.transits[slot] = transitMs;
+    this.decodes[slot] = decodeMs;
     const i = this.timeCount++ % this.times.length;
     this.times[i] = nowMs;
     this.sizes[i] = bytes;
@@ -266,6 +275,10 @@ export class StreamStats {
     latencyP50Ms: number;
     /** 99th-percentile latency in ms; NaN before the first frame. */
     latencyP99Ms: number;
+    /** Median of the server's send → arrival here (server clock, via the ping offset), ms; NaN if unknown. */
+    transitP50Ms: number;
+    /** Median of arrival → decoded (tiles inflated and applied, or H.264 through the decoder), ms; NaN if unknown. */
+    decodeP50Ms: number;
     /** Frames received in all. */
     frames: number;
     /** Bytes received in all. */
@@ -285,11 +298,19 @@ export class StreamStats {
     const m = Math.min(this.latencyCount, this.latencies.length);
     const sorted = Array.from(this.latencies.subarray(0, m)).sort((a, b) => a - b);
     const pct = (p: number): number => (m === 0 ? NaN : sorted[Math.min(m - 1, Math.floor(p * m))]);
+    const median = (values: Float64Array): number => {
+      const known = Array.from(values.subarray(0, m))
+        .filter(Number.isFinite)
+        .sort((a, b) => a - b);
+      return known.length === 0 ? NaN : known[known.length >> 1];
+    };
     return {
       fps,
       kbps: bits / 1000,
       latencyP50Ms: pct(0.5),
       latencyP99Ms: pct(0.99),
+      transitP50Ms: median(this.transits),
+      decodeP50Ms: median(this.decodes),
       frames: this.frames,
       bytes: this.bytes,
       errors: this.errors,
@@ -330,7 +351,10 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
   private keyframeAsked = false;
   private readonly header = {} as FrameHeader;
   /** Arrival times and sizes of H.264 frames in the decoder, by sequence. */
-  private readonly pendingH264 = new Map<number, { receivedMs: number; bytes: number; keyframe: boolean }>();
+  private readonly pendingH264 = new Map<
+    number,
+    { receivedMs: number; sendMs: number; bytes: number; keyframe: boolean }
+  >();
 
   private constructor(wsUrl: string, tls: { ca?: RemoteClientOptions['ca']; pinned: boolean }) {
     super();
@@ -482,6 +506,8 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
       latencyP99Ms: finite(s.latencyP99Ms),
       decoded: s.frames,
       errors: s.errors,
+      transitP50Ms: finite(s.transitP50Ms),
+      decodeP50Ms: finite(s.decodeP50Ms),
     });
   }
 
@@ -698,11 +724,11 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     } catch (error) {
       return void this.emit('error', SurfaceLinkError.fromNative(error));
     }
-    const { kind, sequence, presentMs, width, height } = h;
+    const { kind, sequence, presentMs, sendMs, width, height } = h;
     const keyframe = (h.flags & FLAG_KEYFRAME) !== 0;
     if (keyframe) this.keyframeAsked = false;
     if (kind === FrameKind.H264) {
-      this.pendingH264.set(sequence, { receivedMs, bytes: data.length, keyframe });
+      this.pendingH264.set(sequence, { receivedMs, sendMs: h.sendMs, bytes: data.length, keyframe });
       this.chain = this.chain
         .then(() => this.decoderReady)
         .then(() => {
@@ -747,6 +773,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
         sequence,
         presentMs,
         receivedMs,
+        sendMs,
         keyframe,
         'tiles',
         data.length,
@@ -765,6 +792,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
       f.sequence,
       f.presentMs,
       p?.receivedMs ?? this.serverNowMs(),
+      p?.sendMs ?? NaN,
       p?.keyframe ?? false,
       'h264',
       p?.bytes ?? 0,
@@ -779,6 +807,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     sequence: number,
     presentMs: number,
     receivedMs: number,
+    sendMs: number,
     keyframe: boolean,
     codec: Codec,
     bytes: number,
@@ -786,7 +815,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     if (this.closedValue) return;
     const now = this.serverNowMs();
     const latencyMs = now - presentMs;
-    this.stats.record(latencyMs, bytes, clockMs());
+    this.stats.record(latencyMs, bytes, clockMs(), receivedMs - sendMs, now - receivedMs);
     try {
       this.emit('frame', {
         pixels,

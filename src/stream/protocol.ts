@@ -183,7 +183,17 @@ export type ClientMessage =
   | { type: 'ack'; seq: number; decodedMs?: number }
   | { type: 'keyframe' }
   | { type: 'ping'; t: number }
-  | { type: 'stats'; fps?: number; latencyP50Ms?: number; latencyP99Ms?: number; decoded?: number; errors?: number };
+  | {
+      type: 'stats';
+      fps?: number;
+      latencyP50Ms?: number;
+      latencyP99Ms?: number;
+      decoded?: number;
+      errors?: number;
+      transitP50Ms?: number;
+      decodeP50Ms?: number;
+      paintP50Ms?: number;
+    };
 
 /** The message types that carry input (refused for view-only viewers). */
 export const INPUT_TYPES: ReadonlySet<string> = new Set(['key', 'pointer', 'motion', 'button', 'scroll', 'touch']);
@@ -340,6 +350,9 @@ export function parseClientMessage(text: string | Buffer, byteLength: number): C
         latencyP99Ms: optionalFinite(o, 'latencyP99Ms'),
         decoded: optionalFinite(o, 'decoded'),
         errors: optionalFinite(o, 'errors'),
+        transitP50Ms: optionalFinite(o, 'transitP50Ms'),
+        decodeP50Ms: optionalFinite(o, 'decodeP50Ms'),
+        paintP50Ms: optionalFinite(o, 'paintP50Ms'),
       };
     default:
       throw new SurfaceLinkError(

@@ -103,6 +103,12 @@ export interface ViewerStats {
   decoded?: number;
   /** Frames that failed to decode. */
   errors?: number;
+  /** Median of the server's send → arrival at the viewer (server clock, via the viewer's offset), ms. */
+  transitP50Ms?: number;
+  /** Median of a frame handed to the viewer's decoder → its picture out, ms. */
+  decodeP50Ms?: number;
+  /** Median of a picture out of the decoder → on the viewer's screen (queueing included), ms. */
+  paintP50Ms?: number;
 }
 
 /** A stream client, as `clients` and the events show it. */

@@ -405,6 +405,19 @@ describe('browser viewer (web/) in headless Chromium', function () {
       expect(stages[name].length, `${name} samples`).to.be.greaterThan(0);
       for (const ms of stages[name]) expect(ms, name).to.be.within(-50, 10000);
     }
+    // The page reports its stage medians to the server once a second.
+    await eventually(
+      async () => {
+        const mine = ((await producer!.call('clients')) as { codec: string; viewer: Record<string, number> | null }[])
+          .filter((c) => c.codec === 'h264')
+          .map((c) => c.viewer);
+        return mine.some(
+          (st) => st !== null && ['transitP50Ms', 'decodeP50Ms', 'paintP50Ms'].every((k) => Number.isFinite(st[k])),
+        );
+      },
+      10000,
+      'transitP50Ms, decodeP50Ms and paintP50Ms in StreamServer.clients[].viewer',
+    );
     // Whichever way won, the picture is right.
     await expectH264Pattern(v);
   });

@@ -416,6 +416,22 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
     await fast.peer.stop();
   });
 
+  it("a viewer's stats (latency, and per stage transit and decode) reach StreamServer.clients", async () => {
+    const c = await connect({ codecs: ['tiles'], name: 'reporting' });
+    await frames(c, 10);
+    const mine = c.stats.snapshot();
+    for (const k of ['latencyP50Ms', 'transitP50Ms', 'decodeP50Ms'] as const)
+      expect(mine[k], `the client's own ${k}`).to.satisfy(Number.isFinite);
+    c.sendStats();
+    const reported = async () =>
+      ((await producer.peer.call('clients')) as StreamClientInfo[]).find((i) => i.name === 'reporting')?.viewer;
+    await eventually(async () => Boolean(await reported()), 10000, 'the stats at the server');
+    const viewer = await reported();
+    for (const k of ['latencyP50Ms', 'transitP50Ms', 'decodeP50Ms'] as const)
+      expect(viewer![k], `${k} at the server`).to.satisfy(Number.isFinite);
+    expect(viewer!.decoded).to.be.at.least(10);
+  });
+
   it('serves the viewer page with no-store, and nothing outside web/', async () => {
     const base = producer.info.url.replace(/#.*/, '');
     const page = await fetch(base);
@@ -535,7 +551,9 @@ describe('stream: WebSocket server, tile codec, Node remote client (separate pro
         view.kill('SIGINT');
         expect(await exited).to.equal(130);
         expect(seen).to.match(/codec tiles: lossless tiles/);
-        expect(seen).to.match(/^tiles \| \d+ fps \| latency p50 [\d.]+ ms p99 [\d.]+ ms \| [\d.]+ (k|M)bit\/s/m);
+        expect(seen).to.match(
+          /^tiles \| \d+ fps \| latency p50 [\d.]+ ms p99 [\d.]+ ms \(transit -?[\d.]+ ms, decode [\d.]+ ms\) \| [\d.]+ (k|M)bit\/s/m,
+        );
         await eventually(
           () => /\+ stream client \d+ "surfacelink-view-\d+" \(127\.0\.0\.1\): tiles/.test(served),
           5000,
