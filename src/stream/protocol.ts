@@ -5,6 +5,7 @@
  */
 import { SurfaceLinkError, type ErrorCodeName } from '../errors.js';
 import { monotonicNs } from '../host.js';
+import type { ViewerStats } from './types.js';
 import {
   BUTTON_MAX,
   BUTTON_MIN,
@@ -183,17 +184,7 @@ export type ClientMessage =
   | { type: 'ack'; seq: number; decodedMs?: number }
   | { type: 'keyframe' }
   | { type: 'ping'; t: number }
-  | {
-      type: 'stats';
-      fps?: number;
-      latencyP50Ms?: number;
-      latencyP99Ms?: number;
-      decoded?: number;
-      errors?: number;
-      transitP50Ms?: number;
-      decodeP50Ms?: number;
-      paintP50Ms?: number;
-    };
+  | ({ type: 'stats' } & ViewerStats);
 
 /** The message types that carry input (refused for view-only viewers). */
 export const INPUT_TYPES: ReadonlySet<string> = new Set(['key', 'pointer', 'motion', 'button', 'scroll', 'touch']);
