@@ -360,6 +360,7 @@ async function collect(report: FuzzReport, kind: 'unix' | 'ws', r: any, o: FuzzR
   o.log(
     `${kind} worker: ${r.sessions} sessions, ${r.messages} messages in ${(r.ms / 1000).toFixed(1)} s ` +
       `(${Math.round(r.messages / (r.ms / 1000))} messages/s), ${r.violations} sessions against the spec` +
+      (r.facts?.answers ? `; the probe: ${JSON.stringify(r.facts.answers)}` : '') +
       Object.entries(r.known ?? {})
         .map(([k, v]) => `; known bug ${k} met ${v} times`)
         .join(''),

@@ -19,6 +19,8 @@ export type LogEntry =
 export interface ServerFacts {
   served: string[];
   bootId: string | null;
+  /** How the probe learned it: per name, the deciding answer (WELCOME or an error code) and the asks it took. */
+  answers?: Record<string, string>;
 }
 
 export interface Expectation {

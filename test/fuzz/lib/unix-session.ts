@@ -208,7 +208,7 @@ export async function runUnixSession(
     outcome.silent = closed && outcome.fatal === null;
     outcome.messages = expectation.delivered;
     outcome.ms = performance.now() - t0;
-    judge(outcome, expectation, violations);
+    judge(outcome, expectation, violations, facts);
     return { plan, log, outcome, expectation, violations };
   } finally {
     channel.close();
@@ -216,7 +216,7 @@ export async function runUnixSession(
   }
 }
 
-function judge(o: SessionOutcome, e: Expectation, violations: string[]): void {
+function judge(o: SessionOutcome, e: Expectation, violations: string[], facts: ServerFacts): void {
   const why = e.why.length ? ` (the spec's reading: ${e.why.join(' | ')})` : '';
   if (o.fatal !== null) {
     const known = (CLIENT_CAUSED_CODES as readonly string[]).includes(o.fatal);
@@ -235,6 +235,9 @@ function judge(o: SessionOutcome, e: Expectation, violations: string[]): void {
   if (o.warnings.filter((w) => w === 'E_PERMISSION').length > 1) violations.push('E_PERMISSION warned twice');
   if (e.exact && o.welcome && e.mechanism !== null) {
     if (o.welcome.mechanism !== e.mechanism)
-      violations.push(`WELCOME chose ${o.welcome.mechanism}, the spec's choice is ${e.mechanism}`);
+      violations.push(
+        `WELCOME chose ${o.welcome.mechanism}, the spec's choice is ${e.mechanism} ` +
+          `(the probe: ${JSON.stringify(facts.answers ?? facts.served)})`,
+      );
   }
 }
