@@ -124,6 +124,12 @@ export class FramesServer implements ServerFeature {
       );
     }
     const report = readImportFailed(view, start, length);
+    // A session without handles (stream.v1) was sent no SCANOUT to fail on, and is never moved (§4.4).
+    if (!session.mechanism?.caps.handles)
+      throw new SurfaceLinkError(
+        'E_UNEXPECTED',
+        `IMPORT_FAILED in a ${session.mechanism?.name} session, which is sent no buffers to import`,
+      );
     const code = errorCodeName(report.code);
     session.log(
       'warn',

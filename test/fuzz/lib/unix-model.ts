@@ -365,6 +365,8 @@ function release(s: State, m: Buffer, fds: FdKind[]): State[] {
 /** §3.9 and §4.3. */
 function importFailed(s: State, m: Buffer, facts: ServerFacts): State[] {
   if (m[7] !== 0 || m.length < 24) return end(s, new Fatal('E_MALFORMED', 'IMPORT_FAILED flags or length'));
+  if (!HANDLE_MECHANISMS.has(s.mechanism!))
+    return end(s, new Fatal('E_UNEXPECTED', `IMPORT_FAILED in a ${s.mechanism} session (no SCANOUT to fail on)`));
   const current = s.offers.indexOf(s.mechanism!);
   const next = choose(s.offers, current + 1, facts, s.otherHost, false);
   if (next === null) return end(s, new Fatal('E_NO_MECHANISM', `nothing after ${s.mechanism}`));

@@ -24,6 +24,8 @@ export interface SessionOutcome {
   open: boolean;
   warnings: string[];
   welcome: { mechanism: string; features: string[] | null } | null;
+  /** The mechanism of the last MECHANISM switch, if the server sent one. */
+  switchedTo: string | null;
   /** Messages the server parsed (per the model): what the fuzzer counts. */
   messages: number;
   framesReceived: number;
@@ -66,6 +68,7 @@ export async function runUnixSession(
     open: false,
     warnings: [],
     welcome: null,
+    switchedTo: null,
     messages: 0,
     framesReceived: 0,
     releasesSent: 0,
@@ -146,6 +149,12 @@ export async function runUnixSession(
         } catch {
           violations.push('the server sent a WELCOME that is not JSON');
         }
+      } else if (type === 0x21) {
+        try {
+          outcome.switchedTo = JSON.parse(m.subarray(8).toString('utf8')).mechanism;
+        } catch {
+          violations.push('the server sent a MECHANISM that is not JSON');
+        }
       } else if (type === 0x03) {
         const code = codeName(m.readUInt32LE(8));
         if ((m.readUInt32LE(12) & 1) !== 0) outcome.fatal = code;
@@ -182,8 +191,14 @@ export async function runUnixSession(
     atBoundary = true;
     for (const d of deferred.splice(0)) send(d[0], []);
     let expectation = expectSession(log, facts);
+    // Whether the spec said the session must end at a moment we then waited for it. Frames that arrive later are
+    // logged after everything sent, though the server may have sent them before it read the last messages, and
+    // the client's reactions to them are new messages: an expectation computed after such a wait can say "must
+    // end" for an order of events that did not happen. Only a wait for the end can find the server silent.
+    let waitedForEnd = false;
     if (!closed) {
       // Let the server answer what it has; if the spec says it must end the session, wait for that.
+      waitedForEnd = !expectation.open;
       const wait = expectation.open ? options.graceMs : options.hangMs;
       await new Promise<void>((resolve) => {
         closedWaiter = resolve;
@@ -196,7 +211,8 @@ export async function runUnixSession(
     if (!closed && plan.closeMidMessage && expectation.open) {
       // Half a KEY, then the close: the server sees E_TRUNCATED (these bytes may also complete a message).
       send(Buffer.from([20, 0, 0, 0, 0x30, 0, 0, 0, 1, 0]), []);
-      if (!expectSession(log, facts).open)
+      waitedForEnd = !expectSession(log, facts).open;
+      if (waitedForEnd)
         await new Promise<void>((resolve) => {
           closedWaiter = resolve;
           setTimeout(resolve, options.hangMs);
@@ -208,7 +224,7 @@ export async function runUnixSession(
     outcome.silent = closed && outcome.fatal === null;
     outcome.messages = expectation.delivered;
     outcome.ms = performance.now() - t0;
-    judge(outcome, expectation, violations, facts);
+    judge(outcome, expectation, violations, facts, waitedForEnd);
     return { plan, log, outcome, expectation, violations };
   } finally {
     channel.close();
@@ -216,7 +232,13 @@ export async function runUnixSession(
   }
 }
 
-function judge(o: SessionOutcome, e: Expectation, violations: string[], facts: ServerFacts): void {
+function judge(
+  o: SessionOutcome,
+  e: Expectation,
+  violations: string[],
+  facts: ServerFacts,
+  waitedForEnd: boolean,
+): void {
   const why = e.why.length ? ` (the spec's reading: ${e.why.join(' | ')})` : '';
   if (o.fatal !== null) {
     const known = (CLIENT_CAUSED_CODES as readonly string[]).includes(o.fatal);
@@ -227,16 +249,19 @@ function judge(o: SessionOutcome, e: Expectation, violations: string[], facts: S
       violations.push(`fatal ${o.fatal}, the spec expects ${[...e.fatal].join('/') || 'none'}${why}`);
   } else if (o.silent) {
     if (!e.silent && e.exact) violations.push(`closed without an ERROR${why}`);
-  } else if (o.open && !e.open) {
+  } else if (o.open && !e.open && waitedForEnd) {
     violations.push(`no answer within the wait; the spec expects ${[...e.fatal].join('/')}${why}`);
   }
   for (const w of o.warnings)
     if (!e.warnings.has(w) && e.exact) violations.push(`non-fatal ${w}, not expected by the spec`);
   if (o.warnings.filter((w) => w === 'E_PERMISSION').length > 1) violations.push('E_PERMISSION warned twice');
   if (e.exact && o.welcome && e.mechanism !== null) {
-    if (o.welcome.mechanism !== e.mechanism)
+    // The session's mechanism at the end: WELCOME's, or the last MECHANISM switch's (§4.3).
+    const mechanism = o.switchedTo ?? o.welcome.mechanism;
+    if (mechanism !== e.mechanism)
       violations.push(
-        `WELCOME chose ${o.welcome.mechanism}, the spec's choice is ${e.mechanism} ` +
+        `${o.switchedTo ? `MECHANISM switched to ${o.switchedTo}` : `WELCOME chose ${mechanism}`}, ` +
+          `the spec's choice is ${e.mechanism} ` +
           `(the probe: ${JSON.stringify(facts.answers ?? facts.served)})`,
       );
   }
