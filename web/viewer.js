@@ -463,8 +463,9 @@ class Viewer {
     this.input.closed();
     this.closeDecoder();
     this.needKeyframe = true;
-    // Frames of the old connection still queued for inflating are of no use now.
+    // Frames of the old connection still queued for inflating or painting are of no use now.
     this.tileQueue.length = 0;
+    for (const p of this.paintQueue.splice(0)) p.frame.close();
     if (this.closedByError) {
       if (this.state !== 'gone') this.state = 'error';
     } else if (FINAL_CLOSE_CODES.has(event.code)) {
