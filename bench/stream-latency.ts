@@ -261,7 +261,6 @@ async function main(): Promise<void> {
   } finally {
     await browser.close();
   }
-  const p50 = (d: Distribution | null): string => (d ? String(d.p50) : '–');
   const table = [
     '| codec | producer fps | encoded + sent fps | drawn fps | latency p50 ms | latency p99 ms | server share ' +
       'p50 / p99 ms | transit / decode / paint p50 ms | CPU ms per frame (producer + encoder) | bitrate kb/s | ' +
@@ -273,7 +272,7 @@ async function main(): Promise<void> {
         : `| ${r.codec}${r.encoder ? ` (${r.encoder}, ${r.input} input, paint ${r.paint})` : ''} ` +
           `| ${r.presentedPerSecond} | ${r.sentPerSecond} | ${r.drawnPerSecond} | ${r.latencyMs.p50} ` +
           `| ${r.latencyMs.p99} | ${r.serverMs.p50} / ${r.serverMs.p99} ` +
-          `| ${p50(r.transitMs)} / ${p50(r.decodeMs)} / ${p50(r.drawMs)} | ${r.cpuMsPerFrame} | ${r.bitrateKbps} ` +
+          `| ${r.transitMs.p50} / ${r.decodeMs.p50} / ${r.drawMs.p50} | ${r.cpuMsPerFrame} | ${r.bitrateKbps} ` +
           `| ${r.latencyMs.samples} |`,
     ),
   ];
@@ -297,8 +296,8 @@ async function main(): Promise<void> {
       latency: 'producer present → drawn on the browser canvas (server clock via ping/pong)',
       serverShare: 'present → queued for the socket',
       stages:
-        'transit: server send → arrival in the page; decode: chunk submitted → picture out of VideoDecoder; ' +
-        'paint (drawMs): picture out → on the canvas',
+        'transit: server send → arrival in the page; decode: chunk submitted → picture out of VideoDecoder ' +
+        '(tiles: arrival → inflated); paint (drawMs): picture out → on the canvas (tiles: applied and put)',
     },
     results,
   };

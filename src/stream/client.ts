@@ -296,21 +296,20 @@ export class StreamStats {
       }
     }
     const m = Math.min(this.latencyCount, this.latencies.length);
-    const sorted = Array.from(this.latencies.subarray(0, m)).sort((a, b) => a - b);
-    const pct = (p: number): number => (m === 0 ? NaN : sorted[Math.min(m - 1, Math.floor(p * m))]);
-    const median = (values: Float64Array): number => {
+    // The p-quantile of a ring's known (finite) samples; NaN when it has none.
+    const quantile = (values: Float64Array, p: number): number => {
       const known = Array.from(values.subarray(0, m))
         .filter(Number.isFinite)
         .sort((a, b) => a - b);
-      return known.length === 0 ? NaN : known[known.length >> 1];
+      return known.length === 0 ? NaN : known[Math.min(known.length - 1, Math.floor(p * known.length))];
     };
     return {
       fps,
       kbps: bits / 1000,
-      latencyP50Ms: pct(0.5),
-      latencyP99Ms: pct(0.99),
-      transitP50Ms: median(this.transits),
-      decodeP50Ms: median(this.decodes),
+      latencyP50Ms: quantile(this.latencies, 0.5),
+      latencyP99Ms: quantile(this.latencies, 0.99),
+      transitP50Ms: quantile(this.transits, 0.5),
+      decodeP50Ms: quantile(this.decodes, 0.5),
       frames: this.frames,
       bytes: this.bytes,
       errors: this.errors,
@@ -728,7 +727,7 @@ export class RemoteStreamClient extends EventEmitter<RemoteClientEvents> {
     const keyframe = (h.flags & FLAG_KEYFRAME) !== 0;
     if (keyframe) this.keyframeAsked = false;
     if (kind === FrameKind.H264) {
-      this.pendingH264.set(sequence, { receivedMs, sendMs: h.sendMs, bytes: data.length, keyframe });
+      this.pendingH264.set(sequence, { receivedMs, sendMs, bytes: data.length, keyframe });
       this.chain = this.chain
         .then(() => this.decoderReady)
         .then(() => {
