@@ -9,6 +9,17 @@ import { drawPattern, readCounter, type PatternLayout } from '../src/demo/patter
 
 export const ROOT = path.resolve(__dirname, '..');
 
+/**
+ * Node flags for a fixture whose present intervals a test judges (the chaos, fuzz and flood
+ * producers). With V8's default parallel garbage collector, a scavenge makes the main thread wait
+ * for helper threads; on a loaded 2-core machine those wait on a run queue themselves, and the
+ * producer then stalls 100-400 ms with almost no CPU of its own and no run-queue wait of its main
+ * thread (measured while two full test runs shared this machine) — a stall that says nothing about
+ * the producer's clients and that its run-queue correction cannot see. With the collector on the
+ * main thread, its work is the producer's own CPU time and stays in every measured interval.
+ */
+export const MEASURED_PRODUCER_FLAGS: readonly string[] = ['--single-threaded-gc'];
+
 /** A fresh 0700 directory for sockets; removed by the returned cleanup. */
 export function tempDir(prefix = 'sl-test-'): { dir: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -29,9 +40,9 @@ export class Peer {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr = '';
 
-  constructor(fixture: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) {
+  constructor(fixture: string, args: string[] = [], env: NodeJS.ProcessEnv = {}, nodeFlags: readonly string[] = []) {
     this.child = fork(path.join(ROOT, 'test', 'fixtures', fixture), args, {
-      execArgv: ['--import', 'tsx', '--expose-gc'],
+      execArgv: ['--import', 'tsx', '--expose-gc', ...nodeFlags],
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
       env: { ...process.env, ...env },
     });
@@ -112,9 +123,9 @@ export class PeerGroup {
   readonly socketPath = path.join(this.tmp.dir, 'server.sock');
   private readonly peers: Peer[] = [];
 
-  /** Starts a fixture process that cleanup() will stop. */
-  spawn(fixture: string): Peer {
-    const peer = new Peer(fixture);
+  /** Starts a fixture process (node run with nodeFlags added) that cleanup() will stop. */
+  spawn(fixture: string, nodeFlags: readonly string[] = []): Peer {
+    const peer = new Peer(fixture, [], {}, nodeFlags);
     this.peers.push(peer);
     return peer;
   }

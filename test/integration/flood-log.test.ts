@@ -12,7 +12,7 @@
 import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Peer, eventually, sleep, tempDir } from '../helpers.js';
+import { MEASURED_PRODUCER_FLAGS, Peer, eventually, sleep, tempDir } from '../helpers.js';
 
 const FPS = 60;
 const PERIOD_MS = 1000 / FPS;
@@ -74,7 +74,7 @@ describe('flood: a client flooding non-fatal ERRORs costs the producer a bounded
       'period of an idle baseline, the flooder is dropped with E_LIMIT and a bystander keeps its frames',
     async () => {
       const socketPath = path.join(tmp.dir, 'flood.sock');
-      const server = new Peer('flood-server.ts');
+      const server = new Peer('flood-server.ts', [], {}, MEASURED_PRODUCER_FLAGS);
       peers.push(server);
       // From here on nobody reads the producer's stderr: once the pipe (and the stream's buffer) is full,
       // its writes to stderr can only wait in its memory.

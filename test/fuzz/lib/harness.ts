@@ -4,10 +4,11 @@
  * the corpus replayed; unix and WebSocket fuzz worker processes run until their message budgets
  * (or the time) are spent; then every oracle: no crash, no hang, each session's answer allowed by
  * the spec, the server's fds back to their baseline, RSS bounded, the bystander's frames
- * contiguous and all released, the producer's present interval within one period of its idle noise.
+ * contiguous and all released, the producer's present interval p99 within one period of its idle
+ * p99 and no interval over a second (all less its main thread's run-queue waits).
  */
 import * as os from 'node:os';
-import { PeerGroup, sleep, type Peer } from '../../helpers.js';
+import { MEASURED_PRODUCER_FLAGS, PeerGroup, sleep, type Peer } from '../../helpers.js';
 import { BYSTANDER_NAME } from './layout.js';
 import { loadCorpus, saveCorpus, type CorpusEntry } from './corpus.js';
 
@@ -31,13 +32,29 @@ export interface FuzzRunOptions {
   log: (line: string) => void;
 }
 
+/** One long present interval, as test/fixtures/fuzz-server.ts reports it (ms). */
+export interface LongInterval {
+  ms: number;
+  /** CPU time the server process (all its threads) used in it. */
+  cpuMs: number;
+  /** The interval less the time the server's main thread waited on a run queue in it. */
+  correctedMs: number;
+  /** Time its event loop spent waiting for events in it (a wake-up that came late counts here). */
+  idleMs: number;
+}
+
+/** "raw/cpu/corrected/idle", one decimal each: where a long interval's time went. */
+export function formatInterval(l: LongInterval): string {
+  return [l.ms, l.cpuMs, l.correctedMs, l.idleMs].map((v) => v.toFixed(1)).join('/');
+}
+
 export interface IntervalStats {
   n: number;
   p50: number;
   p99: number;
   max: number;
   /** The longest intervals, each with the CPU time the server process used in it. */
-  longest?: { ms: number; cpuMs: number }[];
+  longest?: LongInterval[];
 }
 
 export interface FuzzReport {
@@ -51,6 +68,8 @@ export interface FuzzReport {
   };
   idle: IntervalStats[];
   fuzz: IntervalStats;
+  /** The producer's period (ms): the stall its p99 may reach beyond the idle noise. */
+  periodMs: number;
   /** The same, less the time the server's JS thread waited for a CPU (other processes' load taken out). */
   idleCorrected: IntervalStats[];
   fuzzCorrected: IntervalStats;
@@ -127,6 +146,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     idle: [],
     fuzz: { n: 0, p50: 0, p99: 0, max: 0 },
     idleCorrected: [],
+    periodMs: o.periodMs,
     fuzzCorrected: { n: 0, p50: 0, p99: 0, max: 0 },
     presentMs: { n: 0, p50: 0, p99: 0, max: 0 },
     fds: { baseline: 0, after: 0, afterTargets: [] },
@@ -147,7 +167,7 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     findings: [],
     seconds: 0,
   };
-  const server = group.spawn('fuzz-server.ts');
+  const server = group.spawn('fuzz-server.ts', MEASURED_PRODUCER_FLAGS);
   let crashed: string | null = null;
   void server.exited.then(({ code, signal }) => {
     crashed = `the fuzz server exited (${code ?? signal}); stderr:\n${server.stderr.slice(-4000)}`;
@@ -287,8 +307,8 @@ export async function runFuzz(o: FuzzRunOptions): Promise<FuzzReport> {
     report.fuzzCorrected = fuzzPhase.corrected;
     o.log(
       `under fuzzing: present interval p50 ${report.fuzz.p50.toFixed(1)} ms, p99 ${report.fuzz.p99.toFixed(1)} ms, ` +
-        `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks); longest (ms, server CPU ms in it): ` +
-        (report.fuzz.longest ?? []).map((l) => `${l.ms.toFixed(1)}/${l.cpuMs.toFixed(1)}`).join(' ') +
+        `max ${report.fuzz.max.toFixed(1)} ms (${report.fuzz.n} ticks); longest (ms / server CPU / less run-queue ` +
+        `waits / loop idle): ${(report.fuzz.longest ?? []).map(formatInterval).join(' ')}` +
         `; less run-queue waits: p99 ${report.fuzzCorrected.p99.toFixed(1)} ms, ` +
         `max ${report.fuzzCorrected.max.toFixed(1)} ms`,
     );
@@ -389,6 +409,13 @@ export function judgeReport(r: FuzzReport): string[] {
   // No hang: the producer's loop always comes round (its own delays; other processes' load taken out).
   if (r.fuzzCorrected.max > 1000)
     failures.push(`the producer's event loop stalled ${r.fuzzCorrected.max.toFixed(0)} ms under fuzzing`);
+  // No slower pace: within one period of the machine's own noise (the idle producer's p99, same run).
+  const noise = Math.max(...r.idleCorrected.map((i) => i.p99));
+  if (r.idleCorrected.length && r.fuzzCorrected.p99 > noise + r.periodMs)
+    failures.push(
+      `the producer's present interval p99 under fuzzing was ${r.fuzzCorrected.p99.toFixed(1)} ms (less ` +
+        `run-queue waits), beyond its idle p99 ${noise.toFixed(1)} ms + one period (${r.periodMs} ms)`,
+    );
   const rssGrowth = r.rss.after - r.rss.baseline;
   if (rssGrowth > 96 * 2 ** 20) failures.push(`server RSS grew ${(rssGrowth / 2 ** 20).toFixed(1)} MiB`);
   const heapGrowth = r.heap.after - r.heap.baseline;
