@@ -1,0 +1,65 @@
+/* The C counterpart of bench/stall-witness.ts's Node witnesses: a single-threaded loop that sleeps
+ * 5 ms, then reads its main thread's run-queue wait (/proc/self/schedstat, opened and read each
+ * time as the Node witnesses do) and its CPU time (getrusage), and counts the intervals more than
+ * 12 ms later than those explain. Prints one JSON object:
+ * {"ticks":N,"stalls":N,"max_unexplained_ms":X}.
+ * Usage: stall_witness seconds */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The main thread's time spent runnable but not running, ms. */
+static double run_queue_wait_ms(void) {
+  char buf[128];
+  int fd = open("/proc/self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  unsigned long long run = 0, wait = 0;
+  if (sscanf(buf, "%llu %llu", &run, &wait) != 2) return 0;
+  return wait / 1e6;
+}
+
+static double cpu_ms(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+int main(int argc, char **argv) {
+  const double period = 5, late = 12;
+  double seconds = argc > 1 ? atof(argv[1]) : 60;
+  if (!(seconds > 0)) {
+    fprintf(stderr, "usage: stall_witness seconds\n");
+    return 2;
+  }
+  double start = now_ms(), last = start, last_wait = run_queue_wait_ms(), last_cpu = cpu_ms(), max = 0;
+  long ticks = 0, stalls = 0;
+  const struct timespec sleep_for = {0, (long)(period * 1e6)};
+  while (last - start < seconds * 1e3) {
+    nanosleep(&sleep_for, NULL);
+    double t = now_ms(), wait = run_queue_wait_ms(), cpu = cpu_ms();
+    double unexplained = (t - last) - period - (wait - last_wait) - (cpu - last_cpu);
+    ticks++;
+    if (unexplained > late) {
+      stalls++;
+      if (unexplained > max) max = unexplained;
+    }
+    last = t;
+    last_wait = wait;
+    last_cpu = cpu;
+  }
+  printf("{\"ticks\":%ld,\"stalls\":%ld,\"max_unexplained_ms\":%.1f}\n", ticks, stalls, max);
+  return 0;
+}
