@@ -13,8 +13,8 @@ export const ROOT = path.resolve(__dirname, '..');
  * Node flags for a fixture whose present intervals a test judges (the chaos, fuzz and flood
  * producers). With V8's default parallel garbage collector, a scavenge makes the main thread wait
  * for helper threads; on a loaded 2-core machine those wait on a run queue themselves, and the
- * producer then stalls 100-400 ms with almost no CPU of its own and no run-queue wait of its main
- * thread (measured while two full test runs shared this machine) — a stall that says nothing about
+ * producer then stalls for up to a few hundred ms with almost no CPU of its own and no run-queue
+ * wait of its main thread (bench/stall-witness.ts, docs/benchmarks.md) — a stall that says nothing about
  * the producer's clients and that its run-queue correction cannot see. With the collector on the
  * main thread, its work is the producer's own CPU time and stays in every measured interval.
  */
