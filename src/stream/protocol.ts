@@ -226,6 +226,19 @@ function optionalFinite(o: Record<string, unknown>, key: string): number | undef
 }
 
 /**
+ * Names a client's `type` for an error message without converting it: `String()` of a JSON object
+ * whose own `toString` is not a function throws (`{"type":{"toString":false}}`, found by the codec
+ * fuzzer), and anything else a client chose is quoted and cut to 40 characters.
+ */
+function describeType(type: unknown): string {
+  if (typeof type === 'string') return JSON.stringify(type).slice(0, 40);
+  if (type === undefined) return '(none)';
+  if (type === null) return 'null';
+  if (Array.isArray(type)) return '(an array)';
+  return typeof type === 'object' ? '(an object)' : `(a ${typeof type})`;
+}
+
+/**
  * Parses and validates one text message from a client. Throws E_TOO_LARGE, E_MALFORMED or
  * E_UNKNOWN_TYPE; never returns something the server would have to check again.
  */
@@ -346,9 +359,6 @@ export function parseClientMessage(text: string | Buffer, byteLength: number): C
         paintP50Ms: optionalFinite(o, 'paintP50Ms'),
       };
     default:
-      throw new SurfaceLinkError(
-        'E_UNKNOWN_TYPE',
-        `unknown message type ${JSON.stringify(String(o.type)).slice(0, 40)}`,
-      );
+      throw new SurfaceLinkError('E_UNKNOWN_TYPE', `unknown message type ${describeType(o.type)}`);
   }
 }

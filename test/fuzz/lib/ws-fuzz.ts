@@ -112,7 +112,13 @@ function hostile(rng: Rng, token: string): WsOut {
       return j(m);
     }
     case 'unknown-type':
-      return j({ type: rng.pick(['welcome', 'pong', 'frame', 'HELLO', 'ack ', 'error', 'warning', '']) });
+      // Not only unknown names: a type that is no string at all, including objects whose own
+      // toString/valueOf keys break String() (corpus/ws/type-object-with-own-tostring.json).
+      return j({
+        type: rng.chance(0.3)
+          ? rng.pick([...WEIRD, { toString: false }, { toString: 1, valueOf: 1 }, [{ valueOf: null }]])
+          : rng.pick(['welcome', 'pong', 'frame', 'HELLO', 'ack ', 'error', 'warning', '']),
+      });
     case 'no-type':
       return j({ seq: 1 });
     case 'hello-again':
