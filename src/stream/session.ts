@@ -24,6 +24,7 @@ import {
   writeFrameHeader,
   type Codec,
 } from './protocol.js';
+import { SendPacer } from './pacer.js';
 import { TileDamage, TileEncoder } from './tiles.js';
 import type { StreamClientInfo, StreamServerOptions, ViewerStats } from './types.js';
 
@@ -37,13 +38,6 @@ export interface SessionOwner {
 const BINARY = { binary: true } as const;
 /** At most this many cursorMove messages per second per viewer (latest wins in between). */
 const CURSOR_MOVES_PER_SECOND = 120;
-/**
- * How far above a client's maxFps sends may go. A producer "at 30 fps" is rarely at exactly
- * 30.000 (Node's 33 ms timers give 30.3): held to the exact rate, each of its frames would wait a
- * little longer than the one before, a sawtooth averaging half a period of latency. 5% lets any
- * producer at the nominal rate through undelayed; one clearly faster is still paced.
- */
-const FPS_TOLERANCE = 1.05;
 
 interface InFlight {
   sequence: number;
@@ -88,7 +82,7 @@ export class StreamSession implements StreamClientInfo {
   readonly window: number;
   // Flow control.
   readonly inFlightList: InFlight[] = [];
-  private nextAllowedMs = 0;
+  private readonly pacer = new SendPacer();
   private lastSequence = 0;
   private retryTimer: NodeJS.Timeout | null = null;
   helloTimer: NodeJS.Timeout | null = null;
@@ -515,16 +509,12 @@ export class StreamSession implements StreamClientInfo {
     }
     if (!shared && !mirror.pixelsValid) return mirror.requestPixels();
     const now = clockMs();
-    // Sends keep to a grid of 1/(maxFps · FPS_TOLERANCE), with a quarter period of slack: a producer
-    // presenting at maxFps, with timer jitter and clock drift, must not be held back at all.
-    const period = 1000 / (this.maxFps * FPS_TOLERANCE);
-    const slack = period / 4;
-    if (now < this.nextAllowedMs - slack) {
+    const wait = this.pacer.admit(now, this.maxFps);
+    if (wait > 0) {
       // Clamped: the wait comes from the client's maxFps / maxBitrateKbps; a longer one is re-checked when it fires.
-      if (!this.retryTimer) this.retryTimer = setTimeout(this.retryBound, timerDelay(this.nextAllowedMs - slack - now));
+      if (!this.retryTimer) this.retryTimer = setTimeout(this.retryBound, timerDelay(wait));
       return;
     }
-    this.nextAllowedMs = Math.max(this.nextAllowedMs, now - slack) + period;
     if (this.tiles) {
       if (this.tileEncoder!.encode(mirror.pixels, mirror.stride, this.tiles, mirror.sequence, mirror.presentMs) === 0)
         return;
@@ -625,7 +615,7 @@ export class StreamSession implements StreamClientInfo {
     if (keyframe) this.keyframes++;
     this.bytesSent += frame.length;
     // A byte budget on top of the frame-rate cap, if the client asked for one (tiles).
-    if (this.tileKbps > 0) this.nextAllowedMs = Math.max(this.nextAllowedMs, now + (frame.length * 8) / this.tileKbps);
+    this.pacer.charge(now, frame.length, this.tileKbps);
     this.ws.send(frame, BINARY, this.onSent);
     // The encoder may have more damage by now.
     if (this.tiles) process.nextTick(this.pumpBound);
