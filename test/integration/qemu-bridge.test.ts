@@ -190,9 +190,21 @@ for (const version of ['7.2', '10.0'] as QemuVersion[]) {
       await picture(v, '640x480 after the guest resized', (s) => s.width === 640 && s.height === 480, {
         timeoutMs: 60000,
       });
-      await picture(v, 'frames after the resize', (s) => s.width === 640 && s.frame >= 185);
-      const stats = await v.call('stats');
-      expect(stats.partialFrames, 'frames carrying damage rectangles (not whole pictures)').to.be.greaterThan(10);
+      let last = (await picture(v, 'frames after the resize', (s) => s.width === 640 && s.frame >= 185)).state.frame;
+      // At least 10 frames built from damage rectangles alone, each picture after them exact. How many of a run's
+      // frames carry rectangles is QEMU's doing: 7.2 shares the page the guest flipped to as a new surface and sends
+      // it whole (Scanout) when its refresh sees the flip, and sends Update bands otherwise; on a loaded machine
+      // more of its refreshes see a flip (one full run: 4 frames of a few seconds' carried rectangles). So the guest
+      // is watched for as long as that takes, every picture on the way checked.
+      const deadline = Date.now() + 60000;
+      let stats = await v.call('stats');
+      while (stats.partialFrames <= 10) {
+        if (Date.now() > deadline)
+          expect.fail(`${stats.partialFrames} of ${stats.frames} frames carried damage rectangles in the last 60 s`);
+        last = (await picture(v, 'a later frame', (s) => s.width === 640 && s.frame >= last + 5)).state.frame;
+        stats = await v.call('stats');
+      }
+      console.log(`      ${stats.partialFrames} of ${stats.frames} frames carried damage rectangles`);
       expect(stats.damagedPixels / stats.frames, 'mean damaged pixels per frame').to.be.lessThan(800 * 600);
       if (version === '7.2') {
         expect(cli.stdout).to.match(/, scanout: QEMU sends the pixels in its Scanout\/Update messages/);
