@@ -3,11 +3,16 @@
  * time as the Node witnesses do) and its CPU time (getrusage), and counts the intervals more than
  * 12 ms later than those explain. Prints one JSON object:
  * {"ticks":N,"stalls":N,"max_unexplained_ms":X}.
- * Usage: stall_witness seconds */
+ * With "each", it also prints every such interval as it ends, on a line of its own:
+ * "stall <start ms> <end ms> <unexplained ms>", CLOCK_MONOTONIC (the clock of Node's
+ * process.hrtime): test/integration/chaos.test.ts runs one on the producer's CPU to tell the
+ * machine's stalls from the producer's.
+ * Usage: stall_witness seconds [each] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,8 +45,9 @@ static double cpu_ms(void) {
 int main(int argc, char **argv) {
   const double period = 5, late = 12;
   double seconds = argc > 1 ? atof(argv[1]) : 60;
-  if (!(seconds > 0)) {
-    fprintf(stderr, "usage: stall_witness seconds\n");
+  int each = argc > 2 && strcmp(argv[2], "each") == 0;
+  if (!(seconds > 0) || (argc > 2 && !each)) {
+    fprintf(stderr, "usage: stall_witness seconds [each]\n");
     return 2;
   }
   double start = now_ms(), last = start, last_wait = run_queue_wait_ms(), last_cpu = cpu_ms(), max = 0;
@@ -55,6 +61,10 @@ int main(int argc, char **argv) {
     if (unexplained > late) {
       stalls++;
       if (unexplained > max) max = unexplained;
+      if (each) {
+        printf("stall %.3f %.3f %.3f\n", last, t, unexplained);
+        fflush(stdout);
+      }
     }
     last = t;
     last_wait = wait;
