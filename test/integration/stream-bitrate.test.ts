@@ -147,14 +147,19 @@ describe('adaptive H.264 bitrate over a narrow link', function () {
 
     proxy.kbps = null;
     const low = (await clientInfo(peer)).bitrate!;
+    // Two increases and a target above where it was: both at once, some time within 30 s. (Checked one after the
+    // other, a loaded machine failed it: a late ack in between is congestion to the controller, which then lowers
+    // the target again before climbing — 472 after two increases from 638, in one full run.)
+    let after = low;
     await eventually(
-      async () => (await clientInfo(peer)).bitrate!.increases >= low.increases + 2,
-      20000,
-      'two increases once the link is open',
-    );
-    const after = await clientInfo(peer);
-    expect(after.targetBitrateKbps).to.be.greaterThan(low.targetKbps);
-    expect(after.targetBitrateKbps).to.be.at.most(8000);
+      async () => {
+        after = (await clientInfo(peer)).bitrate!;
+        return after.increases >= low.increases + 2 && after.targetKbps > low.targetKbps;
+      },
+      30000,
+      `two increases and a target above ${low.targetKbps} kbit/s once the link is open`,
+    ).catch((error: Error) => expect.fail(`${error.message} (last: ${JSON.stringify(after)})`));
+    expect(after.targetKbps).to.be.at.most(8000);
   });
 
   it('the control, adaptiveBitrate false: the target stays at the cap and the link carries few frames', async () => {
