@@ -1,5 +1,5 @@
 /**
- * Issue 13, finding 7: per-stage telemetry. A 60 fps producer and two clients (in separate
+ * Issue 13, per-stage telemetry. A 60 fps producer and two clients (in separate
  * processes) that hold each frame 10..20 ms: the client reports present → received → imported →
  * released, the server (per client) present → sent → released, as counts and p50/p99/mean/max
  * durations; every stage is ≥ 0, the stages add up to the total, and the numbers fit what the
@@ -34,7 +34,7 @@ function checkSum(parts: Stage[], total: Stage): void {
   expect(Math.abs(sum - total.meanMs), `${sum} vs ${total.meanMs}`).to.be.below(1e-6);
 }
 
-describe('per-stage telemetry (issue 13, finding 7)', function () {
+describe('per-stage telemetry (issue 13)', function () {
   this.timeout(60000);
   let group: PeerGroup;
 
