@@ -191,23 +191,40 @@ Napi::Value CreateEventHandle(const Napi::CallbackInfo& info) {
   return WrapHandle(info.Env(), h);
 }
 
-Napi::Value ProcessHandleCount(const Napi::CallbackInfo& info) {
+// Probes the handle table: handle values are multiples of 4, allocated low first; stop after a long run of free
+// slots. With `kind`, counts only handles whose object is of that kind (ObjectKind: "section", "event", ...).
+DWORD ProbeHandles(const char* kind) {
   DWORD count = 0;
-  if (!::GetProcessHandleCount(::GetCurrentProcess(), &count)) ThrowLastError(info.Env(), "GetProcessHandleCount");
-  if (count == 0) {
-    // Wine answers 0: count the handle table by probing values (handles are multiples of 4,
-    // allocated low first; stop after a long run of free slots).
-    DWORD flags = 0;
-    for (uintptr_t v = 4, misses = 0; misses < 4096; v += 4) {
-      if (::GetHandleInformation(reinterpret_cast<HANDLE>(v), &flags)) {
-        count++;
-        misses = 0;
-      } else {
-        misses++;
-      }
+  DWORD flags = 0;
+  for (uintptr_t v = 4, misses = 0; misses < 4096; v += 4) {
+    HANDLE h = reinterpret_cast<HANDLE>(v);
+    if (::GetHandleInformation(h, &flags)) {
+      if (kind == nullptr || std::strcmp(ObjectKind(h), kind) == 0) count++;
+      misses = 0;
+    } else {
+      misses++;
     }
   }
-  return Napi::Number::New(info.Env(), count);
+  return count;
+}
+
+// processHandleCount([kind]) -> this process's handles, or only those of one kind of object.
+Napi::Value ProcessHandleCount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) Throw(env, "E_INVALID_ARGUMENT", "processHandleCount: kind must be a string");
+    const std::string kind = info[0].As<Napi::String>().Utf8Value();
+    static const char* const kKinds[] = {"section", "event", "process", "file", "mutant", "other"};
+    const char* known = nullptr;
+    for (const char* k : kKinds)
+      if (kind == k) known = k;
+    if (known == nullptr) Throw(env, "E_INVALID_ARGUMENT", "processHandleCount: unknown kind '" + kind + "'");
+    return Napi::Number::New(env, ProbeHandles(known));
+  }
+  DWORD count = 0;
+  if (!::GetProcessHandleCount(::GetCurrentProcess(), &count)) ThrowLastError(env, "GetProcessHandleCount");
+  if (count == 0) count = ProbeHandles(nullptr);  // Wine answers 0
+  return Napi::Number::New(env, count);
 }
 
 void RegisterSection(Napi::Env env, Napi::Object exports) {

@@ -555,9 +555,10 @@ export interface Win32Addon extends AddonBase {
   createEvent(): NativeNtHandle;
   /**
    * GetProcessHandleCount of this process (tests count leaks with it; under wine, which answers 0, a probe of the
-   * handle table).
+   * handle table). With `kind`, a probe of the handle table counting only handles to that kind of object (what a
+   * peer's message can carry, without the handles a runtime makes and closes on its own threads).
    */
-  processHandleCount(): number;
+  processHandleCount(kind?: NtObjectType): number;
   /** Present in builds with D3D11. */
   readonly d3d11?: NativeD3D11;
 }

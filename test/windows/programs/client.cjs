@@ -1,20 +1,33 @@
 /**
  * A SurfaceClient on a named pipe: argv[2] is the pipe path, argv[3] JSON options
- * { frames, hold, every, cursor, input, check }. For every frame it checks the pixels against the picture the
- * server drew at that sequence (pixel-exact) and against its own copy built only from the damage
+ * { frames, hold, every, cursor, input, check, carried }. For every frame it checks the pixels against the picture
+ * the server drew at that sequence (pixel-exact) and against its own copy built only from the damage
  * rectangles (damage exact), releases the frame (unless `hold`: then it keeps the first frame
  * and never releases), and reports; it exits after `frames` frames. With `cursor` it reports the
  * cursor it is shown; with `input` it sends a key, a pointer position, a button and a scroll
  * after the first frame. `check: false` skips the pixel checks (bench/windows.ts times delivery
- * alone); `done` then carries the time from the first frame to the last.
+ * alone); `done` then carries the time from the first frame to the last. With `carried` its `disconnect`
+ * also reports its handles to sections and events before and after the session (the bad-input tests: what a
+ * rejected message carried must be closed).
  */
-const { lib, emit, usage, gradient, advance } = require('./common.cjs');
+const { lib, native, emit, usage, gradient, advance } = require('./common.cjs');
 
 const pipe = process.argv[2];
 const opts = JSON.parse(process.argv[3] || '{}');
 
+/**
+ * Handles to what a message can carry (sections, events), counted by kind: unlike the whole count, which wine moves
+ * by one now and then with handles of its own threads, these change only with what the session received.
+ */
+function carried() {
+  if (!opts.carried || process.platform !== 'win32') return null;
+  const addon = native();
+  return { section: addon.processHandleCount('section'), event: addon.processHandleCount('event') };
+}
+
 (async () => {
   const beforeConnect = usage().handles;
+  const carriedBefore = carried();
   const client = await lib.SurfaceClient.connect({
     path: pipe,
     name: process.env.SL_NAME,
@@ -54,9 +67,23 @@ const opts = JSON.parse(process.argv[3] || '{}');
   client.on('disconnect', (d) => {
     const samples = [];
     const sample = () => {
-      samples.push(usage().handles);
+      samples.push({ handles: usage().handles, carried: carried() });
       if (samples.length < 5) setTimeout(sample, 100);
-      else emit('disconnect', { code: d.code, message: d.message, frames, beforeConnect, after: Math.min(...samples) });
+      else {
+        const least = (f) => Math.min(...samples.map(f));
+        emit('disconnect', {
+          code: d.code,
+          message: d.message,
+          frames,
+          beforeConnect,
+          after: least((s) => s.handles),
+          carriedBefore,
+          carriedAfter: carriedBefore && {
+            section: least((s) => s.carried.section),
+            event: least((s) => s.carried.event),
+          },
+        });
+      }
     };
     setImmediate(sample);
   });
