@@ -21,7 +21,8 @@
 # skipped, median 1-minute load, minutes, the failed tests' titles). Progress goes to stderr, a
 # line per run. At the end: runs green and red, the longest green streak in finishing order, and
 # each test that failed with its count. Exit 0 only when every run passed.
-# `touch DIR/STOP` ends the hunt after the runs in progress; Ctrl-C ends it at once.
+# `touch DIR/STOP` ends the hunt after the runs in progress; Ctrl-C ends it at once, with the report of the runs
+# that finished (exit 130).
 set -euo pipefail
 SRC=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 
@@ -126,11 +127,31 @@ worker() {
   done
 }
 
+# The report: finishing order is the order of summary.tsv's lines. Exit status 0 when every run passed.
+report() {
+  node -e '
+  const fs = require("fs");
+  const lines = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").slice(1).map((l) => l.split("\t"));
+  let green = 0, streak = 0, best = 0;
+  const failed = new Map();
+  for (const [, , , rc, , f, , , , titles] of lines) {
+    const ok = rc === "0" && (f === "0" || f === "-");
+    if (ok) { green++; streak++; best = Math.max(best, streak); } else streak = 0;
+    for (const t of (titles || "").split(" | ").filter(Boolean)) failed.set(t, (failed.get(t) || 0) + 1);
+  }
+  const out = [`${lines.length} run(s): ${green} green, ${lines.length - green} red; longest green streak ${best}`];
+  for (const [t, c] of [...failed].sort((a, b) => b[1] - a[1])) out.push(`  failed ${c}x: ${t}`);
+  out.push(`summary: ${process.argv[1]}`);
+  console.log(out.join("\n"));
+  process.exit(lines.length > 0 && green === lines.length ? 0 : 1);
+' "$OUT/summary.tsv"
+}
+
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done
 }
-trap 'say "interrupted"; cleanup; exit 130' INT TERM
+trap 'say "interrupted; the runs that finished:"; cleanup; report || true; exit 130' INT TERM
 for ((w = 1; w <= PARALLEL; w++)); do
   # Each worker's setup waits for the one before it: compiling five addons twice at once on a small
   # machine only makes both slower, and the first worker's runs begin sooner.
@@ -147,23 +168,6 @@ for ((w = 1; w <= PARALLEL; w++)); do
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
-
-# The report: finishing order is the order of summary.tsv's lines.
-node -e '
-  const fs = require("fs");
-  const lines = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").slice(1).map((l) => l.split("\t"));
-  let green = 0, streak = 0, best = 0;
-  const failed = new Map();
-  for (const [, , , rc, , f, , , , titles] of lines) {
-    const ok = rc === "0" && (f === "0" || f === "-");
-    if (ok) { green++; streak++; best = Math.max(best, streak); } else streak = 0;
-    for (const t of (titles || "").split(" | ").filter(Boolean)) failed.set(t, (failed.get(t) || 0) + 1);
-  }
-  const out = [`${lines.length} run(s): ${green} green, ${lines.length - green} red; longest green streak ${best}`];
-  for (const [t, c] of [...failed].sort((a, b) => b[1] - a[1])) out.push(`  failed ${c}x: ${t}`);
-  out.push(`summary: ${process.argv[1]}`);
-  console.log(out.join("\n"));
-  process.exit(lines.length > 0 && green === lines.length ? 0 : 1);
-' "$OUT/summary.tsv" || status=1
+report || status=1
 [ -e "$OUT/setup-failed" ] && status=1
 exit $status

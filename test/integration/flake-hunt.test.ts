@@ -5,7 +5,7 @@
  * (test/fixtures/flake-hunt-run.cjs) with --setup none; the hunt itself runs the real suite.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -46,6 +46,15 @@ function rows(out: string): Row[] {
 describe('flake hunt (scripts/flake-hunt.sh)', function () {
   this.timeout(60_000);
   let tmp: string;
+  before(function () {
+    // The hunt clones a commit: it needs the repository, which a source tree without .git is not.
+    const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--verify', 'HEAD^{commit}'], { encoding: 'utf8' });
+    if (git.status === 0) return;
+    const reason = `no git repository at ${ROOT} (${(git.error?.message ?? git.stderr).trim()})`;
+    if (process.env.CI === 'true') throw new Error(`CI=true, and this machine should run the hunt, but: ${reason}`);
+    console.log(`      skipped: ${reason}`);
+    this.skip();
+  });
   beforeEach(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'surfacelink-hunt-test-'))));
   afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -84,6 +93,35 @@ describe('flake hunt (scripts/flake-hunt.sh)', function () {
     expect(all.map((row) => Number(row.run)).sort((a, b) => a - b)).to.deep.equal([1, 2, 3, 4, 5, 6]);
     expect([...new Set(all.map((row) => row.worker))].sort()).to.deep.equal(['w1', 'w2']);
     expect(r.stdout).to.contain('6 run(s): 6 green, 0 red; longest green streak 6');
+  });
+
+  it('Ctrl-C (SIGINT) ends the runs in progress at once and reports those that finished, exit 130', async () => {
+    const out = path.join(tmp, 'h');
+    // Run 1 passes at once; run 2 would take a minute.
+    const command = 'if [ "$SURFACELINK_HUNT_RUN" = 1 ]; then echo "1 passed, 0 failed, 0 skipped"; else sleep 60; fi';
+    const child = spawn('bash', [SCRIPT, '--runs', '3', '--setup', 'none', '--out', out, '--command', command], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const ran1 = new Promise<void>((resolve) =>
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('w1 run 1/3')) resolve();
+      }),
+    );
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+    await ran1;
+    const t0 = Date.now();
+    child.kill('SIGINT');
+    const code = await closed;
+    expect(code, stderr).to.equal(130);
+    expect(Date.now() - t0, 'ended at once, run 2 killed').to.be.below(20_000);
+    expect(stderr).to.contain('interrupted');
+    expect(stdout).to.contain('1 run(s): 1 green, 0 red; longest green streak 1');
+    expect(rows(out).map((row) => row.run)).to.deep.equal(['1']);
   });
 
   it('refuses bad options with exit 2 and a reason, and an --out that already holds a hunt', async () => {
