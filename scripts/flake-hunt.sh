@@ -24,6 +24,10 @@
 # `touch DIR/STOP` ends the hunt after the runs in progress; Ctrl-C ends it at once, with the report of the runs
 # that finished (exit 130).
 set -euo pipefail
+# All of it in one block, which bash reads whole before running any of it: a hunt runs for hours, and the
+# tree it came from (this file too) is edited meanwhile; a script read line by line as it runs would then
+# go on with the edited file's text at its old offsets.
+{
 SRC=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 
 RUNS=10 PARALLEL=1 REF=HEAD OUT="" SETUP=ci COMMAND="CI=true npm test"
@@ -171,3 +175,4 @@ for p in "${pids[@]}"; do wait "$p" || status=1; done
 report || status=1
 [ -e "$OUT/setup-failed" ] && status=1
 exit $status
+}

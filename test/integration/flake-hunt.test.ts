@@ -124,6 +124,36 @@ describe('flake hunt (scripts/flake-hunt.sh)', function () {
     expect(rows(out).map((row) => row.run)).to.deep.equal(['1']);
   });
 
+  it('goes on unharmed when its own script is edited while it runs (the tree is worked on during a hunt)', async () => {
+    // A clone holding this tree's script, so that the one edited is not the repository's own.
+    const repo = path.join(tmp, 'repo');
+    const clone = spawnSync('git', ['clone', '-q', ROOT, repo], { encoding: 'utf8' });
+    expect(clone.status, clone.stderr).to.equal(0);
+    const script = path.join(repo, 'scripts', 'flake-hunt.sh');
+    fs.copyFileSync(SCRIPT, script);
+    const out = path.join(tmp, 'h');
+    const command = 'sleep 1; echo "1 passed, 0 failed, 0 skipped"';
+    const child = spawn('bash', [script, '--runs', '3', '--setup', 'none', '--out', out, '--command', command], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      // Once it is running: the file shrunk, then given other text (as an editor saving in place does).
+      if (stderr.includes('w1 run 1/3') && fs.statSync(script).size > 100) {
+        fs.writeFileSync(script, 'echo x\n');
+        fs.appendFileSync(script, ')))) syntax error here (((( \n'.repeat(400));
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(fs.readFileSync(script, 'utf8')).to.contain('syntax error here');
+    expect(code, stderr).to.equal(0);
+    expect(stderr).to.not.match(/syntax error/);
+    expect(stdout).to.contain('3 run(s): 3 green, 0 red; longest green streak 3');
+  });
+
   it('refuses bad options with exit 2 and a reason, and an --out that already holds a hunt', async () => {
     for (const [args, reason] of [
       [['--runs', '0'], /--runs needs a positive integer, got '0'/],
