@@ -553,6 +553,8 @@ export interface Win32Addon extends AddonBase {
   unmap(memory: ArrayBuffer): void;
   /** An unnamed auto-reset event (CreateEvent): tests send it where a section belongs. */
   createEvent(): NativeNtHandle;
+  /** An unnamed mutex, not owned (CreateMutex): tests send it where a section belongs and count it exactly. */
+  createMutex(): NativeNtHandle;
   /**
    * GetProcessHandleCount of this process (tests count leaks with it; under wine, which answers 0, a probe of the
    * handle table). With `kind`, a probe of the handle table counting only handles to that kind of object (what a

@@ -7,7 +7,7 @@
  * cursor it is shown; with `input` it sends a key, a pointer position, a button and a scroll
  * after the first frame. `check: false` skips the pixel checks (bench/windows.ts times delivery
  * alone); `done` then carries the time from the first frame to the last. With `carried` its `disconnect`
- * also reports its handles to sections and events before and after the session (the bad-input tests: what a
+ * also reports its handles to sections, mutexes and events before and after the session (the bad-input tests: what a
  * rejected message carried must be closed).
  */
 const { lib, native, emit, usage, gradient, advance } = require('./common.cjs');
@@ -16,13 +16,18 @@ const pipe = process.argv[2];
 const opts = JSON.parse(process.argv[3] || '{}');
 
 /**
- * Handles to what a message can carry (sections, events), counted by kind: unlike the whole count, which wine moves
- * by one now and then with handles of its own threads, these change only with what the session received.
+ * Handles to what the rogue's messages carry (sections, mutexes), counted by kind: unlike the whole count, which
+ * wine moves by one now and then with handles of its own (an event, seen), these change only with what the
+ * session received. Events are reported too, not judged.
  */
 function carried() {
   if (!opts.carried || process.platform !== 'win32') return null;
   const addon = native();
-  return { section: addon.processHandleCount('section'), event: addon.processHandleCount('event') };
+  return {
+    section: addon.processHandleCount('section'),
+    mutant: addon.processHandleCount('mutant'),
+    event: addon.processHandleCount('event'),
+  };
 }
 
 (async () => {
@@ -80,6 +85,7 @@ function carried() {
           carriedBefore,
           carriedAfter: carriedBefore && {
             section: least((s) => s.carried.section),
+            mutant: least((s) => s.carried.mutant),
             event: least((s) => s.carried.event),
           },
         });

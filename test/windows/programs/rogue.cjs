@@ -107,8 +107,8 @@ listener.start((channel) => {
         return sendScanout(scanout({ width: 100000, height: 100000, stride: 400000 }), [addon.createSection(4096)]);
       case 'overflow-offset':
         return sendScanout(scanout({ offset: 2 ** 60 }), [addon.createSection(8192)]);
-      case 'wrong-type': // an event where a section belongs
-        return sendScanout(scanout(), [addon.createEvent()]);
+      case 'wrong-type': // a mutex where a section belongs
+        return sendScanout(scanout(), [addon.createMutex()]);
       case 'wrong-count':
         return sendScanout(scanout(), [addon.createSection(8192), addon.createSection(8192)]);
       case 'bad-handle-index':
