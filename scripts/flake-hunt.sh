@@ -28,13 +28,13 @@ set -euo pipefail
 # tree it came from (this file too) is edited meanwhile; a script read line by line as it runs would then
 # go on with the edited file's text at its old offsets.
 {
-SRC=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
-
 RUNS=10 PARALLEL=1 REF=HEAD OUT="" SETUP=ci COMMAND="CI=true npm test"
 die() {
   echo "flake-hunt: $*" >&2
   exit 2
 }
+SRC=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel 2>/dev/null) ||
+  die "$(dirname "$0")/.. is not a git repository: the hunt tests commits, each in a fresh clone"
 posint() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer, got '$2'"; }
 while [ $# -gt 0 ]; do
   [ $# -ge 2 ] || [[ $1 == -h || $1 == --help ]] || die "$1 needs a value"
