@@ -1,5 +1,5 @@
 // File-mapping sections (pagefile-backed shared memory) and process-level helpers:
-// createSection, sectionSize, mapSection, unmap, processHandleCount.
+// createSection, sectionSize, mapSection, unmap, readOnlySection, createMutex, processHandleCount.
 #include "handle.h"
 
 #include <winternl.h>
@@ -184,13 +184,6 @@ Napi::Value ReadOnlySection(const Napi::CallbackInfo& info) {
   return WrapHandle(env, copy);
 }
 
-// createEvent() -> an unnamed auto-reset event (tests send it where a section belongs).
-Napi::Value CreateEventHandle(const Napi::CallbackInfo& info) {
-  HANDLE h = ::CreateEventW(nullptr, FALSE, FALSE, nullptr);
-  if (h == nullptr) ThrowLastError(info.Env(), "CreateEventW");
-  return WrapHandle(info.Env(), h);
-}
-
 // createMutex() -> an unnamed mutex, not owned (tests send it where a section belongs: unlike events, which a
 // runtime makes on its own now and then, no mutex appears in a Node process by itself, so leaks of one are counted
 // exactly).
@@ -242,7 +235,6 @@ void RegisterSection(Napi::Env env, Napi::Object exports) {
   exports.Set("mapSection", Napi::Function::New(env, MapSection, "mapSection"));
   exports.Set("unmap", Napi::Function::New(env, Unmap, "unmap"));
   exports.Set("readOnlySection", Napi::Function::New(env, ReadOnlySection, "readOnlySection"));
-  exports.Set("createEvent", Napi::Function::New(env, CreateEventHandle, "createEvent"));
   exports.Set("createMutex", Napi::Function::New(env, CreateMutexHandle, "createMutex"));
   exports.Set("processHandleCount", Napi::Function::New(env, ProcessHandleCount, "processHandleCount"));
 }

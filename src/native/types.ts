@@ -551,8 +551,6 @@ export interface Win32Addon extends AddonBase {
    * other buffers.
    */
   unmap(memory: ArrayBuffer): void;
-  /** An unnamed auto-reset event (CreateEvent): tests send it where a section belongs. */
-  createEvent(): NativeNtHandle;
   /** An unnamed mutex, not owned (CreateMutex): tests send it where a section belongs and count it exactly. */
   createMutex(): NativeNtHandle;
   /**
